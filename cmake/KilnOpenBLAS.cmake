@@ -1,0 +1,10 @@
+# kiln::openblas: OpenBLAS's CBLAS interface (Debian: libopenblas-dev).
+find_path(KILN_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-pthread openblas)
+find_library(KILN_OPENBLAS_LIBRARY NAMES openblas)
+if(NOT KILN_CBLAS_INCLUDE_DIR OR NOT KILN_OPENBLAS_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS not found: install libopenblas-dev")
+endif()
+add_library(kiln_openblas INTERFACE)
+add_library(kiln::openblas ALIAS kiln_openblas)
+target_include_directories(kiln_openblas INTERFACE ${KILN_CBLAS_INCLUDE_DIR})
+target_link_libraries(kiln_openblas INTERFACE ${KILN_OPENBLAS_LIBRARY})

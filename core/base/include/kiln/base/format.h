@@ -1,0 +1,23 @@
+#pragma once
+// fmt support for kiln's base types, for error messages and printing. Kept out
+// of dtype.h and device.h so that CUDA sources never include fmt.
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "kiln/base/device.h"
+#include "kiln/base/dtype.h"
+
+template <>
+struct fmt::formatter<kiln::DType> : fmt::formatter<std::string_view> {
+  auto format(kiln::DType t, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(kiln::dtype_name(t), ctx);
+  }
+};
+
+template <>
+struct fmt::formatter<kiln::Device> : fmt::formatter<std::string_view> {
+  auto format(const kiln::Device& d, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(d.str(), ctx);
+  }
+};

@@ -1,0 +1,206 @@
+#pragma once
+// kiln's ops: free functions on Tensors. Each checks its arguments, dispatches
+// to the device's kernel and, in grad mode, records its backward.
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "kiln/random.h"
+#include "kiln/tensor.h"
+
+namespace kiln {
+
+// --- factories ----------------------------------------------------------------
+Tensor empty(const Shape& shape, TensorOptions options = {});
+Tensor zeros(const Shape& shape, TensorOptions options = {});
+Tensor ones(const Shape& shape, TensorOptions options = {});
+Tensor full(const Shape& shape, Scalar value, TensorOptions options = {});
+Tensor empty_like(const Tensor& t);
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor full_like(const Tensor& t, Scalar value);
+// [start, end) by step; int64 when all three are integers, unless options say otherwise.
+Tensor arange(Scalar start, Scalar end, Scalar step = 1, std::optional<TensorOptions> options = {});
+Tensor arange(Scalar end, std::optional<TensorOptions> options = {});
+// A 1-D tensor holding a copy of values (reshape for more dims).
+template <typename T>
+Tensor tensor(const std::vector<T>& values, TensorOptions options = TensorOptions(dtype_of<T>()));
+Tensor tensor(std::initializer_list<double> values, TensorOptions options = {});
+// A 0-dim tensor.
+Tensor scalar_tensor(Scalar value, TensorOptions options = {});
+// Wraps caller-owned memory without copying; deleter (optional) runs when the
+// last view dies. Strides default to contiguous.
+Tensor from_blob(void* data, const Shape& shape, TensorOptions options = {}, Storage::Deleter deleter = {});
+Tensor from_blob(void* data, const Shape& shape, const Shape& strides, TensorOptions options = {},
+                 Storage::Deleter deleter = {});
+
+// Uniform [0, 1), standard normal, and integers in [low, high), from gen (or the default).
+Tensor rand(const Shape& shape, Generator& gen, TensorOptions options = {});
+Tensor rand(const Shape& shape, TensorOptions options = {});
+Tensor randn(const Shape& shape, Generator& gen, TensorOptions options = {});
+Tensor randn(const Shape& shape, TensorOptions options = {});
+Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen, TensorOptions options = kInt64);
+Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions options = kInt64);
+
+// --- type promotion (PyTorch's rules) ----------------------------------------
+DType promote_types(DType a, DType b);
+// Tensors with dims outrank 0-dim tensors, which outrank Scalars, within a category
+// (bool < integer < floating); a higher category always wins.
+DType result_type(const Tensor& a, const Tensor& b);
+DType result_type(const Tensor& a, Scalar b);
+// The shape a and b broadcast to; raises naming op.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op = "broadcast");
+
+// --- elementwise ------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b, Scalar alpha = 1);  // a + alpha * b
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);  // true division: integers give float32
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, Scalar exponent);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+
+Tensor neg(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor sign(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+// approximate: "none" (erf) or "tanh".
+Tensor gelu(const Tensor& x, std::string_view approximate = "none");
+Tensor silu(const Tensor& x);
+Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> max);
+
+// Comparisons give bool tensors.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_or(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& x);
+// cond ? a : b, broadcasting all three.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& cond, const Tensor& a, Scalar b);
+Tensor where(const Tensor& cond, Scalar a, const Tensor& b);
+// x with value wherever mask (broadcast) is true.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, Scalar value);
+
+// --- reductions -----------------------------------------------------------------
+// Over all elements, or over `dims` (empty = all). Integer sums give int64.
+Tensor sum(const Tensor& x);
+Tensor sum(const Tensor& x, const Shape& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const Shape& dims, bool keepdim = false);
+Tensor max(const Tensor& x);
+Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);  // values; grad split among ties
+Tensor min(const Tensor& x);
+Tensor min(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor argmax(const Tensor& x);  // index into the flattened tensor
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false);
+// Variance dividing by n - correction (1: unbiased, as PyTorch's default).
+Tensor var(const Tensor& x, const Shape& dims, int64_t correction = 1, bool keepdim = false);
+// log(sum(exp(x))) over dim, stable.
+Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
+// Sums x down to shape (the reverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// --- linear algebra ----------------------------------------------------------------
+// torch.matmul semantics: 1-D vectors, 2-D matrices, batched with broadcast batch dims.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// --- joining, splitting, indexing ------------------------------------------------
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
+// Views of size split_size along dim (the last may be smaller).
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);
+// index: 1-D int32/int64.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// out[i][j] = x[index[i][j]][j] (dim 0), etc.; index has the output's shape.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// Rows of weight (num, dim) at indices of any shape: (*indices, dim).
+Tensor embedding(const Tensor& weight, const Tensor& indices);
+
+// --- neural-network functions ------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// Normalizes over the trailing dims given by normalized_shape; weight and bias
+// (of that shape) are optional.
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
+                  const Tensor& bias = {}, double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {}, double eps = 1e-6);
+
+enum class Reduction { None, Mean, Sum };
+// logits (N, C) or (C,) or (N, C, d1, ...); target int64/int32 class indices of
+// the matching shape. Mean divides by the number of targets not ignored.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
+                     Reduction reduction = Reduction::Mean);
+// Zeroes elements with probability p and scales the rest by 1 / (1 - p).
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+Tensor dropout(const Tensor& x, double p, bool training = true);
+
+struct AttentionOptions {
+  bool causal = false;
+  std::optional<double> scale;  // default 1 / sqrt(head_dim)
+};
+struct AttentionOutput {
+  Tensor out;  // (B, Hq, Tq, D)
+  Tensor lse;  // (B, Hq, Tq) float32 logsumexp of each row of scaled scores
+};
+// q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) with Hq a multiple of Hkv (grouped
+// queries). A causal mask with Tq < Tk is aligned bottom-right: query i sees keys
+// up to i + Tk - Tq.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options = {});
+AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                      const AttentionOptions& options = {});
+
+// --- operators ---------------------------------------------------------------------
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, Scalar b);
+Tensor operator-(const Tensor& a, Scalar b);
+Tensor operator*(const Tensor& a, Scalar b);
+Tensor operator/(const Tensor& a, Scalar b);
+Tensor operator+(Scalar a, const Tensor& b);
+Tensor operator-(Scalar a, const Tensor& b);
+Tensor operator*(Scalar a, const Tensor& b);
+Tensor operator/(Scalar a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator==(const Tensor& a, const Tensor& b);
+Tensor operator!=(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<=(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>=(const Tensor& a, const Tensor& b);
+Tensor operator==(const Tensor& a, Scalar b);
+Tensor operator<(const Tensor& a, Scalar b);
+Tensor operator>(const Tensor& a, Scalar b);
+Tensor operator>=(const Tensor& a, Scalar b);
+Tensor operator<=(const Tensor& a, Scalar b);
+Tensor operator!=(const Tensor& a, Scalar b);
+
+// True when a and b have one shape and all elements are within atol + rtol * |b|.
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
+
+template <typename T>
+Tensor tensor(const std::vector<T>& values, TensorOptions options) {
+  Tensor host = from_blob(const_cast<T*>(values.data()), {static_cast<int64_t>(values.size())},
+                          TensorOptions(dtype_of<T>()));
+  return host.to(options.device_, options.dtype_).clone().requires_grad_(options.requires_grad_);
+}
+
+}  // namespace kiln

@@ -1,0 +1,216 @@
+#pragma once
+// Tensor: a cheap, shared handle to a strided view of a Storage, with optional
+// autograd metadata. Copying a Tensor copies the handle, never the data.
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/base/buffer.h"
+#include "kiln/base/device.h"
+#include "kiln/base/dtype.h"
+#include "kiln/base/error.h"
+#include "kiln/scalar.h"
+#include "kiln/storage.h"
+
+namespace kiln {
+
+using Shape = std::vector<int64_t>;
+
+namespace autograd {
+class Node;
+}
+
+// What a factory makes: dtype, device, and whether the result requires grad.
+// Converts implicitly from a DType or a Device: zeros({2, 3}, kFloat64).
+struct TensorOptions {
+  DType dtype_ = kFloat32;
+  Device device_ = kCPU;
+  bool requires_grad_ = false;
+
+  TensorOptions() = default;
+  TensorOptions(DType t) : dtype_(t) {}   // NOLINT(google-explicit-constructor)
+  TensorOptions(Device d) : device_(d) {}  // NOLINT(google-explicit-constructor)
+  TensorOptions dtype(DType t) const { auto o = *this; o.dtype_ = t; return o; }
+  TensorOptions device(Device d) const { auto o = *this; o.device_ = d; return o; }
+  TensorOptions requires_grad(bool r = true) const { auto o = *this; o.requires_grad_ = r; return o; }
+};
+
+class Tensor;
+using GradHook = std::function<void(const Tensor&)>;
+
+struct AutogradMeta;
+struct TensorImpl;
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined; defined() is false
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+  // A view of storage with the given geometry (strides and offset in elements).
+  Tensor(std::shared_ptr<Storage> storage, Shape sizes, Shape strides, int64_t offset, DType dtype);
+
+  bool defined() const { return impl_ != nullptr; }
+
+  // --- geometry -------------------------------------------------------------
+  const Shape& sizes() const;
+  const Shape& strides() const;
+  int64_t size(int64_t dim) const;
+  int64_t stride(int64_t dim) const;
+  int64_t dim() const;
+  int64_t numel() const;
+  int64_t storage_offset() const;
+  DType dtype() const;
+  Device device() const;
+  bool is_contiguous() const;
+  size_t element_size() const { return kiln::element_size(dtype()); }
+  const std::shared_ptr<Storage>& storage() const;
+  // Version of the underlying storage; bumped by every in-place op.
+  uint32_t version() const;
+
+  // Pointer to the first element (host memory only for the typed form).
+  void* data_ptr() const;
+  template <typename T>
+  T* data_ptr() const;
+  // What kernels see: pointer, shape, strides, dtype, device.
+  Buffer buffer() const;
+
+  // The value of a one-element tensor.
+  Scalar item() const;
+  template <typename T>
+  T item() const;
+
+  // --- views (share storage) ----------------------------------------------------
+  Tensor view(Shape shape) const;       // raises when the strides do not allow a view
+  Tensor reshape(Shape shape) const;    // a view when possible, else a copy
+  Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
+  Tensor transpose(int64_t d0, int64_t d1) const;
+  Tensor t() const;                     // transpose of a matrix
+  Tensor permute(Shape dims) const;
+  Tensor movedim(int64_t src, int64_t dst) const;
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor select(int64_t dim, int64_t index) const;
+  Tensor operator[](int64_t index) const { return select(0, index); }
+  Tensor expand(Shape shape) const;     // -1 keeps a size
+  Tensor expand_as(const Tensor& other) const { return expand(other.sizes()); }
+  Tensor squeeze() const;
+  Tensor squeeze(int64_t dim) const;
+  Tensor unsqueeze(int64_t dim) const;
+  Tensor contiguous() const;            // this tensor when already contiguous
+
+  // --- conversion -------------------------------------------------------------
+  Tensor to(Device device) const;
+  Tensor to(DType dtype) const;
+  Tensor to(Device device, DType dtype) const;
+  Tensor clone() const;
+  Tensor detach() const;                // shares storage, no autograd history
+
+  // --- autograd ---------------------------------------------------------------
+  bool requires_grad() const;
+  Tensor& requires_grad_(bool required = true);
+  // The accumulated gradient (undefined until a backward reaches this tensor).
+  const Tensor& grad() const;
+  Tensor& mutable_grad();
+  void set_grad(Tensor g);
+  const std::shared_ptr<autograd::Node>& grad_fn() const;
+  bool is_leaf() const;
+  // Backpropagates from this tensor; a scalar unless `gradient` is given.
+  void backward(const Tensor& gradient = {}, bool retain_graph = false) const;
+  // Keeps the gradient of a non-leaf tensor in grad() after backward.
+  void retain_grad() const;
+  // On a leaf: fn runs once its gradient for the current backward is final.
+  void register_post_accumulate_grad_hook(GradHook fn) const;
+
+  // --- in-place (bump the version counter) ------------------------------------
+  Tensor& fill_(Scalar value);
+  Tensor& zero_() { return fill_(0); }
+  Tensor& copy_(const Tensor& src);  // broadcasts src, converts dtype
+  Tensor& add_(const Tensor& other, Scalar alpha = 1);
+  Tensor& add_(Scalar other);
+  Tensor& sub_(const Tensor& other);
+  Tensor& mul_(const Tensor& other);
+  Tensor& mul_(Scalar other);
+  Tensor& div_(const Tensor& other);
+  Tensor& div_(Scalar other);
+
+  // PyTorch-style text: tensor([[1.0000, 2.0000]], dtype=...).
+  std::string str() const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
+
+ private:
+  void check_defined(const char* what) const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Autograd state, created only for tensors that need it.
+struct AutogradMeta {
+  bool requires_grad = false;
+  bool retains_grad = false;
+  Tensor grad;
+  std::shared_ptr<autograd::Node> grad_fn;
+  std::weak_ptr<autograd::Node> grad_accumulator;
+  std::vector<GradHook> post_accumulate_hooks;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape sizes;
+  Shape strides;
+  int64_t offset = 0;
+  DType dtype = kFloat32;
+  bool is_view = false;
+  std::unique_ptr<AutogradMeta> autograd;
+
+  AutogradMeta& meta() {
+    if (!autograd) autograd = std::make_unique<AutogradMeta>();
+    return *autograd;
+  }
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// Contiguous strides for a shape.
+Shape contiguous_strides(const Shape& shape);
+int64_t shape_numel(const Shape& shape);
+// Wraps a negative dim into [0, ndim); raises with the op name when out of range.
+int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);
+
+// --- dtype of C++ types -------------------------------------------------------
+template <typename T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<bool>() { return kBool; }
+template <> constexpr DType dtype_of<int32_t>() { return kInt32; }
+template <> constexpr DType dtype_of<int64_t>() { return kInt64; }
+template <> constexpr DType dtype_of<BFloat16>() { return kBFloat16; }
+template <> constexpr DType dtype_of<Half>() { return kFloat16; }
+template <> constexpr DType dtype_of<float>() { return kFloat32; }
+template <> constexpr DType dtype_of<double>() { return kFloat64; }
+
+template <typename T>
+T* Tensor::data_ptr() const {
+  KILN_CHECK(dtype() == dtype_of<T>(), "[data_ptr] tensor has dtype {}, asked for {}", dtype(), dtype_of<T>());
+  return static_cast<T*>(data_ptr());
+}
+
+template <typename T>
+T Tensor::item() const {
+  Scalar s = item();
+  if constexpr (std::is_same_v<T, bool>) return s.to_bool();
+  else if constexpr (std::is_integral_v<T>) return static_cast<T>(s.to_int());
+  else return static_cast<T>(s.to_double());
+}
+
+}  // namespace kiln
+
+template <>
+struct fmt::formatter<kiln::Tensor> : fmt::formatter<std::string_view> {
+  auto format(const kiln::Tensor& t, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(t.str(), ctx);
+  }
+};

@@ -1,0 +1,140 @@
+// Factories: empty/zeros/ones/full/arange, from_blob, and the Philox draws.
+
+#include <cmath>
+
+#include "dispatch.h"
+#include "kiln/ops.h"
+
+namespace kiln {
+
+std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
+  size_t bytes = std::max<size_t>(nbytes, 1);
+  if (device.is_cpu()) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    KILN_CHECK(p != nullptr, "[allocate] out of host memory allocating {} bytes", nbytes);
+    return std::make_shared<Storage>(p, nbytes, device, [](void* q) { std::free(q); });
+  }
+  void* p = kernels::cuda::allocate(bytes, device.index);
+  int index = device.index;
+  return std::make_shared<Storage>(p, nbytes, device, [index](void* q) { kernels::cuda::deallocate(q, index); });
+}
+
+std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, Device device, Deleter deleter) {
+  return std::make_shared<Storage>(data, nbytes, device, std::move(deleter));
+}
+
+Generator& default_generator() {
+  static Generator gen(0);
+  return gen;
+}
+
+void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+Tensor empty(const Shape& shape, TensorOptions options) {
+  for (int64_t s : shape) KILN_CHECK(s >= 0, "[empty] negative size in shape {}", detail::shape_str(shape));
+  auto storage = Storage::allocate(static_cast<size_t>(shape_numel(shape)) * element_size(options.dtype_),
+                                   options.device_);
+  Tensor t(std::move(storage), shape, contiguous_strides(shape), 0, options.dtype_);
+  if (options.requires_grad_) t.requires_grad_();
+  return t;
+}
+
+Tensor full(const Shape& shape, Scalar value, TensorOptions options) {
+  bool required = options.requires_grad_;
+  Tensor t = empty(shape, options.requires_grad(false));
+  KILN_DISPATCH(t.device(), fill, t.buffer(), value.to_double());
+  return required ? t.requires_grad_() : t;
+}
+
+Tensor zeros(const Shape& shape, TensorOptions options) { return full(shape, 0, options); }
+Tensor ones(const Shape& shape, TensorOptions options) { return full(shape, 1, options); }
+Tensor empty_like(const Tensor& t) { return empty(t.sizes(), TensorOptions(t.dtype()).device(t.device())); }
+Tensor zeros_like(const Tensor& t) { return full_like(t, 0); }
+Tensor ones_like(const Tensor& t) { return full_like(t, 1); }
+Tensor full_like(const Tensor& t, Scalar value) {
+  return full(t.sizes(), value, TensorOptions(t.dtype()).device(t.device()));
+}
+
+Tensor scalar_tensor(Scalar value, TensorOptions options) { return full({}, value, options); }
+
+Tensor tensor(std::initializer_list<double> values, TensorOptions options) {
+  return tensor(std::vector<double>(values), options);
+}
+
+Tensor arange(Scalar start, Scalar end, Scalar step, std::optional<TensorOptions> options) {
+  bool integral = start.kind() != Scalar::Kind::Float && end.kind() != Scalar::Kind::Float &&
+                  step.kind() != Scalar::Kind::Float;
+  TensorOptions opts = options.value_or(TensorOptions(integral ? kInt64 : kFloat32));
+  double s = start.to_double(), e = end.to_double(), st = step.to_double();
+  KILN_CHECK(st != 0, "[arange] step must be nonzero");
+  KILN_CHECK((st > 0 && e >= s) || (st < 0 && e <= s) || s == e,
+             "[arange] the range [{}, {}) is empty or reversed for step {}", s, e, st);
+  auto n = static_cast<int64_t>(std::ceil((e - s) / st));
+  Tensor t = empty({std::max<int64_t>(n, 0)}, opts.requires_grad(false));
+  KILN_DISPATCH(t.device(), arange, t.buffer(), s, st);
+  return opts.requires_grad_ ? t.requires_grad_() : t;
+}
+
+Tensor arange(Scalar end, std::optional<TensorOptions> options) { return arange(0, end, 1, options); }
+
+Tensor from_blob(void* data, const Shape& shape, TensorOptions options, Storage::Deleter deleter) {
+  return from_blob(data, shape, contiguous_strides(shape), options, std::move(deleter));
+}
+
+Tensor from_blob(void* data, const Shape& shape, const Shape& strides, TensorOptions options,
+                 Storage::Deleter deleter) {
+  KILN_CHECK(shape.size() == strides.size(), "[from_blob] shape {} and strides {} differ in rank",
+             detail::shape_str(shape), detail::shape_str(strides));
+  KILN_CHECK(data != nullptr || shape_numel(shape) == 0, "[from_blob] null data for shape {}",
+             detail::shape_str(shape));
+  int64_t extent = 1;  // one past the furthest element reached
+  for (size_t i = 0; i < shape.size(); ++i) {
+    KILN_CHECK(strides[i] >= 0, "[from_blob] negative strides are not supported: {}", detail::shape_str(strides));
+    if (shape[i] > 0) extent += (shape[i] - 1) * strides[i];
+  }
+  auto storage = Storage::wrap(data, static_cast<size_t>(extent) * element_size(options.dtype_), options.device_,
+                               std::move(deleter));
+  Tensor t(std::move(storage), shape, strides, 0, options.dtype_);
+  return options.requires_grad_ ? t.requires_grad_() : t;
+}
+
+namespace {
+
+Tensor random_tensor(const Shape& shape, Generator& gen, TensorOptions options, const char* op, auto&& draw) {
+  KILN_CHECK(op == std::string_view("randint") || is_floating(options.dtype_), "[{}] needs a floating dtype, got {}",
+             op, options.dtype_);
+  Tensor t = empty(shape, options.requires_grad(false));
+  uint64_t offset = gen.reserve(static_cast<uint64_t>(t.numel()));
+  draw(t.buffer(), gen.seed(), offset);
+  return options.requires_grad_ ? t.requires_grad_() : t;
+}
+
+}  // namespace
+
+Tensor rand(const Shape& shape, Generator& gen, TensorOptions options) {
+  return random_tensor(shape, gen, options, "rand", [](const Buffer& b, uint64_t seed, uint64_t off) {
+    KILN_DISPATCH(b.device, uniform, b, seed, off, 0.0, 1.0);
+  });
+}
+Tensor rand(const Shape& shape, TensorOptions options) { return rand(shape, default_generator(), options); }
+
+Tensor randn(const Shape& shape, Generator& gen, TensorOptions options) {
+  return random_tensor(shape, gen, options, "randn", [](const Buffer& b, uint64_t seed, uint64_t off) {
+    KILN_DISPATCH(b.device, normal, b, seed, off, 0.0, 1.0);
+  });
+}
+Tensor randn(const Shape& shape, TensorOptions options) { return randn(shape, default_generator(), options); }
+
+Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen, TensorOptions options) {
+  KILN_CHECK(low < high, "[randint] empty range [{}, {})", low, high);
+  KILN_CHECK(options.dtype_ != kBool, "[randint] cannot draw bool tensors");
+  return random_tensor(shape, gen, options, "randint", [=](const Buffer& b, uint64_t seed, uint64_t off) {
+    KILN_DISPATCH(b.device, randint, b, seed, off, low, high);
+  });
+}
+Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions options) {
+  return randint(low, high, shape, default_generator(), options);
+}
+
+}  // namespace kiln

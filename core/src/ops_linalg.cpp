@@ -1,0 +1,63 @@
+// matmul with torch.matmul's semantics over one batched kernel.
+
+#include "dispatch.h"
+
+namespace kiln {
+
+using autograd::Grads;
+using autograd::Needs;
+using detail::describe;
+using detail::save;
+using detail::shape_str;
+
+namespace {
+
+// a (..., m, k) @ b (..., k, n) with both of 2+ dims; batch dims broadcast.
+Tensor batched_matmul(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  Shape batch = broadcast_shapes(Shape(a.sizes().begin(), a.sizes().end() - 2),
+                                 Shape(b.sizes().begin(), b.sizes().end() - 2), "matmul");
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor out = empty(out_shape, TensorOptions(a.dtype()).device(a.device()));
+  {
+    autograd::NoGradGuard no_grad;
+    auto as3 = [&](const Tensor& t, int64_t r, int64_t c) {
+      Shape full = batch;
+      full.push_back(r);
+      full.push_back(c);
+      return t.expand(full).reshape({-1, r, c});
+    };
+    KILN_DISPATCH(a.device(), matmul, out.reshape({-1, m, n}).buffer(), as3(a, m, k).buffer(), as3(b, k, n).buffer());
+  }
+  if (autograd::any_requires_grad({a, b}))
+    autograd::record("matmul", out, {a, b}, [sa = save(a, "matmul"), sb = save(b, "matmul")](const Tensor& g,
+                                                                                           const Needs& nd) {
+      return Grads{nd[0] ? matmul(g, sb.get().transpose(-1, -2)) : Tensor(),
+                   nd[1] ? matmul(sa.get().transpose(-1, -2), g) : Tensor()};
+    });
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  detail::check_defined(a, "matmul", "self");
+  detail::check_defined(b, "matmul", "other");
+  detail::check_same_device("matmul", {a, b});
+  KILN_CHECK(a.dim() >= 1 && b.dim() >= 1, "[matmul] both arguments need at least 1 dim, got {} and {}",
+             describe(a), describe(b));
+  KILN_CHECK(a.dtype() == b.dtype(), "[matmul] expects one dtype, got {} and {}", describe(a), describe(b));
+  KILN_CHECK(a.size(-1) == b.size(b.dim() == 1 ? 0 : -2),
+             "[matmul] shapes {} and {} cannot be multiplied ({} vs {} inner elements)", shape_str(a.sizes()),
+             shape_str(b.sizes()), a.size(-1), b.size(b.dim() == 1 ? 0 : -2));
+  Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
+  Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
+  Tensor out = batched_matmul(a2, b2);
+  if (a.dim() == 1) out = out.squeeze(-2);
+  if (b.dim() == 1) out = out.squeeze(-1);
+  return out;
+}
+
+}  // namespace kiln

@@ -1,0 +1,236 @@
+// Neural-network functions: softmax, log_softmax, layer_norm, rms_norm,
+// cross_entropy, dropout, and the reference scaled-dot-product attention.
+
+#include <cmath>
+#include <limits>
+
+#include "dispatch.h"
+
+namespace kiln {
+
+using autograd::Grads;
+using autograd::Needs;
+using detail::buffer_or_null;
+using detail::describe;
+using detail::save;
+using detail::shape_str;
+
+namespace {
+
+// t (contiguous) seen by a row kernel as (rows, C).
+Buffer rows_view(const Tensor& t, int64_t C) {
+  Buffer b = t.buffer();
+  b.ndim = 2;
+  b.sizes[0] = C == 0 ? 0 : t.numel() / C;
+  b.sizes[1] = C;
+  b.strides[0] = C;
+  b.strides[1] = 1;
+  return b;
+}
+
+// Row statistics are float32, or float64 for float64 inputs.
+DType stat_dtype(DType t) { return t == kFloat64 ? kFloat64 : kFloat32; }
+
+Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name) {
+  detail::check_defined(x, name, "self");
+  detail::check_floating(x, name);
+  dim = wrap_dim(dim, x.dim(), name);
+  const int64_t last = std::max<int64_t>(x.dim() - 1, 0);
+  const int64_t C = x.dim() == 0 ? 1 : x.size(dim);
+  Tensor xt = x.detach().movedim(dim, last).contiguous();
+  Tensor yt = empty_like(xt);
+  if (xt.numel() > 0) KILN_DISPATCH(x.device(), softmax, rows_view(yt, C), rows_view(xt, C), log);
+  Tensor out = dim == last ? yt : yt.movedim(last, dim);
+  if (autograd::any_requires_grad({x}))
+    autograd::record(name, out, {x}, [sy = save(yt, name), dim, last, C, log](const Tensor& g, const Needs&) {
+      Tensor gt = g.movedim(dim, last).contiguous();
+      Tensor dx = empty_like(gt);
+      if (gt.numel() > 0)
+        KILN_DISPATCH(g.device(), softmax_backward, rows_view(dx, C), rows_view(gt, C), rows_view(sy.get(), C), log);
+      return Grads{dim == last ? dx : dx.movedim(last, dim)};
+    });
+  return out;
+}
+
+// Checks x's trailing dims and the parameters against normalized_shape; returns C.
+int64_t check_norm(const Tensor& x, const Shape& normalized_shape, const std::vector<Tensor>& params,
+                   const char* op) {
+  detail::check_defined(x, op, "input");
+  detail::check_floating(x, op);
+  detail::check_same_device(op, {x, params[0], params.size() > 1 ? params[1] : Tensor()});
+  int64_t n = static_cast<int64_t>(normalized_shape.size());
+  bool ok = n >= 1 && x.dim() >= n;
+  for (int64_t i = 0; ok && i < n; ++i) ok = x.size(x.dim() - n + i) == normalized_shape[i];
+  KILN_CHECK(ok, "[{}] normalized_shape {} does not match the trailing dims of the input {}", op,
+             shape_str(normalized_shape), describe(x));
+  for (const Tensor& p : params)
+    if (p.defined())
+      KILN_CHECK(p.sizes() == normalized_shape && is_floating(p.dtype()),
+                 "[{}] weight/bias {} must be floating with shape normalized_shape {}", op, describe(p),
+                 shape_str(normalized_shape));
+  return shape_numel(normalized_shape);
+}
+
+// A zeroed parameter-gradient accumulator of C elements when needed, in the
+// row-statistics dtype; the autograd node casts it to the parameter's dtype.
+Tensor param_grad(bool needed, int64_t C, const Tensor& x) {
+  return needed ? zeros({C}, TensorOptions(stat_dtype(x.dtype())).device(x.device())) : Tensor();
+}
+
+// The accumulator viewed with the parameter's shape.
+Tensor shaped(const Tensor& g, const Shape& shape) { return g.defined() ? g.view(shape) : g; }
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  const int64_t C = check_norm(x, normalized_shape, {weight, bias}, "layer_norm");
+  Tensor xc = x.detach().contiguous();
+  Tensor y = empty_like(xc);
+  const int64_t rows = xc.numel() / std::max<int64_t>(C, 1);
+  TensorOptions stat = TensorOptions(stat_dtype(x.dtype())).device(x.device());
+  Tensor mean = empty({rows}, stat), rstd = empty({rows}, stat);
+  KILN_DISPATCH(x.device(), layer_norm, rows_view(y, C), mean.buffer(), rstd.buffer(), rows_view(xc, C),
+                buffer_or_null(weight), buffer_or_null(bias), eps);
+  if (autograd::any_requires_grad({x, weight, bias}))
+    autograd::record("layer_norm", y, {x, weight, bias},
+                     [sx = save(xc, "layer_norm"), sw = save(weight, "layer_norm"), sm = save(mean, "layer_norm"),
+                      sr = save(rstd, "layer_norm"), C, normalized_shape](const Tensor& g, const Needs& n) {
+                       const Tensor& w = sw.get();
+                       Tensor gc = g.contiguous();
+                       Tensor dx = empty_like(gc);
+                       Tensor dw = param_grad(n[1], C, gc), db = param_grad(n[2], C, gc);
+                       KILN_DISPATCH(g.device(), layer_norm_backward, rows_view(dx, C), buffer_or_null(dw),
+                                     buffer_or_null(db), rows_view(gc, C), rows_view(sx.get(), C), buffer_or_null(w),
+                                     sm.get().buffer(), sr.get().buffer());
+                       return Grads{dx, shaped(dw, normalized_shape), shaped(db, normalized_shape)};
+                     });
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, double eps) {
+  const int64_t C = check_norm(x, normalized_shape, {weight}, "rms_norm");
+  Tensor xc = x.detach().contiguous();
+  Tensor y = empty_like(xc);
+  const int64_t rows = xc.numel() / std::max<int64_t>(C, 1);
+  Tensor rstd = empty({rows}, TensorOptions(stat_dtype(x.dtype())).device(x.device()));
+  KILN_DISPATCH(x.device(), rms_norm, rows_view(y, C), rstd.buffer(), rows_view(xc, C), buffer_or_null(weight), eps);
+  if (autograd::any_requires_grad({x, weight}))
+    autograd::record("rms_norm", y, {x, weight},
+                     [sx = save(xc, "rms_norm"), sw = save(weight, "rms_norm"), sr = save(rstd, "rms_norm"),
+                      C, normalized_shape](const Tensor& g, const Needs& n) {
+                       const Tensor& w = sw.get();
+                       Tensor gc = g.contiguous();
+                       Tensor dx = empty_like(gc);
+                       Tensor dw = param_grad(n[1], C, gc);
+                       KILN_DISPATCH(g.device(), rms_norm_backward, rows_view(dx, C), buffer_or_null(dw),
+                                     rows_view(gc, C), rows_view(sx.get(), C), buffer_or_null(w), sr.get().buffer());
+                       return Grads{dx, shaped(dw, normalized_shape)};
+                     });
+  return y;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction) {
+  detail::check_defined(logits, "cross_entropy", "input");
+  detail::check_defined(target, "cross_entropy", "target");
+  detail::check_same_device("cross_entropy", {logits, target});
+  detail::check_floating(logits, "cross_entropy");
+  KILN_CHECK(target.dtype() == kInt64 || target.dtype() == kInt32,
+             "[cross_entropy] target must hold int32/int64 class indices, got {}", describe(target));
+  KILN_CHECK(logits.dim() >= 1, "[cross_entropy] input must have a class dim, got {}", describe(logits));
+  // Class dim: 0 for an unbatched (C,) input, else 1 (as PyTorch).
+  const int64_t class_dim = logits.dim() == 1 ? 0 : 1;
+  const int64_t C = logits.size(class_dim);
+  Shape expected = logits.sizes();
+  expected.erase(expected.begin() + class_dim);
+  KILN_CHECK(target.sizes() == expected, "[cross_entropy] target {} does not match input {}: expected shape {}",
+             describe(target), describe(logits), shape_str(expected));
+  Tensor rows = logits.movedim(class_dim, -1).reshape({-1, C});
+  Tensor tg = target.reshape({-1}).contiguous();
+  const int64_t n = tg.numel();
+  Tensor losses = empty({n}, TensorOptions(logits.dtype()).device(logits.device()));
+  Tensor lse = empty({n}, TensorOptions(stat_dtype(logits.dtype())).device(logits.device()));
+  Tensor rc = rows.detach().contiguous();
+  if (n > 0)
+    KILN_DISPATCH(logits.device(), cross_entropy, losses.buffer(), lse.buffer(), rows_view(rc, C), tg.buffer(),
+                  ignore_index);
+  if (autograd::any_requires_grad({rows}))
+    autograd::record("cross_entropy", losses, {rows},
+                     [sx = save(rc, "cross_entropy"), st = save(tg, "cross_entropy"), sl = save(lse, "cross_entropy"),
+                      C, ignore_index](const Tensor& g, const Needs&) {
+                       Tensor dx = empty_like(sx.get());
+                       Tensor gc = g.contiguous();
+                       if (dx.numel() > 0)
+                         KILN_DISPATCH(g.device(), cross_entropy_backward, rows_view(dx, C), gc.buffer(),
+                                       rows_view(sx.get(), C), st.get().buffer(), sl.get().buffer(), ignore_index);
+                       return Grads{dx};
+                     });
+  switch (reduction) {
+    case Reduction::None: return losses.view(expected);
+    case Reduction::Sum: return sum(losses);
+    case Reduction::Mean: return sum(losses) / sum(tg != ignore_index).to(logits.dtype());
+  }
+  KILN_FAIL("[cross_entropy] unknown reduction");
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  detail::check_defined(x, "dropout", "input");
+  detail::check_floating(x, "dropout");
+  KILN_CHECK(p >= 0.0 && p <= 1.0, "[dropout] probability must be in [0, 1], got {}", p);
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return x * 0.0;
+  Tensor keep = rand(x.sizes(), gen, TensorOptions(kFloat32).device(x.device())) >= p;
+  return x * (keep.to(x.dtype()) * (1.0 / (1.0 - p)));
+}
+
+Tensor dropout(const Tensor& x, double p, bool training) { return dropout(x, p, training, default_generator()); }
+
+AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                      const AttentionOptions& options) {
+  const char* op = "scaled_dot_product_attention";
+  detail::check_defined(q, op, "query");
+  detail::check_defined(k, op, "key");
+  detail::check_defined(v, op, "value");
+  detail::check_same_device(op, {q, k, v});
+  detail::check_floating(q, op);
+  KILN_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+             "[{}] expects (B, H, T, D) query, key and value, got {}, {}, {}", op, describe(q), describe(k),
+             describe(v));
+  KILN_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "[{}] expects one dtype, got {}, {}, {}", op,
+             describe(q), describe(k), describe(v));
+  const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
+  const int64_t Hkv = k.size(1), Tk = k.size(2);
+  KILN_CHECK(k.size(0) == B && v.size(0) == B && v.size(1) == Hkv && v.size(2) == Tk && k.size(3) == D,
+             "[{}] key {} and value {} do not match query {}", op, describe(k), describe(v), describe(q));
+  KILN_CHECK(Hkv > 0 && Hq % Hkv == 0, "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, Hq,
+             Hkv);
+  const int64_t group = Hq / Hkv;
+  // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
+  auto repeat = [&](const Tensor& t) {
+    if (group == 1) return t;
+    return t.unsqueeze(2).expand({B, Hkv, group, Tk, t.size(3)}).reshape({B, Hq, Tk, t.size(3)});
+  };
+  double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  Tensor scores = matmul(q, repeat(k).transpose(-1, -2)) * scale;  // (B, Hq, Tq, Tk)
+  if (options.causal) {
+    // Bottom-right aligned: query i sees keys j <= i + Tk - Tq.
+    Tensor i = arange(Tq, TensorOptions(kInt64).device(q.device())).view({Tq, 1});
+    Tensor j = arange(Tk, TensorOptions(kInt64).device(q.device())).view({1, Tk});
+    scores = masked_fill(scores, j > i + (Tk - Tq), -std::numeric_limits<double>::infinity());
+  }
+  Tensor lse = logsumexp(scores, -1);  // (B, Hq, Tq); -inf where a query sees no key
+  // Rows that see no key give zeros (as FlashAttention), not NaN.
+  Tensor safe = masked_fill(lse, lse == -std::numeric_limits<double>::infinity(), 0.0);
+  Tensor probs = exp(scores - safe.unsqueeze(-1));
+  return {matmul(probs, repeat(v)), lse.to(kFloat32)};
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options) {
+  return scaled_dot_product_attention_with_lse(q, k, v, options).out;
+}
+
+}  // namespace kiln

@@ -1,0 +1,12 @@
+#pragma once
+// The CPU kernels: the reference for every op, and a usable backend. float32
+// reductions accumulate in float64 here, the 16-bit floats in float32.
+
+#include <cstdint>
+
+#include "kiln/base/buffer.h"
+#include "kiln/base/op_kinds.h"
+
+namespace kiln::kernels::cpu {
+#include "kiln/base/kernel_api.inc"
+}  // namespace kiln::kernels::cpu

@@ -1,0 +1,287 @@
+// Elementwise CPU kernels: fill, copy/cast, random draws, unary, binary, where.
+
+#include <atomic>
+#include <cmath>
+
+#include "kiln/base/philox.h"
+#include "kiln/kernels/cpu.h"
+#include "loops.h"
+
+namespace kiln::kernels::cpu {
+
+namespace {
+
+template <typename To, typename From>
+inline To convert(From v) {
+  if constexpr (std::is_same_v<To, bool>) return static_cast<float>(acc_t<From>(v)) != 0.0f;
+  else if constexpr (std::is_same_v<To, BFloat16> || std::is_same_v<To, Half>) return To(static_cast<float>(acc_t<From>(v)));
+  else return static_cast<To>(acc_t<From>(v));
+}
+
+// out[i] = f(x[i]), with f on acc_t<T>.
+template <typename T, typename F>
+void map_unary(const Buffer& out, const Buffer& x, F f) {
+  for_each<2>({&out, &x}, [&](auto off, int64_t n, auto st) {
+    T* o = out.ptr<T>() + off[0];
+    const T* a = x.ptr<T>() + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      for (int64_t k = 0; k < n; ++k) o[k] = T(f(acc_t<T>(a[k])));
+    } else {
+      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = T(f(acc_t<T>(a[k * st[1]])));
+    }
+  });
+}
+
+// out[i] = f(x[i], y[i]); T is the operands' type, O the output's.
+template <typename T, typename O, typename F>
+void map_binary(const Buffer& out, const Buffer& x, const Buffer& y, F f) {
+  for_each<3>({&out, &x, &y}, [&](auto off, int64_t n, auto st) {
+    O* o = out.ptr<O>() + off[0];
+    const T* a = x.ptr<T>() + off[1];
+    const T* b = y.ptr<T>() + off[2];
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+      for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k]), acc_t<T>(b[k])));
+    } else {
+      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = O(f(acc_t<T>(a[k * st[1]]), acc_t<T>(b[k * st[2]])));
+    }
+  });
+}
+
+template <typename A>
+A gelu_erf(A x) { return A(0.5) * x * (A(1) + std::erf(x * A(M_SQRT1_2))); }
+template <typename A>
+A gelu_tanh(A x) {
+  const A k = A(0.7978845608028654);  // sqrt(2 / pi)
+  return A(0.5) * x * (A(1) + std::tanh(k * (x + A(0.044715) * x * x * x)));
+}
+template <typename A>
+A sigmoid(A x) { return A(1) / (A(1) + std::exp(-x)); }
+
+}  // namespace
+
+void fill(const Buffer& out, double value) {
+  visit_dtype(out.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T v = convert<T>(value);
+    for_each<1>({&out}, [&](auto off, int64_t n, auto st) {
+      T* o = out.ptr<T>() + off[0];
+      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = v;
+    });
+  });
+}
+
+void arange(const Buffer& out, double start, double step) {
+  visit_numeric(out.dtype, "arange", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    int64_t n = out.numel();
+    for (int64_t i = 0; i < n; ++i) o[i] = convert<T>(start + static_cast<double>(i) * step);
+  });
+}
+
+void copy(const Buffer& out, const Buffer& src) {
+  visit_dtype(out.dtype, [&](auto otag) {
+    using O = decltype(otag);
+    visit_dtype(src.dtype, [&](auto itag) {
+      using I = decltype(itag);
+      for_each<2>({&out, &src}, [&](auto off, int64_t n, auto st) {
+        O* o = out.ptr<O>() + off[0];
+        const I* a = src.ptr<I>() + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+          for (int64_t k = 0; k < n; ++k) o[k] = convert<O>(a[k]);
+        } else {
+          for (int64_t k = 0; k < n; ++k) o[k * st[0]] = convert<O>(a[k * st[1]]);
+        }
+      });
+    });
+  });
+}
+
+void uniform(const Buffer& out, uint64_t seed, uint64_t offset, double low, double high) {
+  visit_floating(out.dtype, "rand", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    int64_t n = out.numel();
+    parallel_for(n, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) o[i] = T(low + (high - low) * philox::uniform(seed, offset, i));
+    });
+  });
+}
+
+void normal(const Buffer& out, uint64_t seed, uint64_t offset, double mean, double std) {
+  visit_floating(out.dtype, "randn", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    int64_t n = out.numel();
+    parallel_for(n, 32, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) o[i] = T(mean + std * philox::normal(seed, offset, i));
+    });
+  });
+}
+
+void randint(const Buffer& out, uint64_t seed, uint64_t offset, int64_t low, int64_t high) {
+  visit_numeric(out.dtype, "randint", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    int64_t n = out.numel();
+    auto range = static_cast<uint64_t>(high - low);
+    parallel_for(n, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        // 64 random bits from two draws keep the modulo bias negligible.
+        uint64_t r = (uint64_t(philox::bits(seed, offset, i, 0)) << 32) | philox::bits(seed, offset, i, 1);
+        o[i] = convert<T>(low + static_cast<int64_t>(r % range));
+      }
+    });
+  });
+}
+
+void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
+  switch (op) {
+    case UnaryOp::Neg:
+      return visit_numeric(x.dtype, "neg", [&](auto t) { map_unary<decltype(t)>(out, x, [](auto v) { return -v; }); });
+    case UnaryOp::Abs:
+      return visit_numeric(x.dtype, "abs", [&](auto t) {
+        map_unary<decltype(t)>(out, x, [](auto v) { return v < 0 ? -v : v; });
+      });
+    case UnaryOp::Sign:
+      return visit_numeric(x.dtype, "sign", [&](auto t) {
+        map_unary<decltype(t)>(out, x, [](auto v) { return decltype(v)((v > 0) - (v < 0)); });
+      });
+    case UnaryOp::Clamp:
+      return visit_numeric(x.dtype, "clamp", [&](auto t) {
+        using A = acc_t<decltype(t)>;
+        map_unary<decltype(t)>(out, x, [&](A v) {
+          if constexpr (std::is_floating_point_v<A>)
+            if (std::isnan(v)) return v;
+          double r = static_cast<double>(v);
+          return A(r < a ? a : (r > b ? b : r));
+        });
+      });
+    default: break;
+  }
+  visit_floating(x.dtype, "unary", [&](auto t) {
+    using T = decltype(t);
+    using A = acc_t<T>;
+    switch (op) {
+      case UnaryOp::Exp: return map_unary<T>(out, x, [](A v) { return std::exp(v); });
+      case UnaryOp::Log: return map_unary<T>(out, x, [](A v) { return std::log(v); });
+      case UnaryOp::Sqrt: return map_unary<T>(out, x, [](A v) { return std::sqrt(v); });
+      case UnaryOp::Rsqrt: return map_unary<T>(out, x, [](A v) { return A(1) / std::sqrt(v); });
+      case UnaryOp::Tanh: return map_unary<T>(out, x, [](A v) { return std::tanh(v); });
+      case UnaryOp::Sigmoid: return map_unary<T>(out, x, [](A v) { return sigmoid(v); });
+      case UnaryOp::Relu: return map_unary<T>(out, x, [](A v) { return v > 0 ? v : (std::isnan(v) ? v : A(0)); });
+      case UnaryOp::GeluErf: return map_unary<T>(out, x, [](A v) { return gelu_erf(v); });
+      case UnaryOp::GeluTanh: return map_unary<T>(out, x, [](A v) { return gelu_tanh(v); });
+      case UnaryOp::Silu: return map_unary<T>(out, x, [](A v) { return v * sigmoid(v); });
+      case UnaryOp::PowScalar: return map_unary<T>(out, x, [&](A v) { return A(std::pow(v, A(a))); });
+      case UnaryOp::Neg: case UnaryOp::Abs: case UnaryOp::Sign: case UnaryOp::Clamp: break;
+    }
+  });
+}
+
+void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
+  if (is_comparison(op)) {
+    visit_dtype(x.dtype, [&](auto t) {
+      using T = decltype(t);
+      auto cmp = [&](auto f) { map_binary<T, bool>(out, x, y, f); };
+      switch (op) {
+        case BinaryOp::Eq: return cmp([](auto p, auto q) { return p == q; });
+        case BinaryOp::Ne: return cmp([](auto p, auto q) { return p != q; });
+        case BinaryOp::Lt: return cmp([](auto p, auto q) { return p < q; });
+        case BinaryOp::Le: return cmp([](auto p, auto q) { return p <= q; });
+        case BinaryOp::Gt: return cmp([](auto p, auto q) { return p > q; });
+        case BinaryOp::Ge: return cmp([](auto p, auto q) { return p >= q; });
+        case BinaryOp::LogicalAnd: return cmp([](auto p, auto q) { return p != 0 && q != 0; });
+        case BinaryOp::LogicalOr: return cmp([](auto p, auto q) { return p != 0 || q != 0; });
+        default: break;
+      }
+    });
+    return;
+  }
+  visit_dtype(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    using A = acc_t<T>;
+    auto map = [&](auto f) { map_binary<T, T>(out, x, y, f); };
+    switch (op) {
+      case BinaryOp::Add:
+        if constexpr (std::is_same_v<T, bool>) return map([](bool p, bool q) { return p || q; });
+        else return map([](A p, A q) { return A(p + q); });
+      case BinaryOp::Sub: return map([](A p, A q) { return A(p - q); });
+      case BinaryOp::Mul:
+        if constexpr (std::is_same_v<T, bool>) return map([](bool p, bool q) { return p && q; });
+        else return map([](A p, A q) { return A(p * q); });
+      case BinaryOp::Div:
+        if constexpr (std::is_integral_v<A>) {
+          // Exceptions cannot leave an OpenMP region: flag, then raise after the loop.
+          std::atomic<bool> by_zero{false};
+          map([&](A p, A q) {
+            if (q == 0) {
+              by_zero.store(true, std::memory_order_relaxed);
+              return A(0);
+            }
+            A r = p / q;  // floor division, as PyTorch's div(rounding_mode='floor')
+            return A((r * q != p && (p < 0) != (q < 0)) ? r - 1 : r);
+          });
+          KILN_CHECK(!by_zero.load(), "[div] integer division by zero");
+          return;
+        } else {
+          return map([](A p, A q) { return p / q; });
+        }
+      case BinaryOp::Pow: return map([](A p, A q) { return A(std::pow(p, q)); });
+      case BinaryOp::Maximum:
+        return map([](A p, A q) {
+          if constexpr (std::is_floating_point_v<A>)
+            if (std::isnan(p) || std::isnan(q)) return p + q;
+          return p > q ? p : q;
+        });
+      case BinaryOp::Minimum:
+        return map([](A p, A q) {
+          if constexpr (std::is_floating_point_v<A>)
+            if (std::isnan(p) || std::isnan(q)) return p + q;
+          return p < q ? p : q;
+        });
+      case BinaryOp::GeluErfGrad:
+        if constexpr (std::is_floating_point_v<A>)
+          return map([](A g, A v) {
+            A cdf = A(0.5) * (A(1) + std::erf(v * A(M_SQRT1_2)));
+            A pdf = std::exp(A(-0.5) * v * v) * A(0.3989422804014327);  // 1 / sqrt(2 pi)
+            return g * (cdf + v * pdf);
+          });
+        break;
+      case BinaryOp::GeluTanhGrad:
+        if constexpr (std::is_floating_point_v<A>)
+          return map([](A g, A v) {
+            const A k = A(0.7978845608028654);
+            A u = k * (v + A(0.044715) * v * v * v);
+            A th = std::tanh(u);
+            A du = k * (A(1) + A(3 * 0.044715) * v * v);
+            return g * (A(0.5) * (A(1) + th) + A(0.5) * v * (A(1) - th * th) * du);
+          });
+        break;
+      case BinaryOp::SiluGrad:
+        if constexpr (std::is_floating_point_v<A>)
+          return map([](A g, A v) {
+            A s = sigmoid(v);
+            return g * s * (A(1) + v * (A(1) - s));
+          });
+        break;
+      default: break;
+    }
+    KILN_FAIL("[binary] op {} is not defined for dtype {}", static_cast<int>(op), x.dtype);
+  });
+}
+
+void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer& y) {
+  visit_dtype(out.dtype, [&](auto t) {
+    using T = decltype(t);
+    for_each<4>({&out, &cond, &x, &y}, [&](auto off, int64_t n, auto st) {
+      T* o = out.ptr<T>() + off[0];
+      const bool* c = cond.ptr<bool>() + off[1];
+      const T* a = x.ptr<T>() + off[2];
+      const T* b = y.ptr<T>() + off[3];
+      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = c[k * st[1]] ? a[k * st[2]] : b[k * st[3]];
+    });
+  });
+}
+
+}  // namespace kiln::kernels::cpu

@@ -1,0 +1,101 @@
+// Indexing kernels along one dim: index_select / index_add (whole slices) and
+// gather / scatter_add (element by element). Indices are checked before any
+// write, so a bad index raises without touching the output.
+
+#include "kiln/kernels/cpu.h"
+#include "loops.h"
+
+namespace kiln::kernels::cpu {
+
+namespace {
+
+// The slice b.select(dim, i).
+Buffer select(const Buffer& b, int dim, int64_t i) {
+  Buffer s = b;
+  s.data = static_cast<char*>(b.data) + i * b.strides[dim] * static_cast<int64_t>(element_size(b.dtype));
+  s.ndim = b.ndim - 1;
+  for (int d = dim; d < s.ndim; ++d) {
+    s.sizes[d] = b.sizes[d + 1];
+    s.strides[d] = b.strides[d + 1];
+  }
+  return s;
+}
+
+// Calls f(k, index[k]) for every element of a contiguous index buffer after
+// checking all of them against [0, size).
+template <typename F>
+void for_each_index(const Buffer& index, int64_t size, const char* op, F&& f) {
+  visit_index(index.dtype, op, [&](auto tag) {
+    using I = decltype(tag);
+    const I* p = index.ptr<I>();
+    const int64_t n = index.numel();
+    for (int64_t k = 0; k < n; ++k)
+      KILN_CHECK(p[k] >= 0 && p[k] < size, "[{}] index {} is out of range for a dimension of size {}", op,
+                 int64_t(p[k]), size);
+    for (int64_t k = 0; k < n; ++k) f(k, static_cast<int64_t>(p[k]));
+  });
+}
+
+// x viewed with out's shape and a zero stride along dim: gather's base pointers.
+Buffer along(const Buffer& x, const Buffer& shape, int dim) {
+  Buffer v = x;
+  for (int d = 0; d < x.ndim; ++d) v.sizes[d] = shape.sizes[d];
+  v.strides[dim] = 0;
+  return v;
+}
+
+template <typename F>
+void element_indexed(const Buffer& target, const Buffer& other, const Buffer& index, int dim, const char* op,
+                     bool serial, F&& f) {
+  // Checks every index against target's size along dim, then walks
+  // (target along dim, other, index) calling f(target_ptr, other_ptr) per element.
+  Buffer t = along(target, index, dim);
+  const int64_t size = target.sizes[dim], step = target.strides[dim];
+  visit_index(index.dtype, op, [&](auto itag) {
+    using I = decltype(itag);
+    bool bad = false;
+    for_each<1>({&index}, [&](auto off, int64_t n, auto st) {
+      const I* ip = index.ptr<I>() + off[0];
+      for (int64_t k = 0; k < n; ++k) bad |= ip[k * st[0]] < 0 || ip[k * st[0]] >= size;
+    }, /*serial=*/true);
+    KILN_CHECK(!bad, "[{}] an index is out of range for a dimension of size {}", op, size);
+    visit_dtype(target.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      for_each<3>({&t, &other, &index}, [&](auto off, int64_t n, auto st) {
+        T* tp = t.ptr<T>() + off[0];
+        T* op_ = other.ptr<T>() + off[1];
+        const I* ip = index.ptr<I>() + off[2];
+        for (int64_t k = 0; k < n; ++k) f(tp + k * st[0] + int64_t(ip[k * st[2]]) * step, op_ + k * st[1]);
+      }, serial);
+    });
+  });
+}
+
+}  // namespace
+
+void index_select(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
+  for_each_index(index, x.sizes[dim], "index_select", [&](int64_t k, int64_t i) {
+    copy(select(out, dim, k), select(x, dim, i));
+  });
+}
+
+void index_add(const Buffer& out, int dim, const Buffer& index, const Buffer& src) {
+  for_each_index(index, out.sizes[dim], "index_add", [&](int64_t k, int64_t i) {
+    Buffer o = select(out, dim, i);
+    binary(BinaryOp::Add, o, o, select(src, dim, k));
+  });
+}
+
+void gather(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
+  element_indexed(x, out, index, dim, "gather", false, [](auto* xp, auto* op) { *op = *xp; });
+}
+
+void scatter_add(const Buffer& out, int dim, const Buffer& index, const Buffer& src) {
+  KILN_CHECK(out.dtype != DType::Bool, "[scatter_add] does not support bool tensors");
+  element_indexed(out, src, index, dim, "scatter_add", true, [](auto* op, auto* sp) {
+    using T = std::remove_pointer_t<decltype(op)>;
+    *op = T(acc_t<T>(*op) + acc_t<T>(*sp));
+  });
+}
+
+}  // namespace kiln::kernels::cpu

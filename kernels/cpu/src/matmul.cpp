@@ -1,0 +1,95 @@
+// Batched matmul: float32/float64 through OpenBLAS's GEMM, other dtypes through
+// a plain loop with float32 (16-bit floats) or int64 (integers) accumulation.
+
+#include <cblas.h>
+
+#include <vector>
+
+#include "kiln/kernels/cpu.h"
+#include "loops.h"
+
+namespace kiln::kernels::cpu {
+
+namespace {
+
+// How a (rows, cols) block with these strides reaches BLAS: row-major as it is,
+// transposed, or neither (then it is copied).
+struct Layout {
+  bool ok = false;
+  CBLAS_TRANSPOSE trans = CblasNoTrans;
+  int64_t ld = 0;
+};
+
+Layout blas_layout(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
+  if ((cols == 1 || scol == 1) && (rows == 1 || srow >= cols))
+    return {true, CblasNoTrans, rows == 1 ? std::max<int64_t>(cols, 1) : srow};
+  if ((rows == 1 || srow == 1) && (cols == 1 || scol >= rows))
+    return {true, CblasTrans, cols == 1 ? std::max<int64_t>(rows, 1) : scol};
+  return {};
+}
+
+template <typename T>
+const T* as_blas(const T* p, int64_t rows, int64_t cols, int64_t srow, int64_t scol, Layout& l,
+                 std::vector<T>& scratch) {
+  l = blas_layout(rows, cols, srow, scol);
+  if (l.ok) return p;
+  scratch.resize(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) scratch[i * cols + j] = p[i * srow + j * scol];
+  l = {true, CblasNoTrans, std::max<int64_t>(cols, 1)};
+  return scratch.data();
+}
+
+template <typename T>
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T* c, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc);
+}
+
+}  // namespace
+
+void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
+  const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
+  visit_numeric(out.dtype, "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    T* c = out.ptr<T>();
+    if (k == 0) {
+      for (int64_t i = 0; i < out.numel(); ++i) c[i] = T(0);
+      return;
+    }
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      std::vector<T> sa, sb;
+      for (int64_t p = 0; p < batch; ++p) {
+        Layout la, lb;
+        const T* pa = as_blas(a.ptr<T>() + p * a.strides[0], m, k, a.strides[1], a.strides[2], la, sa);
+        const T* pb = as_blas(b.ptr<T>() + p * b.strides[0], k, n, b.strides[1], b.strides[2], lb, sb);
+        T* pc = c + p * out.strides[0];
+        if (m == 0 || n == 0) continue;
+        gemm<T>(la.trans, lb.trans, m, n, k, pa, la.ld, pb, lb.ld, pc, out.strides[1]);
+      }
+    } else {
+      using Acc = std::conditional_t<std::is_floating_point_v<acc_t<T>>, float, int64_t>;
+      parallel_for(batch * m, n * k, [&](int64_t begin, int64_t end) {
+        std::vector<Acc> row(static_cast<size_t>(n));
+        for (int64_t pi = begin; pi < end; ++pi) {
+          int64_t p = pi / m, i = pi % m;
+          std::fill(row.begin(), row.end(), Acc(0));
+          const T* pa = a.ptr<T>() + p * a.strides[0] + i * a.strides[1];
+          const T* pb = b.ptr<T>() + p * b.strides[0];
+          for (int64_t q = 0; q < k; ++q) {
+            Acc av = static_cast<Acc>(acc_t<T>(pa[q * a.strides[2]]));
+            const T* brow = pb + q * b.strides[1];
+            for (int64_t j = 0; j < n; ++j) row[j] += av * static_cast<Acc>(acc_t<T>(brow[j * b.strides[2]]));
+          }
+          T* pc = c + p * out.strides[0] + i * out.strides[1];
+          for (int64_t j = 0; j < n; ++j) pc[j * out.strides[2]] = T(static_cast<acc_t<T>>(row[j]));
+        }
+      });
+    }
+  });
+}
+
+}  // namespace kiln::kernels::cpu

@@ -1,0 +1,125 @@
+// Reductions over any set of dims. Parallel over output elements; each output
+// walks its reduced sub-space in order, so results do not depend on threads.
+
+#include <cmath>
+#include <limits>
+
+#include "kiln/kernels/cpu.h"
+#include "loops.h"
+
+namespace kiln::kernels::cpu {
+
+namespace {
+
+// float32 and float64 accumulate in double, the 16-bit floats in float (as on
+// the GPU), integers and bool in int64.
+template <typename T>
+using reduce_acc_t = std::conditional_t<std::is_same_v<acc_t<T>, float> && std::is_same_v<T, float>, double,
+                     std::conditional_t<std::is_floating_point_v<acc_t<T>>, acc_t<T>, int64_t>>;
+
+struct Geometry {
+  int nk = 0, nr = 0;
+  int64_t ksize[kMaxDims], kx[kMaxDims], kout[kMaxDims];  // kept dims: size, x stride, out stride
+  int64_t rsize[kMaxDims], rx[kMaxDims];                  // reduced dims: size, x stride
+  int64_t n_out = 1, n_red = 1;
+};
+
+}  // namespace
+
+void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
+  Geometry g;
+  for (int d = 0; d < x.ndim; ++d) {
+    if (dims_mask & (1u << d)) {
+      g.rsize[g.nr] = x.sizes[d];
+      g.rx[g.nr++] = x.strides[d];
+      g.n_red *= x.sizes[d];
+    } else {
+      g.ksize[g.nk] = x.sizes[d];
+      g.kx[g.nk] = x.strides[d];
+      g.kout[g.nk++] = out.strides[d];
+      g.n_out *= x.sizes[d];
+    }
+  }
+  visit_dtype(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = reduce_acc_t<T>;
+    const T* xp = x.ptr<T>();
+    // Calls f(value, r) for the reduced elements of output o, r counting from 0.
+    auto walk = [&](int64_t xbase, auto&& f) {
+      int64_t idx[kMaxDims] = {};
+      int64_t off = xbase;
+      for (int64_t r = 0; r < g.n_red; ++r) {
+        f(static_cast<Acc>(acc_t<T>(xp[off])), r);
+        for (int d = g.nr - 1; d >= 0; --d) {  // odometer over the reduced dims
+          off += g.rx[d];
+          if (++idx[d] < g.rsize[d]) break;
+          off -= g.rx[d] * g.rsize[d];
+          idx[d] = 0;
+        }
+      }
+    };
+    auto store = [&](int64_t ooff, auto v) {
+      if (out.dtype == DType::Int64) out.ptr<int64_t>()[ooff] = static_cast<int64_t>(v);
+      else out.ptr<T>()[ooff] = T(static_cast<acc_t<T>>(v));
+    };
+    parallel_for(g.n_out, g.n_red, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        int64_t xoff = 0, ooff = 0, rem = o;
+        for (int d = g.nk - 1; d >= 0; --d) {
+          int64_t i = rem % g.ksize[d];
+          rem /= g.ksize[d];
+          xoff += i * g.kx[d];
+          ooff += i * g.kout[d];
+        }
+        switch (op) {
+          case ReduceOp::Sum:
+          case ReduceOp::Mean: {
+            Acc s = 0;
+            walk(xoff, [&](Acc v, int64_t) { s += v; });
+            if (op == ReduceOp::Mean) {
+              if constexpr (std::is_floating_point_v<Acc>) s /= static_cast<Acc>(g.n_red);
+            }
+            store(ooff, s);
+            break;
+          }
+          case ReduceOp::Max:
+          case ReduceOp::Min:
+          case ReduceOp::ArgMax:
+          case ReduceOp::ArgMin: {
+            bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
+            Acc best = 0;
+            int64_t best_r = -1;
+            bool nan_seen = false;
+            walk(xoff, [&](Acc v, int64_t r) {
+              if (nan_seen) return;
+              bool is_nan = false;
+              if constexpr (std::is_floating_point_v<Acc>) is_nan = std::isnan(v);
+              if (best_r < 0 || is_nan || (want_max ? v > best : v < best)) {
+                best = v;
+                best_r = r;
+                nan_seen = is_nan;  // NaN wins, as in PyTorch
+              }
+            });
+            if (op == ReduceOp::Max || op == ReduceOp::Min) store(ooff, best);
+            else out.ptr<int64_t>()[ooff] = best_r;
+            break;
+          }
+          case ReduceOp::Var: {
+            if constexpr (std::is_floating_point_v<Acc>) {
+              Acc s = 0;
+              walk(xoff, [&](Acc v, int64_t) { s += v; });
+              Acc mean = s / static_cast<Acc>(g.n_red);
+              Acc ss = 0;
+              walk(xoff, [&](Acc v, int64_t) { ss += (v - mean) * (v - mean); });
+              Acc denom = static_cast<Acc>(g.n_red - correction);
+              store(ooff, denom > 0 ? ss / denom : std::numeric_limits<Acc>::quiet_NaN());
+            }
+            break;
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace kiln::kernels::cpu

@@ -1,0 +1,27 @@
+#pragma once
+// What every CUDA launcher uses: the stream, an NVTX range, and the launch
+// check. Light enough for .cu files (no fmt, no kiln::Error definition).
+
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+
+namespace kiln::kernels::cuda {
+
+// Scoped NVTX range, so profiles name kiln's kernels.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+// Raises kiln::Error if the last launch failed to start (bad configuration, no
+// device). Defined in runtime.cpp.
+void check_launch(const char* kernel);
+
+// The stream kiln's kernels run on: the per-thread default stream until the
+// backend grows explicit streams.
+inline cudaStream_t current_stream() { return cudaStreamPerThread; }
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,61 @@
+// CUDA entry points that have no kernel in this build. Without CUDA all of them
+// land here; with CUDA, only the ops whose kernels are not written yet.
+
+#include "kiln/base/error.h"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+[[noreturn]] void missing(const char* op) {
+#if KILN_WITH_CUDA
+  KILN_FAIL("[{}] has no CUDA kernel yet; run it on the CPU", op);
+#else
+  KILN_FAIL("[{}] kiln was built without CUDA (configure with -DKILN_CUDA=ON on a machine with nvcc)", op);
+#endif
+}
+}  // namespace
+
+#if !KILN_WITH_CUDA
+bool is_available() { return false; }
+int device_count() { return 0; }
+void* allocate(size_t, int) { missing("cuda allocate"); }
+void deallocate(void*, int) {}
+void memcpy(void*, Device, const void*, Device, size_t) { missing("copy to or from a CUDA device"); }
+void synchronize(int) { missing("cuda synchronize"); }
+void fill(const Buffer&, double) { missing("fill"); }
+#endif
+
+void arange(const Buffer&, double, double) { missing("arange"); }
+void copy(const Buffer&, const Buffer&) { missing("copy"); }
+void uniform(const Buffer&, uint64_t, uint64_t, double, double) { missing("rand"); }
+void normal(const Buffer&, uint64_t, uint64_t, double, double) { missing("randn"); }
+void randint(const Buffer&, uint64_t, uint64_t, int64_t, int64_t) { missing("randint"); }
+void unary(UnaryOp, const Buffer&, const Buffer&, double, double) { missing("unary"); }
+void binary(BinaryOp, const Buffer&, const Buffer&, const Buffer&) { missing("binary"); }
+void where(const Buffer&, const Buffer&, const Buffer&, const Buffer&) { missing("where"); }
+void reduce(ReduceOp, const Buffer&, const Buffer&, uint32_t, int64_t) { missing("reduce"); }
+void matmul(const Buffer&, const Buffer&, const Buffer&) { missing("matmul"); }
+void softmax(const Buffer&, const Buffer&, bool) { missing("softmax"); }
+void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
+void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, double) {
+  missing("layer_norm");
+}
+void layer_norm_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
+                         const Buffer&, const Buffer&) {
+  missing("layer_norm_backward");
+}
+void rms_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, double) { missing("rms_norm"); }
+void rms_norm_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&) {
+  missing("rms_norm_backward");
+}
+void cross_entropy(const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) { missing("cross_entropy"); }
+void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) {
+  missing("cross_entropy_backward");
+}
+void index_select(const Buffer&, const Buffer&, int, const Buffer&) { missing("index_select"); }
+void index_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("index_add"); }
+void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"); }
+void scatter_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter_add"); }
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,101 @@
+// Device runtime: availability, stream-ordered allocation from each device's
+// default memory pool (release threshold raised so freed blocks are reused,
+// not returned to the driver), copies and synchronization.
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "cuda_check.h"
+#include "launch.h"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+// Makes `device` current for its scope.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    KILN_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device) KILN_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+
+void configure_pool_once(int device) {
+  static std::mutex mu;
+  static std::vector<bool> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.size() <= static_cast<size_t>(device)) done.resize(device + 1, false);
+  if (done[device]) return;
+  cudaMemPool_t pool;
+  KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t threshold = UINT64_MAX;
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  done[device] = true;
+}
+
+}  // namespace
+
+void check_launch(const char* kernel) {
+  cudaError_t err = cudaGetLastError();
+  KILN_CHECK(err == cudaSuccess, "[cuda] launching {} failed: {}", kernel, cudaGetErrorString(err));
+}
+
+bool is_available() { return device_count() > 0; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+void* allocate(size_t nbytes, int device) {
+  KILN_CHECK(device >= 0 && device < device_count(), "[cuda allocate] cuda:{} does not exist ({} devices visible)",
+             device, device_count());
+  DeviceGuard guard(device);
+  configure_pool_once(device);
+  void* p = nullptr;
+  cudaError_t err = cudaMallocAsync(&p, nbytes, current_stream());
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    cudaMemPool_t pool;
+    uint64_t used = 0, reserved = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+    }
+    KILN_FAIL("[cuda allocate] could not allocate {} bytes on cuda:{}: {} (pool: {} bytes in use, {} reserved)",
+              nbytes, device, cudaGetErrorString(err), used, reserved);
+  }
+  return p;
+}
+
+void deallocate(void* ptr, int device) {
+  DeviceGuard guard(device);
+  cudaFreeAsync(ptr, current_stream());  // never throws from a destructor path
+}
+
+void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  if (nbytes == 0) return;
+  DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, current_stream()));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+
+void synchronize(int device) {
+  DeviceGuard guard(device);
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace kiln::kernels::cuda

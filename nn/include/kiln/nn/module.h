@@ -1,0 +1,56 @@
+#pragma once
+// nn::Module: the base of every layer and model. Registers parameters, buffers
+// and child modules by name, in order; names join with '.' as in PyTorch
+// ("blocks.0.attn.weight"), which is what checkpoints rely on.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/tensor.h"
+
+namespace kiln::nn {
+
+class Module {
+ public:
+  virtual ~Module() = default;
+
+  // Every parameter, depth first in registration order, with its dotted name.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  // Parameters and buffers by name.
+  std::map<std::string, Tensor> state_dict() const;
+  // Copies values into the registered tensors; names and shapes must match exactly.
+  void load_state_dict(const std::map<std::string, Tensor>& state);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  // Frees (or zeroes) every parameter's gradient.
+  void zero_grad(bool set_to_none = true);
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
+  Tensor register_buffer(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    check_name(name);
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void check_name(const std::string& name) const;
+  template <typename F>
+  void visit(const std::string& prefix, F&& f) const;
+
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+}  // namespace kiln::nn

@@ -1,0 +1,38 @@
+#include "kiln/nn/linear.h"
+
+#include <cmath>
+
+#include "kiln/autograd.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn {
+
+Linear::Linear(const LinearOptions& options, Generator& gen) : options_(options) {
+  KILN_CHECK(options.in_features > 0 && options.out_features > 0,
+             "[Linear] in_features ({}) and out_features ({}) must be positive", options.in_features,
+             options.out_features);
+  TensorOptions t = TensorOptions(options.dtype).device(options.device);
+  weight = register_parameter("weight", empty({options.out_features, options.in_features}, t));
+  if (options.bias) bias = register_parameter("bias", empty({options.out_features}, t));
+  reset_parameters(gen);
+}
+
+void Linear::reset_parameters(Generator& gen) {
+  NoGradGuard no_grad;
+  double bound = 1.0 / std::sqrt(static_cast<double>(options_.in_features));
+  auto uniform = [&](const Tensor& p) {
+    Tensor u = rand(p.sizes(), gen, TensorOptions(p.dtype()).device(p.device()));
+    Tensor(p).copy_(u * (2 * bound) - bound);
+  };
+  uniform(weight);
+  if (bias.defined()) uniform(bias);
+}
+
+Tensor Linear::forward(const Tensor& x) const {
+  KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
+             "[Linear] expects input (..., {}), got shape [{}]", options_.in_features, fmt::join(x.sizes(), ", "));
+  Tensor y = matmul(x, weight.t());
+  return bias.defined() ? y + bias : y;
+}
+
+}  // namespace kiln::nn

@@ -1,0 +1,93 @@
+#include "kiln/nn/module.h"
+
+#include <set>
+
+#include "kiln/autograd.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn {
+
+void Module::check_name(const std::string& name) const {
+  KILN_CHECK(!name.empty() && name.find('.') == std::string::npos,
+             "[Module] name '{}' must be non-empty and contain no '.'", name);
+  auto taken = [&](const auto& list) {
+    for (const auto& [n, _] : list)
+      if (n == name) return true;
+    return false;
+  };
+  KILN_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_), "[Module] name '{}' is already registered",
+             name);
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
+  check_name(name);
+  KILN_CHECK(t.defined(), "[Module] parameter '{}' is undefined", name);
+  t.requires_grad_(requires_grad);
+  params_.emplace_back(name, t);
+  return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  check_name(name);
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
+template <typename F>
+void Module::visit(const std::string& prefix, F&& f) const {
+  f(prefix, *this);
+  for (const auto& [name, child] : children_) child->visit(prefix + name + ".", f);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::set<TensorImpl*> seen;  // a tied parameter is listed once, under its first name
+  visit("", [&](const std::string& prefix, const Module& m) {
+    for (const auto& [name, t] : m.params_)
+      if (seen.insert(t.impl()).second) out.emplace_back(prefix + name, t);
+  });
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [_, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  visit("", [&](const std::string& prefix, const Module& m) {
+    for (const auto& [name, t] : m.buffers_) out.emplace_back(prefix + name, t);
+  });
+  return out;
+}
+
+std::map<std::string, Tensor> Module::state_dict() const {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.emplace(name, t);
+  for (auto& [name, t] : named_buffers()) out.emplace(name, t);
+  return out;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
+  auto own = state_dict();
+  for (const auto& [name, _] : state)
+    KILN_CHECK(own.count(name), "[load_state_dict] unexpected key '{}'", name);
+  NoGradGuard no_grad;
+  for (auto& [name, t] : own) {
+    auto it = state.find(name);
+    KILN_CHECK(it != state.end(), "[load_state_dict] missing key '{}'", name);
+    KILN_CHECK(it->second.sizes() == t.sizes(), "[load_state_dict] '{}' has shape [{}], the module expects [{}]", name,
+               fmt::join(it->second.sizes(), ", "), fmt::join(t.sizes(), ", "));
+    t.copy_(it->second.to(t.device()));
+  }
+}
+
+void Module::train(bool on) {
+  visit("", [&](const std::string&, const Module& m) { const_cast<Module&>(m).training_ = on; });
+}
+
+void Module::zero_grad(bool set_to_none) { autograd::zero_grad(parameters(), set_to_none); }
+
+}  // namespace kiln::nn

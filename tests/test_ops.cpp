@@ -1,0 +1,564 @@
+// Every op's forward against a naive float64 reference, on random shapes with
+// odd sizes, size-1 dims, non-contiguous and broadcast inputs.
+
+#include <numeric>
+
+#include "helpers.h"
+
+using namespace kiln;
+using kt::for_each_index;
+using kt::random_shape;
+using kt::random_tensor;
+using kt::Ref;
+using kt::values;
+
+namespace {
+
+// Reference of an elementwise function of broadcast inputs.
+std::vector<double> ref_map(const std::vector<Tensor>& ins, const std::function<double(const std::vector<double>&)>& f) {
+  Shape shape = ins[0].sizes();
+  for (const Tensor& t : ins) shape = broadcast_shapes(shape, t.sizes());
+  std::vector<Ref> refs;
+  for (const Tensor& t : ins) refs.emplace_back(t);
+  std::vector<double> out;
+  for_each_index(shape, [&](const Shape& idx) {
+    std::vector<double> args;
+    for (const Ref& r : refs) args.push_back(r.at(idx));
+    out.push_back(f(args));
+  });
+  return out;
+}
+
+// A shape that broadcasts against s: some dims set to 1, maybe fewer dims.
+Shape broadcastable(const Shape& s, std::mt19937& rng) {
+  Shape b = s;
+  for (auto& d : b)
+    if (rng() % 3 == 0) d = 1;
+  if (!b.empty() && rng() % 2) b.erase(b.begin());
+  return b;
+}
+
+constexpr int kTrials = 12;
+
+}  // namespace
+
+TEST_CASE("binary arithmetic broadcasts and matches float64") {
+  std::mt19937 rng(1);
+  Generator gen(1);
+  struct Case {
+    const char* name;
+    std::function<Tensor(const Tensor&, const Tensor&)> op;
+    std::function<double(double, double)> ref;
+  };
+  std::vector<Case> cases = {
+      {"add", [](auto& a, auto& b) { return a + b; }, [](double a, double b) { return a + b; }},
+      {"sub", [](auto& a, auto& b) { return a - b; }, [](double a, double b) { return a - b; }},
+      {"mul", [](auto& a, auto& b) { return a * b; }, [](double a, double b) { return a * b; }},
+      {"div", [](auto& a, auto& b) { return a / b; }, [](double a, double b) { return a / b; }},
+      {"maximum", [](auto& a, auto& b) { return maximum(a, b); }, [](double a, double b) { return std::max(a, b); }},
+      {"minimum", [](auto& a, auto& b) { return minimum(a, b); }, [](double a, double b) { return std::min(a, b); }},
+      {"pow", [](auto& a, auto& b) { return pow(abs(a) + 0.5, b); },
+       [](double a, double b) { return std::pow(std::abs(a) + 0.5, b); }},
+      {"add alpha", [](auto& a, auto& b) { return add(a, b, 2.5); }, [](double a, double b) { return a + 2.5 * b; }},
+  };
+  for (const auto& c : cases) {
+    for (DType dt : {kFloat64, kFloat32, kBFloat16, kFloat16}) {
+      for (int trial = 0; trial < kTrials; ++trial) {
+        Shape s = random_shape(rng);
+        Tensor a = random_tensor(s, gen, dt, trial % 2 == 0);
+        Tensor b = random_tensor(broadcastable(s, rng), gen, dt);
+        if (trial % 3 == 0) std::swap(a, b);
+        INFO(c.name << " " << dtype_name(dt) << " " << a.str() << " " << b.str());
+        Tensor out = c.op(a, b);
+        CHECK(out.dtype() == dt);
+        // The reference sees the inputs as rounded to dt.
+        KT_CHECK_CLOSE(out, ref_map({a, b}, [&](auto& v) { return c.ref(v[0], v[1]); }), 4 * kt::tolerance(dt));
+      }
+    }
+  }
+}
+
+TEST_CASE("integer arithmetic and true division") {
+  Tensor a = tensor(std::vector<int64_t>{7, -7, 8, 0});
+  Tensor b = tensor(std::vector<int64_t>{2, 2, -3, 5});
+  CHECK(values(a + b) == std::vector<double>{9, -5, 5, 5});
+  CHECK((a + b).dtype() == kInt64);
+  CHECK(values(a * b) == std::vector<double>{14, -14, -24, 0});
+  Tensor q = a / b;
+  CHECK(q.dtype() == kFloat32);
+  CHECK(values(q) == std::vector<double>{3.5, -3.5, static_cast<double>(-8.0f / 3.0f), 0});
+  CHECK(values(maximum(a, b)) == std::vector<double>{7, 2, 8, 5});
+}
+
+TEST_CASE("type promotion follows PyTorch") {
+  Tensor i32 = ones({2}, kInt32), i64 = ones({2}, kInt64), f16 = ones({2}, kFloat16), bf16 = ones({2}, kBFloat16);
+  Tensor f32 = ones({2}), f64 = ones({2}, kFloat64), b = ones({2}, kBool);
+  CHECK(result_type(i32, i64) == kInt64);
+  CHECK(result_type(i32, f16) == kFloat16);
+  CHECK(result_type(f16, bf16) == kFloat32);
+  CHECK(result_type(f32, f64) == kFloat64);
+  CHECK(result_type(b, i32) == kInt32);
+  CHECK(result_type(i32, 2.5) == kFloat32);
+  CHECK(result_type(f16, 2.5) == kFloat16);
+  CHECK(result_type(i32, int64_t{2}) == kInt32);
+  CHECK(result_type(b, 2) == kInt64);
+  CHECK(result_type(b, true) == kBool);
+  // zero-dim tensors do not raise the type of a dimensioned one in the same category
+  CHECK(result_type(f16, scalar_tensor(1.0, kFloat64)) == kFloat16);
+  CHECK(result_type(i32, scalar_tensor(1.0, kFloat64)) == kFloat64);
+  CHECK(result_type(scalar_tensor(1, kInt32), scalar_tensor(1, kInt64)) == kInt64);
+  CHECK((f16 * 3.0).dtype() == kFloat16);
+  CHECK((i32 * 3).dtype() == kInt32);
+  CHECK((i32 * 0.5).dtype() == kFloat32);
+  CHECK((f16 + f32).dtype() == kFloat32);
+  CHECK(values(i32 * 0.5) == std::vector<double>{0.5, 0.5});
+}
+
+TEST_CASE("unary ops and activations match float64") {
+  std::mt19937 rng(2);
+  Generator gen(2);
+  struct Case {
+    const char* name;
+    std::function<Tensor(const Tensor&)> op;
+    std::function<double(double)> ref;
+  };
+  auto gelu_ref = [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); };
+  auto gelu_tanh_ref = [](double x) {
+    return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  };
+  std::vector<Case> cases = {
+      {"neg", [](auto& x) { return -x; }, [](double x) { return -x; }},
+      {"abs", [](auto& x) { return abs(x); }, [](double x) { return std::abs(x); }},
+      {"sign", [](auto& x) { return sign(x); }, [](double x) { return double((x > 0) - (x < 0)); }},
+      {"exp", [](auto& x) { return exp(x); }, [](double x) { return std::exp(x); }},
+      {"log", [](auto& x) { return log(abs(x) + 0.1); }, [](double x) { return std::log(std::abs(x) + 0.1); }},
+      {"sqrt", [](auto& x) { return sqrt(abs(x)); }, [](double x) { return std::sqrt(std::abs(x)); }},
+      {"rsqrt", [](auto& x) { return rsqrt(abs(x) + 0.5); }, [](double x) { return 1 / std::sqrt(std::abs(x) + 0.5); }},
+      {"tanh", [](auto& x) { return tanh(x); }, [](double x) { return std::tanh(x); }},
+      {"sigmoid", [](auto& x) { return sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }},
+      {"relu", [](auto& x) { return relu(x); }, [](double x) { return std::max(x, 0.0); }},
+      {"gelu", [](auto& x) { return gelu(x); }, gelu_ref},
+      {"gelu tanh", [](auto& x) { return gelu(x, "tanh"); }, gelu_tanh_ref},
+      {"silu", [](auto& x) { return silu(x); }, [](double x) { return x / (1 + std::exp(-x)); }},
+      {"pow 3", [](auto& x) { return pow(x, 3); }, [](double x) { return x * x * x; }},
+      {"pow 0.5", [](auto& x) { return pow(abs(x), 0.5); }, [](double x) { return std::sqrt(std::abs(x)); }},
+      {"clamp", [](auto& x) { return clamp(x, -0.5, 0.7); }, [](double x) { return std::clamp(x, -0.5, 0.7); }},
+      {"clamp min", [](auto& x) { return clamp(x, 0.1, std::nullopt); }, [](double x) { return std::max(x, 0.1); }},
+  };
+  for (const auto& c : cases) {
+    for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+      for (int trial = 0; trial < kTrials / 2; ++trial) {
+        Tensor x = random_tensor(random_shape(rng), gen, dt, trial % 2 == 0);
+        INFO(c.name << " " << dtype_name(dt) << " " << x.str());
+        Tensor y = c.op(x);
+        CHECK(y.dtype() == dt);
+        KT_CHECK_CLOSE(y, ref_map({x}, [&](auto& v) { return c.ref(v[0]); }), 4 * kt::tolerance(dt));
+      }
+    }
+  }
+  CHECK(exp(ones({2}, kInt32)).dtype() == kFloat32);
+  CHECK(values(relu(tensor(std::vector<int64_t>{-2, 3}))) == std::vector<double>{0, 3});
+  CHECK(values(clamp(tensor(std::vector<int32_t>{-5, 0, 5}), -1, 2)) == std::vector<double>{-1, 0, 2});
+}
+
+TEST_CASE("comparisons, where and masked_fill") {
+  std::mt19937 rng(3);
+  Generator gen(3);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    Shape s = random_shape(rng);
+    Tensor a = random_tensor(s, gen, kFloat32, trial % 2 == 0);
+    Tensor b = random_tensor(broadcastable(s, rng), gen, kFloat32);
+    Tensor m = a > b;
+    CHECK(m.dtype() == kBool);
+    CHECK(values(m) == ref_map({a, b}, [](auto& v) { return double(v[0] > v[1]); }));
+    CHECK(values(a <= b) == ref_map({a, b}, [](auto& v) { return double(v[0] <= v[1]); }));
+    CHECK(values(a == a) == std::vector<double>(static_cast<size_t>(a.numel()), 1.0));
+    CHECK(values(where(m, a, b)) == ref_map({m, a, b}, [](auto& v) { return v[0] ? v[1] : v[2]; }));
+    CHECK(values(masked_fill(a, a < 0, -7.0)) == ref_map({a}, [](auto& v) { return v[0] < 0 ? -7.0 : v[0]; }));
+    CHECK(values(logical_not(m)) == ref_map({m}, [](auto& v) { return double(!v[0]); }));
+    CHECK(values(logical_and(m, a > 0)) == ref_map({a, b}, [](auto& v) { return double(v[0] > v[1] && v[0] > 0); }));
+    CHECK(values(logical_or(m, a > 0)) == ref_map({a, b}, [](auto& v) { return double(v[0] > v[1] || v[0] > 0); }));
+  }
+  CHECK(values(where(tensor({1.0, 0.0}) > 0.5, 1.0, tensor({5.0, 6.0}))) == std::vector<double>{1, 6});
+}
+
+TEST_CASE("reductions over dims with keepdim") {
+  std::mt19937 rng(4);
+  Generator gen(4);
+  for (int trial = 0; trial < 3 * kTrials; ++trial) {
+    DType dt = trial % 3 == 0 ? kBFloat16 : trial % 3 == 1 ? kFloat32 : kFloat64;
+    Shape s = random_shape(rng, 1, 4);
+    Tensor x = random_tensor(s, gen, dt, trial % 2 == 0);
+    // a random non-empty subset of dims
+    Shape dims;
+    for (int64_t d = 0; d < x.dim(); ++d)
+      if (rng() % 2) dims.push_back(d - (rng() % 2 ? x.dim() : 0));
+    if (dims.empty()) dims.push_back(0);
+    bool keepdim = rng() % 2;
+    std::vector<bool> reduced(x.dim(), false);
+    for (int64_t d : dims) reduced[d < 0 ? d + x.dim() : d] = true;
+    Shape out_keep;
+    for (int64_t d = 0; d < x.dim(); ++d) out_keep.push_back(reduced[d] ? 1 : x.size(d));
+    // Reference: accumulate per output index.
+    Ref r(x);
+    int64_t n_out = shape_numel(out_keep);
+    std::vector<double> sum_ref(n_out, 0), max_ref(n_out, -INFINITY), min_ref(n_out, INFINITY), sq(n_out, 0);
+    int64_t count = shape_numel(s) / n_out;
+    Shape ostrides = contiguous_strides(out_keep);
+    auto out_index = [&](const Shape& idx) {
+      int64_t o = 0;
+      for (int64_t d = 0; d < x.dim(); ++d) o += (reduced[d] ? 0 : idx[d]) * ostrides[d];
+      return o;
+    };
+    for_each_index(s, [&](const Shape& idx) {
+      double v = r.at(idx);
+      int64_t o = out_index(idx);
+      sum_ref[o] += v;
+      max_ref[o] = std::max(max_ref[o], v);
+      min_ref[o] = std::min(min_ref[o], v);
+    });
+    std::vector<double> mean_ref(n_out), var_ref(n_out, 0);
+    for (int64_t o = 0; o < n_out; ++o) mean_ref[o] = sum_ref[o] / count;
+    for_each_index(s, [&](const Shape& idx) {
+      int64_t o = out_index(idx);
+      var_ref[o] += (r.at(idx) - mean_ref[o]) * (r.at(idx) - mean_ref[o]);
+    });
+    for (double& v : var_ref) v = count > 1 ? v / (count - 1) : NAN;
+    INFO("x " << x.str() << " dims " << fmt::format("{}", fmt::join(dims, ",")) << " keepdim " << keepdim);
+    Tensor su = sum(x, dims, keepdim);
+    Shape expect_shape;
+    for (int64_t d = 0; d < x.dim(); ++d)
+      if (!reduced[d]) expect_shape.push_back(x.size(d));
+      else if (keepdim) expect_shape.push_back(1);
+    CHECK(su.sizes() == expect_shape);
+    double tol = 8 * kt::tolerance(dt);
+    KT_CHECK_CLOSE(su, sum_ref, tol);
+    KT_CHECK_CLOSE(mean(x, dims, keepdim), mean_ref, tol);
+    KT_CHECK_CLOSE(var(x, dims, 1, keepdim), var_ref, 4 * tol);
+    if (dims.size() == 1) {
+      KT_CHECK_CLOSE(max(x, dims[0], keepdim), max_ref, 0.0);
+      KT_CHECK_CLOSE(min(x, dims[0], keepdim), min_ref, 0.0);
+      // argmax points at a maximal element
+      Tensor am = argmax(x, dims[0], true);
+      CHECK(am.dtype() == kInt64);
+      Tensor picked = gather(x, dims[0], am);
+      KT_CHECK_CLOSE(picked.reshape({-1}), max_ref, 0.0);
+    }
+  }
+  Tensor t = tensor({3.0, 9.0, -1.0, 9.0});
+  CHECK(argmax(t).item<int64_t>() == 1);  // the first of equal maxima
+  CHECK(argmin(t, 0).item<int64_t>() == 2);
+  CHECK(max(t).item<double>() == 9.0);
+  CHECK(sum(ones({3}, kInt32)).dtype() == kInt64);
+  CHECK(sum(ones({3}, kBool)).item<int64_t>() == 3);
+  CHECK(sum(zeros({0})).item<double>() == 0.0);
+  CHECK(values(sum(arange(6, kFloat32).view({2, 3}), {-1})) == std::vector<double>{3, 12});
+  // Large float32 sums accumulate in float64: exact for integers below 2^24
+  CHECK(sum(ones({1 << 25})).item<double>() == double(1 << 25));
+}
+
+TEST_CASE("logsumexp is stable") {
+  Tensor x = tensor({1000.0, 1000.0, -INFINITY}, kFloat64);
+  CHECK(logsumexp(x, 0).item<double>() == Approx(1000.0 + std::log(2.0)));
+  Tensor all_inf = full({2}, -INFINITY, kFloat32);
+  CHECK(std::isinf(logsumexp(all_inf, 0).item<double>()));
+}
+
+TEST_CASE("matmul: vectors, matrices, batches, broadcasting, transposed inputs") {
+  std::mt19937 rng(5);
+  Generator gen(5);
+  auto ref = [](const Tensor& a, const Tensor& b) {
+    // naive (..., m, k) @ (..., k, n) on 2+-dim inputs with broadcasting
+    Shape batch = broadcast_shapes(Shape(a.sizes().begin(), a.sizes().end() - 2),
+                                   Shape(b.sizes().begin(), b.sizes().end() - 2));
+    int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+    Ref ra(a), rb(b);
+    std::vector<double> out;
+    for_each_index(batch, [&](const Shape& bi) {
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (int64_t q = 0; q < k; ++q) {
+            Shape ia = bi, ib = bi;
+            ia.push_back(i), ia.push_back(q);
+            ib.push_back(q), ib.push_back(j);
+            s += ra.at(ia) * rb.at(ib);
+          }
+          out.push_back(s);
+        }
+    });
+    return out;
+  };
+  for (DType dt : {kFloat64, kFloat32, kBFloat16, kFloat16, kInt64}) {
+    for (int trial = 0; trial < kTrials; ++trial) {
+      int64_t m = 1 + rng() % 9, k = 1 + rng() % 9, n = 1 + rng() % 9;
+      Shape batch_a, batch_b;
+      int nb = rng() % 3;
+      for (int i = 0; i < nb; ++i) {
+        int64_t s = 1 + rng() % 3;
+        batch_a.push_back(s);
+        batch_b.push_back(rng() % 2 ? s : 1);
+      }
+      if (rng() % 2) batch_b.erase(batch_b.begin(), batch_b.begin() + std::min<int>(1, batch_b.size()));
+      Shape sa = batch_a, sb = batch_b;
+      sa.push_back(m), sa.push_back(k);
+      sb.push_back(k), sb.push_back(n);
+      Tensor a = dt == kInt64 ? randint(-5, 5, sa, gen) : random_tensor(sa, gen, dt);
+      Tensor b = dt == kInt64 ? randint(-5, 5, sb, gen) : random_tensor(sb, gen, dt);
+      if (trial % 3 == 1) a = a.transpose(-1, -2).contiguous().transpose(-1, -2);  // column-major operand
+      if (trial % 3 == 2) b = b.transpose(-1, -2).contiguous().transpose(-1, -2);
+      INFO(dtype_name(dt) << " " << a.str() << " @ " << b.str());
+      Tensor c = matmul(a, b);
+      KT_CHECK_CLOSE(c, ref(a, b), dt == kInt64 ? 0.0 : 8 * kt::tolerance(dt));
+    }
+  }
+  Tensor m = arange(6, kFloat64).view({2, 3});
+  Tensor v = tensor({1.0, 0.0, -1.0}, kFloat64);
+  CHECK(values(matmul(m, v)) == std::vector<double>{-2, -2});
+  CHECK(matmul(m, v).sizes() == Shape{2});
+  CHECK(values(matmul(tensor({1.0, 1.0}, kFloat64), m)) == std::vector<double>{3, 5, 7});
+  CHECK(matmul(v, v).dim() == 0);
+  CHECK(matmul(v, v).item<double>() == 2.0);
+  // a strided (non-BLAS-layout) operand is copied, not misread
+  Tensor big = arange(48, kFloat64).view({4, 12});
+  Tensor strided = big.slice(1, 0, 12, 3);  // (4, 4) with column stride 3
+  KT_CHECK_CLOSE(matmul(strided, strided), ref(strided.contiguous(), strided.contiguous()), 1e-12);
+}
+
+TEST_CASE("cat, stack, split, chunk") {
+  Generator gen(6);
+  Tensor a = randn({2, 3, 4}, gen), b = randn({2, 1, 4}, gen), c = randn({2, 5, 4}, gen);
+  Tensor cat1 = cat({a, b, c}, 1);
+  CHECK(cat1.sizes() == Shape{2, 9, 4});
+  CHECK(values(cat1.narrow(1, 0, 3)) == values(a));
+  CHECK(values(cat1.narrow(1, 3, 1)) == values(b));
+  CHECK(values(cat1.narrow(1, 4, 5)) == values(c));
+  CHECK(values(cat({a.transpose(0, 2), a.transpose(0, 2)}, -1).narrow(2, 2, 2)) == values(a.transpose(0, 2)));
+  CHECK(cat({ones({2}, kInt32), ones({1}, kFloat64)}).dtype() == kFloat64);
+  Tensor s = stack({a, a * 2}, 1);
+  CHECK(s.sizes() == Shape{2, 2, 3, 4});
+  CHECK(values(s.select(1, 1)) == values(a * 2));
+  auto parts = split(cat1, 4, 1);
+  REQUIRE(parts.size() == 3);
+  CHECK(parts[2].size(1) == 1);
+  CHECK(values(parts[0].narrow(1, 0, 3)) == values(a));
+  CHECK(parts[1].storage() == cat1.storage());
+  auto sized = split(cat1, std::vector<int64_t>{3, 1, 5}, 1);
+  CHECK(values(sized[2]) == values(c));
+  auto chunks = chunk(arange(10), 3);
+  REQUIRE(chunks.size() == 3);
+  CHECK(values(chunks[2]) == std::vector<double>{8, 9});
+  CHECK(chunk(arange(10), 4).size() == 4);
+}
+
+TEST_CASE("index_select, gather, embedding") {
+  std::mt19937 rng(7);
+  Generator gen(7);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    Shape s = random_shape(rng, 1, 3);
+    Tensor x = random_tensor(s, gen, kFloat32, trial % 2 == 0);
+    int64_t dim = rng() % x.dim();
+    Tensor idx = randint(0, x.size(dim), {int64_t(1 + rng() % 6)}, gen, trial % 2 ? kInt32 : kInt64);
+    Tensor out = index_select(x, dim, idx);
+    Shape os = s;
+    os[dim] = idx.numel();
+    CHECK(out.sizes() == os);
+    Ref r(x);
+    std::vector<double> iv = values(idx), ref;
+    for_each_index(os, [&](const Shape& i) {
+      Shape j = i;
+      j[dim] = static_cast<int64_t>(iv[i[dim]]);
+      ref.push_back(r.at(j));
+    });
+    CHECK(values(out) == ref);
+    // gather with an index of the output's shape
+    Shape gs = s;
+    for (auto& d : gs) d = 1 + rng() % d;
+    gs[dim] = 1 + rng() % 5;
+    Tensor gi = randint(0, x.size(dim), gs, gen);
+    Tensor g = gather(x, dim, gi);
+    std::vector<double> giv = values(gi), gref;
+    int64_t k = 0;
+    for_each_index(gs, [&](const Shape& i) {
+      Shape j = i;
+      j[dim] = static_cast<int64_t>(giv[k++]);
+      gref.push_back(r.at(j));
+    });
+    CHECK(values(g) == gref);
+  }
+  Tensor w = arange(12, kFloat32).view({4, 3});
+  Tensor e = embedding(w, tensor(std::vector<int64_t>{3, 0, 3, 1}).view({2, 2}));
+  CHECK(e.sizes() == Shape{2, 2, 3});
+  CHECK(values(e[0][0]) == std::vector<double>{9, 10, 11});
+  CHECK(values(e[1][1]) == std::vector<double>{3, 4, 5});
+}
+
+TEST_CASE("softmax and log_softmax along any dim") {
+  std::mt19937 rng(8);
+  Generator gen(8);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    for (int trial = 0; trial < kTrials; ++trial) {
+      Shape s = random_shape(rng, 1, 4);
+      Tensor x = random_tensor(s, gen, dt, trial % 2 == 0) * 3.0;
+      int64_t dim = static_cast<int64_t>(rng() % s.size());
+      Ref r(x);
+      std::vector<double> sm, lsm;
+      for_each_index(s, [&](const Shape& idx) {
+        double mx = -INFINITY, tot = 0;
+        Shape j = idx;
+        for (j[dim] = 0; j[dim] < s[dim]; ++j[dim]) mx = std::max(mx, r.at(j));
+        for (j[dim] = 0; j[dim] < s[dim]; ++j[dim]) tot += std::exp(r.at(j) - mx);
+        sm.push_back(std::exp(r.at(idx) - mx) / tot);
+        lsm.push_back(r.at(idx) - mx - std::log(tot));
+      });
+      INFO(dtype_name(dt) << " dim " << dim << " " << x.str());
+      KT_CHECK_CLOSE(softmax(x, dim), sm, 4 * kt::tolerance(dt));
+      KT_CHECK_CLOSE(log_softmax(x, dim), lsm, 4 * kt::tolerance(dt));
+    }
+  }
+  // a row of -inf gives nan, as PyTorch
+  Tensor r = softmax(full({1, 3}, -INFINITY), 1);
+  CHECK(std::isnan(r[0][0].item<double>()));
+}
+
+TEST_CASE("layer_norm and rms_norm over trailing dims") {
+  std::mt19937 rng(9);
+  Generator gen(9);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    for (int trial = 0; trial < kTrials; ++trial) {
+      Shape s = random_shape(rng, 1, 4, 9);
+      int64_t nd = 1 + rng() % s.size();
+      Shape ns(s.end() - nd, s.end());
+      Tensor x = random_tensor(s, gen, dt, trial % 2 == 0) * 2.0 + 0.5;
+      Tensor w = trial % 3 ? random_tensor(ns, gen, dt) : Tensor();
+      Tensor b = trial % 3 == 1 ? random_tensor(ns, gen, dt) : Tensor();
+      int64_t C = shape_numel(ns), rows = shape_numel(s) / C;
+      std::vector<double> xv = values(x), wv = w.defined() ? values(w) : std::vector<double>(C, 1.0),
+                          bv = b.defined() ? values(b) : std::vector<double>(C, 0.0), ln, rn;
+      for (int64_t row = 0; row < rows; ++row) {
+        double m = 0, v = 0, ss = 0;
+        for (int64_t c = 0; c < C; ++c) m += xv[row * C + c] / C;
+        for (int64_t c = 0; c < C; ++c) v += (xv[row * C + c] - m) * (xv[row * C + c] - m) / C;
+        for (int64_t c = 0; c < C; ++c) ss += xv[row * C + c] * xv[row * C + c] / C;
+        for (int64_t c = 0; c < C; ++c) {
+          ln.push_back((xv[row * C + c] - m) / std::sqrt(v + 1e-5) * wv[c] + bv[c]);
+          rn.push_back(xv[row * C + c] / std::sqrt(ss + 1e-6) * wv[c]);
+        }
+      }
+      INFO(dtype_name(dt) << " " << x.str());
+      KT_CHECK_CLOSE(layer_norm(x, ns, w, b), ln, 8 * kt::tolerance(dt));
+      KT_CHECK_CLOSE(rms_norm(x, ns, w), rn, 8 * kt::tolerance(dt));
+    }
+  }
+}
+
+TEST_CASE("cross_entropy with ignore_index and reductions") {
+  std::mt19937 rng(10);
+  Generator gen(10);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    for (int trial = 0; trial < kTrials; ++trial) {
+      int64_t N = 1 + rng() % 9, C = 1 + rng() % 11;
+      Tensor logits = random_tensor({N, C}, gen, dt, trial % 2 == 0) * 2.0;
+      Tensor target = randint(0, C, {N}, gen);
+      if (trial % 2) target = masked_fill(target, rand({N}, gen) < 0.3, -100);
+      std::vector<double> lv = values(logits), tv = values(target), per_row;
+      double total = 0;
+      int64_t counted = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        if (tv[n] == -100) {
+          per_row.push_back(0);
+          continue;
+        }
+        double mx = -INFINITY, s = 0;
+        for (int64_t c = 0; c < C; ++c) mx = std::max(mx, lv[n * C + c]);
+        for (int64_t c = 0; c < C; ++c) s += std::exp(lv[n * C + c] - mx);
+        double l = mx + std::log(s) - lv[n * C + static_cast<int64_t>(tv[n])];
+        per_row.push_back(l);
+        total += l;
+        ++counted;
+      }
+      double tol = 8 * kt::tolerance(dt);
+      INFO(dtype_name(dt) << " " << logits.str() << " " << target.str());
+      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::None), per_row, tol);
+      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::Sum), std::vector<double>{total}, tol);
+      Tensor m = cross_entropy(logits, target);
+      if (counted) KT_CHECK_CLOSE(m, std::vector<double>{total / counted}, tol);
+      else CHECK(std::isnan(m.item<double>()));
+    }
+  }
+  // (N, C, d) layout: class dim 1, as PyTorch
+  Generator g2(11);
+  Tensor l3 = randn({2, 5, 3}, g2, kFloat64);
+  Tensor t3 = randint(0, 5, {2, 3}, g2);
+  KT_CHECK_CLOSE(cross_entropy(l3, t3, -100, Reduction::None),
+                 values(cross_entropy(l3.movedim(1, 2).reshape({6, 5}), t3.reshape({6}), -100, Reduction::None)),
+                 1e-15);
+  // unbatched (C,) input
+  Tensor l1 = tensor({1.0, 2.0, 3.0}, kFloat64);
+  CHECK(cross_entropy(l1, full({}, 2, kInt64)).item<double>() ==
+        Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0));
+}
+
+TEST_CASE("dropout keeps the expected fraction and scales the rest") {
+  Generator gen(12);
+  Tensor x = ones({100000});
+  Tensor y = dropout(x, 0.3, true, gen);
+  std::vector<double> v = values(y);
+  int64_t kept = std::count_if(v.begin(), v.end(), [](double e) { return e != 0; });
+  CHECK(double(kept) / v.size() == Approx(0.7).margin(0.01));
+  for (double e : v) CHECK((e == 0 || std::abs(e - 1 / 0.7) < 1e-6));
+  CHECK(dropout(x, 0.3, false).is_same(x));
+  CHECK(sum(dropout(x, 1.0, true, gen)).item<double>() == 0.0);
+  // The mask is the Philox draw at the generator's offset: replayable.
+  Generator a(5), b(5);
+  CHECK(values(dropout(x, 0.5, true, a)) == values(dropout(x, 0.5, true, b)));
+}
+
+TEST_CASE("scaled_dot_product_attention matches a naive loop") {
+  std::mt19937 rng(13);
+  Generator gen(13);
+  for (int trial = 0; trial < 2 * kTrials; ++trial) {
+    int64_t B = 1 + rng() % 2, Hkv = 1 + rng() % 2, group = 1 + rng() % 3, Hq = Hkv * group;
+    int64_t Tk = 1 + rng() % 9, Tq = trial % 3 == 0 ? 1 + rng() % Tk : Tk, D = 1 + rng() % 8;
+    bool causal = trial % 2;
+    Tensor q = randn({B, Hq, Tq, D}, gen, kFloat64), k = randn({B, Hkv, Tk, D}, gen, kFloat64),
+           v = randn({B, Hkv, Tk, D}, gen, kFloat64);
+    std::vector<double> qv = values(q), kv = values(k), vv = values(v), out, lse;
+    double scale = 1 / std::sqrt(double(D));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t i = 0; i < Tq; ++i) {
+          int64_t hk = h / group;
+          std::vector<double> s(Tk, -INFINITY);
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < Tk; ++j) {
+            if (causal && j > i + Tk - Tq) continue;
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d)
+              dot += qv[((b * Hq + h) * Tq + i) * D + d] * kv[((b * Hkv + hk) * Tk + j) * D + d];
+            s[j] = dot * scale;
+            mx = std::max(mx, s[j]);
+          }
+          double tot = 0;
+          for (int64_t j = 0; j < Tk; ++j) tot += std::exp(s[j] - mx);
+          lse.push_back(mx + std::log(tot));
+          for (int64_t d = 0; d < D; ++d) {
+            double acc = 0;
+            for (int64_t j = 0; j < Tk; ++j) acc += std::exp(s[j] - mx) / tot * vv[((b * Hkv + hk) * Tk + j) * D + d];
+            out.push_back(acc);
+          }
+        }
+    INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " Tq " << Tq << " Tk " << Tk << " D " << D << " causal "
+              << causal);
+    auto res = scaled_dot_product_attention_with_lse(q, k, v, {.causal = causal});
+    KT_CHECK_CLOSE(res.out, out, 1e-12);
+    CHECK(res.lse.dtype() == kFloat32);
+    KT_CHECK_CLOSE(res.lse, lse, 1e-6);
+  }
+  // A query that sees no key (causal, Tq > Tk) gives zeros, not NaN.
+  Tensor q = ones({1, 1, 3, 2}), k = ones({1, 1, 2, 2}), v = ones({1, 1, 2, 2});
+  auto res = scaled_dot_product_attention_with_lse(q, k, v, {.causal = true});
+  CHECK(values(res.out[0][0][0]) == std::vector<double>{0, 0});
+  CHECK(std::isinf(res.lse[0][0][0].item<double>()));
+  KT_CHECK_CLOSE(res.out[0][0][2], (std::vector<double>{1, 1}), 1e-6);
+}
