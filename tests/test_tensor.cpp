@@ -15,7 +15,7 @@ TEST_CASE("dtype sizes and names") {
   CHECK(element_size(kInt32) == 4);
   CHECK(element_size(kFloat64) == 8);
   CHECK(dtype_name(kBFloat16) == "bfloat16");
-  CHECK(Device("cuda:3") == cuda(3));
+  CHECK(Device("cuda:3") == Device(kCUDA, 3));
   CHECK(Device("cpu") == kCPU);
   CHECK_THROWS_WITH(Device("tpu"), Catch::Contains("unknown device 'tpu'"));
   CHECK_THROWS_WITH(Device("cuda:x"), Catch::Contains("unknown device"));

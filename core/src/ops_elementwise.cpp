@@ -98,6 +98,13 @@ Tensor raw_unary(UnaryOp op, const Tensor& x, DType dtype, double p0 = 0, double
   return out;
 }
 
+// result_type of two operands, after checking both are defined.
+DType promoted(const Tensor& a, const Tensor& b, const char* op) {
+  detail::check_defined(a, op, "self");
+  detail::check_defined(b, op, "other");
+  return result_type(a, b);
+}
+
 // Float-only ops promote integer and bool inputs to float32, as PyTorch does.
 DType float_dtype(const Tensor& x) { return is_floating(x.dtype()) ? x.dtype() : kFloat32; }
 
@@ -122,7 +129,7 @@ Tensor mask_of(const Tensor& m, DType t) { return m.to(t); }
 
 Tensor add(const Tensor& a, const Tensor& b, Scalar alpha) {
   if (alpha.to_double() != 1.0) return add(a, b * alpha);
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "add");
   Tensor out = raw_binary(BinaryOp::Add, a, b, t, t, "add");
   if (autograd::any_requires_grad({a, b}))
     autograd::record("add", out, {a, b}, [](const Tensor& g, const Needs&) { return Grads{g, g}; });
@@ -130,7 +137,7 @@ Tensor add(const Tensor& a, const Tensor& b, Scalar alpha) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "sub");
   KILN_CHECK(t != kBool, "[sub] subtraction of bool tensors is not supported; use logical_xor-style ops");
   Tensor out = raw_binary(BinaryOp::Sub, a, b, t, t, "sub");
   if (autograd::any_requires_grad({a, b}))
@@ -141,7 +148,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "mul");
   Tensor out = raw_binary(BinaryOp::Mul, a, b, t, t, "mul");
   if (autograd::any_requires_grad({a, b})) {
     // Save only what the wanted gradients need (a.mul_(2) must not save a).
@@ -155,7 +162,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "div");
   if (!is_floating(t)) t = kFloat32;
   Tensor out = raw_binary(BinaryOp::Div, a, b, t, t, "div");
   if (autograd::any_requires_grad({a, b})) {
@@ -169,7 +176,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "pow");
   Tensor out = raw_binary(BinaryOp::Pow, a, b, t, t, "pow");
   if (autograd::any_requires_grad({a, b}))
     autograd::record("pow", out, {a, b}, [sa = save(a, "pow"), sb = save(b, "pow"), so = save(out, "pow")](
@@ -195,7 +202,7 @@ Tensor pow(const Tensor& a, Scalar exponent) {
 
 namespace {
 Tensor extremum(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, name);
   Tensor out = raw_binary(op, a, b, t, t, name);
   if (autograd::any_requires_grad({a, b})) {
     bool is_max = op == BinaryOp::Maximum;
@@ -329,9 +336,11 @@ Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> m
 
 namespace {
 Tensor compare(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
-  return raw_binary(op, a, b, result_type(a, b), kBool, name);
+  return raw_binary(op, a, b, promoted(a, b, name), kBool, name);
 }
-Tensor wrap(const Tensor& like, Scalar s) {
+// s as a 0-dim tensor of the dtype it takes beside `like` in op.
+Tensor wrap(const Tensor& like, Scalar s, const char* op) {
+  detail::check_defined(like, op, "self");
   return scalar_tensor(s, TensorOptions(result_type(like, s)).device(like.device()));
 }
 }  // namespace
@@ -344,7 +353,7 @@ Tensor gt(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Gt, a, b,
 Tensor ge(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Ge, a, b, "ge"); }
 Tensor logical_and(const Tensor& a, const Tensor& b) { return compare(BinaryOp::LogicalAnd, a, b, "logical_and"); }
 Tensor logical_or(const Tensor& a, const Tensor& b) { return compare(BinaryOp::LogicalOr, a, b, "logical_or"); }
-Tensor logical_not(const Tensor& x) { return compare(BinaryOp::Eq, x, wrap(x, 0), "logical_not"); }
+Tensor logical_not(const Tensor& x) { return compare(BinaryOp::Eq, x, wrap(x, 0, "logical_not"), "logical_not"); }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   detail::check_defined(cond, "where", "condition");
@@ -352,7 +361,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   detail::check_defined(b, "where", "other");
   detail::check_same_device("where", {cond, a, b});
   KILN_CHECK(cond.dtype() == kBool, "[where] condition must be a bool tensor, got {}", describe(cond));
-  DType t = result_type(a, b);
+  DType t = promoted(a, b, "where");
   Shape shape = broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
   Tensor out = empty(shape, TensorOptions(t).device(a.device()));
   {
@@ -369,8 +378,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor where(const Tensor& cond, const Tensor& a, Scalar b) { return where(cond, a, wrap(a, b)); }
-Tensor where(const Tensor& cond, Scalar a, const Tensor& b) { return where(cond, wrap(b, a), b); }
+Tensor where(const Tensor& cond, const Tensor& a, Scalar b) { return where(cond, a, wrap(a, b, "where")); }
+Tensor where(const Tensor& cond, Scalar a, const Tensor& b) { return where(cond, wrap(b, a, "where"), b); }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, Scalar value) {
   detail::check_defined(x, "masked_fill", "self");
@@ -388,14 +397,14 @@ Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator+(const Tensor& a, Scalar b) { return add(a, wrap(a, b)); }
-Tensor operator-(const Tensor& a, Scalar b) { return sub(a, wrap(a, b)); }
-Tensor operator*(const Tensor& a, Scalar b) { return mul(a, wrap(a, b)); }
-Tensor operator/(const Tensor& a, Scalar b) { return div(a, wrap(a, b)); }
-Tensor operator+(Scalar a, const Tensor& b) { return add(wrap(b, a), b); }
-Tensor operator-(Scalar a, const Tensor& b) { return sub(wrap(b, a), b); }
-Tensor operator*(Scalar a, const Tensor& b) { return mul(wrap(b, a), b); }
-Tensor operator/(Scalar a, const Tensor& b) { return div(wrap(b, a), b); }
+Tensor operator+(const Tensor& a, Scalar b) { return add(a, wrap(a, b, "add")); }
+Tensor operator-(const Tensor& a, Scalar b) { return sub(a, wrap(a, b, "sub")); }
+Tensor operator*(const Tensor& a, Scalar b) { return mul(a, wrap(a, b, "mul")); }
+Tensor operator/(const Tensor& a, Scalar b) { return div(a, wrap(a, b, "div")); }
+Tensor operator+(Scalar a, const Tensor& b) { return add(wrap(b, a, "add"), b); }
+Tensor operator-(Scalar a, const Tensor& b) { return sub(wrap(b, a, "sub"), b); }
+Tensor operator*(Scalar a, const Tensor& b) { return mul(wrap(b, a, "mul"), b); }
+Tensor operator/(Scalar a, const Tensor& b) { return div(wrap(b, a, "div"), b); }
 Tensor operator-(const Tensor& x) { return neg(x); }
 Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
 Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
@@ -403,12 +412,12 @@ Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
-Tensor operator==(const Tensor& a, Scalar b) { return eq(a, wrap(a, b)); }
-Tensor operator!=(const Tensor& a, Scalar b) { return ne(a, wrap(a, b)); }
-Tensor operator<(const Tensor& a, Scalar b) { return lt(a, wrap(a, b)); }
-Tensor operator<=(const Tensor& a, Scalar b) { return le(a, wrap(a, b)); }
-Tensor operator>(const Tensor& a, Scalar b) { return gt(a, wrap(a, b)); }
-Tensor operator>=(const Tensor& a, Scalar b) { return ge(a, wrap(a, b)); }
+Tensor operator==(const Tensor& a, Scalar b) { return eq(a, wrap(a, b, "eq")); }
+Tensor operator!=(const Tensor& a, Scalar b) { return ne(a, wrap(a, b, "ne")); }
+Tensor operator<(const Tensor& a, Scalar b) { return lt(a, wrap(a, b, "lt")); }
+Tensor operator<=(const Tensor& a, Scalar b) { return le(a, wrap(a, b, "le")); }
+Tensor operator>(const Tensor& a, Scalar b) { return gt(a, wrap(a, b, "gt")); }
+Tensor operator>=(const Tensor& a, Scalar b) { return ge(a, wrap(a, b, "ge")); }
 
 bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
   if (a.sizes() != b.sizes()) return false;

@@ -39,12 +39,12 @@ void Module::visit(const std::string& prefix, F&& f) const {
   for (const auto& [name, child] : children_) child->visit(prefix + name + ".", f);
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters(bool remove_duplicate) const {
   std::vector<std::pair<std::string, Tensor>> out;
-  std::set<TensorImpl*> seen;  // a tied parameter is listed once, under its first name
+  std::set<TensorImpl*> seen;
   visit("", [&](const std::string& prefix, const Module& m) {
     for (const auto& [name, t] : m.params_)
-      if (seen.insert(t.impl()).second) out.emplace_back(prefix + name, t);
+      if (!remove_duplicate || seen.insert(t.impl()).second) out.emplace_back(prefix + name, t);
   });
   return out;
 }
@@ -65,7 +65,7 @@ std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
 
 std::map<std::string, Tensor> Module::state_dict() const {
   std::map<std::string, Tensor> out;
-  for (auto& [name, t] : named_parameters()) out.emplace(name, t);
+  for (auto& [name, t] : named_parameters(false)) out.emplace(name, t);
   for (auto& [name, t] : named_buffers()) out.emplace(name, t);
   return out;
 }

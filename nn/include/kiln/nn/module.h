@@ -17,11 +17,13 @@ class Module {
  public:
   virtual ~Module() = default;
 
-  // Every parameter, depth first in registration order, with its dotted name.
-  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  // Every parameter with its dotted name: a module's own first, then its
+  // children's, in registration order (PyTorch's order). A tied parameter is
+  // listed once, under its first name, unless remove_duplicate is false.
+  std::vector<std::pair<std::string, Tensor>> named_parameters(bool remove_duplicate = true) const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
-  // Parameters and buffers by name.
+  // Parameters (every name of a tied one) and buffers by name.
   std::map<std::string, Tensor> state_dict() const;
   // Copies values into the registered tensors; names and shapes must match exactly.
   void load_state_dict(const std::map<std::string, Tensor>& state);

@@ -27,6 +27,6 @@ struct Device {
 };
 
 inline constexpr Device kCPU{DeviceType::CPU, 0};
-constexpr Device cuda(int index = 0) { return Device(DeviceType::CUDA, index); }
+inline constexpr DeviceType kCUDA = DeviceType::CUDA;  // Device(kCUDA, 1) is cuda:1
 
 }  // namespace kiln
