@@ -14,6 +14,11 @@
 #define KILN_DISPATCH(device, fn, ...)                                   \
   ((device).is_cpu() ? ::kiln::kernels::cpu::fn(__VA_ARGS__) : ::kiln::kernels::cuda::fn(__VA_ARGS__))
 
+namespace kiln {
+using autograd::Grads;
+using autograd::Needs;
+}  // namespace kiln
+
 namespace kiln::detail {
 
 // "[2, 3]" for messages.
@@ -33,3 +38,10 @@ inline Buffer buffer_or_null(const Tensor& t) { return t.defined() ? t.buffer() 
 inline autograd::SavedTensor save(const Tensor& t, const char* op) { return autograd::SavedTensor(t, op); }
 
 }  // namespace kiln::detail
+
+namespace kiln {
+using detail::buffer_or_null;
+using detail::describe;
+using detail::save;
+using detail::shape_str;
+}  // namespace kiln

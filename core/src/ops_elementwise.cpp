@@ -8,11 +8,6 @@
 
 namespace kiln {
 
-using autograd::Grads;
-using autograd::Needs;
-using detail::describe;
-using detail::save;
-using detail::shape_str;
 
 // --- promotion and broadcasting ------------------------------------------------
 

@@ -5,11 +5,6 @@
 
 namespace kiln {
 
-using autograd::Grads;
-using autograd::Needs;
-using detail::describe;
-using detail::save;
-using detail::shape_str;
 
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   KILN_CHECK(!tensors.empty(), "[cat] expects a non-empty list of tensors");

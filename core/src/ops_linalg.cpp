@@ -4,11 +4,6 @@
 
 namespace kiln {
 
-using autograd::Grads;
-using autograd::Needs;
-using detail::describe;
-using detail::save;
-using detail::shape_str;
 
 namespace {
 

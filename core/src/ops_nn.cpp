@@ -8,12 +8,6 @@
 
 namespace kiln {
 
-using autograd::Grads;
-using autograd::Needs;
-using detail::buffer_or_null;
-using detail::describe;
-using detail::save;
-using detail::shape_str;
 
 namespace {
 

@@ -6,10 +6,6 @@
 
 namespace kiln {
 
-using autograd::Grads;
-using autograd::Needs;
-using detail::save;
-using detail::shape_str;
 
 namespace {
 

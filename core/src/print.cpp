@@ -57,6 +57,18 @@ struct Printer {
     out += std::string(width - std::min(width, s.size()), ' ') + s;
   }
 
+  // Between elements of dim d: ", " in the last dim, else a comma, a blank line
+  // per remaining dim, and the indent of the next block.
+  void separator(int64_t d, size_t indent) {
+    if (d == t.dim() - 1) {
+      out += ", ";
+      return;
+    }
+    out += ',';
+    out.append(static_cast<size_t>(t.dim() - d - 1), '\n');
+    out.append(indent + 1, ' ');
+  }
+
   // Prints dim d of the block starting at offset; indent counts columns.
   void block(int64_t d, int64_t offset, size_t indent) {
     out += '[';
@@ -65,15 +77,12 @@ struct Printer {
     for (int64_t i = 0; i < n; ++i) {
       if (summarize && n > 2 * kEdgeItems && i == kEdgeItems) {
         out += "...";
-        out += last ? ", " : "," + std::string(t.dim() - d - 1, '\n') + std::string(indent + 1, ' ');
+        separator(d, indent);
         i = n - kEdgeItems;
       }
       if (last) element(offset + i * stride);
       else block(d + 1, offset + i * stride, indent + 1);
-      if (i + 1 < n) {
-        if (last) out += ", ";
-        else out += "," + std::string(t.dim() - d - 1, '\n') + std::string(indent + 1, ' ');
-      }
+      if (i + 1 < n) separator(d, indent);
     }
     out += ']';
   }

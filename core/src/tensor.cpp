@@ -9,7 +9,6 @@
 
 namespace kiln {
 
-using detail::shape_str;
 
 Shape contiguous_strides(const Shape& shape) {
   Shape strides(shape.size());

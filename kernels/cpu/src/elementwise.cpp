@@ -97,26 +97,26 @@ void copy(const Buffer& out, const Buffer& src) {
   });
 }
 
-void uniform(const Buffer& out, uint64_t seed, uint64_t offset, double low, double high) {
-  visit_floating(out.dtype, "rand", [&](auto tag) {
+namespace {
+// out[i] = draw(i) for a contiguous floating buffer.
+template <typename F>
+void draw_floating(const Buffer& out, const char* op, F&& draw) {
+  visit_floating(out.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     T* o = out.ptr<T>();
-    int64_t n = out.numel();
-    parallel_for(n, 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) o[i] = T(low + (high - low) * philox::uniform(seed, offset, i));
+    parallel_for(out.numel(), 32, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) o[i] = T(draw(static_cast<uint64_t>(i)));
     });
   });
 }
+}  // namespace
+
+void uniform(const Buffer& out, uint64_t seed, uint64_t offset, double low, double high) {
+  draw_floating(out, "rand", [&](uint64_t i) { return low + (high - low) * philox::uniform(seed, offset, i); });
+}
 
 void normal(const Buffer& out, uint64_t seed, uint64_t offset, double mean, double std) {
-  visit_floating(out.dtype, "randn", [&](auto tag) {
-    using T = decltype(tag);
-    T* o = out.ptr<T>();
-    int64_t n = out.numel();
-    parallel_for(n, 32, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) o[i] = T(mean + std * philox::normal(seed, offset, i));
-    });
-  });
+  draw_floating(out, "randn", [&](uint64_t i) { return mean + std * philox::normal(seed, offset, i); });
 }
 
 void randint(const Buffer& out, uint64_t seed, uint64_t offset, int64_t low, int64_t high) {

@@ -94,10 +94,15 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
   });
 }
 
-void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
-                const Buffer& b, double eps) {
+namespace {
+
+// LayerNorm (kCentered) and RMSNorm share everything but the mean: RMSNorm is
+// LayerNorm with the mean fixed at zero and no bias.
+template <bool kCentered>
+void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
+                  const Buffer& b, double eps, const char* op) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
-  visit_floating(x.dtype, "layer_norm", [&](auto tag) {
+  visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = row_acc_t<T>;
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
@@ -105,41 +110,44 @@ void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const B
         const T* xr = x.ptr<T>() + r * C;
         T* yr = y.ptr<T>() + r * C;
         A m = 0;
-        for (int64_t c = 0; c < C; ++c) m += load(xr, c);
-        m /= static_cast<A>(C);
+        if constexpr (kCentered) {
+          for (int64_t c = 0; c < C; ++c) m += load(xr, c);
+          m /= static_cast<A>(C);
+        }
         A v = 0;
         for (int64_t c = 0; c < C; ++c) v += (load(xr, c) - m) * (load(xr, c) - m);
-        v /= static_cast<A>(C);
-        A rs = A(1) / std::sqrt(v + static_cast<A>(eps));
+        A rs = A(1) / std::sqrt(v / static_cast<A>(C) + static_cast<A>(eps));
         for (int64_t c = 0; c < C; ++c)
           store(yr, c, (load(xr, c) - m) * rs * param<A>(w, c, A(1)) + param<A>(b, c, A(0)));
-        set_stat(mean, r, m);
+        if constexpr (kCentered) set_stat(mean, r, m);
         set_stat(rstd, r, rs);
       }
     });
   });
 }
 
-void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
-                         const Buffer& w, const Buffer& mean, const Buffer& rstd) {
+template <bool kCentered>
+void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
+                   const Buffer& w, const Buffer& mean, const Buffer& rstd, const char* op) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
-  visit_floating(x.dtype, "layer_norm_backward", [&](auto tag) {
+  visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = row_acc_t<T>;
+    auto row_mean = [&](int64_t r) { return kCentered ? static_cast<A>(stat(mean, r)) : A(0); };
     // dx rows in parallel; dw and db summed over rows serially (deterministic).
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = x.ptr<T>() + r * C;
         const T* gr = dy.ptr<T>() + r * C;
         T* dr = dx.ptr<T>() + r * C;
-        A m = static_cast<A>(stat(mean, r)), rs = static_cast<A>(stat(rstd, r));
+        A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
         A mean_g = 0, mean_gx = 0;  // means of g*w and g*w*xhat
         for (int64_t c = 0; c < C; ++c) {
           A gw = load(gr, c) * param<A>(w, c, A(1));
           mean_g += gw;
           mean_gx += gw * (load(xr, c) - m) * rs;
         }
-        mean_g /= static_cast<A>(C);
+        mean_g = kCentered ? mean_g / static_cast<A>(C) : A(0);
         mean_gx /= static_cast<A>(C);
         for (int64_t c = 0; c < C; ++c) {
           A xhat = (load(xr, c) - m) * rs;
@@ -151,7 +159,7 @@ void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, c
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x.ptr<T>() + r * C;
       const T* gr = dy.ptr<T>() + r * C;
-      A m = static_cast<A>(stat(mean, r)), rs = static_cast<A>(stat(rstd, r));
+      A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
       for (int64_t c = 0; c < C; ++c) {
         if (dw.data) accumulate_param(dw, c, load(gr, c) * (load(xr, c) - m) * rs);
         if (db.data) accumulate_param(db, c, load(gr, c));
@@ -160,52 +168,25 @@ void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, c
   });
 }
 
+}  // namespace
+
+void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
+                const Buffer& b, double eps) {
+  norm_forward<true>(y, mean, rstd, x, w, b, eps, "layer_norm");
+}
+
+void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
+                         const Buffer& w, const Buffer& mean, const Buffer& rstd) {
+  norm_backward<true>(dx, dw, db, dy, x, w, mean, rstd, "layer_norm_backward");
+}
+
 void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& w, double eps) {
-  const int64_t rows = x.sizes[0], C = x.sizes[1];
-  visit_floating(x.dtype, "rms_norm", [&](auto tag) {
-    using T = decltype(tag);
-    using A = row_acc_t<T>;
-    parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const T* xr = x.ptr<T>() + r * C;
-        T* yr = y.ptr<T>() + r * C;
-        A ss = 0;
-        for (int64_t c = 0; c < C; ++c) ss += load(xr, c) * load(xr, c);
-        A rs = A(1) / std::sqrt(ss / static_cast<A>(C) + static_cast<A>(eps));
-        for (int64_t c = 0; c < C; ++c) store(yr, c, load(xr, c) * rs * param<A>(w, c, A(1)));
-        set_stat(rstd, r, rs);
-      }
-    });
-  });
+  norm_forward<false>(y, Buffer{}, rstd, x, w, Buffer{}, eps, "rms_norm");
 }
 
 void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, const Buffer& x, const Buffer& w,
                        const Buffer& rstd) {
-  const int64_t rows = x.sizes[0], C = x.sizes[1];
-  visit_floating(x.dtype, "rms_norm_backward", [&](auto tag) {
-    using T = decltype(tag);
-    using A = row_acc_t<T>;
-    parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const T* xr = x.ptr<T>() + r * C;
-        const T* gr = dy.ptr<T>() + r * C;
-        T* dr = dx.ptr<T>() + r * C;
-        A rs = static_cast<A>(stat(rstd, r));
-        A mean_gx = 0;  // mean of g*w*xhat
-        for (int64_t c = 0; c < C; ++c) mean_gx += load(gr, c) * param<A>(w, c, A(1)) * load(xr, c) * rs;
-        mean_gx /= static_cast<A>(C);
-        for (int64_t c = 0; c < C; ++c)
-          store(dr, c, (load(gr, c) * param<A>(w, c, A(1)) - load(xr, c) * rs * mean_gx) * rs);
-      }
-    });
-    if (!dw.data) return;
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x.ptr<T>() + r * C;
-      const T* gr = dy.ptr<T>() + r * C;
-      A rs = static_cast<A>(stat(rstd, r));
-      for (int64_t c = 0; c < C; ++c) accumulate_param(dw, c, load(gr, c) * load(xr, c) * rs);
-    }
-  });
+  norm_backward<false>(dx, dw, Buffer{}, dy, x, w, Buffer{}, rstd, "rms_norm_backward");
 }
 
 void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, const Buffer& target,
