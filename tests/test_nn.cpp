@@ -86,7 +86,7 @@ TEST_CASE("Linear computes x W^T + b and initializes within 1/sqrt(in)") {
 
 TEST_CASE("SGD steps as torch.optim.SGD") {
   Tensor p = tensor({1.0, -2.0}, kFloat64).requires_grad_();
-  optim::SGD opt({p}, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01});
+  optim::SGD opt(std::vector<Tensor>{p}, {.lr = 0.1, .momentum = 0.9}, /*weight_decay=*/0.01);
   // step 1: g = grad + wd p; buf = g; p -= lr buf
   p.set_grad(tensor({0.5, 0.5}, kFloat64));
   opt.step();
@@ -102,12 +102,12 @@ TEST_CASE("SGD steps as torch.optim.SGD") {
   CHECK(!p.grad().defined());
   // Nesterov
   Tensor q = tensor({1.0}, kFloat64).requires_grad_();
-  optim::SGD nes({q}, {.lr = 0.1, .momentum = 0.5, .nesterov = true});
+  optim::SGD nes(std::vector<Tensor>{q}, {.lr = 0.1, .momentum = 0.5, .nesterov = true});
   q.set_grad(tensor({2.0}, kFloat64));
   nes.step();
   CHECK(q.item<double>() == Approx(1.0 - 0.1 * (2.0 + 0.5 * 2.0)));
-  CHECK_THROWS_WITH(optim::SGD({q}, {.lr = -1}), Catch::Contains("[SGD] learning rate must be >= 0"));
-  CHECK_THROWS_WITH(optim::SGD({q}, {.nesterov = true}), Catch::Contains("Nesterov momentum needs momentum > 0"));
+  CHECK_THROWS_WITH(optim::SGD(std::vector<Tensor>{q}, {.lr = -1}), Catch::Contains("[SGD] learning rate must be finite and >= 0"));
+  CHECK_THROWS_WITH(optim::SGD(std::vector<Tensor>{q}, {.nesterov = true}), Catch::Contains("Nesterov momentum needs momentum > 0"));
 }
 
 TEST_CASE("a small model trains: loss falls on a separable problem") {
@@ -125,4 +125,98 @@ TEST_CASE("a small model trains: loss falls on a separable problem") {
     (step == 0 ? first : last) = loss.item<double>();
   }
   CHECK(last < 0.3 * first);
+}
+
+TEST_CASE("AdamW steps as torch.optim.AdamW") {
+  Tensor p = tensor({0.5, -1.0}, kFloat64).requires_grad_();
+  optim::AdamW opt({{{p}, 0.1}}, {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8});
+  std::vector<double> pv = {0.5, -1.0}, m = {0, 0}, v = {0, 0};
+  std::vector<std::vector<double>> grads = {{0.3, -0.2}, {-0.1, 0.4}, {0.25, 0.05}};
+  for (int t = 1; t <= 3; ++t) {
+    p.set_grad(tensor(grads[t - 1], kFloat64));
+    opt.step();
+    for (int i = 0; i < 2; ++i) {
+      double g = grads[t - 1][i];
+      pv[i] *= 1 - 0.01 * 0.1;
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      v[i] = 0.99 * v[i] + 0.01 * g * g;
+      double mhat = m[i] / (1 - std::pow(0.9, t)), vhat = v[i] / (1 - std::pow(0.99, t));
+      pv[i] -= 0.01 * mhat / (std::sqrt(vhat) + 1e-8);
+    }
+    KT_CHECK_CLOSE(p, pv, 1e-14);
+  }
+  // state_dict round trip: a fresh optimizer continues identically
+  Tensor q = p.detach().clone().requires_grad_();
+  optim::AdamW resumed({{{q}, 0.1}}, {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8});
+  resumed.load_state_dict(opt.state_dict());
+  CHECK(resumed.steps() == 3);
+  p.set_grad(tensor({0.1, 0.1}, kFloat64));
+  q.set_grad(tensor({0.1, 0.1}, kFloat64));
+  opt.step();
+  resumed.step();
+  CHECK(values(p) == values(q));
+}
+
+TEST_CASE("Lion steps by the sign of the interpolated momentum") {
+  Tensor p = tensor({1.0, -1.0, 0.5}, kFloat64).requires_grad_();
+  optim::Lion opt({{{p}, 0.5}}, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99});
+  std::vector<double> pv = {1.0, -1.0, 0.5}, m = {0, 0, 0};
+  std::vector<std::vector<double>> grads = {{0.3, -0.2, 0.0}, {-0.5, 0.4, 0.1}};
+  for (int t = 0; t < 2; ++t) {
+    p.set_grad(tensor(grads[t], kFloat64));
+    opt.step();
+    for (int i = 0; i < 3; ++i) {
+      double g = grads[t][i], c = 0.9 * m[i] + 0.1 * g;
+      pv[i] = pv[i] * (1 - 0.1 * 0.5) - 0.1 * double((c > 0) - (c < 0));
+      m[i] = 0.99 * m[i] + 0.01 * g;
+    }
+    KT_CHECK_CLOSE(p, pv, 1e-15);
+  }
+}
+
+TEST_CASE("decay groups, schedules, clipping") {
+  Generator gen(5);
+  nn::Linear fc({.in_features = 3, .out_features = 2}, gen);
+  nn::LayerNorm ln({.normalized_shape = {2}});
+  auto named = fc.named_parameters();
+  for (auto& np : ln.named_parameters()) named.push_back(np);
+  auto groups = optim::decay_groups(named, 0.1);
+  REQUIRE(groups.size() == 2);
+  CHECK(groups[0].params.size() == 1);  // fc.weight
+  CHECK(groups[0].weight_decay == 0.1);
+  CHECK(groups[1].params.size() == 3);  // fc.bias, ln.weight, ln.bias
+  CHECK(groups[1].weight_decay == 0.0);
+
+  optim::LRSchedule cos{.max_lr = 1.0, .min_lr = 0.1, .warmup = 10, .total = 110};
+  CHECK(cos.at(0) == Approx(0.1));
+  CHECK(cos.at(9) == Approx(1.0));
+  CHECK(cos.at(60) == Approx(0.55));
+  CHECK(cos.at(110) == Approx(0.1));
+  CHECK(cos.at(500) == Approx(0.1));
+  optim::LRSchedule lin{.max_lr = 1.0, .min_lr = 0.0, .warmup = 0, .total = 100, .decay = optim::LRSchedule::Decay::Linear};
+  CHECK(lin.at(25) == Approx(0.75));
+  CHECK(optim::LRSchedule::parse("linear") == optim::LRSchedule::Decay::Linear);
+  CHECK_THROWS_WITH(optim::LRSchedule::parse("step"), Catch::Contains("unknown schedule 'step'"));
+
+  Tensor a = zeros({2}, kFloat64).requires_grad_(), b = zeros({1}, kFloat64).requires_grad_();
+  a.set_grad(tensor({3.0, 0.0}, kFloat64));
+  b.set_grad(tensor({4.0}, kFloat64));
+  CHECK(optim::clip_grad_norm({a, b}, 1.0) == Approx(5.0));
+  CHECK(values(a.grad())[0] == Approx(0.6));
+  CHECK(values(b.grad())[0] == Approx(0.8));
+  CHECK(optim::clip_grad_norm({a, b}, 10.0) == Approx(1.0));
+  CHECK(values(b.grad())[0] == Approx(0.8));
+}
+
+TEST_CASE("Module::to casts parameters in place") {
+  Generator gen(6);
+  nn::Linear fc({.in_features = 3, .out_features = 2}, gen);
+  Tensor handle = fc.weight;
+  std::vector<double> before = values(fc.weight);
+  fc.to(kCPU, kFloat64);
+  CHECK(handle.dtype() == kFloat64);  // the same tensor, converted
+  CHECK(fc.weight.dtype() == kFloat64);
+  CHECK(values(handle) == before);
+  CHECK(fc.forward(zeros({1, 3}, kFloat64)).dtype() == kFloat64);
+  CHECK(fc.num_parameters() == 8);
 }

@@ -182,6 +182,28 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
 
 Tensor dropout(const Tensor& x, double p, bool training) { return dropout(x, p, training, default_generator()); }
 
+Tensor rope(const Tensor& x, int64_t offset, double theta) {
+  detail::check_defined(x, "rope", "input");
+  detail::check_floating(x, "rope");
+  KILN_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "[rope] expects (B, H, T, D) with even D, got {}", describe(x));
+  KILN_CHECK(offset >= 0 && theta > 0, "[rope] offset ({}) must be >= 0 and theta ({}) > 0", offset, theta);
+  const int64_t T = x.size(2), half = x.size(3) / 2;
+  // cos and sin tables (T, D) in float64, cast once to x's dtype.
+  std::vector<double> c(static_cast<size_t>(T * 2 * half)), s(c.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      double angle = static_cast<double>(t + offset) * std::pow(theta, -2.0 * static_cast<double>(i) / (2.0 * half));
+      for (int64_t k : {i, i + half}) {
+        c[t * 2 * half + k] = std::cos(angle);
+        s[t * 2 * half + k] = std::sin(angle);
+      }
+    }
+  TensorOptions opts = TensorOptions(x.dtype()).device(x.device());
+  Tensor cos_t = tensor(c, opts).view({T, 2 * half}), sin_t = tensor(s, opts).view({T, 2 * half});
+  Tensor rotated = cat({-x.narrow(3, half, half), x.narrow(3, 0, half)}, 3);
+  return x * cos_t + rotated * sin_t;
+}
+
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options) {
   const char* op = "scaled_dot_product_attention";

@@ -373,6 +373,18 @@ Tensor Tensor::detach() const {
   return d;
 }
 
+void Tensor::set_data(const Tensor& src) {
+  check_defined("set_data");
+  detail::check_defined(src, "set_data", "src");
+  KILN_CHECK(is_leaf(), "[set_data] only a leaf tensor's data can be replaced");
+  impl_->storage = src.impl_->storage;
+  impl_->sizes = src.impl_->sizes;
+  impl_->strides = src.impl_->strides;
+  impl_->offset = src.impl_->offset;
+  impl_->dtype = src.impl_->dtype;
+  if (impl_->autograd) impl_->autograd->grad = Tensor();
+}
+
 // --- autograd accessors -------------------------------------------------------
 
 bool Tensor::requires_grad() const { return impl_ && impl_->autograd && impl_->autograd->requires_grad; }

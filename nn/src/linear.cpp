@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kiln/autograd.h"
+#include "kiln/nn/init.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
@@ -18,14 +18,9 @@ Linear::Linear(const LinearOptions& options, Generator& gen) : options_(options)
 }
 
 void Linear::reset_parameters(Generator& gen) {
-  NoGradGuard no_grad;
   double bound = 1.0 / std::sqrt(static_cast<double>(options_.in_features));
-  auto uniform = [&](const Tensor& p) {
-    Tensor u = rand(p.sizes(), gen, TensorOptions(p.dtype()).device(p.device()));
-    Tensor(p).copy_(u * (2 * bound) - bound);
-  };
-  uniform(weight);
-  if (bias.defined()) uniform(bias);
+  init::uniform_(weight, -bound, bound, gen);
+  if (bias.defined()) init::uniform_(bias, -bound, bound, gen);
 }
 
 Tensor Linear::forward(const Tensor& x) const {

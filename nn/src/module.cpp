@@ -88,6 +88,24 @@ void Module::train(bool on) {
   visit("", [&](const std::string&, const Module& m) { const_cast<Module&>(m).training_ = on; });
 }
 
+void Module::to(Device device, std::optional<DType> dtype) {
+  NoGradGuard no_grad;
+  std::set<TensorImpl*> seen;
+  auto move = [&](Tensor t) {
+    if (!seen.insert(t.impl()).second) return;
+    DType target = dtype && is_floating(t.dtype()) ? *dtype : t.dtype();
+    if (t.device() != device || t.dtype() != target) t.set_data(t.to(device, target));
+  };
+  for (auto& [_, t] : named_parameters(false)) move(t);
+  for (auto& [_, t] : named_buffers()) move(t);
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [_, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
 void Module::zero_grad(bool set_to_none) { autograd::zero_grad(parameters(), set_to_none); }
 
 }  // namespace kiln::nn

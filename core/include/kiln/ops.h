@@ -150,6 +150,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 Tensor dropout(const Tensor& x, double p, bool training = true);
 
+// Rotary position embedding (Su et al.) on x (B, H, T, D), D even, for positions
+// offset .. offset + T - 1, pairing element i with i + D/2 (the "rotate half"
+// layout of GPT-NeoX and LLaMA in Hugging Face).
+Tensor rope(const Tensor& x, int64_t offset = 0, double theta = 10000.0);
+
 struct AttentionOptions {
   bool causal = false;
   std::optional<double> scale;  // default 1 / sqrt(head_dim)

@@ -107,6 +107,9 @@ class Tensor {
   Tensor to(Device device, DType dtype) const;
   Tensor clone() const;
   Tensor detach() const;                // shares storage, no autograd history
+  // Points this tensor (every handle to it) at src's data, keeping its autograd
+  // identity: how Module::to() moves parameters without breaking references.
+  void set_data(const Tensor& src);
 
   // --- autograd ---------------------------------------------------------------
   bool requires_grad() const;

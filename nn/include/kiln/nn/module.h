@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,11 @@ class Module {
   bool is_training() const { return training_; }
   // Frees (or zeroes) every parameter's gradient.
   void zero_grad(bool set_to_none = true);
+  // Moves every parameter and buffer to device, casting floating ones to dtype.
+  // Handles stay valid (the tensors' data is replaced in place); gradients are dropped.
+  void to(Device device, std::optional<DType> dtype = std::nullopt);
+  // Number of elements over the unique parameters.
+  int64_t num_parameters() const;
 
  protected:
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
@@ -53,6 +59,25 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+};
+
+// Children in a list, named "0", "1", ... (transformer blocks).
+class ModuleList : public Module {
+ public:
+  template <typename M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+    items_.push_back(m);
+    return register_module(std::to_string(items_.size() - 1), std::move(m));
+  }
+  size_t size() const { return items_.size(); }
+  template <typename M>
+  M& at(size_t i) const {
+    KILN_CHECK(i < items_.size(), "[ModuleList] index {} out of range for {} modules", i, items_.size());
+    return static_cast<M&>(*items_[i]);
+  }
+
+ private:
+  std::vector<std::shared_ptr<Module>> items_;
 };
 
 }  // namespace kiln::nn

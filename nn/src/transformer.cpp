@@ -1,0 +1,83 @@
+#include "kiln/nn/transformer.h"
+
+#include "kiln/autograd.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn {
+
+namespace {
+
+std::shared_ptr<Linear> linear(const TransformerOptions& o, int64_t in, int64_t out, Generator& gen) {
+  return std::make_shared<Linear>(LinearOptions{in, out, o.bias, o.dtype, o.device}, gen);
+}
+
+std::shared_ptr<LayerNorm> norm(const TransformerOptions& o) {
+  return std::make_shared<LayerNorm>(NormOptions{.normalized_shape = {o.n_embd}, .bias = o.bias, .dtype = o.dtype,
+                                                 .device = o.device});
+}
+
+}  // namespace
+
+CausalSelfAttention::CausalSelfAttention(const TransformerOptions& o, Generator& gen) : options_(o) {
+  KILN_CHECK(o.n_head > 0 && o.n_embd % o.n_head == 0, "[CausalSelfAttention] n_embd ({}) must divide into n_head ({})",
+             o.n_embd, o.n_head);
+  KILN_CHECK(o.n_head % o.kv_heads() == 0, "[CausalSelfAttention] n_head ({}) must be a multiple of n_kv_head ({})",
+             o.n_head, o.kv_heads());
+  KILN_CHECK(!o.rope || o.head_dim() % 2 == 0, "[CausalSelfAttention] RoPE needs an even head_dim, got {}",
+             o.head_dim());
+  c_attn = register_module("c_attn", linear(o, o.n_embd, (o.n_head + 2 * o.kv_heads()) * o.head_dim(), gen));
+  c_proj = register_module("c_proj", linear(o, o.n_embd, o.n_embd, gen));
+  resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(o.dropout, gen));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
+  const TransformerOptions& o = options_;
+  KILN_CHECK(x.dim() == 3 && x.size(2) == o.n_embd, "[CausalSelfAttention] expects (B, T, {}), got shape [{}]",
+             o.n_embd, fmt::join(x.sizes(), ", "));
+  const int64_t B = x.size(0), T = x.size(1), H = o.n_head, Hkv = o.kv_heads(), D = o.head_dim();
+  Tensor qkv = c_attn->forward(x);  // (B, T, (H + 2 Hkv) D)
+  auto heads = [&](int64_t start, int64_t n) {  // -> (B, n, T, D)
+    return qkv.narrow(2, start * D, n * D).view({B, T, n, D}).transpose(1, 2);
+  };
+  Tensor q = heads(0, H), k = heads(H, Hkv), v = heads(H + Hkv, Hkv);
+  const int64_t past = cache ? cache->length() : 0;
+  if (o.rope) {
+    q = rope(q, past, o.rope_theta);
+    k = rope(k, past, o.rope_theta);
+  }
+  if (cache) {
+    if (past > 0) {
+      k = cat({cache->k, k}, 2);
+      v = cat({cache->v, v}, 2);
+    }
+    cache->k = k.detach();
+    cache->v = v.detach();
+  }
+  Tensor y = scaled_dot_product_attention(q, k, v, {.causal = true});  // (B, H, T, D)
+  y = y.transpose(1, 2).reshape({B, T, o.n_embd});
+  return resid_dropout->forward(c_proj->forward(y));
+}
+
+MLP::MLP(const TransformerOptions& o, Generator& gen) {
+  c_fc = register_module("c_fc", linear(o, o.n_embd, 4 * o.n_embd, gen));
+  c_proj = register_module("c_proj", linear(o, 4 * o.n_embd, o.n_embd, gen));
+  dropout = register_module("dropout", std::make_shared<Dropout>(o.dropout, gen));
+}
+
+Tensor MLP::forward(const Tensor& x) const {
+  return dropout->forward(c_proj->forward(gelu(c_fc->forward(x), "tanh")));
+}
+
+Block::Block(const TransformerOptions& o, Generator& gen) {
+  ln_1 = register_module("ln_1", norm(o));
+  attn = register_module("attn", std::make_shared<CausalSelfAttention>(o, gen));
+  ln_2 = register_module("ln_2", norm(o));
+  mlp = register_module("mlp", std::make_shared<MLP>(o, gen));
+}
+
+Tensor Block::forward(const Tensor& x, KVCache* cache) const {
+  Tensor h = x + attn->forward(ln_1->forward(x), cache);
+  return h + mlp->forward(ln_2->forward(h));
+}
+
+}  // namespace kiln::nn

@@ -1,0 +1,54 @@
+#pragma once
+// Optimizer: parameter groups, per-parameter state, a step counter, and the
+// state_dict that checkpoints carry. SGD, AdamW and Lion derive from it.
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/tensor.h"
+
+namespace kiln::optim {
+
+struct ParamGroup {
+  std::vector<Tensor> params;
+  double weight_decay = 0.0;
+};
+
+// nanoGPT's and llm.c's default split: tensors of 2+ dims (matmul weights,
+// embeddings) decay; biases and norm weights do not.
+std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Tensor>>& named_params,
+                                     double weight_decay);
+
+class Optimizer {
+ public:
+  Optimizer(std::vector<ParamGroup> groups, double lr, const char* name);
+  virtual ~Optimizer() = default;
+
+  // Updates every parameter that has a gradient.
+  void step();
+  void zero_grad(bool set_to_none = true);
+  double lr() const { return lr_; }
+  void set_lr(double lr);
+  int64_t steps() const { return steps_; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+
+  // The step count and every state tensor, named "<param index>.<state name>"
+  // with parameters numbered across groups in order.
+  std::map<std::string, Tensor> state_dict() const;
+  void load_state_dict(const std::map<std::string, Tensor>& state);
+
+ protected:
+  // Updates p from its gradient g; state holds this parameter's tensors.
+  virtual void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) = 0;
+
+ private:
+  std::vector<ParamGroup> groups_;
+  std::vector<std::map<std::string, Tensor>> state_;  // one per parameter
+  double lr_;
+  int64_t steps_ = 0;
+  const char* name_;
+};
+
+}  // namespace kiln::optim

@@ -1,0 +1,69 @@
+#pragma once
+// SGD, AdamW and Lion with PyTorch's update rules and decoupled weight decay.
+
+#include "kiln/optim/optimizer.h"
+
+namespace kiln::optim {
+
+struct SGDOptions {
+  double lr = 1e-2;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  bool nesterov = false;
+};
+
+// torch.optim.SGD:  g += wd p;  buf = momentum buf + (1 - dampening) g (buf = g at first);
+//                   p -= lr (nesterov ? g + momentum buf : buf)
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<ParamGroup> groups, const SGDOptions& options);
+  SGD(std::vector<Tensor> params, const SGDOptions& options, double weight_decay = 0.0)
+      : SGD(std::vector<ParamGroup>{{std::move(params), weight_decay}}, options) {}
+
+ protected:
+  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+
+ private:
+  SGDOptions options_;
+};
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+};
+
+// torch.optim.AdamW:  p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//                     p -= lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options);
+
+ protected:
+  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+
+ private:
+  AdamWOptions options_;
+};
+
+struct LionOptions {
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+};
+
+// Lion (Chen et al. 2023):  c = b1 m + (1 - b1) g;  p *= 1 - lr wd;  p -= lr sign(c);
+//                           m = b2 m + (1 - b2) g
+class Lion : public Optimizer {
+ public:
+  Lion(std::vector<ParamGroup> groups, const LionOptions& options);
+
+ protected:
+  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+
+ private:
+  LionOptions options_;
+};
+
+}  // namespace kiln::optim
