@@ -1,0 +1,57 @@
+#pragma once
+// DataLoader: (B, T) batches of inputs and next-token targets from token files,
+// as llm.c's loader cuts them: each batch reads B*T + 1 consecutive tokens.
+// Data-parallel rank r of R takes windows r, r + R, r + 2R, ... of each shard,
+// so ranks never overlap. With shuffle, each epoch visits a shard's windows in
+// a Philox permutation of (seed, epoch): deterministic and resumable.
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/data/token_file.h"
+#include "kiln/tensor.h"
+
+namespace kiln::data {
+
+struct DataLoaderOptions {
+  int64_t batch_size = 8;
+  int64_t seq_len = 64;
+  int rank = 0;
+  int world_size = 1;
+  bool shuffle = false;
+  uint64_t seed = 0;
+  Device device = kCPU;
+};
+
+// Where the loader stands: the next batch to read. Saved in checkpoints.
+struct LoaderPosition {
+  int64_t epoch = 0;
+  int64_t shard = 0;
+  int64_t batch = 0;
+  bool operator==(const LoaderPosition&) const = default;
+};
+
+class DataLoader {
+ public:
+  DataLoader(std::vector<std::string> files, const DataLoaderOptions& options);
+
+  // x (B, T) and y (B, T) int64, y shifted by one token; advances the position.
+  std::pair<Tensor, Tensor> next();
+  LoaderPosition position() const { return pos_; }
+  void seek(const LoaderPosition& pos);
+  // Batches one rank reads per pass over all shards.
+  int64_t batches_per_epoch() const;
+  int64_t tokens_per_batch() const { return options_.batch_size * options_.seq_len; }
+
+ private:
+  int64_t batches_in(int64_t shard) const;
+  int64_t window(int64_t shard, int64_t batch) const;  // which window this rank reads
+
+  std::vector<TokenFile> shards_;
+  DataLoaderOptions options_;
+  LoaderPosition pos_;
+};
+
+}  // namespace kiln::data

@@ -1,0 +1,45 @@
+#pragma once
+// Token files in llm.c's layout, so its prepared data sets train kiln as they
+// are: a header of 256 int32 (magic, version, token count, zeros) followed by
+// the tokens; magic 20240520 / version 1 for uint16 tokens, magic 20240801 /
+// version 7 for uint32 tokens. Reading memory-maps the file.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::data {
+
+inline constexpr int32_t kMagicU16 = 20240520, kVersionU16 = 1;
+inline constexpr int32_t kMagicU32 = 20240801, kVersionU32 = 7;
+inline constexpr int64_t kHeaderInts = 256;
+
+// Writes tokens atomically; uint16 when every token fits, else uint32.
+void write_tokens(const std::string& path, const std::vector<uint32_t>& tokens);
+
+// A read-only, memory-mapped token file; raises kiln::Error naming the file
+// when it is missing, empty, truncated or not a token file.
+class TokenFile {
+ public:
+  explicit TokenFile(const std::string& path);
+  ~TokenFile();
+  TokenFile(const TokenFile&) = delete;
+  TokenFile& operator=(const TokenFile&) = delete;
+  TokenFile(TokenFile&& other) noexcept;
+
+  int64_t size() const { return count_; }
+  uint32_t operator[](int64_t i) const {
+    return wide_ ? static_cast<const uint32_t*>(tokens_)[i] : static_cast<const uint16_t*>(tokens_)[i];
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  const void* tokens_ = nullptr;
+  int64_t count_ = 0;
+  bool wide_ = false;
+};
+
+}  // namespace kiln::data

@@ -1,0 +1,24 @@
+#pragma once
+// GPT-2 weights under Hugging Face's names and layout, so that
+// GPT2LMHeadModel.from_pretrained loads what kiln writes and kiln loads a
+// Hugging Face checkpoint: "transformer.h.0.attn.c_attn.weight" and so on,
+// Conv1D weights stored [in, out] (kiln's Linear is [out, in]), the vocabulary
+// unpadded, and the tied head stored once (as transformer.wte.weight).
+
+#include <map>
+#include <string>
+
+#include "kiln/nn/gpt.h"
+
+namespace kiln::nn {
+
+// The model's weights as Hugging Face names them (float32, on the CPU).
+std::map<std::string, Tensor> gpt2_to_hf(const GPT& model);
+// Copies Hugging Face GPT-2 weights into model (shapes must match its config;
+// "lm_head.weight", when present, must equal the embedding). Missing or extra
+// keys raise kiln::Error naming them.
+void gpt2_from_hf(GPT& model, const std::map<std::string, Tensor>& weights);
+// The config.json Hugging Face's GPT2Config reads for this model.
+std::string gpt2_hf_config_json(const GPTConfig& config);
+
+}  // namespace kiln::nn

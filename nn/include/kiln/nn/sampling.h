@@ -1,0 +1,26 @@
+#pragma once
+// Sampling from a language model: temperature, top-k and nucleus (top-p)
+// filtering, and autoregressive generation with the KV cache.
+
+#include <vector>
+
+#include "kiln/nn/gpt.h"
+#include "kiln/random.h"
+
+namespace kiln::nn {
+
+struct SamplingOptions {
+  double temperature = 1.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: no limit
+  double top_p = 1.0;        // 1: no limit
+};
+
+// Draws one token id from logits (V,) after temperature, top-k and top-p.
+int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Generator& gen);
+
+// Extends prompt by up to max_new_tokens, feeding each new token through the
+// KV cache; stops early after `stop` (when >= 0). Returns only the new tokens.
+std::vector<int64_t> generate(const GPT& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                              const SamplingOptions& options, Generator& gen, int64_t stop = -1);
+
+}  // namespace kiln::nn

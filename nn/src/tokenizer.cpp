@@ -1,0 +1,73 @@
+#include "kiln/data/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "kiln/base/error.h"
+
+namespace kiln::data {
+
+namespace {
+constexpr std::string_view kNewline = "\xE2\x90\xA4";  // U+2424, UTF-8
+
+std::string replace_all(std::string s, std::string_view from, std::string_view to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
+  return s;
+}
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& model_path)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(model_path) {
+  auto status = sp_->Load(model_path);
+  KILN_CHECK(status.ok(), "[Tokenizer] cannot load {}: {}", model_path, status.ToString());
+}
+
+Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+
+void Tokenizer::train(const std::vector<std::string>& documents, const std::string& model_prefix,
+                      const TokenizerTrainOptions& o) {
+  KILN_CHECK(!documents.empty(), "[Tokenizer] no documents to train on");
+  const std::string input = model_prefix + ".train.txt";
+  {
+    std::ofstream out(input, std::ios::binary);
+    KILN_CHECK(out.good(), "[Tokenizer] cannot write {}", input);
+    for (const std::string& doc : documents) out << replace_all(doc, "\n", kNewline) << '\n';
+  }
+  std::string args = fmt::format(
+      "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} --num_threads={} "
+      "--pad_id=-1 --unk_id=0 --bos_id=1 --eos_id=2 --input_sentence_size=0 --shuffle_input_sentence=false "
+      "--max_sentence_length=65536 --split_digits=true --byte_fallback=true --user_defined_symbols={} "
+      "--minloglevel=2",
+      input, model_prefix, o.vocab_size, o.model_type, o.character_coverage, o.threads, kNewline);
+  auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  std::remove(input.c_str());
+  KILN_CHECK(status.ok(), "[Tokenizer] training failed: {}", status.ToString());
+}
+
+std::vector<uint32_t> Tokenizer::encode(const std::string& text) const {
+  std::vector<int> ids;
+  auto status = sp_->Encode(replace_all(text, "\n", kNewline), &ids);
+  KILN_CHECK(status.ok(), "[Tokenizer] encoding failed: {}", status.ToString());
+  return {ids.begin(), ids.end()};
+}
+
+std::string Tokenizer::decode(const std::vector<uint32_t>& ids) const {
+  std::vector<int> v(ids.begin(), ids.end());
+  for (int& id : v)
+    KILN_CHECK(id >= 0 && id < sp_->GetPieceSize(), "[Tokenizer] id {} is outside the vocabulary of {}", id,
+               sp_->GetPieceSize());
+  std::string text;
+  auto status = sp_->Decode(v, &text);
+  KILN_CHECK(status.ok(), "[Tokenizer] decoding failed: {}", status.ToString());
+  return replace_all(text, kNewline, "\n");
+}
+
+int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+uint32_t Tokenizer::eos_id() const { return static_cast<uint32_t>(sp_->eos_id()); }
+
+}  // namespace kiln::data

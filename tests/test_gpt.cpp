@@ -1,0 +1,125 @@
+// The transformer and GPT: shapes, initialization, the KV cache against a full
+// forward, grouped-query attention and RoPE, and safetensors round trips.
+
+#include <filesystem>
+
+#include "helpers.h"
+
+using namespace kiln;
+using kt::values;
+
+namespace {
+nn::GPTConfig tiny() { return {.vocab_size = 61, .block_size = 16, .n_layer = 2, .n_head = 2, .n_embd = 8}; }
+}  // namespace
+
+TEST_CASE("GPT forward shapes, padded vocabulary and tied head") {
+  Generator gen(1);
+  nn::GPT gpt(tiny(), gen);
+  CHECK(gpt.config().padded_vocab_size() == 128);
+  CHECK(gpt.wte->weight.sizes() == Shape{128, 8});
+  // padding rows start at zero and get no gradient
+  CHECK(sum(abs(gpt.wte->weight.narrow(0, 61, 67))).item<double>() == 0.0);
+  Tensor idx = randint(0, 61, {3, 5}, gen);
+  Tensor logits = gpt.forward(idx);
+  CHECK(logits.sizes() == Shape{3, 5, 61});
+  Tensor loss = gpt.loss(idx, randint(0, 61, {3, 5}, gen));
+  // at initialization the model is near uniform: loss close to ln(61)
+  CHECK(loss.item<double>() == Approx(std::log(61.0)).margin(0.1));
+  loss.backward();
+  CHECK(sum(abs(gpt.wte->weight.grad().narrow(0, 61, 67))).item<double>() == 0.0);
+  CHECK(sum(abs(gpt.wte->weight.grad().narrow(0, 0, 61))).item<double>() > 0.0);
+  // parameters: wte 128*8 + wpe 16*8 + 2 blocks + ln_f
+  int64_t block = 2 * 8 * 2 + (8 * 24 + 24) + (8 * 8 + 8) + (8 * 32 + 32) + (32 * 8 + 8);
+  CHECK(gpt.num_parameters() == 128 * 8 + 16 * 8 + 2 * block + 16);
+  CHECK_THROWS_WITH(gpt.forward(randint(0, 61, {1, 17}, gen)), Catch::Contains("longer than block_size 16"));
+  CHECK_THROWS_WITH(gpt.forward(zeros({1, 2})), Catch::Contains("expects token ids"));
+}
+
+TEST_CASE("GPT-2 configurations and initialization scale") {
+  nn::GPTConfig c = nn::GPTConfig::gpt2(12);
+  CHECK(c.n_embd == 768);
+  CHECK(c.n_head == 12);
+  CHECK(c.padded_vocab_size() == 50304);
+  CHECK(nn::GPTConfig::gpt2(48).n_embd == 1600);
+  CHECK_THROWS_WITH(nn::GPTConfig::gpt2(7), Catch::Contains("no GPT-2 configuration of depth 7"));
+  Generator gen(2);
+  nn::GPT gpt({.vocab_size = 256, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, gen);
+  auto stddev = [](const Tensor& t) { return std::sqrt(var(t.reshape({-1}), {0}).item<double>()); };
+  auto& b = gpt.h->at<nn::Block>(0);
+  CHECK(stddev(b.attn->c_attn->weight) == Approx(0.02).epsilon(0.05));
+  CHECK(stddev(b.mlp->c_proj->weight) == Approx(0.02 / std::sqrt(8.0)).epsilon(0.05));
+  CHECK(sum(abs(b.attn->c_attn->bias)).item<double>() == 0.0);
+  CHECK(gpt.flops_per_token(64) == 6.0 * gpt.num_parameters() + 12.0 * 4 * 64 * 64);
+}
+
+TEST_CASE("decoding with the KV cache matches the full forward") {
+  Generator gen(3);
+  for (bool gqa : {false, true}) {
+    for (bool use_rope : {false, true}) {
+      nn::TransformerOptions o{.n_embd = 16, .n_head = 4, .n_kv_head = gqa ? 2 : 0, .rope = use_rope, .dtype = kFloat64};
+      nn::Block block(o, gen);
+      Tensor x = randn({2, 7, 16}, gen, kFloat64);
+      Tensor full = block.forward(x);
+      nn::KVCache cache;
+      std::vector<Tensor> steps;
+      steps.push_back(block.forward(x.narrow(1, 0, 3), &cache));  // a prompt of 3
+      for (int64_t t = 3; t < 7; ++t) steps.push_back(block.forward(x.narrow(1, t, 1), &cache));
+      CHECK(cache.length() == 7);
+      INFO("gqa " << gqa << " rope " << use_rope);
+      KT_CHECK_CLOSE(cat(steps, 1), values(full), 1e-12);
+    }
+  }
+  nn::GPT gpt(tiny(), gen);
+  Tensor idx = randint(0, 61, {1, 9}, gen);
+  std::vector<nn::KVCache> caches(2);
+  Tensor first = gpt.forward(idx.narrow(1, 0, 5), &caches);
+  Tensor rest = gpt.forward(idx.narrow(1, 5, 4), &caches);
+  KT_CHECK_CLOSE(cat({first, rest}, 1), values(gpt.forward(idx)), 1e-5);
+}
+
+TEST_CASE("rope rotates pairs (i, i + D/2) by position-dependent angles") {
+  Generator gen(4);
+  Tensor x = randn({1, 2, 5, 6}, gen, kFloat64);
+  Tensor y = rope(x, 3, 100.0);
+  std::vector<double> xv = values(x), yv = values(y), ref(xv.size());
+  for (int h = 0; h < 2; ++h)
+    for (int t = 0; t < 5; ++t)
+      for (int i = 0; i < 3; ++i) {
+        double a = (t + 3) * std::pow(100.0, -2.0 * i / 6.0);
+        size_t base = (h * 5 + t) * 6;
+        double x1 = xv[base + i], x2 = xv[base + i + 3];
+        ref[base + i] = x1 * std::cos(a) - x2 * std::sin(a);
+        ref[base + i + 3] = x2 * std::cos(a) + x1 * std::sin(a);
+      }
+  KT_CHECK_CLOSE(y, ref, 1e-14);
+  kt::gradcheck([](const std::vector<Tensor>& v) { return rope(v[0], 1); }, {kt::leaf({1, 1, 3, 4}, gen)});
+}
+
+TEST_CASE("safetensors round trip and corrupt files") {
+  auto dir = std::filesystem::temp_directory_path() / "kiln_test_safetensors";
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "t.safetensors").string();
+  Generator gen(5);
+  std::map<std::string, Tensor> tensors = {{"a", randn({3, 4}, gen)},
+                                           {"b.int", arange(5)},
+                                           {"c", randn({2, 2}, gen, kFloat64).t()},  // non-contiguous
+                                           {"d", full({2}, 1.5, kBFloat16)},
+                                           {"e", zeros({0, 3})}};
+  save_safetensors(path, tensors, {{"step", "12"}});
+  TensorFile f = load_safetensors(path);
+  CHECK(f.metadata.at("step") == "12");
+  REQUIRE(f.tensors.size() == 5);
+  for (auto& [name, t] : tensors) {
+    CHECK(f.tensors.at(name).dtype() == t.dtype());
+    CHECK(f.tensors.at(name).sizes() == t.sizes());
+    CHECK(values(f.tensors.at(name)) == values(t));
+  }
+  CHECK(!std::filesystem::exists(path + ".tmp"));
+  // Truncation and garbage are reported with the file's name.
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 4);
+  CHECK_THROWS_WITH(load_safetensors(path), Catch::Contains("outside the"));
+  write_file_atomic(path, std::string("\x10\0\0\0\0\0\0\0{not json}      ", 24));
+  CHECK_THROWS_WITH(load_safetensors(path), Catch::Contains("not valid JSON"));
+  CHECK_THROWS_WITH(load_safetensors((dir / "missing").string()), Catch::Contains("cannot open"));
+  std::filesystem::remove_all(dir);
+}
