@@ -204,8 +204,12 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
   return x * cos_t + rotated * sin_t;
 }
 
-AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                      const AttentionOptions& options) {
+namespace {
+
+// The reference attention, composed of differentiable ops. with_lse also
+// returns the logsumexp of each row of scaled scores.
+AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options,
+                          bool with_lse) {
   const char* op = "scaled_dot_product_attention";
   detail::check_defined(q, op, "query");
   detail::check_defined(k, op, "key");
@@ -237,16 +241,31 @@ AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Ten
     Tensor j = arange(Tk, TensorOptions(kInt64).device(q.device())).view({1, Tk});
     scores = masked_fill(scores, j > i + (Tk - Tq), -std::numeric_limits<double>::infinity());
   }
-  Tensor lse = logsumexp(scores, -1);  // (B, Hq, Tq); -inf where a query sees no key
-  // Rows that see no key give zeros (as FlashAttention), not NaN.
-  Tensor safe = masked_fill(lse, lse == -std::numeric_limits<double>::infinity(), 0.0);
-  Tensor probs = exp(scores - safe.unsqueeze(-1));
-  return {matmul(probs, repeat(v)), lse.to(kFloat32)};
+  // Rows that see no key (causal with Tq > Tk) give zeros, as FlashAttention,
+  // not the NaN of a softmax over nothing.
+  const bool empty_rows = options.causal && Tq > Tk;
+  Tensor lse;
+  if (with_lse || empty_rows) lse = logsumexp(scores, -1);  // (B, Hq, Tq); -inf for an empty row
+  Tensor probs;
+  if (empty_rows) {
+    Tensor safe = masked_fill(lse, lse == -std::numeric_limits<double>::infinity(), 0.0);
+    probs = exp(scores - safe.unsqueeze(-1));
+  } else {
+    probs = softmax(scores, -1);
+  }
+  return {matmul(probs, repeat(v)), with_lse ? lse.to(kFloat32) : Tensor()};
+}
+
+}  // namespace
+
+AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                      const AttentionOptions& options) {
+  return attention(q, k, v, options, true);
 }
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options) {
-  return scaled_dot_product_attention_with_lse(q, k, v, options).out;
+  return attention(q, k, v, options, false).out;
 }
 
 }  // namespace kiln

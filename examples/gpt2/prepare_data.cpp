@@ -1,0 +1,167 @@
+// prepare_data: text files -> clean documents -> a sentencepiece BPE tokenizer
+// -> train.bin / val.bin token files in llm.c's layout.
+//
+//   prepare_data --out data/fortunes                 # Debian's fortunes (default corpus)
+//   prepare_data --input book.txt notes/ --out data/mine --vocab 8192
+//   prepare_data --input corpus/ --tokenizer existing.model --out data/x
+//
+// Cleaning: CRLF -> LF, trailing spaces and blank edge lines removed, empty
+// documents dropped, Unicode NFKC normalization (sentencepiece's normalizer, by
+// an encode/decode round trip), exact duplicates (after normalization) dropped.
+// Documents are shuffled with a seeded Philox permutation and split into
+// train and validation; each is followed by the tokenizer's end-of-text id.
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include <kiln/kiln.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  KILN_CHECK(in.good(), "[prepare_data] cannot read {}", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Text files under each input (directories recursively); for fortune
+// directories, the data files (no .dat/.u8 index files).
+std::vector<fs::path> collect(const std::vector<std::string>& inputs) {
+  std::vector<fs::path> files;
+  for (const std::string& in : inputs) {
+    KILN_CHECK(fs::exists(in), "[prepare_data] input {} does not exist", in);
+    if (fs::is_regular_file(in)) {
+      files.emplace_back(in);
+      continue;
+    }
+    for (const auto& e : fs::recursive_directory_iterator(in)) {
+      if (!e.is_regular_file()) continue;
+      std::string ext = e.path().extension().string();
+      if (ext == ".dat" || ext == ".u8") continue;
+      files.push_back(e.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  KILN_CHECK(!files.empty(), "[prepare_data] no text files found in the inputs");
+  return files;
+}
+
+// Strips trailing spaces on every line and blank lines at both ends.
+std::string clean(const std::string& doc) {
+  std::vector<std::string> lines;
+  std::stringstream ss(doc);
+  for (std::string line; std::getline(ss, line);) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r')) line.pop_back();
+    lines.push_back(line);
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  size_t first = 0;
+  while (first < lines.size() && lines[first].empty()) ++first;
+  std::string out;
+  for (size_t i = first; i < lines.size(); ++i) out += (i > first ? "\n" : "") + lines[i];
+  return out;
+}
+
+// Fortune files separate documents by lines holding only "%"; other text by blank lines.
+std::vector<std::string> split_documents(const std::string& text) {
+  std::vector<std::string> docs;
+  bool fortune = text.rfind("%\n", 0) == 0 || text.find("\n%\n") != std::string::npos;
+  std::stringstream ss(text);
+  std::string current;
+  for (std::string line; std::getline(ss, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    bool boundary = fortune ? line == "%" : line.empty();
+    if (boundary) {
+      docs.push_back(current);
+      current.clear();
+    } else {
+      current += line + "\n";
+    }
+  }
+  docs.push_back(current);
+  return docs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Prepare token files (llm.c layout) and a tokenizer from text"};
+  std::vector<std::string> inputs{"/usr/share/games/fortunes"};
+  std::string out = "data/fortunes", tokenizer_path;
+  int vocab = 2048;
+  double val_fraction = 0.05;
+  uint64_t seed = 1337;
+  app.add_option("--input", inputs, "text files or directories")->capture_default_str();
+  app.add_option("--out", out, "output directory")->capture_default_str();
+  app.add_option("--vocab", vocab, "vocabulary size of a newly trained tokenizer")->capture_default_str();
+  app.add_option("--tokenizer", tokenizer_path, "use this sentencepiece .model instead of training one");
+  app.add_option("--val-fraction", val_fraction, "share of documents held out")->capture_default_str()->check(CLI::Range(0.0, 0.5));
+  app.add_option("--seed", seed, "shuffle seed")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    fs::create_directories(out);
+    int64_t read = 0, empty = 0;
+    std::vector<std::string> docs;
+    std::set<std::string> seen;
+    for (const fs::path& f : collect(inputs)) {
+      for (std::string& d : split_documents(read_file(f))) {
+        ++read;
+        std::string c = clean(d);
+        if (c.empty()) ++empty;
+        else if (seen.insert(c).second) docs.push_back(std::move(c));
+      }
+    }
+    fmt::print("read {} documents: {} empty, {} exact duplicates, {} kept\n", read, empty,
+               read - empty - static_cast<int64_t>(docs.size()), docs.size());
+
+    const std::string model = out + "/tokenizer.model";
+    if (tokenizer_path.empty()) {
+      fmt::print("training a {}-token BPE tokenizer on {} documents\n", vocab, docs.size());
+      kiln::data::Tokenizer::train(docs, out + "/tokenizer", {.vocab_size = vocab});
+    } else {
+      fs::copy_file(tokenizer_path, model, fs::copy_options::overwrite_existing);
+    }
+    kiln::data::Tokenizer tok(model);
+
+    // NFKC through sentencepiece's normalizer, then drop what became a duplicate.
+    std::vector<std::vector<uint32_t>> encoded;
+    std::set<std::string> normalized;
+    for (const std::string& d : docs) {
+      std::vector<uint32_t> ids = tok.encode(d);
+      if (normalized.insert(tok.decode(ids)).second) encoded.push_back(std::move(ids));
+    }
+    fmt::print("{} documents after normalization\n", encoded.size());
+
+    // A seeded Fisher-Yates shuffle from Philox bits, then the split.
+    std::vector<size_t> order(encoded.size());
+    std::iota(order.begin(), order.end(), 0);
+    for (size_t i = order.size(); i-- > 1;)
+      std::swap(order[i], order[kiln::philox::bits(seed, 0, i) % (i + 1)]);
+    size_t n_val = std::max<size_t>(1, static_cast<size_t>(val_fraction * static_cast<double>(order.size())));
+    std::vector<uint32_t> train, val;
+    for (size_t k = 0; k < order.size(); ++k) {
+      auto& dst = k < n_val ? val : train;
+      const auto& ids = encoded[order[k]];
+      dst.insert(dst.end(), ids.begin(), ids.end());
+      dst.push_back(tok.eos_id());
+    }
+    kiln::data::write_tokens(out + "/train.bin", train);
+    kiln::data::write_tokens(out + "/val.bin", val);
+    fmt::print("wrote {}/train.bin ({} tokens), {}/val.bin ({} tokens), {} (vocabulary {})\n", out, train.size(), out,
+               val.size(), model, tok.vocab_size());
+  } catch (const kiln::Error& e) {
+    fmt::print(stderr, "prepare_data: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,243 @@
+// train: a GPT-2 trainer in the spirit of llm.c's train_gpt2, on kiln.
+//
+//   train --data data/fortunes --layers 4 --channels 192 --heads 6 --seq 128 \
+//         --batch 16 --steps 600 --lr 3e-3 --out out/fortunes
+//   train --data data/fortunes --out out/fortunes --resume    # continue exactly
+//
+// Prints a progress line (step, loss, lr, tokens/s, MFU on a GPU, ETA),
+// evaluates on val.bin, samples text, writes metrics as JSON lines (plot them
+// with scripts/plot) and checkpoints (see checkpoint.h).
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include <kiln/kiln.h>
+
+#include "checkpoint.h"
+
+namespace fs = std::filesystem;
+using kiln::Tensor;
+
+namespace {
+
+struct Args {
+  std::string data = "data/fortunes", out = "out/gpt2", init_from;
+  int depth = 0;  // a GPT-2 size (6, 12, 24, 36, 48); 0: layers/channels/heads below
+  int64_t layers = 4, channels = 192, heads = 6, block_size = 0;
+  int64_t batch = 16, seq = 128, grad_accum = 1, steps = 600, warmup = 30;
+  double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
+  double beta1 = 0.9, beta2 = 0.95;
+  std::string schedule = "cosine", optimizer = "adamw", device = "cpu";
+  int64_t eval_every = 100, eval_batches = 20, sample_every = 200, sample_tokens = 96, checkpoint_every = 200;
+  int64_t log_every = 10;
+  int keep = 2;
+  uint64_t seed = 1337;
+  bool resume = false, shuffle = true;
+};
+
+std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, const kiln::nn::GPT& model) {
+  auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
+  if (a.optimizer == "adamw")
+    return std::make_unique<kiln::optim::AdamW>(groups, kiln::optim::AdamWOptions{a.lr, a.beta1, a.beta2, 1e-8});
+  if (a.optimizer == "lion")
+    return std::make_unique<kiln::optim::Lion>(groups, kiln::optim::LionOptions{a.lr, a.beta1, a.beta2});
+  if (a.optimizer == "sgd")
+    return std::make_unique<kiln::optim::SGD>(groups, kiln::optim::SGDOptions{.lr = a.lr, .momentum = a.beta1});
+  KILN_FAIL("[train] unknown optimizer '{}': use adamw, lion or sgd", a.optimizer);
+}
+
+// Cross-entropy of a unigram model (token frequencies of train, add-one
+// smoothed) on val: the loss a model that ignores context would reach.
+double unigram_baseline(const kiln::data::TokenFile& train, const kiln::data::TokenFile& val, int64_t vocab) {
+  std::vector<double> counts(static_cast<size_t>(vocab), 1.0);
+  for (int64_t i = 0; i < train.size(); ++i) counts[train[i]] += 1;
+  double total = static_cast<double>(train.size() + vocab), nll = 0;
+  for (int64_t i = 0; i < val.size(); ++i) nll -= std::log(counts[val[i]] / total);
+  return nll / static_cast<double>(val.size());
+}
+
+double evaluate(const kiln::nn::GPT& model, kiln::data::DataLoader& val, int64_t batches) {
+  kiln::NoGradGuard no_grad;
+  val.seek({});
+  double total = 0;
+  int64_t n = std::min(batches, val.batches_per_epoch());
+  for (int64_t i = 0; i < n; ++i) {
+    auto [x, y] = val.next();
+    total += model.loss(x, y).item<double>();
+  }
+  return total / static_cast<double>(n);
+}
+
+std::string format_duration(double seconds) {
+  auto s = static_cast<int64_t>(seconds);
+  return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
+}
+
+int run(const Args& a) {
+  const kiln::Device device(a.device);
+  kiln::data::Tokenizer tok(a.data + "/tokenizer.model");
+  kiln::Generator gen(a.seed);  // initialization, then dropout
+
+  kiln::nn::GPTConfig config;
+  if (!a.init_from.empty()) {
+    config = gpt2::read_config(a.init_from);
+  } else if (a.depth > 0) {
+    config = kiln::nn::GPTConfig::gpt2(a.depth, tok.vocab_size(), a.block_size > 0 ? a.block_size : 1024);
+  } else {
+    config = {.vocab_size = tok.vocab_size(), .block_size = a.block_size > 0 ? a.block_size : a.seq,
+              .n_layer = a.layers, .n_head = a.heads, .n_embd = a.channels};
+  }
+  config.dropout = a.dropout;
+  KILN_CHECK(config.vocab_size >= tok.vocab_size(), "[train] the model's vocabulary ({}) is smaller than the "
+             "tokenizer's ({})", config.vocab_size, tok.vocab_size());
+  KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
+  kiln::nn::GPT model(config, gen, kiln::kFloat32, device);
+  if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
+  auto opt = make_optimizer(a, model);
+  kiln::optim::LRSchedule schedule{a.lr, a.lr * a.min_lr_ratio, a.warmup, a.steps,
+                                   kiln::optim::LRSchedule::parse(a.schedule)};
+
+  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .shuffle = a.shuffle,
+                                                         .seed = a.seed, .device = device});
+  kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .device = device});
+
+  gpt2::TrainingState state;
+  fs::create_directories(a.out);
+  if (a.resume) {
+    std::string ckpt = gpt2::latest_checkpoint(a.out);
+    KILN_CHECK(!ckpt.empty(), "[train] --resume: no checkpoint in {}", a.out);
+    gpt2::load_checkpoint(ckpt, model, opt.get(), &state);
+    train.seek(state.loader);
+    gen.set_offset(state.rng_offset);
+    fmt::print("resumed from {} at step {}\n", ckpt, state.step);
+  }
+  const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum;
+  const double flops_per_step = model.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
+  fmt::print("model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
+             config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
+             static_cast<double>(model.num_parameters()) / 1e6);
+  fmt::print("data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}\n", train.batches_per_epoch(),
+             a.batch, a.seq, tokens_per_step, a.optimizer, device);
+  {
+    kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
+    fmt::print("unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, tok.vocab_size()));
+  }
+
+  std::ofstream metrics(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
+  auto log_metrics = [&](const nlohmann::json& j) { metrics << j.dump() << '\n' << std::flush; };
+  auto sample = [&](int64_t step) {
+    kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
+    model.eval();
+    auto ids = kiln::nn::generate(model, {static_cast<int64_t>(tok.eos_id())}, a.sample_tokens,
+                                  {.temperature = 0.8, .top_k = 40}, sampler, tok.eos_id());
+    model.train();
+    if (!ids.empty() && ids.back() == static_cast<int64_t>(tok.eos_id())) ids.pop_back();
+    fmt::print("--- sample at step {} ---\n{}\n---\n", step, tok.decode({ids.begin(), ids.end()}));
+  };
+
+  auto params = model.parameters();
+  auto start = std::chrono::steady_clock::now();
+  double window_seconds = 0;
+  int64_t window_steps = 0;
+  for (int64_t step = state.step; step < a.steps; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    double lr = schedule.at(step);
+    opt->set_lr(lr);
+    opt->zero_grad();
+    double loss = 0;
+    for (int64_t micro = 0; micro < a.grad_accum; ++micro) {
+      auto [x, y] = train.next();
+      Tensor l = model.loss(x, y) / static_cast<double>(a.grad_accum);
+      l.backward();
+      loss += l.item<double>();
+    }
+    double norm = a.grad_clip > 0 ? kiln::optim::clip_grad_norm(params, a.grad_clip) : 0.0;
+    opt->step();
+    if (device.is_cuda()) kiln::cuda::synchronize(device.index);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    window_seconds += seconds;
+    ++window_steps;
+    const int64_t done = step + 1;
+    double tok_per_s = static_cast<double>(tokens_per_step) / seconds;
+    nlohmann::json m = {{"step", done}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                        {"tokens_per_second", tok_per_s}};
+    if (done % a.log_every == 0 || done == a.steps || step == state.step) {
+      double avg = window_seconds / static_cast<double>(window_steps);
+      std::string mfu = device.is_cuda() ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12) : "";
+      fmt::print("step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
+                 loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
+                 format_duration(avg * static_cast<double>(a.steps - done)));
+      std::fflush(stdout);
+      window_seconds = 0;
+      window_steps = 0;
+    }
+    if (done % a.eval_every == 0 || done == a.steps) {
+      model.eval();
+      double v = evaluate(model, val, a.eval_batches);
+      model.train();
+      m["val_loss"] = v;
+      fmt::print("step {:5d}/{} | val loss {:.4f}\n", done, a.steps, v);
+    }
+    log_metrics(m);
+    if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
+    if (a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
+      state = {done, train.position(), gen.offset()};
+      fmt::print("checkpoint: {}\n", gpt2::save_checkpoint(a.out, model, *opt, state, a.keep));
+    }
+  }
+  fmt::print("done in {}; metrics in {}/metrics.jsonl (scripts/plot {}/metrics.jsonl)\n",
+             format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()), a.out,
+             a.out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Train a GPT-2 style model with kiln"};
+  Args a;
+  app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
+  app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
+  app.add_option("--init-from", a.init_from, "start from a checkpoint directory (kiln's or Hugging Face's GPT-2)");
+  app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
+  app.add_option("--layers", a.layers, "layers (without --depth)")->capture_default_str();
+  app.add_option("--channels", a.channels, "embedding width (without --depth)")->capture_default_str();
+  app.add_option("--heads", a.heads, "attention heads (without --depth)")->capture_default_str();
+  app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)");
+  app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->capture_default_str();
+  app.add_option("--seq,-t", a.seq, "tokens per sequence")->capture_default_str();
+  app.add_option("--grad-accum", a.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--steps", a.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--min-lr-ratio", a.min_lr_ratio, "final learning rate / peak")->capture_default_str();
+  app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
+  app.add_option("--schedule", a.schedule, "cosine | linear | constant")->capture_default_str();
+  app.add_option("--optimizer", a.optimizer, "adamw | lion | sgd")->capture_default_str();
+  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
+  app.add_option("--beta1", a.beta1, "AdamW/Lion beta1 (SGD momentum)")->capture_default_str();
+  app.add_option("--beta2", a.beta2, "AdamW/Lion beta2")->capture_default_str();
+  app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")->capture_default_str();
+  app.add_option("--dropout", a.dropout, "dropout probability")->capture_default_str();
+  app.add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->capture_default_str();
+  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
+  app.add_option("--sample-every", a.sample_every, "steps between samples, 0 to disable")->capture_default_str();
+  app.add_option("--sample-tokens", a.sample_tokens, "tokens per sample")->capture_default_str();
+  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints, 0 to disable")->capture_default_str();
+  app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")->capture_default_str();
+  app.add_option("--seed", a.seed, "initialization, dropout and data order")->capture_default_str();
+  app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
+  app.add_flag("!--no-shuffle", a.shuffle, "read training batches in file order");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(a);
+  } catch (const kiln::Error& e) {
+    fmt::print(stderr, "train: {}\n", e.what());
+    return 1;
+  }
+}
