@@ -140,10 +140,11 @@ int run(const Args& a) {
   };
 
   auto params = model.parameters();
+  const int64_t first_step = state.step;
   auto start = std::chrono::steady_clock::now();
   double window_seconds = 0;
   int64_t window_steps = 0;
-  for (int64_t step = state.step; step < a.steps; ++step) {
+  for (int64_t step = first_step; step < a.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     double lr = schedule.at(step);
     opt->set_lr(lr);
@@ -165,7 +166,7 @@ int run(const Args& a) {
     double tok_per_s = static_cast<double>(tokens_per_step) / seconds;
     nlohmann::json m = {{"step", done}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm},
                         {"tokens_per_second", tok_per_s}};
-    if (done % a.log_every == 0 || done == a.steps || step == state.step) {
+    if (done % a.log_every == 0 || done == a.steps || step == first_step) {
       double avg = window_seconds / static_cast<double>(window_steps);
       std::string mfu = device.is_cuda() ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12) : "";
       fmt::print("step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,

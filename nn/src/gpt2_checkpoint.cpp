@@ -23,13 +23,15 @@ std::map<std::string, std::pair<std::string, bool>> name_map(const GPT& model) {
 
 }  // namespace
 
-std::map<std::string, Tensor> gpt2_to_hf(const GPT& model) {
+std::map<std::string, Tensor> gpt2_to_hf(const GPT& model, bool gradients) {
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;
   const int64_t V = model.config().vocab_size;
+  const auto names = name_map(model);
   for (const auto& [name, p] : model.named_parameters()) {
-    auto [hf, transpose] = name_map(model).at(name);
-    Tensor t = p.detach().to(kCPU, kFloat32);
+    auto [hf, transpose] = names.at(name);
+    KILN_CHECK(!gradients || p.grad().defined(), "[gpt2_to_hf] parameter '{}' has no gradient", name);
+    Tensor t = (gradients ? p.grad() : p).detach().to(kCPU, kFloat32);
     if (name == "wte.weight") t = t.narrow(0, 0, V);
     out[hf] = (transpose ? t.t() : t).contiguous();
   }
@@ -40,8 +42,9 @@ void gpt2_from_hf(GPT& model, const std::map<std::string, Tensor>& weights) {
   NoGradGuard no_grad;
   const int64_t V = model.config().vocab_size;
   std::set<std::string> used;
+  const auto names = name_map(model);
   for (auto& [name, p] : model.named_parameters()) {
-    auto [hf, transpose] = name_map(model).at(name);
+    auto [hf, transpose] = names.at(name);
     auto it = weights.find(hf);
     KILN_CHECK(it != weights.end(), "[gpt2_from_hf] checkpoint has no '{}'", hf);
     used.insert(hf);

@@ -41,7 +41,8 @@ void Tokenizer::train(const std::vector<std::string>& documents, const std::stri
   std::string args = fmt::format(
       "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} --num_threads={} "
       "--pad_id=-1 --unk_id=0 --bos_id=1 --eos_id=2 --input_sentence_size=0 --shuffle_input_sentence=false "
-      "--max_sentence_length=65536 --split_digits=true --byte_fallback=true --user_defined_symbols={} "
+      "--max_sentence_length=65536 --split_digits=true --byte_fallback=true --hard_vocab_limit=false "
+      "--user_defined_symbols={} "
       "--minloglevel=2",
       input, model_prefix, o.vocab_size, o.model_type, o.character_coverage, o.threads, kNewline);
   auto status = sentencepiece::SentencePieceTrainer::Train(args);

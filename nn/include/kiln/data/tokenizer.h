@@ -29,6 +29,7 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
 
   // Trains on documents and writes model_prefix.model and model_prefix.vocab.
+  // A small corpus may yield fewer pieces than vocab_size; vocab_size() tells.
   static void train(const std::vector<std::string>& documents, const std::string& model_prefix,
                     const TokenizerTrainOptions& options);
 

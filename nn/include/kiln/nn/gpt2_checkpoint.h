@@ -12,8 +12,9 @@
 
 namespace kiln::nn {
 
-// The model's weights as Hugging Face names them (float32, on the CPU).
-std::map<std::string, Tensor> gpt2_to_hf(const GPT& model);
+// The model's weights (or, with gradients, their gradients) as Hugging Face
+// names and lays them out (float32, on the CPU).
+std::map<std::string, Tensor> gpt2_to_hf(const GPT& model, bool gradients = false);
 // Copies Hugging Face GPT-2 weights into model (shapes must match its config;
 // "lm_head.weight", when present, must equal the embedding). Missing or extra
 // keys raise kiln::Error naming them.

@@ -1,0 +1,48 @@
+# End to end through the example programs: prepare a small corpus, train 8
+# steps with a checkpoint at step 4, resume a copy of the run from step 4, and
+# require the losses of steps 5..8 to be bit-identical.
+#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P gpt2_resume.cmake
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/text)
+set(text "")
+foreach(i RANGE 1 600)
+  math(EXPR a "${i} % 7")
+  math(EXPR b "${i} % 11")
+  string(APPEND text "%\nThe kiln number ${i} fires clay ${a} times.\nIt cools ${b} hours, then sings.\n")
+endforeach()
+file(WRITE ${WORK}/text/corpus ${text})
+
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
+  endif()
+endfunction()
+
+run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 400)
+set(train ${BIN}/train --data ${WORK}/data --layers 2 --channels 32 --heads 2 --seq 16 --batch 4 --steps 8
+    --warmup 2 --dropout 0.1 --eval-every 4 --eval-batches 2 --sample-every 0 --checkpoint-every 4 --keep 5)
+run(${train} --out ${WORK}/full)
+file(MAKE_DIRECTORY ${WORK}/resumed)
+file(COPY ${WORK}/full/step-000004 DESTINATION ${WORK}/resumed)
+file(WRITE ${WORK}/resumed/latest "step-000004\n")
+run(${train} --out ${WORK}/resumed --resume)
+
+# Compare everything but the timing.
+function(losses file out_var)
+  file(STRINGS ${file} lines)
+  set(kept "")
+  foreach(line IN LISTS lines)
+    string(REGEX REPLACE "\"tokens_per_second\":[^,}]*,?" "" line "${line}")
+    list(APPEND kept "${line}")
+  endforeach()
+  set(${out_var} "${kept}" PARENT_SCOPE)
+endfunction()
+losses(${WORK}/full/metrics.jsonl full)
+losses(${WORK}/resumed/metrics.jsonl resumed)
+list(SUBLIST full 4 4 full_tail)
+list(LENGTH resumed n)
+if(NOT n EQUAL 4 OR NOT "${full_tail}" STREQUAL "${resumed}")
+  message(FATAL_ERROR "resumed run differs:\nuninterrupted: ${full_tail}\nresumed:       ${resumed}")
+endif()
+message(STATUS "resumed losses are bit-identical: ${resumed}")

@@ -1,0 +1,141 @@
+// Token files, the data loader and the tokenizer.
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "helpers.h"
+
+using namespace kiln;
+namespace fs = std::filesystem;
+
+namespace {
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / name) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
+
+std::vector<uint32_t> iota_tokens(size_t n, uint32_t mod) {
+  std::vector<uint32_t> t(n);
+  for (size_t i = 0; i < n; ++i) t[i] = static_cast<uint32_t>(i % mod);
+  return t;
+}
+}  // namespace
+
+TEST_CASE("token files round trip in llm.c's layout") {
+  TempDir dir("kiln_test_tokens");
+  std::vector<uint32_t> small = iota_tokens(1000, 50257), wide = {1, 70000, 3, 123456789};
+  data::write_tokens(dir / "a.bin", small);
+  data::write_tokens(dir / "b.bin", wide);
+  CHECK(fs::file_size(dir / "a.bin") == 1024 + 2 * 1000);  // uint16
+  CHECK(fs::file_size(dir / "b.bin") == 1024 + 4 * 4);     // uint32
+  data::TokenFile a(dir / "a.bin"), b(dir / "b.bin");
+  REQUIRE(a.size() == 1000);
+  for (int64_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == small[i]);
+  CHECK(b[1] == 70000);
+  CHECK(b[3] == 123456789);
+  // the header is llm.c's
+  std::ifstream in(dir / "a.bin", std::ios::binary);
+  int32_t header[3];
+  in.read(reinterpret_cast<char*>(header), sizeof(header));
+  CHECK(header[0] == 20240520);
+  CHECK(header[1] == 1);
+  CHECK(header[2] == 1000);
+}
+
+TEST_CASE("missing, empty, truncated and foreign token files raise clearly") {
+  TempDir dir("kiln_test_tokens_bad");
+  CHECK_THROWS_WITH(data::TokenFile(dir / "none.bin"), Catch::Contains("cannot open"));
+  std::ofstream(dir / "empty.bin").close();
+  CHECK_THROWS_WITH(data::TokenFile(dir / "empty.bin"), Catch::Contains("too short for the 1024-byte header"));
+  data::write_tokens(dir / "t.bin", iota_tokens(100, 7));
+  fs::resize_file(dir / "t.bin", 1024 + 150);
+  CHECK_THROWS_WITH(data::TokenFile(dir / "t.bin"), Catch::Contains("announces 100 tokens"));
+  write_file_atomic(dir / "x.bin", std::string(2048, 'x'));
+  CHECK_THROWS_WITH(data::TokenFile(dir / "x.bin"), Catch::Contains("is not a token file"));
+  data::write_tokens(dir / "zero.bin", {});
+  CHECK_THROWS_WITH(data::TokenFile(dir / "zero.bin"), Catch::Contains("holds no tokens"));
+  data::write_tokens(dir / "short.bin", iota_tokens(10, 5));
+  CHECK_THROWS_WITH(data::DataLoader({dir / "short.bin"}, {.batch_size = 2, .seq_len = 8}),
+                    Catch::Contains("too few for one batch of 2 x 8"));
+}
+
+TEST_CASE("the data loader cuts (B, T) windows with shifted targets") {
+  TempDir dir("kiln_test_loader");
+  data::write_tokens(dir / "t.bin", iota_tokens(1000, 60000));
+  data::DataLoader loader({dir / "t.bin"}, {.batch_size = 2, .seq_len = 5});
+  CHECK(loader.batches_per_epoch() == 99);  // (1000 - 1) / 10
+  auto [x, y] = loader.next();
+  CHECK(x.sizes() == Shape{2, 5});
+  CHECK(kt::values(x) == std::vector<double>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(kt::values(y) == std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  CHECK(kt::values(loader.next().first)[0] == 10);
+  // wraps into the next epoch after the last full window
+  loader.seek({0, 0, 98});
+  loader.next();
+  CHECK(loader.position() == data::LoaderPosition{1, 0, 0});
+  CHECK_THROWS_WITH(loader.seek({0, 0, 99}), Catch::Contains("outside the data"));
+}
+
+TEST_CASE("ranks read disjoint windows; shuffling is deterministic and resumable") {
+  TempDir dir("kiln_test_loader_ranks");
+  data::write_tokens(dir / "a.bin", iota_tokens(4001, 60000));
+  data::write_tokens(dir / "b.bin", iota_tokens(2001, 60000));
+  std::vector<std::string> files = {dir / "a.bin", dir / "b.bin"};
+  std::set<std::pair<int64_t, double>> seen;  // (shard, first token) of every window read
+  for (int rank = 0; rank < 3; ++rank) {
+    data::DataLoader l(files, {.batch_size = 4, .seq_len = 25, .rank = rank, .world_size = 3, .shuffle = true, .seed = 9});
+    CHECK(l.batches_per_epoch() == 40 / 3 + 20 / 3);
+    for (int64_t i = 0; i < l.batches_per_epoch(); ++i) {
+      int64_t shard = l.position().shard;
+      CHECK(seen.insert({shard, kt::values(l.next().first)[0]}).second);
+    }
+  }
+  data::DataLoaderOptions o{.batch_size = 4, .seq_len = 25, .shuffle = true, .seed = 9};
+  data::DataLoader a(files, o), b(files, o);
+  std::vector<double> order_a, order_b;
+  for (int i = 0; i < 100; ++i) order_a.push_back(kt::values(a.next().first)[0]);
+  for (int i = 0; i < 100; ++i) order_b.push_back(kt::values(b.next().first)[0]);
+  CHECK(order_a == order_b);
+  // shuffled: not file order, and a new permutation each epoch
+  CHECK(order_a[0] != 0);
+  CHECK(std::vector<double>(order_a.begin(), order_a.begin() + 40) !=
+        std::vector<double>(order_a.begin() + 60, order_a.begin() + 100));
+  // resume: a fresh loader seeked to a saved position continues identically
+  data::DataLoader c(files, o);
+  for (int i = 0; i < 37; ++i) c.next();
+  data::LoaderPosition saved = c.position();
+  data::DataLoader d(files, o);
+  d.seek(saved);
+  for (int i = 0; i < 30; ++i) CHECK(kt::values(c.next().first) == kt::values(d.next().first));
+  data::DataLoader other_seed(files, {.batch_size = 4, .seq_len = 25, .shuffle = true, .seed = 10});
+  std::vector<double> order_c;
+  for (int i = 0; i < 40; ++i) order_c.push_back(kt::values(other_seed.next().first)[0]);
+  CHECK(order_c != std::vector<double>(order_a.begin(), order_a.begin() + 40));
+}
+
+TEST_CASE("a trained tokenizer round-trips text with newlines") {
+  TempDir dir("kiln_test_tokenizer");
+  std::vector<std::string> docs;
+  const char* words[] = {"kiln", "fires", "clay", "into", "stone", "and", "glass", "at", "night", "slowly"};
+  for (int i = 0; i < 400; ++i) {
+    std::string d;
+    for (int j = 0; j < 12; ++j) d += std::string(words[(i * 7 + j * 3) % 10]) + (j % 5 == 4 ? "\n" : " ");
+    docs.push_back(d + std::to_string(i));
+  }
+  data::Tokenizer::train(docs, dir / "tok", {.vocab_size = 300});
+  data::Tokenizer tok(dir / "tok.model");
+  CHECK(tok.vocab_size() == 300);
+  std::string text = "kiln fires clay\ninto stone, at night 42";
+  auto ids = tok.encode(text);
+  CHECK(ids.size() < text.size());
+  CHECK(tok.decode(ids) == text);
+  CHECK(tok.eos_id() == 2);
+  CHECK_THROWS_WITH(tok.decode({100000}), Catch::Contains("outside the vocabulary of 300"));
+  CHECK_THROWS_WITH(data::Tokenizer(dir / "missing.model"), Catch::Contains("cannot load"));
+}
