@@ -220,3 +220,23 @@ TEST_CASE("Module::to casts parameters in place") {
   CHECK(fc.forward(zeros({1, 3}, kFloat64)).dtype() == kFloat64);
   CHECK(fc.num_parameters() == 8);
 }
+
+TEST_CASE("Sequential applies its children in order; frozen parameters get no gradient") {
+  Generator gen(7);
+  nn::Sequential net;
+  auto fc1 = net.push_back(std::make_shared<nn::Linear>(nn::LinearOptions{3, 4, true, kFloat64}, gen));
+  net.push_back(std::make_shared<nn::Lambda>([](const Tensor& x) { return relu(x); }));
+  auto fc2 = net.push_back(std::make_shared<nn::Linear>(nn::LinearOptions{4, 2, true, kFloat64}, gen));
+  CHECK(net.size() == 3);
+  Tensor x = randn({5, 3}, gen, kFloat64);
+  KT_CHECK_CLOSE(net.forward(x), values(fc2->forward(relu(fc1->forward(x)))), 0.0);
+  std::vector<std::string> names;
+  for (auto& [name, p] : net.named_parameters()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
+  fc1->weight.requires_grad_(false);  // frozen
+  sum(net.forward(x)).backward();
+  CHECK(!fc1->weight.grad().defined());
+  CHECK(fc1->bias.grad().defined());
+  auto groups = optim::decay_groups(net.named_parameters(), 0.1);
+  CHECK(groups[0].params.size() == 1);  // fc2.weight only: the frozen weight is left out
+}

@@ -4,6 +4,9 @@
 //         --batch 16 --steps 600 --lr 3e-3 --out out/fortunes
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
+// The data directory holds llm.c-layout token files (train.bin, val.bin) and,
+// when prepare_data made them, tokenizer.model; llm.c's own GPT-2 token files
+// train as they are (--vocab-size 50257, no samples without a tokenizer).
 // Prints a progress line (step, loss, lr, tokens/s, MFU on a GPU, ETA),
 // evaluates on val.bin, samples text, writes metrics as JSON lines (plot them
 // with scripts/plot) and checkpoints (see checkpoint.h).
@@ -13,6 +16,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include <kiln/kiln.h>
@@ -34,6 +38,7 @@ struct Args {
   std::string schedule = "cosine", optimizer = "adamw", device = "cpu";
   int64_t eval_every = 100, eval_batches = 20, sample_every = 200, sample_tokens = 96, checkpoint_every = 200;
   int64_t log_every = 10;
+  int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
   int keep = 2;
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
@@ -79,21 +84,25 @@ std::string format_duration(double seconds) {
 
 int run(const Args& a) {
   const kiln::Device device(a.device);
-  kiln::data::Tokenizer tok(a.data + "/tokenizer.model");
+  // A sentencepiece model beside the data gives the vocabulary and decodes
+  // samples; without one (llm.c's GPT-2 token files), --vocab-size does.
+  std::optional<kiln::data::Tokenizer> tok;
+  if (fs::exists(a.data + "/tokenizer.model")) tok.emplace(a.data + "/tokenizer.model");
+  const int64_t vocab = tok ? tok->vocab_size() : a.vocab_size;
   kiln::Generator gen(a.seed);  // initialization, then dropout
 
   kiln::nn::GPTConfig config;
   if (!a.init_from.empty()) {
     config = gpt2::read_config(a.init_from);
   } else if (a.depth > 0) {
-    config = kiln::nn::GPTConfig::gpt2(a.depth, tok.vocab_size(), a.block_size > 0 ? a.block_size : 1024);
+    config = kiln::nn::GPTConfig::gpt2(a.depth, vocab, a.block_size > 0 ? a.block_size : 1024);
   } else {
-    config = {.vocab_size = tok.vocab_size(), .block_size = a.block_size > 0 ? a.block_size : a.seq,
+    config = {.vocab_size = vocab, .block_size = a.block_size > 0 ? a.block_size : a.seq,
               .n_layer = a.layers, .n_head = a.heads, .n_embd = a.channels};
   }
   config.dropout = a.dropout;
-  KILN_CHECK(config.vocab_size >= tok.vocab_size(), "[train] the model's vocabulary ({}) is smaller than the "
-             "tokenizer's ({})", config.vocab_size, tok.vocab_size());
+  KILN_CHECK(config.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
+             config.vocab_size, vocab);
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
   kiln::nn::GPT model(config, gen, kiln::kFloat32, device);
   if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
@@ -124,19 +133,20 @@ int run(const Args& a) {
              a.batch, a.seq, tokens_per_step, a.optimizer, device);
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
-    fmt::print("unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, tok.vocab_size()));
+    fmt::print("unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
   }
 
   std::ofstream metrics(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
   auto log_metrics = [&](const nlohmann::json& j) { metrics << j.dump() << '\n' << std::flush; };
   auto sample = [&](int64_t step) {
+    if (!tok) return;  // nothing to decode with
     kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
     model.eval();
-    auto ids = kiln::nn::generate(model, {static_cast<int64_t>(tok.eos_id())}, a.sample_tokens,
-                                  {.temperature = 0.8, .top_k = 40}, sampler, tok.eos_id());
+    auto ids = kiln::nn::generate(model, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
+                                  {.temperature = 0.8, .top_k = 40}, sampler, tok->eos_id());
     model.train();
-    if (!ids.empty() && ids.back() == static_cast<int64_t>(tok.eos_id())) ids.pop_back();
-    fmt::print("--- sample at step {} ---\n{}\n---\n", step, tok.decode({ids.begin(), ids.end()}));
+    if (!ids.empty() && ids.back() == static_cast<int64_t>(tok->eos_id())) ids.pop_back();
+    fmt::print("--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
   };
 
   auto params = model.parameters();
@@ -204,6 +214,7 @@ int main(int argc, char** argv) {
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
   app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
   app.add_option("--init-from", a.init_from, "start from a checkpoint directory (kiln's or Hugging Face's GPT-2)");
+  app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
   app.add_option("--layers", a.layers, "layers (without --depth)")->capture_default_str();
   app.add_option("--channels", a.channels, "embedding width (without --depth)")->capture_default_str();

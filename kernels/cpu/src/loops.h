@@ -9,6 +9,7 @@
 #include "kiln/base/buffer.h"
 #include "kiln/base/error.h"
 #include "kiln/base/half.h"
+#include "kiln/base/strided.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -73,42 +74,21 @@ constexpr int64_t kParallelGrain = 32768;
 // Runs serially when `serial` (an accumulation with possible collisions).
 template <size_t N, typename F>
 void for_each(const std::array<const Buffer*, N>& bufs, F&& body, bool serial = false) {
-  const Buffer& ref = *bufs[0];
-  // Coalesce: drop size-1 dims, merge dims that are contiguous for every operand.
-  int64_t sizes[kMaxDims];
-  int64_t strides[N][kMaxDims];
-  int nd = 0;
-  for (int d = 0; d < ref.ndim; ++d) {
-    if (ref.sizes[d] == 1) continue;
-    bool merge = nd > 0;
-    for (size_t j = 0; j < N && merge; ++j)
-      merge = strides[j][nd - 1] == bufs[j]->strides[d] * ref.sizes[d];
-    if (merge) {
-      sizes[nd - 1] *= ref.sizes[d];
-      for (size_t j = 0; j < N; ++j) strides[j][nd - 1] = bufs[j]->strides[d];
-    } else {
-      sizes[nd] = ref.sizes[d];
-      for (size_t j = 0; j < N; ++j) strides[j][nd] = bufs[j]->strides[d];
-      ++nd;
-    }
-  }
+  const Buffer* ptrs[N];
+  for (size_t j = 0; j < N; ++j) ptrs[j] = bufs[j];
+  const auto it = StridedIndex<static_cast<int>(N)>::make(ptrs);
+  const int64_t total = bufs[0]->numel();
+  if (total == 0) return;
   std::array<int64_t, N> inner{};
   int64_t n_inner = 1;
-  if (nd > 0) {
-    n_inner = sizes[nd - 1];
-    for (size_t j = 0; j < N; ++j) inner[j] = strides[j][nd - 1];
+  if (it.ndim > 0) {
+    n_inner = it.sizes[it.ndim - 1];
+    for (size_t j = 0; j < N; ++j) inner[j] = it.strides[j][it.ndim - 1];
   }
-  int64_t total = ref.numel();
-  if (total == 0) return;
-  int64_t n_outer = total / n_inner;
+  const int64_t n_outer = total / n_inner;
   auto run = [&](int64_t o) {
     std::array<int64_t, N> off{};
-    int64_t rem = o;
-    for (int d = nd - 2; d >= 0; --d) {
-      int64_t i = rem % sizes[d];
-      rem /= sizes[d];
-      for (size_t j = 0; j < N; ++j) off[j] += i * strides[j][d];
-    }
+    it.offsets(o, off.data(), /*skip=*/it.ndim > 0 ? 1 : 0);
     body(off, n_inner, inner);
   };
   if (!serial && total >= kParallelGrain && n_outer > 1) {

@@ -3,6 +3,7 @@
 // and child modules by name, in order; names join with '.' as in PyTorch
 // ("blocks.0.attn.weight"), which is what checkpoints rely on.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -78,6 +79,38 @@ class ModuleList : public Module {
 
  private:
   std::vector<std::shared_ptr<Module>> items_;
+};
+
+// Children applied in order, each a module with `Tensor forward(const Tensor&) const`:
+//   Sequential mlp;
+//   mlp.push_back(std::make_shared<Linear>(LinearOptions{2, 64}));
+//   mlp.push_back(std::make_shared<Lambda>(relu));
+class Sequential : public Module {
+ public:
+  template <typename M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+    steps_.push_back([raw = m.get()](const Tensor& x) { return raw->forward(x); });
+    return register_module(std::to_string(steps_.size() - 1), std::move(m));
+  }
+  Tensor forward(const Tensor& x) const {
+    Tensor y = x;
+    for (const auto& step : steps_) y = step(y);
+    return y;
+  }
+  size_t size() const { return steps_.size(); }
+
+ private:
+  std::vector<std::function<Tensor(const Tensor&)>> steps_;
+};
+
+// A parameter-free function as a module (an activation in a Sequential).
+class Lambda : public Module {
+ public:
+  explicit Lambda(std::function<Tensor(const Tensor&)> fn) : fn_(std::move(fn)) {}
+  Tensor forward(const Tensor& x) const { return fn_(x); }
+
+ private:
+  std::function<Tensor(const Tensor&)> fn_;
 };
 
 }  // namespace kiln::nn

@@ -1,0 +1,50 @@
+#pragma once
+// StridedIndex: the geometry of an elementwise loop over N buffers of one shape
+// (strides may differ), with size-1 dims dropped and dims that are contiguous
+// for every operand merged. Shared by the CPU and CUDA loops.
+
+#include <cstdint>
+
+#include "kiln/base/buffer.h"
+#include "kiln/base/macros.h"
+
+namespace kiln {
+
+template <int N>
+struct StridedIndex {
+  int ndim = 0;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[N][kMaxDims] = {};
+
+  // The loop over bufs[0]'s shape; every buffer must have that shape.
+  static StridedIndex make(const Buffer* const (&bufs)[N]) {
+    StridedIndex it;
+    const Buffer& ref = *bufs[0];
+    for (int d = 0; d < ref.ndim; ++d) {
+      if (ref.sizes[d] == 1) continue;
+      bool merge = it.ndim > 0;
+      for (int j = 0; j < N && merge; ++j) merge = it.strides[j][it.ndim - 1] == bufs[j]->strides[d] * ref.sizes[d];
+      if (merge) {
+        it.sizes[it.ndim - 1] *= ref.sizes[d];
+        for (int j = 0; j < N; ++j) it.strides[j][it.ndim - 1] = bufs[j]->strides[d];
+      } else {
+        it.sizes[it.ndim] = ref.sizes[d];
+        for (int j = 0; j < N; ++j) it.strides[j][it.ndim] = bufs[j]->strides[d];
+        ++it.ndim;
+      }
+    }
+    return it;
+  }
+
+  // Element offsets of every operand for a row-major linear index over dims [0, ndim - skip).
+  KILN_HOST_DEVICE void offsets(int64_t linear, int64_t* off, int skip = 0) const {
+    for (int j = 0; j < N; ++j) off[j] = 0;
+    for (int d = ndim - 1 - skip; d >= 0; --d) {
+      int64_t i = linear % sizes[d];
+      linear /= sizes[d];
+      for (int j = 0; j < N; ++j) off[j] += i * strides[j][d];
+    }
+  }
+};
+
+}  // namespace kiln
