@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "kiln/base/gemm_layout.h"
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
 
@@ -12,31 +13,24 @@ namespace kiln::kernels::cpu {
 
 namespace {
 
-// How a (rows, cols) block with these strides reaches BLAS: row-major as it is,
-// transposed, or neither (then it is copied).
 struct Layout {
-  bool ok = false;
   CBLAS_TRANSPOSE trans = CblasNoTrans;
   int64_t ld = 0;
 };
 
-Layout blas_layout(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
-  if ((cols == 1 || scol == 1) && (rows == 1 || srow >= cols))
-    return {true, CblasNoTrans, rows == 1 ? std::max<int64_t>(cols, 1) : srow};
-  if ((rows == 1 || srow == 1) && (cols == 1 || scol >= rows))
-    return {true, CblasTrans, cols == 1 ? std::max<int64_t>(rows, 1) : scol};
-  return {};
-}
-
+// p as BLAS sees it: in place when its strides allow, else copied row-major into scratch.
 template <typename T>
 const T* as_blas(const T* p, int64_t rows, int64_t cols, int64_t srow, int64_t scol, Layout& l,
                  std::vector<T>& scratch) {
-  l = blas_layout(rows, cols, srow, scol);
-  if (l.ok) return p;
+  GemmLayout g = gemm_layout(rows, cols, srow, scol);
+  if (g.ok) {
+    l = {g.transposed ? CblasTrans : CblasNoTrans, g.ld};
+    return p;
+  }
   scratch.resize(static_cast<size_t>(rows * cols));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) scratch[i * cols + j] = p[i * srow + j * scol];
-  l = {true, CblasNoTrans, std::max<int64_t>(cols, 1)};
+  l = {CblasNoTrans, std::max<int64_t>(cols, 1)};
   return scratch.data();
 }
 

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "device_error.h"
 #include "cuda_check.h"
 #include "launch.h"
 #include "kiln/kernels/cuda.h"
@@ -42,6 +43,45 @@ void configure_pool_once(int device) {
   done[device] = true;
 }
 
+}  // namespace
+
+void fail(const char* op, const char* message) { KILN_FAIL("[{}] {}", op, message); }
+
+void fail_dtype(const char* op, DType dtype) { KILN_FAIL("[{}] is not defined on CUDA for dtype {}", op, dtype); }
+
+DeviceError* device_error_flag() {
+  static std::mutex mu;
+  static std::vector<DeviceError*> flags;
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  if (flags.size() <= static_cast<size_t>(device)) flags.resize(device + 1, nullptr);
+  if (!flags[device]) {
+    KILN_CUDA_CHECK(cudaMalloc(&flags[device], sizeof(DeviceError)));
+    KILN_CUDA_CHECK(cudaMemset(flags[device], 0, sizeof(DeviceError)));
+  }
+  return flags[device];
+}
+
+namespace {
+// After a synchronization: raises the first device-side error and clears it.
+void raise_device_error() {
+  DeviceError host{};
+  DeviceError* flag = device_error_flag();
+  KILN_CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(host), cudaMemcpyDeviceToHost));
+  if (host.code == 0) return;
+  KILN_CUDA_CHECK(cudaMemset(flag, 0, sizeof(DeviceError)));
+  switch (host.code) {
+    case kIndexOutOfRange:
+      KILN_FAIL("[cuda] an index {} is out of range for a dimension of size {} (reported by a kernel)", host.value,
+                host.bound);
+    case kTargetOutOfRange:
+      KILN_FAIL("[cross_entropy] a target {} is out of range for {} classes (reported by a kernel)", host.value,
+                host.bound);
+    case kIntegerDivisionByZero: KILN_FAIL("[div] integer division by zero (reported by a kernel)");
+    default: KILN_FAIL("[cuda] a kernel reported error code {}", host.code);
+  }
+}
 }  // namespace
 
 void check_launch(const char* kernel) {
@@ -91,11 +131,13 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, si
   DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
   KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, current_stream()));
   KILN_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+  raise_device_error();
 }
 
 void synchronize(int device) {
   DeviceGuard guard(device);
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  raise_device_error();
 }
 
 }  // namespace kiln::kernels::cuda

@@ -1,0 +1,118 @@
+#pragma once
+// What every kiln CUDA kernel file shares: element access in the compute type
+// (float for bfloat16/float16), the strided-loop geometry, launch sizing and
+// dtype dispatch. No fmt and no kiln::Error here (nvcc and fmt's consteval
+// format strings do not mix): errors go through fail().
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kiln/base/buffer.h"
+#include "kiln/base/half.h"
+#include "kiln/base/strided.h"
+#include "device_error.h"
+#include "launch.h"
+
+namespace kiln::kernels::cuda {
+
+template <typename T>
+struct Acc {
+  using type = T;
+};
+template <>
+struct Acc<BFloat16> {
+  using type = float;
+};
+template <>
+struct Acc<Half> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename Acc<T>::type;
+
+template <typename T>
+__device__ __forceinline__ acc_t<T> load(const T* p) {
+  if constexpr (std::is_same_v<T, BFloat16>) return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
+  else if constexpr (std::is_same_v<T, Half>) return __half2float(*reinterpret_cast<const __half*>(p));
+  else return *p;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void store(T* p, A v) {
+  if constexpr (std::is_same_v<T, BFloat16>) *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(float(v));
+  else if constexpr (std::is_same_v<T, Half>) *reinterpret_cast<__half*>(p) = __float2half_rn(float(v));
+  else if constexpr (std::is_same_v<T, bool>) *p = v != A(0);
+  else *p = static_cast<T>(v);
+}
+
+constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n elements.
+inline int blocks_for(int64_t n, int threads = kThreads) {
+  int64_t b = (n + threads - 1) / threads;
+  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 8 ? 65535 * 8 : b));
+}
+
+#define KILN_GRID_STRIDE(i, n)                                                         \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n);            \
+       i += int64_t(gridDim.x) * blockDim.x)
+
+// Calls f(T{}) with the C++ type of t (every dtype).
+template <typename F>
+void visit_all(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::Bool: return f(bool{});
+    case DType::Int32: return f(int32_t{});
+    case DType::Int64: return f(int64_t{});
+    case DType::BFloat16: return f(BFloat16{});
+    case DType::Float16: return f(Half{});
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+  }
+  fail_dtype(op, t);
+}
+
+// The floating dtypes only.
+template <typename F>
+void visit_floating(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::BFloat16: return f(BFloat16{});
+    case DType::Float16: return f(Half{});
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    default: fail_dtype(op, t);
+  }
+}
+
+// Every dtype with arithmetic (all but bool).
+template <typename F>
+void visit_numeric(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::Int32: return f(int32_t{});
+    case DType::Int64: return f(int64_t{});
+    case DType::BFloat16: return f(BFloat16{});
+    case DType::Float16: return f(Half{});
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    default: fail_dtype(op, t);
+  }
+}
+
+template <typename F>
+void visit_index(DType t, const char* op, F&& f) {
+  if (t == DType::Int32) return f(int32_t{});
+  if (t == DType::Int64) return f(int64_t{});
+  fail_dtype(op, t);
+}
+
+__device__ __forceinline__ void report(DeviceError* flag, int code, int64_t value, int64_t bound) {
+  if (atomicCAS(&flag->code, 0, code) == 0) {
+    flag->value = value;
+    flag->bound = bound;
+  }
+}
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,387 @@
+// Elementwise CUDA kernels: fill, arange, copy/cast, Philox draws, unary,
+// binary and where. One generic strided kernel per arity: a grid-stride loop
+// that turns a linear index into each operand's offset (StridedIndex, with
+// contiguous dims merged). Computes in float for bfloat16/float16.
+
+#include <cmath>
+
+#include "common.cuh"
+#include "kiln/base/philox.h"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+// out[i] = f(); out[i] = f(a[i]); out[i] = f(a[i], b[i])
+template <typename O, typename F>
+__global__ void map0_kernel(StridedIndex<1> it, int64_t n, O* out, F f) {
+  KILN_GRID_STRIDE(i, n) {
+    int64_t off[1];
+    it.offsets(i, off);
+    store(out + off[0], f());
+  }
+}
+
+template <typename O, typename I, typename F>
+__global__ void map1_kernel(StridedIndex<2> it, int64_t n, O* out, const I* a, F f) {
+  KILN_GRID_STRIDE(i, n) {
+    int64_t off[2];
+    it.offsets(i, off);
+    store(out + off[0], f(load(a + off[1])));
+  }
+}
+
+template <typename O, typename I, typename F>
+__global__ void map2_kernel(StridedIndex<3> it, int64_t n, O* out, const I* a, const I* b, F f) {
+  KILN_GRID_STRIDE(i, n) {
+    int64_t off[3];
+    it.offsets(i, off);
+    store(out + off[0], f(load(a + off[1]), load(b + off[2])));
+  }
+}
+
+template <typename T>
+__global__ void where_kernel(StridedIndex<4> it, int64_t n, T* out, const bool* cond, const T* a, const T* b) {
+  KILN_GRID_STRIDE(i, n) {
+    int64_t off[4];
+    it.offsets(i, off);
+    out[off[0]] = cond[off[1]] ? a[off[2]] : b[off[3]];
+  }
+}
+
+template <typename O, typename F>
+void map0(const Buffer& out, F f, const char* name) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  const Buffer* bufs[1] = {&out};
+  map0_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(StridedIndex<1>::make(bufs), n, out.ptr<O>(), f);
+  check_launch(name);
+}
+
+template <typename O, typename I, typename F>
+void map1(const Buffer& out, const Buffer& a, F f, const char* name) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  const Buffer* bufs[2] = {&out, &a};
+  map1_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(StridedIndex<2>::make(bufs), n, out.ptr<O>(),
+                                                                 a.ptr<I>(), f);
+  check_launch(name);
+}
+
+template <typename O, typename I, typename F>
+void map2(const Buffer& out, const Buffer& a, const Buffer& b, F f, const char* name) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  const Buffer* bufs[3] = {&out, &a, &b};
+  map2_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(StridedIndex<3>::make(bufs), n, out.ptr<O>(),
+                                                                 a.ptr<I>(), b.ptr<I>(), f);
+  check_launch(name);
+}
+
+// --- functors ---------------------------------------------------------------
+
+template <typename A>
+struct Constant {
+  A v;
+  __device__ A operator()() const { return v; }
+};
+struct Identity {
+  template <typename A>
+  __device__ A operator()(A x) const { return x; }
+};
+
+struct Neg { template <typename A> __device__ A operator()(A x) const { return -x; } };
+struct Abs { template <typename A> __device__ A operator()(A x) const { return x < A(0) ? -x : x; } };
+struct Sign { template <typename A> __device__ A operator()(A x) const { return A((x > A(0)) - (x < A(0))); } };
+struct Clamp {
+  double lo, hi;
+  template <typename A>
+  __device__ A operator()(A x) const {
+    if constexpr (std::is_floating_point_v<A>)
+      if (isnan(x)) return x;
+    double r = static_cast<double>(x);
+    return A(r < lo ? lo : (r > hi ? hi : r));
+  }
+};
+struct Exp { template <typename A> __device__ A operator()(A x) const { return exp(x); } };
+struct Log { template <typename A> __device__ A operator()(A x) const { return log(x); } };
+struct Sqrt { template <typename A> __device__ A operator()(A x) const { return sqrt(x); } };
+struct Rsqrt { template <typename A> __device__ A operator()(A x) const { return rsqrt(x); } };
+struct Tanh { template <typename A> __device__ A operator()(A x) const { return tanh(x); } };
+struct Sigmoid { template <typename A> __device__ A operator()(A x) const { return A(1) / (A(1) + exp(-x)); } };
+struct Relu { template <typename A> __device__ A operator()(A x) const { return x > A(0) || isnan(x) ? x : A(0); } };
+struct GeluErf {
+  template <typename A>
+  __device__ A operator()(A x) const { return A(0.5) * x * (A(1) + erf(x * A(0.7071067811865476))); }
+};
+struct GeluTanh {
+  template <typename A>
+  __device__ A operator()(A x) const {
+    return A(0.5) * x * (A(1) + tanh(A(0.7978845608028654) * (x + A(0.044715) * x * x * x)));
+  }
+};
+struct Silu { template <typename A> __device__ A operator()(A x) const { return x / (A(1) + exp(-x)); } };
+struct PowScalar {
+  double p;
+  template <typename A>
+  __device__ A operator()(A x) const { return pow(x, A(p)); }
+};
+
+struct Add {
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_same_v<A, bool>) return x || y;
+    else return x + y;
+  }
+};
+struct Sub { template <typename A> __device__ A operator()(A x, A y) const { return x - y; } };
+struct Mul {
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_same_v<A, bool>) return x && y;
+    else return x * y;
+  }
+};
+struct Div {
+  DeviceError* flag;
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_integral_v<A>) {
+      if (y == 0) {
+        report(flag, kIntegerDivisionByZero, 0, 0);
+        return A(0);
+      }
+      A r = x / y;  // floor division, as on the CPU
+      return (r * y != x && (x < 0) != (y < 0)) ? r - 1 : r;
+    } else {
+      return x / y;
+    }
+  }
+};
+struct Pow {
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_integral_v<A>) return A(pow(double(x), double(y)));
+    else return pow(x, y);
+  }
+};
+struct Maximum {
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_floating_point_v<A>)
+      if (isnan(x) || isnan(y)) return x + y;
+    return x > y ? x : y;
+  }
+};
+struct Minimum {
+  template <typename A>
+  __device__ A operator()(A x, A y) const {
+    if constexpr (std::is_floating_point_v<A>)
+      if (isnan(x) || isnan(y)) return x + y;
+    return x < y ? x : y;
+  }
+};
+struct GeluErfGrad {
+  template <typename A>
+  __device__ A operator()(A g, A v) const {
+    A cdf = A(0.5) * (A(1) + erf(v * A(0.7071067811865476)));
+    A pdf = exp(A(-0.5) * v * v) * A(0.3989422804014327);
+    return g * (cdf + v * pdf);
+  }
+};
+struct GeluTanhGrad {
+  template <typename A>
+  __device__ A operator()(A g, A v) const {
+    const A k = A(0.7978845608028654);
+    A th = tanh(k * (v + A(0.044715) * v * v * v));
+    A du = k * (A(1) + A(3 * 0.044715) * v * v);
+    return g * (A(0.5) * (A(1) + th) + A(0.5) * v * (A(1) - th * th) * du);
+  }
+};
+struct SiluGrad {
+  template <typename A>
+  __device__ A operator()(A g, A v) const {
+    A s = A(1) / (A(1) + exp(-v));
+    return g * s * (A(1) + v * (A(1) - s));
+  }
+};
+
+template <BinaryOp kOp>
+struct Compare {
+  template <typename A>
+  __device__ bool operator()(A x, A y) const {
+    if constexpr (kOp == BinaryOp::Eq) return x == y;
+    else if constexpr (kOp == BinaryOp::Ne) return x != y;
+    else if constexpr (kOp == BinaryOp::Lt) return x < y;
+    else if constexpr (kOp == BinaryOp::Le) return x <= y;
+    else if constexpr (kOp == BinaryOp::Gt) return x > y;
+    else if constexpr (kOp == BinaryOp::Ge) return x >= y;
+    else if constexpr (kOp == BinaryOp::LogicalAnd) return x != A(0) && y != A(0);
+    else return x != A(0) || y != A(0);
+  }
+};
+
+struct Uniform {
+  uint64_t seed, offset;
+  double low, high;
+  __device__ double operator()(int64_t i) const {
+    return low + (high - low) * philox::uniform(seed, offset, static_cast<uint64_t>(i));
+  }
+};
+struct Normal {
+  uint64_t seed, offset;
+  double mean, std;
+  __device__ double operator()(int64_t i) const {
+    return mean + std * philox::normal(seed, offset, static_cast<uint64_t>(i));
+  }
+};
+struct RandInt {
+  uint64_t seed, offset;
+  int64_t low;
+  uint64_t range;
+  __device__ int64_t operator()(int64_t i) const {
+    uint64_t r = (uint64_t(philox::bits(seed, offset, uint64_t(i), 0)) << 32) | philox::bits(seed, offset, uint64_t(i), 1);
+    return low + static_cast<int64_t>(r % range);
+  }
+};
+struct Arange {
+  double start, step;
+  __device__ double operator()(int64_t i) const { return start + double(i) * step; }
+};
+
+// out[i] = f(i) over a contiguous buffer.
+template <typename O, typename F>
+__global__ void index_map_kernel(int64_t n, O* out, F f) {
+  KILN_GRID_STRIDE(i, n) store(out + i, f(i));
+}
+
+template <typename F>
+void index_map(const Buffer& out, F f, const char* name, bool floating_only) {
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    index_map_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out.ptr<T>(), f);
+    check_launch(name);
+  };
+  if (floating_only) visit_floating(out.dtype, name, launch);
+  else visit_numeric(out.dtype, name, launch);
+}
+
+}  // namespace
+
+void fill(const Buffer& out, double value) {
+  NvtxRange range("kiln::fill");
+  visit_all(out.dtype, "fill", [&](auto tag) {
+    using T = decltype(tag);
+    map0<T>(out, Constant<acc_t<T>>{static_cast<acc_t<T>>(value)}, "fill");
+  });
+}
+
+void arange(const Buffer& out, double start, double step) {
+  NvtxRange range("kiln::arange");
+  index_map(out, Arange{start, step}, "arange", false);
+}
+
+void copy(const Buffer& out, const Buffer& src) {
+  NvtxRange range("kiln::copy");
+  visit_all(out.dtype, "copy", [&](auto otag) {
+    visit_all(src.dtype, "copy", [&](auto itag) {
+      map1<decltype(otag), decltype(itag)>(out, src, Identity{}, "copy");
+    });
+  });
+}
+
+void uniform(const Buffer& out, uint64_t seed, uint64_t offset, double low, double high) {
+  NvtxRange range("kiln::uniform");
+  index_map(out, Uniform{seed, offset, low, high}, "rand", true);
+}
+
+void normal(const Buffer& out, uint64_t seed, uint64_t offset, double mean, double std) {
+  NvtxRange range("kiln::normal");
+  index_map(out, Normal{seed, offset, mean, std}, "randn", true);
+}
+
+void randint(const Buffer& out, uint64_t seed, uint64_t offset, int64_t low, int64_t high) {
+  NvtxRange range("kiln::randint");
+  index_map(out, RandInt{seed, offset, low, static_cast<uint64_t>(high - low)}, "randint", false);
+}
+
+void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
+  NvtxRange range("kiln::unary");
+  auto numeric = [&](auto f) {
+    visit_numeric(x.dtype, "unary", [&](auto tag) { map1<decltype(tag), decltype(tag)>(out, x, f, "unary"); });
+  };
+  auto floating = [&](auto f) {
+    visit_floating(x.dtype, "unary", [&](auto tag) { map1<decltype(tag), decltype(tag)>(out, x, f, "unary"); });
+  };
+  switch (op) {
+    case UnaryOp::Neg: return numeric(Neg{});
+    case UnaryOp::Abs: return numeric(Abs{});
+    case UnaryOp::Sign: return numeric(Sign{});
+    case UnaryOp::Clamp: return numeric(Clamp{a, b});
+    case UnaryOp::Exp: return floating(Exp{});
+    case UnaryOp::Log: return floating(Log{});
+    case UnaryOp::Sqrt: return floating(Sqrt{});
+    case UnaryOp::Rsqrt: return floating(Rsqrt{});
+    case UnaryOp::Tanh: return floating(Tanh{});
+    case UnaryOp::Sigmoid: return floating(Sigmoid{});
+    case UnaryOp::Relu: return floating(Relu{});
+    case UnaryOp::GeluErf: return floating(GeluErf{});
+    case UnaryOp::GeluTanh: return floating(GeluTanh{});
+    case UnaryOp::Silu: return floating(Silu{});
+    case UnaryOp::PowScalar: return floating(PowScalar{a});
+  }
+}
+
+void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
+  NvtxRange range("kiln::binary");
+  auto compare = [&](auto f) {
+    visit_all(x.dtype, "compare", [&](auto tag) { map2<bool, decltype(tag)>(out, x, y, f, "compare"); });
+  };
+  auto all = [&](auto f) {
+    visit_all(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
+  };
+  auto numeric = [&](auto f) {
+    visit_numeric(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
+  };
+  auto floating = [&](auto f) {
+    visit_floating(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
+  };
+  switch (op) {
+    case BinaryOp::Add: return all(Add{});
+    case BinaryOp::Sub: return numeric(Sub{});
+    case BinaryOp::Mul: return all(Mul{});
+    case BinaryOp::Div: return numeric(Div{device_error_flag()});
+    case BinaryOp::Pow: return numeric(Pow{});
+    case BinaryOp::Maximum: return numeric(Maximum{});
+    case BinaryOp::Minimum: return numeric(Minimum{});
+    case BinaryOp::Eq: return compare(Compare<BinaryOp::Eq>{});
+    case BinaryOp::Ne: return compare(Compare<BinaryOp::Ne>{});
+    case BinaryOp::Lt: return compare(Compare<BinaryOp::Lt>{});
+    case BinaryOp::Le: return compare(Compare<BinaryOp::Le>{});
+    case BinaryOp::Gt: return compare(Compare<BinaryOp::Gt>{});
+    case BinaryOp::Ge: return compare(Compare<BinaryOp::Ge>{});
+    case BinaryOp::LogicalAnd: return compare(Compare<BinaryOp::LogicalAnd>{});
+    case BinaryOp::LogicalOr: return compare(Compare<BinaryOp::LogicalOr>{});
+    case BinaryOp::GeluErfGrad: return floating(GeluErfGrad{});
+    case BinaryOp::GeluTanhGrad: return floating(GeluTanhGrad{});
+    case BinaryOp::SiluGrad: return floating(SiluGrad{});
+  }
+}
+
+void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer& y) {
+  NvtxRange range("kiln::where");
+  visit_all(out.dtype, "where", [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    const Buffer* bufs[4] = {&out, &cond, &x, &y};
+    where_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(StridedIndex<4>::make(bufs), n, out.ptr<T>(),
+                                                                    cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>());
+    check_launch("where");
+  });
+}
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,174 @@
+// Batched matmul: cuBLASLt for float32 (exact float32 compute), float64,
+// bfloat16 and float16 (float32 accumulation); a plain kernel for integers.
+// Row-major C = A B is computed as column-major C^T = B^T A^T, so a row-major
+// operand passes untransposed and a column-major one transposed; an operand
+// with neither layout is copied first. One handle and one 32 MiB workspace
+// per device.
+
+#include <cublasLt.h>
+
+#include <mutex>
+#include <vector>
+
+#include "common.cuh"
+#include "kiln/base/gemm_layout.h"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+void check(cublasStatus_t s, const char* call) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("matmul", cublasLtGetStatusString(s));
+  (void)call;
+}
+
+struct LtDevice {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+LtDevice& lt(int device) {
+  static std::mutex mu;
+  static std::vector<LtDevice> devices;
+  std::lock_guard<std::mutex> lock(mu);
+  if (devices.size() <= static_cast<size_t>(device)) devices.resize(device + 1);
+  LtDevice& d = devices[device];
+  if (!d.handle) {
+    check(cublasLtCreate(&d.handle), "cublasLtCreate");
+    if (cudaMalloc(&d.workspace, kWorkspaceBytes) != cudaSuccess) fail("matmul", "cannot allocate the cuBLASLt workspace");
+  }
+  return d;
+}
+
+// RAII for the descriptor objects of one call.
+struct Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~Descriptors() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::Float32: return CUDA_R_32F;
+    case DType::Float64: return CUDA_R_64F;
+    case DType::BFloat16: return CUDA_R_16BF;
+    case DType::Float16: return CUDA_R_16F;
+    default: fail_dtype("matmul", t);
+  }
+}
+
+// A column-major (rows, cols) layout with leading dimension ld and a batch stride.
+cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                              int64_t batch_stride) {
+  cublasLtMatrixLayout_t l;
+  check(cublasLtMatrixLayoutCreate(&l, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld), "layout");
+  int32_t count = static_cast<int32_t>(batch);
+  check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)), "batch");
+  check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &batch_stride,
+                                         sizeof(batch_stride)),
+        "batch stride");
+  return l;
+}
+
+// An operand as (pointer, layout): in place when its strides allow, else a
+// contiguous copy the caller frees.
+struct Operand {
+  const void* ptr;
+  GemmLayout layout;
+  int64_t batch_stride;
+  void* scratch = nullptr;
+};
+
+Operand prepare(const Buffer& x, int device) {
+  const int64_t rows = x.sizes[1], cols = x.sizes[2];
+  GemmLayout g = gemm_layout(rows, cols, x.strides[1], x.strides[2]);
+  if (g.ok) return {x.data, g, x.strides[0]};
+  Buffer dense = x;
+  const size_t bytes = static_cast<size_t>(x.numel()) * element_size(x.dtype);
+  dense.data = allocate(bytes, device);
+  dense.strides[0] = rows * cols;
+  dense.strides[1] = cols;
+  dense.strides[2] = 1;
+  copy(dense, x);
+  return {dense.data, {true, false, cols < 1 ? 1 : cols}, rows * cols, dense.data};
+}
+
+template <typename T, typename A>
+__global__ void integer_matmul_kernel(T* c, const T* a, const T* b, int64_t batch, int64_t m, int64_t n, int64_t k,
+                                      int64_t sa0, int64_t sa1, int64_t sa2, int64_t sb0, int64_t sb1, int64_t sb2) {
+  KILN_GRID_STRIDE(i, batch * m * n) {
+    const int64_t p = i / (m * n), row = i / n % m, col = i % n;
+    A acc = 0;
+    for (int64_t q = 0; q < k; ++q) acc += A(a[p * sa0 + row * sa1 + q * sa2]) * A(b[p * sb0 + q * sb1 + col * sb2]);
+    c[i] = T(acc);
+  }
+}
+
+}  // namespace
+
+void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
+  NvtxRange range("kiln::matmul");
+  const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
+  if (out.numel() == 0) return;
+  if (k == 0) return fill(out, 0.0);
+  if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
+    visit_index(out.dtype, "matmul", [&](auto tag) {
+      using T = decltype(tag);
+      integer_matmul_kernel<T, int64_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
+          out.ptr<T>(), a.ptr<T>(), b.ptr<T>(), batch, m, n, k, a.strides[0], a.strides[1], a.strides[2],
+          b.strides[0], b.strides[1], b.strides[2]);
+      check_launch("integer_matmul_kernel");
+    });
+    return;
+  }
+  const int device = out.device.index;
+  LtDevice& d = lt(device);
+  const cudaDataType_t type = data_type(out.dtype);
+  const bool f64 = out.dtype == DType::Float64;
+  Operand A = prepare(a, device), B = prepare(b, device);
+  Descriptors desc;
+  check(cublasLtMatmulDescCreate(&desc.op, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, f64 ? CUDA_R_64F : CUDA_R_32F),
+        "desc");
+  // Column-major C^T (n, m) = op(B) (n, k) * op(A) (k, m).
+  cublasOperation_t tb = B.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t ta = A.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof(tb)), "transa");
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof(ta)), "transb");
+  // Stored shapes: row-major (k, n) B is column-major (n, k); a transposed one is stored (k, n).
+  desc.a = B.layout.transposed ? layout(type, k, n, B.layout.ld, batch, B.batch_stride)
+                               : layout(type, n, k, B.layout.ld, batch, B.batch_stride);
+  desc.b = A.layout.transposed ? layout(type, m, k, A.layout.ld, batch, A.batch_stride)
+                               : layout(type, k, m, A.layout.ld, batch, A.batch_stride);
+  desc.c = layout(type, n, m, out.strides[1], batch, out.strides[0]);
+  check(cublasLtMatmulPreferenceCreate(&desc.pref), "preference");
+  size_t ws = kWorkspaceBytes;
+  check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+        "workspace");
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  check(cublasLtMatmulAlgoGetHeuristic(d.handle, desc.op, desc.a, desc.b, desc.c, desc.c, desc.pref, 1, &heuristic,
+                                       &found),
+        "heuristic");
+  if (found == 0) fail("matmul", "cuBLASLt found no algorithm for these shapes");
+  const double alpha64 = 1.0, beta64 = 0.0;
+  const float alpha32 = 1.0f, beta32 = 0.0f;
+  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta = f64 ? static_cast<const void*>(&beta64) : &beta32;
+  check(cublasLtMatmul(d.handle, desc.op, alpha, B.ptr, desc.a, A.ptr, desc.b, beta, out.data, desc.c, out.data,
+                       desc.c, &heuristic.algo, d.workspace, kWorkspaceBytes, current_stream()),
+        "cublasLtMatmul");
+  if (A.scratch) deallocate(A.scratch, device);
+  if (B.scratch) deallocate(B.scratch, device);
+}
+
+}  // namespace kiln::kernels::cuda

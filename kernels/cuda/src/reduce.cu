@@ -1,0 +1,157 @@
+// Reductions over any set of dims: one block per output element. Threads
+// stride over the reduced elements (offsets from the reduced dims' sizes and
+// strides), then combine in shared memory in a fixed order, so results do not
+// depend on timing. float accumulation for 16-bit and 32-bit floats, double
+// for float64, int64 for integers and bool.
+
+#include <cfloat>
+
+#include "common.cuh"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+struct Geometry {
+  int nk = 0, nr = 0;
+  int64_t ksize[kMaxDims], kx[kMaxDims], kout[kMaxDims];  // kept dims: size, x stride, out stride
+  int64_t rsize[kMaxDims], rx[kMaxDims];                  // reduced dims: size, x stride
+  int64_t n_out = 1, n_red = 1;
+};
+
+template <typename T>
+using reduce_acc_t = std::conditional_t<std::is_same_v<T, double>, double,
+                     std::conditional_t<std::is_floating_point_v<acc_t<T>>, float, int64_t>>;
+
+__device__ __forceinline__ int64_t reduced_offset(const Geometry& g, int64_t r) {
+  int64_t off = 0;
+  for (int d = g.nr - 1; d >= 0; --d) {
+    off += (r % g.rsize[d]) * g.rx[d];
+    r /= g.rsize[d];
+  }
+  return off;
+}
+
+template <typename A>
+__device__ __forceinline__ bool is_nan(A v) {
+  if constexpr (std::is_floating_point_v<A>) return isnan(v);
+  else return false;
+}
+
+// Whether (a, ia) should replace (b, ib) as the extreme: NaN wins, then the
+// larger (smaller) value, then the first index.
+template <typename A>
+__device__ __forceinline__ bool better(A a, int64_t ia, A b, int64_t ib, bool want_max) {
+  if (ia < 0) return false;
+  if (ib < 0) return true;
+  bool na = is_nan(a), nb = is_nan(b);
+  if (na || nb) return na && (!nb || ia < ib);
+  if (a == b) return ia < ib;
+  return want_max ? a > b : a < b;
+}
+
+template <typename T>
+__global__ void reduce_kernel(Geometry g, ReduceOp op, const T* x, void* out, bool out_int64, int64_t correction) {
+  using A = reduce_acc_t<T>;
+  __shared__ A vals[kThreads];
+  __shared__ int64_t idxs[kThreads];
+  const int tid = threadIdx.x;
+  for (int64_t o = blockIdx.x; o < g.n_out; o += gridDim.x) {
+    int64_t xoff = 0, ooff = 0, rem = o;
+    for (int d = g.nk - 1; d >= 0; --d) {
+      int64_t i = rem % g.ksize[d];
+      rem /= g.ksize[d];
+      xoff += i * g.kx[d];
+      ooff += i * g.kout[d];
+    }
+    const T* base = x + xoff;
+    const bool extreme = op == ReduceOp::Max || op == ReduceOp::Min || op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+    const bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
+    A acc = 0;
+    int64_t best = -1;
+    for (int64_t r = tid; r < g.n_red; r += blockDim.x) {
+      A v = static_cast<A>(load(base + reduced_offset(g, r)));
+      if (extreme) {
+        if (better(v, r, acc, best, want_max)) {
+          acc = v;
+          best = r;
+        }
+      } else {
+        acc += v;
+      }
+    }
+    vals[tid] = acc;
+    idxs[tid] = best;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+      if (tid < s) {
+        if (extreme) {
+          if (better(vals[tid + s], idxs[tid + s], vals[tid], idxs[tid], want_max)) {
+            vals[tid] = vals[tid + s];
+            idxs[tid] = idxs[tid + s];
+          }
+        } else {
+          vals[tid] += vals[tid + s];
+        }
+      }
+      __syncthreads();
+    }
+    A result = vals[0];
+    int64_t result_idx = idxs[0];
+    __syncthreads();
+    if (op == ReduceOp::Var) {
+      // Second pass: squared deviations from the mean.
+      const A mean = result / static_cast<A>(g.n_red);
+      A ss = 0;
+      for (int64_t r = tid; r < g.n_red; r += blockDim.x) {
+        A d = static_cast<A>(load(base + reduced_offset(g, r))) - mean;
+        ss += d * d;
+      }
+      vals[tid] = ss;
+      __syncthreads();
+      for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (tid < s) vals[tid] += vals[tid + s];
+        __syncthreads();
+      }
+      const A denom = static_cast<A>(g.n_red - correction);
+      result = denom > A(0) ? vals[0] / denom : A(NAN);
+      __syncthreads();
+    }
+    if (tid == 0) {
+      if (op == ReduceOp::Mean) result = result / static_cast<A>(g.n_red);
+      if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) static_cast<int64_t*>(out)[ooff] = result_idx;
+      else if (out_int64) static_cast<int64_t*>(out)[ooff] = static_cast<int64_t>(result);
+      else store(static_cast<T*>(out) + ooff, result);
+    }
+  }
+}
+
+}  // namespace
+
+void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
+  NvtxRange range("kiln::reduce");
+  Geometry g;
+  for (int d = 0; d < x.ndim; ++d) {
+    if (dims_mask & (1u << d)) {
+      g.rsize[g.nr] = x.sizes[d];
+      g.rx[g.nr++] = x.strides[d];
+      g.n_red *= x.sizes[d];
+    } else {
+      g.ksize[g.nk] = x.sizes[d];
+      g.kx[g.nk] = x.strides[d];
+      g.kout[g.nk++] = out.strides[d];
+      g.n_out *= x.sizes[d];
+    }
+  }
+  if (g.n_out == 0) return;
+  visit_all(x.dtype, "reduce", [&](auto tag) {
+    using T = decltype(tag);
+    const int blocks = static_cast<int>(g.n_out < 65535 * 16 ? g.n_out : 65535 * 16);
+    reduce_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(g, op, x.ptr<T>(), out.data, out.dtype == DType::Int64,
+                                                               correction);
+    check_launch("reduce_kernel");
+  });
+}
+
+}  // namespace kiln::kernels::cuda

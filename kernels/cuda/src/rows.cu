@@ -1,0 +1,348 @@
+// Row kernels on contiguous (rows, C) buffers: softmax, LayerNorm, RMSNorm and
+// cross-entropy, forward and backward. One block per row, block-wide sums
+// through warp shuffles. Row statistics (mean, rstd, logsumexp) are float32,
+// float64 for float64 inputs. Parameter gradients are summed in two phases
+// (per-block partials, then a fixed-order sum), so they are deterministic.
+
+#include <cfloat>
+
+#include "common.cuh"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+template <typename T>
+using row_acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// Sum over the block; every thread gets the result.
+template <typename A>
+__device__ A block_sum(A v) {
+  __shared__ A partial[32];
+  __syncthreads();  // partial may still be read from a previous call
+  for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(0);
+    for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
+    if (lane == 0) partial[0] = v;
+  }
+  __syncthreads();
+  return partial[0];
+}
+
+template <typename A>
+__device__ A block_max(A v) {
+  __shared__ A partial[32];
+  __syncthreads();
+  for (int s = 16; s > 0; s >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, s));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(-INFINITY);
+    for (int s = 16; s > 0; s >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, s));
+    if (lane == 0) partial[0] = v;
+  }
+  __syncthreads();
+  return partial[0];
+}
+
+// An optional parameter (weight or bias) of any floating dtype.
+struct Param {
+  const void* ptr;
+  DType dtype;
+  template <typename A>
+  __device__ A at(int64_t i, A fallback) const {
+    if (!ptr) return fallback;
+    switch (dtype) {
+      case DType::BFloat16: return A(load(static_cast<const BFloat16*>(ptr) + i));
+      case DType::Float16: return A(load(static_cast<const Half*>(ptr) + i));
+      case DType::Float64: return A(static_cast<const double*>(ptr)[i]);
+      default: return A(static_cast<const float*>(ptr)[i]);
+    }
+  }
+};
+
+Param param(const Buffer& b) { return {b.data, b.dtype}; }
+
+// --- softmax ---------------------------------------------------------------------
+
+template <typename T>
+__global__ void softmax_kernel(T* y, const T* x, int64_t C, bool log_space) {
+  using A = row_acc_t<T>;
+  const T* xr = x + blockIdx.x * C;
+  T* yr = y + blockIdx.x * C;
+  A mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) mx = fmax(mx, A(load(xr + c)));
+  mx = block_max(mx);
+  if (isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives nan, as on the CPU
+  A sum = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sum += exp(A(load(xr + c)) - mx);
+  sum = block_sum(sum);
+  const A lse = mx + log(sum);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A v = A(load(xr + c));
+    store(yr + c, log_space ? v - lse : exp(v - mx) / sum);
+  }
+}
+
+template <typename T>
+__global__ void softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t C, bool log_space) {
+  using A = row_acc_t<T>;
+  const int64_t off = blockIdx.x * C;
+  A dot = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    dot += log_space ? A(load(dy + off + c)) : A(load(dy + off + c)) * A(load(y + off + c));
+  dot = block_sum(dot);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A g = A(load(dy + off + c)), v = A(load(y + off + c));
+    store(dx + off + c, log_space ? g - exp(v) * dot : v * (g - dot));
+  }
+}
+
+// --- LayerNorm / RMSNorm -----------------------------------------------------------
+
+template <typename T, bool kCentered>
+__global__ void norm_kernel(T* y, row_acc_t<T>* mean, row_acc_t<T>* rstd, const T* x, Param w, Param b, int64_t C,
+                            double eps) {
+  using A = row_acc_t<T>;
+  const int64_t off = blockIdx.x * C;
+  A m = 0;
+  if constexpr (kCentered) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m += A(load(x + off + c));
+    m = block_sum(m) / A(C);
+  }
+  A v = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A d = A(load(x + off + c)) - m;
+    v += d * d;
+  }
+  const A rs = A(1) / sqrt(block_sum(v) / A(C) + A(eps));
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    store(y + off + c, (A(load(x + off + c)) - m) * rs * w.at<A>(c, A(1)) + b.at<A>(c, A(0)));
+  if (threadIdx.x == 0) {
+    if constexpr (kCentered) mean[blockIdx.x] = m;
+    rstd[blockIdx.x] = rs;
+  }
+}
+
+template <typename T, bool kCentered>
+__global__ void norm_backward_kernel(T* dx, const T* dy, const T* x, Param w, const row_acc_t<T>* mean,
+                                     const row_acc_t<T>* rstd, int64_t C) {
+  using A = row_acc_t<T>;
+  const int64_t off = blockIdx.x * C;
+  const A m = kCentered ? mean[blockIdx.x] : A(0), rs = rstd[blockIdx.x];
+  A mean_g = 0, mean_gx = 0;  // means of g*w and g*w*xhat
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A gw = A(load(dy + off + c)) * w.at<A>(c, A(1));
+    mean_g += gw;
+    mean_gx += gw * (A(load(x + off + c)) - m) * rs;
+  }
+  mean_g = kCentered ? block_sum(mean_g) / A(C) : A(0);
+  mean_gx = block_sum(mean_gx) / A(C);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A xhat = (A(load(x + off + c)) - m) * rs;
+    store(dx + off + c, (A(load(dy + off + c)) * w.at<A>(c, A(1)) - mean_g - xhat * mean_gx) * rs);
+  }
+}
+
+// Phase 1: block p sums rows p, p + P, ... into partial[p][c] (dw) and
+// partial[P + p][c] (db).
+template <typename T, bool kCentered>
+__global__ void norm_param_partials(row_acc_t<T>* partial, const T* dy, const T* x, const row_acc_t<T>* mean,
+                                    const row_acc_t<T>* rstd, int64_t rows, int64_t C) {
+  using A = row_acc_t<T>;
+  const int64_t P = gridDim.x;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A dw = 0, db = 0;
+    for (int64_t r = blockIdx.x; r < rows; r += P) {
+      A g = A(load(dy + r * C + c));
+      A m = kCentered ? mean[r] : A(0);
+      dw += g * (A(load(x + r * C + c)) - m) * rstd[r];
+      db += g;
+    }
+    partial[blockIdx.x * C + c] = dw;
+    partial[(P + blockIdx.x) * C + c] = db;
+  }
+}
+
+// Phase 2: out[c] += sum over p of partial[p][c], in order of p.
+template <typename A>
+__global__ void sum_partials(A* out, const A* partial, int64_t P, int64_t C) {
+  KILN_GRID_STRIDE(c, C) {
+    A s = 0;
+    for (int64_t p = 0; p < P; ++p) s += partial[p * C + c];
+    out[c] += s;
+  }
+}
+
+// --- cross-entropy -----------------------------------------------------------------
+
+template <typename T, typename I>
+__global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits, const I* target, int64_t C,
+                                     int64_t ignore_index, DeviceError* flag) {
+  using A = row_acc_t<T>;
+  const int64_t r = blockIdx.x;
+  const T* xr = logits + r * C;
+  A mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) mx = fmax(mx, A(load(xr + c)));
+  mx = block_max(mx);
+  A sum = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sum += exp(A(load(xr + c)) - mx);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) {
+    const A l = mx + log(sum);
+    lse[r] = l;
+    const int64_t t = target[r];
+    if (t == ignore_index) {
+      store(loss + r, A(0));
+    } else if (t < 0 || t >= C) {
+      report(flag, kTargetOutOfRange, t, C);
+      store(loss + r, A(NAN));
+    } else {
+      store(loss + r, l - A(load(xr + t)));
+    }
+  }
+}
+
+template <typename T, typename I>
+__global__ void cross_entropy_backward_kernel(T* dlogits, const T* dloss, const T* logits, const I* target,
+                                              const row_acc_t<T>* lse, int64_t C, int64_t ignore_index) {
+  using A = row_acc_t<T>;
+  const int64_t r = blockIdx.x;
+  const int64_t t = target[r];
+  const bool ignored = t == ignore_index || t < 0 || t >= C;
+  const A g = ignored ? A(0) : A(load(dloss + r)), l = lse[r];
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    A p = exp(A(load(logits + r * C + c)) - l);
+    store(dlogits + r * C + c, ignored ? A(0) : g * (p - (c == t ? A(1) : A(0))));
+  }
+}
+
+// Rows are grid blocks; more than 2^31 - 1 rows would need a loop.
+unsigned grid(int64_t rows) { return static_cast<unsigned>(rows); }
+
+template <bool kCentered>
+void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
+                  const Buffer& b, double eps, const char* op) {
+  NvtxRange range(op);
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  if (rows == 0) return;
+  visit_floating(x.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = row_acc_t<T>;
+    norm_kernel<T, kCentered><<<grid(rows), kThreads, 0, current_stream()>>>(
+        y.ptr<T>(), static_cast<A*>(mean.data), rstd.ptr<A>(), x.ptr<T>(), param(w), param(b), C, eps);
+    check_launch(op);
+  });
+}
+
+template <bool kCentered>
+void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
+                   const Buffer& w, const Buffer& mean, const Buffer& rstd, const char* op) {
+  NvtxRange range(op);
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  if (rows == 0) return;
+  visit_floating(x.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = row_acc_t<T>;
+    const A* mean_p = static_cast<const A*>(mean.data);
+    norm_backward_kernel<T, kCentered><<<grid(rows), kThreads, 0, current_stream()>>>(
+        dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), param(w), mean_p, rstd.ptr<A>(), C);
+    check_launch(op);
+    if (!dw.data && !db.data) return;
+    const int64_t P = rows < 256 ? rows : 256;
+    A* partial = static_cast<A*>(allocate(static_cast<size_t>(2 * P * C) * sizeof(A), dx.device.index));
+    norm_param_partials<T, kCentered><<<static_cast<unsigned>(P), kThreads, 0, current_stream()>>>(
+        partial, dy.ptr<T>(), x.ptr<T>(), mean_p, rstd.ptr<A>(), rows, C);
+    check_launch("norm_param_partials");
+    if (dw.data) sum_partials<<<blocks_for(C), kThreads, 0, current_stream()>>>(dw.ptr<A>(), partial, P, C);
+    if (db.data) sum_partials<<<blocks_for(C), kThreads, 0, current_stream()>>>(db.ptr<A>(), partial + P * C, P, C);
+    check_launch("sum_partials");
+    deallocate(partial, dx.device.index);
+  });
+}
+
+}  // namespace
+
+void softmax(const Buffer& y, const Buffer& x, bool log) {
+  NvtxRange range("kiln::softmax");
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  if (rows == 0) return;
+  visit_floating(x.dtype, "softmax", [&](auto tag) {
+    using T = decltype(tag);
+    softmax_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(y.ptr<T>(), x.ptr<T>(), C, log);
+    check_launch("softmax_kernel");
+  });
+}
+
+void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool log) {
+  NvtxRange range("kiln::softmax_backward");
+  const int64_t rows = y.sizes[0], C = y.sizes[1];
+  if (rows == 0) return;
+  visit_floating(y.dtype, "softmax_backward", [&](auto tag) {
+    using T = decltype(tag);
+    softmax_backward_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), C,
+                                                                             log);
+    check_launch("softmax_backward_kernel");
+  });
+}
+
+void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
+                const Buffer& b, double eps) {
+  norm_forward<true>(y, mean, rstd, x, w, b, eps, "kiln::layer_norm");
+}
+
+void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
+                         const Buffer& w, const Buffer& mean, const Buffer& rstd) {
+  norm_backward<true>(dx, dw, db, dy, x, w, mean, rstd, "kiln::layer_norm_backward");
+}
+
+void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& w, double eps) {
+  norm_forward<false>(y, Buffer{}, rstd, x, w, Buffer{}, eps, "kiln::rms_norm");
+}
+
+void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, const Buffer& x, const Buffer& w,
+                       const Buffer& rstd) {
+  norm_backward<false>(dx, dw, Buffer{}, dy, x, w, Buffer{}, rstd, "kiln::rms_norm_backward");
+}
+
+void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, const Buffer& target,
+                   int64_t ignore_index) {
+  NvtxRange range("kiln::cross_entropy");
+  const int64_t rows = logits.sizes[0], C = logits.sizes[1];
+  if (rows == 0) return;
+  visit_index(target.dtype, "cross_entropy", [&](auto itag) {
+    using I = decltype(itag);
+    visit_floating(logits.dtype, "cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      cross_entropy_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
+          loss.ptr<T>(), lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index,
+          device_error_flag());
+      check_launch("cross_entropy_kernel");
+    });
+  });
+}
+
+void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Buffer& logits, const Buffer& target,
+                            const Buffer& lse, int64_t ignore_index) {
+  NvtxRange range("kiln::cross_entropy_backward");
+  const int64_t rows = logits.sizes[0], C = logits.sizes[1];
+  if (rows == 0) return;
+  visit_index(target.dtype, "cross_entropy_backward", [&](auto itag) {
+    using I = decltype(itag);
+    visit_floating(logits.dtype, "cross_entropy_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cross_entropy_backward_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
+          dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
+          ignore_index);
+      check_launch("cross_entropy_backward_kernel");
+    });
+  });
+}
+
+}  // namespace kiln::kernels::cuda
