@@ -1,11 +1,14 @@
 # kiln::openblas: OpenBLAS's CBLAS interface. The OpenMP build (Debian:
 # libopenblas-openmp-dev) shares kiln's OpenMP thread pool; the pthreads build
-# would start a second pool that spins against it on small machines.
-set(_kiln_blas_dirs ${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp openblas-openmp)
-find_path(KILN_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES ${_kiln_blas_dirs} openblas NO_DEFAULT_PATH
-          PATHS /usr/include /usr/local/include)
-find_library(KILN_OPENBLAS_LIBRARY NAMES openblas PATH_SUFFIXES ${_kiln_blas_dirs} NO_DEFAULT_PATH
-             PATHS /usr/lib /usr/local/lib)
+# would start a second pool that spins against it on small machines. Searched
+# under CMAKE_PREFIX_PATH first (a prefix of unpacked packages on machines
+# without them), then the system.
+set(_kiln_blas_roots ${CMAKE_PREFIX_PATH} /usr /usr/local)
+set(_kiln_arch ${CMAKE_LIBRARY_ARCHITECTURE})
+find_path(KILN_CBLAS_INCLUDE_DIR cblas.h PATHS ${_kiln_blas_roots} NO_DEFAULT_PATH
+          PATH_SUFFIXES include/${_kiln_arch}/openblas-openmp include/openblas-openmp include/openblas)
+find_library(KILN_OPENBLAS_LIBRARY NAMES openblas PATHS ${_kiln_blas_roots} NO_DEFAULT_PATH
+             PATH_SUFFIXES lib/${_kiln_arch}/openblas-openmp lib/openblas-openmp)
 if(NOT KILN_CBLAS_INCLUDE_DIR OR NOT KILN_OPENBLAS_LIBRARY)
   find_path(KILN_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas)
   find_library(KILN_OPENBLAS_LIBRARY NAMES openblas)
