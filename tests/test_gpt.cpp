@@ -123,3 +123,27 @@ TEST_CASE("safetensors round trip and corrupt files") {
   CHECK_THROWS_WITH(load_safetensors((dir / "missing").string()), Catch::Contains("cannot open"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("mixed precision: bfloat16 activations, float32 master weights and gradients") {
+  Generator g1(9), g2(9);
+  nn::GPTConfig full = tiny(), mixed = tiny();
+  mixed.compute_dtype = kBFloat16;
+  nn::GPT a(full, g1), b(mixed, g2);
+  Generator data(10);
+  Tensor x = randint(0, 61, {2, 8}, data), y = randint(0, 61, {2, 8}, data);
+  CHECK(b.forward(x).dtype() == kBFloat16);
+  Tensor la = a.loss(x, y), lb = b.loss(x, y);
+  CHECK(lb.dtype() == kFloat32);
+  CHECK(lb.item<double>() == Approx(la.item<double>()).margin(0.02));
+  la.backward();
+  lb.backward();
+  for (auto& [name, p] : b.named_parameters()) {
+    INFO(name);
+    CHECK(p.dtype() == kFloat32);
+    REQUIRE(p.grad().defined());
+    CHECK(p.grad().dtype() == kFloat32);
+  }
+  // bfloat16 gradients of the block weights are close to the float32 ones.
+  Tensor ga = a.h->at<nn::Block>(1).mlp->c_fc->weight.grad(), gb = b.h->at<nn::Block>(1).mlp->c_fc->weight.grad();
+  KT_CHECK_CLOSE(gb, values(ga), 0.05);
+}

@@ -35,7 +35,7 @@ struct Args {
   int64_t batch = 16, seq = 128, grad_accum = 1, steps = 600, warmup = 30;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
   double beta1 = 0.9, beta2 = 0.95;
-  std::string schedule = "cosine", optimizer = "adamw", device = "cpu";
+  std::string schedule = "cosine", optimizer = "adamw", device = "cpu", dtype = "float32";
   int64_t eval_every = 100, eval_batches = 20, sample_every = 200, sample_tokens = 96, checkpoint_every = 200;
   int64_t log_every = 10;
   int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
@@ -101,6 +101,7 @@ int run(const Args& a) {
               .n_layer = a.layers, .n_head = a.heads, .n_embd = a.channels};
   }
   config.dropout = a.dropout;
+  if (a.dtype != "float32") config.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
   KILN_CHECK(config.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
              config.vocab_size, vocab);
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
@@ -129,8 +130,8 @@ int run(const Args& a) {
   fmt::print("model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
              config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
              static_cast<double>(model.num_parameters()) / 1e6);
-  fmt::print("data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}\n", train.batches_per_epoch(),
-             a.batch, a.seq, tokens_per_step, a.optimizer, device);
+  fmt::print("data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
+             train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
     fmt::print("unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
@@ -235,6 +236,9 @@ int main(int argc, char** argv) {
   app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")->capture_default_str();
   app.add_option("--dropout", a.dropout, "dropout probability")->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--dtype", a.dtype, "activations: float32, or bfloat16/float16 with float32 master weights")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
   app.add_option("--eval-every", a.eval_every, "steps between validation runs")->capture_default_str();
   app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
   app.add_option("--sample-every", a.sample_every, "steps between samples, 0 to disable")->capture_default_str();

@@ -65,15 +65,18 @@ Tensor GPT::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
   KILN_CHECK(past + T <= config_.block_size, "[GPT] sequence of {} tokens is longer than block_size {}", past + T,
              config_.block_size);
   Tensor pos = arange(past, past + T, 1, TensorOptions(kInt64).device(idx.device()));
-  Tensor x = drop->forward(wte->forward(idx) + wpe->forward(pos));  // (B, T, C)
+  Tensor x = wte->forward(idx) + wpe->forward(pos);  // (B, T, C)
+  if (config_.compute_dtype) x = x.to(*config_.compute_dtype);
+  x = drop->forward(x);
   for (size_t i = 0; i < h->size(); ++i) x = h->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr);
   x = ln_f->forward(x);
   // The tied head reads only the real vocabulary rows.
-  return matmul(x, wte->weight.narrow(0, 0, config_.vocab_size).t());
+  return matmul(x, wte->weight.narrow(0, 0, config_.vocab_size).to(x.dtype()).t());
 }
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {
   Tensor logits = forward(idx);
+  if (logits.dtype() != kFloat64) logits = logits.to(kFloat32);  // the loss in full precision
   return cross_entropy(logits.view({-1, config_.vocab_size}), targets.reshape({-1}));
 }
 

@@ -26,8 +26,11 @@ void Linear::reset_parameters(Generator& gen) {
 Tensor Linear::forward(const Tensor& x) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[Linear] expects input (..., {}), got shape [{}]", options_.in_features, fmt::join(x.sizes(), ", "));
-  Tensor y = matmul(x, weight.t());
-  return bias.defined() ? y + bias : y;
+  // Mixed precision: float32 master weights meet bfloat16 activations in the
+  // activations' dtype; the cast is differentiable, so gradients reach the
+  // master weights in float32.
+  Tensor y = matmul(x, weight.to(x.dtype()).t());
+  return bias.defined() ? y + bias.to(x.dtype()) : y;
 }
 
 }  // namespace kiln::nn

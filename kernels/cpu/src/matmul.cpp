@@ -1,5 +1,5 @@
-// Batched matmul: float32/float64 through OpenBLAS's GEMM, other dtypes through
-// a plain loop with float32 (16-bit floats) or int64 (integers) accumulation.
+// Batched matmul: float32/float64 through OpenBLAS's GEMM, bfloat16/float16
+// widened to float32 for it, integers through a plain loop in int64.
 
 #include <cblas.h>
 
@@ -64,8 +64,29 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
         if (m == 0 || n == 0) continue;
         gemm<T>(la.trans, lb.trans, m, n, k, pa, la.ld, pb, lb.ld, pc, out.strides[1]);
       }
+    } else if constexpr (std::is_floating_point_v<acc_t<T>>) {
+      // 16-bit floats: widen to float32, multiply with SGEMM (float32
+      // accumulation, as on the GPU), round the result once.
+      auto widen = [](const Buffer& x) {
+        Buffer f = x;
+        f.dtype = DType::Float32;
+        f.strides[2] = 1;
+        f.strides[1] = x.sizes[2];
+        f.strides[0] = x.sizes[1] * x.sizes[2];
+        return f;
+      };
+      std::vector<float> fa(static_cast<size_t>(a.numel())), fb(static_cast<size_t>(b.numel())),
+          fc(static_cast<size_t>(out.numel()));
+      Buffer ba = widen(a), bb = widen(b), bc = widen(out);
+      ba.data = fa.data();
+      bb.data = fb.data();
+      bc.data = fc.data();
+      copy(ba, a);
+      copy(bb, b);
+      matmul(bc, ba, bb);
+      copy(out, bc);
     } else {
-      using Acc = std::conditional_t<std::is_floating_point_v<acc_t<T>>, float, int64_t>;
+      using Acc = int64_t;
       parallel_for(batch * m, n * k, [&](int64_t begin, int64_t end) {
         std::vector<Acc> row(static_cast<size_t>(n));
         for (int64_t pi = begin; pi < end; ++pi) {

@@ -5,6 +5,7 @@
 // the padding rows are never looked up and never reach the logits or the loss.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct GPTConfig {
   int64_t n_head = 12;
   int64_t n_embd = 768;
   double dropout = 0.0;
+  // The activations' dtype: bfloat16 or float16 for mixed precision (the
+  // parameters, their gradients and the optimizer state stay in the model's
+  // dtype, float32 by default); the loss is computed in float32.
+  std::optional<DType> compute_dtype;
 
   // The vocabulary rounded up to a multiple of 128.
   int64_t padded_vocab_size() const { return (vocab_size + 127) / 128 * 128; }

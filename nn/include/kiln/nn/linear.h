@@ -18,7 +18,8 @@ struct LinearOptions {
 class Linear : public Module {
  public:
   explicit Linear(const LinearOptions& options, Generator& gen = default_generator());
-  // x (..., in_features) -> (..., out_features)
+  // x (..., in_features) -> (..., out_features), in x's dtype (the parameters
+  // are cast when they differ: mixed precision).
   Tensor forward(const Tensor& x) const;
   void reset_parameters(Generator& gen);
 
