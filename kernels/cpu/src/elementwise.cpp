@@ -60,7 +60,7 @@ A sigmoid(A x) { return A(1) / (A(1) + std::exp(-x)); }
 }  // namespace
 
 void fill(const Buffer& out, double value) {
-  visit_dtype(out.dtype, [&](auto tag) {
+  visit_dtype(out.dtype, "fill", [&](auto tag) {
     using T = decltype(tag);
     T v = convert<T>(value);
     for_each<1>({&out}, [&](auto off, int64_t n, auto st) {
@@ -80,9 +80,9 @@ void arange(const Buffer& out, double start, double step) {
 }
 
 void copy(const Buffer& out, const Buffer& src) {
-  visit_dtype(out.dtype, [&](auto otag) {
+  visit_dtype(out.dtype, "copy", [&](auto otag) {
     using O = decltype(otag);
-    visit_dtype(src.dtype, [&](auto itag) {
+    visit_dtype(src.dtype, "copy", [&](auto itag) {
       using I = decltype(itag);
       for_each<2>({&out, &src}, [&](auto off, int64_t n, auto st) {
         O* o = out.ptr<O>() + off[0];
@@ -181,7 +181,7 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
 
 void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
   if (is_comparison(op)) {
-    visit_dtype(x.dtype, [&](auto t) {
+    visit_dtype(x.dtype, "compare", [&](auto t) {
       using T = decltype(t);
       auto cmp = [&](auto f) { map_binary<T, bool>(out, x, y, f); };
       switch (op) {
@@ -198,7 +198,7 @@ void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
     });
     return;
   }
-  visit_dtype(x.dtype, [&](auto t) {
+  visit_dtype(x.dtype, "binary", [&](auto t) {
     using T = decltype(t);
     using A = acc_t<T>;
     auto map = [&](auto f) { map_binary<T, T>(out, x, y, f); };
@@ -211,7 +211,7 @@ void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
         if constexpr (std::is_same_v<T, bool>) return map([](bool p, bool q) { return p && q; });
         else return map([](A p, A q) { return A(p * q); });
       case BinaryOp::Div:
-        if constexpr (std::is_integral_v<A>) {
+        if constexpr (std::is_integral_v<A> && !std::is_same_v<A, bool>) {
           // Exceptions cannot leave an OpenMP region: flag, then raise after the loop.
           std::atomic<bool> by_zero{false};
           map([&](A p, A q) {
@@ -272,7 +272,7 @@ void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
 }
 
 void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer& y) {
-  visit_dtype(out.dtype, [&](auto t) {
+  visit_dtype(out.dtype, "where", [&](auto t) {
     using T = decltype(t);
     for_each<4>({&out, &cond, &x, &y}, [&](auto off, int64_t n, auto st) {
       T* o = out.ptr<T>() + off[0];

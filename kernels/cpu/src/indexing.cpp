@@ -59,7 +59,7 @@ void element_indexed(const Buffer& target, const Buffer& other, const Buffer& in
       for (int64_t k = 0; k < n; ++k) bad |= ip[k * st[0]] < 0 || ip[k * st[0]] >= size;
     }, /*serial=*/true);
     KILN_CHECK(!bad, "[{}] an index is out of range for a dimension of size {}", op, size);
-    visit_dtype(target.dtype, [&](auto tag) {
+    visit_dtype(target.dtype, "gather", [&](auto tag) {
       using T = decltype(tag);
       for_each<3>({&t, &other, &index}, [&](auto off, int64_t n, auto st) {
         T* tp = t.ptr<T>() + off[0];

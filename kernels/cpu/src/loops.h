@@ -10,6 +10,7 @@
 #include "kiln/base/error.h"
 #include "kiln/base/half.h"
 #include "kiln/base/strided.h"
+#include "kiln/base/visit.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -23,48 +24,6 @@ using acc_t = std::conditional_t<std::is_same_v<T, BFloat16> || std::is_same_v<T
 
 template <typename T>
 inline constexpr bool is_float_v = std::is_floating_point_v<acc_t<T>>;
-
-// Calls f(T{}) with the C++ type of t.
-template <typename F>
-decltype(auto) visit_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::Bool: return f(bool{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    case DType::BFloat16: return f(BFloat16{});
-    case DType::Float16: return f(Half{});
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-  }
-  KILN_FAIL("[cpu] unknown dtype");
-}
-
-// As visit_dtype, for the floating dtypes only.
-template <typename F>
-decltype(auto) visit_floating(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::BFloat16: return f(BFloat16{});
-    case DType::Float16: return f(Half{});
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    default: KILN_FAIL("[{}] expects a floating dtype, got {}", op, t);
-  }
-}
-
-// As visit_dtype, for the dtypes with arithmetic (all but bool).
-template <typename F>
-decltype(auto) visit_numeric(DType t, const char* op, F&& f) {
-  if (t == DType::Bool) KILN_FAIL("[{}] does not support bool tensors", op);
-  return visit_dtype(t, std::forward<F>(f));
-}
-
-// Index type of an index buffer.
-template <typename F>
-decltype(auto) visit_index(DType t, const char* op, F&& f) {
-  if (t == DType::Int32) return f(int32_t{});
-  if (t == DType::Int64) return f(int64_t{});
-  KILN_FAIL("[{}] indices must be int32 or int64, got {}", op, t);
-}
 
 constexpr int64_t kParallelGrain = 32768;
 

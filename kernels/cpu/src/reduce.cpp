@@ -40,7 +40,7 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
       g.n_out *= x.sizes[d];
     }
   }
-  visit_dtype(x.dtype, [&](auto tag) {
+  visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
     using Acc = reduce_acc_t<T>;
     const T* xp = x.ptr<T>();

@@ -1,8 +1,8 @@
 #pragma once
 // What every kiln CUDA kernel file shares: element access in the compute type
 // (float for bfloat16/float16), the strided-loop geometry, launch sizing and
-// dtype dispatch. No fmt and no kiln::Error here (nvcc and fmt's consteval
-// format strings do not mix): errors go through fail().
+// dtype dispatch (kiln/base/visit.h). No fmt and no kiln::Error here (nvcc and
+// fmt's consteval format strings do not mix): errors go through fail().
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -13,6 +13,7 @@
 #include "kiln/base/buffer.h"
 #include "kiln/base/half.h"
 #include "kiln/base/strided.h"
+#include "kiln/base/visit.h"
 #include "device_error.h"
 #include "launch.h"
 
@@ -60,54 +61,7 @@ inline int blocks_for(int64_t n, int threads = kThreads) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n);            \
        i += int64_t(gridDim.x) * blockDim.x)
 
-// Calls f(T{}) with the C++ type of t (every dtype).
-template <typename F>
-void visit_all(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::Bool: return f(bool{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    case DType::BFloat16: return f(BFloat16{});
-    case DType::Float16: return f(Half{});
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-  }
-  fail_dtype(op, t);
-}
-
-// The floating dtypes only.
-template <typename F>
-void visit_floating(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::BFloat16: return f(BFloat16{});
-    case DType::Float16: return f(Half{});
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    default: fail_dtype(op, t);
-  }
-}
-
-// Every dtype with arithmetic (all but bool).
-template <typename F>
-void visit_numeric(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    case DType::BFloat16: return f(BFloat16{});
-    case DType::Float16: return f(Half{});
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    default: fail_dtype(op, t);
-  }
-}
-
-template <typename F>
-void visit_index(DType t, const char* op, F&& f) {
-  if (t == DType::Int32) return f(int32_t{});
-  if (t == DType::Int64) return f(int64_t{});
-  fail_dtype(op, t);
-}
-
+// Records the first device-side error (see device_error.h).
 __device__ __forceinline__ void report(DeviceError* flag, int code, int64_t value, int64_t bound) {
   if (atomicCAS(&flag->code, 0, code) == 0) {
     flag->value = value;

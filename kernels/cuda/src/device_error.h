@@ -11,8 +11,6 @@ namespace kiln::kernels::cuda {
 
 // Raises kiln::Error("[op] message") from host code; defined in runtime.cpp.
 [[noreturn]] void fail(const char* op, const char* message);
-// Raises "[op] expects ..., got <dtype>".
-[[noreturn]] void fail_dtype(const char* op, DType dtype);
 
 // Device-side errors (an index out of range): kernels record the first one
 // here; the next synchronizing call raises it (runtime.cpp) instead of

@@ -273,7 +273,7 @@ void index_map(const Buffer& out, F f, const char* name, bool floating_only) {
 
 void fill(const Buffer& out, double value) {
   NvtxRange range("kiln::fill");
-  visit_all(out.dtype, "fill", [&](auto tag) {
+  visit_dtype(out.dtype, "fill", [&](auto tag) {
     using T = decltype(tag);
     map0<T>(out, Constant<acc_t<T>>{static_cast<acc_t<T>>(value)}, "fill");
   });
@@ -286,8 +286,8 @@ void arange(const Buffer& out, double start, double step) {
 
 void copy(const Buffer& out, const Buffer& src) {
   NvtxRange range("kiln::copy");
-  visit_all(out.dtype, "copy", [&](auto otag) {
-    visit_all(src.dtype, "copy", [&](auto itag) {
+  visit_dtype(out.dtype, "copy", [&](auto otag) {
+    visit_dtype(src.dtype, "copy", [&](auto itag) {
       map1<decltype(otag), decltype(itag)>(out, src, Identity{}, "copy");
     });
   });
@@ -338,10 +338,10 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
 void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
   NvtxRange range("kiln::binary");
   auto compare = [&](auto f) {
-    visit_all(x.dtype, "compare", [&](auto tag) { map2<bool, decltype(tag)>(out, x, y, f, "compare"); });
+    visit_dtype(x.dtype, "compare", [&](auto tag) { map2<bool, decltype(tag)>(out, x, y, f, "compare"); });
   };
   auto all = [&](auto f) {
-    visit_all(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
+    visit_dtype(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
   };
   auto numeric = [&](auto f) {
     visit_numeric(x.dtype, "binary", [&](auto tag) { map2<decltype(tag), decltype(tag)>(out, x, y, f, "binary"); });
@@ -373,7 +373,7 @@ void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
 
 void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer& y) {
   NvtxRange range("kiln::where");
-  visit_all(out.dtype, "where", [&](auto tag) {
+  visit_dtype(out.dtype, "where", [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = out.numel();
     if (n == 0) return;

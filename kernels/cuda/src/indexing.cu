@@ -147,7 +147,7 @@ void index_select(const Buffer& out, const Buffer& x, int dim, const Buffer& ind
   const int64_t n = out.numel();
   if (n == 0) return;
   visit_index(index.dtype, "index_select", [&](auto itag) {
-    visit_all(x.dtype, "index_select", [&](auto tag) {
+    visit_dtype(x.dtype, "index_select", [&](auto tag) {
       using T = decltype(tag);
       index_select_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
           shape_of(out), n, out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), dim, x.sizes[dim],
@@ -180,7 +180,7 @@ void gather(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
   const int64_t n = out.numel();
   if (n == 0) return;
   visit_index(index.dtype, "gather", [&](auto itag) {
-    visit_all(x.dtype, "gather", [&](auto tag) {
+    visit_dtype(x.dtype, "gather", [&](auto tag) {
       using T = decltype(tag);
       gather_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
           shape_of(out), n, out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), index.ptr<decltype(itag)>(),

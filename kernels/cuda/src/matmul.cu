@@ -63,7 +63,7 @@ cudaDataType_t data_type(DType t) {
     case DType::Float64: return CUDA_R_64F;
     case DType::BFloat16: return CUDA_R_16BF;
     case DType::Float16: return CUDA_R_16F;
-    default: fail_dtype("matmul", t);
+    default: detail::unsupported_dtype("matmul", t);
   }
 }
 

@@ -145,7 +145,7 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
     }
   }
   if (g.n_out == 0) return;
-  visit_all(x.dtype, "reduce", [&](auto tag) {
+  visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
     const int blocks = static_cast<int>(g.n_out < 65535 * 16 ? g.n_out : 65535 * 16);
     reduce_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(g, op, x.ptr<T>(), out.data, out.dtype == DType::Int64,

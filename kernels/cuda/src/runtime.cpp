@@ -47,8 +47,6 @@ void configure_pool_once(int device) {
 
 void fail(const char* op, const char* message) { KILN_FAIL("[{}] {}", op, message); }
 
-void fail_dtype(const char* op, DType dtype) { KILN_FAIL("[{}] is not defined on CUDA for dtype {}", op, dtype); }
-
 DeviceError* device_error_flag() {
   static std::mutex mu;
   static std::vector<DeviceError*> flags;
