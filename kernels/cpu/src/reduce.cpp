@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kiln/base/reduce_geometry.h"
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
 
@@ -17,29 +18,10 @@ template <typename T>
 using reduce_acc_t = std::conditional_t<std::is_same_v<acc_t<T>, float> && std::is_same_v<T, float>, double,
                      std::conditional_t<std::is_floating_point_v<acc_t<T>>, acc_t<T>, int64_t>>;
 
-struct Geometry {
-  int nk = 0, nr = 0;
-  int64_t ksize[kMaxDims], kx[kMaxDims], kout[kMaxDims];  // kept dims: size, x stride, out stride
-  int64_t rsize[kMaxDims], rx[kMaxDims];                  // reduced dims: size, x stride
-  int64_t n_out = 1, n_red = 1;
-};
-
 }  // namespace
 
 void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
-  Geometry g;
-  for (int d = 0; d < x.ndim; ++d) {
-    if (dims_mask & (1u << d)) {
-      g.rsize[g.nr] = x.sizes[d];
-      g.rx[g.nr++] = x.strides[d];
-      g.n_red *= x.sizes[d];
-    } else {
-      g.ksize[g.nk] = x.sizes[d];
-      g.kx[g.nk] = x.strides[d];
-      g.kout[g.nk++] = out.strides[d];
-      g.n_out *= x.sizes[d];
-    }
-  }
+  const ReduceGeometry g(out, x, dims_mask);
   visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
     using Acc = reduce_acc_t<T>;
@@ -70,13 +52,8 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
     };
     parallel_for(g.n_out, g.n_red, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
-        int64_t xoff = 0, ooff = 0, rem = o;
-        for (int d = g.nk - 1; d >= 0; --d) {
-          int64_t i = rem % g.ksize[d];
-          rem /= g.ksize[d];
-          xoff += i * g.kx[d];
-          ooff += i * g.kout[d];
-        }
+        int64_t xoff, ooff;
+        g.output_offsets(o, xoff, ooff);
         switch (op) {
           case ReduceOp::Sum:
           case ReduceOp::Mean: {

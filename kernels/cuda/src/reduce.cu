@@ -7,30 +7,21 @@
 #include <cfloat>
 
 #include "common.cuh"
+#include "kiln/base/reduce_geometry.h"
 #include "kiln/kernels/cuda.h"
 
 namespace kiln::kernels::cuda {
 
 namespace {
 
-struct Geometry {
-  int nk = 0, nr = 0;
-  int64_t ksize[kMaxDims], kx[kMaxDims], kout[kMaxDims];  // kept dims: size, x stride, out stride
-  int64_t rsize[kMaxDims], rx[kMaxDims];                  // reduced dims: size, x stride
-  int64_t n_out = 1, n_red = 1;
-};
-
 template <typename T>
 using reduce_acc_t = std::conditional_t<std::is_same_v<T, double>, double,
                      std::conditional_t<std::is_floating_point_v<acc_t<T>>, float, int64_t>>;
 
-__device__ __forceinline__ int64_t reduced_offset(const Geometry& g, int64_t r) {
-  int64_t off = 0;
-  for (int d = g.nr - 1; d >= 0; --d) {
-    off += (r % g.rsize[d]) * g.rx[d];
-    r /= g.rsize[d];
-  }
-  return off;
+template <typename A>
+__device__ __forceinline__ A quiet_nan() {
+  if constexpr (std::is_floating_point_v<A>) return A(NAN);
+  else return A(0);  // integer reductions have no variance
 }
 
 template <typename A>
@@ -52,26 +43,21 @@ __device__ __forceinline__ bool better(A a, int64_t ia, A b, int64_t ib, bool wa
 }
 
 template <typename T>
-__global__ void reduce_kernel(Geometry g, ReduceOp op, const T* x, void* out, bool out_int64, int64_t correction) {
+__global__ void reduce_kernel(ReduceGeometry g, ReduceOp op, const T* x, void* out, bool out_int64, int64_t correction) {
   using A = reduce_acc_t<T>;
   __shared__ A vals[kThreads];
   __shared__ int64_t idxs[kThreads];
   const int tid = threadIdx.x;
   for (int64_t o = blockIdx.x; o < g.n_out; o += gridDim.x) {
-    int64_t xoff = 0, ooff = 0, rem = o;
-    for (int d = g.nk - 1; d >= 0; --d) {
-      int64_t i = rem % g.ksize[d];
-      rem /= g.ksize[d];
-      xoff += i * g.kx[d];
-      ooff += i * g.kout[d];
-    }
+    int64_t xoff, ooff;
+    g.output_offsets(o, xoff, ooff);
     const T* base = x + xoff;
     const bool extreme = op == ReduceOp::Max || op == ReduceOp::Min || op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
     const bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
     A acc = 0;
     int64_t best = -1;
     for (int64_t r = tid; r < g.n_red; r += blockDim.x) {
-      A v = static_cast<A>(load(base + reduced_offset(g, r)));
+      A v = static_cast<A>(load(base + g.reduced_offset(r)));
       if (extreme) {
         if (better(v, r, acc, best, want_max)) {
           acc = v;
@@ -100,12 +86,12 @@ __global__ void reduce_kernel(Geometry g, ReduceOp op, const T* x, void* out, bo
     A result = vals[0];
     int64_t result_idx = idxs[0];
     __syncthreads();
-    if (op == ReduceOp::Var) {
+    if (std::is_floating_point_v<A> && op == ReduceOp::Var) {
       // Second pass: squared deviations from the mean.
       const A mean = result / static_cast<A>(g.n_red);
       A ss = 0;
       for (int64_t r = tid; r < g.n_red; r += blockDim.x) {
-        A d = static_cast<A>(load(base + reduced_offset(g, r))) - mean;
+        A d = static_cast<A>(load(base + g.reduced_offset(r))) - mean;
         ss += d * d;
       }
       vals[tid] = ss;
@@ -115,7 +101,7 @@ __global__ void reduce_kernel(Geometry g, ReduceOp op, const T* x, void* out, bo
         __syncthreads();
       }
       const A denom = static_cast<A>(g.n_red - correction);
-      result = denom > A(0) ? vals[0] / denom : A(NAN);
+      result = denom > A(0) ? vals[0] / denom : quiet_nan<A>();
       __syncthreads();
     }
     if (tid == 0) {
@@ -131,19 +117,7 @@ __global__ void reduce_kernel(Geometry g, ReduceOp op, const T* x, void* out, bo
 
 void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
   NvtxRange range("kiln::reduce");
-  Geometry g;
-  for (int d = 0; d < x.ndim; ++d) {
-    if (dims_mask & (1u << d)) {
-      g.rsize[g.nr] = x.sizes[d];
-      g.rx[g.nr++] = x.strides[d];
-      g.n_red *= x.sizes[d];
-    } else {
-      g.ksize[g.nk] = x.sizes[d];
-      g.kx[g.nk] = x.strides[d];
-      g.kout[g.nk++] = out.strides[d];
-      g.n_out *= x.sizes[d];
-    }
-  }
+  const ReduceGeometry g(out, x, dims_mask);
   if (g.n_out == 0) return;
   visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);

@@ -1,0 +1,57 @@
+#pragma once
+// ReduceGeometry: a reduction of x over a set of dims into out (x's rank,
+// size 1 on reduced dims) split into kept dims (one output element each) and
+// reduced dims (walked per output). Shared by the CPU and CUDA reductions.
+
+#include <cstdint>
+
+#include "kiln/base/buffer.h"
+#include "kiln/base/macros.h"
+
+namespace kiln {
+
+struct ReduceGeometry {
+  int nk = 0, nr = 0;
+  int64_t ksize[kMaxDims] = {}, kx[kMaxDims] = {}, kout[kMaxDims] = {};  // kept dims: size, x stride, out stride
+  int64_t rsize[kMaxDims] = {}, rx[kMaxDims] = {};                       // reduced dims: size, x stride
+  int64_t n_out = 1, n_red = 1;
+
+  ReduceGeometry(const Buffer& out, const Buffer& x, uint32_t dims_mask) {
+    for (int d = 0; d < x.ndim; ++d) {
+      if (dims_mask & (1u << d)) {
+        rsize[nr] = x.sizes[d];
+        rx[nr++] = x.strides[d];
+        n_red *= x.sizes[d];
+      } else {
+        ksize[nk] = x.sizes[d];
+        kx[nk] = x.strides[d];
+        kout[nk++] = out.strides[d];
+        n_out *= x.sizes[d];
+      }
+    }
+  }
+
+  // Offsets in x and out of output element o.
+  KILN_HOST_DEVICE void output_offsets(int64_t o, int64_t& xoff, int64_t& ooff) const {
+    xoff = 0;
+    ooff = 0;
+    for (int d = nk - 1; d >= 0; --d) {
+      int64_t i = o % ksize[d];
+      o /= ksize[d];
+      xoff += i * kx[d];
+      ooff += i * kout[d];
+    }
+  }
+
+  // Offset in x of reduced element r, relative to its output's base.
+  KILN_HOST_DEVICE int64_t reduced_offset(int64_t r) const {
+    int64_t off = 0;
+    for (int d = nr - 1; d >= 0; --d) {
+      off += (r % rsize[d]) * rx[d];
+      r /= rsize[d];
+    }
+    return off;
+  }
+};
+
+}  // namespace kiln
