@@ -13,10 +13,16 @@ namespace kiln::data {
 namespace {
 constexpr std::string_view kNewline = "\xE2\x90\xA4";  // U+2424, UTF-8
 
-std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
-    s.replace(at, from.size(), to);
-  return s;
+std::string replace_all(const std::string& s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  size_t at = 0;
+  for (size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size()) {
+    out.append(s, at, hit - at);
+    out.append(to);
+  }
+  out.append(s, at, std::string::npos);
+  return out;
 }
 }  // namespace
 
