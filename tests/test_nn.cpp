@@ -157,6 +157,18 @@ TEST_CASE("AdamW steps as torch.optim.AdamW") {
   CHECK(values(p) == values(q));
 }
 
+TEST_CASE("fused updates check their arguments") {
+  Tensor p = zeros({3}, kBFloat16), g = zeros({3}), m = zeros({3}), v = zeros({3});
+  CHECK_THROWS_WITH(adamw_update_(p, g, m, v, {1e-3, 0.9, 0.999, 1e-8, 0.0, 0.1, 0.001}),
+                    Catch::Contains("[adamw_update] parameters must be float32 or float64 master weights"));
+  Tensor q = zeros({3});
+  Tensor wrong = zeros({4});
+  CHECK_THROWS_WITH(lion_update_(q, wrong, m, {1e-3, 0.9, 0.99, 0.0}),
+                    Catch::Contains("[lion_update] gradient float32[4] on cpu does not match parameter float32[3]"));
+  Tensor m64 = zeros({3}, kFloat64);
+  CHECK_THROWS_WITH(lion_update_(q, g, m64, {1e-3, 0.9, 0.99, 0.0}), Catch::Contains("optimizer state float64[3]"));
+}
+
 TEST_CASE("Lion steps by the sign of the interpolated momentum") {
   Tensor p = tensor({1.0, -1.0, 0.5}, kFloat64).requires_grad_();
   optim::Lion opt({{{p}, 0.5}}, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99});

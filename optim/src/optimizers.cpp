@@ -7,10 +7,10 @@
 namespace kiln::optim {
 
 namespace {
-// The named state tensor, zero-initialized (float32 for low-precision parameters).
+// The named state tensor, zero-initialized in the parameter's dtype.
 Tensor& state_of(std::map<std::string, Tensor>& state, const char* name, const Tensor& p) {
   Tensor& t = state[name];
-  if (!t.defined()) t = zeros(p.sizes(), TensorOptions(p.dtype() == kFloat64 ? kFloat64 : kFloat32).device(p.device()));
+  if (!t.defined()) t = zeros(p.sizes(), TensorOptions(p.dtype()).device(p.device()));
   return t;
 }
 void check_beta(double b, const char* name, const char* op) {
@@ -51,11 +51,7 @@ void AdamW::update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& st
   Tensor& m = state_of(state, "exp_avg", p);
   Tensor& v = state_of(state, "exp_avg_sq", p);
   const double t = static_cast<double>(steps());
-  const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
-  if (wd != 0) p.mul_(1 - lr() * wd);
-  m.mul_(o.beta1).add_(g, 1 - o.beta1);
-  v.mul_(o.beta2).add_(g * g, 1 - o.beta2);
-  p.add_(m / (sqrt(v) / std::sqrt(bc2) + o.eps), -lr() / bc1);
+  adamw_update_(p, g, m, v, {lr(), o.beta1, o.beta2, o.eps, wd, 1 - std::pow(o.beta1, t), 1 - std::pow(o.beta2, t)});
 }
 
 Lion::Lion(std::vector<ParamGroup> groups, const LionOptions& o) : Optimizer(std::move(groups), o.lr, "Lion"), options_(o) {
@@ -65,11 +61,7 @@ Lion::Lion(std::vector<ParamGroup> groups, const LionOptions& o) : Optimizer(std
 
 void Lion::update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double wd) {
   const LionOptions& o = options_;
-  Tensor& m = state_of(state, "exp_avg", p);
-  Tensor direction = sign(m * o.beta1 + g * (1 - o.beta1));
-  if (wd != 0) p.mul_(1 - lr() * wd);
-  p.add_(direction, -lr());
-  m.mul_(o.beta2).add_(g, 1 - o.beta2);
+  lion_update_(p, g, state_of(state, "exp_avg", p), {lr(), o.beta1, o.beta2, wd});
 }
 
 }  // namespace kiln::optim

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kiln/base/optimizer_step.h"
 #include "kiln/random.h"
 #include "kiln/tensor.h"
 
@@ -170,6 +171,13 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const AttentionOptions& options = {});
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options = {});
+
+// --- fused optimizer updates (in place, not recorded) -----------------------------
+// p, m, v: contiguous float32 or float64 master weights and state; g: a gradient
+// of p's shape in any floating dtype. One pass over memory (kernel_api.inc has
+// the update rules).
+void adamw_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& step);
+void lion_update_(Tensor& p, const Tensor& g, Tensor& m, const LionStep& step);
 
 // --- operators ---------------------------------------------------------------------
 Tensor operator+(const Tensor& a, const Tensor& b);

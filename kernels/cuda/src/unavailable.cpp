@@ -52,4 +52,9 @@ void index_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("inde
 void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"); }
 void scatter_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter_add"); }
 
+void adamw_update(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const AdamWStep&) {
+  missing("adamw_update");
+}
+void lion_update(const Buffer&, const Buffer&, const Buffer&, const LionStep&) { missing("lion_update"); }
+
 }  // namespace kiln::kernels::cuda

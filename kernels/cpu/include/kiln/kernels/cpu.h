@@ -6,6 +6,7 @@
 
 #include "kiln/base/buffer.h"
 #include "kiln/base/op_kinds.h"
+#include "kiln/base/optimizer_step.h"
 
 namespace kiln::kernels::cpu {
 #include "kiln/base/kernel_api.inc"

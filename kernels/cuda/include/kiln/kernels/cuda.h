@@ -7,6 +7,7 @@
 
 #include "kiln/base/buffer.h"
 #include "kiln/base/op_kinds.h"
+#include "kiln/base/optimizer_step.h"
 
 namespace kiln::kernels::cuda {
 #include "kiln/base/kernel_api.inc"

@@ -1,0 +1,62 @@
+// Fused optimizer updates on the CPU: the twins of the CUDA kernels.
+
+#include <cmath>
+
+#include "kiln/kernels/cpu.h"
+#include "loops.h"
+
+namespace kiln::kernels::cpu {
+
+namespace {
+// Calls f(P{}, G{}) with the master (float32/float64) and gradient types.
+template <typename F>
+void visit_update(const Buffer& p, const Buffer& g, const char* op, F&& f) {
+  auto with_master = [&](auto ptag) { visit_floating(g.dtype, op, [&](auto gtag) { f(ptag, gtag); }); };
+  if (p.dtype == DType::Float64) return with_master(double{});
+  if (p.dtype == DType::Float32) return with_master(float{});
+  detail::unsupported_dtype(op, p.dtype);
+}
+}  // namespace
+
+void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
+  visit_update(p, g, "adamw_update", [&](auto ptag, auto gtag) {
+    using P = decltype(ptag);
+    using G = decltype(gtag);
+    P* pp = p.ptr<P>();
+    P* mp = m.ptr<P>();
+    P* vp = v.ptr<P>();
+    const G* gp = g.ptr<G>();
+    const P decay = P(1 - s.lr * s.weight_decay), b1 = P(s.beta1), b2 = P(s.beta2), step = P(s.lr / s.bias_correction1);
+    const P root_bc2 = P(std::sqrt(s.bias_correction2)), eps = P(s.eps);
+    parallel_for(p.numel(), 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const P gi = P(acc_t<G>(gp[i]));
+        pp[i] *= decay;
+        mp[i] = b1 * mp[i] + (P(1) - b1) * gi;
+        vp[i] = b2 * vp[i] + (P(1) - b2) * gi * gi;
+        pp[i] -= step * (mp[i] / (std::sqrt(vp[i]) / root_bc2 + eps));
+      }
+    });
+  });
+}
+
+void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
+  visit_update(p, g, "lion_update", [&](auto ptag, auto gtag) {
+    using P = decltype(ptag);
+    using G = decltype(gtag);
+    P* pp = p.ptr<P>();
+    P* mp = m.ptr<P>();
+    const G* gp = g.ptr<G>();
+    const P decay = P(1 - s.lr * s.weight_decay), b1 = P(s.beta1), b2 = P(s.beta2), lr = P(s.lr);
+    parallel_for(p.numel(), 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const P gi = P(acc_t<G>(gp[i]));
+        const P c = b1 * mp[i] + (P(1) - b1) * gi;
+        pp[i] = pp[i] * decay - lr * P((c > 0) - (c < 0));
+        mp[i] = b2 * mp[i] + (P(1) - b2) * gi;
+      }
+    });
+  });
+}
+
+}  // namespace kiln::kernels::cpu
