@@ -1,0 +1,57 @@
+#pragma once
+// ProcessGroup: the collectives that data, tensor and pipeline parallelism are
+// written against. Backends: MPI for CPU tensors (mpirun starts the ranks) and
+// a single-process group that needs neither MPI nor NCCL. Tensors are
+// contiguous and every rank passes the same shapes and dtypes.
+
+#include <memory>
+#include <vector>
+
+#include "kiln/tensor.h"
+
+namespace kiln::dist {
+
+enum class ReduceOp { Sum, Avg, Max };
+
+// An operation in flight; wait() returns when its result is in place.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
+class ProcessGroup {
+ public:
+  virtual ~ProcessGroup() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // t = op over all ranks' t (in place).
+  virtual void all_reduce(Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
+  // Starts an all_reduce; t holds the result after wait().
+  virtual std::shared_ptr<Work> all_reduce_async(Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
+  // t = root's t.
+  virtual void broadcast(Tensor& t, int root) = 0;
+  // out (size * n elements) = every rank's in (n elements), in rank order.
+  virtual void all_gather(Tensor& out, const Tensor& in) = 0;
+  // out (n elements) = op over ranks of chunk `rank` of in (size * n elements).
+  virtual void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op = ReduceOp::Sum) = 0;
+  virtual void send(const Tensor& t, int dst, int tag = 0) = 0;
+  virtual void recv(Tensor& t, int src, int tag = 0) = 0;
+  virtual void barrier() = 0;
+  // A group of the ranks that pass the same color, ordered by key.
+  virtual std::shared_ptr<ProcessGroup> split(int color, int key) = 0;
+};
+
+// The group of one process: collectives are copies (or nothing).
+std::shared_ptr<ProcessGroup> single_process_group();
+
+// Every rank started by mpirun (MPI is initialized on first use and finalized
+// at exit); a single process without mpirun gets a world of one.
+std::shared_ptr<ProcessGroup> mpi_world();
+
+// Ends every rank with the error (MPI_Abort), so that one failing rank never
+// leaves the others waiting in a collective. Without MPI, exits the process.
+[[noreturn]] void abort_all(const std::exception& e);
+
+}  // namespace kiln::dist

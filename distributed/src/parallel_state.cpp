@@ -1,0 +1,23 @@
+#include "kiln/dist/parallel_state.h"
+
+#include "kiln/base/error.h"
+
+namespace kiln::dist {
+
+ParallelState::ParallelState(std::shared_ptr<ProcessGroup> world, int tp, int pp, int dp)
+    : world_(std::move(world)), tp_(tp), pp_(pp), dp_(dp) {
+  KILN_CHECK(tp > 0 && pp > 0 && dp > 0, "[ParallelState] tp ({}), pp ({}) and dp ({}) must be positive", tp, pp, dp);
+  KILN_CHECK(tp * pp * dp == world_->size(),
+             "[ParallelState] tp {} x pp {} x dp {} = {} does not match the world size {}", tp, pp, dp, tp * pp * dp,
+             world_->size());
+  const int r = world_->rank();
+  tp_rank_ = r % tp;
+  dp_rank_ = r / tp % dp;
+  pp_rank_ = r / (tp * dp);
+  // Ranks sharing the other two coordinates form a group, ordered by their own.
+  tp_group_ = world_->split(pp_rank_ * dp + dp_rank_, tp_rank_);
+  dp_group_ = world_->split(pp_rank_ * tp + tp_rank_, dp_rank_);
+  pp_group_ = world_->split(dp_rank_ * tp + tp_rank_, pp_rank_);
+}
+
+}  // namespace kiln::dist
