@@ -7,6 +7,8 @@
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
 // when prepare_data made them, tokenizer.model; llm.c's own GPT-2 token files
 // train as they are (--vocab-size 50257, no samples without a tokenizer).
+// Launched with mpirun, it trains data-parallel (DDP over the MPI ranks):
+//   mpirun -np 4 train --data data/fortunes --out out/dp4 ...
 // Prints a progress line (step, loss, lr, tokens/s, MFU on a GPU, ETA),
 // evaluates on val.bin, samples text, writes metrics as JSON lines (plot them
 // with scripts/plot) and checkpoints (see checkpoint.h).
@@ -77,12 +79,24 @@ double evaluate(const kiln::nn::GPT& model, kiln::data::DataLoader& val, int64_t
   return total / static_cast<double>(n);
 }
 
+// fmt::print on the printing rank only.
+template <typename... Args>
+void say(bool lead, fmt::format_string<Args...> format, Args&&... args) {
+  if (lead) fmt::print(format, std::forward<Args>(args)...);
+}
+
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds);
   return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
 }
 
 int run(const Args& a) {
+  // Data parallel when started by mpirun: every rank trains a replica on its
+  // share of each batch; rank 0 prints, logs, samples and checkpoints.
+  auto world = kiln::dist::mpi_world();
+  const int rank = world->rank(), ranks = world->size();
+  const bool lead = rank == 0;
+  const uint64_t rank_offset = static_cast<uint64_t>(rank) << 40;  // distinct dropout masks per rank
   const kiln::Device device(a.device);
   // A sentencepiece model beside the data gives the vocabulary and decodes
   // samples; without one (llm.c's GPT-2 token files), --vocab-size does.
@@ -107,12 +121,16 @@ int run(const Args& a) {
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
   kiln::nn::GPT model(config, gen, kiln::kFloat32, device);
   if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
+  std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
+  if (ranks > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, world);
+  gen.set_offset(gen.offset() + rank_offset);
   auto opt = make_optimizer(a, model);
   kiln::optim::LRSchedule schedule{a.lr, a.lr * a.min_lr_ratio, a.warmup, a.steps,
                                    kiln::optim::LRSchedule::parse(a.schedule)};
 
-  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .shuffle = a.shuffle,
-                                                         .seed = a.seed, .device = device});
+  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .rank = rank,
+                                                         .world_size = ranks, .shuffle = a.shuffle, .seed = a.seed,
+                                                         .device = device});
   kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .device = device});
 
   gpt2::TrainingState state;
@@ -122,32 +140,36 @@ int run(const Args& a) {
     KILN_CHECK(!ckpt.empty(), "[train] --resume: no checkpoint in {}", a.out);
     gpt2::load_checkpoint(ckpt, model, opt.get(), &state);
     train.seek(state.loader);
-    gen.set_offset(state.rng_offset);
-    fmt::print("resumed from {} at step {}\n", ckpt, state.step);
+    gen.set_offset(state.rng_offset + rank_offset);
+    say(lead, "resumed from {} at step {}\n", ckpt, state.step);
   }
-  const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum;
+  const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum * ranks;
   const double flops_per_step = model.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
-  fmt::print("model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
+  say(lead, "model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
              config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
              static_cast<double>(model.num_parameters()) / 1e6);
-  fmt::print("data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
+  say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
              train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
+  if (ranks > 1) say(lead, "data parallel over {} ranks ({} gradient buckets)\n", ranks, ddp->buckets());
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
-    fmt::print("unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
+    say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
   }
 
-  std::ofstream metrics(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
-  auto log_metrics = [&](const nlohmann::json& j) { metrics << j.dump() << '\n' << std::flush; };
+  std::ofstream metrics;
+  if (lead) metrics.open(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
+  auto log_metrics = [&](const nlohmann::json& j) {
+    if (lead) metrics << j.dump() << '\n' << std::flush;
+  };
   auto sample = [&](int64_t step) {
-    if (!tok) return;  // nothing to decode with
+    if (!tok || !lead) return;  // nothing to decode with, or not the printing rank
     kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
     model.eval();
     auto ids = kiln::nn::generate(model, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
                                   {.temperature = 0.8, .top_k = 40}, sampler, tok->eos_id());
     model.train();
     if (!ids.empty() && ids.back() == static_cast<int64_t>(tok->eos_id())) ids.pop_back();
-    fmt::print("--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
+    say(lead, "--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
   };
 
   auto params = model.parameters();
@@ -164,8 +186,19 @@ int run(const Args& a) {
     for (int64_t micro = 0; micro < a.grad_accum; ++micro) {
       auto [x, y] = train.next();
       Tensor l = model.loss(x, y) / static_cast<double>(a.grad_accum);
-      l.backward();
+      if (ddp && micro + 1 < a.grad_accum) {
+        auto no_sync = ddp->no_sync();  // communicate once, after the last micro-batch
+        l.backward();
+      } else {
+        l.backward();
+      }
       loss += l.item<double>();
+    }
+    if (ddp) {
+      ddp->finish();
+      Tensor mean_loss = kiln::full({1}, loss, kiln::kFloat64);
+      world->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
+      loss = mean_loss.item<double>();
     }
     double norm = a.grad_clip > 0 ? kiln::optim::clip_grad_norm(params, a.grad_clip) : 0.0;
     opt->step();
@@ -180,7 +213,7 @@ int run(const Args& a) {
     if (done % a.log_every == 0 || done == a.steps || step == first_step) {
       double avg = window_seconds / static_cast<double>(window_steps);
       std::string mfu = device.is_cuda() ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12) : "";
-      fmt::print("step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
+      say(lead, "step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
                  loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
                  format_duration(avg * static_cast<double>(a.steps - done)));
       std::fflush(stdout);
@@ -192,16 +225,16 @@ int run(const Args& a) {
       double v = evaluate(model, val, a.eval_batches);
       model.train();
       m["val_loss"] = v;
-      fmt::print("step {:5d}/{} | val loss {:.4f}\n", done, a.steps, v);
+      say(lead, "step {:5d}/{} | val loss {:.4f}\n", done, a.steps, v);
     }
     log_metrics(m);
     if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
-    if (a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
-      state = {done, train.position(), gen.offset()};
-      fmt::print("checkpoint: {}\n", gpt2::save_checkpoint(a.out, model, *opt, state, a.keep));
+    if (lead && a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
+      state = {done, train.position(), gen.offset() - rank_offset};
+      say(lead, "checkpoint: {}\n", gpt2::save_checkpoint(a.out, model, *opt, state, a.keep));
     }
   }
-  fmt::print("done in {}; metrics in {}/metrics.jsonl (scripts/plot {}/metrics.jsonl)\n",
+  say(lead, "done in {}; metrics in {}/metrics.jsonl (scripts/plot {}/metrics.jsonl)\n",
              format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()), a.out,
              a.out);
   return 0;
@@ -252,7 +285,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     return run(a);
-  } catch (const kiln::Error& e) {
+  } catch (const std::exception& e) {
+    // Under mpirun one failing rank must not leave the others in a collective.
+    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
     fmt::print(stderr, "train: {}\n", e.what());
     return 1;
   }
