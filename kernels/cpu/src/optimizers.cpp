@@ -7,19 +7,8 @@
 
 namespace kiln::kernels::cpu {
 
-namespace {
-// Calls f(P{}, G{}) with the master (float32/float64) and gradient types.
-template <typename F>
-void visit_update(const Buffer& p, const Buffer& g, const char* op, F&& f) {
-  auto with_master = [&](auto ptag) { visit_floating(g.dtype, op, [&](auto gtag) { f(ptag, gtag); }); };
-  if (p.dtype == DType::Float64) return with_master(double{});
-  if (p.dtype == DType::Float32) return with_master(float{});
-  detail::unsupported_dtype(op, p.dtype);
-}
-}  // namespace
-
 void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
-  visit_update(p, g, "adamw_update", [&](auto ptag, auto gtag) {
+  visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
     P* pp = p.ptr<P>();
@@ -41,7 +30,7 @@ void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffe
 }
 
 void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
-  visit_update(p, g, "lion_update", [&](auto ptag, auto gtag) {
+  visit_master(p.dtype, g.dtype, "lion_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
     P* pp = p.ptr<P>();

@@ -31,21 +31,13 @@ __global__ void lion_kernel(int64_t n, P* p, const G* g, P* m, P decay, P b1, P 
   }
 }
 
-template <typename F>
-void visit_update(const Buffer& p, const Buffer& g, const char* op, F&& f) {
-  auto with_master = [&](auto ptag) { visit_floating(g.dtype, op, [&](auto gtag) { f(ptag, gtag); }); };
-  if (p.dtype == DType::Float64) return with_master(double{});
-  if (p.dtype == DType::Float32) return with_master(float{});
-  detail::unsupported_dtype(op, p.dtype);
-}
-
 }  // namespace
 
 void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
   NvtxRange range("kiln::adamw_update");
   const int64_t n = p.numel();
   if (n == 0) return;
-  visit_update(p, g, "adamw_update", [&](auto ptag, auto gtag) {
+  visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
     adamw_kernel<P, G><<<blocks_for(n), kThreads, 0, current_stream()>>>(
@@ -59,7 +51,7 @@ void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionSt
   NvtxRange range("kiln::lion_update");
   const int64_t n = p.numel();
   if (n == 0) return;
-  visit_update(p, g, "lion_update", [&](auto ptag, auto gtag) {
+  visit_master(p.dtype, g.dtype, "lion_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
     lion_kernel<P, G><<<blocks_for(n), kThreads, 0, current_stream()>>>(

@@ -61,4 +61,14 @@ decltype(auto) visit_index(DType t, const char* op, F&& f) {
   detail::unsupported_dtype(op, t);
 }
 
+// An optimizer update: f(P{}, G{}) with the master weights' type (float32 or
+// float64) and the gradient's (any floating dtype).
+template <typename F>
+void visit_master(DType master, DType grad, const char* op, F&& f) {
+  auto with_master = [&](auto ptag) { visit_floating(grad, op, [&](auto gtag) { f(ptag, gtag); }); };
+  if (master == DType::Float64) return with_master(double{});
+  if (master == DType::Float32) return with_master(float{});
+  detail::unsupported_dtype(op, master);
+}
+
 }  // namespace kiln
