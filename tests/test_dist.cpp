@@ -139,3 +139,34 @@ TEST_CASE("DDP over dp ranks equals one process on the whole batch") {
     KT_CHECK_CLOSE(model.state_dict().at(name), values(p), 1e-5);
   }
 }
+
+TEST_CASE("ZeRO-1 equals one process with AdamW on the whole batch") {
+  auto w = world();
+  const int r = w->rank(), n = w->size();
+  const int64_t local = 4;
+  Generator same1(3), same2(3);
+  Net model(same1), reference(same2);
+  auto adamw = [](std::vector<optim::ParamGroup> groups) {
+    return std::make_unique<optim::AdamW>(std::move(groups), optim::AdamWOptions{.lr = 1e-2});
+  };
+  dist::ZeroRedundancyOptimizer zero(optim::decay_groups(model.named_parameters(), 0.1), w, adamw);
+  optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
+  // Each rank holds about 1/n of the optimizer state.
+  int64_t state = 0;
+  for (auto& [name, t] : zero.inner().state_dict()) state += name == "step" ? 0 : t.numel();
+  CHECK(state <= 2 * (reference.num_parameters() / n + 2));
+  Generator data(7);
+  for (int step = 0; step < 3; ++step) {
+    Tensor x = randn({n * local, 8}, data), y = randint(0, 4, {n * local}, data);
+    zero.zero_grad();
+    cross_entropy(model.forward(x.narrow(0, r * local, local)), y.narrow(0, r * local, local)).backward();
+    zero.step();
+    ref_opt.zero_grad();
+    cross_entropy(reference.forward(x), y).backward();
+    ref_opt.step();
+  }
+  for (auto& [name, p] : reference.named_parameters()) {
+    INFO(name);
+    KT_CHECK_CLOSE(model.state_dict().at(name), values(p), 1e-5);
+  }
+}

@@ -9,6 +9,7 @@
 #include "kiln/dist/ddp.h"
 #include "kiln/dist/parallel_state.h"
 #include "kiln/dist/process_group.h"
+#include "kiln/dist/zero.h"
 #include "kiln/nn/gpt.h"
 #include "kiln/nn/gpt2_checkpoint.h"
 #include "kiln/nn/init.h"
