@@ -227,3 +227,22 @@ TEST_CASE("a tiny GPT trains the same on the GPU as on the CPU") {
     KT_CHECK_CLOSE(gpu.state_dict().at(name), values(p), 1e-4);
   }
 }
+
+TEST_CASE("NCCL at world size 1: collectives are identities") {
+  auto group = dist::nccl_world(0);
+  REQUIRE(group->size() == 1);
+  Generator gen(11);
+  Tensor x = randn({1000}, gen).to(kGpu);
+  std::vector<double> before = values(x);
+  group->all_reduce(x, dist::ReduceOp::Sum);
+  group->all_reduce(x, dist::ReduceOp::Avg);
+  group->broadcast(x, 0);
+  CHECK(values(x) == before);
+  Tensor gathered = empty({1000}, kGpu);
+  group->all_gather(gathered, x);
+  CHECK(values(gathered) == before);
+  Tensor scattered = empty({1000}, kGpu);
+  group->reduce_scatter(scattered, x, dist::ReduceOp::Sum);
+  CHECK(values(scattered) == before);
+  group->barrier();
+}

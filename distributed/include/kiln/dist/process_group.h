@@ -1,7 +1,7 @@
 #pragma once
 // ProcessGroup: the collectives that data, tensor and pipeline parallelism are
-// written against. Backends: MPI for CPU tensors (mpirun starts the ranks) and
-// a single-process group that needs neither MPI nor NCCL. Tensors are
+// written against. Backends: MPI for CPU tensors (mpirun starts the ranks),
+// NCCL for CUDA tensors, and a single-process group that needs neither. Tensors are
 // contiguous and every rank passes the same shapes and dtypes.
 
 #include <memory>
@@ -49,6 +49,11 @@ std::shared_ptr<ProcessGroup> single_process_group();
 // Every rank started by mpirun (MPI is initialized on first use and finalized
 // at exit); a single process without mpirun gets a world of one.
 std::shared_ptr<ProcessGroup> mpi_world();
+
+// The NCCL group of every rank started by mpirun, each on CUDA device
+// `device` (NCCL's unique id travels over MPI). For CUDA tensors; collectives
+// run on the current stream. Raises when kiln was built without CUDA.
+std::shared_ptr<ProcessGroup> nccl_world(int device);
 
 // Ends every rank with the error (MPI_Abort), so that one failing rank never
 // leaves the others waiting in a collective. Without MPI, exits the process.
