@@ -17,9 +17,15 @@ class SingleProcessGroup : public ProcessGroup {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void all_reduce(Tensor&, ReduceOp) override {}
-  std::shared_ptr<Work> all_reduce_async(Tensor&, ReduceOp) override { return std::make_shared<DoneWork>(); }
-  void broadcast(Tensor&, int root) override { check_rank(root, "broadcast"); }
+  void all_reduce(Tensor& t, ReduceOp) override { check_contiguous(t, "all_reduce"); }
+  std::shared_ptr<Work> all_reduce_async(Tensor& t, ReduceOp) override {
+    check_contiguous(t, "all_reduce");
+    return std::make_shared<DoneWork>();
+  }
+  void broadcast(Tensor& t, int root) override {
+    check_contiguous(t, "broadcast");
+    check_rank(root, "broadcast");
+  }
   void all_gather(Tensor& out, const Tensor& in) override { copy(out, in, "all_gather"); }
   void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp) override { copy(out, in, "reduce_scatter"); }
   void send(const Tensor&, int dst, int) override { KILN_FAIL("[send] rank {} does not exist in a group of one", dst); }
@@ -28,6 +34,10 @@ class SingleProcessGroup : public ProcessGroup {
   std::shared_ptr<ProcessGroup> split(int, int) override { return std::make_shared<SingleProcessGroup>(); }
 
  private:
+  // The same contract as the other backends, so code tested here holds there.
+  static void check_contiguous(const Tensor& t, const char* op) {
+    KILN_CHECK(t.defined() && t.is_contiguous(), "[{}] expects a contiguous tensor", op);
+  }
   static void check_rank(int r, const char* op) {
     KILN_CHECK(r == 0, "[{}] rank {} does not exist in a group of one", op, r);
   }

@@ -47,7 +47,8 @@ class ProcessGroup {
 std::shared_ptr<ProcessGroup> single_process_group();
 
 // Every rank started by mpirun (MPI is initialized on first use and finalized
-// at exit); a single process without mpirun gets a world of one.
+// at exit); a single process without mpirun, or a build without MPI, gets a
+// world of one.
 std::shared_ptr<ProcessGroup> mpi_world();
 
 // The NCCL group of every rank started by mpirun, each on CUDA device
