@@ -9,10 +9,9 @@ DistributedDataParallel::DistributedDataParallel(nn::Module& module, std::shared
                                                  size_t bucket_bytes)
     : group_(std::move(group)) {
   NoGradGuard no_grad;
-  for (auto& [name, t] : module.state_dict()) {
-    Tensor target = t;
-    group_->broadcast(target, 0);
-  }
+  // Each tensor once (state_dict names a tied parameter under every name).
+  for (Tensor p : module.parameters()) group_->broadcast(p, 0);
+  for (auto& [name, b] : module.named_buffers()) group_->broadcast(b, 0);
   // Buckets in reverse registration order: the last layers' gradients are final first.
   auto params = module.parameters();
   size_t bytes = bucket_bytes;

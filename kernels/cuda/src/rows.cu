@@ -223,6 +223,12 @@ __global__ void cross_entropy_backward_kernel(T* dlogits, const T* dloss, const 
   }
 }
 
+// f(T{}, I{}) with the logits' floating type and the targets' index type.
+template <typename F>
+void visit_logits_target(const Buffer& logits, const Buffer& target, const char* op, F&& f) {
+  visit_index(target.dtype, op, [&](auto itag) { visit_floating(logits.dtype, op, [&](auto tag) { f(tag, itag); }); });
+}
+
 // Rows are grid blocks; more than 2^31 - 1 rows would need a loop.
 unsigned grid(int64_t rows) { return static_cast<unsigned>(rows); }
 
@@ -316,15 +322,13 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
   NvtxRange range("kiln::cross_entropy");
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   if (rows == 0) return;
-  visit_index(target.dtype, "cross_entropy", [&](auto itag) {
+  visit_logits_target(logits, target, "cross_entropy", [&](auto tag, auto itag) {
+    using T = decltype(tag);
     using I = decltype(itag);
-    visit_floating(logits.dtype, "cross_entropy", [&](auto tag) {
-      using T = decltype(tag);
-      cross_entropy_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
-          loss.ptr<T>(), lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index,
-          device_error_flag());
-      check_launch("cross_entropy_kernel");
-    });
+    cross_entropy_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
+        loss.ptr<T>(), lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index,
+        device_error_flag());
+    check_launch("cross_entropy_kernel");
   });
 }
 
@@ -333,15 +337,13 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
   NvtxRange range("kiln::cross_entropy_backward");
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   if (rows == 0) return;
-  visit_index(target.dtype, "cross_entropy_backward", [&](auto itag) {
+  visit_logits_target(logits, target, "cross_entropy_backward", [&](auto tag, auto itag) {
+    using T = decltype(tag);
     using I = decltype(itag);
-    visit_floating(logits.dtype, "cross_entropy_backward", [&](auto tag) {
-      using T = decltype(tag);
-      cross_entropy_backward_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
-          dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
-          ignore_index);
-      check_launch("cross_entropy_backward_kernel");
-    });
+    cross_entropy_backward_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
+        dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
+        ignore_index);
+    check_launch("cross_entropy_backward_kernel");
   });
 }
 
