@@ -70,17 +70,17 @@ TEST_CASE("parallel state builds Megatron's groups") {
   CHECK_THROWS_WITH(dist::ParallelState(w, 3, 1, n), Catch::Contains("does not match the world size"));
   int tp = n % 2 == 0 ? 2 : 1, dp = n / tp;
   dist::ParallelState ps(w, tp, 1, dp);
-  CHECK(ps.tp_group().size() == tp);
-  CHECK(ps.dp_group().size() == dp);
-  CHECK(ps.pp_group().size() == 1);
+  CHECK(ps.tp_group()->size() == tp);
+  CHECK(ps.dp_group()->size() == dp);
+  CHECK(ps.pp_group()->size() == 1);
   CHECK(w->rank() == (ps.pp_rank() * dp + ps.dp_rank()) * tp + ps.tp_rank());
   // The tensor-parallel group holds adjacent ranks.
   Tensor me = full({1}, double(w->rank()));
   Tensor members = empty({tp});
-  ps.tp_group().all_gather(members, me);
+  ps.tp_group()->all_gather(members, me);
   for (int k = 0; k < tp; ++k) CHECK(members[k].item<double>() == w->rank() - ps.tp_rank() + k);
   Tensor dp_members = empty({dp});
-  ps.dp_group().all_gather(dp_members, me);
+  ps.dp_group()->all_gather(dp_members, me);
   for (int k = 0; k < dp; ++k) CHECK(dp_members[k].item<double>() == ps.tp_rank() + k * tp);
 }
 

@@ -164,6 +164,22 @@ class MpiGroup : public ProcessGroup {
     check(MPI_Recv(t.data_ptr(), count_of(t), mpi_type(t.dtype()), src, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
   }
 
+  void send_recv(const std::vector<P2POp>& ops) override {
+    std::vector<MPI_Request> reqs(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const P2POp& op = ops[i];
+      check_cpu(op.tensor, op.kind == P2POp::Send ? "send" : "recv");
+      void* data = op.tensor.data_ptr();
+      if (op.kind == P2POp::Send)
+        check(MPI_Isend(data, count_of(op.tensor), mpi_type(op.tensor.dtype()), op.peer, op.tag, comm_, &reqs[i]),
+              "MPI_Isend");
+      else
+        check(MPI_Irecv(data, count_of(op.tensor), mpi_type(op.tensor.dtype()), op.peer, op.tag, comm_, &reqs[i]),
+              "MPI_Irecv");
+    }
+    check(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  }
+
   void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
   std::shared_ptr<ProcessGroup> split(int color, int key) override {

@@ -113,6 +113,19 @@ class NcclGroup : public ProcessGroup {
           "ncclRecv");
   }
 
+  void send_recv(const std::vector<P2POp>& ops) override {
+    check(ncclGroupStart(), "ncclGroupStart");
+    for (const P2POp& op : ops) {
+      check_cuda(op.tensor, op.kind == P2POp::Send ? "send" : "recv");
+      const auto n = static_cast<size_t>(op.tensor.numel());
+      if (op.kind == P2POp::Send)
+        check(ncclSend(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, stream()), "ncclSend");
+      else
+        check(ncclRecv(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, stream()), "ncclRecv");
+    }
+    check(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
   void barrier() override {
     Tensor one = ones({1}, TensorOptions(kFloat32).device(Device(kCUDA, device())));
     all_reduce(one, ReduceOp::Sum);

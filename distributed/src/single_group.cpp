@@ -30,6 +30,10 @@ class SingleProcessGroup : public ProcessGroup {
   void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp) override { copy(out, in, "reduce_scatter"); }
   void send(const Tensor&, int dst, int) override { KILN_FAIL("[send] rank {} does not exist in a group of one", dst); }
   void recv(Tensor&, int src, int) override { KILN_FAIL("[recv] rank {} does not exist in a group of one", src); }
+  void send_recv(const std::vector<P2POp>& ops) override {
+    for (const P2POp& op : ops) check_rank(op.peer, op.kind == P2POp::Send ? "send" : "recv");
+    KILN_CHECK(ops.empty(), "[send_recv] a process cannot send to itself in a group of one");
+  }
   void barrier() override {}
   std::shared_ptr<ProcessGroup> split(int, int) override { return std::make_shared<SingleProcessGroup>(); }
 

@@ -1,6 +1,7 @@
 #include "kiln/nn/gpt2_checkpoint.h"
 
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <set>
 
 #include "kiln/autograd.h"
@@ -10,60 +11,73 @@ namespace kiln::nn {
 
 namespace {
 
-// kiln name -> (HF name, whether the HF tensor is the transpose: Conv1D weights)
-std::map<std::string, std::pair<std::string, bool>> name_map(const GPT& model) {
-  std::map<std::string, std::pair<std::string, bool>> out;
-  for (const auto& [name, _] : model.named_parameters()) {
-    bool conv1d = name.find(".c_attn.weight") != std::string::npos || name.find(".c_proj.weight") != std::string::npos ||
-                  name.find(".c_fc.weight") != std::string::npos;
-    out[name] = {"transformer." + name, conv1d};
+// Conv1D weights: Hugging Face stores them [in, out].
+bool is_conv1d(const std::string& name) {
+  for (const char* suffix : {".c_attn.weight", ".c_proj.weight", ".c_fc.weight"})
+    if (name.size() > std::strlen(suffix) && name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+      return true;
+  return false;
+}
+
+const std::string kPrefix = "transformer.";
+
+}  // namespace
+
+std::map<std::string, Tensor> gpt2_names_to_hf(const std::map<std::string, Tensor>& params, int64_t vocab_size) {
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, p] : params) {
+    Tensor t = p.detach().to(kCPU, kFloat32);
+    if (name == "wte.weight") t = t.narrow(0, 0, vocab_size);
+    out[kPrefix + name] = (is_conv1d(name) ? t.t() : t).contiguous();
   }
   return out;
 }
 
-}  // namespace
-
-std::map<std::string, Tensor> gpt2_to_hf(const GPT& model, bool gradients) {
-  NoGradGuard no_grad;
+std::map<std::string, Tensor> gpt2_names_from_hf(const std::map<std::string, Tensor>& weights) {
   std::map<std::string, Tensor> out;
-  const int64_t V = model.config().vocab_size;
-  const auto names = name_map(model);
-  for (const auto& [name, p] : model.named_parameters()) {
-    auto [hf, transpose] = names.at(name);
-    KILN_CHECK(!gradients || p.grad().defined(), "[gpt2_to_hf] parameter '{}' has no gradient", name);
-    Tensor t = (gradients ? p.grad() : p).detach().to(kCPU, kFloat32);
-    if (name == "wte.weight") t = t.narrow(0, 0, V);
-    out[hf] = (transpose ? t.t() : t).contiguous();
+  for (const auto& [hf, t] : weights) {
+    // Hugging Face keeps the causal-mask buffers in some checkpoints.
+    if (hf.find(".attn.bias") != std::string::npos || hf.find(".attn.masked_bias") != std::string::npos) continue;
+    if (hf == "lm_head.weight") {
+      auto wte = weights.find(kPrefix + "wte.weight");
+      KILN_CHECK(wte != weights.end() && allclose(t.to(kFloat32), wte->second.to(kFloat32), 0, 0),
+                 "[gpt2_from_hf] lm_head.weight differs from transformer.wte.weight: kiln's GPT ties them");
+      continue;
+    }
+    KILN_CHECK(hf.rfind(kPrefix, 0) == 0, "[gpt2_from_hf] unexpected key '{}' in the checkpoint", hf);
+    const std::string name = hf.substr(kPrefix.size());
+    out[name] = is_conv1d(name) ? t.t() : t;
   }
   return out;
+}
+
+std::map<std::string, Tensor> gpt2_to_hf(const GPT& model, bool gradients) {
+  std::map<std::string, Tensor> params;
+  for (const auto& [name, p] : model.named_parameters()) {
+    KILN_CHECK(!gradients || p.grad().defined(), "[gpt2_to_hf] parameter '{}' has no gradient", name);
+    params[name] = gradients ? p.grad() : p;
+  }
+  return gpt2_names_to_hf(params, model.config().vocab_size);
 }
 
 void gpt2_from_hf(GPT& model, const std::map<std::string, Tensor>& weights) {
   NoGradGuard no_grad;
   const int64_t V = model.config().vocab_size;
+  std::map<std::string, Tensor> named = gpt2_names_from_hf(weights);
   std::set<std::string> used;
-  const auto names = name_map(model);
   for (auto& [name, p] : model.named_parameters()) {
-    auto [hf, transpose] = names.at(name);
-    auto it = weights.find(hf);
-    KILN_CHECK(it != weights.end(), "[gpt2_from_hf] checkpoint has no '{}'", hf);
-    used.insert(hf);
-    Tensor src = transpose ? it->second.t() : it->second;
+    auto it = named.find(name);
+    KILN_CHECK(it != named.end(), "[gpt2_from_hf] checkpoint has no '{}'", kPrefix + name);
+    used.insert(name);
     Tensor dst = name == "wte.weight" ? p.narrow(0, 0, V) : p;
-    KILN_CHECK(src.sizes() == dst.sizes(), "[gpt2_from_hf] '{}' has shape [{}], the model expects [{}]", hf,
-               fmt::join(it->second.sizes(), ", "), fmt::join(transpose ? dst.t().sizes() : dst.sizes(), ", "));
-    dst.copy_(src.to(p.device(), p.dtype()));
+    KILN_CHECK(it->second.sizes() == dst.sizes(), "[gpt2_from_hf] '{}' has shape [{}], the model expects [{}]",
+               kPrefix + name, fmt::join(weights.at(kPrefix + name).sizes(), ", "),
+               fmt::join(is_conv1d(name) ? dst.t().sizes() : dst.sizes(), ", "));
+    dst.copy_(it->second.to(p.device(), p.dtype()));
   }
-  if (auto head = weights.find("lm_head.weight"); head != weights.end()) {
-    used.insert(head->first);
-    KILN_CHECK(allclose(head->second.to(kFloat32), weights.at("transformer.wte.weight").to(kFloat32), 0, 0),
-               "[gpt2_from_hf] lm_head.weight differs from transformer.wte.weight: kiln's GPT ties them");
-  }
-  for (const auto& [name, _] : weights) {
-    // Hugging Face keeps the causal-mask buffers in some checkpoints.
-    bool buffer = name.find(".attn.bias") != std::string::npos || name.find(".attn.masked_bias") != std::string::npos;
-    KILN_CHECK(used.count(name) || buffer, "[gpt2_from_hf] unexpected key '{}' in the checkpoint", name);
-  }
+  for (const auto& [name, _] : named)
+    KILN_CHECK(used.count(name), "[gpt2_from_hf] unexpected key '{}' in the checkpoint", kPrefix + name);
 }
 
 std::string gpt2_hf_config_json(const GPTConfig& c) {

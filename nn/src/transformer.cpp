@@ -30,20 +30,19 @@ CausalSelfAttention::CausalSelfAttention(const TransformerOptions& o, Generator&
   resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(o.dropout, gen));
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
-  const TransformerOptions& o = options_;
-  KILN_CHECK(x.dim() == 3 && x.size(2) == o.n_embd, "[CausalSelfAttention] expects (B, T, {}), got shape [{}]",
-             o.n_embd, fmt::join(x.sizes(), ", "));
-  const int64_t B = x.size(0), T = x.size(1), H = o.n_head, Hkv = o.kv_heads(), D = o.head_dim();
-  Tensor qkv = c_attn->forward(x);  // (B, T, (H + 2 Hkv) D)
+Tensor causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, double rope_theta, KVCache* cache) {
+  KILN_CHECK(qkv.dim() == 3 && H > 0 && Hkv > 0 && H % Hkv == 0 && qkv.size(2) % (H + 2 * Hkv) == 0,
+             "[causal_attention] expects qkv (B, T, (n_head + 2 n_kv_head) D) with n_head a multiple of n_kv_head; "
+             "got shape [{}], n_head {}, n_kv_head {}", fmt::join(qkv.sizes(), ", "), H, Hkv);
+  const int64_t B = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / (H + 2 * Hkv);
   auto heads = [&](int64_t start, int64_t n) {  // -> (B, n, T, D)
     return qkv.narrow(2, start * D, n * D).view({B, T, n, D}).transpose(1, 2);
   };
   Tensor q = heads(0, H), k = heads(H, Hkv), v = heads(H + Hkv, Hkv);
   const int64_t past = cache ? cache->length() : 0;
-  if (o.rope) {
-    q = rope(q, past, o.rope_theta);
-    k = rope(k, past, o.rope_theta);
+  if (rope_theta > 0) {
+    q = rope(q, past, rope_theta);
+    k = rope(k, past, rope_theta);
   }
   if (cache) {
     if (past > 0) {
@@ -54,7 +53,14 @@ Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
     cache->v = v.detach();
   }
   Tensor y = scaled_dot_product_attention(q, k, v, {.causal = true});  // (B, H, T, D)
-  y = y.transpose(1, 2).reshape({B, T, o.n_embd});
+  return y.transpose(1, 2).reshape({B, T, H * D});
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
+  const TransformerOptions& o = options_;
+  KILN_CHECK(x.dim() == 3 && x.size(2) == o.n_embd, "[CausalSelfAttention] expects (B, T, {}), got shape [{}]",
+             o.n_embd, fmt::join(x.sizes(), ", "));
+  Tensor y = causal_attention(c_attn->forward(x), o.n_head, o.kv_heads(), o.rope ? o.rope_theta : 0.0, cache);
   return resid_dropout->forward(c_proj->forward(y));
 }
 

@@ -22,8 +22,7 @@ LRSchedule::Decay LRSchedule::parse(std::string_view name) {
   KILN_FAIL("[LRSchedule] unknown schedule '{}': use constant, cosine or linear", name);
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  KILN_CHECK(max_norm > 0, "[clip_grad_norm] max_norm must be positive, got {}", max_norm);
+double grad_squared_sum(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   double total = 0;
   for (const Tensor& p : params)
@@ -31,12 +30,21 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       Tensor g = p.grad().to(kFloat64);
       total += sum(g * g).item<double>();
     }
-  double norm = std::sqrt(total);
-  if (norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);
-    for (Tensor p : params)
-      if (p.grad().defined()) p.mutable_grad().mul_(scale);
-  }
+  return total;
+}
+
+void clip_grads_to(const std::vector<Tensor>& params, double norm, double max_norm) {
+  KILN_CHECK(max_norm > 0, "[clip_grad_norm] max_norm must be positive, got {}", max_norm);
+  if (norm <= max_norm) return;
+  NoGradGuard no_grad;
+  const double scale = max_norm / (norm + 1e-6);
+  for (Tensor p : params)
+    if (p.grad().defined()) p.mutable_grad().mul_(scale);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const double norm = std::sqrt(grad_squared_sum(params));
+  clip_grads_to(params, norm, max_norm);
   return norm;
 }
 

@@ -21,10 +21,10 @@ class ParallelState {
   int tp_rank() const { return tp_rank_; }
   int pp_rank() const { return pp_rank_; }
   int dp_rank() const { return dp_rank_; }
-  ProcessGroup& world() const { return *world_; }
-  ProcessGroup& tp_group() const { return *tp_group_; }
-  ProcessGroup& pp_group() const { return *pp_group_; }
-  ProcessGroup& dp_group() const { return *dp_group_; }
+  const std::shared_ptr<ProcessGroup>& world() const { return world_; }
+  const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_group_; }
+  const std::shared_ptr<ProcessGroup>& pp_group() const { return pp_group_; }
+  const std::shared_ptr<ProcessGroup>& dp_group() const { return dp_group_; }
 
  private:
   std::shared_ptr<ProcessGroup> world_, tp_group_, pp_group_, dp_group_;

@@ -13,6 +13,14 @@ namespace kiln::dist {
 
 enum class ReduceOp { Sum, Avg, Max };
 
+// One point-to-point transfer of a batch (ProcessGroup::send_recv).
+struct P2POp {
+  enum Kind { Send, Recv } kind;
+  Tensor tensor;  // the data to send, or the buffer to receive into
+  int peer;
+  int tag = 0;
+};
+
 // An operation in flight; wait() returns when its result is in place.
 class Work {
  public:
@@ -38,6 +46,10 @@ class ProcessGroup {
   virtual void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op = ReduceOp::Sum) = 0;
   virtual void send(const Tensor& t, int dst, int tag = 0) = 0;
   virtual void recv(Tensor& t, int src, int tag = 0) = 0;
+  // Posts every transfer of ops at once and returns when all are done (MPI:
+  // Isend/Irecv and Waitall; NCCL: one group call), so that two ranks sending
+  // to each other at the same time never deadlock (pipeline schedules).
+  virtual void send_recv(const std::vector<P2POp>& ops) = 0;
   virtual void barrier() = 0;
   // A group of the ranks that pass the same color, ordered by key.
   virtual std::shared_ptr<ProcessGroup> split(int color, int key) = 0;

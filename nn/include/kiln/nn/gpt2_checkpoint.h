@@ -12,6 +12,13 @@
 
 namespace kiln::nn {
 
+// Tensors under nn::GPT's names ("h.0.attn.c_attn.weight") to Hugging Face's
+// names and layout (float32, CPU; the embedding cut to vocab_size rows), and
+// back (checking and dropping the tied lm_head and the mask buffers). For
+// models held in pieces (dist::ParallelGPT) that assemble nn::GPT's tensors.
+std::map<std::string, Tensor> gpt2_names_to_hf(const std::map<std::string, Tensor>& params, int64_t vocab_size);
+std::map<std::string, Tensor> gpt2_names_from_hf(const std::map<std::string, Tensor>& weights);
+
 // The model's weights (or, with gradients, their gradients) as Hugging Face
 // names and lays them out (float32, on the CPU).
 std::map<std::string, Tensor> gpt2_to_hf(const GPT& model, bool gradients = false);

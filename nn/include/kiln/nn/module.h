@@ -62,13 +62,16 @@ class Module {
   bool training_ = true;
 };
 
-// Children in a list, named "0", "1", ... (transformer blocks).
+// Children in a list, named "0", "1", ... (transformer blocks); a list that
+// holds layers first, first + 1, ... of a larger model (a pipeline stage)
+// names them so.
 class ModuleList : public Module {
  public:
+  explicit ModuleList(size_t first = 0) : first_(first) {}
   template <typename M>
   std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
     items_.push_back(m);
-    return register_module(std::to_string(items_.size() - 1), std::move(m));
+    return register_module(std::to_string(first_ + items_.size() - 1), std::move(m));
   }
   size_t size() const { return items_.size(); }
   template <typename M>
@@ -78,6 +81,7 @@ class ModuleList : public Module {
   }
 
  private:
+  size_t first_;
   std::vector<std::shared_ptr<Module>> items_;
 };
 

@@ -32,6 +32,15 @@ struct KVCache {
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
 
+// The attention of a fused projection: qkv (B, T, (n_head + 2 n_kv_head) D)
+// holds the queries, keys and values of every head in that order; returns the
+// heads' outputs (B, T, n_head D), causal, RoPE on q and k when rope_theta > 0.
+// With a cache, qkv holds the positions after the cached ones (see forward).
+// Shared by CausalSelfAttention and its tensor-parallel twin, which passes
+// the heads of its rank.
+Tensor causal_attention(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta = 0.0,
+                        KVCache* cache = nullptr);
+
 class CausalSelfAttention : public Module {
  public:
   CausalSelfAttention(const TransformerOptions& options, Generator& gen);

@@ -28,5 +28,10 @@ struct LRSchedule {
 // Scales all gradients so that their global L2 norm is at most max_norm;
 // returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The pieces, for models whose gradients are spread over ranks: the sum of
+// squared gradient entries (in float64), and the scaling by
+// max_norm / (norm + 1e-6) applied when norm exceeds max_norm.
+double grad_squared_sum(const std::vector<Tensor>& params);
+void clip_grads_to(const std::vector<Tensor>& params, double norm, double max_norm);
 
 }  // namespace kiln::optim

@@ -1,0 +1,46 @@
+#pragma once
+// Pipeline schedules over micro-batches for a ParallelGPT split into stages.
+//
+// GPipe (Huang et al. 2019): every micro-batch forward, then every one
+// backward; simple, and holds the activations of all M micro-batches.
+// 1F1B (PipeDream-Flush, Narayanan et al. 2021; Megatron-LM's default): stage
+// s runs pp - s - 1 forwards, then alternates one forward and one backward,
+// then drains the backwards; the same result, with at most pp - s micro-
+// batches' activations alive.
+//
+// Activations travel forward and their gradients backward by send/recv
+// between neighbouring stages of the pp group; exchanges in both directions
+// are posted together (ProcessGroup::send_recv) so that stages never wait on
+// each other. Every stage is handed the same batch: the first reads the
+// tokens, the last the targets.
+
+#include <string_view>
+
+#include "kiln/dist/ddp.h"
+#include "kiln/dist/parallel_gpt.h"
+
+namespace kiln::dist {
+
+enum class PipelineSchedule { GPipe, OneForwardOneBackward };
+
+// "gpipe" | "1f1b"
+PipelineSchedule parse_pipeline_schedule(std::string_view name);
+
+struct PipelineOptions {
+  PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;
+  int64_t microbatches = 1;  // must divide the batch
+};
+
+// One batch's forward and backward: gradients (of the mean loss over the
+// batch: each micro-batch's loss scaled by 1/M) accumulate into the stage's
+// parameters; with ddp, its all-reduce runs during the last micro-batch's
+// backward (call ddp->finish() after). Returns the batch's mean loss on every
+// rank of the pipeline. Works for pp == 1 too (plain gradient accumulation).
+double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
+                           const PipelineOptions& options, DistributedDataParallel* ddp = nullptr);
+
+// Forward only (no graph): the batch's mean loss on every rank of the pipeline.
+double pipeline_eval_loss(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
+                          int64_t microbatches = 1);
+
+}  // namespace kiln::dist

@@ -1,0 +1,133 @@
+#pragma once
+// Tensor parallelism as in Megatron-LM (Shoeybi et al. 2019): a weight matrix
+// is split across the ranks of a group, and four autograd-aware collectives
+// join the pieces.
+//
+//   copy_to_group      identity forward, sum of gradients backward (Megatron's f)
+//   reduce_from_group  sum forward, identity backward (Megatron's g)
+//   gather_from_group  concatenation along a dim forward, own slice backward
+//   scatter_to_group   own slice forward, concatenation backward
+//
+// ColumnParallelLinear splits the output features, RowParallelLinear the input
+// features; a column layer followed by a row layer (attention, MLP) needs one
+// all-reduce forward and one backward. VocabParallelEmbedding splits the
+// vocabulary, and vocab_parallel_cross_entropy takes the loss of logits split
+// the same way without gathering them.
+//
+// The groups are borrowed: they must outlive the layers and any graph built
+// through these functions (ParallelState owns them for the whole run).
+
+#include <memory>
+#include <vector>
+
+#include "kiln/dist/process_group.h"
+#include "kiln/nn/module.h"
+#include "kiln/random.h"
+
+namespace kiln::dist {
+
+Tensor copy_to_group(const Tensor& x, ProcessGroup& group);
+Tensor reduce_from_group(const Tensor& x, ProcessGroup& group);
+Tensor gather_from_group(const Tensor& x, int64_t dim, ProcessGroup& group);
+Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group);
+
+// How a full tensor is split across a group: along `dim`, each segment (the
+// segments' sizes add up to the full size along dim; one segment by default)
+// is cut into equal parts, and rank r holds part r of every segment, in
+// order. A fused q/k/v projection has three segments, so each rank keeps
+// whole heads of each. dim < 0: every rank holds the whole tensor.
+struct ShardSpec {
+  int64_t dim = -1;
+  std::vector<int64_t> segments;  // empty: one segment, the whole dim
+
+  bool replicated() const { return dim < 0; }
+  // Rank `rank`'s part of full.
+  Tensor take(const Tensor& full, int rank, int ranks) const;
+  // The full tensor from every rank's part (in rank order).
+  Tensor assemble(const std::vector<Tensor>& parts) const;
+};
+
+// Every rank's part of `local`, assembled into the full tensor on the CPU
+// (float32, or float64 for float64 tensors).
+Tensor all_gather_shards(const Tensor& local, const ShardSpec& spec, ProcessGroup& group);
+
+struct ParallelLinearOptions {
+  int64_t in_features;
+  int64_t out_features;
+  bool bias = true;
+  DType dtype = kFloat32;
+  Device device = kCPU;
+  // Column parallel: the output features' segments (see ShardSpec), e.g.
+  // {C, C, C} for a fused q/k/v projection; empty: one.
+  std::vector<int64_t> segments;
+};
+
+// y = x W^T + b with W's rows (output features) split across the group: the
+// input is replicated, each rank computes its slice of the output.
+class ColumnParallelLinear : public nn::Module {
+ public:
+  // Initialized as nn::Linear would be from the same generator (every rank
+  // draws the full weight and keeps its rows).
+  ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator& gen);
+  // x (..., in) -> (..., out / ranks), or (..., out) gathered on every rank.
+  Tensor forward(const Tensor& x, bool gather_output = false) const;
+  ShardSpec weight_spec() const { return {0, options_.segments}; }
+  ShardSpec bias_spec() const { return {0, options_.segments}; }
+
+  Tensor weight;  // (out / ranks, in)
+  Tensor bias;    // (out / ranks)
+
+ private:
+  ParallelLinearOptions options_;
+  ProcessGroup* group_;
+};
+
+// y = x W^T + b with W's columns (input features) split across the group:
+// each rank multiplies its slice of the input, the partial sums are added
+// across ranks, then the (replicated) bias.
+class RowParallelLinear : public nn::Module {
+ public:
+  RowParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator& gen);
+  // x (..., in / ranks) -> (..., out); with input_is_parallel false, x is the
+  // full (..., in) and each rank takes its slice.
+  Tensor forward(const Tensor& x, bool input_is_parallel = true) const;
+  ShardSpec weight_spec() const { return {1, {}}; }
+  ShardSpec bias_spec() const { return {}; }
+
+  Tensor weight;  // (out, in / ranks)
+  Tensor bias;    // (out), replicated
+
+ private:
+  ParallelLinearOptions options_;
+  ProcessGroup* group_;
+};
+
+// An embedding table whose rows (the vocabulary) are split across the group:
+// each rank looks up the ids in its range, zeros elsewhere, and the rows are
+// summed across ranks.
+class VocabParallelEmbedding : public nn::Module {
+ public:
+  // num_embeddings must divide by the group's size. Initialized N(0, 1) like
+  // nn::Embedding from the same generator.
+  VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group, Generator& gen,
+                         DType dtype = kFloat32, Device device = kCPU);
+  // ids (...) -> (..., embedding_dim), the same on every rank.
+  Tensor forward(const Tensor& ids) const;
+  int64_t vocab_start() const { return start_; }
+  ShardSpec weight_spec() const { return {0, {}}; }
+
+  Tensor weight;  // (num_embeddings / ranks, embedding_dim)
+
+ private:
+  int64_t start_;
+  ProcessGroup* group_;
+};
+
+// Mean cross-entropy over the rows of logits split along the vocabulary:
+// `logits` (N, V_r) are this rank's columns, starting at vocab_start; targets
+// (N) are global ids (ignore_index rows count for nothing). The same loss on
+// every rank; the gradient reaches each rank's columns. Computed in float32.
+Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                                    ProcessGroup& group, int64_t ignore_index = -100);
+
+}  // namespace kiln::dist

@@ -1,0 +1,160 @@
+#include "kiln/dist/pipeline.h"
+
+#include <optional>
+
+#include "kiln/autograd.h"
+#include "kiln/ops.h"
+
+namespace kiln::dist {
+
+PipelineSchedule parse_pipeline_schedule(std::string_view name) {
+  if (name == "gpipe") return PipelineSchedule::GPipe;
+  if (name == "1f1b") return PipelineSchedule::OneForwardOneBackward;
+  KILN_FAIL("[pipeline] unknown schedule '{}': use gpipe or 1f1b", name);
+}
+
+namespace {
+
+constexpr int kActivationTag = 1, kGradientTag = 2;
+
+// One stage's view of a batch: its micro-batches, the tensors kept between a
+// micro-batch's forward and backward, and the transfers to its neighbours.
+class StageRun {
+ public:
+  StageRun(const ParallelGPT& model, const Tensor& idx, const Tensor& targets, int64_t microbatches,
+           DistributedDataParallel* ddp)
+      : model_(model), pipe_(*model.parallel_state().pp_group()), idx_(idx), targets_(targets), M_(microbatches),
+        ddp_(ddp), inputs_(static_cast<size_t>(microbatches)), outputs_(static_cast<size_t>(microbatches)) {
+    KILN_CHECK(idx.dim() == 2 && targets.sizes() == idx.sizes(),
+               "[pipeline] expects tokens and targets (B, T) of one shape, got [{}] and [{}]",
+               fmt::join(idx.sizes(), ", "), fmt::join(targets.sizes(), ", "));
+    KILN_CHECK(M_ > 0 && idx.size(0) % M_ == 0, "[pipeline] {} micro-batches do not divide a batch of {}", M_,
+               idx.size(0));
+    b_ = idx.size(0) / M_;
+    const nn::GPTConfig& c = model.config();
+    activation_dtype_ = c.compute_dtype ? *c.compute_dtype : model.parameters().at(0).dtype();
+    activation_shape_ = {b_, idx.size(1), c.n_embd};
+  }
+
+  int stage() const { return pipe_.rank(); }
+  bool first() const { return model_.is_first_stage(); }
+  bool last() const { return model_.is_last_stage(); }
+
+  // Micro-batch m's forward from its input (undefined on the first stage);
+  // returns what goes to the next stage (undefined on the last).
+  Tensor forward(int64_t m, Tensor input) {
+    Tensor in = first() ? idx_.narrow(0, m * b_, b_) : input;
+    if (!first() && autograd::grad_mode_enabled()) in.requires_grad_();
+    Tensor out = model_.forward(in);
+    if (last()) {
+      Tensor loss = model_.loss_from_hidden(out, targets_.narrow(0, m * b_, b_)) / static_cast<double>(M_);
+      loss_ += loss.item<double>();
+      out = loss;
+    }
+    if (autograd::grad_mode_enabled()) {
+      inputs_[static_cast<size_t>(m)] = in;
+      outputs_[static_cast<size_t>(m)] = out;
+    }
+    return last() ? Tensor() : out.detach();
+  }
+
+  // Micro-batch m's backward from its output's gradient (ignored on the last
+  // stage); returns its input's gradient for the previous stage (undefined on
+  // the first). DDP communicates during the last micro-batch only.
+  Tensor backward(int64_t m, const Tensor& grad) {
+    std::optional<DistributedDataParallel::NoSync> no_sync;
+    if (ddp_ && m + 1 < M_) no_sync.emplace(*ddp_);
+    Tensor& out = outputs_[static_cast<size_t>(m)];
+    Tensor& in = inputs_[static_cast<size_t>(m)];
+    if (last()) out.backward();
+    else out.backward(grad);
+    Tensor g = first() ? Tensor() : in.grad();
+    out = Tensor();
+    in = Tensor();
+    return g;
+  }
+
+  // The transfers, each posted together with its opposite-direction partner.
+  Tensor recv_forward() { return exchange({}, -1, first() ? -1 : stage() - 1, kActivationTag); }
+  void send_forward(const Tensor& out) { exchange(out, last() ? -1 : stage() + 1, -1, kActivationTag); }
+  Tensor recv_backward() { return exchange({}, -1, last() ? -1 : stage() + 1, kGradientTag); }
+  void send_backward(const Tensor& grad) { exchange(grad, first() ? -1 : stage() - 1, -1, kGradientTag); }
+  Tensor send_forward_recv_backward(const Tensor& out) {
+    return last() ? Tensor() : exchange(out, stage() + 1, stage() + 1, kGradientTag);
+  }
+  Tensor send_backward_recv_forward(const Tensor& grad) {
+    return first() ? Tensor() : exchange(grad, stage() - 1, stage() - 1, kActivationTag);
+  }
+
+  // The batch's mean loss, from the last stage to every stage.
+  double mean_loss() {
+    Tensor t = full({1}, loss_, TensorOptions(kFloat64).device(idx_.device()));
+    pipe_.broadcast(t, pipe_.size() - 1);
+    return t.item<double>();
+  }
+
+ private:
+  // Sends `send` to send_peer (-1: nothing) and receives an activation-shaped
+  // tensor from recv_peer (-1: nothing) tagged recv_tag; returns it.
+  Tensor exchange(const Tensor& send, int send_peer, int recv_peer, int recv_tag) {
+    std::vector<P2POp> ops;
+    Tensor received;
+    if (send_peer >= 0) {
+      // Activations go forward (to a higher stage), gradients backward.
+      int tag = send_peer > stage() ? kActivationTag : kGradientTag;
+      ops.push_back({P2POp::Send, send.contiguous(), send_peer, tag});
+    }
+    if (recv_peer >= 0) {
+      received = empty(activation_shape_, TensorOptions(activation_dtype_).device(idx_.device()));
+      ops.push_back({P2POp::Recv, received, recv_peer, recv_tag});
+    }
+    if (!ops.empty()) pipe_.send_recv(ops);
+    return received;
+  }
+
+  const ParallelGPT& model_;
+  ProcessGroup& pipe_;
+  Tensor idx_, targets_;
+  int64_t M_, b_ = 0;
+  DistributedDataParallel* ddp_;
+  DType activation_dtype_ = kFloat32;
+  Shape activation_shape_;
+  std::vector<Tensor> inputs_, outputs_;
+  double loss_ = 0;
+};
+
+}  // namespace
+
+double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
+                           const PipelineOptions& options, DistributedDataParallel* ddp) {
+  StageRun run(model, idx, targets, options.microbatches, ddp);
+  const int64_t M = options.microbatches;
+  if (options.schedule == PipelineSchedule::GPipe) {
+    for (int64_t m = 0; m < M; ++m) run.send_forward(run.forward(m, run.recv_forward()));
+    for (int64_t m = 0; m < M; ++m) run.send_backward(run.backward(m, run.recv_backward()));
+    return run.mean_loss();
+  }
+  // 1F1B: warm up with the forwards the later stages need before the first
+  // backward reaches this one, then one forward and one backward in turn.
+  const int pp = model.parallel_state().pp();
+  const int64_t warmup = std::min<int64_t>(pp - run.stage() - 1, M), steady = M - warmup;
+  for (int64_t m = 0; m < warmup; ++m) run.send_forward(run.forward(m, run.recv_forward()));
+  Tensor input = steady > 0 ? run.recv_forward() : Tensor();
+  for (int64_t i = 0; i < steady; ++i) {
+    Tensor grad = run.send_forward_recv_backward(run.forward(warmup + i, input));
+    Tensor input_grad = run.backward(i, grad);
+    if (i + 1 == steady) run.send_backward(input_grad);
+    else input = run.send_backward_recv_forward(input_grad);
+  }
+  for (int64_t m = steady; m < M; ++m) run.send_backward(run.backward(m, run.recv_backward()));
+  return run.mean_loss();
+}
+
+double pipeline_eval_loss(const ParallelGPT& model, const Tensor& idx, const Tensor& targets, int64_t microbatches) {
+  NoGradGuard no_grad;
+  StageRun run(model, idx, targets, microbatches, nullptr);
+  for (int64_t m = 0; m < microbatches; ++m) run.send_forward(run.forward(m, run.recv_forward()));
+  return run.mean_loss();
+}
+
+}  // namespace kiln::dist

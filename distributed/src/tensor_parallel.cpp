@@ -1,0 +1,258 @@
+#include "kiln/dist/tensor_parallel.h"
+
+#include <limits>
+
+#include "kiln/autograd.h"
+#include "kiln/nn/layers.h"
+#include "kiln/nn/linear.h"
+#include "kiln/ops.h"
+
+namespace kiln::dist {
+
+namespace {
+
+Tensor all_reduced(const Tensor& x, ProcessGroup& group) {
+  Tensor t = x.contiguous().clone();
+  group.all_reduce(t);
+  return t;
+}
+
+// Every rank's x concatenated along dim, in rank order.
+Tensor all_gathered(const Tensor& x, int64_t dim, ProcessGroup& group) {
+  const int n = group.size();
+  Tensor local = x.contiguous();
+  Shape stacked{n};
+  for (int64_t s : local.sizes()) stacked.push_back(s);
+  Tensor out = empty(stacked, TensorOptions(local.dtype()).device(local.device()));
+  group.all_gather(out, local);
+  // (n, s0, .., s_dim, ..) -> (s0, .., n, s_dim, ..) -> (s0, .., n * s_dim, ..)
+  Shape order;
+  for (int64_t i = 1; i <= dim; ++i) order.push_back(i);
+  order.push_back(0);
+  for (int64_t i = dim + 1; i <= local.dim(); ++i) order.push_back(i);
+  Shape merged = local.sizes();
+  merged[static_cast<size_t>(dim)] *= n;
+  return out.permute(order).reshape(merged);
+}
+
+Tensor own_slice(const Tensor& x, int64_t dim, ProcessGroup& group) {
+  const int64_t size = x.size(dim), n = group.size();
+  KILN_CHECK(size % n == 0, "[scatter_to_group] size {} along dim {} does not divide among {} ranks", size, dim, n);
+  return x.narrow(dim, group.rank() * (size / n), size / n).contiguous();
+}
+
+int64_t normalized_dim(const Tensor& x, int64_t dim, const char* op) {
+  const int64_t d = dim < 0 ? dim + x.dim() : dim;
+  KILN_CHECK(d >= 0 && d < x.dim(), "[{}] dim {} is out of range for a tensor of {} dims", op, dim, x.dim());
+  return d;
+}
+
+Tensor recorded(const char* name, Tensor out, const Tensor& x, autograd::BackwardFn fn) {
+  if (autograd::any_requires_grad({x})) autograd::record(name, out, {x}, std::move(fn));
+  return out;
+}
+
+}  // namespace
+
+Tensor copy_to_group(const Tensor& x, ProcessGroup& group) {
+  if (group.size() == 1) return x;
+  ProcessGroup* g = &group;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = x.detach();
+  }
+  return recorded("copy_to_group", out, x, [g](const Tensor& grad, const autograd::Needs&) {
+    return autograd::Grads{all_reduced(grad, *g)};
+  });
+}
+
+Tensor reduce_from_group(const Tensor& x, ProcessGroup& group) {
+  if (group.size() == 1) return x;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = all_reduced(x, group);
+  }
+  return recorded("reduce_from_group", out, x,
+                  [](const Tensor& grad, const autograd::Needs&) { return autograd::Grads{grad}; });
+}
+
+Tensor gather_from_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
+  const int64_t d = normalized_dim(x, dim, "gather_from_group");
+  if (group.size() == 1) return x;
+  ProcessGroup* g = &group;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = all_gathered(x, d, group);
+  }
+  return recorded("gather_from_group", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
+    return autograd::Grads{own_slice(grad, d, *g)};
+  });
+}
+
+Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
+  const int64_t d = normalized_dim(x, dim, "scatter_to_group");
+  if (group.size() == 1) return x;
+  ProcessGroup* g = &group;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = own_slice(x, d, group);
+  }
+  return recorded("scatter_to_group", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
+    return autograd::Grads{all_gathered(grad, d, *g)};
+  });
+}
+
+// --- shards -------------------------------------------------------------------
+
+namespace {
+std::vector<int64_t> segments_of(const ShardSpec& spec, int64_t full) {
+  return spec.segments.empty() ? std::vector<int64_t>{full} : spec.segments;
+}
+}  // namespace
+
+Tensor ShardSpec::take(const Tensor& full, int rank, int ranks) const {
+  if (replicated()) return full;
+  KILN_CHECK(dim < full.dim(), "[ShardSpec] dim {} for a tensor of shape [{}]", dim, fmt::join(full.sizes(), ", "));
+  std::vector<Tensor> parts;
+  int64_t at = 0;
+  for (int64_t seg : segments_of(*this, full.size(dim))) {
+    KILN_CHECK(seg % ranks == 0, "[ShardSpec] a segment of {} along dim {} does not divide among {} ranks", seg, dim,
+               ranks);
+    parts.push_back(full.narrow(dim, at + rank * (seg / ranks), seg / ranks));
+    at += seg;
+  }
+  KILN_CHECK(at == full.size(dim), "[ShardSpec] segments add up to {}, the tensor has {} along dim {}", at,
+             full.size(dim), dim);
+  return (parts.size() == 1 ? parts[0] : cat(parts, dim)).contiguous();
+}
+
+Tensor ShardSpec::assemble(const std::vector<Tensor>& parts) const {
+  if (replicated()) return parts.at(0);
+  const int64_t ranks = static_cast<int64_t>(parts.size()), local = parts.at(0).size(dim);
+  std::vector<Tensor> pieces;
+  int64_t at = 0;  // offset within each rank's part
+  for (int64_t seg : segments_of(*this, local * ranks)) {
+    for (const Tensor& p : parts) pieces.push_back(p.narrow(dim, at, seg / ranks));
+    at += seg / ranks;
+  }
+  return cat(pieces, dim);
+}
+
+Tensor all_gather_shards(const Tensor& local, const ShardSpec& spec, ProcessGroup& group) {
+  NoGradGuard no_grad;
+  Tensor mine = local.detach().to(kCPU, local.dtype() == kFloat64 ? kFloat64 : kFloat32).contiguous();
+  if (spec.replicated() || group.size() == 1) return mine;
+  Shape stacked{group.size()};
+  for (int64_t s : mine.sizes()) stacked.push_back(s);
+  Tensor all = empty(stacked, mine.dtype());
+  group.all_gather(all, mine);
+  std::vector<Tensor> parts;
+  for (int r = 0; r < group.size(); ++r) parts.push_back(all[r]);
+  return spec.assemble(parts);
+}
+
+// --- layers -------------------------------------------------------------------
+
+namespace {
+
+void check_divides(const char* layer, const char* what, int64_t size, int ranks) {
+  KILN_CHECK(size % ranks == 0, "[{}] {} ({}) does not divide among {} tensor-parallel ranks", layer, what, size,
+             ranks);
+}
+
+// A leaf holding rank's part of full.
+Tensor shard_parameter(const Tensor& full, const ShardSpec& spec, ProcessGroup& group) {
+  NoGradGuard no_grad;
+  return spec.take(full, group.rank(), group.size()).clone();
+}
+
+}  // namespace
+
+ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator& gen)
+    : options_(o), group_(&group) {
+  for (int64_t seg : o.segments.empty() ? std::vector<int64_t>{o.out_features} : o.segments)
+    check_divides("ColumnParallelLinear", "an output segment", seg, group.size());
+  nn::Linear full({o.in_features, o.out_features, o.bias, o.dtype, o.device}, gen);
+  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
+  if (o.bias) bias = register_parameter("bias", shard_parameter(full.bias, bias_spec(), group));
+}
+
+Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const {
+  KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
+             "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
+             fmt::join(x.sizes(), ", "));
+  Tensor y = matmul(copy_to_group(x, *group_), weight.to(x.dtype()).t());
+  if (bias.defined()) y = y + bias.to(x.dtype());
+  return gather_output ? gather_from_group(y, -1, *group_) : y;
+}
+
+RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator& gen)
+    : options_(o), group_(&group) {
+  check_divides("RowParallelLinear", "in_features", o.in_features, group.size());
+  nn::Linear full({o.in_features, o.out_features, o.bias, o.dtype, o.device}, gen);
+  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
+  if (o.bias) bias = register_parameter("bias", shard_parameter(full.bias, bias_spec(), group));
+}
+
+Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const {
+  const int64_t in = input_is_parallel ? options_.in_features / group_->size() : options_.in_features;
+  KILN_CHECK(x.dim() >= 1 && x.size(-1) == in, "[RowParallelLinear] expects input (..., {}), got shape [{}]", in,
+             fmt::join(x.sizes(), ", "));
+  Tensor local = input_is_parallel ? x : scatter_to_group(x, -1, *group_);
+  Tensor y = reduce_from_group(matmul(local, weight.to(x.dtype()).t()), *group_);
+  return bias.defined() ? y + bias.to(x.dtype()) : y;
+}
+
+VocabParallelEmbedding::VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group,
+                                               Generator& gen, DType dtype, Device device)
+    : group_(&group) {
+  check_divides("VocabParallelEmbedding", "num_embeddings", num_embeddings, group.size());
+  nn::Embedding full({num_embeddings, embedding_dim, dtype, device}, gen);
+  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
+  start_ = group.rank() * (num_embeddings / group.size());
+}
+
+Tensor VocabParallelEmbedding::forward(const Tensor& ids) const {
+  KILN_CHECK(!is_floating(ids.dtype()), "[VocabParallelEmbedding] expects integer ids, got {}", ids.dtype());
+  const int64_t rows = weight.size(0);
+  Tensor outside = logical_or(ids < start_, ids >= start_ + rows);
+  Tensor local = masked_fill(ids - start_, outside, 0);
+  Tensor y = masked_fill(embedding(weight, local), outside.unsqueeze(-1), 0.0);
+  return reduce_from_group(y, *group_);
+}
+
+Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                                    ProcessGroup& group, int64_t ignore_index) {
+  KILN_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0) &&
+                 !is_floating(targets.dtype()),
+             "[vocab_parallel_cross_entropy] expects logits (N, V) and integer targets (N), got [{}] {} and [{}] {}",
+             fmt::join(logits.sizes(), ", "), logits.dtype(), fmt::join(targets.sizes(), ", "), targets.dtype());
+  const int64_t N = logits.size(0), width = logits.size(1);
+  Tensor z = logits.dtype() == kFloat64 ? logits : logits.to(kFloat32);
+  const TensorOptions opts = TensorOptions(z.dtype()).device(z.device());
+  // The global row maximum (a constant shift: no gradient flows through it).
+  Tensor shift;
+  {
+    NoGradGuard no_grad;
+    shift = width > 0 ? max(z, 1).contiguous().clone()
+                      : full({N}, -std::numeric_limits<double>::infinity(), opts);
+    group.all_reduce(shift, ReduceOp::Max);
+  }
+  Tensor shifted = z - shift.unsqueeze(1);
+  // sum_j exp over every rank's columns, and the target's logit from the rank holding it.
+  Tensor local_sum = width > 0 ? sum(exp(shifted), {1}) : zeros({N}, opts);
+  Tensor mine = logical_and(targets >= vocab_start, targets < vocab_start + width);
+  Tensor index = masked_fill(targets - vocab_start, logical_not(mine), 0).unsqueeze(1);
+  Tensor local_target = width > 0 ? masked_fill(gather(shifted, 1, index).squeeze(1), logical_not(mine), 0.0)
+                                  : zeros({N}, opts);
+  Tensor losses = log(reduce_from_group(local_sum, group)) - reduce_from_group(local_target, group);
+  Tensor valid = targets != ignore_index;
+  Tensor count = sum(valid.to(z.dtype()));
+  return sum(masked_fill(losses, logical_not(valid), 0.0)) / maximum(count, ones({}, opts));
+}
+
+}  // namespace kiln::dist

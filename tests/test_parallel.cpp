@@ -1,0 +1,192 @@
+// Tensor and pipeline parallelism under mpirun (label mpi, 4 ranks); also
+// runs as one process. Every layer and layout is checked against the
+// single-process model it splits. Only CHECKs here: a rank leaving a test
+// early would leave the others waiting in a collective.
+
+#include "helpers.h"
+
+using namespace kiln;
+using kt::values;
+
+namespace {
+
+std::shared_ptr<dist::ProcessGroup> world() { return dist::mpi_world(); }
+
+// A fixed gradient direction: loss = sum(y * w) for a seeded w.
+Tensor weighted_sum(const Tensor& y, uint64_t seed) {
+  Generator g(seed);
+  return sum(y * randn(y.sizes(), g));
+}
+
+void check_close(const Tensor& got, const Tensor& want, double tol, const std::string& what) {
+  INFO(what);
+  CHECK(got.sizes() == want.sizes());
+  if (got.sizes() == want.sizes()) CHECK(kt::rel_error(values(got), values(want)) <= tol);
+}
+
+}  // namespace
+
+TEST_CASE("shard specs split and reassemble segments") {
+  Tensor full = arange(0.0, 24.0, 1.0, kFloat32).view({12, 2});
+  dist::ShardSpec qkv{0, {4, 4, 4}};
+  Tensor part1 = qkv.take(full, 1, 2);  // rows 2-3, 6-7, 10-11
+  CHECK(values(part1.narrow(1, 0, 1).reshape({-1})) == std::vector<double>{4, 6, 12, 14, 20, 22});
+  CHECK(values(qkv.assemble({qkv.take(full, 0, 2), part1})) == values(full));
+  dist::ShardSpec columns{1, {}};
+  CHECK(values(columns.assemble({columns.take(full, 0, 2), columns.take(full, 1, 2)})) == values(full));
+  CHECK_THROWS_WITH(qkv.take(full, 0, 3), Catch::Contains("does not divide among 3 ranks"));
+}
+
+TEST_CASE("tensor-parallel layers equal their single-process twins") {
+  auto w = world();
+  const int n = w->size(), r = w->rank();
+  dist::ParallelState ps(w, n, 1, 1);  // the whole world is one tensor-parallel group
+  dist::ProcessGroup& tp = *ps.tp_group();
+  const int64_t in = 6, out = 4 * n;
+  Generator data(5);
+  Tensor x = randn({3, 2, in}, data);
+
+  SECTION("column parallel: each rank's slice of the output, and the input gradient summed") {
+    Generator g1(11), g2(11);
+    nn::Linear full({in, out});
+    full.reset_parameters(g1);
+    dist::ColumnParallelLinear col({in, out}, tp, g2);
+    Tensor xf = x.detach().requires_grad_(), xp = x.detach().requires_grad_();
+    Tensor yf = full.forward(xf), yp = col.forward(xp, /*gather_output=*/true);
+    check_close(yp, yf, 1e-6, "gathered output");
+    weighted_sum(yf, 3).backward();
+    weighted_sum(yp, 3).backward();
+    check_close(col.weight.grad(), full.weight.grad().narrow(0, r * (out / n), out / n), 1e-5, "weight grad");
+    check_close(col.bias.grad(), full.bias.grad().narrow(0, r * (out / n), out / n), 1e-5, "bias grad");
+    check_close(xp.grad(), xf.grad(), 1e-5, "input grad");
+  }
+  SECTION("row parallel: partial products summed, the input gradient sliced") {
+    Generator g1(12), g2(12);
+    nn::Linear full({out, in});
+    full.reset_parameters(g1);
+    dist::RowParallelLinear row({out, in}, tp, g2);
+    Tensor z = randn({5, out}, data);
+    Tensor zf = z.detach().requires_grad_(), zp = z.detach().requires_grad_();
+    Tensor yf = full.forward(zf), yp = row.forward(zp, /*input_is_parallel=*/false);
+    check_close(yp, yf, 1e-6, "output");
+    weighted_sum(yf, 4).backward();
+    weighted_sum(yp, 4).backward();
+    check_close(row.weight.grad(), full.weight.grad().narrow(1, r * (out / n), out / n), 1e-5, "weight grad");
+    check_close(row.bias.grad(), full.bias.grad(), 1e-5, "bias grad");
+    check_close(zp.grad(), zf.grad(), 1e-5, "input grad");
+  }
+  SECTION("vocab-parallel embedding and cross-entropy") {
+    const int64_t vocab = 8 * n, dim = 5;
+    Generator g1(13), g2(13);
+    nn::Embedding emb({vocab, dim}, g1);
+    dist::VocabParallelEmbedding pemb(vocab, dim, tp, g2);
+    Tensor ids = randint(0, vocab, {4, 3}, data);
+    Tensor ef = emb.forward(ids), ep = pemb.forward(ids);
+    check_close(ep, ef, 0, "lookup");
+    weighted_sum(ef, 5).backward();
+    weighted_sum(ep, 5).backward();
+    check_close(pemb.weight.grad(), emb.weight.grad().narrow(0, pemb.vocab_start(), vocab / n), 1e-6, "table grad");
+
+    Tensor logits = randn({6, vocab}, data) * 3.0;
+    Tensor targets = randint(0, vocab, {6}, data);
+    targets = where(arange(0, 6, 1, kInt64) == 2, full({6}, int64_t(-100), kInt64), targets);  // one ignored row
+    Tensor lf = logits.detach().requires_grad_();
+    Tensor lp = logits.narrow(1, r * (vocab / n), vocab / n).contiguous().requires_grad_();
+    Tensor want = cross_entropy(lf, targets), got = dist::vocab_parallel_cross_entropy(lp, targets, r * (vocab / n), tp);
+    check_close(got, want, 1e-6, "loss");
+    want.backward();
+    got.backward();
+    check_close(lp.grad(), lf.grad().narrow(1, r * (vocab / n), vocab / n), 1e-5, "logit grads");
+  }
+}
+
+namespace {
+
+nn::GPTConfig tiny_config() {
+  return {.vocab_size = 200, .block_size = 16, .n_layer = 4, .n_head = 4, .n_embd = 32};
+}
+
+struct Layout {
+  int tp, pp, dp;
+  dist::PipelineSchedule schedule = dist::PipelineSchedule::OneForwardOneBackward;
+};
+
+// Three AdamW steps with clipping on (B, T) = (8, 16), as one process and
+// split over the layout; every step's loss, gradient norm and the final
+// weights must agree. In float64, so that only the order of additions differs
+// and the tolerances can be tight (AdamW magnifies rounding in tiny gradients).
+void check_layout(const Layout& l) {
+  auto w = world();
+  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp);
+  dist::ParallelState ps(w, l.tp, l.pp, l.dp);
+  const nn::GPTConfig config = tiny_config();
+  Generator g1(21), g2(21);
+  nn::GPT reference(config, g1, kFloat64);
+  dist::ParallelGPT model(config, ps, g2, kFloat64);
+  CHECK(g1.offset() == g2.offset());  // dropout would continue from the same place
+
+  optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  std::unique_ptr<dist::DistributedDataParallel> ddp;
+  if (l.dp > 1) ddp = std::make_unique<dist::DistributedDataParallel>(model, ps.dp_group(), /*bucket_bytes=*/4096);
+  const int64_t B = 8, T = 16, local = B / l.dp, microbatches = l.pp > 1 ? 2 : 1;
+  const double clip = 0.5;  // below the first steps' norms: clipping is exercised
+  Generator data(9);
+  for (int step = 0; step < 3; ++step) {
+    Tensor idx = randint(0, config.vocab_size, {B, T}, data), targets = randint(0, config.vocab_size, {B, T}, data);
+    ref_opt.zero_grad();
+    Tensor ref_loss = reference.loss(idx, targets);
+    ref_loss.backward();
+    double ref_norm = optim::clip_grad_norm(reference.parameters(), clip);
+    ref_opt.step();
+
+    opt.zero_grad();
+    Tensor my_idx = idx.narrow(0, ps.dp_rank() * local, local), my_targets = targets.narrow(0, ps.dp_rank() * local, local);
+    double loss = dist::pipeline_train_step(model, my_idx, my_targets, {l.schedule, microbatches}, ddp.get());
+    if (ddp) ddp->finish();
+    model.sync_tied_gradients();
+    double norm = model.clip_grad_norm(clip);
+    opt.step();
+    // The pipeline's loss is this dp rank's; average over dp for the batch's.
+    Tensor mean = full({1}, loss, kFloat64);
+    ps.dp_group()->all_reduce(mean, dist::ReduceOp::Avg);
+    INFO("step " << step);
+    CHECK(mean.item<double>() == Approx(ref_loss.item<double>()).epsilon(1e-12));
+    CHECK(norm == Approx(ref_norm).epsilon(1e-12));
+  }
+  {
+    Tensor idx = randint(0, config.vocab_size, {B, T}, data), targets = randint(0, config.vocab_size, {B, T}, data);
+    NoGradGuard no_grad;
+    Tensor eval = full({1}, dist::pipeline_eval_loss(model, idx.narrow(0, ps.dp_rank() * local, local),
+                                                     targets.narrow(0, ps.dp_rank() * local, local), microbatches),
+                       kFloat64);
+    ps.dp_group()->all_reduce(eval, dist::ReduceOp::Avg);
+    CHECK(eval.item<double>() == Approx(reference.loss(idx, targets).item<double>()).epsilon(1e-12));
+  }
+  std::map<std::string, Tensor> gathered = model.full_state_dict();
+  if (w->rank() != 0) {
+    CHECK(gathered.empty());
+    return;
+  }
+  auto want = reference.state_dict();
+  want["wte.weight"] = want["wte.weight"].narrow(0, 0, config.vocab_size);
+  CHECK(gathered.size() == reference.named_parameters().size());
+  for (auto& [name, t] : gathered) check_close(t, want.at(name), 1e-10, name);
+}
+
+}  // namespace
+
+TEST_CASE("every parallel layout trains like one process") {
+  const int n = world()->size();
+  check_layout({1, 1, n});  // data parallel
+  if (n % 2 == 0) {
+    check_layout({2, 1, n / 2});
+    check_layout({n / 2, 2, 1, dist::PipelineSchedule::GPipe});
+  }
+  if (n == 4) {
+    check_layout({2, 2, 1});
+    check_layout({1, 4, 1});
+    check_layout({1, 4, 1, dist::PipelineSchedule::GPipe});
+    check_layout({4, 1, 1});
+  }
+}
