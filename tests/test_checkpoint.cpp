@@ -16,8 +16,14 @@ namespace fs = std::filesystem;
 namespace {
 nn::GPTConfig tiny() { return {.vocab_size = 100, .block_size = 8, .n_layer = 2, .n_head = 2, .n_embd = 16}; }
 
+// The trainer's model on a world of one process.
+dist::ParallelState& one_process() {
+  static dist::ParallelState state(dist::single_process_group(), 1, 1, 1);
+  return state;
+}
+
 // One AdamW step on random data, so the optimizer has state to save.
-void train_step(nn::GPT& model, optim::Optimizer& opt, Generator& gen) {
+void train_step(dist::ParallelGPT& model, optim::Optimizer& opt, Generator& gen) {
   Tensor x = randint(0, 100, {2, 8}, gen);
   opt.zero_grad();
   model.loss(x, x).backward();
@@ -29,7 +35,7 @@ TEST_CASE("a checkpoint restores weights, optimizer state and position exactly")
   fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt";
   fs::remove_all(dir);
   Generator gen(1);
-  nn::GPT model(tiny(), gen);
+  dist::ParallelGPT model(tiny(), one_process(), gen);
   optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
   train_step(model, opt, gen);
   gpt2::TrainingState state{1, {0, 0, 5}, gen.offset()};
@@ -38,7 +44,7 @@ TEST_CASE("a checkpoint restores weights, optimizer state and position exactly")
   CHECK(fs::exists(fs::path(path) / "config.json"));
 
   Generator other(2);
-  nn::GPT restored(gpt2::read_config(path), other);
+  dist::ParallelGPT restored(gpt2::read_config(path), one_process(), other);
   optim::AdamW restored_opt(optim::decay_groups(restored.named_parameters(), 0.1), {.lr = 1e-2});
   gpt2::TrainingState restored_state;
   gpt2::load_checkpoint(path, restored, &restored_opt, &restored_state);
@@ -63,7 +69,7 @@ TEST_CASE("a checkpoint write killed midway leaves the previous one intact") {
   fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_kill";
   fs::remove_all(dir);
   Generator gen(3);
-  nn::GPT model({.vocab_size = 500, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, gen);
+  dist::ParallelGPT model({.vocab_size = 500, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, one_process(), gen);
   optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
   gpt2::save_checkpoint(dir.string(), model, opt, {1, {}, 0});
   auto reference = model.state_dict();
@@ -80,7 +86,7 @@ TEST_CASE("a checkpoint write killed midway leaves the previous one intact") {
     std::string latest = gpt2::latest_checkpoint(dir.string());
     REQUIRE(!latest.empty());
     Generator other(4);
-    nn::GPT restored(gpt2::read_config(latest), other);
+    dist::ParallelGPT restored(gpt2::read_config(latest), one_process(), other);
     optim::AdamW restored_opt(optim::decay_groups(restored.named_parameters(), 0.1), {.lr = 1e-2});
     gpt2::TrainingState st;
     gpt2::load_checkpoint(latest, restored, &restored_opt, &st);

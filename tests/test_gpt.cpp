@@ -50,6 +50,7 @@ TEST_CASE("GPT-2 configurations and initialization scale") {
   CHECK(stddev(b.mlp->c_proj->weight) == Approx(0.02 / std::sqrt(8.0)).epsilon(0.05));
   CHECK(sum(abs(b.attn->c_attn->bias)).item<double>() == 0.0);
   CHECK(gpt.flops_per_token(64) == 6.0 * gpt.num_parameters() + 12.0 * 4 * 64 * 64);
+  CHECK(gpt.config().num_parameters() == gpt.num_parameters());
 }
 
 TEST_CASE("decoding with the KV cache matches the full forward") {

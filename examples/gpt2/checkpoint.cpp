@@ -1,11 +1,13 @@
 #include "checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace fs = std::filesystem;
+using kiln::Tensor;
 
 namespace gpt2 {
 
@@ -19,16 +21,58 @@ std::string read_text(const fs::path& p) {
 }
 }  // namespace
 
-std::string save_checkpoint(const std::string& dir, const kiln::nn::GPT& model, const kiln::optim::Optimizer& opt,
-                            const TrainingState& state, int keep) {
+namespace {
+
+// The optimizer's parameters, in its numbering, by their names in the model.
+std::vector<std::string> optimizer_param_names(const kiln::dist::ParallelGPT& model, const kiln::optim::Optimizer& opt) {
+  auto named = model.named_parameters();
+  std::vector<std::string> names;
+  for (const auto& group : opt.groups())
+    for (const Tensor& p : group.params) {
+      auto it = std::find_if(named.begin(), named.end(), [&](const auto& np) { return np.second.is_same(p); });
+      KILN_CHECK(it != named.end(), "[checkpoint] the optimizer updates a tensor that is not a model parameter");
+      names.push_back(it->first);
+    }
+  return names;
+}
+
+// "<index>.<state>" -> state -> parameter name -> tensor.
+std::map<std::string, std::map<std::string, Tensor>> by_state(const std::map<std::string, Tensor>& state,
+                                                              const std::vector<std::string>& names) {
+  std::map<std::string, std::map<std::string, Tensor>> out;
+  for (const auto& [key, t] : state) {
+    if (key == "step") continue;
+    size_t dot = key.find('.');
+    out[key.substr(dot + 1)][names.at(std::stoul(key.substr(0, dot)))] = t;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
+                            const kiln::optim::Optimizer& opt, const TrainingState& state, int keep) {
+  // Gather on every rank, write on rank 0.
+  std::map<std::string, Tensor> weights = model.full_state_dict();
+  std::map<std::string, Tensor> opt_state = opt.state_dict();
+  std::map<std::string, Tensor> full_state{{"step", opt_state.at("step")}};
+  std::string kinds;
+  for (auto& [kind, local] : by_state(opt_state, optimizer_param_names(model, opt))) {
+    for (auto& [name, t] : model.gather_full(local)) full_state[name + "." + kind] = t;
+    kinds += (kinds.empty() ? "" : ",") + kind;
+  }
+  if (model.parallel_state().world()->rank() != 0) return "";
+
   const std::string name = fmt::format("step-{:06d}", state.step);
   const fs::path final_dir = fs::path(dir) / name, tmp = fs::path(dir) / (name + ".tmp");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  kiln::save_safetensors((tmp / "model.safetensors").string(), kiln::nn::gpt2_to_hf(model), {{"format", "pt"}});
+  kiln::save_safetensors((tmp / "model.safetensors").string(),
+                         kiln::nn::gpt2_names_to_hf(weights, model.config().vocab_size), {{"format", "pt"}});
   kiln::write_file_atomic((tmp / "config.json").string(), kiln::nn::gpt2_hf_config_json(model.config()));
-  kiln::save_safetensors((tmp / "state.safetensors").string(), opt.state_dict(),
+  kiln::save_safetensors((tmp / "state.safetensors").string(), full_state,
                          {{"step", std::to_string(state.step)},
+                          {"optimizer_state", kinds},
                           {"loader_epoch", std::to_string(state.loader.epoch)},
                           {"loader_shard", std::to_string(state.loader.shard)},
                           {"loader_batch", std::to_string(state.loader.batch)},
@@ -72,20 +116,39 @@ kiln::nn::GPTConfig read_config(const std::string& checkpoint) {
   }
 }
 
-void load_checkpoint(const std::string& checkpoint, kiln::nn::GPT& model, kiln::optim::Optimizer* opt,
+void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model, kiln::optim::Optimizer* opt,
                      TrainingState* state) {
-  kiln::nn::gpt2_from_hf(model, kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors);
+  auto weights = kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors;
+  model.load_full_state_dict(kiln::nn::gpt2_names_from_hf(weights));
   if (!opt) return;
   kiln::TensorFile f = kiln::load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
-  opt->load_state_dict(f.tensors);
-  auto number = [&](const char* key) -> int64_t {
+  auto meta = [&](const char* key) -> std::string {
     auto it = f.metadata.find(key);
     KILN_CHECK(it != f.metadata.end(), "[checkpoint] {} has no '{}' in its state", checkpoint, key);
-    return std::stoll(it->second);
+    return it->second;
   };
-  state->step = number("step");
-  state->loader = {number("loader_epoch"), number("loader_shard"), number("loader_batch")};
-  state->rng_offset = static_cast<uint64_t>(number("rng_offset"));
+  // This rank's share of each kind of state, renumbered as the optimizer numbers its parameters.
+  const std::vector<std::string> names = optimizer_param_names(model, *opt);
+  std::map<std::string, Tensor> local_state{{"step", f.tensors.at("step")}};
+  std::stringstream kinds(meta("optimizer_state"));
+  for (std::string kind; std::getline(kinds, kind, ',');) {
+    std::map<std::string, Tensor> full;
+    for (const std::string& name : names) {
+      auto it = f.tensors.find(name + "." + kind);
+      KILN_CHECK(it != f.tensors.end(), "[checkpoint] {} has no optimizer state '{}.{}'", checkpoint, name, kind);
+      full[name] = it->second;
+    }
+    std::map<std::string, Tensor> mine = model.take_local(full);
+    for (size_t i = 0; i < names.size(); ++i) local_state[fmt::format("{}.{}", i, kind)] = mine.at(names[i]);
+  }
+  opt->load_state_dict(local_state);
+  state->step = std::stoll(meta("step"));
+  state->loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
+  state->rng_offset = std::stoull(meta("rng_offset"));
+}
+
+void load_weights(const std::string& checkpoint, kiln::nn::GPT& model) {
+  kiln::nn::gpt2_from_hf(model, kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors);
 }
 
 }  // namespace gpt2

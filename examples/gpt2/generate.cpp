@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     if (std::string latest = gpt2::latest_checkpoint(checkpoint); !latest.empty()) dir = latest;
     kiln::data::Tokenizer tok(tokenizer);
     kiln::nn::GPT model(gpt2::read_config(dir), kiln::default_generator(), kiln::kFloat32, kiln::Device(device));
-    gpt2::load_checkpoint(dir, model);
+    gpt2::load_weights(dir, model);
     model.eval();
     std::vector<int64_t> ids{static_cast<int64_t>(tok.eos_id())};
     for (uint32_t id : tok.encode(prompt)) ids.push_back(id);

@@ -7,8 +7,12 @@
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
 // when prepare_data made them, tokenizer.model; llm.c's own GPT-2 token files
 // train as they are (--vocab-size 50257, no samples without a tokenizer).
-// Launched with mpirun, it trains data-parallel (DDP over the MPI ranks):
+// Launched with mpirun, it trains in parallel: data parallel over the ranks
+// by default, or Megatron-style tensor and pipeline parallel:
 //   mpirun -np 4 train --data data/fortunes --out out/dp4 ...
+//   mpirun -np 8 train --tp 2 --pp 2 --grad-accum 4 --schedule 1f1b ...   (dp = 2)
+// Checkpoints hold the whole model whatever the layout: a run saved at
+// --tp 2 --pp 2 resumes on one process, and the other way round.
 // Prints a progress line (step, loss, lr, tokens/s, MFU on a GPU, ETA),
 // evaluates on val.bin, samples text, writes metrics as JSON lines (plot them
 // with scripts/plot) and checkpoints (see checkpoint.h).
@@ -37,16 +41,18 @@ struct Args {
   int64_t batch = 16, seq = 128, grad_accum = 1, steps = 600, warmup = 30;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
   double beta1 = 0.9, beta2 = 0.95;
-  std::string schedule = "cosine", optimizer = "adamw", device = "cpu", dtype = "float32";
+  std::string lr_schedule = "cosine", optimizer = "adamw", device = "cpu", dtype = "float32";
   int64_t eval_every = 100, eval_batches = 20, sample_every = 200, sample_tokens = 96, checkpoint_every = 200;
   int64_t log_every = 10;
   int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
   int keep = 2;
+  int tp = 1, pp = 1, dp = 0;  // dp 0: the ranks left over by tp and pp
+  std::string pipeline = "1f1b";
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
 };
 
-std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, const kiln::nn::GPT& model) {
+std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, const kiln::dist::ParallelGPT& model) {
   auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
   if (a.optimizer == "adamw")
     return std::make_unique<kiln::optim::AdamW>(groups, kiln::optim::AdamWOptions{a.lr, a.beta1, a.beta2, 1e-8});
@@ -67,14 +73,13 @@ double unigram_baseline(const kiln::data::TokenFile& train, const kiln::data::To
   return nll / static_cast<double>(val.size());
 }
 
-double evaluate(const kiln::nn::GPT& model, kiln::data::DataLoader& val, int64_t batches) {
-  kiln::NoGradGuard no_grad;
+double evaluate(const kiln::dist::ParallelGPT& model, kiln::data::DataLoader& val, int64_t batches) {
   val.seek({});
   double total = 0;
   int64_t n = std::min(batches, val.batches_per_epoch());
   for (int64_t i = 0; i < n; ++i) {
     auto [x, y] = val.next();
-    total += model.loss(x, y).item<double>();
+    total += kiln::dist::pipeline_eval_loss(model, x, y);
   }
   return total / static_cast<double>(n);
 }
@@ -91,12 +96,17 @@ std::string format_duration(double seconds) {
 }
 
 int run(const Args& a) {
-  // Data parallel when started by mpirun: every rank trains a replica on its
-  // share of each batch; rank 0 prints, logs, samples and checkpoints.
+  // Under mpirun the ranks split into tensor-, pipeline- and data-parallel
+  // groups (Megatron's order); world rank 0 prints, logs, samples and
+  // checkpoints. Every rank of a data-parallel replica reads the same batches.
   auto world = kiln::dist::mpi_world();
-  const int rank = world->rank(), ranks = world->size();
-  const bool lead = rank == 0;
-  const uint64_t rank_offset = static_cast<uint64_t>(rank) << 40;  // distinct dropout masks per rank
+  const int ranks = world->size();
+  const bool lead = world->rank() == 0;
+  KILN_CHECK(ranks % (a.tp * a.pp) == 0, "[train] {} ranks do not split into --tp {} x --pp {}", ranks, a.tp, a.pp);
+  kiln::dist::ParallelState layout(world, a.tp, a.pp, a.dp > 0 ? a.dp : ranks / (a.tp * a.pp));
+  const int dp = layout.dp(), dp_rank = layout.dp_rank();
+  // Dropout masks differ between replicas, and agree within one (tensor-parallel ranks).
+  const uint64_t rank_offset = static_cast<uint64_t>(dp_rank) << 40;
   const kiln::Device device(a.device);
   // A sentencepiece model beside the data gives the vocabulary and decodes
   // samples; without one (llm.c's GPT-2 token files), --vocab-size does.
@@ -119,17 +129,18 @@ int run(const Args& a) {
   KILN_CHECK(config.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
              config.vocab_size, vocab);
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
-  kiln::nn::GPT model(config, gen, kiln::kFloat32, device);
+  kiln::dist::ParallelGPT model(config, layout, gen, kiln::kFloat32, device);
   if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
-  if (ranks > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, world);
+  if (dp > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
   gen.set_offset(gen.offset() + rank_offset);
   auto opt = make_optimizer(a, model);
   kiln::optim::LRSchedule schedule{a.lr, a.lr * a.min_lr_ratio, a.warmup, a.steps,
-                                   kiln::optim::LRSchedule::parse(a.schedule)};
+                                   kiln::optim::LRSchedule::parse(a.lr_schedule)};
+  const kiln::dist::PipelineOptions pipeline{kiln::dist::parse_pipeline_schedule(a.pipeline), a.grad_accum};
 
-  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .rank = rank,
-                                                         .world_size = ranks, .shuffle = a.shuffle, .seed = a.seed,
+  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .rank = dp_rank,
+                                                         .world_size = dp, .shuffle = a.shuffle, .seed = a.seed,
                                                          .device = device});
   kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .device = device});
 
@@ -143,14 +154,16 @@ int run(const Args& a) {
     gen.set_offset(state.rng_offset + rank_offset);
     say(lead, "resumed from {} at step {}\n", ckpt, state.step);
   }
-  const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum * ranks;
-  const double flops_per_step = model.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
+  const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum * dp;
+  const double flops_per_step = config.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
   say(lead, "model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
-             config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
-             static_cast<double>(model.num_parameters()) / 1e6);
+      config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
+      static_cast<double>(config.num_parameters()) / 1e6);
   say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
-             train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
-  if (ranks > 1) say(lead, "data parallel over {} ranks ({} gradient buckets)\n", ranks, ddp->buckets());
+      train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
+  if (ranks > 1)
+    say(lead, "parallel over {} ranks: tp {} x pp {} x dp {}; {} micro-batches per step{}\n", ranks, a.tp, a.pp, dp,
+        a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
     say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
@@ -162,17 +175,20 @@ int run(const Args& a) {
     if (lead) metrics << j.dump() << '\n' << std::flush;
   };
   auto sample = [&](int64_t step) {
-    if (!tok || !lead) return;  // nothing to decode with, or not the printing rank
+    if (!tok) return;  // nothing to decode with
+    // The whole model on rank 0 (gathered from every rank), decoded with the KV cache.
+    std::map<std::string, Tensor> weights = model.full_state_dict();
+    if (!lead) return;
     kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
-    model.eval();
-    auto ids = kiln::nn::generate(model, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
+    kiln::nn::GPT whole(config, sampler, kiln::kFloat32, device);
+    kiln::nn::gpt2_from_hf(whole, kiln::nn::gpt2_names_to_hf(weights, config.vocab_size));
+    whole.eval();
+    auto ids = kiln::nn::generate(whole, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
                                   {.temperature = 0.8, .top_k = 40}, sampler, tok->eos_id());
-    model.train();
     if (!ids.empty() && ids.back() == static_cast<int64_t>(tok->eos_id())) ids.pop_back();
     say(lead, "--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
   };
 
-  auto params = model.parameters();
   const int64_t first_step = state.step;
   auto start = std::chrono::steady_clock::now();
   double window_seconds = 0;
@@ -182,25 +198,22 @@ int run(const Args& a) {
     double lr = schedule.at(step);
     opt->set_lr(lr);
     opt->zero_grad();
-    double loss = 0;
+    // This replica's micro-batches, one after another in the loader's order.
+    std::vector<Tensor> xs, ys;
     for (int64_t micro = 0; micro < a.grad_accum; ++micro) {
       auto [x, y] = train.next();
-      Tensor l = model.loss(x, y) / static_cast<double>(a.grad_accum);
-      if (ddp && micro + 1 < a.grad_accum) {
-        auto no_sync = ddp->no_sync();  // communicate once, after the last micro-batch
-        l.backward();
-      } else {
-        l.backward();
-      }
-      loss += l.item<double>();
+      xs.push_back(x);
+      ys.push_back(y);
     }
+    double loss = kiln::dist::pipeline_train_step(model, kiln::cat(xs), kiln::cat(ys), pipeline, ddp.get());
     if (ddp) {
       ddp->finish();
       Tensor mean_loss = kiln::full({1}, loss, kiln::kFloat64);
-      world->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
+      layout.dp_group()->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
       loss = mean_loss.item<double>();
     }
-    double norm = a.grad_clip > 0 ? kiln::optim::clip_grad_norm(params, a.grad_clip) : 0.0;
+    model.sync_tied_gradients();
+    double norm = a.grad_clip > 0 ? model.clip_grad_norm(a.grad_clip) : 0.0;
     opt->step();
     if (device.is_cuda()) kiln::cuda::synchronize(device.index);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -212,10 +225,12 @@ int run(const Args& a) {
                         {"tokens_per_second", tok_per_s}};
     if (done % a.log_every == 0 || done == a.steps || step == first_step) {
       double avg = window_seconds / static_cast<double>(window_steps);
-      std::string mfu = device.is_cuda() ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12) : "";
+      std::string mfu = device.is_cuda()
+                            ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12 / ranks)
+                            : "";
       say(lead, "step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
-                 loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
-                 format_duration(avg * static_cast<double>(a.steps - done)));
+          loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
+          format_duration(avg * static_cast<double>(a.steps - done)));
       std::fflush(stdout);
       window_seconds = 0;
       window_steps = 0;
@@ -229,14 +244,14 @@ int run(const Args& a) {
     }
     log_metrics(m);
     if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
-    if (lead && a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
+    if (a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
       state = {done, train.position(), gen.offset() - rank_offset};
-      say(lead, "checkpoint: {}\n", gpt2::save_checkpoint(a.out, model, *opt, state, a.keep));
+      std::string path = gpt2::save_checkpoint(a.out, model, *opt, state, a.keep);
+      say(lead, "checkpoint: {}\n", path);
     }
   }
   say(lead, "done in {}; metrics in {}/metrics.jsonl (scripts/plot {}/metrics.jsonl)\n",
-             format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()), a.out,
-             a.out);
+      format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()), a.out, a.out);
   return 0;
 }
 
@@ -256,12 +271,19 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)");
   app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--seq,-t", a.seq, "tokens per sequence")->capture_default_str();
-  app.add_option("--grad-accum", a.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--grad-accum,--microbatches", a.grad_accum, "micro-batches per step (pipelined with --pp)")
+      ->capture_default_str();
+  app.add_option("--tp", a.tp, "tensor-parallel ranks (heads, MLP and vocabulary split)")->capture_default_str();
+  app.add_option("--pp", a.pp, "pipeline stages (layers split)")->capture_default_str();
+  app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))");
+  app.add_option("--schedule", a.pipeline, "pipeline schedule: gpipe | 1f1b")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gpipe", "1f1b"}));
   app.add_option("--steps", a.steps, "optimizer steps")->capture_default_str();
   app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr-ratio", a.min_lr_ratio, "final learning rate / peak")->capture_default_str();
   app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
-  app.add_option("--schedule", a.schedule, "cosine | linear | constant")->capture_default_str();
+  app.add_option("--lr-schedule", a.lr_schedule, "cosine | linear | constant")->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "adamw | lion | sgd")->capture_default_str();
   app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
   app.add_option("--beta1", a.beta1, "AdamW/Lion beta1 (SGD momentum)")->capture_default_str();

@@ -23,6 +23,16 @@ GPTConfig GPTConfig::gpt2(int depth, int64_t vocab_size, int64_t block_size) {
           .n_embd = channels};
 }
 
+int64_t GPTConfig::num_parameters() const {
+  const int64_t C = n_embd;
+  // Per block: two LayerNorms (4C), q/k/v (3C^2 + 3C), projection (C^2 + C), MLP (8C^2 + 5C).
+  return padded_vocab_size() * C + block_size * C + n_layer * (12 * C * C + 13 * C) + 2 * C;
+}
+
+double GPTConfig::flops_per_token(int64_t seq_len) const {
+  return 6.0 * static_cast<double>(num_parameters()) + 12.0 * static_cast<double>(n_layer * n_embd * seq_len);
+}
+
 GPT::GPT(const GPTConfig& c, Generator& gen, DType dtype, Device device) : config_(c) {
   KILN_CHECK(c.vocab_size > 0 && c.block_size > 0 && c.n_layer > 0, "[GPT] vocab_size ({}), block_size ({}) and "
              "n_layer ({}) must be positive", c.vocab_size, c.block_size, c.n_layer);
@@ -78,11 +88,6 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {
   Tensor logits = forward(idx);
   if (logits.dtype() != kFloat64) logits = logits.to(kFloat32);  // the loss in full precision
   return cross_entropy(logits.view({-1, config_.vocab_size}), targets.reshape({-1}));
-}
-
-double GPT::flops_per_token(int64_t seq_len) const {
-  return 6.0 * static_cast<double>(num_parameters()) +
-         12.0 * static_cast<double>(config_.n_layer * config_.n_embd * seq_len);
 }
 
 }  // namespace kiln::nn

@@ -27,6 +27,10 @@ struct GPTConfig {
 
   // The vocabulary rounded up to a multiple of 128.
   int64_t padded_vocab_size() const { return (vocab_size + 127) / 128 * 128; }
+  // Parameters of the model (the padded vocabulary included).
+  int64_t num_parameters() const;
+  // Training FLOPs per token: 6 N + 12 L C T (llm.c, PaLM appendix B).
+  double flops_per_token(int64_t seq_len) const;
   // GPT-2 family by depth as llm.c names it: d6, d12 (124M), d24 (350M), d36 (774M), d48 (1558M).
   static GPTConfig gpt2(int depth, int64_t vocab_size = 50257, int64_t block_size = 1024);
 };
@@ -44,8 +48,7 @@ class GPT : public Module {
   // GPT-2 initialization: N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layer)), zero biases.
   void reset_parameters(Generator& gen);
   const GPTConfig& config() const { return config_; }
-  // Training FLOPs per token: 6 N + 12 L C T (llm.c, PaLM appendix B).
-  double flops_per_token(int64_t seq_len) const;
+  double flops_per_token(int64_t seq_len) const { return config_.flops_per_token(seq_len); }
 
   std::shared_ptr<Embedding> wte, wpe;
   std::shared_ptr<Dropout> drop;

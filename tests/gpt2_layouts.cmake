@@ -1,0 +1,46 @@
+# The trainer under every kind of layout on 4 ranks gives the single-process
+# run's losses and gradient norms (to float32 rounding), and checkpoints cross
+# layouts: a tp=2 x pp=2 checkpoint resumes on one process, a one-process
+# checkpoint resumes at tp=4 and at pp=4 (GPipe).
+#   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P gpt2_layouts.cmake
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/text)
+set(text "")
+foreach(i RANGE 1 400)
+  math(EXPR a "${i} % 7")
+  math(EXPR b "${i} % 13")
+  string(APPEND text "%\nKiln ${i} holds ${a} pots at ${b} hundred degrees.\n")
+endforeach()
+file(WRITE ${WORK}/text/corpus ${text})
+separate_arguments(mpirun UNIX_COMMAND "${MPIRUN}")
+
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
+  endif()
+endfunction()
+
+function(resume_from checkpoint out)
+  file(MAKE_DIRECTORY ${WORK}/${out})
+  file(COPY ${WORK}/${checkpoint} DESTINATION ${WORK}/${out})
+  get_filename_component(name ${checkpoint} NAME)
+  file(WRITE ${WORK}/${out}/latest "${name}\n")
+endfunction()
+
+run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 300)
+set(train ${BIN}/train --data ${WORK}/data --layers 4 --channels 32 --heads 4 --seq 16 --batch 4 --grad-accum 2
+    --steps 6 --warmup 2 --eval-every 3 --eval-batches 2 --sample-every 0 --checkpoint-every 3 --keep 5)
+run(${train} --out ${WORK}/one)
+run(${mpirun} -np 4 ${train} --tp 2 --pp 2 --out ${WORK}/tp2pp2)
+resume_from(tp2pp2/step-000003 tp2pp2_on_one)
+run(${train} --out ${WORK}/tp2pp2_on_one --resume)
+resume_from(one/step-000003 one_on_tp4)
+run(${mpirun} -np 4 ${train} --tp 4 --out ${WORK}/one_on_tp4 --resume)
+resume_from(one/step-000003 one_on_pp4)
+run(${mpirun} -np 4 ${train} --pp 4 --schedule gpipe --out ${WORK}/one_on_pp4 --resume)
+
+foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
+  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)
+endforeach()
+message(STATUS "every layout and resumed layout matches the single-process run")
