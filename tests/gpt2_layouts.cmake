@@ -1,7 +1,8 @@
 # The trainer under every kind of layout on 4 ranks gives the single-process
 # run's losses and gradient norms (to float32 rounding), and checkpoints cross
 # layouts: a tp=2 x pp=2 checkpoint resumes on one process, a one-process
-# checkpoint resumes at tp=4 and at pp=4 (GPipe).
+# checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
+# run (each replica half the batch) matches and resumes on one process.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P gpt2_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -29,8 +30,9 @@ function(resume_from checkpoint out)
 endfunction()
 
 run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 300)
-set(train ${BIN}/train --data ${WORK}/data --layers 4 --channels 32 --heads 4 --seq 16 --batch 4 --grad-accum 2
-    --steps 6 --warmup 2 --eval-every 3 --eval-batches 2 --sample-every 0 --checkpoint-every 3 --keep 5)
+set(common ${BIN}/train --data ${WORK}/data --layers 4 --channels 32 --heads 4 --seq 16 --grad-accum 2
+    --steps 6 --warmup 2 --eval-every 3 --sample-every 0 --checkpoint-every 3 --keep 5)
+set(train ${common} --batch 4 --eval-batches 2)
 run(${train} --out ${WORK}/one)
 run(${mpirun} -np 4 ${train} --tp 2 --pp 2 --out ${WORK}/tp2pp2)
 resume_from(tp2pp2/step-000003 tp2pp2_on_one)
@@ -40,7 +42,16 @@ run(${mpirun} -np 4 ${train} --tp 4 --out ${WORK}/one_on_tp4 --resume)
 resume_from(one/step-000003 one_on_pp4)
 run(${mpirun} -np 4 ${train} --pp 4 --schedule gpipe --out ${WORK}/one_on_pp4 --resume)
 
+# Data parallel: two replicas of batch 4 read what one process reads with batch 8.
+run(${common} --batch 8 --eval-batches 2 --out ${WORK}/one_b8)
+run(${mpirun} -np 4 ${common} --batch 4 --eval-batches 4 --tp 2 --zero1 --out ${WORK}/tp2dp2_zero1)
+resume_from(tp2dp2_zero1/step-000003 zero1_on_one)
+run(${common} --batch 8 --eval-batches 2 --out ${WORK}/zero1_on_one --resume)
+
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)
+endforeach()
+foreach(other tp2dp2_zero1 zero1_on_one)
+  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one_b8/metrics.jsonl 1 1e-5)
 endforeach()
 message(STATUS "every layout and resumed layout matches the single-process run")

@@ -109,6 +109,7 @@ nn::GPTConfig tiny_config() {
 struct Layout {
   int tp, pp, dp;
   dist::PipelineSchedule schedule = dist::PipelineSchedule::OneForwardOneBackward;
+  bool zero1 = false;  // ZeRO-1 over dp instead of DDP
 };
 
 // Three AdamW steps with clipping on (B, T) = (8, 16), as one process and
@@ -117,7 +118,7 @@ struct Layout {
 // and the tolerances can be tight (AdamW magnifies rounding in tiny gradients).
 void check_layout(const Layout& l) {
   auto w = world();
-  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp);
+  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : ""));
   dist::ParallelState ps(w, l.tp, l.pp, l.dp);
   const nn::GPTConfig config = tiny_config();
   Generator g1(21), g2(21);
@@ -126,9 +127,15 @@ void check_layout(const Layout& l) {
   CHECK(g1.offset() == g2.offset());  // dropout would continue from the same place
 
   optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
-  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  auto groups = optim::decay_groups(model.named_parameters(), 0.1);
+  optim::AdamW opt(groups, {.lr = 1e-2});
+  auto adamw = [](std::vector<optim::ParamGroup> g) {
+    return std::make_unique<optim::AdamW>(std::move(g), optim::AdamWOptions{.lr = 1e-2});
+  };
+  dist::ZeroRedundancyOptimizer zero(groups, ps.dp_group(), adamw);
   std::unique_ptr<dist::DistributedDataParallel> ddp;
-  if (l.dp > 1) ddp = std::make_unique<dist::DistributedDataParallel>(model, ps.dp_group(), /*bucket_bytes=*/4096);
+  if (l.dp > 1 && !l.zero1)
+    ddp = std::make_unique<dist::DistributedDataParallel>(model, ps.dp_group(), /*bucket_bytes=*/4096);
   const int64_t B = 8, T = 16, local = B / l.dp, microbatches = l.pp > 1 ? 2 : 1;
   const double clip = 0.5;  // below the first steps' norms: clipping is exercised
   Generator data(9);
@@ -141,12 +148,20 @@ void check_layout(const Layout& l) {
     ref_opt.step();
 
     opt.zero_grad();
+    zero.zero_grad();
     Tensor my_idx = idx.narrow(0, ps.dp_rank() * local, local), my_targets = targets.narrow(0, ps.dp_rank() * local, local);
     double loss = dist::pipeline_train_step(model, my_idx, my_targets, {l.schedule, microbatches}, ddp.get());
     if (ddp) ddp->finish();
     model.sync_tied_gradients();
-    double norm = model.clip_grad_norm(clip);
-    opt.step();
+    double norm = 0;
+    if (l.zero1) {
+      zero.reduce_gradients();
+      norm = zero.clip_grad_norm(clip, model.norm_parameters(), {ps.tp_group().get(), ps.pp_group().get()});
+      zero.step();
+    } else {
+      norm = model.clip_grad_norm(clip);
+      opt.step();
+    }
     // The pipeline's loss is this dp rank's; average over dp for the batch's.
     Tensor mean = full({1}, loss, kFloat64);
     ps.dp_group()->all_reduce(mean, dist::ReduceOp::Avg);
@@ -162,6 +177,14 @@ void check_layout(const Layout& l) {
                        kFloat64);
     ps.dp_group()->all_reduce(eval, dist::ReduceOp::Avg);
     CHECK(eval.item<double>() == Approx(reference.loss(idx, targets).item<double>()).epsilon(1e-12));
+  }
+  if (l.zero1 && l.tp == 1 && l.pp == 1) {
+    // The sharded state, gathered, is AdamW's on the whole model; and it loads back.
+    auto state = zero.state_dict();
+    for (auto& [key, t] : ref_opt.state_dict()) check_close(state.at(key), t, 1e-9, "optimizer " + key);
+    dist::ZeroRedundancyOptimizer again(groups, ps.dp_group(), adamw);
+    again.load_state_dict(state);
+    for (auto& [key, t] : again.state_dict()) check_close(t, state.at(key), 0, "reloaded " + key);
   }
   std::map<std::string, Tensor> gathered = model.full_state_dict();
   if (w->rank() != 0) {
@@ -179,14 +202,17 @@ void check_layout(const Layout& l) {
 TEST_CASE("every parallel layout trains like one process") {
   const int n = world()->size();
   check_layout({1, 1, n});  // data parallel
+  check_layout({1, 1, n, {}, /*zero1=*/true});
   if (n % 2 == 0) {
     check_layout({2, 1, n / 2});
+    check_layout({2, 1, n / 2, {}, /*zero1=*/true});
     check_layout({n / 2, 2, 1, dist::PipelineSchedule::GPipe});
   }
   if (n == 4) {
     check_layout({2, 2, 1});
     check_layout({1, 4, 1});
     check_layout({1, 4, 1, dist::PipelineSchedule::GPipe});
+    check_layout({1, 2, 2, {}, /*zero1=*/true});
     check_layout({4, 1, 1});
   }
 }

@@ -201,15 +201,19 @@ void ParallelGPT::sync_tied_gradients() {
   w.set_grad(g);
 }
 
-double ParallelGPT::clip_grad_norm(double max_norm) {
-  // Each weight counted once: replicated ones on tp rank 0, the tied embedding on the first stage.
+std::vector<Tensor> ParallelGPT::norm_parameters() const {
+  // Replicated weights on tp rank 0, the tied embedding on the first stage.
   std::vector<Tensor> counted;
   for (auto& [name, p] : named_parameters()) {
     if (spec(name).replicated() && state_->tp_rank() != 0) continue;
     if (name == "wte.weight" && holds_tied_copy()) continue;
     counted.push_back(p);
   }
-  Tensor total = full({1}, optim::grad_squared_sum(counted), kFloat64);
+  return counted;
+}
+
+double ParallelGPT::clip_grad_norm(double max_norm) {
+  Tensor total = full({1}, optim::grad_squared_sum(norm_parameters()), kFloat64);
   state_->tp_group()->all_reduce(total);
   state_->pp_group()->all_reduce(total);
   const double norm = std::sqrt(total.item<double>());

@@ -19,20 +19,17 @@ std::string read_text(const fs::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
-}  // namespace
 
-namespace {
 
 // The optimizer's parameters, in its numbering, by their names in the model.
-std::vector<std::string> optimizer_param_names(const kiln::dist::ParallelGPT& model, const kiln::optim::Optimizer& opt) {
+std::vector<std::string> optimizer_param_names(const kiln::dist::ParallelGPT& model, const std::vector<Tensor>& params) {
   auto named = model.named_parameters();
   std::vector<std::string> names;
-  for (const auto& group : opt.groups())
-    for (const Tensor& p : group.params) {
-      auto it = std::find_if(named.begin(), named.end(), [&](const auto& np) { return np.second.is_same(p); });
-      KILN_CHECK(it != named.end(), "[checkpoint] the optimizer updates a tensor that is not a model parameter");
-      names.push_back(it->first);
-    }
+  for (const Tensor& p : params) {
+    auto it = std::find_if(named.begin(), named.end(), [&](const auto& np) { return np.second.is_same(p); });
+    KILN_CHECK(it != named.end(), "[checkpoint] the optimizer updates a tensor that is not a model parameter");
+    names.push_back(it->first);
+  }
   return names;
 }
 
@@ -48,16 +45,15 @@ std::map<std::string, std::map<std::string, Tensor>> by_state(const std::map<std
   return out;
 }
 
-}  // namespace
-
-std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
-                            const kiln::optim::Optimizer& opt, const TrainingState& state, int keep) {
+// Writes the checkpoint of a model and its optimizer's state ("<index>.<state>"
+// in the numbering of params).
+std::string save(const std::string& dir, const kiln::dist::ParallelGPT& model, const std::vector<Tensor>& params,
+                 const std::map<std::string, Tensor>& opt_state, const TrainingState& state, int keep) {
   // Gather on every rank, write on rank 0.
   std::map<std::string, Tensor> weights = model.full_state_dict();
-  std::map<std::string, Tensor> opt_state = opt.state_dict();
   std::map<std::string, Tensor> full_state{{"step", opt_state.at("step")}};
   std::string kinds;
-  for (auto& [kind, local] : by_state(opt_state, optimizer_param_names(model, opt))) {
+  for (auto& [kind, local] : by_state(opt_state, optimizer_param_names(model, params))) {
     for (auto& [name, t] : model.gather_full(local)) full_state[name + "." + kind] = t;
     kinds += (kinds.empty() ? "" : ",") + kind;
   }
@@ -90,6 +86,54 @@ std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGP
   return final_dir.string();
 }
 
+// Loads the weights, the training state, and returns this rank's share of the
+// optimizer state in the numbering of params.
+void load_weights_into(const std::string& checkpoint, kiln::dist::ParallelGPT& model) {
+  auto weights = kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors;
+  model.load_full_state_dict(kiln::nn::gpt2_names_from_hf(weights));
+}
+
+std::map<std::string, Tensor> load(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
+                                   const std::vector<Tensor>& params, TrainingState& state) {
+  load_weights_into(checkpoint, model);
+  kiln::TensorFile f = kiln::load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
+  auto meta = [&](const char* key) -> std::string {
+    auto it = f.metadata.find(key);
+    KILN_CHECK(it != f.metadata.end(), "[checkpoint] {} has no '{}' in its state", checkpoint, key);
+    return it->second;
+  };
+  state.step = std::stoll(meta("step"));
+  state.loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
+  state.rng_offset = std::stoull(meta("rng_offset"));
+  // This rank's share of each kind of state, numbered as the optimizer numbers its parameters.
+  const std::vector<std::string> names = optimizer_param_names(model, params);
+  std::map<std::string, Tensor> local_state{{"step", f.tensors.at("step")}};
+  std::stringstream kinds(meta("optimizer_state"));
+  for (std::string kind; std::getline(kinds, kind, ',');) {
+    std::map<std::string, Tensor> full;
+    for (const std::string& name : names) {
+      auto it = f.tensors.find(name + "." + kind);
+      KILN_CHECK(it != f.tensors.end(), "[checkpoint] {} has no optimizer state '{}.{}'", checkpoint, name, kind);
+      full[name] = it->second;
+    }
+    std::map<std::string, Tensor> mine = model.take_local(full);
+    for (size_t i = 0; i < names.size(); ++i) local_state[fmt::format("{}.{}", i, kind)] = mine.at(names[i]);
+  }
+  return local_state;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
+                            const kiln::optim::Optimizer& opt, const TrainingState& state, int keep) {
+  return save(dir, model, opt.params(), opt.state_dict(), state, keep);
+}
+
+std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
+                            const kiln::dist::ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
+  return save(dir, model, opt.params(), opt.state_dict(), state, keep);
+}
+
 std::string latest_checkpoint(const std::string& dir) {
   fs::path pointer = fs::path(dir) / "latest";
   if (!fs::exists(pointer)) return "";
@@ -118,33 +162,14 @@ kiln::nn::GPTConfig read_config(const std::string& checkpoint) {
 
 void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model, kiln::optim::Optimizer* opt,
                      TrainingState* state) {
-  auto weights = kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors;
-  model.load_full_state_dict(kiln::nn::gpt2_names_from_hf(weights));
-  if (!opt) return;
-  kiln::TensorFile f = kiln::load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
-  auto meta = [&](const char* key) -> std::string {
-    auto it = f.metadata.find(key);
-    KILN_CHECK(it != f.metadata.end(), "[checkpoint] {} has no '{}' in its state", checkpoint, key);
-    return it->second;
-  };
-  // This rank's share of each kind of state, renumbered as the optimizer numbers its parameters.
-  const std::vector<std::string> names = optimizer_param_names(model, *opt);
-  std::map<std::string, Tensor> local_state{{"step", f.tensors.at("step")}};
-  std::stringstream kinds(meta("optimizer_state"));
-  for (std::string kind; std::getline(kinds, kind, ',');) {
-    std::map<std::string, Tensor> full;
-    for (const std::string& name : names) {
-      auto it = f.tensors.find(name + "." + kind);
-      KILN_CHECK(it != f.tensors.end(), "[checkpoint] {} has no optimizer state '{}.{}'", checkpoint, name, kind);
-      full[name] = it->second;
-    }
-    std::map<std::string, Tensor> mine = model.take_local(full);
-    for (size_t i = 0; i < names.size(); ++i) local_state[fmt::format("{}.{}", i, kind)] = mine.at(names[i]);
-  }
-  opt->load_state_dict(local_state);
-  state->step = std::stoll(meta("step"));
-  state->loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
-  state->rng_offset = std::stoull(meta("rng_offset"));
+  if (!opt) return load_weights_into(checkpoint, model);
+  KILN_CHECK(state, "[checkpoint] loading optimizer state needs a TrainingState to fill");
+  opt->load_state_dict(load(checkpoint, model, opt->params(), *state));
+}
+
+void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
+                     kiln::dist::ZeroRedundancyOptimizer& opt, TrainingState& state) {
+  opt.load_state_dict(load(checkpoint, model, opt.params(), state));
 }
 
 void load_weights(const std::string& checkpoint, kiln::nn::GPT& model) {

@@ -27,6 +27,9 @@ struct TrainingState {
 // writes and gets the path ("" elsewhere).
 std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
                             const kiln::optim::Optimizer& opt, const TrainingState& state, int keep = 2);
+// The same with ZeRO-1's sharded optimizer state (stored whole as well).
+std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
+                            const kiln::dist::ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep = 2);
 
 // The newest checkpoint directory under dir, or "" if none.
 std::string latest_checkpoint(const std::string& dir);
@@ -37,6 +40,8 @@ kiln::nn::GPTConfig read_config(const std::string& checkpoint);
 // of the optimizer state, and the training state). Every rank reads the files.
 void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
                      kiln::optim::Optimizer* opt = nullptr, TrainingState* state = nullptr);
+void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
+                     kiln::dist::ZeroRedundancyOptimizer& opt, TrainingState& state);
 // Loads the weights of a checkpoint (kiln's or Hugging Face's) into a whole model.
 void load_weights(const std::string& checkpoint, kiln::nn::GPT& model);
 

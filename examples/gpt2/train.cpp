@@ -47,13 +47,13 @@ struct Args {
   int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
   int keep = 2;
   int tp = 1, pp = 1, dp = 0;  // dp 0: the ranks left over by tp and pp
+  bool zero1 = false;
   std::string pipeline = "1f1b";
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
 };
 
-std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, const kiln::dist::ParallelGPT& model) {
-  auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
+std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, std::vector<kiln::optim::ParamGroup> groups) {
   if (a.optimizer == "adamw")
     return std::make_unique<kiln::optim::AdamW>(groups, kiln::optim::AdamWOptions{a.lr, a.beta1, a.beta2, 1e-8});
   if (a.optimizer == "lion")
@@ -131,10 +131,20 @@ int run(const Args& a) {
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
   kiln::dist::ParallelGPT model(config, layout, gen, kiln::kFloat32, device);
   if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
+  // Data parallel: DDP averages the gradients, or ZeRO-1 shards the optimizer
+  // state and averages them itself.
+  auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
+  std::unique_ptr<kiln::optim::Optimizer> opt;
+  std::unique_ptr<kiln::dist::ZeroRedundancyOptimizer> zero;
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
-  if (dp > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
+  if (a.zero1) {
+    zero = std::make_unique<kiln::dist::ZeroRedundancyOptimizer>(
+        groups, layout.dp_group(), [&](std::vector<kiln::optim::ParamGroup> shards) { return make_optimizer(a, shards); });
+  } else {
+    opt = make_optimizer(a, groups);
+    if (dp > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
+  }
   gen.set_offset(gen.offset() + rank_offset);
-  auto opt = make_optimizer(a, model);
   kiln::optim::LRSchedule schedule{a.lr, a.lr * a.min_lr_ratio, a.warmup, a.steps,
                                    kiln::optim::LRSchedule::parse(a.lr_schedule)};
   const kiln::dist::PipelineOptions pipeline{kiln::dist::parse_pipeline_schedule(a.pipeline), a.grad_accum};
@@ -149,7 +159,8 @@ int run(const Args& a) {
   if (a.resume) {
     std::string ckpt = gpt2::latest_checkpoint(a.out);
     KILN_CHECK(!ckpt.empty(), "[train] --resume: no checkpoint in {}", a.out);
-    gpt2::load_checkpoint(ckpt, model, opt.get(), &state);
+    if (zero) gpt2::load_checkpoint(ckpt, model, *zero, state);
+    else gpt2::load_checkpoint(ckpt, model, opt.get(), &state);
     train.seek(state.loader);
     gen.set_offset(state.rng_offset + rank_offset);
     say(lead, "resumed from {} at step {}\n", ckpt, state.step);
@@ -162,8 +173,8 @@ int run(const Args& a) {
   say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
       train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
-    say(lead, "parallel over {} ranks: tp {} x pp {} x dp {}; {} micro-batches per step{}\n", ranks, a.tp, a.pp, dp,
-        a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
+    say(lead, "parallel over {} ranks: tp {} x pp {} x dp {}{}; {} micro-batches per step{}\n", ranks, a.tp, a.pp,
+        dp, zero ? " (ZeRO-1)" : "", a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
     say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
@@ -196,8 +207,13 @@ int run(const Args& a) {
   for (int64_t step = first_step; step < a.steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     double lr = schedule.at(step);
-    opt->set_lr(lr);
-    opt->zero_grad();
+    if (zero) {
+      zero->set_lr(lr);
+      zero->zero_grad();
+    } else {
+      opt->set_lr(lr);
+      opt->zero_grad();
+    }
     // This replica's micro-batches, one after another in the loader's order.
     std::vector<Tensor> xs, ys;
     for (int64_t micro = 0; micro < a.grad_accum; ++micro) {
@@ -206,15 +222,24 @@ int run(const Args& a) {
       ys.push_back(y);
     }
     double loss = kiln::dist::pipeline_train_step(model, kiln::cat(xs), kiln::cat(ys), pipeline, ddp.get());
-    if (ddp) {
-      ddp->finish();
+    if (ddp) ddp->finish();
+    if (dp > 1) {
       Tensor mean_loss = kiln::full({1}, loss, kiln::kFloat64);
       layout.dp_group()->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
       loss = mean_loss.item<double>();
     }
     model.sync_tied_gradients();
-    double norm = a.grad_clip > 0 ? model.clip_grad_norm(a.grad_clip) : 0.0;
-    opt->step();
+    double norm = 0;
+    if (zero) {
+      zero->reduce_gradients();
+      if (a.grad_clip > 0)
+        norm = zero->clip_grad_norm(a.grad_clip, model.norm_parameters(),
+                                    {layout.tp_group().get(), layout.pp_group().get()});
+      zero->step();
+    } else {
+      if (a.grad_clip > 0) norm = model.clip_grad_norm(a.grad_clip);
+      opt->step();
+    }
     if (device.is_cuda()) kiln::cuda::synchronize(device.index);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     window_seconds += seconds;
@@ -246,7 +271,8 @@ int run(const Args& a) {
     if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
     if (a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
       state = {done, train.position(), gen.offset() - rank_offset};
-      std::string path = gpt2::save_checkpoint(a.out, model, *opt, state, a.keep);
+      std::string path = zero ? gpt2::save_checkpoint(a.out, model, *zero, state, a.keep)
+                              : gpt2::save_checkpoint(a.out, model, *opt, state, a.keep);
       say(lead, "checkpoint: {}\n", path);
     }
   }
@@ -276,6 +302,7 @@ int main(int argc, char** argv) {
   app.add_option("--tp", a.tp, "tensor-parallel ranks (heads, MLP and vocabulary split)")->capture_default_str();
   app.add_option("--pp", a.pp, "pipeline stages (layers split)")->capture_default_str();
   app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))");
+  app.add_flag("--zero1", a.zero1, "shard the optimizer state across the data-parallel replicas (ZeRO-1)");
   app.add_option("--schedule", a.pipeline, "pipeline schedule: gpipe | 1f1b")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b"}));

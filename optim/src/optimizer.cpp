@@ -52,6 +52,12 @@ void Optimizer::zero_grad(bool set_to_none) {
   for (const ParamGroup& g : groups_) autograd::zero_grad(g.params, set_to_none);
 }
 
+std::vector<Tensor> Optimizer::params() const {
+  std::vector<Tensor> out;
+  for (const ParamGroup& g : groups_) out.insert(out.end(), g.params.begin(), g.params.end());
+  return out;
+}
+
 std::map<std::string, Tensor> Optimizer::state_dict() const {
   std::map<std::string, Tensor> out;
   out["step"] = scalar_tensor(steps_, kInt64);

@@ -104,6 +104,9 @@ class ParallelGPT : public nn::Module {
   // and shard; gradients already averaged over dp), clipped to max_norm like
   // optim::clip_grad_norm. Returns the norm before clipping.
   double clip_grad_norm(double max_norm);
+  // The parameters a norm over the whole model counts on this rank, so that
+  // the sum over the tp and pp groups counts every weight once.
+  std::vector<Tensor> norm_parameters() const;
 
   // Full tensors under nn::GPT's names from this rank's tensors of the same
   // names (its parameters, or optimizer state shaped like them): assembled

@@ -33,6 +33,8 @@ class Optimizer {
   void set_lr(double lr);
   int64_t steps() const { return steps_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
+  // Every parameter, numbered across groups in order (state_dict's numbering).
+  std::vector<Tensor> params() const;
 
   // The step count and every state tensor, named "<param index>.<state name>"
   // with parameters numbered across groups in order.
