@@ -1,6 +1,6 @@
 # The trainer under every kind of layout on 4 ranks gives the single-process
 # run's losses and gradient norms (to float32 rounding), and checkpoints cross
-# layouts: a tp=2 x pp=2 checkpoint resumes on one process, a one-process
+# layouts: a tp=2 x pp=2 (sequence parallel) checkpoint resumes on one process, a one-process
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
 # run (each replica half the batch) matches and resumes on one process.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P gpt2_layouts.cmake
@@ -34,7 +34,7 @@ set(common ${BIN}/train --data ${WORK}/data --layers 4 --channels 32 --heads 4 -
     --steps 6 --warmup 2 --eval-every 3 --sample-every 0 --checkpoint-every 3 --keep 5)
 set(train ${common} --batch 4 --eval-batches 2)
 run(${train} --out ${WORK}/one)
-run(${mpirun} -np 4 ${train} --tp 2 --pp 2 --out ${WORK}/tp2pp2)
+run(${mpirun} -np 4 ${train} --tp 2 --pp 2 --sequence-parallel --out ${WORK}/tp2pp2)
 resume_from(tp2pp2/step-000003 tp2pp2_on_one)
 run(${train} --out ${WORK}/tp2pp2_on_one --resume)
 resume_from(one/step-000003 one_on_tp4)

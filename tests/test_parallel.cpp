@@ -110,6 +110,7 @@ struct Layout {
   int tp, pp, dp;
   dist::PipelineSchedule schedule = dist::PipelineSchedule::OneForwardOneBackward;
   bool zero1 = false;  // ZeRO-1 over dp instead of DDP
+  bool sequence_parallel = false;
 };
 
 // Three AdamW steps with clipping on (B, T) = (8, 16), as one process and
@@ -118,12 +119,13 @@ struct Layout {
 // and the tolerances can be tight (AdamW magnifies rounding in tiny gradients).
 void check_layout(const Layout& l) {
   auto w = world();
-  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : ""));
+  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : "")
+              << (l.sequence_parallel ? " sequence parallel" : ""));
   dist::ParallelState ps(w, l.tp, l.pp, l.dp);
   const nn::GPTConfig config = tiny_config();
   Generator g1(21), g2(21);
   nn::GPT reference(config, g1, kFloat64);
-  dist::ParallelGPT model(config, ps, g2, kFloat64);
+  dist::ParallelGPT model(config, ps, g2, kFloat64, kCPU, l.sequence_parallel);
   CHECK(g1.offset() == g2.offset());  // dropout would continue from the same place
 
   optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
@@ -152,7 +154,7 @@ void check_layout(const Layout& l) {
     Tensor my_idx = idx.narrow(0, ps.dp_rank() * local, local), my_targets = targets.narrow(0, ps.dp_rank() * local, local);
     double loss = dist::pipeline_train_step(model, my_idx, my_targets, {l.schedule, microbatches}, ddp.get());
     if (ddp) ddp->finish();
-    model.sync_tied_gradients();
+    model.sync_gradients();
     double norm = 0;
     if (l.zero1) {
       zero.reduce_gradients();
@@ -206,6 +208,7 @@ TEST_CASE("every parallel layout trains like one process") {
   if (n % 2 == 0) {
     check_layout({2, 1, n / 2});
     check_layout({2, 1, n / 2, {}, /*zero1=*/true});
+    check_layout({2, 1, n / 2, {}, false, /*sequence_parallel=*/true});
     check_layout({n / 2, 2, 1, dist::PipelineSchedule::GPipe});
   }
   if (n == 4) {
@@ -214,5 +217,6 @@ TEST_CASE("every parallel layout trains like one process") {
     check_layout({1, 4, 1, dist::PipelineSchedule::GPipe});
     check_layout({1, 2, 2, {}, /*zero1=*/true});
     check_layout({4, 1, 1});
+    check_layout({2, 2, 1, dist::PipelineSchedule::OneForwardOneBackward, false, /*sequence_parallel=*/true});
   }
 }

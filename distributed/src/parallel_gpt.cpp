@@ -11,14 +11,15 @@ namespace kiln::dist {
 namespace {
 
 std::shared_ptr<ColumnParallelLinear> column(const nn::TransformerOptions& o, int64_t in, int64_t out,
-                                             std::vector<int64_t> segments, ProcessGroup& g, Generator& gen) {
+                                             std::vector<int64_t> segments, bool sp, ProcessGroup& g, Generator& gen) {
   return std::make_shared<ColumnParallelLinear>(
-      ParallelLinearOptions{in, out, o.bias, o.dtype, o.device, std::move(segments)}, g, gen);
+      ParallelLinearOptions{in, out, o.bias, o.dtype, o.device, std::move(segments), sp}, g, gen);
 }
 
-std::shared_ptr<RowParallelLinear> row(const nn::TransformerOptions& o, int64_t in, int64_t out, ProcessGroup& g,
-                                       Generator& gen) {
-  return std::make_shared<RowParallelLinear>(ParallelLinearOptions{in, out, o.bias, o.dtype, o.device}, g, gen);
+std::shared_ptr<RowParallelLinear> row(const nn::TransformerOptions& o, int64_t in, int64_t out, bool sp,
+                                       ProcessGroup& g, Generator& gen) {
+  return std::make_shared<RowParallelLinear>(ParallelLinearOptions{in, out, o.bias, o.dtype, o.device, {}, sp}, g,
+                                             gen);
 }
 
 std::shared_ptr<nn::LayerNorm> norm(const nn::TransformerOptions& o) {
@@ -43,13 +44,13 @@ int64_t padded_vocab(int64_t vocab, int tp) {
 }  // namespace
 
 ParallelSelfAttention::ParallelSelfAttention(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
-                                             Generator& dropout_gen) {
+                                             Generator& dropout_gen, bool sp) {
   const int64_t C = o.n_embd, tp = g.size();
   KILN_CHECK(o.n_head % tp == 0, "[ParallelSelfAttention] {} heads do not divide among {} tensor-parallel ranks",
              o.n_head, tp);
   local_heads_ = o.n_head / tp;
-  c_attn = register_module("c_attn", column(o, C, 3 * C, {C, C, C}, g, init_gen));
-  c_proj = register_module("c_proj", row(o, C, C, g, init_gen));
+  c_attn = register_module("c_attn", column(o, C, 3 * C, {C, C, C}, sp, g, init_gen));
+  c_proj = register_module("c_proj", row(o, C, C, sp, g, init_gen));
   resid_dropout = register_module("resid_dropout", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
 }
 
@@ -59,9 +60,9 @@ Tensor ParallelSelfAttention::forward(const Tensor& x) const {
 }
 
 ParallelMLP::ParallelMLP(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
-                         Generator& dropout_gen) {
-  c_fc = register_module("c_fc", column(o, o.n_embd, 4 * o.n_embd, {}, g, init_gen));
-  c_proj = register_module("c_proj", row(o, 4 * o.n_embd, o.n_embd, g, init_gen));
+                         Generator& dropout_gen, bool sp) {
+  c_fc = register_module("c_fc", column(o, o.n_embd, 4 * o.n_embd, {}, sp, g, init_gen));
+  c_proj = register_module("c_proj", row(o, 4 * o.n_embd, o.n_embd, sp, g, init_gen));
   dropout = register_module("dropout", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
 }
 
@@ -70,11 +71,11 @@ Tensor ParallelMLP::forward(const Tensor& x) const {
 }
 
 ParallelBlock::ParallelBlock(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
-                             Generator& dropout_gen) {
+                             Generator& dropout_gen, bool sp) {
   ln_1 = register_module("ln_1", norm(o));
-  attn = register_module("attn", std::make_shared<ParallelSelfAttention>(o, g, init_gen, dropout_gen));
+  attn = register_module("attn", std::make_shared<ParallelSelfAttention>(o, g, init_gen, dropout_gen, sp));
   ln_2 = register_module("ln_2", norm(o));
-  mlp = register_module("mlp", std::make_shared<ParallelMLP>(o, g, init_gen, dropout_gen));
+  mlp = register_module("mlp", std::make_shared<ParallelMLP>(o, g, init_gen, dropout_gen, sp));
 }
 
 Tensor ParallelBlock::forward(const Tensor& x) const {
@@ -82,8 +83,9 @@ Tensor ParallelBlock::forward(const Tensor& x) const {
   return h + mlp->forward(ln_2->forward(h));
 }
 
-ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator& gen, DType dtype, Device device)
-    : config_(c), state_(&state) {
+ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator& gen, DType dtype, Device device,
+                         bool sequence_parallel)
+    : config_(c), state_(&state), sequence_parallel_(sequence_parallel && state.tp() > 1) {
   const int tp = state.tp(), pp = state.pp();
   KILN_CHECK(c.n_layer >= pp, "[ParallelGPT] {} layers cannot fill {} pipeline stages", c.n_layer, pp);
   KILN_CHECK(c.vocab_size >= tp, "[ParallelGPT] a vocabulary of {} cannot split among {} tensor-parallel ranks",
@@ -110,7 +112,7 @@ ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator
   }
   h = register_module("h", std::make_shared<nn::ModuleList>(static_cast<size_t>(layers_.first)));
   for (int64_t i = layers_.first; i < layers_.second; ++i)
-    h->push_back(std::make_shared<ParallelBlock>(t, g, scratch, gen));
+    h->push_back(std::make_shared<ParallelBlock>(t, g, scratch, gen, sequence_parallel_));
   if (is_last_stage())
     ln_f = register_module("ln_f", norm(t));
 
@@ -151,11 +153,16 @@ Tensor ParallelGPT::forward(const Tensor& input) const {
     KILN_CHECK(input.dim() == 2 && !is_floating(input.dtype()),
                "[ParallelGPT] the first stage expects token ids (B, T) of an integer dtype, got {} [{}]",
                input.dtype(), fmt::join(input.sizes(), ", "));
-    const int64_t T = input.size(1);
+    const int64_t T = input.size(1), tp = state_->tp();
     KILN_CHECK(T <= config_.block_size, "[ParallelGPT] sequence of {} tokens is longer than block_size {}", T,
                config_.block_size);
-    Tensor pos = arange(0, T, 1, TensorOptions(kInt64).device(input.device()));
-    x = wte->forward(input) + wpe->forward(pos);
+    KILN_CHECK(!sequence_parallel_ || T % tp == 0,
+               "[ParallelGPT] sequence parallelism splits the {} tokens of a sequence among {} ranks: they must divide",
+               T, tp);
+    // With sequence parallelism this rank holds positions [first, first + T / tp).
+    const int64_t first = sequence_parallel_ ? state_->tp_rank() * (T / tp) : 0;
+    Tensor pos = arange(first, first + (sequence_parallel_ ? T / tp : T), 1, TensorOptions(kInt64).device(input.device()));
+    x = wte->forward(input, sequence_parallel_) + wpe->forward(pos);
     if (config_.compute_dtype) x = x.to(*config_.compute_dtype);
     x = drop->forward(x);
   } else {
@@ -171,12 +178,14 @@ Tensor ParallelGPT::forward(const Tensor& input) const {
 Tensor ParallelGPT::loss_from_hidden(const Tensor& hidden, const Tensor& targets) const {
   KILN_CHECK(is_last_stage(), "[ParallelGPT] the loss is taken on the last pipeline stage, this is stage {} of {}",
              state_->pp_rank(), state_->pp());
-  KILN_CHECK(hidden.dim() == 3 && targets.sizes() == Shape({hidden.size(0), hidden.size(1)}),
-             "[ParallelGPT] loss expects hidden (B, T, C) and targets (B, T), got [{}] and [{}]",
-             fmt::join(hidden.sizes(), ", "), fmt::join(targets.sizes(), ", "));
-  // The head reads this rank's rows of the real vocabulary.
+  const int64_t slices = sequence_parallel_ ? state_->tp() : 1;
+  KILN_CHECK(hidden.dim() == 3 && targets.sizes() == Shape({hidden.size(0), hidden.size(1) * slices}),
+             "[ParallelGPT] loss expects hidden (B, T{}, C) and targets (B, T), got [{}] and [{}]",
+             slices > 1 ? " / tp" : "", fmt::join(hidden.sizes(), ", "), fmt::join(targets.sizes(), ", "));
+  // The head reads this rank's rows of the real vocabulary, for the whole sequence.
   const int64_t rows = std::min(wte->weight.size(0), config_.vocab_size - wte->vocab_start());
-  Tensor x = copy_to_group(hidden, *state_->tp_group());
+  Tensor x = sequence_parallel_ ? gather_from_sequence(hidden, *state_->tp_group())
+                                : copy_to_group(hidden, *state_->tp_group());
   Tensor logits = matmul(x, wte->weight.narrow(0, 0, rows).to(x.dtype()).t());
   if (state_->tp() == 1) {  // the whole vocabulary here: the fused loss
     if (logits.dtype() != kFloat64) logits = logits.to(kFloat32);
@@ -192,13 +201,25 @@ Tensor ParallelGPT::loss(const Tensor& idx, const Tensor& targets) const {
   return loss_from_hidden(forward(idx), targets);
 }
 
-void ParallelGPT::sync_tied_gradients() {
-  if (!embedding_group_) return;
+Shape ParallelGPT::activation_shape(int64_t batch, int64_t seq) const {
+  return {batch, sequence_parallel_ ? seq / state_->tp() : seq, config_.n_embd};
+}
+
+namespace {
+// Replaces p's gradient (zeros when it has none) by its sum over the group.
+void sum_gradient(Tensor p, ProcessGroup& group) {
+  Tensor g = p.grad().defined() ? p.grad().contiguous() : zeros_like(p);
+  group.all_reduce(g);
+  p.set_grad(g);
+}
+}  // namespace
+
+void ParallelGPT::sync_gradients() {
   NoGradGuard no_grad;
-  Tensor w = wte->weight;
-  Tensor g = w.grad().defined() ? w.grad().contiguous() : zeros_like(w);
-  embedding_group_->all_reduce(g);
-  w.set_grad(g);
+  if (embedding_group_) sum_gradient(wte->weight, *embedding_group_);
+  if (sequence_parallel_)
+    for (auto& [name, p] : named_parameters())
+      if (spec(name).replicated()) sum_gradient(p, *state_->tp_group());
 }
 
 std::vector<Tensor> ParallelGPT::norm_parameters() const {

@@ -33,7 +33,7 @@ class StageRun {
     b_ = idx.size(0) / M_;
     const nn::GPTConfig& c = model.config();
     activation_dtype_ = c.compute_dtype ? *c.compute_dtype : model.parameters().at(0).dtype();
-    activation_shape_ = {b_, idx.size(1), c.n_embd};
+    activation_shape_ = model.activation_shape(b_, idx.size(1));
   }
 
   int stage() const { return pipe_.rank(); }

@@ -35,6 +35,19 @@ Tensor all_gathered(const Tensor& x, int64_t dim, ProcessGroup& group) {
   return out.permute(order).reshape(merged);
 }
 
+// The sum over ranks of x, of which this rank keeps its slice along dim.
+Tensor reduce_scattered(const Tensor& x, int64_t dim, ProcessGroup& group) {
+  const int64_t n = group.size(), size = x.size(dim);
+  KILN_CHECK(size % n == 0, "[reduce_scatter_to_sequence] size {} along dim {} does not divide among {} ranks", size,
+             dim, n);
+  Tensor front = x.transpose(0, dim).contiguous();  // rank r's slice is the r-th contiguous chunk
+  Shape sizes = front.sizes();
+  sizes[0] /= n;
+  Tensor out = empty(sizes, TensorOptions(x.dtype()).device(x.device()));
+  group.reduce_scatter(out, front);
+  return out.transpose(0, dim).contiguous();
+}
+
 Tensor own_slice(const Tensor& x, int64_t dim, ProcessGroup& group) {
   const int64_t size = x.size(dim), n = group.size();
   KILN_CHECK(size % n == 0, "[scatter_to_group] size {} along dim {} does not divide among {} ranks", size, dim, n);
@@ -102,6 +115,34 @@ Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
     out = own_slice(x, d, group);
   }
   return recorded("scatter_to_group", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
+    return autograd::Grads{all_gathered(grad, d, *g)};
+  });
+}
+
+Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group) {
+  const int64_t d = normalized_dim(x, -2, "gather_from_sequence");
+  if (group.size() == 1) return x;
+  ProcessGroup* g = &group;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = all_gathered(x, d, group);
+  }
+  return recorded("gather_from_sequence", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
+    return autograd::Grads{reduce_scattered(grad, d, *g)};
+  });
+}
+
+Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group) {
+  const int64_t d = normalized_dim(x, -2, "reduce_scatter_to_sequence");
+  if (group.size() == 1) return x;
+  ProcessGroup* g = &group;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = reduce_scattered(x, d, group);
+  }
+  return recorded("reduce_scatter_to_sequence", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
     return autograd::Grads{all_gathered(grad, d, *g)};
   });
 }
@@ -185,7 +226,8 @@ Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const 
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
              fmt::join(x.sizes(), ", "));
-  Tensor y = matmul(copy_to_group(x, *group_), weight.to(x.dtype()).t());
+  Tensor in = options_.sequence_parallel ? gather_from_sequence(x, *group_) : copy_to_group(x, *group_);
+  Tensor y = matmul(in, weight.to(x.dtype()).t());
   if (bias.defined()) y = y + bias.to(x.dtype());
   return gather_output ? gather_from_group(y, -1, *group_) : y;
 }
@@ -203,7 +245,9 @@ Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == in, "[RowParallelLinear] expects input (..., {}), got shape [{}]", in,
              fmt::join(x.sizes(), ", "));
   Tensor local = input_is_parallel ? x : scatter_to_group(x, -1, *group_);
-  Tensor y = reduce_from_group(matmul(local, weight.to(x.dtype()).t()), *group_);
+  Tensor partial = matmul(local, weight.to(x.dtype()).t());
+  Tensor y = options_.sequence_parallel ? reduce_scatter_to_sequence(partial, *group_)
+                                        : reduce_from_group(partial, *group_);
   return bias.defined() ? y + bias.to(x.dtype()) : y;
 }
 
@@ -216,13 +260,13 @@ VocabParallelEmbedding::VocabParallelEmbedding(int64_t num_embeddings, int64_t e
   start_ = group.rank() * (num_embeddings / group.size());
 }
 
-Tensor VocabParallelEmbedding::forward(const Tensor& ids) const {
+Tensor VocabParallelEmbedding::forward(const Tensor& ids, bool sequence_parallel) const {
   KILN_CHECK(!is_floating(ids.dtype()), "[VocabParallelEmbedding] expects integer ids, got {}", ids.dtype());
   const int64_t rows = weight.size(0);
   Tensor outside = logical_or(ids < start_, ids >= start_ + rows);
   Tensor local = masked_fill(ids - start_, outside, 0);
   Tensor y = masked_fill(embedding(weight, local), outside.unsqueeze(-1), 0.0);
-  return reduce_from_group(y, *group_);
+  return sequence_parallel ? reduce_scatter_to_sequence(y, *group_) : reduce_from_group(y, *group_);
 }
 
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,

@@ -47,7 +47,7 @@ struct Args {
   int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
   int keep = 2;
   int tp = 1, pp = 1, dp = 0;  // dp 0: the ranks left over by tp and pp
-  bool zero1 = false;
+  bool zero1 = false, sequence_parallel = false;
   std::string pipeline = "1f1b";
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
@@ -129,7 +129,7 @@ int run(const Args& a) {
   KILN_CHECK(config.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
              config.vocab_size, vocab);
   KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
-  kiln::dist::ParallelGPT model(config, layout, gen, kiln::kFloat32, device);
+  kiln::dist::ParallelGPT model(config, layout, gen, kiln::kFloat32, device, a.sequence_parallel);
   if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
   // Data parallel: DDP averages the gradients, or ZeRO-1 shards the optimizer
   // state and averages them itself.
@@ -173,8 +173,9 @@ int run(const Args& a) {
   say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
       train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
-    say(lead, "parallel over {} ranks: tp {} x pp {} x dp {}{}; {} micro-batches per step{}\n", ranks, a.tp, a.pp,
-        dp, zero ? " (ZeRO-1)" : "", a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
+    say(lead, "parallel over {} ranks: tp {}{} x pp {} x dp {}{}; {} micro-batches per step{}\n", ranks, a.tp,
+        a.sequence_parallel && a.tp > 1 ? " (sequence parallel)" : "", a.pp, dp, zero ? " (ZeRO-1)" : "",
+        a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
     say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
@@ -228,7 +229,7 @@ int run(const Args& a) {
       layout.dp_group()->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
       loss = mean_loss.item<double>();
     }
-    model.sync_tied_gradients();
+    model.sync_gradients();
     double norm = 0;
     if (zero) {
       zero->reduce_gradients();
@@ -303,6 +304,7 @@ int main(int argc, char** argv) {
   app.add_option("--pp", a.pp, "pipeline stages (layers split)")->capture_default_str();
   app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))");
   app.add_flag("--zero1", a.zero1, "shard the optimizer state across the data-parallel replicas (ZeRO-1)");
+  app.add_flag("--sequence-parallel", a.sequence_parallel, "with --tp: norms and dropout on slices of the sequence");
   app.add_option("--schedule", a.pipeline, "pipeline schedule: gpipe | 1f1b")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b"}));

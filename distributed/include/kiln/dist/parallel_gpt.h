@@ -6,11 +6,13 @@
 // take one more when pp does not divide n_layer); the first stage also holds
 // the embeddings, the last the final LayerNorm and the head. The head is tied
 // to the token embedding, so with pp > 1 the last stage keeps a copy of it
-// whose gradient is summed with the first stage's (sync_tied_gradients).
+// whose gradient is summed with the first stage's (sync_gradients).
 // Tensor parallel: attention heads and MLP columns split across the tp group
 // (ColumnParallelLinear then RowParallelLinear), the vocabulary split across
 // it (VocabParallelEmbedding, vocab_parallel_cross_entropy); norms, position
-// embeddings and dropout are replicated.
+// embeddings and dropout are replicated, or, with sequence parallelism, run
+// on each rank's slice of the sequence (the same result at dropout 0; with
+// dropout, each slice draws its own mask).
 //
 // Parameters keep nn::GPT's names ("h.5.attn.c_attn.weight" on whichever
 // stage holds layer 5), and full_state_dict / load_full_state_dict convert
@@ -31,8 +33,9 @@ namespace kiln::dist {
 class ParallelSelfAttention : public nn::Module {
  public:
   // Heads split across `group`; init_gen initializes, dropout_gen drives dropout.
+  // With sequence_parallel, x and the output are this rank's slice of the sequence.
   ParallelSelfAttention(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
-                        Generator& dropout_gen);
+                        Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 
   std::shared_ptr<ColumnParallelLinear> c_attn;  // C -> 3C / tp (whole heads of q, k and v)
@@ -46,7 +49,7 @@ class ParallelSelfAttention : public nn::Module {
 class ParallelMLP : public nn::Module {
  public:
   ParallelMLP(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
-              Generator& dropout_gen);
+              Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 
   std::shared_ptr<ColumnParallelLinear> c_fc;  // C -> 4C / tp
@@ -57,7 +60,7 @@ class ParallelMLP : public nn::Module {
 class ParallelBlock : public nn::Module {
  public:
   ParallelBlock(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
-                Generator& dropout_gen);
+                Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 
   std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
@@ -73,7 +76,7 @@ class ParallelGPT : public nn::Module {
   // Raises when the model does not divide: n_head or 4 n_embd by tp, n_layer
   // by fewer than pp stages, a vocabulary smaller than tp.
   ParallelGPT(const nn::GPTConfig& config, ParallelState& state, Generator& gen = default_generator(),
-              DType dtype = kFloat32, Device device = kCPU);
+              DType dtype = kFloat32, Device device = kCPU, bool sequence_parallel = false);
 
   bool is_first_stage() const { return state_->pp_rank() == 0; }
   bool is_last_stage() const { return state_->pp_rank() == state_->pp() - 1; }
@@ -82,8 +85,11 @@ class ParallelGPT : public nn::Module {
 
   // The stage's part of the forward pass: token ids (B, T) on the first
   // stage, the previous stage's output (B, T, C) on the others; the last stage
-  // ends with the final LayerNorm. Returns (B, T, C).
+  // ends with the final LayerNorm. Returns activation_shape(B, T).
   Tensor forward(const Tensor& input) const;
+  // What a stage passes on for a batch of (B, T): (B, T, C), or with sequence
+  // parallelism the rank's slice (B, T / tp, C).
+  Shape activation_shape(int64_t batch, int64_t seq) const;
   // Last stage: mean cross-entropy of the tied head over forward's output.
   Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const;
   // pp == 1: loss_from_hidden(forward(idx), targets).
@@ -97,9 +103,11 @@ class ParallelGPT : public nn::Module {
   // How a parameter (by name) is split across the tensor-parallel group.
   const ShardSpec& spec(const std::string& name) const;
 
-  // pp > 1, after backward: sums the tied embedding's gradient over its first-
-  // and last-stage copies (a no-op otherwise).
-  void sync_tied_gradients();
+  // After backward, sums the gradients that ranks computed in pieces: the
+  // tied embedding's over its first- and last-stage copies (pp > 1), and with
+  // sequence parallelism the replicated weights' (norms, biases after row-
+  // parallel layers, positions) over the tp group. Before any clipping.
+  void sync_gradients();
   // The gradient norm of the whole model (each weight once, over every stage
   // and shard; gradients already averaged over dp), clipped to max_norm like
   // optim::clip_grad_norm. Returns the norm before clipping.
@@ -130,6 +138,7 @@ class ParallelGPT : public nn::Module {
 
   nn::GPTConfig config_;
   ParallelState* state_;
+  bool sequence_parallel_;
   std::pair<int64_t, int64_t> layers_;
   int64_t padded_vocab_;
   std::map<std::string, ShardSpec> specs_;

@@ -31,6 +31,15 @@ Tensor reduce_from_group(const Tensor& x, ProcessGroup& group);
 Tensor gather_from_group(const Tensor& x, int64_t dim, ProcessGroup& group);
 Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group);
 
+// Sequence parallelism (Korthikanti et al. 2022): outside the tensor-parallel
+// layers (norms, dropout, residual adds) each rank keeps its slice of the
+// sequence, dim -2 of (B, T, C). Entering a column-parallel layer gathers the
+// slices (all-gather forward, reduce-scatter backward); leaving a row-parallel
+// layer sums the partial products and keeps the rank's slice (reduce-scatter
+// forward, all-gather backward): the all-reduce's traffic, split in two.
+Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group);
+Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group);
+
 // How a full tensor is split across a group: along `dim`, each segment (the
 // segments' sizes add up to the full size along dim; one segment by default)
 // is cut into equal parts, and rank r holds part r of every segment, in
@@ -60,6 +69,9 @@ struct ParallelLinearOptions {
   // Column parallel: the output features' segments (see ShardSpec), e.g.
   // {C, C, C} for a fused q/k/v projection; empty: one.
   std::vector<int64_t> segments;
+  // Sequence parallel: a column layer's input and a row layer's output are
+  // this rank's slice of the sequence (dim -2).
+  bool sequence_parallel = false;
 };
 
 // y = x W^T + b with W's rows (output features) split across the group: the
@@ -111,8 +123,9 @@ class VocabParallelEmbedding : public nn::Module {
   // nn::Embedding from the same generator.
   VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group, Generator& gen,
                          DType dtype = kFloat32, Device device = kCPU);
-  // ids (...) -> (..., embedding_dim), the same on every rank.
-  Tensor forward(const Tensor& ids) const;
+  // ids (..., T) -> (..., T, embedding_dim), the same on every rank; with
+  // sequence_parallel, this rank's slice of the sequence (..., T / ranks, dim).
+  Tensor forward(const Tensor& ids, bool sequence_parallel = false) const;
   int64_t vocab_start() const { return start_; }
   ShardSpec weight_spec() const { return {0, {}}; }
 
