@@ -6,6 +6,7 @@
 #include "kiln/data/data_loader.h"
 #include "kiln/data/token_file.h"
 #include "kiln/data/tokenizer.h"
+#include "kiln/dist/counting_group.h"
 #include "kiln/dist/ddp.h"
 #include "kiln/dist/parallel_gpt.h"
 #include "kiln/dist/parallel_state.h"
