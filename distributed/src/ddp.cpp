@@ -32,7 +32,8 @@ DistributedDataParallel::DistributedDataParallel(nn::Module& module, std::shared
 
 void DistributedDataParallel::on_grad_ready(size_t b) {
   Bucket& bucket = buckets_[b];
-  if (!sync_ || ++bucket.ready < bucket.params.size()) return;
+  // A group of one has nothing to average: the gradients are final as they are.
+  if (!sync_ || group_->size() == 1 || ++bucket.ready < bucket.params.size()) return;
   // Every gradient of the bucket is final: flatten it and start the average.
   std::vector<Tensor> flat;
   for (const Tensor& p : bucket.params) flat.push_back(p.grad().reshape({-1}));
@@ -41,6 +42,7 @@ void DistributedDataParallel::on_grad_ready(size_t b) {
 }
 
 void DistributedDataParallel::finish() {
+  if (group_->size() == 1) return;
   NoGradGuard no_grad;
   for (Bucket& bucket : buckets_) {
     if (!bucket.work) {
