@@ -109,7 +109,7 @@ TEST_CASE("gradcheck: cat, stack, split, indexing") {
   gradcheck([&](const Inputs& v) { return embedding(v[0], tokens); }, {w});
 }
 
-TEST_CASE("gradcheck: softmax, norms, cross_entropy, dropout, attention") {
+TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropout, attention") {
   Generator gen(7);
   Tensor x = leaf({3, 5}, gen), x3 = leaf({2, 3, 4}, gen);
   gradcheck([](const Inputs& v) { return softmax(v[0], 1); }, {x});
@@ -133,6 +133,11 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, dropout, attention") {
     Generator g(3);  // the same mask at every evaluation
     return dropout(v[0], 0.4, true, g);
   }, {x3});
+  Tensor head = leaf({6, 5}, gen);
+  Tensor rows = tensor(std::vector<int64_t>{4, -100, 0, 5, 1});
+  Tensor feats = leaf({5, 5}, gen);
+  for (int64_t chunk : {0, 2})
+    gradcheck([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk); }, {feats, head});
   for (bool causal : {false, true}) {
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v = leaf({1, 2, 5, 3}, gen);
     gradcheck([&](const Inputs& in) {

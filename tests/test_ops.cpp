@@ -499,6 +499,36 @@ TEST_CASE("cross_entropy with ignore_index and reductions") {
         Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0));
 }
 
+TEST_CASE("linear_cross_entropy equals cross_entropy of the full logits, chunk by chunk") {
+  Generator gen(31);
+  for (DType dt : {kFloat64, kFloat32}) {
+    Tensor x = randn({13, 7}, gen, dt), w = randn({11, 7}, gen, dt) * 0.5;
+    Tensor target = randint(0, 11, {13}, gen);
+    Tensor every_fifth = tensor(std::vector<int64_t>{0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0}) == int64_t(1);
+    target = where(every_fifth, full({13}, int64_t(-100), kInt64), target);
+    Tensor xr = x.detach().requires_grad_(), wr = w.detach().requires_grad_();
+    Tensor want = cross_entropy(matmul(xr, wr.t()), target);
+    (want * 3.0).backward();
+    for (int64_t chunk : {0, 1, 4, 13, 40}) {
+      INFO("dtype " << dtype_name(dt) << " chunk " << chunk);
+      Tensor xf = x.detach().requires_grad_(), wf = w.detach().requires_grad_();
+      Tensor got = linear_cross_entropy(xf, wf, target, -100, chunk);
+      CHECK(got.dtype() == dt);
+      const double tol = dt == kFloat64 ? 1e-12 : 1e-5;
+      KT_CHECK_CLOSE(got, values(want), tol);
+      (got * 3.0).backward();
+      KT_CHECK_CLOSE(xf.grad(), values(xr.grad()), tol);
+      KT_CHECK_CLOSE(wf.grad(), values(wr.grad()), tol);
+    }
+  }
+  // Without gradients it only computes the loss; every row ignored gives 0.
+  Tensor x = randn({4, 3}, gen), w = randn({5, 3}, gen);
+  CHECK(linear_cross_entropy(x, w, full({4}, int64_t(-100), kInt64)).item<double>() == 0.0);
+  CHECK_THROWS_WITH(linear_cross_entropy(x, randn({5, 4}, gen), randint(0, 5, {4}, gen)),
+                    Catch::Contains("expects x (N, C) and weight (V, C) of one dtype"));
+  CHECK_THROWS_WITH(linear_cross_entropy(x, w, full({4}, int64_t(7), kInt64)), Catch::Contains("out of range"));
+}
+
 TEST_CASE("dropout keeps the expected fraction and scales the rest") {
   Generator gen(12);
   Tensor x = ones({100000});

@@ -170,6 +170,61 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   KILN_FAIL("[cross_entropy] unknown reduction");
 }
 
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target, int64_t ignore_index,
+                            int64_t chunk_rows) {
+  detail::check_defined(x, "linear_cross_entropy", "input");
+  detail::check_defined(weight, "linear_cross_entropy", "weight");
+  detail::check_defined(target, "linear_cross_entropy", "target");
+  detail::check_same_device("linear_cross_entropy", {x, weight, target});
+  detail::check_floating(x, "linear_cross_entropy");
+  KILN_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1) && x.dtype() == weight.dtype(),
+             "[linear_cross_entropy] expects x (N, C) and weight (V, C) of one dtype, got {} and {}", describe(x),
+             describe(weight));
+  KILN_CHECK((target.dtype() == kInt64 || target.dtype() == kInt32) && target.sizes() == Shape({x.size(0)}),
+             "[linear_cross_entropy] target must hold N = {} int32/int64 class indices, got {}", x.size(0),
+             describe(target));
+  KILN_CHECK(chunk_rows >= 0, "[linear_cross_entropy] chunk_rows must be >= 0, got {}", chunk_rows);
+  const int64_t N = x.size(0), V = weight.size(0);
+  const DType acc = stat_dtype(x.dtype());
+  const TensorOptions acc_opts = TensorOptions(acc).device(x.device());
+  if (chunk_rows == 0) chunk_rows = std::max<int64_t>(1, (int64_t(1) << 25) / std::max<int64_t>(V, 1));
+  const bool grads = autograd::any_requires_grad({x, weight});
+  const bool want_dx = grads && x.requires_grad(), want_dw = grads && weight.requires_grad();
+  Tensor xd = x.detach(), w = weight.detach().contiguous(), tg = target.contiguous();
+  Tensor dx = want_dx ? empty_like(xd) : Tensor();
+  Tensor dw = want_dw ? zeros({V, x.size(1)}, acc_opts) : Tensor();
+  Tensor total = zeros({}, acc_opts);
+  {
+    NoGradGuard no_grad;
+    for (int64_t lo = 0; lo < N; lo += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, N - lo);
+      Tensor xc = xd.narrow(0, lo, n).contiguous(), tc = tg.narrow(0, lo, n);
+      Tensor logits = matmul(xc, w.t()).contiguous();  // (n, V): the only logits alive
+      Tensor losses = empty({n}, TensorOptions(x.dtype()).device(x.device())), lse = empty({n}, acc_opts);
+      KILN_DISPATCH(x.device(), cross_entropy, losses.buffer(), lse.buffer(), rows_view(logits, V), tc.buffer(),
+                    ignore_index);
+      total = total + sum(losses.to(acc));
+      if (!grads) continue;
+      // The chunk's logits become d(sum of its losses)/dlogits, in place.
+      Tensor ones_ = ones({n}, TensorOptions(x.dtype()).device(x.device()));
+      KILN_DISPATCH(x.device(), cross_entropy_backward, rows_view(logits, V), ones_.buffer(), rows_view(logits, V),
+                    tc.buffer(), lse.buffer(), ignore_index);
+      if (want_dx) dx.narrow(0, lo, n).copy_(matmul(logits, w));
+      if (want_dw) dw.add_(matmul(logits.t(), xc).to(acc));
+    }
+  }
+  Tensor count = maximum(sum(tg != ignore_index).to(acc), ones({}, acc_opts));
+  Tensor loss = total / count;
+  if (grads)
+    autograd::record("linear_cross_entropy", loss, {x, weight},
+                     [dx, dw, count, xdtype = x.dtype()](const Tensor& g, const Needs&) {
+                       Tensor scale = g / count;  // d(mean)/d(sum) times the incoming gradient
+                       return Grads{dx.defined() ? dx * scale.to(xdtype) : Tensor(),
+                                    dw.defined() ? (dw * scale).to(xdtype) : Tensor()};
+                     });
+  return loss;
+}
+
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   detail::check_defined(x, "dropout", "input");
   detail::check_floating(x, "dropout");

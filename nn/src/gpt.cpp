@@ -66,7 +66,7 @@ void GPT::reset_parameters(Generator& gen) {
   }
 }
 
-Tensor GPT::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
+Tensor GPT::hidden(const Tensor& idx, std::vector<KVCache>* caches) const {
   KILN_CHECK(idx.dim() == 2 && !is_floating(idx.dtype()), "[GPT] expects token ids (B, T) of an integer dtype, got "
              "{} [{}]", idx.dtype(), fmt::join(idx.sizes(), ", "));
   KILN_CHECK(!caches || caches->size() == h->size(), "[GPT] needs one KV cache per layer ({}), got {}", h->size(),
@@ -79,15 +79,23 @@ Tensor GPT::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
   if (config_.compute_dtype) x = x.to(*config_.compute_dtype);
   x = drop->forward(x);
   for (size_t i = 0; i < h->size(); ++i) x = h->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr);
-  x = ln_f->forward(x);
+  return ln_f->forward(x);
+}
+
+Tensor GPT::head_weight(DType dtype) const {
   // The tied head reads only the real vocabulary rows.
-  return matmul(x, wte->weight.narrow(0, 0, config_.vocab_size).to(x.dtype()).t());
+  return wte->weight.narrow(0, 0, config_.vocab_size).to(dtype);
+}
+
+Tensor GPT::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
+  Tensor x = hidden(idx, caches);
+  return matmul(x, head_weight(x.dtype()).t());
 }
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {
-  Tensor logits = forward(idx);
-  if (logits.dtype() != kFloat64) logits = logits.to(kFloat32);  // the loss in full precision
-  return cross_entropy(logits.view({-1, config_.vocab_size}), targets.reshape({-1}));
+  // The head and the loss fused: the (B T, V) logits are never all in memory.
+  Tensor x = hidden(idx);
+  return linear_cross_entropy(x.reshape({-1, config_.n_embd}), head_weight(x.dtype()), targets.reshape({-1}));
 }
 
 }  // namespace kiln::nn

@@ -147,6 +147,15 @@ enum class Reduction { None, Mean, Sum };
 // the matching shape. Mean divides by the number of targets not ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
                      Reduction reduction = Reduction::Mean);
+// The mean cross-entropy of the logits x weight^T (a classifier head) against
+// target, without ever holding all (N, V) logits: rows go through in chunks
+// whose logits turn into their gradient in place, and dx, dweight are formed
+// during the forward pass (llm.c's fused classifier), so the peak extra memory
+// is one chunk of logits. x (N, C), weight (V, C) of x's dtype, target (N)
+// int32/int64; ignore_index rows count for nothing. chunk_rows 0 picks chunks
+// of about 2^25 logits. The loss is float32 (float64 for float64 inputs).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target, int64_t ignore_index = -100,
+                            int64_t chunk_rows = 0);
 // Zeroes elements with probability p and scales the rest by 1 / (1 - p).
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 Tensor dropout(const Tensor& x, double p, bool training = true);

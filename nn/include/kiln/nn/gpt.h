@@ -43,7 +43,13 @@ class GPT : public Module {
   // idx (B, T) int64 token ids -> logits (B, T, vocab_size). With caches (one
   // per layer), idx holds the positions after the cached ones.
   Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
-  // Mean cross-entropy of forward(idx) against targets (B, T); ignore_index -100.
+  // The final LayerNorm's output (B, T, C): forward without the head.
+  Tensor hidden(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
+  // The head's weight (vocab_size, C) in dtype: the real rows of the tied embedding.
+  Tensor head_weight(DType dtype) const;
+  // Mean cross-entropy of forward(idx) against targets (B, T); ignore_index
+  // -100. Computed by linear_cross_entropy (float32, or float64 for a float64
+  // model), without materializing the logits.
   Tensor loss(const Tensor& idx, const Tensor& targets) const;
   // GPT-2 initialization: N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layer)), zero biases.
   void reset_parameters(Generator& gen);
