@@ -133,6 +133,19 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
     Generator g(3);  // the same mask at every evaluation
     return dropout(v[0], 0.4, true, g);
   }, {x3});
+  Tensor res = leaf({2, 3, 4}, gen);
+  for (int part : {0, 1}) {  // the sum and the normalized sum, each differentiated
+    gradcheck([part](const Inputs& v) {
+      auto [s, y] = add_layer_norm(v[0], v[1], {4}, v[2], v[3]);
+      return part == 0 ? s * y : y;
+    }, {x3, res, w, b});
+    gradcheck([part](const Inputs& v) {
+      auto [s, y] = add_rms_norm(v[0], v[1], {4}, v[2]);
+      return part == 0 ? s * y : y;
+    }, {x3, res, w});
+  }
+  Tensor gate = leaf({2, 3}, gen), up = leaf({2, 3}, gen);
+  gradcheck([](const Inputs& v) { return swiglu(v[0], v[1]); }, {gate, up});
   Tensor head = leaf({6, 5}, gen);
   Tensor rows = tensor(std::vector<int64_t>{4, -100, 0, 5, 1});
   Tensor feats = leaf({5, 5}, gen);

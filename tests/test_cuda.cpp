@@ -158,6 +158,12 @@ TEST_CASE("softmax, norms and cross-entropy match the CPU, forward and backward"
       compare("layer_norm", [C](auto& v) { return layer_norm(v[0], {C}, v[1], v[2]); }, {x, w, b}, tol);
       compare("layer_norm no affine", [C](auto& v) { return layer_norm(v[0], {C}); }, {x}, tol);
       compare("rms_norm", [C](auto& v) { return rms_norm(v[0], {C}, v[1]); }, {x, w}, tol);
+      Tensor res = randn({5, C}, gen, dt);
+      compare("add_layer_norm", [C](auto& v) {
+        auto [s, y] = add_layer_norm(v[0], v[1], {C}, v[2], v[3]);
+        return s * y;
+      }, {x, res, w, b}, tol);
+      compare("add_rms_norm", [C](auto& v) { return add_rms_norm(v[0], v[1], {C}, v[2]).second; }, {x, res, w}, tol);
       Tensor t = masked_fill(randint(0, C, {5}, gen), rand({5}, gen) < 0.3, -100);
       compare("cross_entropy", [t](auto& v) { return cross_entropy(v[0], t.to(v[0].device())); }, {x}, tol);
       compare("cross_entropy none", [t](auto& v) {
@@ -165,6 +171,32 @@ TEST_CASE("softmax, norms and cross-entropy match the CPU, forward and backward"
       }, {x}, tol);
     }
   }
+}
+
+TEST_CASE("swiglu, linear_cross_entropy and squared_norms match the CPU") {
+  Generator gen(8);
+  for (DType dt : {kFloat32, kBFloat16, kFloat16}) {
+    double tol = 2 * gpu_tolerance(dt);
+    for (int64_t n : {1, 7, 64, 4099}) {
+      Tensor g = randn({3, n}, gen, dt), u = randn({3, n}, gen, dt);
+      compare("swiglu", [](auto& v) { return swiglu(v[0], v[1]); }, {g, u}, tol);
+      // A view that starts off the 16-byte alignment takes the scalar path.
+      compare("swiglu unaligned", [](auto& v) {
+        return swiglu(v[0].narrow(1, 1, v[0].size(1) - 1), v[1].narrow(1, 1, v[1].size(1) - 1));
+      }, {g, u}, tol);
+    }
+    Tensor x = randn({37, 48}, gen, dt), w = randn({1001, 48}, gen, dt) * 0.2;
+    Tensor t = masked_fill(randint(0, 1001, {37}, gen), rand({37}, gen) < 0.2, -100);
+    for (int64_t chunk : {0, 5})
+      compare("linear_cross_entropy", [t, chunk](auto& v) {
+        return linear_cross_entropy(v[0], v[1], t.to(v[0].device()), -100, chunk);
+      }, {x, w}, tol);
+  }
+  std::vector<Tensor> cpu = {randn({5, 7}, gen), randn({200001}, gen, kFloat64), randn({70001}, gen, kBFloat16),
+                             randn({1}, gen, kFloat16)};
+  std::vector<Tensor> gpu;
+  for (const Tensor& t : cpu) gpu.push_back(t.to(kGpu));
+  KT_CHECK_CLOSE(squared_norms(gpu), values(squared_norms(cpu)), 1e-6);
 }
 
 TEST_CASE("indexing, embedding and attention match the CPU") {

@@ -529,6 +529,48 @@ TEST_CASE("linear_cross_entropy equals cross_entropy of the full logits, chunk b
   CHECK_THROWS_WITH(linear_cross_entropy(x, w, full({4}, int64_t(7), kInt64)), Catch::Contains("out of range"));
 }
 
+TEST_CASE("add_layer_norm and add_rms_norm equal the add then the norm") {
+  Generator gen(43);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    Tensor x = randn({3, 5, 33}, gen, dt), r = randn({3, 5, 33}, gen, dt), w = randn({33}, gen, dt),
+           b = randn({33}, gen, dt);
+    Tensor s = x + r;
+    auto [sum1, y1] = add_layer_norm(x, r, {33}, w, b);
+    CHECK(values(sum1) == values(s));
+    CHECK(values(y1) == values(layer_norm(s, {33}, w, b)));  // the same kernel on the same sum
+    auto [sum2, y2] = add_rms_norm(x, r.transpose(0, 1).transpose(0, 1), {33}, w);
+    CHECK(values(sum2) == values(s));
+    CHECK(values(y2) == values(rms_norm(s, {33}, w)));
+  }
+  Tensor x = randn({2, 4}, gen);
+  CHECK_THROWS_WITH(add_layer_norm(x, randn({4, 2}, gen), {4}), Catch::Contains("the residual"));
+}
+
+TEST_CASE("swiglu is silu(gate) * up, and squared_norms sums squares per tensor") {
+  Generator gen(41);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    Tensor g = randn({3, 37}, gen, dt), u = randn({3, 37}, gen, dt);
+    std::vector<double> gv = values(g), uv = values(u), want(gv.size());
+    for (size_t i = 0; i < gv.size(); ++i) want[i] = gv[i] / (1 + std::exp(-gv[i])) * uv[i];
+    KT_CHECK_CLOSE(swiglu(g, u), want, dt == kBFloat16 ? 1e-2 : 1e-6);
+  }
+  Tensor strided = randn({8, 6}, gen).t();
+  KT_CHECK_CLOSE(swiglu(strided, strided), values(silu(strided) * strided), 1e-6);
+  CHECK_THROWS_WITH(swiglu(randn({2, 3}, gen), randn({3, 2}, gen)), Catch::Contains("must share shape and dtype"));
+
+  std::vector<Tensor> ts = {randn({5, 7}, gen), randn({300001}, gen, kFloat64), randn({4}, gen, kBFloat16).t(),
+                            randn({3, 4}, gen).t()};
+  std::vector<double> got = values(squared_norms(ts));
+  REQUIRE(got.size() == ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    double want = 0;
+    for (double v : values(ts[i])) want += v * v;
+    CHECK(got[i] == Approx(want).epsilon(1e-12));
+  }
+}
+
 TEST_CASE("dropout keeps the expected fraction and scales the rest") {
   Generator gen(12);
   Tensor x = ones({100000});

@@ -79,52 +79,90 @@ Tensor shaped(const Tensor& g, const Shape& shape) { return g.defined() ? g.view
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
-                  double eps) {
-  const int64_t C = check_norm(x, normalized_shape, {weight, bias}, "layer_norm");
-  Tensor xc = x.detach().contiguous();
+namespace {
+
+// The norms' front-end: y = norm(x), or with a residual y = norm(x + residual)
+// and *sum = x + residual from the same kernel (two autograd nodes: the sum's,
+// passing its gradient to both addends, and y's, whose gradient with respect to
+// the sum reaches them too).
+Tensor norm_impl(bool centered, const Tensor& x, const Tensor& residual, Tensor* sum, const Shape& normalized_shape,
+                 const Tensor& weight, const Tensor& bias, double eps) {
+  const char* op = residual.defined() ? (centered ? "add_layer_norm" : "add_rms_norm")
+                                      : (centered ? "layer_norm" : "rms_norm");
+  const int64_t C = check_norm(x, normalized_shape, {weight, bias}, op);
+  Tensor xc = x.detach().contiguous(), rc, normed;
+  if (residual.defined()) {
+    detail::check_same_device(op, {x, residual});
+    KILN_CHECK(residual.sizes() == x.sizes() && residual.dtype() == x.dtype(),
+               "[{}] the residual {} must match the input {}", op, describe(residual), describe(x));
+    rc = residual.detach().contiguous();
+    normed = empty_like(xc);
+  }
   Tensor y = empty_like(xc);
   const int64_t rows = xc.numel() / std::max<int64_t>(C, 1);
   TensorOptions stat = TensorOptions(stat_dtype(x.dtype())).device(x.device());
-  Tensor mean = empty({rows}, stat), rstd = empty({rows}, stat);
-  KILN_DISPATCH(x.device(), layer_norm, rows_view(y, C), mean.buffer(), rstd.buffer(), rows_view(xc, C),
-                buffer_or_null(weight), buffer_or_null(bias), eps);
-  if (autograd::any_requires_grad({x, weight, bias}))
-    autograd::record("layer_norm", y, {x, weight, bias},
-                     [sx = save(xc, "layer_norm"), sw = save(weight, "layer_norm"), sm = save(mean, "layer_norm"),
-                      sr = save(rstd, "layer_norm"), C, normalized_shape](const Tensor& g, const Needs& n) {
-                       const Tensor& w = sw.get();
-                       Tensor gc = g.contiguous();
-                       Tensor dx = empty_like(gc);
-                       Tensor dw = param_grad(n[1], C, gc), db = param_grad(n[2], C, gc);
-                       KILN_DISPATCH(g.device(), layer_norm_backward, rows_view(dx, C), buffer_or_null(dw),
-                                     buffer_or_null(db), rows_view(gc, C), rows_view(sx.get(), C), buffer_or_null(w),
-                                     sm.get().buffer(), sr.get().buffer());
-                       return Grads{dx, shaped(dw, normalized_shape), shaped(db, normalized_shape)};
-                     });
-  return y;
-}
-
-Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, double eps) {
-  const int64_t C = check_norm(x, normalized_shape, {weight}, "rms_norm");
-  Tensor xc = x.detach().contiguous();
-  Tensor y = empty_like(xc);
-  const int64_t rows = xc.numel() / std::max<int64_t>(C, 1);
-  Tensor rstd = empty({rows}, TensorOptions(stat_dtype(x.dtype())).device(x.device()));
-  KILN_DISPATCH(x.device(), rms_norm, rows_view(y, C), rstd.buffer(), rows_view(xc, C), buffer_or_null(weight), eps);
-  if (autograd::any_requires_grad({x, weight}))
-    autograd::record("rms_norm", y, {x, weight},
-                     [sx = save(xc, "rms_norm"), sw = save(weight, "rms_norm"), sr = save(rstd, "rms_norm"),
+  Tensor mean = centered ? empty({rows}, stat) : Tensor(), rstd = empty({rows}, stat);
+  const Buffer r_buf = rc.defined() ? rows_view(rc, C) : Buffer{}, s_buf = rc.defined() ? rows_view(normed, C) : Buffer{};
+  if (centered)
+    KILN_DISPATCH(x.device(), layer_norm, rows_view(y, C), mean.buffer(), rstd.buffer(), rows_view(xc, C), r_buf,
+                  s_buf, buffer_or_null(weight), buffer_or_null(bias), eps);
+  else
+    KILN_DISPATCH(x.device(), rms_norm, rows_view(y, C), rstd.buffer(), rows_view(xc, C), r_buf, s_buf,
+                  buffer_or_null(weight), eps);
+  const Tensor& input = residual.defined() ? normed : xc;  // what was normalized
+  const bool grads = autograd::any_requires_grad({x, residual, weight, bias});
+  if (residual.defined()) {
+    *sum = normed;
+    if (autograd::any_requires_grad({x, residual}))
+      autograd::record("add", *sum, {x, residual}, [](const Tensor& g, const Needs&) { return Grads{g, g}; });
+  }
+  if (grads)
+    autograd::record(op, y, {x, residual, weight, bias},
+                     [centered, sx = save(input, op), sw = save(weight, op), sm = save(mean, op), sr = save(rstd, op),
                       C, normalized_shape](const Tensor& g, const Needs& n) {
                        const Tensor& w = sw.get();
                        Tensor gc = g.contiguous();
                        Tensor dx = empty_like(gc);
-                       Tensor dw = param_grad(n[1], C, gc);
-                       KILN_DISPATCH(g.device(), rms_norm_backward, rows_view(dx, C), buffer_or_null(dw),
-                                     rows_view(gc, C), rows_view(sx.get(), C), buffer_or_null(w), sr.get().buffer());
-                       return Grads{dx, shaped(dw, normalized_shape)};
+                       Tensor dw = param_grad(n[2], C, gc), db = param_grad(n[3], C, gc);
+                       if (centered)
+                         KILN_DISPATCH(g.device(), layer_norm_backward, rows_view(dx, C), buffer_or_null(dw),
+                                       buffer_or_null(db), rows_view(gc, C), rows_view(sx.get(), C),
+                                       buffer_or_null(w), sm.get().buffer(), sr.get().buffer());
+                       else
+                         KILN_DISPATCH(g.device(), rms_norm_backward, rows_view(dx, C), buffer_or_null(dw),
+                                       rows_view(gc, C), rows_view(sx.get(), C), buffer_or_null(w),
+                                       sr.get().buffer());
+                       // The sum's gradient goes to both addends (the residual's slot is unused without one).
+                       return Grads{dx, dx, shaped(dw, normalized_shape), shaped(db, normalized_shape)};
                      });
   return y;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  return norm_impl(true, x, Tensor(), nullptr, normalized_shape, weight, bias, eps);
+}
+
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, double eps) {
+  return norm_impl(false, x, Tensor(), nullptr, normalized_shape, weight, Tensor(), eps);
+}
+
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
+                                         const Tensor& weight, const Tensor& bias, double eps) {
+  detail::check_defined(residual, "add_layer_norm", "residual");
+  Tensor sum;
+  Tensor y = norm_impl(true, x, residual, &sum, normalized_shape, weight, bias, eps);
+  return {sum, y};
+}
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
+                                       const Tensor& weight, double eps) {
+  detail::check_defined(residual, "add_rms_norm", "residual");
+  Tensor sum;
+  Tensor y = norm_impl(false, x, residual, &sum, normalized_shape, weight, Tensor(), eps);
+  return {sum, y};
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction) {
@@ -223,6 +261,27 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
                                     dw.defined() ? (dw * scale).to(xdtype) : Tensor()};
                      });
   return loss;
+}
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  detail::check_defined(gate, "swiglu", "gate");
+  detail::check_defined(up, "swiglu", "up");
+  detail::check_same_device("swiglu", {gate, up});
+  detail::check_floating(gate, "swiglu");
+  KILN_CHECK(gate.sizes() == up.sizes() && gate.dtype() == up.dtype(),
+             "[swiglu] gate and up must share shape and dtype, got {} and {}", describe(gate), describe(up));
+  Tensor g = gate.detach().contiguous(), u = up.detach().contiguous();
+  Tensor out = empty_like(g);
+  KILN_DISPATCH(gate.device(), swiglu, out.buffer(), g.buffer(), u.buffer());
+  if (autograd::any_requires_grad({gate, up}))
+    autograd::record("swiglu", out, {gate, up},
+                     [sg = save(g, "swiglu"), su = save(u, "swiglu")](const Tensor& grad, const Needs&) {
+                       Tensor d = grad.contiguous(), dg = empty_like(sg.get()), du = empty_like(su.get());
+                       KILN_DISPATCH(d.device(), swiglu_backward, dg.buffer(), du.buffer(), d.buffer(),
+                                     sg.get().buffer(), su.get().buffer());
+                       return Grads{dg, du};
+                     });
+  return out;
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {

@@ -176,4 +176,20 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return dims.empty() ? x.reshape(shape) : sum(x, dims, true).reshape(shape);
 }
 
+Tensor squared_norms(const std::vector<Tensor>& tensors) {
+  KILN_CHECK(!tensors.empty(), "[squared_norms] needs at least one tensor");
+  std::vector<Tensor> kept;  // contiguous views, alive until the kernel has read them
+  std::vector<Buffer> buffers;
+  for (const Tensor& t : tensors) {
+    detail::check_defined(t, "squared_norms", "tensor");
+    detail::check_floating(t, "squared_norms");
+    kept.push_back(t.detach().contiguous());
+    buffers.push_back(kept.back().buffer());
+  }
+  detail::check_same_device("squared_norms", kept);
+  Tensor out = empty({static_cast<int64_t>(kept.size())}, TensorOptions(kFloat64).device(kept[0].device()));
+  KILN_DISPATCH(out.device(), squared_norms, out.buffer(), buffers);
+  return out;
+}
+
 }  // namespace kiln

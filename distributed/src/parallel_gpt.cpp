@@ -79,8 +79,8 @@ ParallelBlock::ParallelBlock(const nn::TransformerOptions& o, ProcessGroup& g, G
 }
 
 Tensor ParallelBlock::forward(const Tensor& x) const {
-  Tensor h = x + attn->forward(ln_1->forward(x));
-  return h + mlp->forward(ln_2->forward(h));
+  auto [h, normed] = ln_2->forward_add(x, attn->forward(ln_1->forward(x)));  // h = x + attn(ln_1(x))
+  return h + mlp->forward(normed);
 }
 
 ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator& gen, DType dtype, Device device,

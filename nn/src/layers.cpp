@@ -27,12 +27,20 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   return layer_norm(x, options_.normalized_shape, weight, bias, options_.eps);
 }
 
+std::pair<Tensor, Tensor> LayerNorm::forward_add(const Tensor& x, const Tensor& residual) const {
+  return add_layer_norm(x, residual, options_.normalized_shape, weight, bias, options_.eps);
+}
+
 RMSNorm::RMSNorm(const NormOptions& o) : options_(o) {
   KILN_CHECK(!o.normalized_shape.empty(), "[RMSNorm] normalized_shape must not be empty");
   if (o.affine) weight = register_parameter("weight", ones(o.normalized_shape, TensorOptions(o.dtype).device(o.device)));
 }
 
 Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, options_.normalized_shape, weight, options_.eps); }
+
+std::pair<Tensor, Tensor> RMSNorm::forward_add(const Tensor& x, const Tensor& residual) const {
+  return add_rms_norm(x, residual, options_.normalized_shape, weight, options_.eps);
+}
 
 Dropout::Dropout(double p, Generator& gen) : p_(p), gen_(&gen) {
   KILN_CHECK(p >= 0 && p <= 1, "[Dropout] probability must be in [0, 1], got {}", p);

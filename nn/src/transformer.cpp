@@ -82,8 +82,8 @@ Block::Block(const TransformerOptions& o, Generator& gen) {
 }
 
 Tensor Block::forward(const Tensor& x, KVCache* cache) const {
-  Tensor h = x + attn->forward(ln_1->forward(x), cache);
-  return h + mlp->forward(ln_2->forward(h));
+  auto [h, normed] = ln_2->forward_add(x, attn->forward(ln_1->forward(x), cache));  // h = x + attn(ln_1(x))
+  return h + mlp->forward(normed);
 }
 
 }  // namespace kiln::nn

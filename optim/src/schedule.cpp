@@ -1,6 +1,8 @@
 #include "kiln/optim/schedule.h"
 
 #include <cmath>
+#include <map>
+#include <string>
 
 #include "kiln/autograd.h"
 #include "kiln/ops.h"
@@ -24,12 +26,12 @@ LRSchedule::Decay LRSchedule::parse(std::string_view name) {
 
 double grad_squared_sum(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
-  double total = 0;
+  // One multi-tensor pass (and one synchronization) per device.
+  std::map<std::string, std::vector<Tensor>> by_device;
   for (const Tensor& p : params)
-    if (p.grad().defined()) {
-      Tensor g = p.grad().to(kFloat64);
-      total += sum(g * g).item<double>();
-    }
+    if (p.grad().defined()) by_device[p.grad().device().str()].push_back(p.grad());
+  double total = 0;
+  for (const auto& [device, grads] : by_device) total += sum(squared_norms(grads)).item<double>();
   return total;
 }
 

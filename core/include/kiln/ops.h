@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kiln/base/optimizer_step.h"
@@ -114,6 +115,9 @@ Tensor var(const Tensor& x, const Shape& dims, int64_t correction = 1, bool keep
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 // Sums x down to shape (the reverse of broadcasting).
 Tensor sum_to(const Tensor& x, const Shape& shape);
+// The sum of squares of each tensor (float64, shape (n,)), all tensors on one
+// device, in one pass: the pieces of a global norm. Not differentiable.
+Tensor squared_norms(const std::vector<Tensor>& tensors);
 
 // --- linear algebra ----------------------------------------------------------------
 // torch.matmul semantics: 1-D vectors, 2-D matrices, batched with broadcast batch dims.
@@ -141,6 +145,13 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
                   const Tensor& bias = {}, double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {}, double eps = 1e-6);
+// The pre-norm residual stream fused into one kernel: returns {x + residual,
+// norm(x + residual)} (the sum rounded to x's dtype before it is normalized,
+// as the two ops would do).
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
+                                         const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
+                                       const Tensor& weight = {}, double eps = 1e-6);
 
 enum class Reduction { None, Mean, Sum };
 // logits (N, C) or (C,) or (N, C, d1, ...); target int64/int32 class indices of
@@ -156,6 +167,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
 // of about 2^25 logits. The loss is float32 (float64 for float64 inputs).
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target, int64_t ignore_index = -100,
                             int64_t chunk_rows = 0);
+// SwiGLU's gate (Shazeer 2020, the LLaMA MLP): silu(gate) * up, one fused
+// kernel forward and one backward. gate and up share shape, dtype and device.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 // Zeroes elements with probability p and scales the rest by 1 / (1 - p).
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 Tensor dropout(const Tensor& x, double p, bool training = true);

@@ -284,4 +284,40 @@ void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer&
   });
 }
 
+void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
+  visit_floating(out.dtype, "swiglu", [&](auto t) {
+    using T = decltype(t);
+    using A = acc_t<T>;
+    const T* g = gate.ptr<T>();
+    const T* u = up.ptr<T>();
+    T* o = out.ptr<T>();
+    parallel_for(out.numel(), 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const A x = A(g[i]);
+        o[i] = T(x * sigmoid(x) * A(u[i]));
+      }
+    });
+  });
+}
+
+void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout, const Buffer& gate,
+                     const Buffer& up) {
+  visit_floating(dout.dtype, "swiglu_backward", [&](auto t) {
+    using T = decltype(t);
+    using A = acc_t<T>;
+    const T* g = gate.ptr<T>();
+    const T* u = up.ptr<T>();
+    const T* d = dout.ptr<T>();
+    T* dg = dgate.ptr<T>();
+    T* du = dup.ptr<T>();
+    parallel_for(dout.numel(), 12, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const A x = A(g[i]), s = sigmoid(x), dy = A(d[i]);
+        dg[i] = T(dy * A(u[i]) * s * (A(1) + x * (A(1) - s)));
+        du[i] = T(dy * x * s);
+      }
+    });
+  });
+}
+
 }  // namespace kiln::kernels::cpu

@@ -105,4 +105,22 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
   });
 }
 
+void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
+  double* o = out.ptr<double>();
+  for (size_t t = 0; t < xs.size(); ++t) {
+    const Buffer& x = xs[t];
+    visit_floating(x.dtype, "squared_norms", [&](auto tag) {
+      using T = decltype(tag);
+      const T* p = x.ptr<T>();
+      double total = 0;
+#pragma omp parallel for reduction(+ : total) if (x.numel() > kParallelGrain)
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        const double v = double(acc_t<T>(p[i]));
+        total += v * v;
+      }
+      o[t] = total;
+    });
+  }
+}
+
 }  // namespace kiln::kernels::cpu

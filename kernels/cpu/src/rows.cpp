@@ -99,8 +99,8 @@ namespace {
 // LayerNorm (kCentered) and RMSNorm share everything but the mean: RMSNorm is
 // LayerNorm with the mean fixed at zero and no bias.
 template <bool kCentered>
-void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
-                  const Buffer& b, double eps, const char* op) {
+void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& residual,
+                  const Buffer& sum, const Buffer& w, const Buffer& b, double eps, const char* op) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
@@ -108,6 +108,12 @@ void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = x.ptr<T>() + r * C;
+        if (residual.data) {  // normalize sum = x + residual, written first
+          T* sr = sum.ptr<T>() + r * C;
+          const T* rr = residual.ptr<T>() + r * C;
+          for (int64_t c = 0; c < C; ++c) store(sr, c, load(xr, c) + load(rr, c));
+          xr = sr;
+        }
         T* yr = y.ptr<T>() + r * C;
         A m = 0;
         if constexpr (kCentered) {
@@ -170,9 +176,9 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
 
 }  // namespace
 
-void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
-                const Buffer& b, double eps) {
-  norm_forward<true>(y, mean, rstd, x, w, b, eps, "layer_norm");
+void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& residual,
+                const Buffer& sum, const Buffer& w, const Buffer& b, double eps) {
+  norm_forward<true>(y, mean, rstd, x, residual, sum, w, b, eps, "layer_norm");
 }
 
 void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
@@ -180,8 +186,9 @@ void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, c
   norm_backward<true>(dx, dw, db, dy, x, w, mean, rstd, "layer_norm_backward");
 }
 
-void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& w, double eps) {
-  norm_forward<false>(y, Buffer{}, rstd, x, w, Buffer{}, eps, "rms_norm");
+void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& residual, const Buffer& sum,
+              const Buffer& w, double eps) {
+  norm_forward<false>(y, Buffer{}, rstd, x, residual, sum, w, Buffer{}, eps, "rms_norm");
 }
 
 void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, const Buffer& x, const Buffer& w,

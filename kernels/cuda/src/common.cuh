@@ -49,6 +49,15 @@ __device__ __forceinline__ void store(T* p, A v) {
   else *p = static_cast<T>(v);
 }
 
+// 16-byte vector access: one load or store moves 16 / sizeof(T) elements.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int size = 16 / sizeof(T);
+  T v[size];
+};
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 constexpr int kThreads = 256;
 
 // Blocks for a grid-stride loop over n elements.

@@ -384,4 +384,112 @@ void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer&
   });
 }
 
+namespace {
+
+template <typename A>
+__device__ __forceinline__ A sigmoid_of(A x) {
+  return A(1) / (A(1) + exp(-x));
+}
+
+// SwiGLU over n elements; with Vector, 16-byte packs (all pointers aligned)
+// and a scalar tail.
+template <typename T, bool Vector>
+__global__ void swiglu_kernel(int64_t n, T* out, const T* gate, const T* up) {
+  using A = acc_t<T>;
+  constexpr int P = Vector ? Pack<T>::size : 1;
+  const int64_t packs = n / P;
+  KILN_GRID_STRIDE(i, packs) {
+    if constexpr (Vector) {
+      const Pack<T> g = reinterpret_cast<const Pack<T>*>(gate)[i], u = reinterpret_cast<const Pack<T>*>(up)[i];
+      Pack<T> r;
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const A x = load(&g.v[k]);
+        store(&r.v[k], x * sigmoid_of(x) * load(&u.v[k]));
+      }
+      reinterpret_cast<Pack<T>*>(out)[i] = r;
+    } else {
+      const A x = load(gate + i);
+      store(out + i, x * sigmoid_of(x) * load(up + i));
+    }
+  }
+  KILN_GRID_STRIDE(j, n - packs * P) {
+    const int64_t i = packs * P + j;
+    const A x = load(gate + i);
+    store(out + i, x * sigmoid_of(x) * load(up + i));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void swiglu_grad(const T* dout, const T* gate, const T* up, T* dgate, T* dup) {
+  using A = acc_t<T>;
+  const A x = load(gate), s = sigmoid_of(x), dy = load(dout);
+  store(dgate, dy * load(up) * s * (A(1) + x * (A(1) - s)));
+  store(dup, dy * x * s);
+}
+
+template <typename T, bool Vector>
+__global__ void swiglu_backward_kernel(int64_t n, T* dgate, T* dup, const T* dout, const T* gate, const T* up) {
+  constexpr int P = Vector ? Pack<T>::size : 1;
+  const int64_t packs = n / P;
+  KILN_GRID_STRIDE(i, packs) {
+    if constexpr (Vector) {
+      const Pack<T> d = reinterpret_cast<const Pack<T>*>(dout)[i], g = reinterpret_cast<const Pack<T>*>(gate)[i],
+                    u = reinterpret_cast<const Pack<T>*>(up)[i];
+      Pack<T> dg, du;
+#pragma unroll
+      for (int k = 0; k < P; ++k) swiglu_grad(&d.v[k], &g.v[k], &u.v[k], &dg.v[k], &du.v[k]);
+      reinterpret_cast<Pack<T>*>(dgate)[i] = dg;
+      reinterpret_cast<Pack<T>*>(dup)[i] = du;
+    } else {
+      swiglu_grad(dout + i, gate + i, up + i, dgate + i, dup + i);
+    }
+  }
+  KILN_GRID_STRIDE(j, n - packs * P) {
+    const int64_t i = packs * P + j;
+    swiglu_grad(dout + i, gate + i, up + i, dgate + i, dup + i);
+  }
+}
+
+template <typename T, typename Launch>
+void vector_or_scalar(std::initializer_list<const void*> ptrs, Launch&& launch) {
+  bool vector = true;
+  for (const void* p : ptrs) vector = vector && aligned16(p);
+  if (vector) launch(std::true_type{});
+  else launch(std::false_type{});
+}
+
+}  // namespace
+
+void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
+  NvtxRange range("kiln::swiglu");
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  visit_floating(out.dtype, "swiglu", [&](auto tag) {
+    using T = decltype(tag);
+    vector_or_scalar<T>({out.data, gate.data, up.data}, [&](auto vector) {
+      constexpr bool V = decltype(vector)::value;
+      swiglu_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
+          n, out.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
+    });
+    check_launch("swiglu_kernel");
+  });
+}
+
+void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout, const Buffer& gate,
+                     const Buffer& up) {
+  NvtxRange range("kiln::swiglu_backward");
+  const int64_t n = dout.numel();
+  if (n == 0) return;
+  visit_floating(dout.dtype, "swiglu_backward", [&](auto tag) {
+    using T = decltype(tag);
+    vector_or_scalar<T>({dgate.data, dup.data, dout.data, gate.data, up.data}, [&](auto vector) {
+      constexpr bool V = decltype(vector)::value;
+      swiglu_backward_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
+          n, dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
+    });
+    check_launch("swiglu_backward_kernel");
+  });
+}
+
 }  // namespace kiln::kernels::cuda

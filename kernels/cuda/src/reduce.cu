@@ -6,6 +6,7 @@
 
 #include <cfloat>
 
+#include "block_reduce.cuh"
 #include "common.cuh"
 #include "kiln/base/reduce_geometry.h"
 #include "kiln/kernels/cuda.h"
@@ -126,6 +127,95 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
                                                                correction);
     check_launch("reduce_kernel");
   });
+}
+
+namespace {
+
+// squared_norms: the tensors cut into chunks, one block per chunk writing its
+// partial sum, then one thread per tensor adding its chunks' partials in order
+// (deterministic).
+constexpr int64_t kNormChunk = 1 << 16;
+
+struct NormChunk {
+  const void* data;
+  int64_t n;
+  DType dtype;
+};
+
+template <typename T>
+__device__ double chunk_squares(const T* p, int64_t n) {
+  float acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = float(load(p + i));
+    acc += v * v;
+  }
+  return double(block_sum(acc));
+}
+
+template <>
+__device__ double chunk_squares<double>(const double* p, int64_t n) {
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += p[i] * p[i];
+  return block_sum(acc);
+}
+
+__global__ void norm_chunks_kernel(const NormChunk* chunks, double* partial) {
+  const NormChunk c = chunks[blockIdx.x];
+  double s = 0;
+  switch (c.dtype) {
+    case DType::Float32: s = chunk_squares(static_cast<const float*>(c.data), c.n); break;
+    case DType::Float64: s = chunk_squares(static_cast<const double*>(c.data), c.n); break;
+    case DType::BFloat16: s = chunk_squares(static_cast<const BFloat16*>(c.data), c.n); break;
+    case DType::Float16: s = chunk_squares(static_cast<const Half*>(c.data), c.n); break;
+    default: break;
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void norm_tensors_kernel(double* out, const int64_t* first_chunk, const double* partial, int64_t tensors) {
+  KILN_GRID_STRIDE(t, tensors) {
+    double s = 0;
+    for (int64_t c = first_chunk[t]; c < first_chunk[t + 1]; ++c) s += partial[c];
+    out[t] = s;
+  }
+}
+
+}  // namespace
+
+void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
+  NvtxRange range("kiln::squared_norms");
+  const int64_t tensors = static_cast<int64_t>(xs.size());
+  if (tensors == 0) return;
+  std::vector<NormChunk> chunks;
+  std::vector<int64_t> first{0};
+  for (const Buffer& x : xs) {
+    if (!(x.dtype == DType::Float32 || x.dtype == DType::Float64 || x.dtype == DType::BFloat16 ||
+          x.dtype == DType::Float16))
+      fail("squared_norms", "expects floating tensors");
+    const size_t element = element_size(x.dtype);
+    for (int64_t at = 0; at < x.numel(); at += kNormChunk)
+      chunks.push_back({static_cast<const char*>(x.data) + at * static_cast<int64_t>(element),
+                        x.numel() - at < kNormChunk ? x.numel() - at : kNormChunk, x.dtype});
+    first.push_back(static_cast<int64_t>(chunks.size()));
+  }
+  const int device = out.device.index;
+  const size_t chunk_bytes = chunks.size() * sizeof(NormChunk), first_bytes = first.size() * sizeof(int64_t);
+  char* meta = static_cast<char*>(allocate(chunk_bytes + first_bytes + chunks.size() * sizeof(double) + 16, device));
+  auto* dev_chunks = reinterpret_cast<NormChunk*>(meta);
+  auto* dev_first = reinterpret_cast<int64_t*>(meta + chunk_bytes);
+  auto* partial = reinterpret_cast<double*>(meta + chunk_bytes + first_bytes);
+  // From pageable memory the copies stage the host data before returning.
+  if (cudaMemcpyAsync(dev_chunks, chunks.data(), chunk_bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess ||
+      cudaMemcpyAsync(dev_first, first.data(), first_bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess)
+    fail("squared_norms", "cannot copy the chunk table to the device");
+  if (!chunks.empty()) {
+    norm_chunks_kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, current_stream()>>>(dev_chunks, partial);
+    check_launch("norm_chunks_kernel");
+  }
+  norm_tensors_kernel<<<blocks_for(tensors), kThreads, 0, current_stream()>>>(out.ptr<double>(), dev_first, partial,
+                                                                               tensors);
+  check_launch("norm_tensors_kernel");
+  deallocate(meta, device);  // stream-ordered: after the kernels
 }
 
 }  // namespace kiln::kernels::cuda

@@ -6,6 +6,7 @@
 
 #include <cfloat>
 
+#include "block_reduce.cuh"
 #include "common.cuh"
 #include "kiln/kernels/cuda.h"
 
@@ -15,41 +16,6 @@ namespace {
 
 template <typename T>
 using row_acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-// Sum over the block; every thread gets the result.
-template <typename A>
-__device__ A block_sum(A v) {
-  __shared__ A partial[32];
-  __syncthreads();  // partial may still be read from a previous call
-  for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(0);
-    for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
-    if (lane == 0) partial[0] = v;
-  }
-  __syncthreads();
-  return partial[0];
-}
-
-template <typename A>
-__device__ A block_max(A v) {
-  __shared__ A partial[32];
-  __syncthreads();
-  for (int s = 16; s > 0; s >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, s));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(-INFINITY);
-    for (int s = 16; s > 0; s >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, s));
-    if (lane == 0) partial[0] = v;
-  }
-  __syncthreads();
-  return partial[0];
-}
 
 // An optional parameter (weight or bias) of any floating dtype.
 struct Param {
@@ -107,10 +73,17 @@ __global__ void softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t 
 // --- LayerNorm / RMSNorm -----------------------------------------------------------
 
 template <typename T, bool kCentered>
-__global__ void norm_kernel(T* y, row_acc_t<T>* mean, row_acc_t<T>* rstd, const T* x, Param w, Param b, int64_t C,
-                            double eps) {
+__global__ void norm_kernel(T* y, row_acc_t<T>* mean, row_acc_t<T>* rstd, const T* x, const T* residual, T* sum,
+                            Param w, Param b, int64_t C, double eps) {
   using A = row_acc_t<T>;
   const int64_t off = blockIdx.x * C;
+  if (residual) {
+    // sum = x + residual, then normalized in x's place. Each thread reads back
+    // only the elements it wrote (same c stride), so no barrier is needed.
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+      store(sum + off + c, A(load(x + off + c)) + A(load(residual + off + c)));
+    x = sum;
+  }
   A m = 0;
   if constexpr (kCentered) {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m += A(load(x + off + c));
@@ -233,8 +206,8 @@ void visit_logits_target(const Buffer& logits, const Buffer& target, const char*
 unsigned grid(int64_t rows) { return static_cast<unsigned>(rows); }
 
 template <bool kCentered>
-void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
-                  const Buffer& b, double eps, const char* op) {
+void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& residual,
+                  const Buffer& sum, const Buffer& w, const Buffer& b, double eps, const char* op) {
   NvtxRange range(op);
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   if (rows == 0) return;
@@ -242,7 +215,8 @@ void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const
     using T = decltype(tag);
     using A = row_acc_t<T>;
     norm_kernel<T, kCentered><<<grid(rows), kThreads, 0, current_stream()>>>(
-        y.ptr<T>(), static_cast<A*>(mean.data), rstd.ptr<A>(), x.ptr<T>(), param(w), param(b), C, eps);
+        y.ptr<T>(), static_cast<A*>(mean.data), rstd.ptr<A>(), x.ptr<T>(), residual.ptr<T>(), sum.ptr<T>(), param(w),
+        param(b), C, eps);
     check_launch(op);
   });
 }
@@ -298,9 +272,9 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
   });
 }
 
-void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& w,
-                const Buffer& b, double eps) {
-  norm_forward<true>(y, mean, rstd, x, w, b, eps, "kiln::layer_norm");
+void layer_norm(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& residual,
+                const Buffer& sum, const Buffer& w, const Buffer& b, double eps) {
+  norm_forward<true>(y, mean, rstd, x, residual, sum, w, b, eps, "kiln::layer_norm");
 }
 
 void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const Buffer& dy, const Buffer& x,
@@ -308,8 +282,9 @@ void layer_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, c
   norm_backward<true>(dx, dw, db, dy, x, w, mean, rstd, "kiln::layer_norm_backward");
 }
 
-void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& w, double eps) {
-  norm_forward<false>(y, Buffer{}, rstd, x, w, Buffer{}, eps, "kiln::rms_norm");
+void rms_norm(const Buffer& y, const Buffer& rstd, const Buffer& x, const Buffer& residual, const Buffer& sum,
+              const Buffer& w, double eps) {
+  norm_forward<false>(y, Buffer{}, rstd, x, residual, sum, w, Buffer{}, eps, "kiln::rms_norm");
 }
 
 void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, const Buffer& x, const Buffer& w,

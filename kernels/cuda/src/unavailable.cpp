@@ -28,18 +28,26 @@ void randint(const Buffer&, uint64_t, uint64_t, int64_t, int64_t) { missing("ran
 void unary(UnaryOp, const Buffer&, const Buffer&, double, double) { missing("unary"); }
 void binary(BinaryOp, const Buffer&, const Buffer&, const Buffer&) { missing("binary"); }
 void where(const Buffer&, const Buffer&, const Buffer&, const Buffer&) { missing("where"); }
+void swiglu(const Buffer&, const Buffer&, const Buffer&) { missing("swiglu"); }
+void swiglu_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&) {
+  missing("swiglu_backward");
+}
+void squared_norms(const Buffer&, const std::vector<Buffer>&) { missing("squared_norms"); }
 void reduce(ReduceOp, const Buffer&, const Buffer&, uint32_t, int64_t) { missing("reduce"); }
 void matmul(const Buffer&, const Buffer&, const Buffer&) { missing("matmul"); }
 void softmax(const Buffer&, const Buffer&, bool) { missing("softmax"); }
 void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
-void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, double) {
+void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
+                const Buffer&, double) {
   missing("layer_norm");
 }
 void layer_norm_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
                          const Buffer&, const Buffer&) {
   missing("layer_norm_backward");
 }
-void rms_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, double) { missing("rms_norm"); }
+void rms_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, double) {
+  missing("rms_norm");
+}
 void rms_norm_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&) {
   missing("rms_norm_backward");
 }

@@ -34,6 +34,8 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(const NormOptions& options);
   Tensor forward(const Tensor& x) const;
+  // {x + residual, forward(x + residual)} from one fused kernel (add_layer_norm).
+  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const;
   Tensor weight, bias;
 
  private:
@@ -44,6 +46,8 @@ class RMSNorm : public Module {
  public:
   explicit RMSNorm(const NormOptions& options);
   Tensor forward(const Tensor& x) const;
+  // {x + residual, forward(x + residual)} from one fused kernel (add_rms_norm).
+  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const;
   Tensor weight;
 
  private:

@@ -3,6 +3,7 @@
 // reductions accumulate in float64 here, the 16-bit floats in float32.
 
 #include <cstdint>
+#include <vector>
 
 #include "kiln/base/buffer.h"
 #include "kiln/base/op_kinds.h"

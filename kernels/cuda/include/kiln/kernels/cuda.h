@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kiln/base/buffer.h"
 #include "kiln/base/op_kinds.h"
