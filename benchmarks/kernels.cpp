@@ -112,6 +112,9 @@ int main(int argc, char** argv) {
         memory_bound("softmax fwd", shape, 2 * n * e, [&] { kiln::softmax(x, -1); });
         memory_bound("gelu fwd", shape, 2 * n * e, [&] { kiln::gelu(x, "tanh"); });
         memory_bound("add", shape, 3 * n * e, [&] { x + x; });
+        memory_bound("swiglu fwd", shape, 3 * n * e, [&] { kiln::swiglu(x, x); });
+        // reads x and the residual, writes the sum and y
+        memory_bound("add_layer_norm fwd", shape, 4 * n * e, [&] { kiln::add_layer_norm(x, x, {C}, w, bias); });
         {
           kiln::autograd::EnableGradGuard grad;
           Tensor xg = x.detach().requires_grad_(), wg = w.detach().requires_grad_(), bg = bias.detach().requires_grad_();
@@ -127,6 +130,14 @@ int main(int argc, char** argv) {
       Tensor logits = kiln::randn({R, V}, gen, opts);
       Tensor target = kiln::randint(0, V, {R}, gen, kiln::TensorOptions(kiln::kInt64).device(kGpu));
       memory_bound("cross_entropy fwd", shape, static_cast<double>(R * V) * 2.0, [&] { kiln::cross_entropy(logits, target); });
+      {
+        // The fused head: time per token against the unfused GEMM + loss (bytes: the logits written and read once).
+        kiln::autograd::EnableGradGuard grad;
+        const int64_t C = 768;
+        Tensor h = kiln::randn({R, C}, gen, opts).requires_grad_(), wte = kiln::randn({V, C}, gen, opts).requires_grad_();
+        memory_bound("linear_cross_entropy f+b", fmt::format("{} x {} x {}", R, C, V), static_cast<double>(R * V) * 4.0,
+                     [&] { kiln::linear_cross_entropy(h, wte, target).backward(); });
+      }
     }
 
     fmt::print("{:<28} {:>14} {:>6} {:>10} {:>12} {:>10}\n", "kernel", "shape", "dtype", "ms", "rate", "of ceiling");

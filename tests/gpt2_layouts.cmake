@@ -15,12 +15,7 @@ endforeach()
 file(WRITE ${WORK}/text/corpus ${text})
 separate_arguments(mpirun UNIX_COMMAND "${MPIRUN}")
 
-function(run)
-  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 
 function(resume_from checkpoint out)
   file(MAKE_DIRECTORY ${WORK}/${out})

@@ -12,12 +12,7 @@ foreach(i RANGE 1 600)
 endforeach()
 file(WRITE ${WORK}/text/corpus ${text})
 
-function(run)
-  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 
 run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 400)
 set(train ${BIN}/train --data ${WORK}/data --layers 2 --channels 32 --heads 2 --seq 16 --batch 4 --steps 8

@@ -173,6 +173,66 @@ TEST_CASE("softmax, norms and cross-entropy match the CPU, forward and backward"
   }
 }
 
+TEST_CASE("the multi-tensor AdamW and Lion updates match the CPU") {
+  Generator gen(12);
+  std::vector<Tensor> p, g, m, v;
+  for (int64_t n : {1, 70000, 131072, 5}) {  // chunk boundaries inside and at the end of tensors
+    p.push_back(randn({n}, gen));
+    g.push_back(randn({n}, gen, kBFloat16));
+    m.push_back(randn({n}, gen) * 0.1);
+    v.push_back(rand({n}, gen));
+  }
+  auto to_gpu = [](const std::vector<Tensor>& ts) {
+    std::vector<Tensor> out;
+    for (const Tensor& t : ts) out.push_back(t.to(kGpu));
+    return out;
+  };
+  std::vector<Tensor> pg = to_gpu(p), gg = to_gpu(g), mg = to_gpu(m), vg = to_gpu(v);
+  const AdamWStep step{1e-2, 0.9, 0.99, 1e-8, 0.1, 0.1, 0.01};
+  adamw_update_(p, g, m, v, step);
+  adamw_update_(pg, gg, mg, vg, step);
+  for (size_t i = 0; i < p.size(); ++i) {
+    KT_CHECK_CLOSE(pg[i], values(p[i]), 1e-6);
+    KT_CHECK_CLOSE(vg[i], values(v[i]), 1e-6);
+  }
+  lion_update_(p, g, m, {1e-2, 0.9, 0.99, 0.1});
+  lion_update_(pg, gg, mg, {1e-2, 0.9, 0.99, 0.1});
+  for (size_t i = 0; i < p.size(); ++i) KT_CHECK_CLOSE(pg[i], values(p[i]), 1e-6);
+}
+
+TEST_CASE("the memory pool's figures follow allocations") {
+  cuda::synchronize();
+  cuda::reset_peak_memory_stats();
+  const uint64_t before = cuda::memory_stats().in_use;
+  {
+    Tensor big = empty({64 << 20}, TensorOptions(kFloat32).device(kGpu));  // 256 MiB
+    cuda::synchronize();
+    CHECK(cuda::memory_stats().in_use >= before + (uint64_t(256) << 20));
+  }
+  cuda::synchronize();
+  const cuda::MemoryStats after = cuda::memory_stats();
+  CHECK(after.in_use == before);
+  CHECK(after.peak_in_use >= before + (uint64_t(256) << 20));
+  CHECK(after.reserved >= after.in_use);
+}
+
+TEST_CASE("linear (cuBLASLt bias epilogue) matches the CPU; TF32 stays close") {
+  Generator gen(9);
+  for (DType dt : {kFloat32, kBFloat16, kFloat16, kFloat64}) {
+    double tol = 2 * gpu_tolerance(dt);
+    for (int64_t in : {1, 33, 768}) {
+      Tensor x = randn({2, 17, in}, gen, dt), w = randn({65, in}, gen, dt), b = randn({65}, gen, dt);
+      compare("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, w, b}, tol);
+      compare("linear no bias", [](auto& v) { return linear(v[0], v[1]); }, {x, w}, tol);
+    }
+  }
+  Tensor x = randn({64, 512}, gen), w = randn({256, 512}, gen);
+  std::vector<double> exact = values(linear(x, w));
+  SettingsGuard guard;
+  settings().allow_tf32 = true;
+  KT_CHECK_CLOSE(linear(x.to(kGpu), w.to(kGpu)), exact, 3e-3);
+}
+
 TEST_CASE("swiglu, linear_cross_entropy and squared_norms match the CPU") {
   Generator gen(8);
   for (DType dt : {kFloat32, kBFloat16, kFloat16}) {

@@ -167,6 +167,41 @@ TEST_CASE("fused updates check their arguments") {
                     Catch::Contains("[lion_update] gradient float32[4] on cpu does not match parameter float32[3]"));
   Tensor m64 = zeros({3}, kFloat64);
   CHECK_THROWS_WITH(lion_update_(q, g, m64, {1e-3, 0.9, 0.99, 0.0}), Catch::Contains("optimizer state float64[3]"));
+  Tensor q64 = zeros({3}, kFloat64);
+  CHECK_THROWS_WITH(lion_update_(std::vector<Tensor>{q, q64}, {g, g}, {m, m64}, {1e-3, 0.9, 0.99, 0.0}),
+                    Catch::Contains("one call updates parameters of one dtype"));
+  CHECK_THROWS_WITH(lion_update_(std::vector<Tensor>{q}, {g, g}, {m}, {1e-3, 0.9, 0.99, 0.0}),
+                    Catch::Contains("1 parameters but 2 gradients"));
+}
+
+TEST_CASE("a fused update of many tensors equals the updates one by one") {
+  Generator gen(3);
+  const AdamWStep adamw{1e-2, 0.9, 0.99, 1e-8, 0.1, 0.1, 0.01};
+  const LionStep lion{1e-2, 0.9, 0.99, 0.1};
+  std::vector<Tensor> p, g, m, v;
+  for (int64_t n : {1, 70000, 5}) {  // one tensor spans two CUDA chunks
+    p.push_back(randn({n}, gen));
+    g.push_back(randn({n}, gen, kBFloat16));
+    m.push_back(randn({n}, gen) * 0.1);
+    v.push_back(rand({n}, gen));
+  }
+  auto copy = [](const std::vector<Tensor>& ts) {
+    std::vector<Tensor> out;
+    for (const Tensor& t : ts) out.push_back(t.clone());
+    return out;
+  };
+  std::vector<Tensor> p1 = copy(p), m1 = copy(m), v1 = copy(v), p2 = copy(p), m2 = copy(m);
+  adamw_update_(p, g, m, v, adamw);
+  lion_update_(p2, g, m2, lion);
+  for (size_t i = 0; i < p.size(); ++i) {
+    Tensor lp = p1[i].clone(), lm = m1[i].clone();
+    adamw_update_(p1[i], g[i], m1[i], v1[i], adamw);
+    lion_update_(lp, g[i], lm, lion);
+    CHECK(values(p[i]) == values(p1[i]));
+    CHECK(values(v[i]) == values(v1[i]));
+    CHECK(values(p2[i]) == values(lp));
+    CHECK(values(m2[i]) == values(lm));
+  }
 }
 
 TEST_CASE("Lion steps by the sign of the interpolated momentum") {

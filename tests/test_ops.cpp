@@ -529,6 +529,32 @@ TEST_CASE("linear_cross_entropy equals cross_entropy of the full logits, chunk b
   CHECK_THROWS_WITH(linear_cross_entropy(x, w, full({4}, int64_t(7), kInt64)), Catch::Contains("out of range"));
 }
 
+TEST_CASE("linear is x weight^T + bias in one GEMM") {
+  Generator gen(47);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    Tensor x = randn({2, 3, 5}, gen, dt), w = randn({7, 5}, gen, dt), b = randn({7}, gen, dt);
+    const double tol = dt == kBFloat16 ? 1e-2 : 1e-6;
+    KT_CHECK_CLOSE(linear(x, w, b), values(matmul(x.to(kFloat64), w.to(kFloat64).t()) + b.to(kFloat64)), tol);
+    KT_CHECK_CLOSE(linear(x, w), values(matmul(x.to(kFloat64), w.to(kFloat64).t())), tol);
+    KT_CHECK_CLOSE(linear(x.transpose(0, 1), w, b), values(linear(x.transpose(0, 1).contiguous(), w, b)), 0);
+  }
+  // No input features: the output is the bias.
+  Tensor b = randn({4}, gen);
+  CHECK(values(linear(zeros({3, 0}), zeros({4, 0}), b)[2]) == values(b));
+  CHECK_THROWS_WITH(linear(randn({2, 5}, gen), randn({7, 4}, gen)), Catch::Contains("expects input (..., in)"));
+  CHECK_THROWS_WITH(linear(randn({2, 5}, gen), randn({7, 5}, gen), randn({6}, gen)), Catch::Contains("bias must be"));
+  // TF32 is a CUDA setting: float32 CPU results do not change; the guard restores it.
+  Tensor x = randn({4, 9}, gen), w = randn({3, 9}, gen);
+  std::vector<double> exact = values(linear(x, w));
+  {
+    SettingsGuard guard;
+    settings().allow_tf32 = true;
+    CHECK(values(linear(x, w)) == exact);
+  }
+  CHECK_FALSE(settings().allow_tf32);
+}
+
 TEST_CASE("add_layer_norm and add_rms_norm equal the add then the norm") {
   Generator gen(43);
   for (DType dt : {kFloat64, kFloat32, kBFloat16}) {

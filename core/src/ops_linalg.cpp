@@ -1,6 +1,7 @@
 // matmul with torch.matmul's semantics over one batched kernel.
 
 #include "dispatch.h"
+#include "kiln/settings.h"
 
 namespace kiln {
 
@@ -24,7 +25,8 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
       full.push_back(c);
       return t.expand(full).reshape({-1, r, c});
     };
-    KILN_DISPATCH(a.device(), matmul, out.reshape({-1, m, n}).buffer(), as3(a, m, k).buffer(), as3(b, k, n).buffer());
+    KILN_DISPATCH(a.device(), matmul, out.reshape({-1, m, n}).buffer(), as3(a, m, k).buffer(), as3(b, k, n).buffer(),
+                  GemmOptions{settings().allow_tf32, {}});
   }
   if (autograd::any_requires_grad({a, b}))
     autograd::record("matmul", out, {a, b}, [sa = save(a, "matmul"), sb = save(b, "matmul")](const Tensor& g,
@@ -52,6 +54,41 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = batched_matmul(a2, b2);
   if (a.dim() == 1) out = out.squeeze(-2);
   if (b.dim() == 1) out = out.squeeze(-1);
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::check_defined(x, "linear", "input");
+  detail::check_defined(weight, "linear", "weight");
+  detail::check_same_device("linear", {x, weight, bias});
+  detail::check_floating(x, "linear");
+  KILN_CHECK(x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(1) && x.dtype() == weight.dtype(),
+             "[linear] expects input (..., in) and weight (out, in) of one dtype, got {} and {}", describe(x),
+             describe(weight));
+  KILN_CHECK(!bias.defined() || (bias.sizes() == Shape({weight.size(0)}) && bias.dtype() == x.dtype()),
+             "[linear] bias must be ({}) of the input's dtype, got {}", weight.size(0), describe(bias));
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  Shape out_shape = x.sizes();
+  out_shape.back() = out_features;
+  Tensor out = empty(out_shape, TensorOptions(x.dtype()).device(x.device()));
+  Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
+  {
+    autograd::NoGradGuard no_grad;
+    // (rows, in) @ (in, out): the weight's transpose is a view cuBLASLt and BLAS read as is.
+    const int64_t rows = out.numel() / std::max<int64_t>(out_features, 1);
+    KILN_DISPATCH(x.device(), matmul, out.reshape({1, rows, out_features}).buffer(),
+                  x.detach().reshape({1, rows, in}).buffer(), weight.detach().t().unsqueeze(0).buffer(),
+                  GemmOptions{settings().allow_tf32, b.defined() ? b.buffer() : Buffer{}});
+  }
+  if (autograd::any_requires_grad({x, weight, bias}))
+    autograd::record("linear", out, {x, weight, bias},
+                     [sx = save(x, "linear"), sw = save(weight, "linear"), in, out_features](const Tensor& g,
+                                                                                              const Needs& nd) {
+                       Tensor g2 = g.reshape({-1, out_features});
+                       return Grads{nd[0] ? matmul(g, sw.get()) : Tensor(),
+                                    nd[1] ? matmul(g2.t(), sx.get().reshape({-1, in})) : Tensor(),
+                                    nd[2] ? sum(g2, {0}) : Tensor()};
+                     });
   return out;
 }
 

@@ -30,18 +30,72 @@ void check_update(const char* op, const Tensor& p, const Tensor& g, const std::v
 
 }  // namespace
 
+namespace {
+
+// Checks the lists and returns their buffers (gradients made contiguous, kept alive in `keep`).
+std::vector<Buffer> checked_lists(const char* op, const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                                  const std::vector<std::vector<Tensor>>& states, std::vector<Tensor>& keep,
+                                  std::vector<std::vector<Buffer>>& state_buffers) {
+  KILN_CHECK(g.size() == p.size(), "[{}] {} parameters but {} gradients", op, p.size(), g.size());
+  std::vector<Buffer> params;
+  state_buffers.assign(states.size(), {});
+  for (size_t i = 0; i < p.size(); ++i) {
+    std::vector<Tensor> st;
+    for (const auto& s : states) {
+      KILN_CHECK(s.size() == p.size(), "[{}] {} parameters but {} state tensors", op, p.size(), s.size());
+      st.push_back(s[i]);
+    }
+    check_update(op, p[i], g[i], st);
+    KILN_CHECK(p[i].dtype() == p[0].dtype() && g[i].dtype() == g[0].dtype() && p[i].device() == p[0].device(),
+               "[{}] one call updates parameters of one dtype and device with gradients of one dtype; tensor {} is "
+               "{} with a {} gradient, tensor 0 {} with a {} gradient", op, i, describe(p[i]), describe(g[i]),
+               describe(p[0]), describe(g[0]));
+    params.push_back(p[i].buffer());
+    keep.push_back(g[i].contiguous());
+    for (size_t k = 0; k < states.size(); ++k) state_buffers[k].push_back(states[k][i].buffer());
+  }
+  return params;
+}
+
+std::vector<Buffer> buffers_of(const std::vector<Tensor>& ts) {
+  std::vector<Buffer> out;
+  for (const Tensor& t : ts) out.push_back(t.buffer());
+  return out;
+}
+
+void bump(const std::vector<std::vector<Tensor>>& lists) {
+  for (const auto& list : lists)
+    for (const Tensor& t : list) t.storage()->bump_version();
+}
+
+}  // namespace
+
+void adamw_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                   const std::vector<Tensor>& v, const AdamWStep& step) {
+  if (p.empty()) return;
+  std::vector<Tensor> grads;
+  std::vector<std::vector<Buffer>> state;
+  std::vector<Buffer> params = checked_lists("adamw_update", p, g, {m, v}, grads, state);
+  KILN_DISPATCH(p[0].device(), adamw_update, params, buffers_of(grads), state[0], state[1], step);
+  bump({p, m, v});
+}
+
+void lion_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                  const LionStep& step) {
+  if (p.empty()) return;
+  std::vector<Tensor> grads;
+  std::vector<std::vector<Buffer>> state;
+  std::vector<Buffer> params = checked_lists("lion_update", p, g, {m}, grads, state);
+  KILN_DISPATCH(p[0].device(), lion_update, params, buffers_of(grads), state[0], step);
+  bump({p, m});
+}
+
 void adamw_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& step) {
-  check_update("adamw_update", p, g, {m, v});
-  Tensor gc = g.contiguous();
-  KILN_DISPATCH(p.device(), adamw_update, p.buffer(), gc.buffer(), m.buffer(), v.buffer(), step);
-  for (Tensor* t : {&p, &m, &v}) t->storage()->bump_version();
+  adamw_update_(std::vector<Tensor>{p}, {g}, {m}, {v}, step);
 }
 
 void lion_update_(Tensor& p, const Tensor& g, Tensor& m, const LionStep& step) {
-  check_update("lion_update", p, g, {m});
-  Tensor gc = g.contiguous();
-  KILN_DISPATCH(p.device(), lion_update, p.buffer(), gc.buffer(), m.buffer(), step);
-  for (Tensor* t : {&p, &m}) t->storage()->bump_version();
+  lion_update_(std::vector<Tensor>{p}, {g}, {m}, step);
 }
 
 }  // namespace kiln

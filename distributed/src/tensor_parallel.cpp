@@ -60,91 +60,62 @@ int64_t normalized_dim(const Tensor& x, int64_t dim, const char* op) {
   return d;
 }
 
-Tensor recorded(const char* name, Tensor out, const Tensor& x, autograd::BackwardFn fn) {
-  if (autograd::any_requires_grad({x})) autograd::record(name, out, {x}, std::move(fn));
+// An autograd op made of a collective: forward(x) runs without recording, and
+// the gradient goes through backward (its adjoint). Over a group of one, the
+// identity.
+template <typename Forward, typename Backward>
+Tensor collective(const char* name, const Tensor& x, ProcessGroup& group, Forward forward, Backward backward) {
+  if (group.size() == 1) return x;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = forward(x, group);
+  }
+  if (autograd::any_requires_grad({x}))
+    autograd::record(name, out, {x}, [g = &group, backward](const Tensor& grad, const autograd::Needs&) {
+      return autograd::Grads{backward(grad, *g)};
+    });
   return out;
 }
+
+Tensor identity(const Tensor& x, ProcessGroup&) { return x.detach(); }
 
 }  // namespace
 
 Tensor copy_to_group(const Tensor& x, ProcessGroup& group) {
-  if (group.size() == 1) return x;
-  ProcessGroup* g = &group;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = x.detach();
-  }
-  return recorded("copy_to_group", out, x, [g](const Tensor& grad, const autograd::Needs&) {
-    return autograd::Grads{all_reduced(grad, *g)};
-  });
+  return collective("copy_to_group", x, group, identity, all_reduced);
 }
 
 Tensor reduce_from_group(const Tensor& x, ProcessGroup& group) {
-  if (group.size() == 1) return x;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = all_reduced(x, group);
-  }
-  return recorded("reduce_from_group", out, x,
-                  [](const Tensor& grad, const autograd::Needs&) { return autograd::Grads{grad}; });
+  return collective("reduce_from_group", x, group, all_reduced, identity);
 }
 
 Tensor gather_from_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
   const int64_t d = normalized_dim(x, dim, "gather_from_group");
-  if (group.size() == 1) return x;
-  ProcessGroup* g = &group;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = all_gathered(x, d, group);
-  }
-  return recorded("gather_from_group", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
-    return autograd::Grads{own_slice(grad, d, *g)};
-  });
+  auto gather = [d](const Tensor& t, ProcessGroup& g) { return all_gathered(t, d, g); };
+  auto slice = [d](const Tensor& t, ProcessGroup& g) { return own_slice(t, d, g); };
+  return collective("gather_from_group", x, group, gather, slice);
 }
 
 Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
   const int64_t d = normalized_dim(x, dim, "scatter_to_group");
-  if (group.size() == 1) return x;
-  ProcessGroup* g = &group;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = own_slice(x, d, group);
-  }
-  return recorded("scatter_to_group", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
-    return autograd::Grads{all_gathered(grad, d, *g)};
-  });
+  auto gather = [d](const Tensor& t, ProcessGroup& g) { return all_gathered(t, d, g); };
+  auto slice = [d](const Tensor& t, ProcessGroup& g) { return own_slice(t, d, g); };
+  return collective("scatter_to_group", x, group, slice, gather);
 }
 
 Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group) {
   const int64_t d = normalized_dim(x, -2, "gather_from_sequence");
-  if (group.size() == 1) return x;
-  ProcessGroup* g = &group;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = all_gathered(x, d, group);
-  }
-  return recorded("gather_from_sequence", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
-    return autograd::Grads{reduce_scattered(grad, d, *g)};
-  });
+  auto gather = [d](const Tensor& t, ProcessGroup& g) { return all_gathered(t, d, g); };
+  auto scatter = [d](const Tensor& t, ProcessGroup& g) { return reduce_scattered(t, d, g); };
+  return collective("gather_from_sequence", x, group, gather, scatter);
 }
 
 Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group) {
   const int64_t d = normalized_dim(x, -2, "reduce_scatter_to_sequence");
-  if (group.size() == 1) return x;
-  ProcessGroup* g = &group;
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = reduce_scattered(x, d, group);
-  }
-  return recorded("reduce_scatter_to_sequence", out, x, [g, d](const Tensor& grad, const autograd::Needs&) {
-    return autograd::Grads{all_gathered(grad, d, *g)};
-  });
+  auto gather = [d](const Tensor& t, ProcessGroup& g) { return all_gathered(t, d, g); };
+  auto scatter = [d](const Tensor& t, ProcessGroup& g) { return reduce_scattered(t, d, g); };
+  return collective("reduce_scatter_to_sequence", x, group, scatter, gather);
 }
 
 // --- shards -------------------------------------------------------------------
@@ -227,8 +198,7 @@ Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const 
              "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
              fmt::join(x.sizes(), ", "));
   Tensor in = options_.sequence_parallel ? gather_from_sequence(x, *group_) : copy_to_group(x, *group_);
-  Tensor y = matmul(in, weight.to(x.dtype()).t());
-  if (bias.defined()) y = y + bias.to(x.dtype());
+  Tensor y = linear(in, weight.to(x.dtype()), bias.defined() ? bias.to(x.dtype()) : Tensor());
   return gather_output ? gather_from_group(y, -1, *group_) : y;
 }
 

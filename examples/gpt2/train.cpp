@@ -252,7 +252,9 @@ int run(const Args& a) {
     if (done % a.log_every == 0 || done == a.steps || step == first_step) {
       double avg = window_seconds / static_cast<double>(window_steps);
       std::string mfu = device.is_cuda()
-                            ? fmt::format(" | MFU {:.1f}%", 100 * flops_per_step / avg / 989e12 / ranks)
+                            ? fmt::format(" | MFU {:.1f}% | peak {:.2f} GiB", 100 * flops_per_step / avg / 989e12 / ranks,
+                                          static_cast<double>(kiln::cuda::memory_stats(device.index).peak_in_use) /
+                                              (1 << 30))
                             : "";
       say(lead, "step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
           loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,

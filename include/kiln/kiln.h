@@ -27,4 +27,5 @@
 #include "kiln/optim/schedule.h"
 #include "kiln/random.h"
 #include "kiln/serialize.h"
+#include "kiln/settings.h"
 #include "kiln/tensor.h"

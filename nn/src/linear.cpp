@@ -29,8 +29,7 @@ Tensor Linear::forward(const Tensor& x) const {
   // Mixed precision: float32 master weights meet bfloat16 activations in the
   // activations' dtype; the cast is differentiable, so gradients reach the
   // master weights in float32.
-  Tensor y = matmul(x, weight.to(x.dtype()).t());
-  return bias.defined() ? y + bias.to(x.dtype()) : y;
+  return linear(x, weight.to(x.dtype()), bias.defined() ? bias.to(x.dtype()) : Tensor());
 }
 
 }  // namespace kiln::nn

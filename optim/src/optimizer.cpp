@@ -41,10 +41,16 @@ void Optimizer::step() {
   ++steps_;
   size_t i = 0;
   for (ParamGroup& group : groups_) {
+    std::vector<Tensor> params, grads;
+    std::vector<std::map<std::string, Tensor>*> states;
     for (Tensor& p : group.params) {
       auto& state = state_[i++];
-      if (p.grad().defined()) update(p, p.grad(), state, group.weight_decay);
+      if (!p.grad().defined()) continue;
+      params.push_back(p);
+      grads.push_back(p.grad());
+      states.push_back(&state);
     }
+    if (!params.empty()) update(params, grads, states, group.weight_decay);
   }
 }
 

@@ -1,6 +1,7 @@
 #include "kiln/optim/optimizers.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "kiln/ops.h"
 
@@ -13,6 +14,17 @@ Tensor& state_of(std::map<std::string, Tensor>& state, const char* name, const T
   if (!t.defined()) t = zeros(p.sizes(), TensorOptions(p.dtype()).device(p.device()));
   return t;
 }
+// Calls f with the indices of each set of parameters one fused call can take:
+// the same parameter dtype and device, the same gradient dtype.
+template <typename F>
+void for_each_kind(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, F&& f) {
+  std::map<std::tuple<int, std::string, int>, std::vector<size_t>> kinds;
+  for (size_t i = 0; i < params.size(); ++i)
+    kinds[{static_cast<int>(params[i].dtype()), params[i].device().str(), static_cast<int>(grads[i].dtype())}]
+        .push_back(i);
+  for (const auto& [kind, idx] : kinds) f(idx);
+}
+
 void check_beta(double b, const char* name, const char* op) {
   KILN_CHECK(b >= 0 && b < 1, "[{}] {} must be in [0, 1), got {}", op, name, b);
 }
@@ -24,19 +36,24 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& o) : Optimizer(std::m
              "[SGD] Nesterov momentum needs momentum > 0 and dampening = 0");
 }
 
-void SGD::update(Tensor& p, const Tensor& grad, std::map<std::string, Tensor>& state, double wd) {
+void SGD::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
   const SGDOptions& o = options_;
-  Tensor g = wd != 0 ? grad + p * wd : grad;
-  if (o.momentum != 0) {
-    auto it = state.find("momentum");
-    if (it == state.end()) {
-      it = state.emplace("momentum", g.to(p.dtype() == kFloat64 ? kFloat64 : kFloat32).clone()).first;
-    } else {
-      it->second.mul_(o.momentum).add_(g, 1.0 - o.dampening);
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor p = params[i];
+    Tensor g = wd != 0 ? grads[i] + p * wd : grads[i];
+    if (o.momentum != 0) {
+      auto& state = *states[i];
+      auto it = state.find("momentum");
+      if (it == state.end()) {
+        it = state.emplace("momentum", g.to(p.dtype() == kFloat64 ? kFloat64 : kFloat32).clone()).first;
+      } else {
+        it->second.mul_(o.momentum).add_(g, 1.0 - o.dampening);
+      }
+      g = o.nesterov ? g + it->second * o.momentum : it->second;
     }
-    g = o.nesterov ? g + it->second * o.momentum : it->second;
+    p.add_(g, -lr());
   }
-  p.add_(g, -lr());
 }
 
 AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
@@ -46,12 +63,21 @@ AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
   KILN_CHECK(o.eps >= 0, "[AdamW] eps must be >= 0, got {}", o.eps);
 }
 
-void AdamW::update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double wd) {
+void AdamW::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                   const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
   const AdamWOptions& o = options_;
-  Tensor& m = state_of(state, "exp_avg", p);
-  Tensor& v = state_of(state, "exp_avg_sq", p);
   const double t = static_cast<double>(steps());
-  adamw_update_(p, g, m, v, {lr(), o.beta1, o.beta2, o.eps, wd, 1 - std::pow(o.beta1, t), 1 - std::pow(o.beta2, t)});
+  const AdamWStep step{lr(), o.beta1, o.beta2, o.eps, wd, 1 - std::pow(o.beta1, t), 1 - std::pow(o.beta2, t)};
+  for_each_kind(params, grads, [&](const std::vector<size_t>& idx) {
+    std::vector<Tensor> p, g, m, v;
+    for (size_t i : idx) {
+      p.push_back(params[i]);
+      g.push_back(grads[i]);
+      m.push_back(state_of(*states[i], "exp_avg", params[i]));
+      v.push_back(state_of(*states[i], "exp_avg_sq", params[i]));
+    }
+    adamw_update_(p, g, m, v, step);
+  });
 }
 
 Lion::Lion(std::vector<ParamGroup> groups, const LionOptions& o) : Optimizer(std::move(groups), o.lr, "Lion"), options_(o) {
@@ -59,9 +85,18 @@ Lion::Lion(std::vector<ParamGroup> groups, const LionOptions& o) : Optimizer(std
   check_beta(o.beta2, "beta2", "Lion");
 }
 
-void Lion::update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double wd) {
+void Lion::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                  const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
   const LionOptions& o = options_;
-  lion_update_(p, g, state_of(state, "exp_avg", p), {lr(), o.beta1, o.beta2, wd});
+  for_each_kind(params, grads, [&](const std::vector<size_t>& idx) {
+    std::vector<Tensor> p, g, m;
+    for (size_t i : idx) {
+      p.push_back(params[i]);
+      g.push_back(grads[i]);
+      m.push_back(state_of(*states[i], "exp_avg", params[i]));
+    }
+    lion_update_(p, g, m, {lr(), o.beta1, o.beta2, wd});
+  });
 }
 
 }  // namespace kiln::optim

@@ -122,6 +122,9 @@ Tensor squared_norms(const std::vector<Tensor>& tensors);
 // --- linear algebra ----------------------------------------------------------------
 // torch.matmul semantics: 1-D vectors, 2-D matrices, batched with broadcast batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// y = x weight^T + bias with x (..., in), weight (out, in), bias (out) or
+// undefined, one dtype: one GEMM with the bias in its epilogue.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 
 // --- joining, splitting, indexing ------------------------------------------------
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
@@ -201,6 +204,12 @@ AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Ten
 // the update rules).
 void adamw_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& step);
 void lion_update_(Tensor& p, const Tensor& g, Tensor& m, const LionStep& step);
+// The same updates of many tensors at once (one launch on CUDA): lists of one
+// length, every parameter of one dtype and device, every gradient of one dtype.
+void adamw_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                   const std::vector<Tensor>& v, const AdamWStep& step);
+void lion_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                  const LionStep& step);
 
 // --- operators ---------------------------------------------------------------------
 Tensor operator+(const Tensor& a, const Tensor& b);

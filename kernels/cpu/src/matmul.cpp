@@ -45,13 +45,31 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t 
 
 }  // namespace
 
-void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
+// out[p, i, j] += bias[j] (bias of any numeric dtype; out of T).
+template <typename T>
+void add_bias(const Buffer& out, const Buffer& bias) {
+  visit_numeric(bias.dtype, "matmul bias", [&](auto btag) {
+    using B = decltype(btag);
+    const B* bp = bias.ptr<B>();
+    for (int64_t p = 0; p < out.sizes[0]; ++p)
+      for (int64_t i = 0; i < out.sizes[1]; ++i) {
+        T* row = out.ptr<T>() + p * out.strides[0] + i * out.strides[1];
+        for (int64_t j = 0; j < out.sizes[2]; ++j)
+          row[j * out.strides[2]] = T(acc_t<T>(row[j * out.strides[2]]) + acc_t<T>(acc_t<B>(bp[j])));
+      }
+  });
+}
+
+void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptions& options) {
   const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
   visit_numeric(out.dtype, "matmul", [&](auto tag) {
     using T = decltype(tag);
     T* c = out.ptr<T>();
     if (k == 0) {
-      for (int64_t i = 0; i < out.numel(); ++i) c[i] = T(0);
+      for (int64_t p = 0; p < batch; ++p)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) c[p * out.strides[0] + i * out.strides[1] + j * out.strides[2]] = T(0);
+      if (options.bias.data) add_bias<T>(out, options.bias);
       return;
     }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
@@ -64,6 +82,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
         if (m == 0 || n == 0) continue;
         gemm<T>(la.trans, lb.trans, m, n, k, pa, la.ld, pb, lb.ld, pc, out.strides[1]);
       }
+      if (options.bias.data) add_bias<T>(out, options.bias);
     } else if constexpr (std::is_floating_point_v<acc_t<T>>) {
       // 16-bit floats: widen to float32, multiply with SGEMM (float32
       // accumulation, as on the GPU), round the result once.
@@ -83,7 +102,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
       bc.data = fc.data();
       copy(ba, a);
       copy(bb, b);
-      matmul(bc, ba, bb);
+      matmul(bc, ba, bb, options);  // the bias added in float32, before rounding once
       copy(out, bc);
     } else {
       using Acc = int64_t;
@@ -103,6 +122,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
           for (int64_t j = 0; j < n; ++j) pc[j * out.strides[2]] = T(static_cast<acc_t<T>>(row[j]));
         }
       });
+      if (options.bias.data) add_bias<T>(out, options.bias);
     }
   });
 }

@@ -7,7 +7,9 @@
 
 namespace kiln::kernels::cpu {
 
-void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
+namespace {
+
+void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
   visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
@@ -29,7 +31,7 @@ void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffe
   });
 }
 
-void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
+void lion_one(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
   visit_master(p.dtype, g.dtype, "lion_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
@@ -46,6 +48,18 @@ void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionSt
       }
     });
   });
+}
+
+}  // namespace
+
+void adamw_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
+                  const std::vector<Buffer>& v, const AdamWStep& step) {
+  for (size_t i = 0; i < p.size(); ++i) adamw_one(p[i], g[i], m[i], v[i], step);
+}
+
+void lion_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
+                 const LionStep& step) {
+  for (size_t i = 0; i < p.size(); ++i) lion_one(p[i], g[i], m[i], step);
 }
 
 }  // namespace kiln::kernels::cpu

@@ -1,5 +1,6 @@
-// Batched matmul: cuBLASLt for float32 (exact float32 compute), float64,
-// bfloat16 and float16 (float32 accumulation); a plain kernel for integers.
+// Batched matmul: cuBLASLt for float32 (float32 compute, or TF32 tensor cores
+// when allowed), float64, bfloat16 and float16 (float32 accumulation), with
+// the bias added in cuBLASLt's epilogue; a plain kernel for integers.
 // Row-major C = A B is computed as column-major C^T = B^T A^T, so a row-major
 // operand passes untransposed and a column-major one transposed; an operand
 // with neither layout is copied first. One handle and one 32 MiB workspace
@@ -116,12 +117,23 @@ __global__ void integer_matmul_kernel(T* c, const T* a, const T* b, int64_t batc
 
 }  // namespace
 
-void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
+void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptions& options) {
   NvtxRange range("kiln::matmul");
   const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
   if (out.numel() == 0) return;
-  if (k == 0) return fill(out, 0.0);
+  if (k == 0) {
+    if (!options.bias.data) return fill(out, 0.0);
+    Buffer rows = options.bias;  // the bias broadcast over batch and rows
+    rows.ndim = 3;
+    rows.sizes[0] = batch;
+    rows.sizes[1] = m;
+    rows.sizes[2] = n;
+    rows.strides[0] = rows.strides[1] = 0;
+    rows.strides[2] = 1;
+    return copy(out, rows);
+  }
   if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
+    if (options.bias.data) fail("matmul", "a bias is added to floating matmuls only");
     visit_index(out.dtype, "matmul", [&](auto tag) {
       using T = decltype(tag);
       integer_matmul_kernel<T, int64_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
@@ -137,8 +149,20 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b) {
   const bool f64 = out.dtype == DType::Float64;
   Operand A = prepare(a, device), B = prepare(b, device);
   Descriptors desc;
-  check(cublasLtMatmulDescCreate(&desc.op, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, f64 ? CUDA_R_64F : CUDA_R_32F),
-        "desc");
+  const cublasComputeType_t compute = f64                                                 ? CUBLAS_COMPUTE_64F
+                                      : out.dtype == DType::Float32 && options.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                                          : CUBLAS_COMPUTE_32F;
+  check(cublasLtMatmulDescCreate(&desc.op, compute, f64 ? CUDA_R_64F : CUDA_R_32F), "desc");
+  if (options.bias.data) {
+    // Column-major C^T has the n output features as rows: the bias is per row.
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const void* bias = options.bias.data;
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+          "epilogue");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof(type)),
+          "bias type");
+  }
   // Column-major C^T (n, m) = op(B) (n, k) * op(A) (k, m).
   cublasOperation_t tb = B.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t ta = A.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;

@@ -1,7 +1,9 @@
-// Fused optimizer updates: one pass over parameter, gradient and state, each
-// element read and written once (AdamW: 16 bytes read + 12 written per float32
-// parameter with a float32 gradient).
+// Fused optimizer updates over lists of tensors: the tensors are cut into
+// chunks and one launch updates all of them, one pass over parameter,
+// gradient and state, each element read and written once (AdamW: 16 bytes
+// read + 12 written per float32 parameter with a float32 gradient).
 
+#include "chunk_table.cuh"
 #include "common.cuh"
 #include "kiln/kernels/cuda.h"
 
@@ -9,9 +11,23 @@ namespace kiln::kernels::cuda {
 
 namespace {
 
+// Pointers already at the chunk's first element.
+struct UpdateChunk {
+  void* p;
+  const void* g;
+  void* m;
+  void* v;  // null for Lion
+  int64_t n;
+};
+
 template <typename P, typename G>
-__global__ void adamw_kernel(int64_t n, P* p, const G* g, P* m, P* v, P decay, P b1, P b2, P step, P root_bc2, P eps) {
-  KILN_GRID_STRIDE(i, n) {
+__global__ void adamw_kernel(const UpdateChunk* chunks, P decay, P b1, P b2, P step, P root_bc2, P eps) {
+  const UpdateChunk c = chunks[blockIdx.x];
+  P* p = static_cast<P*>(c.p);
+  const G* g = static_cast<const G*>(c.g);
+  P* m = static_cast<P*>(c.m);
+  P* v = static_cast<P*>(c.v);
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) {
     const P gi = P(load(g + i));
     const P mi = b1 * m[i] + (P(1) - b1) * gi;
     const P vi = b2 * v[i] + (P(1) - b2) * gi * gi;
@@ -22,42 +38,70 @@ __global__ void adamw_kernel(int64_t n, P* p, const G* g, P* m, P* v, P decay, P
 }
 
 template <typename P, typename G>
-__global__ void lion_kernel(int64_t n, P* p, const G* g, P* m, P decay, P b1, P b2, P lr) {
-  KILN_GRID_STRIDE(i, n) {
+__global__ void lion_kernel(const UpdateChunk* chunks, P decay, P b1, P b2, P lr) {
+  const UpdateChunk c = chunks[blockIdx.x];
+  P* p = static_cast<P*>(c.p);
+  const G* g = static_cast<const G*>(c.g);
+  P* m = static_cast<P*>(c.m);
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) {
     const P gi = P(load(g + i));
-    const P c = b1 * m[i] + (P(1) - b1) * gi;
-    p[i] = p[i] * decay - lr * P((c > P(0)) - (c < P(0)));
+    const P d = b1 * m[i] + (P(1) - b1) * gi;
+    p[i] = p[i] * decay - lr * P((d > P(0)) - (d < P(0)));
     m[i] = b2 * m[i] + (P(1) - b2) * gi;
   }
 }
 
-}  // namespace
-
-void adamw_update(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
-  NvtxRange range("kiln::adamw_update");
-  const int64_t n = p.numel();
-  if (n == 0) return;
-  visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
-    using P = decltype(ptag);
-    using G = decltype(gtag);
-    adamw_kernel<P, G><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-        n, p.ptr<P>(), g.ptr<G>(), m.ptr<P>(), v.ptr<P>(), P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2),
-        P(s.lr / s.bias_correction1), P(sqrt(s.bias_correction2)), P(s.eps));
-    check_launch("adamw_kernel");
-  });
+// The chunks of every tensor of the lists (v may be empty).
+std::vector<UpdateChunk> chunks_of(const std::vector<Buffer>& p, const std::vector<Buffer>& g,
+                                   const std::vector<Buffer>& m, const std::vector<Buffer>& v) {
+  std::vector<UpdateChunk> out;
+  for (size_t t = 0; t < p.size(); ++t) {
+    const size_t pe = element_size(p[t].dtype), ge = element_size(g[t].dtype);
+    for (int64_t at = 0; at < p[t].numel(); at += kChunkElements)
+      out.push_back({static_cast<char*>(p[t].data) + at * pe, static_cast<const char*>(g[t].data) + at * ge,
+                     static_cast<char*>(m[t].data) + at * pe, v.empty() ? nullptr : static_cast<char*>(v[t].data) + at * pe,
+                     p[t].numel() - at < kChunkElements ? p[t].numel() - at : kChunkElements});
+  }
+  return out;
 }
 
-void lion_update(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
-  NvtxRange range("kiln::lion_update");
-  const int64_t n = p.numel();
-  if (n == 0) return;
-  visit_master(p.dtype, g.dtype, "lion_update", [&](auto ptag, auto gtag) {
+constexpr int kUpdateThreads = 512;
+
+}  // namespace
+
+void adamw_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
+                  const std::vector<Buffer>& v, const AdamWStep& s) {
+  NvtxRange range("kiln::adamw_update");
+  const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, v);
+  if (chunks.empty()) return;
+  const int device = p[0].device.index;
+  UpdateChunk* table = upload(chunks, device, "adamw_update");
+  visit_master(p[0].dtype, g[0].dtype, "adamw_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
-    lion_kernel<P, G><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-        n, p.ptr<P>(), g.ptr<G>(), m.ptr<P>(), P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr));
+    adamw_kernel<P, G><<<static_cast<unsigned>(chunks.size()), kUpdateThreads, 0, current_stream()>>>(
+        table, P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr / s.bias_correction1),
+        P(sqrt(s.bias_correction2)), P(s.eps));
+    check_launch("adamw_kernel");
+  });
+  deallocate(table, device);
+}
+
+void lion_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
+                 const LionStep& s) {
+  NvtxRange range("kiln::lion_update");
+  const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, {});
+  if (chunks.empty()) return;
+  const int device = p[0].device.index;
+  UpdateChunk* table = upload(chunks, device, "lion_update");
+  visit_master(p[0].dtype, g[0].dtype, "lion_update", [&](auto ptag, auto gtag) {
+    using P = decltype(ptag);
+    using G = decltype(gtag);
+    lion_kernel<P, G><<<static_cast<unsigned>(chunks.size()), kUpdateThreads, 0, current_stream()>>>(
+        table, P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr));
     check_launch("lion_kernel");
   });
+  deallocate(table, device);
 }
 
 }  // namespace kiln::kernels::cuda

@@ -7,6 +7,7 @@
 #include <cfloat>
 
 #include "block_reduce.cuh"
+#include "chunk_table.cuh"
 #include "common.cuh"
 #include "kiln/base/reduce_geometry.h"
 #include "kiln/kernels/cuda.h"
@@ -134,7 +135,6 @@ namespace {
 // squared_norms: the tensors cut into chunks, one block per chunk writing its
 // partial sum, then one thread per tensor adding its chunks' partials in order
 // (deterministic).
-constexpr int64_t kNormChunk = 1 << 16;
 
 struct NormChunk {
   const void* data;
@@ -193,29 +193,25 @@ void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
           x.dtype == DType::Float16))
       fail("squared_norms", "expects floating tensors");
     const size_t element = element_size(x.dtype);
-    for (int64_t at = 0; at < x.numel(); at += kNormChunk)
+    for (int64_t at = 0; at < x.numel(); at += kChunkElements)
       chunks.push_back({static_cast<const char*>(x.data) + at * static_cast<int64_t>(element),
-                        x.numel() - at < kNormChunk ? x.numel() - at : kNormChunk, x.dtype});
+                        x.numel() - at < kChunkElements ? x.numel() - at : kChunkElements, x.dtype});
     first.push_back(static_cast<int64_t>(chunks.size()));
   }
   const int device = out.device.index;
-  const size_t chunk_bytes = chunks.size() * sizeof(NormChunk), first_bytes = first.size() * sizeof(int64_t);
-  char* meta = static_cast<char*>(allocate(chunk_bytes + first_bytes + chunks.size() * sizeof(double) + 16, device));
-  auto* dev_chunks = reinterpret_cast<NormChunk*>(meta);
-  auto* dev_first = reinterpret_cast<int64_t*>(meta + chunk_bytes);
-  auto* partial = reinterpret_cast<double*>(meta + chunk_bytes + first_bytes);
-  // From pageable memory the copies stage the host data before returning.
-  if (cudaMemcpyAsync(dev_chunks, chunks.data(), chunk_bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess ||
-      cudaMemcpyAsync(dev_first, first.data(), first_bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess)
-    fail("squared_norms", "cannot copy the chunk table to the device");
+  int64_t* dev_first = upload(first, device, "squared_norms");
+  auto* partial = static_cast<double*>(allocate((chunks.size() + 1) * sizeof(double), device));
   if (!chunks.empty()) {
+    NormChunk* dev_chunks = upload(chunks, device, "squared_norms");
     norm_chunks_kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, current_stream()>>>(dev_chunks, partial);
     check_launch("norm_chunks_kernel");
+    deallocate(dev_chunks, device);
   }
   norm_tensors_kernel<<<blocks_for(tensors), kThreads, 0, current_stream()>>>(out.ptr<double>(), dev_first, partial,
                                                                                tensors);
   check_launch("norm_tensors_kernel");
-  deallocate(meta, device);  // stream-ordered: after the kernels
+  deallocate(partial, device);  // stream-ordered: after the kernels
+  deallocate(dev_first, device);
 }
 
 }  // namespace kiln::kernels::cuda

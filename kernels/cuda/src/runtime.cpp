@@ -119,6 +119,27 @@ void* allocate(size_t nbytes, int device) {
   return p;
 }
 
+void memory_stats(int device, uint64_t out[4]) {
+  KILN_CHECK(device >= 0 && device < device_count(), "[cuda memory_stats] cuda:{} does not exist ({} devices visible)",
+             device, device_count());
+  configure_pool_once(device);
+  cudaMemPool_t pool;
+  KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  const cudaMemPoolAttr attrs[4] = {cudaMemPoolAttrUsedMemCurrent, cudaMemPoolAttrUsedMemHigh,
+                                    cudaMemPoolAttrReservedMemCurrent, cudaMemPoolAttrReservedMemHigh};
+  for (int i = 0; i < 4; ++i) KILN_CUDA_CHECK(cudaMemPoolGetAttribute(pool, attrs[i], &out[i]));
+}
+
+void reset_peak_memory(int device) {
+  KILN_CHECK(device >= 0 && device < device_count(), "[cuda reset_peak_memory] cuda:{} does not exist ({} devices "
+             "visible)", device, device_count());
+  cudaMemPool_t pool;
+  KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t zero = 0;  // the high-water marks restart from the current values
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
+}
+
 void deallocate(void* ptr, int device) {
   DeviceGuard guard(device);
   cudaFreeAsync(ptr, current_stream());  // never throws from a destructor path

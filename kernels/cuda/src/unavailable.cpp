@@ -18,6 +18,8 @@ void* allocate(size_t, int) { missing("cuda allocate"); }
 void deallocate(void*, int) {}
 void memcpy(void*, Device, const void*, Device, size_t) { missing("copy to or from a CUDA device"); }
 void synchronize(int) { missing("cuda synchronize"); }
+void memory_stats(int, uint64_t*) { missing("cuda memory_stats"); }
+void reset_peak_memory(int) { missing("cuda reset_peak_memory"); }
 void fill(const Buffer&, double) { missing("fill"); }
 
 void arange(const Buffer&, double, double) { missing("arange"); }
@@ -34,7 +36,7 @@ void swiglu_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&,
 }
 void squared_norms(const Buffer&, const std::vector<Buffer>&) { missing("squared_norms"); }
 void reduce(ReduceOp, const Buffer&, const Buffer&, uint32_t, int64_t) { missing("reduce"); }
-void matmul(const Buffer&, const Buffer&, const Buffer&) { missing("matmul"); }
+void matmul(const Buffer&, const Buffer&, const Buffer&, const GemmOptions&) { missing("matmul"); }
 void softmax(const Buffer&, const Buffer&, bool) { missing("softmax"); }
 void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
 void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
@@ -60,9 +62,12 @@ void index_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("inde
 void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"); }
 void scatter_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter_add"); }
 
-void adamw_update(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const AdamWStep&) {
+void adamw_update(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&,
+                  const std::vector<Buffer>&, const AdamWStep&) {
   missing("adamw_update");
 }
-void lion_update(const Buffer&, const Buffer&, const Buffer&, const LionStep&) { missing("lion_update"); }
+void lion_update(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&, const LionStep&) {
+  missing("lion_update");
+}
 
 }  // namespace kiln::kernels::cuda

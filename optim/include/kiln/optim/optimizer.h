@@ -42,8 +42,11 @@ class Optimizer {
   void load_state_dict(const std::map<std::string, Tensor>& state);
 
  protected:
-  // Updates p from its gradient g; state holds this parameter's tensors.
-  virtual void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) = 0;
+  // Updates a group's parameters that have gradients: params[i] from grads[i],
+  // with states[i] holding its tensors (one call per group, so that fused
+  // multi-tensor kernels update them all at once).
+  virtual void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                      const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) = 0;
 
  private:
   std::vector<ParamGroup> groups_;

@@ -21,7 +21,8 @@ class SGD : public Optimizer {
       : SGD(std::vector<ParamGroup>{{std::move(params), weight_decay}}, options) {}
 
  protected:
-  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+  void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
 
  private:
   SGDOptions options_;
@@ -41,7 +42,8 @@ class AdamW : public Optimizer {
   AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options);
 
  protected:
-  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+  void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
 
  private:
   AdamWOptions options_;
@@ -60,7 +62,8 @@ class Lion : public Optimizer {
   Lion(std::vector<ParamGroup> groups, const LionOptions& options);
 
  protected:
-  void update(Tensor& p, const Tensor& g, std::map<std::string, Tensor>& state, double weight_decay) override;
+  void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
 
  private:
   LionOptions options_;

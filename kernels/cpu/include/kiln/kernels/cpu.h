@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kiln/base/buffer.h"
+#include "kiln/base/gemm_options.h"
 #include "kiln/base/op_kinds.h"
 #include "kiln/base/optimizer_step.h"
 

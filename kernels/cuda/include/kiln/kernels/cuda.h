@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kiln/base/buffer.h"
+#include "kiln/base/gemm_options.h"
 #include "kiln/base/op_kinds.h"
 #include "kiln/base/optimizer_step.h"
 
@@ -22,4 +23,8 @@ void deallocate(void* ptr, int device);
 // Copies nbytes between host and device memory in any direction (blocking).
 void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 void synchronize(int device);
+// The device's memory pool: bytes in use, their peak, bytes reserved, their peak.
+void memory_stats(int device, uint64_t out[4]);
+// Starts the peaks over from the current values.
+void reset_peak_memory(int device);
 }  // namespace kiln::kernels::cuda

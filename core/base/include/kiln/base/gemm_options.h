@@ -1,0 +1,18 @@
+#pragma once
+// What a matmul kernel may do, and what it adds, beyond out = a @ b.
+
+#include "kiln/base/buffer.h"
+
+namespace kiln {
+
+struct GemmOptions {
+  // float32 operands may be rounded to TF32 on tensor cores (CUDA; the CPU
+  // computes in float32 regardless).
+  bool allow_tf32 = false;
+  // When bias.data is set: out[..., j] += bias[j] for the n columns, in the
+  // accumulation precision before the result is rounded (cuBLASLt's bias
+  // epilogue on CUDA). bias is contiguous, of out's dtype.
+  Buffer bias;
+};
+
+}  // namespace kiln

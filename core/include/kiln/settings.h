@@ -1,0 +1,32 @@
+#pragma once
+// Runtime settings: one process-wide object the ops read when they run, so
+// nothing about precision is decided at compile time. Set it before the work
+// starts, or for a scope with SettingsGuard:
+//
+//   kiln::SettingsGuard guard;
+//   kiln::settings().allow_tf32 = true;   // until guard leaves scope
+
+namespace kiln {
+
+struct Settings {
+  // float32 matmuls on CUDA may use TF32 tensor cores (inputs rounded to a
+  // 10-bit mantissa, float32 accumulation): several times the float32 rate,
+  // at about 1e-3 relative error. Off by default, as in PyTorch.
+  bool allow_tf32 = false;
+};
+
+Settings& settings();
+
+// Restores the settings it found when it leaves scope.
+class SettingsGuard {
+ public:
+  SettingsGuard() : saved_(settings()) {}
+  ~SettingsGuard() { settings() = saved_; }
+  SettingsGuard(const SettingsGuard&) = delete;
+  SettingsGuard& operator=(const SettingsGuard&) = delete;
+
+ private:
+  Settings saved_;
+};
+
+}  // namespace kiln

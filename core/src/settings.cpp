@@ -1,0 +1,10 @@
+#include "kiln/settings.h"
+
+namespace kiln {
+
+Settings& settings() {
+  static Settings s;
+  return s;
+}
+
+}  // namespace kiln
