@@ -529,6 +529,43 @@ TEST_CASE("linear_cross_entropy equals cross_entropy of the full logits, chunk b
   CHECK_THROWS_WITH(linear_cross_entropy(x, w, full({4}, int64_t(7), kInt64)), Catch::Contains("out of range"));
 }
 
+TEST_CASE("the fused attention kernel equals the composed reference, values, lse and gradients") {
+  Generator gen(53);
+  struct Case {
+    int64_t B, Hq, Hkv, Tq, Tk, D;
+    bool causal;
+  };
+  for (const Case& c : {Case{2, 4, 2, 5, 7, 8, true}, Case{1, 3, 3, 9, 9, 16, false}, Case{1, 2, 1, 6, 3, 4, true},
+                        Case{2, 2, 2, 1, 11, 5, true}, Case{1, 1, 1, 4, 4, 3, false}})
+    for (DType dt : {kFloat64, kFloat32}) {
+      INFO("B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D
+                << " causal " << c.causal << " " << dtype_name(dt));
+      Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt),
+             v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
+      auto run = [&](AttentionBackend backend) {
+        SettingsGuard guard;
+        settings().attention = backend;
+        Tensor qr = q.detach().requires_grad_(), kr = k.detach().requires_grad_(), vr = v.detach().requires_grad_();
+        AttentionOutput o = scaled_dot_product_attention_with_lse(qr, kr, vr, {.causal = c.causal});
+        sum(o.out * w).backward();
+        return std::vector<Tensor>{o.out, o.lse, qr.grad(), kr.grad(), vr.grad()};
+      };
+      std::vector<Tensor> fused = run(AttentionBackend::Fused), composed = run(AttentionBackend::Composed);
+      const double tol = dt == kFloat64 ? 1e-12 : 2e-5;
+      KT_CHECK_CLOSE(fused[0], values(composed[0]), tol);
+      for (size_t i = 2; i < 5; ++i) {
+        INFO("gradient " << i - 2);
+        KT_CHECK_CLOSE(fused[i], values(composed[i]), tol);
+      }
+      // lse: -inf for rows that see no key, equal elsewhere.
+      std::vector<double> lf = values(fused[1]), lc = values(composed[1]);
+      for (size_t i = 0; i < lf.size(); ++i) {
+        if (std::isinf(lc[i])) CHECK((std::isinf(lf[i]) && lf[i] < 0));
+        else CHECK(lf[i] == Approx(lc[i]).epsilon(1e-5));
+      }
+    }
+}
+
 TEST_CASE("linear is x weight^T + bias in one GEMM") {
   Generator gen(47);
   for (DType dt : {kFloat64, kFloat32, kBFloat16}) {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "dispatch.h"
+#include "kiln/settings.h"
 
 namespace kiln {
 
@@ -320,6 +321,38 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
 
 namespace {
 
+// Whether settings().attention picks the fused kernel (head dim D <= 256, v's equal to q's).
+bool use_fused_attention(const Tensor& q, const Tensor& v, int64_t D) {
+  const AttentionBackend backend = settings().attention;
+  if (backend == AttentionBackend::Composed || D > 256 || v.size(3) != D) return false;
+  if (backend == AttentionBackend::Fused) return !q.device().is_cuda() || q.dtype() != kFloat64;
+  return q.device().is_cuda() && q.dtype() != kFloat64;  // Auto
+}
+
+// The fused kernel pair, recorded as one autograd node (q, k, v checked by the caller).
+AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                                bool with_lse) {
+  Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
+  Tensor out = empty_like(qc);
+  Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, TensorOptions(stat_dtype(q.dtype())).device(q.device()));
+  KILN_DISPATCH(q.device(), attention, out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), causal,
+                scale);
+  Tensor saved_out = out.detach();  // the node must not hold its own output's grad_fn
+  if (autograd::any_requires_grad({q, k, v}))
+    autograd::record("scaled_dot_product_attention", out, {q, k, v},
+                     [sq = save(qc, "attention"), sk = save(kc, "attention"), sv = save(vc, "attention"),
+                      so = save(saved_out, "attention"), sl = save(lse, "attention"), causal,
+                      scale](const Tensor& g, const Needs&) {
+                       Tensor gc = g.contiguous();
+                       Tensor dq = empty_like(sq.get()), dk = empty_like(sk.get()), dv = empty_like(sv.get());
+                       KILN_DISPATCH(g.device(), attention_backward, dq.buffer(), dk.buffer(), dv.buffer(),
+                                     gc.buffer(), sq.get().buffer(), sk.get().buffer(), sv.get().buffer(),
+                                     so.get().buffer(), sl.get().buffer(), causal, scale);
+                       return Grads{dq, dk, dv};
+                     });
+  return {out, with_lse ? lse.to(kFloat32) : Tensor()};
+}
+
 // The reference attention, composed of differentiable ops. with_lse also
 // returns the logsumexp of each row of scaled scores.
 AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options,
@@ -342,12 +375,13 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   KILN_CHECK(Hkv > 0 && Hq % Hkv == 0, "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, Hq,
              Hkv);
   const int64_t group = Hq / Hkv;
+  double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  if (use_fused_attention(q, v, D)) return fused_attention(q, k, v, options.causal, scale, with_lse);
   // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
   auto repeat = [&](const Tensor& t) {
     if (group == 1) return t;
     return t.unsqueeze(2).expand({B, Hkv, group, Tk, t.size(3)}).reshape({B, Hq, Tk, t.size(3)});
   };
-  double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
   Tensor scores = matmul(q, repeat(k).transpose(-1, -2)) * scale;  // (B, Hq, Tq, Tk)
   if (options.causal) {
     // Bottom-right aligned: query i sees keys j <= i + Tk - Tq.

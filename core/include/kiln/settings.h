@@ -8,11 +8,19 @@
 
 namespace kiln {
 
+enum class AttentionBackend {
+  Auto,      // the fused kernel on CUDA (float32/16-bit, head dim <= 256), the composed ops elsewhere
+  Fused,     // the fused kernel wherever it applies, the CPU's too
+  Composed,  // matmul + softmax + matmul (the reference)
+};
+
 struct Settings {
   // float32 matmuls on CUDA may use TF32 tensor cores (inputs rounded to a
   // 10-bit mantissa, float32 accumulation): several times the float32 rate,
   // at about 1e-3 relative error. Off by default, as in PyTorch.
   bool allow_tf32 = false;
+  // Which implementation scaled_dot_product_attention runs.
+  AttentionBackend attention = AttentionBackend::Auto;
 };
 
 Settings& settings();

@@ -57,6 +57,13 @@ void cross_entropy(const Buffer&, const Buffer&, const Buffer&, const Buffer&, i
 void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) {
   missing("cross_entropy_backward");
 }
+void attention(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool, double) {
+  missing("attention");
+}
+void attention_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
+                        const Buffer&, const Buffer&, const Buffer&, bool, double) {
+  missing("attention_backward");
+}
 void index_select(const Buffer&, const Buffer&, int, const Buffer&) { missing("index_select"); }
 void index_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("index_add"); }
 void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"); }

@@ -1,0 +1,272 @@
+// Fused attention, FlashAttention's algorithm on CUDA cores (no tensor-core
+// instructions yet): the correct, general kernel that any head dim up to 256
+// runs on, and the reference for faster ones.
+//
+// Forward: a block takes 64 query rows of one (batch, head), one thread per
+// row holding its query and output accumulator in registers; tiles of keys
+// and values pass through shared memory (float32), and each thread keeps an
+// online softmax (running max and sum), so the Tq x Tk scores never exist.
+// Backward (FlashAttention-2's, split for determinism): a row-dot kernel
+// (D_i = dO_i . O_i), a dQ kernel with the forward's layout, and a dK/dV
+// kernel with one thread per key that walks every query of its group's heads.
+// No atomics: the same inputs give the same bits.
+
+#include <cfloat>
+
+#include "common.cuh"
+#include "kiln/kernels/cuda.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+constexpr int kRows = 64;  // threads per block: query rows (forward, dQ) or keys (dK/dV)
+
+// Keys (or queries) per shared-memory tile for head dims up to kD: 32 KiB for two float tiles.
+template <int kD>
+constexpr int tile_rows() {
+  return 4096 / kD;
+}
+
+struct AttnShape {
+  int64_t Hq, Hkv, Tq, Tk;
+  int D;
+  bool causal;
+  float scale;
+  // The last key query i sees (-1: none).
+  __device__ int64_t last_key(int64_t i) const {
+    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
+    return last < Tk - 1 ? last : Tk - 1;
+  }
+};
+
+// Rows [first, first + n) of a (T, D) matrix into a float tile (zeros past T).
+template <typename T, int kD>
+__device__ void load_tile(float (*tile)[kD], const T* src, int64_t first, int n, int64_t T_rows, int D) {
+  for (int e = threadIdx.x; e < n * kD; e += blockDim.x) {
+    const int r = e / kD, d = e % kD;
+    tile[r][d] = (first + r < T_rows && d < D) ? float(load(src + (first + r) * D + d)) : 0.f;
+  }
+}
+
+template <typename T, int kD>
+__global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnShape s) {
+  constexpr int kTile = tile_rows<kD>();
+  __shared__ float ks[kTile][kD], vs[kTile][kD];
+  const int64_t bh = blockIdx.y, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
+  const int64_t first_row = int64_t(blockIdx.x) * kRows, i = first_row + threadIdx.x;
+  const bool active = i < s.Tq;
+  const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
+  float qr[kD], o[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    qr[d] = active && d < s.D ? float(load(q + row * s.D + d)) * s.scale : 0.f;
+    o[d] = 0.f;
+  }
+  float m = -FLT_MAX, l = 0.f;
+  // The block's last visible key: later tiles are skipped whole.
+  const int64_t block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
+  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+    __syncthreads();
+    load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
+    load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
+    __syncthreads();
+    for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
+      float score = 0.f;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) score += qr[d] * ks[jj][d];
+      const float m_new = fmaxf(m, score), correction = __expf(m - m_new), p = __expf(score - m_new);
+      l = l * correction + p;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) o[d] = o[d] * correction + p * vs[jj][d];
+      m = m_new;
+    }
+  }
+  if (!active) return;
+  const bool none = last < 0;
+  for (int d = 0; d < s.D; ++d) store(out + row * s.D + d, none ? 0.f : o[d] / l);
+  lse[row] = none ? -INFINITY : m + logf(l);
+}
+
+template <typename T>
+__global__ void row_dot_kernel(float* delta, const T* dout, const T* out, int64_t rows, int D) {
+  KILN_GRID_STRIDE(r, rows) {
+    float acc = 0.f;
+    for (int d = 0; d < D; ++d) acc += float(load(dout + r * D + d)) * float(load(out + r * D + d));
+    delta[r] = acc;
+  }
+}
+
+template <typename T, int kD>
+__global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k, const T* v, const float* lse,
+                                    const float* delta, AttnShape s) {
+  constexpr int kTile = tile_rows<kD>();
+  __shared__ float ks[kTile][kD], vs[kTile][kD];
+  const int64_t bh = blockIdx.y, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
+  const int64_t first_row = int64_t(blockIdx.x) * kRows, i = first_row + threadIdx.x;
+  const bool active = i < s.Tq;
+  const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
+  float qr[kD], dor[kD], acc[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    qr[d] = active && d < s.D ? float(load(q + row * s.D + d)) * s.scale : 0.f;
+    dor[d] = active && d < s.D ? float(load(dout + row * s.D + d)) : 0.f;
+    acc[d] = 0.f;
+  }
+  const float L = active ? lse[row] : 0.f, Di = active ? delta[row] : 0.f;
+  const int64_t block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
+  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+    __syncthreads();
+    load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
+    load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
+    __syncthreads();
+    for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
+      float score = 0.f, dp = 0.f;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
+        score += qr[d] * ks[jj][d];
+        dp += dor[d] * vs[jj][d];
+      }
+      const float ds = __expf(score - L) * (dp - Di);
+#pragma unroll
+      for (int d = 0; d < kD; ++d) acc[d] += ds * ks[jj][d];
+    }
+  }
+  if (!active) return;
+  for (int d = 0; d < s.D; ++d) store(dq + row * s.D + d, acc[d] * s.scale);
+}
+
+template <typename T, int kD>
+__global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                                     const float* lse, const float* delta, AttnShape s) {
+  constexpr int kTile = tile_rows<kD>();
+  __shared__ float qs[kTile][kD], dos[kTile][kD];
+  __shared__ float ls[kTile], ds_[kTile];
+  const int64_t bk = blockIdx.y, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
+  const int64_t kv = bk * s.Tk * s.D;
+  const int64_t j = int64_t(blockIdx.x) * kRows + threadIdx.x;
+  const bool active = j < s.Tk;
+  float kr[kD], vr[kD], dka[kD], dva[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    kr[d] = active && d < s.D ? float(load(k + kv + j * s.D + d)) : 0.f;
+    vr[d] = active && d < s.D ? float(load(v + kv + j * s.D + d)) : 0.f;
+    dka[d] = dva[d] = 0.f;
+  }
+  // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
+  const int64_t first_key = int64_t(blockIdx.x) * kRows;
+  int64_t i_begin = s.causal ? first_key - (s.Tk - s.Tq) : 0;
+  if (i_begin < 0) i_begin = 0;
+  i_begin -= i_begin % kTile;
+  for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+    const int64_t base = (b * s.Hq + h) * s.Tq;
+    for (int64_t i0 = i_begin; i0 < s.Tq; i0 += kTile) {
+      __syncthreads();
+      load_tile<T, kD>(qs, q + base * s.D, i0, kTile, s.Tq, s.D);
+      load_tile<T, kD>(dos, dout + base * s.D, i0, kTile, s.Tq, s.D);
+      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+        ls[r] = i0 + r < s.Tq ? lse[base + i0 + r] : 0.f;
+        ds_[r] = i0 + r < s.Tq ? delta[base + i0 + r] : 0.f;
+      }
+      __syncthreads();
+      if (!active) continue;
+      for (int ii = 0; ii < kTile && i0 + ii < s.Tq; ++ii) {
+        if (s.causal && j > i0 + ii + s.Tk - s.Tq) continue;
+        float score = 0.f, dp = 0.f;
+#pragma unroll
+        for (int d = 0; d < kD; ++d) {
+          score += qs[ii][d] * kr[d];
+          dp += dos[ii][d] * vr[d];
+        }
+        const float p = __expf(score * s.scale - ls[ii]), dsc = p * (dp - ds_[ii]);
+#pragma unroll
+        for (int d = 0; d < kD; ++d) {
+          dva[d] += p * dos[ii][d];
+          dka[d] += dsc * qs[ii][d];
+        }
+      }
+    }
+  }
+  if (!active) return;
+  for (int d = 0; d < s.D; ++d) {
+    store(dk + kv + j * s.D + d, dka[d] * s.scale);
+    store(dv + kv + j * s.D + d, dva[d]);
+  }
+}
+
+// Calls f with the smallest compiled head-dim bound that holds D.
+template <typename F>
+void with_head_dim(int D, F&& f) {
+  if (D <= 32) f(std::integral_constant<int, 32>{});
+  else if (D <= 64) f(std::integral_constant<int, 64>{});
+  else if (D <= 128) f(std::integral_constant<int, 128>{});
+  else if (D <= 256) f(std::integral_constant<int, 256>{});
+  else fail("attention", "the fused kernel takes head dims up to 256");
+}
+
+AttnShape shape_of(const Buffer& q, const Buffer& k, bool causal, double scale) {
+  return {q.sizes[1], k.sizes[1], q.sizes[2], k.sizes[2], static_cast<int>(q.sizes[3]), causal,
+          static_cast<float>(scale)};
+}
+
+void check_float_stats(const Buffer& lse, const char* op) {
+  if (lse.dtype != DType::Float32) fail(op, "the CUDA kernel keeps float32 row statistics (no float64 path)");
+}
+
+}  // namespace
+
+void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v, bool causal,
+               double scale) {
+  NvtxRange range("kiln::attention");
+  check_float_stats(lse, "attention");
+  const AttnShape s = shape_of(q, k, causal, scale);
+  const int64_t B = q.sizes[0];
+  if (q.numel() == 0) return;
+  const dim3 grid(static_cast<unsigned>((s.Tq + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hq));
+  visit_floating(q.dtype, "attention", [&](auto tag) {
+    using T = decltype(tag);
+    with_head_dim(s.D, [&](auto kd) {
+      attention_forward_kernel<T, decltype(kd)::value><<<grid, kRows, 0, current_stream()>>>(
+          out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
+    });
+    check_launch("attention_forward_kernel");
+  });
+}
+
+void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout, const Buffer& q,
+                        const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse, bool causal,
+                        double scale) {
+  NvtxRange range("kiln::attention_backward");
+  check_float_stats(lse, "attention_backward");
+  const AttnShape s = shape_of(q, k, causal, scale);
+  const int64_t B = q.sizes[0], rows = B * s.Hq * s.Tq;
+  if (q.numel() == 0 || k.numel() == 0) {  // nothing attends: every gradient is zero
+    for (const Buffer* g : {&dq, &dk, &dv}) fill(*g, 0.0);
+    return;
+  }
+  const int device = q.device.index;
+  auto* delta = static_cast<float*>(allocate(static_cast<size_t>(rows) * sizeof(float), device));
+  visit_floating(q.dtype, "attention_backward", [&](auto tag) {
+    using T = decltype(tag);
+    row_dot_kernel<T><<<blocks_for(rows), kThreads, 0, current_stream()>>>(delta, dout.ptr<T>(), out.ptr<T>(), rows,
+                                                                          s.D);
+    check_launch("row_dot_kernel");
+    with_head_dim(s.D, [&](auto kd) {
+      constexpr int kD = decltype(kd)::value;
+      const dim3 q_grid(static_cast<unsigned>((s.Tq + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hq));
+      attention_dq_kernel<T, kD><<<q_grid, kRows, 0, current_stream()>>>(dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(),
+                                                                         k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(),
+                                                                         delta, s);
+      check_launch("attention_dq_kernel");
+      const dim3 kv_grid(static_cast<unsigned>((s.Tk + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hkv));
+      attention_dkv_kernel<T, kD><<<kv_grid, kRows, 0, current_stream()>>>(
+          dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
+      check_launch("attention_dkv_kernel");
+    });
+  });
+  deallocate(delta, device);
+}
+
+}  // namespace kiln::kernels::cuda
