@@ -73,11 +73,15 @@ Formula megatron(const Args& a, const kiln::dist::ParallelGPT& model) {
 double mb(double bytes) { return bytes / 1e6; }
 
 int run(const Args& a) {
-  auto counting = std::make_shared<kiln::dist::CountingProcessGroup>(kiln::dist::mpi_world());
-  const int ranks = counting->size(), rank = counting->rank();
+  auto mpi = kiln::dist::mpi_world();
+  const int ranks = mpi->size(), rank = mpi->rank();
+  kiln::Device device(a.device);
+  if (device.is_cuda() && a.device == "cuda") device.index = rank % kiln::cuda::device_count();
+  // CUDA tensors over NCCL, CPU tensors over MPI.
+  auto counting = std::make_shared<kiln::dist::CountingProcessGroup>(
+      device.is_cuda() && ranks > 1 ? kiln::dist::nccl_world(device.index) : mpi);
   KILN_CHECK(ranks % (a.tp * a.pp) == 0, "[bench_comm] {} ranks do not split into tp {} x pp {}", ranks, a.tp, a.pp);
   kiln::dist::ParallelState ps(counting, a.tp, a.pp, ranks / (a.tp * a.pp));
-  const kiln::Device device(a.device);
   kiln::nn::GPTConfig config{.vocab_size = a.vocab, .block_size = a.seq, .n_layer = a.layers, .n_head = a.heads,
                              .n_embd = a.channels};
   if (a.dtype != "float32") config.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
@@ -139,7 +143,7 @@ int run(const Args& a) {
   Tensor mine = kiln::tensor(std::vector<double>{counting->counts().total_bytes(), f.tensor, f.pipeline, f.data, f.sync},
                              kiln::kFloat64);
   Tensor all = kiln::empty({ranks, 5}, kiln::kFloat64);
-  kiln::dist::mpi_world()->all_gather(all, mine);
+  mpi->all_gather(all, mine);
   nlohmann::json out = {{"tp", a.tp}, {"pp", a.pp}, {"dp", ps.dp()}, {"sequence_parallel", a.sequence_parallel},
                         {"zero1", a.zero1}, {"ms_per_step", 1e3 * seconds / static_cast<double>(a.steps)}};
   if (rank == 0) {

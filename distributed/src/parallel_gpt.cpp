@@ -85,7 +85,7 @@ Tensor ParallelBlock::forward(const Tensor& x) const {
 
 ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator& gen, DType dtype, Device device,
                          bool sequence_parallel)
-    : config_(c), state_(&state), sequence_parallel_(sequence_parallel && state.tp() > 1) {
+    : config_(c), state_(&state), device_(device), sequence_parallel_(sequence_parallel && state.tp() > 1) {
   const int tp = state.tp(), pp = state.pp();
   KILN_CHECK(c.n_layer >= pp, "[ParallelGPT] {} layers cannot fill {} pipeline stages", c.n_layer, pp);
   KILN_CHECK(c.vocab_size >= tp, "[ParallelGPT] a vocabulary of {} cannot split among {} tensor-parallel ranks",
@@ -233,7 +233,7 @@ std::vector<Tensor> ParallelGPT::norm_parameters() const {
 }
 
 double ParallelGPT::clip_grad_norm(double max_norm) {
-  Tensor total = full({1}, optim::grad_squared_sum(norm_parameters()), kFloat64);
+  Tensor total = full({1}, optim::grad_squared_sum(norm_parameters()), TensorOptions(kFloat64).device(device_));
   state_->tp_group()->all_reduce(total);
   state_->pp_group()->all_reduce(total);
   const double norm = std::sqrt(total.item<double>());
@@ -261,31 +261,31 @@ std::map<std::string, Tensor> ParallelGPT::gather_full(const std::map<std::strin
   if (is_first_stage()) {
     for (auto& [name, t] : mine) out[name] = t;
     for (int s = 1; s < state_->pp(); ++s) {
-      Tensor count = empty({1}, kInt64);
-      pipe.recv(count, s);
-      for (int64_t i = 0; i < count.item<int64_t>(); ++i) {
-        Tensor header = empty({3}, kInt64);  // name length, dims, dtype
-        pipe.recv(header, s);
-        Tensor name = empty({header[0].item<int64_t>()}, kInt32);
-        pipe.recv(name, s);
+      // Received on the model's device (NCCL moves device memory), kept on the CPU.
+      auto receive = [&](Shape sizes, DType dtype) {
+        Tensor t = empty(sizes, TensorOptions(dtype).device(device_));
+        pipe.recv(t, s);
+        return t.to(kCPU);
+      };
+      const int64_t count = receive({1}, kInt64).item<int64_t>();
+      for (int64_t i = 0; i < count; ++i) {
+        Tensor header = receive({3}, kInt64);  // name length, dims, dtype
+        Tensor name = receive({header[0].item<int64_t>()}, kInt32);
         const auto* chars = static_cast<const int32_t*>(name.data_ptr());
-        Tensor shape = empty({header[1].item<int64_t>()}, kInt64);
-        pipe.recv(shape, s);
+        Tensor shape = receive({header[1].item<int64_t>()}, kInt64);
         Shape sizes;
         for (int64_t d = 0; d < shape.numel(); ++d) sizes.push_back(shape[d].item<int64_t>());
-        Tensor values = empty(sizes, static_cast<DType>(header[2].item<int64_t>()));
-        pipe.recv(values, s);
-        out[std::string(chars, chars + name.numel())] = values;
+        out[std::string(chars, chars + name.numel())] = receive(sizes, static_cast<DType>(header[2].item<int64_t>()));
       }
     }
   } else {
-    pipe.send(full({1}, static_cast<int64_t>(mine.size()), kInt64), 0);
+    auto send = [&](const Tensor& t) { pipe.send(t.to(device_).contiguous(), 0); };
+    send(full({1}, static_cast<int64_t>(mine.size()), kInt64));
     for (auto& [name, t] : mine) {
-      pipe.send(tensor(std::vector<int64_t>{static_cast<int64_t>(name.size()), t.dim(), static_cast<int64_t>(t.dtype())}),
-                0);
-      pipe.send(tensor(std::vector<int32_t>(name.begin(), name.end())), 0);
-      pipe.send(tensor(std::vector<int64_t>(t.sizes().begin(), t.sizes().end())), 0);
-      pipe.send(t, 0);
+      send(tensor(std::vector<int64_t>{static_cast<int64_t>(name.size()), t.dim(), static_cast<int64_t>(t.dtype())}));
+      send(tensor(std::vector<int32_t>(name.begin(), name.end())));
+      send(tensor(std::vector<int64_t>(t.sizes().begin(), t.sizes().end())));
+      send(t);
     }
   }
   return out;

@@ -156,12 +156,15 @@ Tensor ShardSpec::assemble(const std::vector<Tensor>& parts) const {
 
 Tensor all_gather_shards(const Tensor& local, const ShardSpec& spec, ProcessGroup& group) {
   NoGradGuard no_grad;
-  Tensor mine = local.detach().to(kCPU, local.dtype() == kFloat64 ? kFloat64 : kFloat32).contiguous();
-  if (spec.replicated() || group.size() == 1) return mine;
+  const DType dtype = local.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  // Gathered where the tensor lives (NCCL moves device memory), assembled on the CPU.
+  Tensor mine = local.detach().to(dtype).contiguous();
+  if (spec.replicated() || group.size() == 1) return mine.to(kCPU);
   Shape stacked{group.size()};
   for (int64_t s : mine.sizes()) stacked.push_back(s);
-  Tensor all = empty(stacked, mine.dtype());
+  Tensor all = empty(stacked, TensorOptions(dtype).device(mine.device()));
   group.all_gather(all, mine);
+  all = all.to(kCPU);
   std::vector<Tensor> parts;
   for (int r = 0; r < group.size(); ++r) parts.push_back(all[r]);
   return spec.assemble(parts);

@@ -89,7 +89,7 @@ double ZeroRedundancyOptimizer::clip_grad_norm(double max_norm, const std::vecto
     Tensor g = f.shard_param.grad().to(kFloat64);
     total += sum(g * g * weight).item<double>();
   }
-  Tensor t = full({1}, total, kFloat64);
+  Tensor t = full({1}, total, TensorOptions(kFloat64).device(flats_.at(0).shard_param.device()));
   group_->all_reduce(t);
   for (ProcessGroup* g : model_groups) g->all_reduce(t);
   const double norm = std::sqrt(t.item<double>());

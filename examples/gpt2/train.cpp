@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -84,6 +85,12 @@ double evaluate(const kiln::dist::ParallelGPT& model, kiln::data::DataLoader& va
   return total / static_cast<double>(n);
 }
 
+// This rank's index among the ranks of its node (OpenMPI says; else the world rank).
+int local_rank(const kiln::dist::ProcessGroup& world) {
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return local ? std::atoi(local) : world.rank();
+}
+
 // fmt::print on the printing rank only.
 template <typename... Args>
 void say(bool lead, fmt::format_string<Args...> format, Args&&... args) {
@@ -99,15 +106,19 @@ int run(const Args& a) {
   // Under mpirun the ranks split into tensor-, pipeline- and data-parallel
   // groups (Megatron's order); world rank 0 prints, logs, samples and
   // checkpoints. Every rank of a data-parallel replica reads the same batches.
-  auto world = kiln::dist::mpi_world();
-  const int ranks = world->size();
-  const bool lead = world->rank() == 0;
+  auto mpi = kiln::dist::mpi_world();
+  const int ranks = mpi->size();
+  const bool lead = mpi->rank() == 0;
+  // One GPU per rank: "--device cuda" under mpirun takes the rank's local index.
+  kiln::Device device(a.device);
+  if (device.is_cuda() && a.device == "cuda" && ranks > 1) device.index = local_rank(*mpi) % kiln::cuda::device_count();
+  // CUDA tensors travel over NCCL (its id over MPI), CPU tensors over MPI; one process needs neither.
+  auto world = device.is_cuda() && ranks > 1 ? kiln::dist::nccl_world(device.index) : mpi;
   KILN_CHECK(ranks % (a.tp * a.pp) == 0, "[train] {} ranks do not split into --tp {} x --pp {}", ranks, a.tp, a.pp);
   kiln::dist::ParallelState layout(world, a.tp, a.pp, a.dp > 0 ? a.dp : ranks / (a.tp * a.pp));
   const int dp = layout.dp(), dp_rank = layout.dp_rank();
   // Dropout masks differ between replicas, and agree within one (tensor-parallel ranks).
   const uint64_t rank_offset = static_cast<uint64_t>(dp_rank) << 40;
-  const kiln::Device device(a.device);
   // A sentencepiece model beside the data gives the vocabulary and decodes
   // samples; without one (llm.c's GPT-2 token files), --vocab-size does.
   std::optional<kiln::data::Tokenizer> tok;
@@ -225,7 +236,7 @@ int run(const Args& a) {
     double loss = kiln::dist::pipeline_train_step(model, kiln::cat(xs), kiln::cat(ys), pipeline, ddp.get());
     if (ddp) ddp->finish();
     if (dp > 1) {
-      Tensor mean_loss = kiln::full({1}, loss, kiln::kFloat64);
+      Tensor mean_loss = kiln::full({1}, loss, kiln::TensorOptions(kiln::kFloat64).device(device));
       layout.dp_group()->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
       loss = mean_loss.item<double>();
     }

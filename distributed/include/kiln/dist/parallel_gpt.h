@@ -138,6 +138,7 @@ class ParallelGPT : public nn::Module {
 
   nn::GPTConfig config_;
   ParallelState* state_;
+  Device device_;  // of the parameters, and of what the groups move
   bool sequence_parallel_;
   std::pair<int64_t, int64_t> layers_;
   int64_t padded_vocab_;
