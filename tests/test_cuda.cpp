@@ -233,7 +233,7 @@ TEST_CASE("linear (cuBLASLt bias epilogue) matches the CPU; TF32 stays close") {
   KT_CHECK_CLOSE(linear(x.to(kGpu), w.to(kGpu)), exact, 3e-3);
 }
 
-TEST_CASE("swiglu, linear_cross_entropy and squared_norms match the CPU") {
+TEST_CASE("swiglu, rope, linear_cross_entropy and squared_norms match the CPU") {
   Generator gen(8);
   for (DType dt : {kFloat32, kBFloat16, kFloat16}) {
     double tol = 2 * gpu_tolerance(dt);
@@ -245,6 +245,7 @@ TEST_CASE("swiglu, linear_cross_entropy and squared_norms match the CPU") {
         return swiglu(v[0].narrow(1, 1, v[0].size(1) - 1), v[1].narrow(1, 1, v[1].size(1) - 1));
       }, {g, u}, tol);
     }
+    compare("rope", [](auto& v) { return rope(v[0].transpose(1, 2), 5, 500.0); }, {randn({2, 33, 3, 16}, gen, dt)}, tol);
     Tensor x = randn({37, 48}, gen, dt), w = randn({1001, 48}, gen, dt) * 0.2;
     Tensor t = masked_fill(randint(0, 1001, {37}, gen), rand({37}, gen) < 0.2, -100);
     for (int64_t chunk : {0, 5})

@@ -303,20 +303,25 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
   KILN_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "[rope] expects (B, H, T, D) with even D, got {}", describe(x));
   KILN_CHECK(offset >= 0 && theta > 0, "[rope] offset ({}) must be >= 0 and theta ({}) > 0", offset, theta);
   const int64_t T = x.size(2), half = x.size(3) / 2;
-  // cos and sin tables (T, D) in float64, cast once to x's dtype.
-  std::vector<double> c(static_cast<size_t>(T * 2 * half)), s(c.size());
+  // cos and sin of each position and frequency (T, D/2), computed in float64.
+  std::vector<double> c(static_cast<size_t>(T * half)), s(c.size());
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < half; ++i) {
-      double angle = static_cast<double>(t + offset) * std::pow(theta, -2.0 * static_cast<double>(i) / (2.0 * half));
-      for (int64_t k : {i, i + half}) {
-        c[t * 2 * half + k] = std::cos(angle);
-        s[t * 2 * half + k] = std::sin(angle);
-      }
+      const double angle = static_cast<double>(t + offset) * std::pow(theta, -static_cast<double>(i) / half);
+      c[t * half + i] = std::cos(angle);
+      s[t * half + i] = std::sin(angle);
     }
-  TensorOptions opts = TensorOptions(x.dtype()).device(x.device());
-  Tensor cos_t = tensor(c, opts).view({T, 2 * half}), sin_t = tensor(s, opts).view({T, 2 * half});
-  Tensor rotated = cat({-x.narrow(3, half, half), x.narrow(3, 0, half)}, 3);
-  return x * cos_t + rotated * sin_t;
+  const TensorOptions table = TensorOptions(stat_dtype(x.dtype())).device(x.device());
+  Tensor cos_t = tensor(c, table), sin_t = tensor(s, table);
+  Tensor xc = x.detach().contiguous(), out = empty_like(xc);
+  KILN_DISPATCH(x.device(), rope, out.buffer(), xc.buffer(), cos_t.buffer(), sin_t.buffer(), false);
+  if (autograd::any_requires_grad({x}))
+    autograd::record("rope", out, {x}, [cos_t, sin_t](const Tensor& g, const Needs&) {
+      Tensor gc = g.contiguous(), dx = empty_like(gc);  // the rotation's transpose: rotate back
+      KILN_DISPATCH(g.device(), rope, dx.buffer(), gc.buffer(), cos_t.buffer(), sin_t.buffer(), true);
+      return Grads{dx};
+    });
+  return out;
 }
 
 namespace {

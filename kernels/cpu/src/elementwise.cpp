@@ -320,4 +320,27 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
   });
 }
 
+void rope(const Buffer& out, const Buffer& x, const Buffer& cos, const Buffer& sin, bool inverse) {
+  const int64_t T = x.sizes[2], D = x.sizes[3], half = D / 2, rows = x.numel() / std::max<int64_t>(D, 1);
+  visit_floating(x.dtype, "rope", [&](auto tag) {
+    using T_ = decltype(tag);
+    using A = acc_t<T_>;
+    const bool f64 = cos.dtype == DType::Float64;
+    auto table = [&](const Buffer& b, int64_t i) { return f64 ? A(b.ptr<double>()[i]) : A(b.ptr<float>()[i]); };
+    parallel_for(rows, D, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const int64_t t = r % T;
+        const T_* xr = x.ptr<T_>() + r * D;
+        T_* o = out.ptr<T_>() + r * D;
+        for (int64_t i = 0; i < half; ++i) {
+          const A c = table(cos, t * half + i), s = inverse ? -table(sin, t * half + i) : table(sin, t * half + i);
+          const A a = A(xr[i]), b = A(xr[i + half]);
+          o[i] = T_(a * c - b * s);
+          o[i + half] = T_(b * c + a * s);
+        }
+      }
+    });
+  });
+}
+
 }  // namespace kiln::kernels::cpu

@@ -492,4 +492,49 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
   });
 }
 
+namespace {
+
+// One thread per (row, i) pair of elements i and i + half.
+template <typename T, typename C>
+__global__ void rope_kernel(T* out, const T* x, const C* cos, const C* sin, int64_t pairs, int64_t T_len,
+                            int64_t half, bool inverse) {
+  KILN_GRID_STRIDE(p, pairs) {
+    const int64_t r = p / half, i = p % half, t = r % T_len, at = r * 2 * half + i;
+    const float c = float(cos[t * half + i]), s = inverse ? -float(sin[t * half + i]) : float(sin[t * half + i]);
+    const float a = float(load(x + at)), b = float(load(x + at + half));
+    store(out + at, a * c - b * s);
+    store(out + at + half, b * c + a * s);
+  }
+}
+
+template <>
+__global__ void rope_kernel<double, double>(double* out, const double* x, const double* cos, const double* sin,
+                                            int64_t pairs, int64_t T_len, int64_t half, bool inverse) {
+  KILN_GRID_STRIDE(p, pairs) {
+    const int64_t r = p / half, i = p % half, t = r % T_len, at = r * 2 * half + i;
+    const double c = cos[t * half + i], s = inverse ? -sin[t * half + i] : sin[t * half + i];
+    const double a = x[at], b = x[at + half];
+    out[at] = a * c - b * s;
+    out[at + half] = b * c + a * s;
+  }
+}
+
+}  // namespace
+
+void rope(const Buffer& out, const Buffer& x, const Buffer& cos, const Buffer& sin, bool inverse) {
+  NvtxRange range("kiln::rope");
+  const int64_t half = x.sizes[3] / 2, pairs = x.numel() / 2;
+  if (pairs == 0) return;
+  visit_floating(x.dtype, "rope", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, double>)
+      rope_kernel<double, double><<<blocks_for(pairs), kThreads, 0, current_stream()>>>(
+          out.ptr<double>(), x.ptr<double>(), cos.ptr<double>(), sin.ptr<double>(), pairs, x.sizes[2], half, inverse);
+    else
+      rope_kernel<T, float><<<blocks_for(pairs), kThreads, 0, current_stream()>>>(
+          out.ptr<T>(), x.ptr<T>(), cos.ptr<float>(), sin.ptr<float>(), pairs, x.sizes[2], half, inverse);
+    check_launch("rope_kernel");
+  });
+}
+
 }  // namespace kiln::kernels::cuda

@@ -57,6 +57,7 @@ void cross_entropy(const Buffer&, const Buffer&, const Buffer&, const Buffer&, i
 void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) {
   missing("cross_entropy_backward");
 }
+void rope(const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool) { missing("rope"); }
 void attention(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool, double) {
   missing("attention");
 }
