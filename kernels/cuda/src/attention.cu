@@ -53,9 +53,9 @@ template <typename T, int kD>
 __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnShape s) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const int64_t bh = blockIdx.y, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
   const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
-  const int64_t first_row = int64_t(blockIdx.x) * kRows, i = first_row + threadIdx.x;
+  const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
   const bool active = i < s.Tq;
   const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
   float qr[kD], o[kD];
@@ -85,7 +85,9 @@ __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T
   }
   if (!active) return;
   const bool none = last < 0;
-  for (int d = 0; d < s.D; ++d) store(out + row * s.D + d, none ? 0.f : o[d] / l);
+#pragma unroll
+  for (int d = 0; d < kD; ++d)
+    if (d < s.D) store(out + row * s.D + d, none ? 0.f : o[d] / l);
   lse[row] = none ? -INFINITY : m + logf(l);
 }
 
@@ -103,9 +105,9 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
                                     const float* delta, AttnShape s) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const int64_t bh = blockIdx.y, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
   const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
-  const int64_t first_row = int64_t(blockIdx.x) * kRows, i = first_row + threadIdx.x;
+  const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
   const bool active = i < s.Tq;
   const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
   float qr[kD], dor[kD], acc[kD];
@@ -135,7 +137,9 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
     }
   }
   if (!active) return;
-  for (int d = 0; d < s.D; ++d) store(dq + row * s.D + d, acc[d] * s.scale);
+#pragma unroll
+  for (int d = 0; d < kD; ++d)
+    if (d < s.D) store(dq + row * s.D + d, acc[d] * s.scale);
 }
 
 template <typename T, int kD>
@@ -144,9 +148,9 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
   constexpr int kTile = tile_rows<kD>();
   __shared__ float qs[kTile][kD], dos[kTile][kD];
   __shared__ float ls[kTile], ds_[kTile];
-  const int64_t bk = blockIdx.y, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
+  const int64_t bk = blockIdx.x, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
   const int64_t kv = bk * s.Tk * s.D;
-  const int64_t j = int64_t(blockIdx.x) * kRows + threadIdx.x;
+  const int64_t j = int64_t(blockIdx.y) * kRows + threadIdx.x;
   const bool active = j < s.Tk;
   float kr[kD], vr[kD], dka[kD], dva[kD];
 #pragma unroll
@@ -156,7 +160,7 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
     dka[d] = dva[d] = 0.f;
   }
   // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
-  const int64_t first_key = int64_t(blockIdx.x) * kRows;
+  const int64_t first_key = int64_t(blockIdx.y) * kRows;
   int64_t i_begin = s.causal ? first_key - (s.Tk - s.Tq) : 0;
   if (i_begin < 0) i_begin = 0;
   i_begin -= i_begin % kTile;
@@ -190,10 +194,12 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
     }
   }
   if (!active) return;
-  for (int d = 0; d < s.D; ++d) {
-    store(dk + kv + j * s.D + d, dka[d] * s.scale);
-    store(dv + kv + j * s.D + d, dva[d]);
-  }
+#pragma unroll
+  for (int d = 0; d < kD; ++d)
+    if (d < s.D) {
+      store(dk + kv + j * s.D + d, dka[d] * s.scale);
+      store(dv + kv + j * s.D + d, dva[d]);
+    }
 }
 
 // Calls f with the smallest compiled head-dim bound that holds D.
@@ -224,7 +230,8 @@ void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buff
   const AttnShape s = shape_of(q, k, causal, scale);
   const int64_t B = q.sizes[0];
   if (q.numel() == 0) return;
-  const dim3 grid(static_cast<unsigned>((s.Tq + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hq));
+  // x: (batch, head) pairs (up to 2^31 - 1), y: tiles of 64 rows (up to 65535).
+  const dim3 grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
   visit_floating(q.dtype, "attention", [&](auto tag) {
     using T = decltype(tag);
     with_head_dim(s.D, [&](auto kd) {
@@ -255,12 +262,12 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
     check_launch("row_dot_kernel");
     with_head_dim(s.D, [&](auto kd) {
       constexpr int kD = decltype(kd)::value;
-      const dim3 q_grid(static_cast<unsigned>((s.Tq + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hq));
+      const dim3 q_grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
       attention_dq_kernel<T, kD><<<q_grid, kRows, 0, current_stream()>>>(dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(),
                                                                          k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(),
                                                                          delta, s);
       check_launch("attention_dq_kernel");
-      const dim3 kv_grid(static_cast<unsigned>((s.Tk + kRows - 1) / kRows), static_cast<unsigned>(B * s.Hkv));
+      const dim3 kv_grid(static_cast<unsigned>(B * s.Hkv), static_cast<unsigned>((s.Tk + kRows - 1) / kRows));
       attention_dkv_kernel<T, kD><<<kv_grid, kRows, 0, current_stream()>>>(
           dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
       check_launch("attention_dkv_kernel");
