@@ -121,17 +121,18 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
   NvtxRange range("kiln::matmul");
   const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
   if (out.numel() == 0) return;
-  if (k == 0) {
-    if (!options.bias.data) return fill(out, 0.0);
-    Buffer rows = options.bias;  // the bias broadcast over batch and rows
+  // The bias broadcast over batch and rows, for the paths outside the epilogue.
+  auto bias_rows = [&] {
+    Buffer rows = options.bias;
     rows.ndim = 3;
     rows.sizes[0] = batch;
     rows.sizes[1] = m;
     rows.sizes[2] = n;
     rows.strides[0] = rows.strides[1] = 0;
     rows.strides[2] = 1;
-    return copy(out, rows);
-  }
+    return rows;
+  };
+  if (k == 0) return options.bias.data ? copy(out, bias_rows()) : fill(out, 0.0);
   if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
     if (options.bias.data) fail("matmul", "a bias is added to floating matmuls only");
     visit_index(out.dtype, "matmul", [&](auto tag) {
@@ -153,7 +154,9 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
                                       : out.dtype == DType::Float32 && options.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                                                           : CUBLAS_COMPUTE_32F;
   check(cublasLtMatmulDescCreate(&desc.op, compute, f64 ? CUDA_R_64F : CUDA_R_32F), "desc");
-  if (options.bias.data) {
+  // float64 GEMMs add the bias afterwards (cuBLASLt's bias epilogue is for the float types).
+  const bool epilogue_bias = options.bias.data && !f64;
+  if (epilogue_bias) {
     // Column-major C^T has the n output features as rows: the bias is per row.
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     const void* bias = options.bias.data;
@@ -193,6 +196,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
         "cublasLtMatmul");
   if (A.scratch) deallocate(A.scratch, device);
   if (B.scratch) deallocate(B.scratch, device);
+  if (options.bias.data && !epilogue_bias) binary(BinaryOp::Add, out, out, bias_rows());
 }
 
 }  // namespace kiln::kernels::cuda
