@@ -201,6 +201,26 @@ void check_layout(const Layout& l) {
 
 }  // namespace
 
+TEST_CASE("a model that does not divide over the layout raises a clear error on every rank") {
+  auto w = world();
+  const int n = w->size();
+  if (n % 2 != 0) return;
+  dist::ParallelState tp2(w, 2, 1, n / 2);
+  nn::GPTConfig heads = tiny_config();
+  heads.n_head = 3;
+  heads.n_embd = 30;
+  CHECK_THROWS_WITH(dist::ParallelGPT(heads, tp2), Catch::Contains("3 heads and 120 MLP features must divide among 2"));
+  dist::ParallelState pp2(w, 1, 2, n / 2);
+  nn::GPTConfig layers = tiny_config();
+  layers.n_layer = 1;
+  CHECK_THROWS_WITH(dist::ParallelGPT(layers, pp2), Catch::Contains("1 layers cannot fill 2 pipeline stages"));
+  dist::ParallelGPT model(tiny_config(), pp2);
+  Tensor idx = zeros({3, 4}, kInt64);
+  CHECK_THROWS_WITH(dist::pipeline_train_step(model, idx, idx, {dist::PipelineSchedule::GPipe, 2}),
+                    Catch::Contains("2 micro-batches do not divide a batch of 3"));
+  if (model.is_last_stage()) CHECK_THROWS_WITH(model.loss(idx, idx), Catch::Contains("use a pipeline schedule"));
+}
+
 TEST_CASE("every parallel layout trains like one process") {
   const int n = world()->size();
   check_layout({1, 1, n});  // data parallel
