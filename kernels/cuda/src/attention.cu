@@ -49,15 +49,33 @@ __device__ void load_tile(float (*tile)[kD], const T* src, int64_t first, int n,
   }
 }
 
+// What a thread of a forward or dQ block works on: block (batch, head) x 64
+// rows, the thread one query row.
+struct QueryRow {
+  int64_t kv;          // offset of the (batch, kv head)'s keys and values
+  int64_t row;         // the query row among all (B, Hq, Tq) rows
+  int64_t last;        // the last key it sees (-1: none, or no row)
+  int64_t block_last;  // the last key any row of the block sees: later tiles are skipped whole
+  bool active;         // a real row (the last block may run past Tq)
+
+  __device__ explicit QueryRow(const AttnShape& s) {
+    const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+    const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
+    kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
+    active = i < s.Tq;
+    row = bh * s.Tq + i;
+    last = active ? s.last_key(i) : -1;
+    block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
+  }
+};
+
 template <typename T, int kD>
 __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnShape s) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
-  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
-  const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
-  const bool active = i < s.Tq;
-  const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
+  const QueryRow r(s);
+  const int64_t kv = r.kv, row = r.row, last = r.last;
+  const bool active = r.active;
   float qr[kD], o[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
@@ -65,9 +83,7 @@ __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T
     o[d] = 0.f;
   }
   float m = -FLT_MAX, l = 0.f;
-  // The block's last visible key: later tiles are skipped whole.
-  const int64_t block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+  for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
     __syncthreads();
     load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
     load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
@@ -105,11 +121,9 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
                                     const float* delta, AttnShape s) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
-  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
-  const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
-  const bool active = i < s.Tq;
-  const int64_t row = bh * s.Tq + i, last = active ? s.last_key(i) : -1;
+  const QueryRow r(s);
+  const int64_t kv = r.kv, row = r.row, last = r.last;
+  const bool active = r.active;
   float qr[kD], dor[kD], acc[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
@@ -118,8 +132,7 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
     acc[d] = 0.f;
   }
   const float L = active ? lse[row] : 0.f, Di = active ? delta[row] : 0.f;
-  const int64_t block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+  for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
     __syncthreads();
     load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
     load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
