@@ -50,7 +50,7 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     Generator g1(11), g2(11);
     nn::Linear full({in, out});
     full.reset_parameters(g1);
-    dist::ColumnParallelLinear col({in, out}, tp, g2);
+    dist::ColumnParallelLinear col({in, out}, tp, &g2);
     Tensor xf = x.detach().requires_grad_(), xp = x.detach().requires_grad_();
     Tensor yf = full.forward(xf), yp = col.forward(xp, /*gather_output=*/true);
     check_close(yp, yf, 1e-6, "gathered output");
@@ -64,7 +64,7 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     Generator g1(12), g2(12);
     nn::Linear full({out, in});
     full.reset_parameters(g1);
-    dist::RowParallelLinear row({out, in}, tp, g2);
+    dist::RowParallelLinear row({out, in}, tp, &g2);
     Tensor z = randn({5, out}, data);
     Tensor zf = z.detach().requires_grad_(), zp = z.detach().requires_grad_();
     Tensor yf = full.forward(zf), yp = row.forward(zp, /*input_is_parallel=*/false);
@@ -79,7 +79,7 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     const int64_t vocab = 8 * n, dim = 5;
     Generator g1(13), g2(13);
     nn::Embedding emb({vocab, dim}, g1);
-    dist::VocabParallelEmbedding pemb(vocab, dim, tp, g2);
+    dist::VocabParallelEmbedding pemb(vocab, dim, tp, &g2);
     Tensor ids = randint(0, vocab, {4, 3}, data);
     Tensor ef = emb.forward(ids), ep = pemb.forward(ids);
     check_close(ep, ef, 0, "lookup");

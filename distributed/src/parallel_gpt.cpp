@@ -11,13 +11,13 @@ namespace kiln::dist {
 namespace {
 
 std::shared_ptr<ColumnParallelLinear> column(const nn::TransformerOptions& o, int64_t in, int64_t out,
-                                             std::vector<int64_t> segments, bool sp, ProcessGroup& g, Generator& gen) {
+                                             std::vector<int64_t> segments, bool sp, ProcessGroup& g, Generator* gen) {
   return std::make_shared<ColumnParallelLinear>(
       ParallelLinearOptions{in, out, o.bias, o.dtype, o.device, std::move(segments), sp}, g, gen);
 }
 
 std::shared_ptr<RowParallelLinear> row(const nn::TransformerOptions& o, int64_t in, int64_t out, bool sp,
-                                       ProcessGroup& g, Generator& gen) {
+                                       ProcessGroup& g, Generator* gen) {
   return std::make_shared<RowParallelLinear>(ParallelLinearOptions{in, out, o.bias, o.dtype, o.device, {}, sp}, g,
                                              gen);
 }
@@ -43,7 +43,7 @@ int64_t padded_vocab(int64_t vocab, int tp) {
 
 }  // namespace
 
-ParallelSelfAttention::ParallelSelfAttention(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
+ParallelSelfAttention::ParallelSelfAttention(const nn::TransformerOptions& o, ProcessGroup& g, Generator* init_gen,
                                              Generator& dropout_gen, bool sp) {
   const int64_t C = o.n_embd, tp = g.size();
   KILN_CHECK(o.n_head % tp == 0, "[ParallelSelfAttention] {} heads do not divide among {} tensor-parallel ranks",
@@ -59,7 +59,7 @@ Tensor ParallelSelfAttention::forward(const Tensor& x) const {
   return resid_dropout->forward(c_proj->forward(y));
 }
 
-ParallelMLP::ParallelMLP(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
+ParallelMLP::ParallelMLP(const nn::TransformerOptions& o, ProcessGroup& g, Generator* init_gen,
                          Generator& dropout_gen, bool sp) {
   c_fc = register_module("c_fc", column(o, o.n_embd, 4 * o.n_embd, {}, sp, g, init_gen));
   c_proj = register_module("c_proj", row(o, 4 * o.n_embd, o.n_embd, sp, g, init_gen));
@@ -70,7 +70,7 @@ Tensor ParallelMLP::forward(const Tensor& x) const {
   return dropout->forward(c_proj->forward(gelu(c_fc->forward(x), "tanh")));
 }
 
-ParallelBlock::ParallelBlock(const nn::TransformerOptions& o, ProcessGroup& g, Generator& init_gen,
+ParallelBlock::ParallelBlock(const nn::TransformerOptions& o, ProcessGroup& g, Generator* init_gen,
                              Generator& dropout_gen, bool sp) {
   ln_1 = register_module("ln_1", norm(o));
   attn = register_module("attn", std::make_shared<ParallelSelfAttention>(o, g, init_gen, dropout_gen, sp));
@@ -98,12 +98,14 @@ ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator
   // The full model's initial values; gen ends where nn::GPT leaves it.
   std::map<std::string, Tensor> full = nn::GPT(c, gen, dtype).state_dict();
   full["wte.weight"] = full["wte.weight"].narrow(0, 0, c.vocab_size);
-  Generator scratch;  // the layers' own initialization, overwritten below
+  // The split layers are allocated without drawing (null init generators) and
+  // filled below; wpe (an nn::Embedding, small) draws from a scratch generator.
+  Generator scratch;
   ProcessGroup& g = *state.tp_group();
   nn::TransformerOptions t{.n_embd = c.n_embd, .n_head = c.n_head, .dropout = c.dropout, .n_layer = c.n_layer,
                            .dtype = dtype, .device = device};
   if (is_first_stage() || is_last_stage())
-    wte = register_module("wte", std::make_shared<VocabParallelEmbedding>(padded_vocab_, c.n_embd, g, scratch, dtype,
+    wte = register_module("wte", std::make_shared<VocabParallelEmbedding>(padded_vocab_, c.n_embd, g, nullptr, dtype,
                                                                            device));
   if (is_first_stage()) {
     wpe = register_module("wpe", std::make_shared<nn::Embedding>(
@@ -112,7 +114,7 @@ ParallelGPT::ParallelGPT(const nn::GPTConfig& c, ParallelState& state, Generator
   }
   h = register_module("h", std::make_shared<nn::ModuleList>(static_cast<size_t>(layers_.first)));
   for (int64_t i = layers_.first; i < layers_.second; ++i)
-    h->push_back(std::make_shared<ParallelBlock>(t, g, scratch, gen, sequence_parallel_));
+    h->push_back(std::make_shared<ParallelBlock>(t, g, nullptr, gen, sequence_parallel_));
   if (is_last_stage())
     ln_f = register_module("ln_f", norm(t));
 

@@ -1,6 +1,7 @@
 #include "kiln/dist/tensor_parallel.h"
 
 #include <limits>
+#include <optional>
 
 #include "kiln/autograd.h"
 #include "kiln/nn/layers.h"
@@ -12,7 +13,7 @@ namespace kiln::dist {
 namespace {
 
 Tensor all_reduced(const Tensor& x, ProcessGroup& group) {
-  Tensor t = x.contiguous().clone();
+  Tensor t = x.clone();  // a contiguous copy
   group.all_reduce(t);
   return t;
 }
@@ -179,21 +180,31 @@ void check_divides(const char* layer, const char* what, int64_t size, int ranks)
              ranks);
 }
 
-// A leaf holding rank's part of full.
-Tensor shard_parameter(const Tensor& full, const ShardSpec& spec, ProcessGroup& group) {
+// This rank's part of a parameter of shape `shape`, as a leaf: cut from `drawn`
+// (the whole tensor, as the unsplit layer draws it), or, when drawn is
+// undefined, allocated in the part's shape for the caller to fill.
+Tensor shard_parameter(Shape shape, const ShardSpec& spec, ProcessGroup& group, TensorOptions options,
+                       const Tensor& drawn) {
   NoGradGuard no_grad;
-  return spec.take(full, group.rank(), group.size()).clone();
+  if (drawn.defined()) return spec.take(drawn, group.rank(), group.size()).clone();
+  if (!spec.replicated()) shape[static_cast<size_t>(spec.dim)] /= group.size();  // every segment divides
+  return empty(shape, options);
 }
 
 }  // namespace
 
-ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator& gen)
+ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator* gen)
     : options_(o), group_(&group) {
   for (int64_t seg : o.segments.empty() ? std::vector<int64_t>{o.out_features} : o.segments)
     check_divides("ColumnParallelLinear", "an output segment", seg, group.size());
-  nn::Linear full({o.in_features, o.out_features, o.bias, o.dtype, o.device}, gen);
-  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
-  if (o.bias) bias = register_parameter("bias", shard_parameter(full.bias, bias_spec(), group));
+  std::optional<nn::Linear> full;
+  if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
+  const TensorOptions t = TensorOptions(o.dtype).device(o.device);
+  weight = register_parameter("weight", shard_parameter({o.out_features, o.in_features}, weight_spec(), group, t,
+                                                        full ? full->weight : Tensor()));
+  if (o.bias)
+    bias = register_parameter("bias", shard_parameter({o.out_features}, bias_spec(), group, t,
+                                                      full ? full->bias : Tensor()));
 }
 
 Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const {
@@ -205,12 +216,17 @@ Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const 
   return gather_output ? gather_from_group(y, -1, *group_) : y;
 }
 
-RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator& gen)
+RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator* gen)
     : options_(o), group_(&group) {
   check_divides("RowParallelLinear", "in_features", o.in_features, group.size());
-  nn::Linear full({o.in_features, o.out_features, o.bias, o.dtype, o.device}, gen);
-  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
-  if (o.bias) bias = register_parameter("bias", shard_parameter(full.bias, bias_spec(), group));
+  std::optional<nn::Linear> full;
+  if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
+  const TensorOptions t = TensorOptions(o.dtype).device(o.device);
+  weight = register_parameter("weight", shard_parameter({o.out_features, o.in_features}, weight_spec(), group, t,
+                                                        full ? full->weight : Tensor()));
+  if (o.bias)
+    bias = register_parameter("bias", shard_parameter({o.out_features}, bias_spec(), group, t,
+                                                      full ? full->bias : Tensor()));
 }
 
 Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const {
@@ -225,11 +241,14 @@ Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group,
-                                               Generator& gen, DType dtype, Device device)
+                                               Generator* gen, DType dtype, Device device)
     : group_(&group) {
   check_divides("VocabParallelEmbedding", "num_embeddings", num_embeddings, group.size());
-  nn::Embedding full({num_embeddings, embedding_dim, dtype, device}, gen);
-  weight = register_parameter("weight", shard_parameter(full.weight, weight_spec(), group));
+  std::optional<nn::Embedding> full;
+  if (gen) full.emplace(nn::EmbeddingOptions{num_embeddings, embedding_dim, dtype, device}, *gen);
+  weight = register_parameter("weight", shard_parameter({num_embeddings, embedding_dim}, weight_spec(), group,
+                                                        TensorOptions(dtype).device(device),
+                                                        full ? full->weight : Tensor()));
   start_ = group.rank() * (num_embeddings / group.size());
 }
 

@@ -32,9 +32,10 @@ namespace kiln::dist {
 
 class ParallelSelfAttention : public nn::Module {
  public:
-  // Heads split across `group`; init_gen initializes, dropout_gen drives dropout.
+  // Heads split across `group`; init_gen initializes (null: the caller loads
+  // the values), dropout_gen drives dropout.
   // With sequence_parallel, x and the output are this rank's slice of the sequence.
-  ParallelSelfAttention(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
+  ParallelSelfAttention(const nn::TransformerOptions& options, ProcessGroup& group, Generator* init_gen,
                         Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 
@@ -48,7 +49,7 @@ class ParallelSelfAttention : public nn::Module {
 
 class ParallelMLP : public nn::Module {
  public:
-  ParallelMLP(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
+  ParallelMLP(const nn::TransformerOptions& options, ProcessGroup& group, Generator* init_gen,
               Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 
@@ -59,7 +60,7 @@ class ParallelMLP : public nn::Module {
 
 class ParallelBlock : public nn::Module {
  public:
-  ParallelBlock(const nn::TransformerOptions& options, ProcessGroup& group, Generator& init_gen,
+  ParallelBlock(const nn::TransformerOptions& options, ProcessGroup& group, Generator* init_gen,
                 Generator& dropout_gen, bool sequence_parallel = false);
   Tensor forward(const Tensor& x) const;
 

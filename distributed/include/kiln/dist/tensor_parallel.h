@@ -78,9 +78,10 @@ struct ParallelLinearOptions {
 // input is replicated, each rank computes its slice of the output.
 class ColumnParallelLinear : public nn::Module {
  public:
-  // Initialized as nn::Linear would be from the same generator (every rank
-  // draws the full weight and keeps its rows).
-  ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator& gen);
+  // Initialized as nn::Linear would be from *gen (every rank draws the full
+  // weight and keeps its rows); with gen null, left for the caller to load
+  // (ParallelGPT copies in its shards of a whole model).
+  ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
   // x (..., in) -> (..., out / ranks), or (..., out) gathered on every rank.
   Tensor forward(const Tensor& x, bool gather_output = false) const;
   ShardSpec weight_spec() const { return {0, options_.segments}; }
@@ -99,7 +100,8 @@ class ColumnParallelLinear : public nn::Module {
 // across ranks, then the (replicated) bias.
 class RowParallelLinear : public nn::Module {
  public:
-  RowParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator& gen);
+  // gen as ColumnParallelLinear's.
+  RowParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
   // x (..., in / ranks) -> (..., out); with input_is_parallel false, x is the
   // full (..., in) and each rank takes its slice.
   Tensor forward(const Tensor& x, bool input_is_parallel = true) const;
@@ -120,8 +122,8 @@ class RowParallelLinear : public nn::Module {
 class VocabParallelEmbedding : public nn::Module {
  public:
   // num_embeddings must divide by the group's size. Initialized N(0, 1) like
-  // nn::Embedding from the same generator.
-  VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group, Generator& gen,
+  // nn::Embedding from *gen; with gen null, left for the caller to load.
+  VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group, Generator* gen,
                          DType dtype = kFloat32, Device device = kCPU);
   // ids (..., T) -> (..., T, embedding_dim), the same on every rank; with
   // sequence_parallel, this rank's slice of the sequence (..., T / ranks, dim).
