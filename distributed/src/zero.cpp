@@ -73,22 +73,23 @@ double ZeroRedundancyOptimizer::clip_grad_norm(double max_norm, const std::vecto
                                                const std::vector<ProcessGroup*>& model_groups) {
   KILN_CHECK(reduced_, "[ZeroRedundancyOptimizer] clip_grad_norm needs reduce_gradients() first");
   NoGradGuard no_grad;
-  const int world = group_->size(), rank = group_->rank();
+  const int rank = group_->rank();
   auto is_counted = [&](const Tensor& p) {
     return counted.empty() ||
            std::any_of(counted.begin(), counted.end(), [&](const Tensor& c) { return c.is_same(p); });
   };
-  double total = 0;
+  // The counted parameters' stretches of this rank's shards of the averaged gradients.
+  std::vector<Tensor> pieces;
   for (Flat& f : flats_) {
-    // 1 for the entries the norm counts, 0 for the others, cut like the gradients.
-    std::vector<Tensor> parts;
-    const TensorOptions opts = TensorOptions(kFloat64).device(f.shard_param.device());
-    for (const Tensor& p : f.params) parts.push_back(full({p.numel()}, is_counted(p) ? 1.0 : 0.0, opts));
-    parts.push_back(zeros({f.shard * world - f.numel}, opts));
-    Tensor weight = cat(parts, 0).narrow(0, rank * f.shard, f.shard);
-    Tensor g = f.shard_param.grad().to(kFloat64);
-    total += sum(g * g * weight).item<double>();
+    const int64_t lo = rank * f.shard, hi = lo + f.shard;
+    int64_t at = 0;
+    for (const Tensor& p : f.params) {
+      const int64_t begin = std::max(at, lo), end = std::min(at + p.numel(), hi);
+      if (begin < end && is_counted(p)) pieces.push_back(f.shard_param.grad().narrow(0, begin - lo, end - begin));
+      at += p.numel();
+    }
   }
+  const double total = pieces.empty() ? 0.0 : sum(squared_norms(pieces)).item<double>();
   Tensor t = full({1}, total, TensorOptions(kFloat64).device(flats_.at(0).shard_param.device()));
   group_->all_reduce(t);
   for (ProcessGroup* g : model_groups) g->all_reduce(t);
