@@ -69,6 +69,17 @@ struct QueryRow {
   }
 };
 
+// Keys and values j0 .. j0 + tile into shared memory, once every thread is
+// done with the previous tile.
+template <typename T, int kD>
+__device__ void load_kv_tiles(float (*ks)[kD], float (*vs)[kD], const T* k, const T* v, int64_t j0,
+                              const AttnShape& s) {
+  __syncthreads();
+  load_tile<T, kD>(ks, k, j0, tile_rows<kD>(), s.Tk, s.D);
+  load_tile<T, kD>(vs, v, j0, tile_rows<kD>(), s.Tk, s.D);
+  __syncthreads();
+}
+
 template <typename T, int kD>
 __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnShape s) {
   constexpr int kTile = tile_rows<kD>();
@@ -84,10 +95,7 @@ __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T
   }
   float m = -FLT_MAX, l = 0.f;
   for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
-    __syncthreads();
-    load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
-    load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
-    __syncthreads();
+    load_kv_tiles<T, kD>(ks, vs, k + kv, v + kv, j0, s);
     for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
       float score = 0.f;
 #pragma unroll
@@ -133,10 +141,7 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
   }
   const float L = active ? lse[row] : 0.f, Di = active ? delta[row] : 0.f;
   for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
-    __syncthreads();
-    load_tile<T, kD>(ks, k + kv, j0, kTile, s.Tk, s.D);
-    load_tile<T, kD>(vs, v + kv, j0, kTile, s.Tk, s.D);
-    __syncthreads();
+    load_kv_tiles<T, kD>(ks, vs, k + kv, v + kv, j0, s);
     for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
       float score = 0.f, dp = 0.f;
 #pragma unroll

@@ -451,7 +451,7 @@ __global__ void swiglu_backward_kernel(int64_t n, T* dgate, T* dup, const T* dou
   }
 }
 
-template <typename T, typename Launch>
+template <typename Launch>
 void vector_or_scalar(std::initializer_list<const void*> ptrs, Launch&& launch) {
   bool vector = true;
   for (const void* p : ptrs) vector = vector && aligned16(p);
@@ -467,7 +467,7 @@ void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
   if (n == 0) return;
   visit_floating(out.dtype, "swiglu", [&](auto tag) {
     using T = decltype(tag);
-    vector_or_scalar<T>({out.data, gate.data, up.data}, [&](auto vector) {
+    vector_or_scalar({out.data, gate.data, up.data}, [&](auto vector) {
       constexpr bool V = decltype(vector)::value;
       swiglu_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
           n, out.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
@@ -483,7 +483,7 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
   if (n == 0) return;
   visit_floating(dout.dtype, "swiglu_backward", [&](auto tag) {
     using T = decltype(tag);
-    vector_or_scalar<T>({dgate.data, dup.data, dout.data, gate.data, up.data}, [&](auto vector) {
+    vector_or_scalar({dgate.data, dup.data, dout.data, gate.data, up.data}, [&](auto vector) {
       constexpr bool V = decltype(vector)::value;
       swiglu_backward_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
           n, dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>());

@@ -67,41 +67,46 @@ std::vector<UpdateChunk> chunks_of(const std::vector<Buffer>& p, const std::vect
 
 constexpr int kUpdateThreads = 512;
 
+// Uploads the chunk table and calls launch(P tag, G tag, table, blocks) for
+// the lists' dtypes; frees the table after the launch (stream-ordered).
+template <typename Launch>
+void update_all(const char* op, const std::vector<Buffer>& p, const std::vector<Buffer>& g,
+                const std::vector<Buffer>& m, const std::vector<Buffer>& v, Launch&& launch) {
+  const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, v);
+  if (chunks.empty()) return;
+  const int device = p[0].device.index;
+  UpdateChunk* table = upload(chunks, device, op);
+  visit_master(p[0].dtype, g[0].dtype, op, [&](auto ptag, auto gtag) {
+    launch(ptag, gtag, table, static_cast<unsigned>(chunks.size()));
+  });
+  deallocate(table, device);
+}
+
 }  // namespace
 
 void adamw_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
                   const std::vector<Buffer>& v, const AdamWStep& s) {
   NvtxRange range("kiln::adamw_update");
-  const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, v);
-  if (chunks.empty()) return;
-  const int device = p[0].device.index;
-  UpdateChunk* table = upload(chunks, device, "adamw_update");
-  visit_master(p[0].dtype, g[0].dtype, "adamw_update", [&](auto ptag, auto gtag) {
+  update_all("adamw_update", p, g, m, v, [&](auto ptag, auto gtag, const UpdateChunk* table, unsigned blocks) {
     using P = decltype(ptag);
     using G = decltype(gtag);
-    adamw_kernel<P, G><<<static_cast<unsigned>(chunks.size()), kUpdateThreads, 0, current_stream()>>>(
+    adamw_kernel<P, G><<<blocks, kUpdateThreads, 0, current_stream()>>>(
         table, P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr / s.bias_correction1),
         P(sqrt(s.bias_correction2)), P(s.eps));
     check_launch("adamw_kernel");
   });
-  deallocate(table, device);
 }
 
 void lion_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
                  const LionStep& s) {
   NvtxRange range("kiln::lion_update");
-  const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, {});
-  if (chunks.empty()) return;
-  const int device = p[0].device.index;
-  UpdateChunk* table = upload(chunks, device, "lion_update");
-  visit_master(p[0].dtype, g[0].dtype, "lion_update", [&](auto ptag, auto gtag) {
+  update_all("lion_update", p, g, m, {}, [&](auto ptag, auto gtag, const UpdateChunk* table, unsigned blocks) {
     using P = decltype(ptag);
     using G = decltype(gtag);
-    lion_kernel<P, G><<<static_cast<unsigned>(chunks.size()), kUpdateThreads, 0, current_stream()>>>(
-        table, P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr));
+    lion_kernel<P, G><<<blocks, kUpdateThreads, 0, current_stream()>>>(table, P(1 - s.lr * s.weight_decay),
+                                                                       P(s.beta1), P(s.beta2), P(s.lr));
     check_launch("lion_kernel");
   });
-  deallocate(table, device);
 }
 
 }  // namespace kiln::kernels::cuda
