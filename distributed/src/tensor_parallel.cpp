@@ -191,20 +191,27 @@ Tensor shard_parameter(Shape shape, const ShardSpec& spec, ProcessGroup& group, 
   return empty(shape, options);
 }
 
+// A split linear layer's weight and bias (undefined without one): this rank's
+// parts of nn::Linear(o) drawn from *gen, or allocated when gen is null.
+std::pair<Tensor, Tensor> split_linear_parameters(const ParallelLinearOptions& o, const ShardSpec& weight_spec,
+                                                  const ShardSpec& bias_spec, ProcessGroup& group, Generator* gen) {
+  std::optional<nn::Linear> full;
+  if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
+  const TensorOptions t = TensorOptions(o.dtype).device(o.device);
+  Tensor w = shard_parameter({o.out_features, o.in_features}, weight_spec, group, t, full ? full->weight : Tensor());
+  Tensor b = o.bias ? shard_parameter({o.out_features}, bias_spec, group, t, full ? full->bias : Tensor()) : Tensor();
+  return {w, b};
+}
+
 }  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator* gen)
     : options_(o), group_(&group) {
   for (int64_t seg : o.segments.empty() ? std::vector<int64_t>{o.out_features} : o.segments)
     check_divides("ColumnParallelLinear", "an output segment", seg, group.size());
-  std::optional<nn::Linear> full;
-  if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
-  const TensorOptions t = TensorOptions(o.dtype).device(o.device);
-  weight = register_parameter("weight", shard_parameter({o.out_features, o.in_features}, weight_spec(), group, t,
-                                                        full ? full->weight : Tensor()));
-  if (o.bias)
-    bias = register_parameter("bias", shard_parameter({o.out_features}, bias_spec(), group, t,
-                                                      full ? full->bias : Tensor()));
+  auto [w, b] = split_linear_parameters(o, weight_spec(), bias_spec(), group, gen);
+  weight = register_parameter("weight", w);
+  if (o.bias) bias = register_parameter("bias", b);
 }
 
 Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const {
@@ -219,14 +226,9 @@ Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const 
 RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator* gen)
     : options_(o), group_(&group) {
   check_divides("RowParallelLinear", "in_features", o.in_features, group.size());
-  std::optional<nn::Linear> full;
-  if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
-  const TensorOptions t = TensorOptions(o.dtype).device(o.device);
-  weight = register_parameter("weight", shard_parameter({o.out_features, o.in_features}, weight_spec(), group, t,
-                                                        full ? full->weight : Tensor()));
-  if (o.bias)
-    bias = register_parameter("bias", shard_parameter({o.out_features}, bias_spec(), group, t,
-                                                      full ? full->bias : Tensor()));
+  auto [w, b] = split_linear_parameters(o, weight_spec(), bias_spec(), group, gen);
+  weight = register_parameter("weight", w);
+  if (o.bias) bias = register_parameter("bias", b);
 }
 
 Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const {
