@@ -216,6 +216,51 @@ TEST_CASE("the memory pool's figures follow allocations") {
   CHECK(after.reserved >= after.in_use);
 }
 
+TEST_CASE("streams and events order work; pinned copies are asynchronous") {
+  Generator gen(21);
+  Tensor host = randn({1 << 20}, gen);
+  const cuda::Stream main = cuda::current_stream();
+  CHECK(main == cuda::Stream::default_stream());
+  const cuda::Stream side = cuda::Stream::from_pool();
+  CHECK_FALSE(side == main);
+
+  // Pinned host memory: a non-blocking upload, then work on a second stream.
+  Tensor pinned = host.pin_memory();
+  CHECK(pinned.is_pinned());
+  CHECK_FALSE(host.is_pinned());
+  Tensor x = pinned.to(kGpu, /*non_blocking=*/true);
+  cuda::Event uploaded, computed;
+  uploaded.record(main);
+  Tensor y;
+  {
+    cuda::StreamGuard guard(side);
+    CHECK(cuda::current_stream() == side);
+    side.wait(uploaded);
+    y = x * 3.0 + 1.0;  // allocated on and computed by the side stream
+    computed.record(side);
+  }
+  CHECK(cuda::current_stream() == main);
+  main.wait(computed);
+  cuda::record_stream(x, side);  // x (main's memory) was read on the side stream
+  Tensor back = y.to(kCPU, /*non_blocking=*/true);
+  CHECK(back.is_pinned());
+  main.synchronize();
+  CHECK(main.query());
+  CHECK(computed.query());
+  KT_CHECK_CLOSE(back, values(host * 3.0 + 1.0), 1e-6);
+
+  // Timing events.
+  cuda::Event start(/*enable_timing=*/true), stop(/*enable_timing=*/true);
+  Tensor a = randn({1024, 1024}, gen).to(kGpu);
+  start.record(main);
+  Tensor c = matmul(a, a);
+  stop.record(main);
+  stop.synchronize();
+  CHECK(start.elapsed_ms(stop) > 0);
+  CHECK_THROWS_WITH(cuda::Event().elapsed_ms(stop), Catch::Contains("both events must have been recorded"));
+  CHECK_THROWS_WITH(cuda::record_stream(host, side), Catch::Contains("needs a tensor on the stream's device cuda:0"));
+}
+
 TEST_CASE("linear (cuBLASLt bias epilogue) matches the CPU; TF32 stays close") {
   Generator gen(9);
   for (DType dt : {kFloat32, kBFloat16, kFloat16, kFloat64}) {
@@ -285,6 +330,23 @@ TEST_CASE("indexing, embedding and attention match the CPU") {
   big.set_grad(Tensor());
   sum(embedding(big, ids) * g).backward();
   CHECK(values(big.grad()) == first);
+}
+
+TEST_CASE("index_select's backward sums repeated rows: sorted path on rows, general path otherwise") {
+  Generator gen(16);
+  for (DType dt : {kFloat32, kBFloat16, kFloat64}) {
+    for (DType it : {kInt64, kInt32}) {
+      INFO(dtype_name(dt) << " " << dtype_name(it));
+      // Rows (the embedding backward's layout), five hot rows, odd sizes.
+      Tensor hot = randint(0, 5, {2051}, gen).to(it);
+      compare("rows", [&](auto& v) { return index_select(v[0], 0, hot.to(v[0].device())); },
+              {randn({37, 3, 5}, gen, dt)}, gpu_tolerance(dt) + 1e-12);
+      // Along dim 1 of a transposed tensor: the general kernel.
+      Tensor cols = randint(0, 9, {6}, gen).to(it);
+      compare("columns", [&](auto& v) { return index_select(v[0].t(), 1, cols.to(v[0].device())); },
+              {randn({9, 4}, gen, dt)}, gpu_tolerance(dt) + 1e-12);
+    }
+  }
 }
 
 TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged and causal lengths") {

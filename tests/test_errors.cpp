@@ -75,7 +75,14 @@ TEST_CASE("devices: nothing moves implicitly; CUDA without a GPU raises") {
   } else {
     CHECK_THROWS_AS(zeros({2}, Device(kCUDA, 0)), Error);
     CHECK_THROWS_WITH(ones({2}).to(Device(kCUDA, 0)), Contains("cuda"));
+    CHECK_THROWS_WITH(empty({4}, TensorOptions().pinned_memory()), Contains("[pinned allocate]"));
+    CHECK_THROWS_WITH(ones({4}).pin_memory(), Contains("[pinned allocate]"));
+    CHECK_THROWS_WITH(kiln::cuda::Stream::default_stream(0), Contains("cuda:0 does not exist"));
   }
+  CHECK_THROWS_WITH(empty({4}, TensorOptions().device(Device(kCUDA, 0)).pinned_memory()),
+                    Contains("[allocate] pinned memory is host memory; asked for it on cuda:0"));
+  CHECK_THROWS_WITH(kiln::cuda::Event().elapsed_ms(kiln::cuda::Event()),
+                    Contains("[event elapsed_ms] both events must have been recorded"));
 }
 
 TEST_CASE("attention checks its shapes") {

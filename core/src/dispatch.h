@@ -10,9 +10,11 @@
 #include "kiln/kernels/cuda.h"
 #include "kiln/ops.h"
 
-// Calls kernels::cpu::fn or kernels::cuda::fn by device.
-#define KILN_DISPATCH(device, fn, ...)                                   \
-  ((device).is_cpu() ? ::kiln::kernels::cpu::fn(__VA_ARGS__) : ::kiln::kernels::cuda::fn(__VA_ARGS__))
+// Calls kernels::cpu::fn or kernels::cuda::fn by device; a CUDA call runs with
+// its device current (the scope object lives to the end of the expression).
+#define KILN_DISPATCH(device, fn, ...)                                                                  \
+  ((device).is_cpu() ? ::kiln::kernels::cpu::fn(__VA_ARGS__)                                            \
+                     : (::kiln::kernels::cuda::DeviceScope((device).index), ::kiln::kernels::cuda::fn(__VA_ARGS__)))
 
 namespace kiln {
 using autograd::Grads;

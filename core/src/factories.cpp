@@ -7,23 +7,6 @@
 
 namespace kiln {
 
-std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
-  size_t bytes = std::max<size_t>(nbytes, 1);
-  if (device.is_cpu()) {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    KILN_CHECK(p != nullptr, "[allocate] out of host memory allocating {} bytes", nbytes);
-    return std::make_shared<Storage>(p, nbytes, device, [](void* q) { std::free(q); });
-  }
-  void* p = kernels::cuda::allocate(bytes, device.index);
-  int index = device.index;
-  return std::make_shared<Storage>(p, nbytes, device, [index](void* q) { kernels::cuda::deallocate(q, index); });
-}
-
-std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, Device device, Deleter deleter) {
-  return std::make_shared<Storage>(data, nbytes, device, std::move(deleter));
-}
-
 Generator& default_generator() {
   static Generator gen(0);
   return gen;
@@ -34,7 +17,7 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 Tensor empty(const Shape& shape, TensorOptions options) {
   for (int64_t s : shape) KILN_CHECK(s >= 0, "[empty] negative size in shape {}", detail::shape_str(shape));
   auto storage = Storage::allocate(static_cast<size_t>(shape_numel(shape)) * element_size(options.dtype_),
-                                   options.device_);
+                                   options.device_, options.pinned_memory_);
   Tensor t(std::move(storage), shape, contiguous_strides(shape), 0, options.dtype_);
   if (options.requires_grad_) t.requires_grad_();
   return t;

@@ -333,12 +333,14 @@ Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 // --- conversion ---------------------------------------------------------------
 
-Tensor Tensor::to(Device device) const { return to(device, dtype()); }
+Tensor Tensor::to(Device device, bool non_blocking) const { return to(device, dtype(), non_blocking); }
 Tensor Tensor::to(DType t) const { return to(device(), t); }
 
-Tensor Tensor::to(Device dst_device, DType dst_dtype) const {
+Tensor Tensor::to(Device dst_device, DType dst_dtype, bool non_blocking) const {
   if (dst_device == device() && dst_dtype == dtype()) return *this;
-  Tensor out = empty(sizes(), TensorOptions(dst_dtype).device(dst_device));
+  // A non-blocking copy to the host lands in pinned memory (pageable would block).
+  const bool pinned = non_blocking && dst_device.is_cpu() && device().is_cuda();
+  Tensor out = empty(sizes(), TensorOptions(dst_dtype).device(dst_device).pinned_memory(pinned));
   {
     autograd::NoGradGuard no_grad;
     if (dst_device == device()) {
@@ -347,7 +349,12 @@ Tensor Tensor::to(Device dst_device, DType dst_dtype) const {
       // Across devices: convert dtype where the data is, then move contiguous bytes.
       Tensor src = to(dst_dtype).contiguous();
       kernels::cuda::memcpy(out.data_ptr(), dst_device, src.data_ptr(), device(),
-                            static_cast<size_t>(src.numel()) * src.element_size());
+                            static_cast<size_t>(src.numel()) * src.element_size(), non_blocking);
+      // A non-blocking copy may still be reading the source when it dies: the
+      // memory goes back to the pool only after the copy's stream passes it.
+      if (non_blocking && src.device().is_cuda())
+        src.storage()->record_stream(
+            kernels::cuda::get_current_stream(dst_device.is_cuda() ? dst_device.index : src.device().index));
     }
   }
   if (autograd::any_requires_grad({*this})) {
@@ -357,6 +364,16 @@ Tensor Tensor::to(Device dst_device, DType dst_dtype) const {
       return autograd::Grads{g.to(src_device, src_dtype)};
     });
   }
+  return out;
+}
+
+bool Tensor::is_pinned() const { return storage()->pinned(); }
+
+Tensor Tensor::pin_memory() const {
+  KILN_CHECK(device().is_cpu(), "[pin_memory] pins host memory; the tensor is on {}", device().str());
+  if (is_pinned()) return *this;
+  Tensor out = empty(sizes(), TensorOptions(dtype()).pinned_memory());
+  out.copy_(*this);
   return out;
 }
 

@@ -1,11 +1,14 @@
 // The NCCL backend for CUDA tensors: one communicator per group, NCCL's
-// unique id broadcast over MPI, collectives enqueued on kiln's current stream
-// (so later kernels see their results in stream order).
+// unique id broadcast over MPI. Collectives run on the group's own
+// communication stream, so that DDP's bucket all-reduces overlap the rest of
+// backward: each waits for the work queued on the current stream, and its
+// Work makes the current stream wait for it (no host synchronization).
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include "kiln/autograd.h"
+#include "kiln/cuda.h"
 #include "kiln/dist/process_group.h"
 #include "kiln/ops.h"
 
@@ -20,8 +23,6 @@ void check(ncclResult_t r, const char* call) {
 void check(cudaError_t e, const char* call) {
   KILN_CHECK(e == cudaSuccess, "[nccl] {} failed: {}", call, cudaGetErrorString(e));
 }
-
-cudaStream_t stream() { return cudaStreamPerThread; }
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
@@ -51,34 +52,43 @@ void check_cuda(const Tensor& t, const char* op) {
   KILN_CHECK(t.is_contiguous(), "[{}] expects a contiguous tensor", op);
 }
 
-// Work already ordered on the stream: waiting means the stream reached it.
+// A collective queued on the communication stream: waiting orders the
+// current stream after it.
 class StreamWork : public Work {
  public:
-  void wait() override { check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
+  explicit StreamWork(cuda::Event done) : done_(std::move(done)) {}
+  void wait() override { cuda::current_stream(done_.device()).wait(done_); }
+
+ private:
+  cuda::Event done_;
 };
 
 class NcclGroup : public ProcessGroup {
  public:
-  NcclGroup(ncclComm_t comm, int rank, int size) : comm_(comm), rank_(rank), size_(size) {}
+  NcclGroup(ncclComm_t comm, int rank, int size)
+      : comm_(comm), rank_(rank), size_(size), stream_(cuda::Stream::from_pool(device(), /*high_priority=*/true)) {}
   ~NcclGroup() override { ncclCommDestroy(comm_); }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void all_reduce(Tensor& t, ReduceOp op) override { all_reduce_async(t, op); }
+  void all_reduce(Tensor& t, ReduceOp op) override { all_reduce_async(t, op)->wait(); }
 
   std::shared_ptr<Work> all_reduce_async(Tensor& t, ReduceOp op) override {
     check_cuda(t, "all_reduce");
-    check(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), nccl_op(op),
-                        comm_, stream()),
-          "ncclAllReduce");
-    return std::make_shared<StreamWork>();
+    return enqueue({t}, [&](cudaStream_t s) {
+      check(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
+                          nccl_op(op), comm_, s),
+            "ncclAllReduce");
+    });
   }
 
   void broadcast(Tensor& t, int root) override {
     check_cuda(t, "broadcast");
-    check(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root, comm_,
-                        stream()),
-          "ncclBroadcast");
+    enqueue({t}, [&](cudaStream_t s) {
+      check(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
+                          comm_, s),
+            "ncclBroadcast");
+    })->wait();
   }
 
   void all_gather(Tensor& out, const Tensor& in) override {
@@ -86,9 +96,11 @@ class NcclGroup : public ProcessGroup {
     check_cuda(in, "all_gather");
     KILN_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
                "[all_gather] output of {} elements for {} ranks of {} elements", out.numel(), size_, in.numel());
-    check(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), comm_,
-                        stream()),
-          "ncclAllGather");
+    enqueue({out, in}, [&](cudaStream_t s) {
+      check(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), comm_,
+                          s),
+            "ncclAllGather");
+    })->wait();
   }
 
   void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -96,40 +108,40 @@ class NcclGroup : public ProcessGroup {
     check_cuda(in, "reduce_scatter");
     KILN_CHECK(in.numel() == out.numel() * size_ && out.dtype() == in.dtype(),
                "[reduce_scatter] input of {} elements for {} ranks of {} elements", in.numel(), size_, out.numel());
-    check(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()), nccl_type(in.dtype()),
-                            nccl_op(op), comm_, stream()),
-          "ncclReduceScatter");
+    enqueue({out, in}, [&](cudaStream_t s) {
+      check(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()), nccl_type(in.dtype()),
+                              nccl_op(op), comm_, s),
+            "ncclReduceScatter");
+    })->wait();
   }
 
-  void send(const Tensor& t, int dst, int) override {
-    check_cuda(t, "send");
-    check(ncclSend(t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), dst, comm_, stream()),
-          "ncclSend");
-  }
+  void send(const Tensor& t, int dst, int tag) override { send_recv({{P2POp::Send, t, dst, tag}}); }
 
-  void recv(Tensor& t, int src, int) override {
-    check_cuda(t, "recv");
-    check(ncclRecv(t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), src, comm_, stream()),
-          "ncclRecv");
-  }
+  void recv(Tensor& t, int src, int tag) override { send_recv({{P2POp::Recv, t, src, tag}}); }
 
   void send_recv(const std::vector<P2POp>& ops) override {
-    check(ncclGroupStart(), "ncclGroupStart");
+    std::vector<Tensor> tensors;
     for (const P2POp& op : ops) {
       check_cuda(op.tensor, op.kind == P2POp::Send ? "send" : "recv");
-      const auto n = static_cast<size_t>(op.tensor.numel());
-      if (op.kind == P2POp::Send)
-        check(ncclSend(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, stream()), "ncclSend");
-      else
-        check(ncclRecv(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, stream()), "ncclRecv");
+      tensors.push_back(op.tensor);
     }
-    check(ncclGroupEnd(), "ncclGroupEnd");
+    enqueue(tensors, [&](cudaStream_t s) {
+      check(ncclGroupStart(), "ncclGroupStart");
+      for (const P2POp& op : ops) {
+        const auto n = static_cast<size_t>(op.tensor.numel());
+        if (op.kind == P2POp::Send)
+          check(ncclSend(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, s), "ncclSend");
+        else
+          check(ncclRecv(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, s), "ncclRecv");
+      }
+      check(ncclGroupEnd(), "ncclGroupEnd");
+    })->wait();
   }
 
   void barrier() override {
     Tensor one = ones({1}, TensorOptions(kFloat32).device(Device(kCUDA, device())));
     all_reduce(one, ReduceOp::Sum);
-    check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    cuda::current_stream(device()).synchronize();
   }
 
   std::shared_ptr<ProcessGroup> split(int color, int key) override {
@@ -142,6 +154,19 @@ class NcclGroup : public ProcessGroup {
   }
 
  private:
+  // Queues `call` on the communication stream after the current stream's work;
+  // the tensors' memory is not reused before the stream has passed them.
+  template <typename Call>
+  std::shared_ptr<Work> enqueue(const std::vector<Tensor>& tensors, Call call) {
+    const cuda::Stream current = cuda::current_stream(stream_.device());
+    stream_.wait(current);
+    call(static_cast<cudaStream_t>(stream_.handle()));
+    for (const Tensor& t : tensors) cuda::record_stream(t, stream_);
+    cuda::Event done;
+    done.record(stream_);
+    return std::make_shared<StreamWork>(std::move(done));
+  }
+
   int device() const {
     int d = 0;
     check(ncclCommCuDevice(comm_, &d), "ncclCommCuDevice");
@@ -149,6 +174,7 @@ class NcclGroup : public ProcessGroup {
   }
   ncclComm_t comm_;
   int rank_, size_;
+  cuda::Stream stream_;
 };
 
 }  // namespace

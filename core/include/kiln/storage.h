@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "kiln/base/device.h"
 
@@ -15,24 +16,30 @@ class Storage {
  public:
   using Deleter = std::function<void(void*)>;
 
-  // Allocates nbytes on device (64-byte aligned on the CPU).
-  static std::shared_ptr<Storage> allocate(size_t nbytes, Device device);
+  // Allocates nbytes on device: 64-byte aligned host memory on the CPU, or
+  // page-locked host memory when `pinned`; on CUDA, from the device's pool on
+  // its current stream.
+  static std::shared_ptr<Storage> allocate(size_t nbytes, Device device, bool pinned = false);
   // Wraps memory the caller owns; deleter (may be empty) runs when the last view dies.
   static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, Device device, Deleter deleter);
 
   Storage(void* data, size_t nbytes, Device device, Deleter deleter)
       : data_(data), nbytes_(nbytes), device_(device), deleter_(std::move(deleter)) {}
-  ~Storage() {
-    if (deleter_) deleter_(data_);
-  }
+  ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
   uint32_t version() const { return version_; }
   void bump_version() { ++version_; }
+
+  // CUDA memory used on a stream other than the one it was allocated on (a
+  // communication stream): before it returns to the pool, the allocating
+  // stream waits for the work queued on `stream` up to then.
+  void record_stream(void* stream);
 
  private:
   void* data_;
@@ -40,6 +47,9 @@ class Storage {
   Device device_;
   Deleter deleter_;
   uint32_t version_ = 0;
+  bool pinned_ = false;
+  void* stream_ = nullptr;  // the CUDA stream it was allocated on
+  std::vector<void*> used_on_;
 };
 
 }  // namespace kiln

@@ -30,6 +30,7 @@ struct TensorOptions {
   DType dtype_ = kFloat32;
   Device device_ = kCPU;
   bool requires_grad_ = false;
+  bool pinned_memory_ = false;  // page-locked host memory (CPU tensors; needs CUDA)
 
   TensorOptions() = default;
   TensorOptions(DType t) : dtype_(t) {}   // NOLINT(google-explicit-constructor)
@@ -37,6 +38,7 @@ struct TensorOptions {
   TensorOptions dtype(DType t) const { auto o = *this; o.dtype_ = t; return o; }
   TensorOptions device(Device d) const { auto o = *this; o.device_ = d; return o; }
   TensorOptions requires_grad(bool r = true) const { auto o = *this; o.requires_grad_ = r; return o; }
+  TensorOptions pinned_memory(bool p = true) const { auto o = *this; o.pinned_memory_ = p; return o; }
 };
 
 class Tensor;
@@ -102,9 +104,15 @@ class Tensor {
   Tensor contiguous() const;            // this tensor when already contiguous
 
   // --- conversion -------------------------------------------------------------
-  Tensor to(Device device) const;
+  // Between host and GPU, `non_blocking` returns once the copy is queued on
+  // the current stream; synchronize before reading host memory written so.
+  // With pageable host memory the copy completes before returning anyway.
+  Tensor to(Device device, bool non_blocking = false) const;
   Tensor to(DType dtype) const;
-  Tensor to(Device device, DType dtype) const;
+  Tensor to(Device device, DType dtype, bool non_blocking = false) const;
+  // Page-locked host memory (CPU tensors): GPU copies from it run asynchronously.
+  bool is_pinned() const;
+  Tensor pin_memory() const;  // this tensor when already pinned
   Tensor clone() const;
   Tensor detach() const;                // shares storage, no autograd history
   // Points this tensor (every handle to it) at src's data, keeping its autograd

@@ -1,11 +1,13 @@
 // Indexing along one dim: index_select and gather (a thread per output
-// element), index_add (a thread per position of a slice, walking the index in
-// order: deterministic with repeated indices, as an embedding backward must
-// be) and scatter_add (a thread per source element, atomic adds). An index out
+// element), index_add (rows along dim 0: sorted runs, sorted_index_add.cu;
+// otherwise a thread per position of a slice, walking the index in order;
+// both deterministic with repeated indices, as an embedding backward must be)
+// and scatter_add (a thread per source element, atomic adds). An index out
 // of range is reported through the device error flag and its element skipped.
 
 #include "common.cuh"
 #include "kiln/kernels/cuda.h"
+#include "sorted_index_add.h"
 
 namespace kiln::kernels::cuda {
 
@@ -164,6 +166,7 @@ void index_add(const Buffer& out, int dim, const Buffer& index, const Buffer& sr
   slice_src.sizes[dim] = 1;
   const int64_t n = slice_src.numel(), count = index.numel();
   if (n == 0 || count == 0) return;
+  if (dim == 0 && index_add_sorted(out, index, src)) return;
   visit_index(index.dtype, "index_add", [&](auto itag) {
     visit_numeric(out.dtype, "index_add", [&](auto tag) {
       using T = decltype(tag);

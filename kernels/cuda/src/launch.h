@@ -20,8 +20,8 @@ class NvtxRange {
 // device). Defined in runtime.cpp.
 void check_launch(const char* kernel);
 
-// The stream kiln's kernels run on: the per-thread default stream until the
-// backend grows explicit streams.
-inline cudaStream_t current_stream() { return cudaStreamPerThread; }
+// The stream kiln's kernels run on: this thread's current stream for the
+// current device (streams.cpp).
+cudaStream_t current_stream();
 
 }  // namespace kiln::kernels::cuda

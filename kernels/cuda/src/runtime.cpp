@@ -15,21 +15,6 @@ namespace kiln::kernels::cuda {
 
 namespace {
 
-// Makes `device` current for its scope.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    KILN_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) KILN_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(prev_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = 0;
-};
-
 void configure_pool_once(int device) {
   static std::mutex mu;
   static std::vector<bool> done;
@@ -44,6 +29,16 @@ void configure_pool_once(int device) {
 }
 
 }  // namespace
+
+DeviceScope::DeviceScope(int device) {
+  KILN_CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ == device) prev_ = -1;
+  else KILN_CUDA_CHECK(cudaSetDevice(device));
+}
+
+DeviceScope::~DeviceScope() {
+  if (prev_ >= 0) cudaSetDevice(prev_);
+}
 
 void fail(const char* op, const char* message) { KILN_FAIL("[{}] {}", op, message); }
 
@@ -98,13 +93,13 @@ int device_count() {
   return n;
 }
 
-void* allocate(size_t nbytes, int device) {
+void* allocate(size_t nbytes, int device, void* stream) {
   KILN_CHECK(device >= 0 && device < device_count(), "[cuda allocate] cuda:{} does not exist ({} devices visible)",
              device, device_count());
-  DeviceGuard guard(device);
+  DeviceScope scope(device);
   configure_pool_once(device);
   void* p = nullptr;
-  cudaError_t err = cudaMallocAsync(&p, nbytes, current_stream());
+  cudaError_t err = cudaMallocAsync(&p, nbytes, stream ? static_cast<cudaStream_t>(stream) : current_stream());
   if (err != cudaSuccess) {
     cudaGetLastError();
     cudaMemPool_t pool;
@@ -140,21 +135,44 @@ void reset_peak_memory(int device) {
   KILN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
 }
 
-void deallocate(void* ptr, int device) {
-  DeviceGuard guard(device);
-  cudaFreeAsync(ptr, current_stream());  // never throws from a destructor path
+void deallocate(void* ptr, int device, void* stream) {
+  int prev = 0;  // never throws: destructors call it
+  if (cudaGetDevice(&prev) != cudaSuccess) return;
+  if (prev != device) cudaSetDevice(device);
+  cudaFreeAsync(ptr, stream ? static_cast<cudaStream_t>(stream) : current_stream());
+  if (prev != device) cudaSetDevice(prev);
 }
 
-void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+void* allocate_host(size_t nbytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaHostAlloc(&p, nbytes, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    KILN_FAIL("[pinned allocate] could not allocate {} bytes of page-locked host memory: {}", nbytes,
+              cudaGetErrorString(err));
+  }
+  return p;
+}
+
+void deallocate_host(void* ptr) { cudaFreeHost(ptr); }
+
+void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes, bool non_blocking) {
   if (nbytes == 0) return;
-  DeviceGuard guard(dst_device.is_cuda() ? dst_device.index : src_device.index);
-  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, current_stream()));
-  KILN_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+  const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  DeviceScope scope(device);
+  cudaStream_t stream = current_stream();
+  // Between two GPUs the copy runs on the destination's stream: it first waits
+  // for the work queued on the source's.
+  if (dst_device.is_cuda() && src_device.is_cuda() && src_device.index != device)
+    stream_wait_streams(device, stream, {get_current_stream(src_device.index)});
+  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
+  if (non_blocking) return;
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
   raise_device_error();
 }
 
 void synchronize(int device) {
-  DeviceGuard guard(device);
+  DeviceScope scope(device);
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
   raise_device_error();
 }

@@ -14,9 +14,27 @@ namespace {
 
 bool is_available() { return false; }
 int device_count() { return 0; }
-void* allocate(size_t, int) { missing("cuda allocate"); }
-void deallocate(void*, int) {}
-void memcpy(void*, Device, const void*, Device, size_t) { missing("copy to or from a CUDA device"); }
+DeviceScope::DeviceScope(int) {}
+DeviceScope::~DeviceScope() = default;
+void* allocate(size_t, int, void*) { missing("cuda allocate"); }
+void deallocate(void*, int, void*) {}
+void* allocate_host(size_t) { missing("pinned allocate"); }
+void deallocate_host(void*) {}
+void memcpy(void*, Device, const void*, Device, size_t, bool) { missing("copy to or from a CUDA device"); }
+void* default_stream() { missing("cuda stream"); }
+void* pool_stream(int, bool) { missing("cuda stream"); }
+void* get_current_stream(int) { missing("cuda current_stream"); }
+void set_current_stream(int, void*) { missing("cuda set_current_stream"); }
+void stream_synchronize(int, void*) { missing("cuda stream synchronize"); }
+bool stream_query(int, void*) { missing("cuda stream query"); }
+void stream_wait_streams(int, void*, const std::vector<void*>&) { missing("cuda stream wait"); }
+void* event_create(int, bool) { missing("cuda event"); }
+void event_destroy(void*) {}
+void event_record(int, void*, void*) { missing("cuda event record"); }
+void stream_wait_event(int, void*, void*) { missing("cuda stream wait"); }
+void event_synchronize(void*) { missing("cuda event synchronize"); }
+bool event_query(void*) { missing("cuda event query"); }
+float event_elapsed_ms(void*, void*) { missing("cuda event elapsed_ms"); }
 void synchronize(int) { missing("cuda synchronize"); }
 void memory_stats(int, uint64_t*) { missing("cuda memory_stats"); }
 void reset_peak_memory(int) { missing("cuda reset_peak_memory"); }

@@ -17,14 +17,54 @@ namespace kiln::kernels::cuda {
 // True when kiln was built with CUDA and a device is visible.
 bool is_available();
 int device_count();
-// Stream-ordered allocation on the device's current stream.
-void* allocate(size_t nbytes, int device);
-void deallocate(void* ptr, int device);
-// Copies nbytes between host and device memory in any direction (blocking).
-void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
+
+// Makes `device` current for its scope (the launches of one op go to the
+// device of its tensors).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int prev_ = -1;
+};
+
+// Stream-ordered allocation on `stream` (null: the device's current stream).
+void* allocate(size_t nbytes, int device, void* stream = nullptr);
+void deallocate(void* ptr, int device, void* stream = nullptr);
+// Page-locked host memory: copies from and to it can be asynchronous.
+void* allocate_host(size_t nbytes);
+void deallocate_host(void* ptr);
+// Copies nbytes between host and device memory in any direction on the current
+// stream, ordered after the work already queued on both devices' current
+// streams. Blocks until done unless `non_blocking` (then the caller keeps both
+// buffers alive and synchronizes before reading host memory).
+void memcpy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes,
+            bool non_blocking = false);
 void synchronize(int device);
 // The device's memory pool: bytes in use, their peak, bytes reserved, their peak.
 void memory_stats(int device, uint64_t out[4]);
 // Starts the peaks over from the current values.
 void reset_peak_memory(int device);
+
+// Streams (opaque cudaStream_t) and events (opaque cudaEvent_t). The current
+// stream is per thread and per device; it starts as CUDA's per-thread default
+// stream. Pool streams live as long as the process.
+void* default_stream();
+void* pool_stream(int device, bool high_priority);
+void* get_current_stream(int device);
+void set_current_stream(int device, void* stream);
+void stream_synchronize(int device, void* stream);
+bool stream_query(int device, void* stream);
+// `stream` waits (on the device, not the host) for the work queued so far on each of `others`.
+void stream_wait_streams(int device, void* stream, const std::vector<void*>& others);
+void* event_create(int device, bool timing);
+void event_destroy(void* event);
+void event_record(int device, void* event, void* stream);
+void stream_wait_event(int device, void* stream, void* event);
+void event_synchronize(void* event);
+bool event_query(void* event);
+float event_elapsed_ms(void* start, void* end);
 }  // namespace kiln::kernels::cuda
