@@ -147,6 +147,8 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   Tensor lw = leaf({5, 4}, gen), lb = leaf({5}, gen);
   gradcheck([](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {x3, lw, lb});
   gradcheck([](const Inputs& v) { return linear(v[0], v[1]); }, {x3, lw});
+  gradcheck([](const Inputs& v) { return linear(v[0], v[1], v[2], Activation::GeluTanh); }, {x3, lw, lb});
+  gradcheck([](const Inputs& v) { return linear(v[0], v[1], {}, Activation::GeluTanh); }, {x3, lw});
   Tensor gate = leaf({2, 3}, gen), up = leaf({2, 3}, gen);
   gradcheck([](const Inputs& v) { return swiglu(v[0], v[1]); }, {gate, up});
   Tensor head = leaf({6, 5}, gen);

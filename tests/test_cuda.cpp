@@ -188,6 +188,16 @@ TEST_CASE("the multi-tensor AdamW and Lion updates match the CPU") {
     return out;
   };
   std::vector<Tensor> pg = to_gpu(p), gg = to_gpu(g), mg = to_gpu(m), vg = to_gpu(v);
+  // Compute copies (cast_cached) of some parameters: the kernels write them too.
+  cast_cached(pg[1], kBFloat16);
+  cast_cached(pg[2], kFloat16);
+  auto check_copies = [&] {
+    for (size_t i : {1, 2}) {
+      const ComputeCopy& copy = *pg[i].impl()->compute_copy;
+      CHECK(copy.version == pg[i].version());
+      CHECK(values(copy.data) == values(pg[i].to(copy.data.dtype())));
+    }
+  };
   const AdamWStep step{1e-2, 0.9, 0.99, 1e-8, 0.1, 0.1, 0.01};
   adamw_update_(p, g, m, v, step);
   adamw_update_(pg, gg, mg, vg, step);
@@ -195,9 +205,11 @@ TEST_CASE("the multi-tensor AdamW and Lion updates match the CPU") {
     KT_CHECK_CLOSE(pg[i], values(p[i]), 1e-6);
     KT_CHECK_CLOSE(vg[i], values(v[i]), 1e-6);
   }
+  check_copies();
   lion_update_(p, g, m, {1e-2, 0.9, 0.99, 0.1});
   lion_update_(pg, gg, mg, {1e-2, 0.9, 0.99, 0.1});
   for (size_t i = 0; i < p.size(); ++i) KT_CHECK_CLOSE(pg[i], values(p[i]), 1e-6);
+  check_copies();
 }
 
 TEST_CASE("the memory pool's figures follow allocations") {
@@ -266,9 +278,14 @@ TEST_CASE("linear (cuBLASLt bias epilogue) matches the CPU; TF32 stays close") {
   for (DType dt : {kFloat32, kBFloat16, kFloat16, kFloat64}) {
     double tol = 2 * gpu_tolerance(dt);
     for (int64_t in : {1, 33, 768}) {
-      Tensor x = randn({2, 17, in}, gen, dt), w = randn({65, in}, gen, dt), b = randn({65}, gen, dt);
+      // 64 outputs: GELU in cuBLASLt's epilogue; 65: the pre-activation's leading dimension rules it out.
+      const int64_t out = in == 33 ? 64 : 65;
+      Tensor x = randn({2, 17, in}, gen, dt), w = randn({out, in}, gen, dt), b = randn({out}, gen, dt);
       compare("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, w, b}, tol);
       compare("linear no bias", [](auto& v) { return linear(v[0], v[1]); }, {x, w}, tol);
+      compare("linear gelu", [](auto& v) { return linear(v[0], v[1], v[2], Activation::GeluTanh); }, {x, w, b}, tol);
+      compare("linear gelu no bias", [](auto& v) { return linear(v[0], v[1], {}, Activation::GeluTanh); }, {x, w},
+              tol);
     }
   }
   Tensor x = randn({64, 512}, gen), w = randn({256, 512}, gen);

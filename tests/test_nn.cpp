@@ -204,6 +204,46 @@ TEST_CASE("a fused update of many tensors equals the updates one by one") {
   }
 }
 
+TEST_CASE("cast_cached keeps a parameter's low-precision copy; the fused updates write it") {
+  Generator gen(4);
+  Tensor p = randn({3, 70001}, gen).requires_grad_();  // spans two CUDA chunks
+  Tensor c1 = cast_cached(p, kBFloat16);
+  CHECK(c1.dtype() == kBFloat16);
+  CHECK(values(c1) == values(p.detach().to(kBFloat16)));
+  CHECK(cast_cached(p, kBFloat16).data_ptr() == c1.data_ptr());  // cast once, reused
+  CHECK(cast_cached(p, kFloat32).is_same(p));
+  // Differentiable: the gradient reaches the master weight in its dtype.
+  Tensor w = randn({3, 70001}, gen, kBFloat16);
+  sum(cast_cached(p, kBFloat16) * w).backward();
+  CHECK(p.grad().dtype() == kFloat32);
+  CHECK(values(p.grad()) == values(w.to(kFloat32)));
+  {  // A change to the parameter outside the optimizer is seen by the next cast.
+    NoGradGuard no_grad;
+    p.mul_(2.0);
+  }
+  CHECK(values(cast_cached(p, kBFloat16)) == values(p.detach().to(kBFloat16)));
+  // Non-leaf tensors are cast, never cached.
+  Tensor y = p * 1.0;
+  CHECK(values(cast_cached(y, kFloat16)) == values(y.detach().to(kFloat16)));
+  CHECK(y.impl()->compute_copy == nullptr);
+
+  // AdamW and Lion write the copy in the same pass as the weight: it is
+  // current without another cast.
+  Tensor q = randn({5}, gen).requires_grad_();
+  cast_cached(q, kFloat16);
+  Tensor m = zeros({3, 70001}), v = zeros({3, 70001}), mq = zeros({5}), vq = zeros({5});
+  Tensor g = randn({3, 70001}, gen), gq = randn({5}, gen);
+  adamw_update_({p, q}, {g, gq}, {m, mq}, {v, vq}, {1e-2, 0.9, 0.99, 1e-8, 0.1, 0.1, 0.01});
+  for (const Tensor& t : {p, q}) {
+    const ComputeCopy& copy = *t.impl()->compute_copy;
+    CHECK(copy.version == t.version());
+    CHECK(values(copy.data) == values(t.detach().to(copy.data.dtype())));
+  }
+  lion_update_({p}, {g}, {m}, {1e-2, 0.9, 0.99, 0.1});
+  CHECK(p.impl()->compute_copy->version == p.version());
+  CHECK(values(p.impl()->compute_copy->data) == values(p.detach().to(kBFloat16)));
+}
+
 TEST_CASE("Lion steps by the sign of the interpolated momentum") {
   Tensor p = tensor({1.0, -1.0, 0.5}, kFloat64).requires_grad_();
   optim::Lion opt({{{p}, 0.5}}, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99});

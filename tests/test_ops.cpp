@@ -575,6 +575,12 @@ TEST_CASE("linear is x weight^T + bias in one GEMM") {
     KT_CHECK_CLOSE(linear(x, w, b), values(matmul(x.to(kFloat64), w.to(kFloat64).t()) + b.to(kFloat64)), tol);
     KT_CHECK_CLOSE(linear(x, w), values(matmul(x.to(kFloat64), w.to(kFloat64).t())), tol);
     KT_CHECK_CLOSE(linear(x.transpose(0, 1), w, b), values(linear(x.transpose(0, 1).contiguous(), w, b)), 0);
+    // The GELU epilogue (tanh approximation), with and without the saved pre-activation.
+    std::vector<double> z = values(matmul(x.to(kFloat64), w.to(kFloat64).t()) + b.to(kFloat64));
+    for (double& v : z) v = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    KT_CHECK_CLOSE(linear(x, w, b, Activation::GeluTanh), z, tol);
+    Tensor xg = x.detach().clone().requires_grad_();
+    KT_CHECK_CLOSE(linear(xg, w, b, Activation::GeluTanh), z, tol);
   }
   // No input features: the output is the bias.
   Tensor b = randn({4}, gen);

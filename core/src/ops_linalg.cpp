@@ -57,7 +57,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation activation) {
   detail::check_defined(x, "linear", "input");
   detail::check_defined(weight, "linear", "weight");
   detail::check_same_device("linear", {x, weight, bias});
@@ -70,24 +70,37 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t in = weight.size(1), out_features = weight.size(0);
   Shape out_shape = x.sizes();
   out_shape.back() = out_features;
-  Tensor out = empty(out_shape, TensorOptions(x.dtype()).device(x.device()));
+  const TensorOptions options = TensorOptions(x.dtype()).device(x.device());
+  Tensor out = empty(out_shape, options);
+  const bool grad = autograd::any_requires_grad({x, weight, bias});
+  const bool gelu = activation == Activation::GeluTanh;
+  // The GELU's input, which its backward needs.
+  Tensor pre = gelu && grad ? empty(out_shape, options) : Tensor();
   Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   {
     autograd::NoGradGuard no_grad;
     // (rows, in) @ (in, out): the weight's transpose is a view cuBLASLt and BLAS read as is.
     const int64_t rows = out.numel() / std::max<int64_t>(out_features, 1);
-    KILN_DISPATCH(x.device(), matmul, out.reshape({1, rows, out_features}).buffer(),
-                  x.detach().reshape({1, rows, in}).buffer(), weight.detach().t().unsqueeze(0).buffer(),
-                  GemmOptions{settings().allow_tf32, b.defined() ? b.buffer() : Buffer{}});
+    auto as_rows = [&](const Tensor& t) { return t.reshape({1, rows, out_features}).buffer(); };
+    GemmOptions gemm{settings().allow_tf32, b.defined() ? b.buffer() : Buffer{}, gelu,
+                     pre.defined() ? as_rows(pre) : Buffer{}};
+    KILN_DISPATCH(x.device(), matmul, as_rows(out), x.detach().reshape({1, rows, in}).buffer(),
+                  weight.detach().t().unsqueeze(0).buffer(), gemm);
   }
-  if (autograd::any_requires_grad({x, weight, bias}))
+  if (grad)
     autograd::record("linear", out, {x, weight, bias},
-                     [sx = save(x, "linear"), sw = save(weight, "linear"), in, out_features](const Tensor& g,
-                                                                                              const Needs& nd) {
-                       Tensor g2 = g.reshape({-1, out_features});
-                       return Grads{nd[0] ? matmul(g, sw.get()) : Tensor(),
-                                    nd[1] ? matmul(g2.t(), sx.get().reshape({-1, in})) : Tensor(),
-                                    nd[2] ? sum(g2, {0}) : Tensor()};
+                     [sx = save(x, "linear"), sw = save(weight, "linear"), pre, in, out_features](const Tensor& g,
+                                                                                                   const Needs& nd) {
+                       Tensor d = g;
+                       if (pre.defined()) {  // through the GELU first
+                         d = empty_like(pre);
+                         KILN_DISPATCH(d.device(), binary, BinaryOp::GeluTanhGrad, d.buffer(), g.buffer(),
+                                       pre.buffer());
+                       }
+                       Tensor d2 = d.reshape({-1, out_features});
+                       return Grads{nd[0] ? matmul(d, sw.get()) : Tensor(),
+                                    nd[1] ? matmul(d2.t(), sx.get().reshape({-1, in})) : Tensor(),
+                                    nd[2] ? sum(d2, {0}) : Tensor()};
                      });
   return out;
 }

@@ -68,6 +68,28 @@ void bump(const std::vector<std::vector<Tensor>>& lists) {
     for (const Tensor& t : list) t.storage()->bump_version();
 }
 
+// The compute copies (cast_cached) of the parameters, for the kernel to write;
+// an empty Buffer for a parameter without one.
+std::vector<Buffer> copies_of(const std::vector<Tensor>& p) {
+  std::vector<Buffer> out;
+  for (const Tensor& t : p) {
+    const ComputeCopy* c = t.impl()->compute_copy.get();
+    out.push_back(c ? c->data.buffer() : Buffer{});
+  }
+  return out;
+}
+
+// After the update: each copy holds its parameter's new version.
+void mark_copies_current(const std::vector<Tensor>& p) {
+  for (const Tensor& t : p) {
+    if (ComputeCopy* c = t.impl()->compute_copy.get()) {
+      c->data.storage()->bump_version();
+      c->source = t.storage().get();
+      c->version = t.storage()->version();
+    }
+  }
+}
+
 }  // namespace
 
 void adamw_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
@@ -76,8 +98,9 @@ void adamw_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, c
   std::vector<Tensor> grads;
   std::vector<std::vector<Buffer>> state;
   std::vector<Buffer> params = checked_lists("adamw_update", p, g, {m, v}, grads, state);
-  KILN_DISPATCH(p[0].device(), adamw_update, params, buffers_of(grads), state[0], state[1], step);
+  KILN_DISPATCH(p[0].device(), adamw_update, params, buffers_of(grads), state[0], state[1], copies_of(p), step);
   bump({p, m, v});
+  mark_copies_current(p);
 }
 
 void lion_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
@@ -86,8 +109,9 @@ void lion_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, co
   std::vector<Tensor> grads;
   std::vector<std::vector<Buffer>> state;
   std::vector<Buffer> params = checked_lists("lion_update", p, g, {m}, grads, state);
-  KILN_DISPATCH(p[0].device(), lion_update, params, buffers_of(grads), state[0], step);
+  KILN_DISPATCH(p[0].device(), lion_update, params, buffers_of(grads), state[0], copies_of(p), step);
   bump({p, m});
+  mark_copies_current(p);
 }
 
 void adamw_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& step) {

@@ -67,7 +67,7 @@ ParallelMLP::ParallelMLP(const nn::TransformerOptions& o, ProcessGroup& g, Gener
 }
 
 Tensor ParallelMLP::forward(const Tensor& x) const {
-  return dropout->forward(c_proj->forward(gelu(c_fc->forward(x), "tanh")));
+  return dropout->forward(c_proj->forward(c_fc->forward(x, false, Activation::GeluTanh)));
 }
 
 ParallelBlock::ParallelBlock(const nn::TransformerOptions& o, ProcessGroup& g, Generator* init_gen,
@@ -186,12 +186,12 @@ Tensor ParallelGPT::loss_from_hidden(const Tensor& hidden, const Tensor& targets
              slices > 1 ? " / tp" : "", fmt::join(hidden.sizes(), ", "), fmt::join(targets.sizes(), ", "));
   // The head reads this rank's rows of the real vocabulary, for the whole sequence.
   const int64_t rows = std::min(wte->weight.size(0), config_.vocab_size - wte->vocab_start());
-  Tensor head = wte->weight.narrow(0, 0, rows);
+  Tensor head = cast_cached(wte->weight, hidden.dtype()).narrow(0, 0, rows);
   if (state_->tp() == 1)  // the whole vocabulary here: the fused head and loss
-    return linear_cross_entropy(hidden.reshape({-1, config_.n_embd}), head.to(hidden.dtype()), targets.reshape({-1}));
+    return linear_cross_entropy(hidden.reshape({-1, config_.n_embd}), head, targets.reshape({-1}));
   Tensor x = sequence_parallel_ ? gather_from_sequence(hidden, *state_->tp_group())
                                 : copy_to_group(hidden, *state_->tp_group());
-  Tensor logits = matmul(x, head.to(x.dtype()).t());
+  Tensor logits = matmul(x, head.t());
   return vocab_parallel_cross_entropy(logits.reshape({-1, rows}), targets.reshape({-1}), wte->vocab_start(),
                                       *state_->tp_group());
 }

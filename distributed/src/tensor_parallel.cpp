@@ -214,12 +214,13 @@ ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, Proce
   if (o.bias) bias = register_parameter("bias", b);
 }
 
-Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output) const {
+Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output, Activation activation) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
              fmt::join(x.sizes(), ", "));
   Tensor in = options_.sequence_parallel ? gather_from_sequence(x, *group_) : copy_to_group(x, *group_);
-  Tensor y = linear(in, weight.to(x.dtype()), bias.defined() ? bias.to(x.dtype()) : Tensor());
+  Tensor y = linear(in, cast_cached(weight, x.dtype()), bias.defined() ? cast_cached(bias, x.dtype()) : Tensor(),
+                    activation);
   return gather_output ? gather_from_group(y, -1, *group_) : y;
 }
 
@@ -236,10 +237,10 @@ Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == in, "[RowParallelLinear] expects input (..., {}), got shape [{}]", in,
              fmt::join(x.sizes(), ", "));
   Tensor local = input_is_parallel ? x : scatter_to_group(x, -1, *group_);
-  Tensor partial = matmul(local, weight.to(x.dtype()).t());
+  Tensor partial = matmul(local, cast_cached(weight, x.dtype()).t());
   Tensor y = options_.sequence_parallel ? reduce_scatter_to_sequence(partial, *group_)
                                         : reduce_from_group(partial, *group_);
-  return bias.defined() ? y + bias.to(x.dtype()) : y;
+  return bias.defined() ? y + cast_cached(bias, x.dtype()) : y;
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group,

@@ -84,7 +84,7 @@ Tensor GPT::hidden(const Tensor& idx, std::vector<KVCache>* caches) const {
 
 Tensor GPT::head_weight(DType dtype) const {
   // The tied head reads only the real vocabulary rows.
-  return wte->weight.narrow(0, 0, config_.vocab_size).to(dtype);
+  return cast_cached(wte->weight, dtype).narrow(0, 0, config_.vocab_size);
 }
 
 Tensor GPT::forward(const Tensor& idx, std::vector<KVCache>* caches) const {

@@ -23,13 +23,14 @@ void Linear::reset_parameters(Generator& gen) {
   if (bias.defined()) init::uniform_(bias, -bound, bound, gen);
 }
 
-Tensor Linear::forward(const Tensor& x) const {
+Tensor Linear::forward(const Tensor& x, Activation activation) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[Linear] expects input (..., {}), got shape [{}]", options_.in_features, fmt::join(x.sizes(), ", "));
   // Mixed precision: float32 master weights meet bfloat16 activations in the
   // activations' dtype; the cast is differentiable, so gradients reach the
-  // master weights in float32.
-  return linear(x, weight.to(x.dtype()), bias.defined() ? bias.to(x.dtype()) : Tensor());
+  // master weights in float32, and cached (the optimizer writes it).
+  return linear(x, cast_cached(weight, x.dtype()), bias.defined() ? cast_cached(bias, x.dtype()) : Tensor(),
+                activation);
 }
 
 }  // namespace kiln::nn

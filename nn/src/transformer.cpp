@@ -71,7 +71,7 @@ MLP::MLP(const TransformerOptions& o, Generator& gen) {
 }
 
 Tensor MLP::forward(const Tensor& x) const {
-  return dropout->forward(c_proj->forward(gelu(c_fc->forward(x), "tanh")));
+  return dropout->forward(c_proj->forward(c_fc->forward(x, Activation::GeluTanh)));
 }
 
 Block::Block(const TransformerOptions& o, Generator& gen) {

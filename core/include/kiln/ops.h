@@ -122,9 +122,13 @@ Tensor squared_norms(const std::vector<Tensor>& tensors);
 // --- linear algebra ----------------------------------------------------------------
 // torch.matmul semantics: 1-D vectors, 2-D matrices, batched with broadcast batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
-// y = x weight^T + bias with x (..., in), weight (out, in), bias (out) or
-// undefined, one dtype: one GEMM with the bias in its epilogue.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+// What linear applies to its result in the same pass.
+enum class Activation { None, GeluTanh };
+// y = act(x weight^T + bias) with x (..., in), weight (out, in), bias (out) or
+// undefined, one dtype: one GEMM with the bias and the activation in its
+// epilogue (GeluTanh: gelu(., "tanh"), GPT-2's MLP; the pre-activation is kept
+// for backward only when a gradient is needed).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, Activation activation = Activation::None);
 
 // --- joining, splitting, indexing ------------------------------------------------
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
@@ -198,10 +202,18 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options = {});
 
+// --- mixed precision -----------------------------------------------------------------
+// param.to(dtype), differentiable, with the cast kept beside the parameter (a
+// leaf) and redone only after the parameter changes: a float32 master weight
+// is cast once per optimizer step, not once per forward. The fused optimizer
+// updates write the copy in the same pass as the weight, so it is never
+// redone at all. Non-leaf tensors are simply cast.
+Tensor cast_cached(const Tensor& param, DType dtype);
+
 // --- fused optimizer updates (in place, not recorded) -----------------------------
 // p, m, v: contiguous float32 or float64 master weights and state; g: a gradient
 // of p's shape in any floating dtype. One pass over memory (kernel_api.inc has
-// the update rules).
+// the update rules), which also refreshes p's cast_cached copy when it has one.
 void adamw_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& step);
 void lion_update_(Tensor& p, const Tensor& g, Tensor& m, const LionStep& step);
 // The same updates of many tensors at once (one launch on CUDA): lists of one

@@ -169,6 +169,14 @@ struct AutogradMeta {
   std::vector<GradHook> post_accumulate_hooks;
 };
 
+// A parameter's low-precision copy for compute (cast_cached): `data` holds the
+// parameter's values as of `source`'s version `version`.
+struct ComputeCopy {
+  Tensor data;
+  const Storage* source = nullptr;
+  uint32_t version = 0;
+};
+
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape sizes;
@@ -177,6 +185,7 @@ struct TensorImpl {
   DType dtype = kFloat32;
   bool is_view = false;
   std::unique_ptr<AutogradMeta> autograd;
+  std::unique_ptr<ComputeCopy> compute_copy;
 
   AutogradMeta& meta() {
     if (!autograd) autograd = std::make_unique<AutogradMeta>();

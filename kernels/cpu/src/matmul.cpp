@@ -60,6 +60,15 @@ void add_bias(const Buffer& out, const Buffer& bias) {
   });
 }
 
+namespace {
+// The GELU epilogue on a finished product (+ bias): pre-activation kept if asked for.
+void gelu_epilogue(const Buffer& out, const GemmOptions& options) {
+  if (!options.gelu_tanh) return;
+  if (options.pre_activation.data) copy(options.pre_activation, out);
+  unary(UnaryOp::GeluTanh, out, out, 0, 0);
+}
+}  // namespace
+
 void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptions& options) {
   const int64_t batch = out.sizes[0], m = out.sizes[1], n = out.sizes[2], k = a.sizes[2];
   visit_numeric(out.dtype, "matmul", [&](auto tag) {
@@ -70,7 +79,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = 0; j < n; ++j) c[p * out.strides[0] + i * out.strides[1] + j * out.strides[2]] = T(0);
       if (options.bias.data) add_bias<T>(out, options.bias);
-      return;
+      return gelu_epilogue(out, options);
     }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       std::vector<T> sa, sb;
@@ -83,6 +92,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
         gemm<T>(la.trans, lb.trans, m, n, k, pa, la.ld, pb, lb.ld, pc, out.strides[1]);
       }
       if (options.bias.data) add_bias<T>(out, options.bias);
+      gelu_epilogue(out, options);
     } else if constexpr (std::is_floating_point_v<acc_t<T>>) {
       // 16-bit floats: widen to float32, multiply with SGEMM (float32
       // accumulation, as on the GPU), round the result once.
@@ -102,7 +112,7 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
       bc.data = fc.data();
       copy(ba, a);
       copy(bb, b);
-      matmul(bc, ba, bb, options);  // the bias added in float32, before rounding once
+      matmul(bc, ba, bb, options);  // bias and GELU applied in float32, before rounding once
       copy(out, bc);
     } else {
       using Acc = int64_t;

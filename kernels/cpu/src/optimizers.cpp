@@ -9,7 +9,19 @@ namespace kiln::kernels::cpu {
 
 namespace {
 
-void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const AdamWStep& s) {
+// Writes the updated parameters [lo, hi) into their low-precision copy, if any.
+template <typename P>
+void write_copy(const Buffer& copy, const P* p, int64_t lo, int64_t hi) {
+  if (!copy.data) return;
+  visit_floating(copy.dtype, "optimizer copy", [&](auto ctag) {
+    using C = decltype(ctag);
+    C* c = copy.ptr<C>();
+    for (int64_t i = lo; i < hi; ++i) c[i] = C(p[i]);
+  });
+}
+
+void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const Buffer& copy,
+               const AdamWStep& s) {
   visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
@@ -27,11 +39,12 @@ void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& 
         vp[i] = b2 * vp[i] + (P(1) - b2) * gi * gi;
         pp[i] -= step * (mp[i] / (std::sqrt(vp[i]) / root_bc2 + eps));
       }
+      write_copy(copy, pp, lo, hi);
     });
   });
 }
 
-void lion_one(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep& s) {
+void lion_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& copy, const LionStep& s) {
   visit_master(p.dtype, g.dtype, "lion_update", [&](auto ptag, auto gtag) {
     using P = decltype(ptag);
     using G = decltype(gtag);
@@ -46,6 +59,7 @@ void lion_one(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep&
         pp[i] = pp[i] * decay - lr * P((c > 0) - (c < 0));
         mp[i] = b2 * mp[i] + (P(1) - b2) * gi;
       }
+      write_copy(copy, pp, lo, hi);
     });
   });
 }
@@ -53,13 +67,13 @@ void lion_one(const Buffer& p, const Buffer& g, const Buffer& m, const LionStep&
 }  // namespace
 
 void adamw_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
-                  const std::vector<Buffer>& v, const AdamWStep& step) {
-  for (size_t i = 0; i < p.size(); ++i) adamw_one(p[i], g[i], m[i], v[i], step);
+                  const std::vector<Buffer>& v, const std::vector<Buffer>& copy, const AdamWStep& step) {
+  for (size_t i = 0; i < p.size(); ++i) adamw_one(p[i], g[i], m[i], v[i], copy[i], step);
 }
 
 void lion_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, const std::vector<Buffer>& m,
-                 const LionStep& step) {
-  for (size_t i = 0; i < p.size(); ++i) lion_one(p[i], g[i], m[i], step);
+                 const std::vector<Buffer>& copy, const LionStep& step) {
+  for (size_t i = 0; i < p.size(); ++i) lion_one(p[i], g[i], m[i], copy[i], step);
 }
 
 }  // namespace kiln::kernels::cpu

@@ -1,6 +1,6 @@
 // Batched matmul: cuBLASLt for float32 (float32 compute, or TF32 tensor cores
 // when allowed), float64, bfloat16 and float16 (float32 accumulation), with
-// the bias added in cuBLASLt's epilogue; a plain kernel for integers.
+// the bias and GELU in cuBLASLt's epilogue; a plain kernel for integers.
 // Row-major C = A B is computed as column-major C^T = B^T A^T, so a row-major
 // operand passes untransposed and a column-major one transposed; an operand
 // with neither layout is copied first. One handle and one 32 MiB workspace
@@ -104,6 +104,78 @@ Operand prepare(const Buffer& x, int device) {
   return {dense.data, {true, false, cols < 1 ? 1 : cols}, rows * cols, dense.data};
 }
 
+// Which parts of the epilogue cuBLASLt applies.
+struct Epilogue {
+  bool bias = false, gelu = false;
+};
+
+// out = op(A) op(B) through cuBLASLt with the epilogue `e`; false when it
+// finds no algorithm for this combination.
+bool lt_matmul(const Buffer& out, const Operand& A, const Operand& B, int64_t batch, int64_t m, int64_t n, int64_t k,
+               const GemmOptions& options, const Epilogue& e) {
+  LtDevice& d = lt(out.device.index);
+  const cudaDataType_t type = data_type(out.dtype);
+  const bool f64 = out.dtype == DType::Float64;
+  Descriptors desc;
+  const cublasComputeType_t compute = f64                                                 ? CUBLAS_COMPUTE_64F
+                                      : out.dtype == DType::Float32 && options.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                                          : CUBLAS_COMPUTE_32F;
+  check(cublasLtMatmulDescCreate(&desc.op, compute, f64 ? CUDA_R_64F : CUDA_R_32F), "desc");
+  const Buffer& pre = options.pre_activation;
+  const cublasLtEpilogue_t epilogue = !e.gelu ? (e.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT)
+                                      : pre.data ? (e.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                                                 : (e.bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+        "epilogue");
+  if (e.bias) {
+    // Column-major C^T has the n output features as rows: the bias is per row.
+    const void* bias = options.bias.data;
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof(type)),
+          "bias type");
+  }
+  if (e.gelu && pre.data) {
+    // The pre-activation is laid out like C^T: (n, m) column-major per batch.
+    const void* aux = pre.data;
+    const int64_t ld = pre.strides[1], stride = pre.strides[0];
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)), "aux");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)), "aux ld");
+    if (batch > 1)
+      check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, &stride,
+                                           sizeof(stride)),
+            "aux batch stride");
+  }
+  // Column-major C^T (n, m) = op(B) (n, k) * op(A) (k, m).
+  cublasOperation_t tb = B.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t ta = A.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof(tb)), "transa");
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof(ta)), "transb");
+  // Stored shapes: row-major (k, n) B is column-major (n, k); a transposed one is stored (k, n).
+  desc.a = B.layout.transposed ? layout(type, k, n, B.layout.ld, batch, B.batch_stride)
+                               : layout(type, n, k, B.layout.ld, batch, B.batch_stride);
+  desc.b = A.layout.transposed ? layout(type, m, k, A.layout.ld, batch, A.batch_stride)
+                               : layout(type, k, m, A.layout.ld, batch, A.batch_stride);
+  desc.c = layout(type, n, m, out.strides[1], batch, out.strides[0]);
+  check(cublasLtMatmulPreferenceCreate(&desc.pref), "preference");
+  size_t ws = kWorkspaceBytes;
+  check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+        "workspace");
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(d.handle, desc.op, desc.a, desc.b, desc.c, desc.c,
+                                                               desc.pref, 1, &heuristic, &found);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && found == 0)) return false;
+  check(status, "heuristic");
+  const double alpha64 = 1.0, beta64 = 0.0;
+  const float alpha32 = 1.0f, beta32 = 0.0f;
+  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta = f64 ? static_cast<const void*>(&beta64) : &beta32;
+  check(cublasLtMatmul(d.handle, desc.op, alpha, B.ptr, desc.a, A.ptr, desc.b, beta, out.data, desc.c, out.data,
+                       desc.c, &heuristic.algo, d.workspace, kWorkspaceBytes, current_stream()),
+        "cublasLtMatmul");
+  return true;
+}
+
 template <typename T, typename A>
 __global__ void integer_matmul_kernel(T* c, const T* a, const T* b, int64_t batch, int64_t m, int64_t n, int64_t k,
                                       int64_t sa0, int64_t sa1, int64_t sa2, int64_t sb0, int64_t sb1, int64_t sb2) {
@@ -132,9 +204,9 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
     rows.strides[2] = 1;
     return rows;
   };
-  if (k == 0) return options.bias.data ? copy(out, bias_rows()) : fill(out, 0.0);
   if (out.dtype == DType::Int32 || out.dtype == DType::Int64) {
-    if (options.bias.data) fail("matmul", "a bias is added to floating matmuls only");
+    if (options.bias.data || options.gelu_tanh) fail("matmul", "a bias or GELU is applied to floating matmuls only");
+    if (k == 0) return fill(out, 0.0);
     visit_index(out.dtype, "matmul", [&](auto tag) {
       using T = decltype(tag);
       integer_matmul_kernel<T, int64_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
@@ -144,59 +216,34 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
     });
     return;
   }
-  const int device = out.device.index;
-  LtDevice& d = lt(device);
-  const cudaDataType_t type = data_type(out.dtype);
-  const bool f64 = out.dtype == DType::Float64;
-  Operand A = prepare(a, device), B = prepare(b, device);
-  Descriptors desc;
-  const cublasComputeType_t compute = f64                                                 ? CUBLAS_COMPUTE_64F
-                                      : out.dtype == DType::Float32 && options.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                                          : CUBLAS_COMPUTE_32F;
-  check(cublasLtMatmulDescCreate(&desc.op, compute, f64 ? CUDA_R_64F : CUDA_R_32F), "desc");
-  // float64 GEMMs add the bias afterwards (cuBLASLt's bias epilogue is for the float types).
-  const bool epilogue_bias = options.bias.data && !f64;
-  if (epilogue_bias) {
-    // Column-major C^T has the n output features as rows: the bias is per row.
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    const void* bias = options.bias.data;
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
-          "epilogue");
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "bias");
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof(type)),
-          "bias type");
+  // The epilogue does what it can: the bias for the float types (16-byte
+  // aligned), GELU where cuBLASLt can also store the pre-activation (its leading
+  // dimension and batch stride multiples of 8); the rest follows as kernels.
+  const Buffer& pre = options.pre_activation;
+  Epilogue e;
+  if (k == 0) {
+    fill(out, 0.0);
+  } else {
+    const int device = out.device.index;
+    const bool f64 = out.dtype == DType::Float64;
+    Operand A = prepare(a, device), B = prepare(b, device);
+    e.bias = options.bias.data && !f64 && aligned16(options.bias.data);
+    e.gelu = options.gelu_tanh && !f64 &&
+             (!pre.data || (aligned16(pre.data) && pre.strides[1] % 8 == 0 && (batch == 1 || pre.strides[0] % 8 == 0)));
+    bool done = lt_matmul(out, A, B, batch, m, n, k, options, e);
+    if (!done && e.gelu) {  // retry with GELU as a kernel
+      e.gelu = false;
+      done = lt_matmul(out, A, B, batch, m, n, k, options, e);
+    }
+    if (A.scratch) deallocate(A.scratch, device);
+    if (B.scratch) deallocate(B.scratch, device);
+    if (!done) fail("matmul", "cuBLASLt found no algorithm for these shapes");
   }
-  // Column-major C^T (n, m) = op(B) (n, k) * op(A) (k, m).
-  cublasOperation_t tb = B.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasOperation_t ta = A.layout.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof(tb)), "transa");
-  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof(ta)), "transb");
-  // Stored shapes: row-major (k, n) B is column-major (n, k); a transposed one is stored (k, n).
-  desc.a = B.layout.transposed ? layout(type, k, n, B.layout.ld, batch, B.batch_stride)
-                               : layout(type, n, k, B.layout.ld, batch, B.batch_stride);
-  desc.b = A.layout.transposed ? layout(type, m, k, A.layout.ld, batch, A.batch_stride)
-                               : layout(type, k, m, A.layout.ld, batch, A.batch_stride);
-  desc.c = layout(type, n, m, out.strides[1], batch, out.strides[0]);
-  check(cublasLtMatmulPreferenceCreate(&desc.pref), "preference");
-  size_t ws = kWorkspaceBytes;
-  check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
-        "workspace");
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  check(cublasLtMatmulAlgoGetHeuristic(d.handle, desc.op, desc.a, desc.b, desc.c, desc.c, desc.pref, 1, &heuristic,
-                                       &found),
-        "heuristic");
-  if (found == 0) fail("matmul", "cuBLASLt found no algorithm for these shapes");
-  const double alpha64 = 1.0, beta64 = 0.0;
-  const float alpha32 = 1.0f, beta32 = 0.0f;
-  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : &alpha32;
-  const void* beta = f64 ? static_cast<const void*>(&beta64) : &beta32;
-  check(cublasLtMatmul(d.handle, desc.op, alpha, B.ptr, desc.a, A.ptr, desc.b, beta, out.data, desc.c, out.data,
-                       desc.c, &heuristic.algo, d.workspace, kWorkspaceBytes, current_stream()),
-        "cublasLtMatmul");
-  if (A.scratch) deallocate(A.scratch, device);
-  if (B.scratch) deallocate(B.scratch, device);
-  if (options.bias.data && !epilogue_bias) binary(BinaryOp::Add, out, out, bias_rows());
+  if (options.bias.data && !e.bias) binary(BinaryOp::Add, out, out, bias_rows());
+  if (options.gelu_tanh && !e.gelu) {
+    if (pre.data) copy(pre, out);
+    unary(UnaryOp::GeluTanh, out, out, 0, 0);
+  }
 }
 
 }  // namespace kiln::kernels::cuda

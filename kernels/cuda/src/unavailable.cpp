@@ -89,10 +89,11 @@ void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"
 void scatter_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter_add"); }
 
 void adamw_update(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&,
-                  const std::vector<Buffer>&, const AdamWStep&) {
+                  const std::vector<Buffer>&, const std::vector<Buffer>&, const AdamWStep&) {
   missing("adamw_update");
 }
-void lion_update(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&, const LionStep&) {
+void lion_update(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&,
+                 const std::vector<Buffer>&, const LionStep&) {
   missing("lion_update");
 }
 

@@ -22,6 +22,7 @@
 
 #include "kiln/dist/process_group.h"
 #include "kiln/nn/module.h"
+#include "kiln/ops.h"
 #include "kiln/random.h"
 
 namespace kiln::dist {
@@ -82,8 +83,9 @@ class ColumnParallelLinear : public nn::Module {
   // weight and keeps its rows); with gen null, left for the caller to load
   // (ParallelGPT copies in its shards of a whole model).
   ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
-  // x (..., in) -> (..., out / ranks), or (..., out) gathered on every rank.
-  Tensor forward(const Tensor& x, bool gather_output = false) const;
+  // x (..., in) -> (..., out / ranks), or (..., out) gathered on every rank;
+  // the activation applied to this rank's columns in the GEMM's epilogue.
+  Tensor forward(const Tensor& x, bool gather_output = false, Activation activation = Activation::None) const;
   ShardSpec weight_spec() const { return {0, options_.segments}; }
   ShardSpec bias_spec() const { return {0, options_.segments}; }
 

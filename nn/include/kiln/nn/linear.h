@@ -3,6 +3,7 @@
 // (weight and bias uniform in +-1/sqrt(in_features)).
 
 #include "kiln/nn/module.h"
+#include "kiln/ops.h"
 #include "kiln/random.h"
 
 namespace kiln::nn {
@@ -19,8 +20,9 @@ class Linear : public Module {
  public:
   explicit Linear(const LinearOptions& options, Generator& gen = default_generator());
   // x (..., in_features) -> (..., out_features), in x's dtype (the parameters
-  // are cast when they differ: mixed precision).
-  Tensor forward(const Tensor& x) const;
+  // are cast when they differ: mixed precision), the activation applied in
+  // the same pass.
+  Tensor forward(const Tensor& x, Activation activation = Activation::None) const;
   void reset_parameters(Generator& gen);
 
   Tensor weight;  // (out_features, in_features)

@@ -13,6 +13,12 @@ struct GemmOptions {
   // accumulation precision before the result is rounded (cuBLASLt's bias
   // epilogue on CUDA). bias is contiguous, of out's dtype.
   Buffer bias;
+  // When gelu_tanh: out = gelu_tanh(a @ b (+ bias)), GPT-2's tanh
+  // approximation, computed from the unrounded sum (cuBLASLt's GELU epilogue on
+  // CUDA). When pre_activation.data is set too, it receives a @ b (+ bias),
+  // with out's shape and dtype, for the backward.
+  bool gelu_tanh = false;
+  Buffer pre_activation;
 };
 
 }  // namespace kiln
