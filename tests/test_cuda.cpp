@@ -373,7 +373,8 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
     int64_t B, Hq, Hkv, Tq, Tk, D;
   };
   for (const Case& c : {Case{2, 4, 2, 100, 100, 64}, Case{1, 8, 2, 37, 129, 128}, Case{1, 2, 2, 130, 70, 80},
-                        Case{3, 2, 1, 1, 300, 32}, Case{1, 1, 1, 65, 65, 256}})
+                        Case{3, 2, 1, 1, 300, 32}, Case{1, 1, 1, 65, 65, 256}, Case{1, 2, 1, 150, 70, 64},
+                        Case{2, 4, 1, 3, 300, 128}})
     for (DType dt : {kFloat32, kBFloat16, kFloat16})
       for (bool causal : {false, true}) {
         INFO("D " << c.D << " Tq " << c.Tq << " Tk " << c.Tk << " causal " << causal << " " << dtype_name(dt));
@@ -381,6 +382,33 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
           return scaled_dot_product_attention(v[0], v[1], v[2], {.causal = causal});
         }, {randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt),
             randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt)}, 2 * gpu_tolerance(dt));
+      }
+  // The tensor-core kernels (bfloat16/float16, D 64 and 128) against the float64
+  // CPU reference on the same rounded inputs: output, logsumexp, dQ, dK, dV.
+  for (const Case& c : {Case{1, 4, 2, 129, 200, 64}, Case{2, 2, 2, 64, 64, 128}, Case{1, 2, 1, 150, 70, 128}})
+    for (DType dt : {kBFloat16, kFloat16})
+      for (bool causal : {false, true}) {
+        INFO("D " << c.D << " Tq " << c.Tq << " Tk " << c.Tk << " causal " << causal << " " << dtype_name(dt));
+        Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt);
+        Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, kFloat64);
+        std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
+                                   v.to(kFloat64).requires_grad_()};
+        std::vector<Tensor> dev = {q.to(kGpu).requires_grad_(), k.to(kGpu).requires_grad_(),
+                                   v.to(kGpu).requires_grad_()};
+        AttentionOutput r = scaled_dot_product_attention_with_lse(ref[0], ref[1], ref[2], {.causal = causal});
+        AttentionOutput d = scaled_dot_product_attention_with_lse(dev[0], dev[1], dev[2], {.causal = causal});
+        KT_CHECK_CLOSE(d.out, values(r.out), gpu_tolerance(dt));
+        std::vector<double> lr = values(r.lse), ld = values(d.lse);
+        for (size_t i = 0; i < lr.size(); ++i) {
+          if (std::isinf(lr[i])) CHECK((std::isinf(ld[i]) && ld[i] < 0));
+          else CHECK(ld[i] == Approx(lr[i]).margin(2e-2));
+        }
+        sum(r.out * w).backward();
+        sum(d.out * w.to(kGpu, dt)).backward();
+        for (int i = 0; i < 3; ++i) {
+          INFO("gradient " << "qkv"[i]);
+          KT_CHECK_CLOSE(dev[i].grad(), values(ref[i].grad()), 2 * gpu_tolerance(dt));
+        }
       }
   // Deterministic backward: the same gradients bit for bit.
   Tensor q = randn({1, 4, 200, 64}, gen, kBFloat16).to(kGpu).requires_grad_();

@@ -1,6 +1,7 @@
-// Fused attention, FlashAttention's algorithm on CUDA cores (no tensor-core
-// instructions yet): the correct, general kernel that any head dim up to 256
-// runs on, and the reference for faster ones.
+// Fused attention, FlashAttention's algorithm on CUDA cores: the correct,
+// general kernel that any dtype and head dim up to 256 runs on, and the
+// reference for the tensor-core kernels (attention_mma.cu), which take
+// bfloat16/float16 with head dims 64 and 128.
 //
 // Forward: a block takes 64 query rows of one (batch, head), one thread per
 // row holding its query and output accumulator in registers; tiles of keys
@@ -13,6 +14,7 @@
 
 #include <cfloat>
 
+#include "attention_mma.h"
 #include "common.cuh"
 #include "kiln/kernels/cuda.h"
 
@@ -248,6 +250,7 @@ void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buff
   const AttnShape s = shape_of(q, k, causal, scale);
   const int64_t B = q.sizes[0];
   if (q.numel() == 0) return;
+  if (attention_mma_applies(q, k, v, out)) return attention_mma_forward(out, lse, q, k, v, causal, scale);
   // x: (batch, head) pairs (up to 2^31 - 1), y: tiles of 64 rows (up to 65535).
   const dim3 grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
   visit_floating(q.dtype, "attention", [&](auto tag) {
@@ -273,11 +276,14 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
   }
   const int device = q.device.index;
   auto* delta = static_cast<float*>(allocate(static_cast<size_t>(rows) * sizeof(float), device));
+  const bool mma = attention_mma_applies(q, k, v, dout) && aligned16(dq.data) && aligned16(dk.data) &&
+                   aligned16(dv.data) && aligned16(out.data);
   visit_floating(q.dtype, "attention_backward", [&](auto tag) {
     using T = decltype(tag);
     row_dot_kernel<T><<<blocks_for(rows), kThreads, 0, current_stream()>>>(delta, dout.ptr<T>(), out.ptr<T>(), rows,
                                                                           s.D);
     check_launch("row_dot_kernel");
+    if (mma) return attention_mma_backward(dq, dk, dv, dout, q, k, v, lse, delta, causal, scale);
     with_head_dim(s.D, [&](auto kd) {
       constexpr int kD = decltype(kd)::value;
       const dim3 q_grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
