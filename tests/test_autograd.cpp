@@ -114,6 +114,8 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   Tensor x = leaf({3, 5}, gen), x3 = leaf({2, 3, 4}, gen);
   gradcheck([](const Inputs& v) { return softmax(v[0], 1); }, {x});
   gradcheck([](const Inputs& v) { return softmax(v[0], 0); }, {x3});
+  gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {x3});               // Tq 3 < Tk 4
+  gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {leaf({2, 5, 3}, gen)});  // Tq 5 > Tk 3
   gradcheck([](const Inputs& v) { return log_softmax(v[0], -1); }, {x3});
   gradcheck([](const Inputs& v) { return log_softmax(v[0], 1); }, {x3});
   Tensor w = leaf({4}, gen), b = leaf({4}, gen), w2 = leaf({3, 4}, gen);

@@ -153,6 +153,8 @@ TEST_CASE("softmax, norms and cross-entropy match the CPU, forward and backward"
     for (int64_t C : {1, 7, 64, 769}) {
       Tensor x = randn({5, C}, gen, dt) * 3.0;
       compare("softmax", [](auto& v) { return softmax(v[0], -1); }, {x}, tol);
+      compare("causal_softmax", [](auto& v) { return causal_softmax(v[0]); }, {x}, tol);
+      compare("causal_softmax, more queries", [](auto& v) { return causal_softmax(v[0].t()); }, {x}, tol);
       compare("log_softmax dim 0", [](auto& v) { return log_softmax(v[0], 0); }, {x}, tol);
       Tensor w = randn({C}, gen, dt), b = randn({C}, gen, dt);
       compare("layer_norm", [C](auto& v) { return layer_norm(v[0], {C}, v[1], v[2]); }, {x, w, b}, tol);

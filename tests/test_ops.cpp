@@ -393,6 +393,25 @@ TEST_CASE("index_select, gather, embedding") {
   CHECK(values(e[1][1]) == std::vector<double>{3, 4, 5});
 }
 
+TEST_CASE("causal_softmax masks keys after each query's last, bottom-right") {
+  Generator gen(81);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16})
+    for (auto [Tq, Tk] : {std::pair<int64_t, int64_t>{5, 5}, {3, 7}, {7, 3}, {1, 9}}) {
+      INFO(dtype_name(dt) << " Tq " << Tq << " Tk " << Tk);
+      Tensor x = randn({2, 3, Tq, Tk}, gen, dt) * 3.0;
+      std::vector<double> xv = values(x), expect;
+      for (int64_t row = 0; row < 2 * 3 * Tq; ++row) {
+        const int64_t i = row % Tq, last = i + Tk - Tq;  // query i sees keys j <= last
+        double mx = -INFINITY, tot = 0;
+        for (int64_t j = 0; j <= std::min(last, Tk - 1); ++j) mx = std::max(mx, xv[row * Tk + j]);
+        for (int64_t j = 0; j <= std::min(last, Tk - 1); ++j) tot += std::exp(xv[row * Tk + j] - mx);
+        for (int64_t j = 0; j < Tk; ++j) expect.push_back(j <= last ? std::exp(xv[row * Tk + j] - mx) / tot : 0.0);
+      }
+      KT_CHECK_CLOSE(causal_softmax(x), expect, 4 * kt::tolerance(dt));
+    }
+  CHECK_THROWS_WITH(causal_softmax(zeros({4})), Catch::Contains("[causal_softmax] expects scores (..., Tq, Tk)"));
+}
+
 TEST_CASE("softmax and log_softmax along any dim") {
   std::mt19937 rng(8);
   Generator gen(8);

@@ -26,7 +26,8 @@ Buffer rows_view(const Tensor& t, int64_t C) {
 // Row statistics are float32, or float64 for float64 inputs.
 DType stat_dtype(DType t) { return t == kFloat64 ? kFloat64 : kFloat32; }
 
-Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name) {
+// causal_tq: 0, or the query length of (..., Tq, Tk) scores along the last dim (causal_softmax).
+Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name, int64_t causal_tq = 0) {
   detail::check_defined(x, name, "self");
   detail::check_floating(x, name);
   dim = wrap_dim(dim, x.dim(), name);
@@ -34,7 +35,7 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name) {
   const int64_t C = x.dim() == 0 ? 1 : x.size(dim);
   Tensor xt = x.detach().movedim(dim, last).contiguous();
   Tensor yt = empty_like(xt);
-  if (xt.numel() > 0) KILN_DISPATCH(x.device(), softmax, rows_view(yt, C), rows_view(xt, C), log);
+  if (xt.numel() > 0) KILN_DISPATCH(x.device(), softmax, rows_view(yt, C), rows_view(xt, C), log, causal_tq);
   Tensor out = dim == last ? yt : yt.movedim(last, dim);
   if (autograd::any_requires_grad({x}))
     autograd::record(name, out, {x}, [sy = save(yt, name), dim, last, C, log](const Tensor& g, const Needs&) {
@@ -79,6 +80,12 @@ Tensor shaped(const Tensor& g, const Shape& shape) { return g.defined() ? g.view
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
+
+Tensor causal_softmax(const Tensor& scores) {
+  detail::check_defined(scores, "causal_softmax", "scores");
+  KILN_CHECK(scores.dim() >= 2, "[causal_softmax] expects scores (..., Tq, Tk), got {}", describe(scores));
+  return softmax_impl(scores, -1, false, "causal_softmax", std::max<int64_t>(scores.size(-2), 1));
+}
 
 namespace {
 
@@ -388,25 +395,19 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
     return t.unsqueeze(2).expand({B, Hkv, group, Tk, t.size(3)}).reshape({B, Hq, Tk, t.size(3)});
   };
   Tensor scores = matmul(q, repeat(k).transpose(-1, -2)) * scale;  // (B, Hq, Tq, Tk)
-  if (options.causal) {
-    // Bottom-right aligned: query i sees keys j <= i + Tk - Tq.
-    Tensor i = arange(Tq, TensorOptions(kInt64).device(q.device())).view({Tq, 1});
-    Tensor j = arange(Tk, TensorOptions(kInt64).device(q.device())).view({1, Tk});
-    scores = masked_fill(scores, j > i + (Tk - Tq), -std::numeric_limits<double>::infinity());
-  }
-  // Rows that see no key (causal with Tq > Tk) give zeros, as FlashAttention,
-  // not the NaN of a softmax over nothing.
-  const bool empty_rows = options.causal && Tq > Tk;
+  // Causal, bottom-right aligned: query i sees keys j <= i + Tk - Tq; a row
+  // that sees none (Tq > Tk) gives zeros, as FlashAttention, not NaN.
+  Tensor probs = options.causal ? causal_softmax(scores) : softmax(scores, -1);
   Tensor lse;
-  if (with_lse || empty_rows) lse = logsumexp(scores, -1);  // (B, Hq, Tq); -inf for an empty row
-  Tensor probs;
-  if (empty_rows) {
-    Tensor safe = masked_fill(lse, lse == -std::numeric_limits<double>::infinity(), 0.0);
-    probs = exp(scores - safe.unsqueeze(-1));
-  } else {
-    probs = softmax(scores, -1);
+  if (with_lse) {
+    if (options.causal) {
+      Tensor i = arange(Tq, TensorOptions(kInt64).device(q.device())).view({Tq, 1});
+      Tensor j = arange(Tk, TensorOptions(kInt64).device(q.device())).view({1, Tk});
+      scores = masked_fill(scores, j > i + (Tk - Tq), -std::numeric_limits<double>::infinity());
+    }
+    lse = logsumexp(scores, -1).to(kFloat32);  // (B, Hq, Tq); -inf for a row that sees no key
   }
-  return {matmul(probs, repeat(v)), with_lse ? lse.to(kFloat32) : Tensor()};
+  return {matmul(probs, repeat(v)), lse};
 }
 
 }  // namespace

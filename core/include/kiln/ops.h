@@ -147,6 +147,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // --- neural-network functions ------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
+// Softmax over the last dim of attention scores (..., Tq, Tk) under a causal
+// mask aligned bottom-right: query i attends to keys j <= i + Tk - Tq, the
+// others get 0, and a query that sees no key gets a row of zeros. One pass of
+// the row kernel: the mask is never materialized.
+Tensor causal_softmax(const Tensor& scores);
 // Normalizes over the trailing dims given by normalized_shape; weight and bias
 // (of that shape) are optional.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},

@@ -3,6 +3,7 @@
 // (mean, rstd, logsumexp) are saved in float32 (float64 for float64 inputs).
 
 #include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -50,23 +51,27 @@ inline void accumulate_param(const Buffer& b, int64_t i, double v) { set_stat(b,
 
 }  // namespace
 
-void softmax(const Buffer& y, const Buffer& x, bool log) {
+void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
     using A = row_acc_t<T>;
+    constexpr A kInf = std::numeric_limits<A>::infinity();
     parallel_for(rows, C, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = x.ptr<T>() + r * C;
         T* yr = y.ptr<T>() + r * C;
-        A mx = -std::numeric_limits<A>::infinity();
-        for (int64_t c = 0; c < C; ++c) mx = std::max(mx, load(xr, c));
+        // Columns [0, seen) take part; the causal mask leaves out the rest.
+        const int64_t seen = causal_tq > 0 ? std::clamp<int64_t>(r % causal_tq + C - causal_tq + 1, 0, C) : C;
+        A mx = -kInf;
+        for (int64_t c = 0; c < seen; ++c) mx = std::max(mx, load(xr, c));
         if (std::isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives 0/0 = nan below, as PyTorch does
         A sum = 0;
-        for (int64_t c = 0; c < C; ++c) sum += std::exp(load(xr, c) - mx);
+        for (int64_t c = 0; c < seen; ++c) sum += std::exp(load(xr, c) - mx);
         A lse = mx + std::log(sum);
-        for (int64_t c = 0; c < C; ++c)
+        for (int64_t c = 0; c < seen; ++c)
           store(yr, c, log ? load(xr, c) - lse : std::exp(load(xr, c) - mx) / sum);
+        for (int64_t c = seen; c < C; ++c) store(yr, c, log ? -kInf : A(0));
       }
     });
   });

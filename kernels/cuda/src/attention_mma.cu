@@ -163,6 +163,33 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t first, 
   }
 }
 
+// Keys and values j0 .. j0 + kTile into their tiles, once every warp is done
+// with the previous ones.
+template <typename T, int D>
+__device__ __forceinline__ void load_kv_tiles(T* ks, T* vs, const T* k, const T* v, int64_t j0, int64_t Tk) {
+  __syncthreads();
+  load_tile<T, D>(ks, k, j0, Tk);
+  load_tile<T, D>(vs, v, j0, Tk);
+  __syncthreads();
+}
+
+// A fragments of rows r and r + 8 (rows[0], rows[1]) of a (rows_total, D)
+// row-major matrix in global memory; zeros for rows past the end.
+template <typename T, int D>
+__device__ __forceinline__ void load_row_fragments(uint32_t (&f)[D / 16][4], const T* m, const int64_t (&rows)[2],
+                                                   int64_t rows_total, int t) {
+  const bool in0 = rows[0] < rows_total, in1 = rows[1] < rows_total;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const T* r0 = m + rows[0] * D + kk * 16 + 2 * t;
+    const T* r1 = m + rows[1] * D + kk * 16 + 2 * t;
+    f[kk][0] = in0 ? ld32(r0) : 0u;
+    f[kk][1] = in1 ? ld32(r1) : 0u;
+    f[kk][2] = in0 ? ld32(r0 + 8) : 0u;
+    f[kk][3] = in1 ? ld32(r1 + 8) : 0u;
+  }
+}
+
 // Stores a 16 x D accumulator (rows r0 and r0 + 8 of this lane) times `factor` as T.
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(T* dst, const float (&acc)[D / 8][4], int64_t row0, int64_t rows,
@@ -222,24 +249,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
   // The warp's 16 query rows as A fragments, zeros past Tq.
   uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const T* base = qh + kk * 16 + 2 * t;
-    qf[kk][0] = rows[0] < s.Tq ? ld32(base + rows[0] * D) : 0u;
-    qf[kk][1] = rows[1] < s.Tq ? ld32(base + rows[1] * D) : 0u;
-    qf[kk][2] = rows[0] < s.Tq ? ld32(base + rows[0] * D + 8) : 0u;
-    qf[kk][3] = rows[1] < s.Tq ? ld32(base + rows[1] * D + 8) : 0u;
-  }
+  load_row_fragments<T, D>(qf, qh, rows, s.Tq, t);
   const int64_t last[2] = {rows[0] < s.Tq ? s.last_key(rows[0]) : -1, rows[1] < s.Tq ? s.last_key(rows[1]) : -1};
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
   const int64_t block_last = s.block_last_key(first);
   for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
-    __syncthreads();
-    load_tile<T, D>(ks, k + kv, j0, s.Tk);
-    load_tile<T, D>(vs, v + kv, j0, s.Tk);
-    __syncthreads();
+    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
     float p[kTile / 8][4];
     scores<T, D>(p, qf, ks, g, t);
     // Masked, scaled scores and each row's maximum over the tile.
@@ -307,19 +324,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * D;
 
   uint32_t qf[D / 16][4], df[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const int64_t at0 = (bh * s.Tq + rows[0]) * D + kk * 16 + 2 * t, at1 = at0 + 8 * D;
-    const bool in0 = rows[0] < s.Tq, in1 = rows[1] < s.Tq;
-    qf[kk][0] = in0 ? ld32(q + at0) : 0u;
-    qf[kk][1] = in1 ? ld32(q + at1) : 0u;
-    qf[kk][2] = in0 ? ld32(q + at0 + 8) : 0u;
-    qf[kk][3] = in1 ? ld32(q + at1 + 8) : 0u;
-    df[kk][0] = in0 ? ld32(dout + at0) : 0u;
-    df[kk][1] = in1 ? ld32(dout + at1) : 0u;
-    df[kk][2] = in0 ? ld32(dout + at0 + 8) : 0u;
-    df[kk][3] = in1 ? ld32(dout + at1 + 8) : 0u;
-  }
+  load_row_fragments<T, D>(qf, q + bh * s.Tq * D, rows, s.Tq, t);
+  load_row_fragments<T, D>(df, dout + bh * s.Tq * D, rows, s.Tq, t);
   int64_t last[2];
   float L[2], Di[2];
 #pragma unroll
@@ -333,10 +339,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
   const int64_t block_last = s.block_last_key(first);
   for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
-    __syncthreads();
-    load_tile<T, D>(ks, k + kv, j0, s.Tk);
-    load_tile<T, D>(vs, v + kv, j0, s.Tk);
-    __syncthreads();
+    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
     float p[kTile / 8][4], dp[kTile / 8][4];
     scores<T, D>(p, qf, ks, g, t);
     scores<T, D>(dp, df, vs, g, t);

@@ -37,23 +37,39 @@ Param param(const Buffer& b) { return {b.data, b.dtype}; }
 
 // --- softmax ---------------------------------------------------------------------
 
+// Two reads of the row: the maximum and the sum together (each thread's sum
+// rescaled when its maximum grows, then combined over the block), then the
+// output. With causal_tq, columns past the row's last key are left out.
 template <typename T>
-__global__ void softmax_kernel(T* y, const T* x, int64_t C, bool log_space) {
+__global__ void softmax_kernel(T* y, const T* x, int64_t C, bool log_space, int64_t causal_tq) {
   using A = row_acc_t<T>;
-  const T* xr = x + blockIdx.x * C;
-  T* yr = y + blockIdx.x * C;
-  A mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) mx = fmax(mx, A(load(xr + c)));
-  mx = block_max(mx);
-  if (isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives nan, as on the CPU
-  A sum = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sum += exp(A(load(xr + c)) - mx);
-  sum = block_sum(sum);
-  const A lse = mx + log(sum);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A v = A(load(xr + c));
-    store(yr + c, log_space ? v - lse : exp(v - mx) / sum);
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * C;
+  T* yr = y + row * C;
+  int64_t seen = C;
+  if (causal_tq > 0) {
+    seen = row % causal_tq + C - causal_tq + 1;
+    seen = seen < 0 ? 0 : (seen > C ? C : seen);
   }
+  A mx = -INFINITY, sum = 0;
+  for (int64_t c = threadIdx.x; c < seen; c += blockDim.x) {
+    const A v = A(load(xr + c));
+    if (v == A(-INFINITY)) continue;  // adds nothing
+    if (v > mx) {
+      sum *= exp(mx - v);
+      mx = v;
+    }
+    sum += exp(v - mx);
+  }
+  A m = block_max(mx);
+  if (isinf(m) && m < 0) m = 0;  // an all -inf row gives nan, as on the CPU
+  sum = block_sum(mx == A(-INFINITY) ? A(0) : sum * exp(mx - m));
+  const A lse = m + log(sum);
+  for (int64_t c = threadIdx.x; c < seen; c += blockDim.x) {
+    const A v = A(load(xr + c));
+    store(yr + c, log_space ? v - lse : exp(v - m) / sum);
+  }
+  for (int64_t c = seen + threadIdx.x; c < C; c += blockDim.x) store(yr + c, log_space ? A(-INFINITY) : A(0));
 }
 
 template <typename T>
@@ -249,13 +265,13 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
 
 }  // namespace
 
-void softmax(const Buffer& y, const Buffer& x, bool log) {
+void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   NvtxRange range("kiln::softmax");
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   if (rows == 0) return;
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
-    softmax_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(y.ptr<T>(), x.ptr<T>(), C, log);
+    softmax_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(y.ptr<T>(), x.ptr<T>(), C, log, causal_tq);
     check_launch("softmax_kernel");
   });
 }
