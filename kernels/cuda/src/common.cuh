@@ -66,6 +66,11 @@ inline int blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<int>(b < 1 ? 1 : (b > 65535 * 8 ? 65535 * 8 : b));
 }
 
+// The block's dynamic shared memory (the launch's third parameter).
+#ifndef KILN_DYNAMIC_SHARED
+#define KILN_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 #define KILN_GRID_STRIDE(i, n)                                                         \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n);            \
        i += int64_t(gridDim.x) * blockDim.x)

@@ -1,0 +1,442 @@
+#pragma once
+// Fused attention on tensor cores (the kernels; attention_mma.cu launches
+// them): FlashAttention-2 with the m16n8k16 mma.sync instruction (sm_80 and
+// later; runs on Hopper too), bfloat16 or float16 operands with float32
+// accumulation, head dims 64 and 128. tests/cuda_emulation.h runs this file's
+// device code on the CPU.
+//
+// A block is 4 warps; each warp owns 16 rows of the block's 64 (query rows in
+// the forward and dQ kernels, keys in the dK/dV kernel). Tiles of 64 keys (or
+// queries) pass through shared memory, rows padded by 16 bytes so that the
+// fragment loads hit 32 distinct banks. Scores stay in registers: the S
+// accumulator fragments become the A operand of the next product directly.
+// The softmax runs in the log2 domain (exp2 of scores pre-scaled by
+// scale * log2 e).
+//
+// Backward, deterministic (no atomics): a dQ kernel over each block's query
+// rows (S, dP = dO V^T, dS, dQ += dS K) and a dK/dV kernel over each block's
+// keys that walks every query of its group's heads (S^T, dV += P^T dO,
+// dP^T, dK += dS^T Q).
+//
+// Register fragments of m16n8k16 (PTX ISA), per lane: g = lane / 4, t = lane % 4.
+//   A (16 x 16, row-major): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+//   B (16 x 8):             b0 (k 2t..2t+1, n g), b1 (k 2t+8..2t+9, n g)
+//   C (16 x 8, float):      c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
+
+#include <cfloat>
+
+#include "common.cuh"
+
+namespace kiln::kernels::cuda {
+
+constexpr int kWarps = 4;
+constexpr int kThreadsPerBlock = 32 * kWarps;
+constexpr int kBlockRows = 16 * kWarps;  // query rows or keys a block owns
+constexpr int kTile = 64;                // keys or queries per shared-memory tile
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Row stride of a padded shared-memory tile, in elements.
+template <int D>
+constexpr int ld() {
+  return D + 8;
+}
+
+// --- fragments -------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ uint32_t ld32(const T* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// Two elements of different rows as one register (low half first).
+template <typename T>
+__device__ __forceinline__ uint32_t pair(const T* lo, const T* hi) {
+  return uint32_t(lo->bits) | (uint32_t(hi->bits) << 16);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack(float lo, float hi) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+// c += a b on the tensor cores.
+template <typename T>
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef KILN_CUDA_EMULATION
+  emulated_mma_m16n8k16<T>(c, a, b0, b1);
+#else
+  if constexpr (std::is_same_v<T, BFloat16>)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// A fragment of the 16 x 16 block at m (row-major, row stride ld).
+template <typename T>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* m, int ld, int g, int t) {
+  a[0] = ld32(m + g * ld + 2 * t);
+  a[1] = ld32(m + (g + 8) * ld + 2 * t);
+  a[2] = ld32(m + g * ld + 8 + 2 * t);
+  a[3] = ld32(m + (g + 8) * ld + 8 + 2 * t);
+}
+
+// B fragment with B(k, n) = m[n][k]: a transposed row-major matrix (K in Q K^T).
+template <typename T>
+__device__ __forceinline__ void load_bt(uint32_t& b0, uint32_t& b1, const T* m, int ld, int g, int t) {
+  b0 = ld32(m + g * ld + 2 * t);
+  b1 = ld32(m + g * ld + 8 + 2 * t);
+}
+
+// B fragment with B(k, n) = m[k][n]: a row-major matrix as it is (V in P V).
+template <typename T>
+__device__ __forceinline__ void load_b(uint32_t& b0, uint32_t& b1, const T* m, int ld, int g, int t) {
+  const T* p = m + 2 * t * ld + g;
+  b0 = pair(p, p + ld);
+  b1 = pair(p + 8 * ld, p + 9 * ld);
+}
+
+// Two accumulator tiles (16 x 8 each, side by side) as the A fragment of a 16 x 16 block.
+template <typename T>
+__device__ __forceinline__ void to_a(uint32_t (&a)[4], const float (&left)[4], const float (&right)[4]) {
+  a[0] = pack<T>(left[0], left[1]);
+  a[1] = pack<T>(left[2], left[3]);
+  a[2] = pack<T>(right[0], right[1]);
+  a[3] = pack<T>(right[2], right[3]);
+}
+
+// acc (16 x 64) = A (16 x D, fragments at a) times the transpose of the 64 x D tile m.
+template <typename T, int D>
+__device__ __forceinline__ void scores(float (&acc)[kTile / 8][4], const uint32_t (&a)[D / 16][4], const T* m, int g,
+                                       int t) {
+#pragma unroll
+  for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t b0, b1;
+      load_bt(b0, b1, m + nt * 8 * ld<D>() + kk * 16, ld<D>(), g, t);
+      mma<T>(acc[nt], a[kk], b0, b1);
+    }
+  }
+}
+
+// acc (16 x D) += P (16 x 64, accumulator fragments p) times the 64 x D tile m.
+template <typename T, int D>
+__device__ __forceinline__ void accumulate(float (&acc)[D / 8][4], const float (&p)[kTile / 8][4], const T* m, int g,
+                                           int t) {
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t a[4];
+    to_a<T>(a, p[2 * kk], p[2 * kk + 1]);
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      uint32_t b0, b1;
+      load_b(b0, b1, m + kk * 16 * ld<D>() + dt * 8, ld<D>(), g, t);
+      mma<T>(acc[dt], a, b0, b1);
+    }
+  }
+}
+
+// Rows [first, first + kTile) of a (rows, D) matrix into a padded tile, zeros
+// past `rows`; 16 bytes a thread-step.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t first, int64_t rows) {
+  constexpr int kChunks = D / 8;
+  for (int e = threadIdx.x; e < kTile * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, c = e % kChunks;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (first + r < rows) v = *reinterpret_cast<const uint4*>(src + (first + r) * D + c * 8);
+    *reinterpret_cast<uint4*>(tile + r * ld<D>() + c * 8) = v;
+  }
+}
+
+// Keys and values j0 .. j0 + kTile into their tiles, once every warp is done
+// with the previous ones.
+template <typename T, int D>
+__device__ __forceinline__ void load_kv_tiles(T* ks, T* vs, const T* k, const T* v, int64_t j0, int64_t Tk) {
+  __syncthreads();
+  load_tile<T, D>(ks, k, j0, Tk);
+  load_tile<T, D>(vs, v, j0, Tk);
+  __syncthreads();
+}
+
+// A fragments of rows r and r + 8 (rows[0], rows[1]) of a (rows_total, D)
+// row-major matrix in global memory; zeros for rows past the end.
+template <typename T, int D>
+__device__ __forceinline__ void load_row_fragments(uint32_t (&f)[D / 16][4], const T* m, const int64_t (&rows)[2],
+                                                   int64_t rows_total, int t) {
+  const bool in0 = rows[0] < rows_total, in1 = rows[1] < rows_total;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const T* r0 = m + rows[0] * D + kk * 16 + 2 * t;
+    const T* r1 = m + rows[1] * D + kk * 16 + 2 * t;
+    f[kk][0] = in0 ? ld32(r0) : 0u;
+    f[kk][1] = in1 ? ld32(r1) : 0u;
+    f[kk][2] = in0 ? ld32(r0 + 8) : 0u;
+    f[kk][3] = in1 ? ld32(r1 + 8) : 0u;
+  }
+}
+
+// Stores a 16 x D accumulator (rows r0 and r0 + 8 of this lane) times `factor` as T.
+template <typename T, int D>
+__device__ __forceinline__ void store_rows(T* dst, const float (&acc)[D / 8][4], int64_t row0, int64_t rows,
+                                           const float (&factor)[2], int t) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + 8 * r;
+    if (row >= rows) continue;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(dst + row * D + dt * 8 + 2 * t) =
+          pack<T>(acc[dt][2 * r] * factor[r], acc[dt][2 * r + 1] * factor[r]);
+  }
+}
+
+struct MmaShape {
+  int64_t Hq, Hkv, Tq, Tk;
+  bool causal;
+  float scale;       // on the scores
+  float scale_log2;  // scale * log2 e
+  // The last key query i sees (-1: none).
+  __device__ int64_t last_key(int64_t i) const {
+    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
+    return last < Tk - 1 ? last : Tk - 1;
+  }
+  // The last key any query of the block starting at `first` sees.
+  __device__ int64_t block_last_key(int64_t first) const {
+    const int64_t last_row = first + kBlockRows - 1 < Tq - 1 ? first + kBlockRows - 1 : Tq - 1;
+    return last_key(last_row);
+  }
+};
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// --- forward -------------------------------------------------------------------------
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    attention_mma_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, MmaShape s) {
+  __shared__ uint4 tiles[2 * kTile * ld<D>() * sizeof(T) / sizeof(uint4)];  // raw: T has a constructor
+  T* ks = reinterpret_cast<T*>(tiles);
+  T* vs = ks + kTile * ld<D>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  const int64_t rows[2] = {row0, row0 + 8};
+  const T* qh = q + bh * s.Tq * D;
+  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * D;
+
+  // The warp's 16 query rows as A fragments, zeros past Tq.
+  uint32_t qf[D / 16][4];
+  load_row_fragments<T, D>(qf, qh, rows, s.Tq, t);
+  const int64_t last[2] = {rows[0] < s.Tq ? s.last_key(rows[0]) : -1, rows[1] < s.Tq ? s.last_key(rows[1]) : -1};
+  float o[D / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  const int64_t block_last = s.block_last_key(first);
+  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
+    float p[kTile / 8][4];
+    scores<T, D>(p, qf, ks, g, t);
+    // Masked, scaled scores and each row's maximum over the tile.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + nt * 8 + 2 * t + (e & 1);
+        p[nt][e] = key <= last[e / 2] ? p[nt][e] * s.scale_log2 : -INFINITY;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], p[nt][e]);
+      }
+    float base[2], correction[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[r], quad_max(tile_max[r]));
+      // A row that has seen no key yet keeps every factor finite (and zero).
+      base[r] = m_new == -INFINITY ? 0.f : m_new;
+      correction[r] = exp2f(m[r] - base[r]);
+      m[r] = m_new;
+    }
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        p[nt][e] = exp2f(p[nt][e] - base[e / 2]);
+        sum[e / 2] += p[nt][e];
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + sum[r];  // this lane's share; summed at the end
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[dt][e] *= correction[e / 2];
+    accumulate<T, D>(o, p, vs, g, t);
+  }
+
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;  // a row that sees no key gets zeros
+  }
+  store_rows<T, D>(out + bh * s.Tq * D, o, row0, s.Tq, inv, t);
+  if (t == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      if (rows[r] < s.Tq) lse[bh * s.Tq + rows[r]] = l[r] > 0.f ? m[r] / kLog2e + logf(l[r]) : -INFINITY;
+}
+
+// --- backward: dQ --------------------------------------------------------------------
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    attention_mma_dq_kernel(T* dq, const T* dout, const T* q, const T* k, const T* v, const float* lse,
+                            const float* delta, MmaShape s) {
+  __shared__ uint4 tiles[2 * kTile * ld<D>() * sizeof(T) / sizeof(uint4)];  // raw: T has a constructor
+  T* ks = reinterpret_cast<T*>(tiles);
+  T* vs = ks + kTile * ld<D>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+  const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  const int64_t rows[2] = {row0, row0 + 8};
+  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * D;
+
+  uint32_t qf[D / 16][4], df[D / 16][4];
+  load_row_fragments<T, D>(qf, q + bh * s.Tq * D, rows, s.Tq, t);
+  load_row_fragments<T, D>(df, dout + bh * s.Tq * D, rows, s.Tq, t);
+  int64_t last[2];
+  float L[2], Di[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const bool in = rows[r] < s.Tq;
+    last[r] = in ? s.last_key(rows[r]) : -1;
+    L[r] = in && last[r] >= 0 ? lse[bh * s.Tq + rows[r]] * kLog2e : 0.f;
+    Di[r] = in ? delta[bh * s.Tq + rows[r]] : 0.f;
+  }
+  float acc[D / 8][4] = {};
+
+  const int64_t block_last = s.block_last_key(first);
+  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
+    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
+    float p[kTile / 8][4], dp[kTile / 8][4];
+    scores<T, D>(p, qf, ks, g, t);
+    scores<T, D>(dp, df, vs, g, t);
+    // dS = P (dP - D_i), the softmax's backward (into p).
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + nt * 8 + 2 * t + (e & 1);
+        const float prob = key <= last[e / 2] ? exp2f(p[nt][e] * s.scale_log2 - L[e / 2]) : 0.f;
+        p[nt][e] = prob * (dp[nt][e] - Di[e / 2]);
+      }
+    accumulate<T, D>(acc, p, ks, g, t);
+  }
+  const float factor[2] = {s.scale, s.scale};
+  store_rows<T, D>(dq + bh * s.Tq * D, acc, row0, s.Tq, factor, t);
+}
+
+// --- backward: dK, dV ----------------------------------------------------------------
+
+// Dynamic shared memory of the dK/dV kernel: the block's keys and values,
+// then a tile of queries and one of output gradients, then their rows' L and D.
+template <int D>
+constexpr size_t dkv_shared_bytes(size_t element) {
+  return 4 * kTile * ld<D>() * element + 2 * kTile * sizeof(float);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    attention_mma_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const float* lse,
+                             const float* delta, MmaShape s) {
+  KILN_DYNAMIC_SHARED(uint4, shared_raw);
+  T* kb = reinterpret_cast<T*>(shared_raw);  // the block's 64 keys
+  T* vb = kb + kTile * ld<D>();              // and values
+  T* qs = vb + kTile * ld<D>();              // a tile of queries
+  T* dos = qs + kTile * ld<D>();             // and of their output gradients
+  float* Ls = reinterpret_cast<float*>(dos + kTile * ld<D>());
+  float* Ds = Ls + kTile;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t bk = blockIdx.x, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
+  const int64_t first_key = int64_t(blockIdx.y) * kBlockRows;
+  const int64_t key0 = first_key + warp * 16 + g;
+  const int64_t keys[2] = {key0, key0 + 8};
+  const int64_t kv = bk * s.Tk * D;
+  load_tile<T, D>(kb, k + kv, first_key, s.Tk);
+  load_tile<T, D>(vb, v + kv, first_key, s.Tk);
+  const T* kw = kb + warp * 16 * ld<D>();  // this warp's 16 keys
+  const T* vw = vb + warp * 16 * ld<D>();
+
+  float dka[D / 8][4] = {}, dva[D / 8][4] = {};
+  // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
+  int64_t i_begin = s.causal ? first_key - (s.Tk - s.Tq) : 0;
+  i_begin = i_begin < 0 ? 0 : i_begin - i_begin % kTile;
+  for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
+    const int64_t base = (b * s.Hq + hq) * s.Tq;
+    for (int64_t i0 = i_begin; i0 < s.Tq; i0 += kTile) {
+      __syncthreads();
+      load_tile<T, D>(qs, q + base * D, i0, s.Tq);
+      load_tile<T, D>(dos, dout + base * D, i0, s.Tq);
+      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+        const bool in = i0 + r < s.Tq;
+        Ls[r] = in ? lse[base + i0 + r] * kLog2e : 0.f;
+        Ds[r] = in ? delta[base + i0 + r] : 0.f;
+      }
+      __syncthreads();
+      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 64 queries.
+      uint32_t kf[D / 16][4], vf[D / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        load_a(kf[kk], kw + kk * 16, ld<D>(), g, t);
+        load_a(vf[kk], vw + kk * 16, ld<D>(), g, t);
+      }
+      float p[kTile / 8][4], dp[kTile / 8][4];
+      scores<T, D>(p, kf, qs, g, t);
+      scores<T, D>(dp, vf, dos, g, t);
+#pragma unroll
+      for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + 2 * t + (e & 1);
+          const int64_t query = i0 + col, key = keys[e / 2];
+          const bool seen = query < s.Tq && key < s.Tk && (!s.causal || key <= query + s.Tk - s.Tq);
+          const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - Ls[col]) : 0.f;
+          p[nt][e] = prob;                          // P^T
+          dp[nt][e] = prob * (dp[nt][e] - Ds[col]);  // dS^T
+        }
+      accumulate<T, D>(dva, p, dos, g, t);
+      accumulate<T, D>(dka, dp, qs, g, t);
+    }
+  }
+  const float one[2] = {1.f, 1.f}, scale[2] = {s.scale, s.scale};
+  store_rows<T, D>(dv + kv, dva, key0, s.Tk, one, t);
+  store_rows<T, D>(dk + kv, dka, key0, s.Tk, scale, t);
+}
+
+}  // namespace kiln::kernels::cuda

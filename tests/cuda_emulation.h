@@ -1,0 +1,158 @@
+#pragma once
+// Runs the device code of kiln's CUDA kernels on the CPU, so that machines
+// without a GPU execute them: one block at a time, one OS thread per CUDA
+// thread. __syncthreads is a barrier of the block's threads; warp shuffles
+// and mma.sync are exchanges among the warp's 32 threads, mma.sync computed
+// from the fragment layout the PTX ISA documents for m16n8k16. Shared
+// memory is static storage (one block runs at a time).
+//
+// Include it after any other header and before the kernels' .cuh; launch a
+// kernel with kiln_emulation::launch(grid, threads, dynamic_bytes, [&] { kernel(args); }).
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <atomic>
+#include <barrier>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "kiln/base/half.h"
+
+#define KILN_CUDA_EMULATION 1
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define KILN_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(kiln_emulation::block().dynamic.data())
+
+inline thread_local uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+namespace kiln_emulation {
+
+struct MmaLane {
+  uint32_t a[4], b[2];
+};
+
+// The running block: its barriers and the slots its warps exchange through.
+struct Block {
+  explicit Block(unsigned threads, size_t dynamic_bytes)
+      : all(threads), exchange(threads / 32), mma(threads / 32), dynamic(dynamic_bytes) {
+    for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
+  }
+  std::barrier<> all;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  std::vector<std::array<uint64_t, 32>> exchange;
+  std::vector<std::array<MmaLane, 32>> mma;
+  std::vector<std::byte> dynamic;
+};
+
+inline Block* running = nullptr;
+inline Block& block() { return *running; }
+inline unsigned lane() { return threadIdx.x % 32; }
+inline unsigned warp() { return threadIdx.x / 32; }
+inline void warp_sync() { block().warps[warp()]->arrive_and_wait(); }
+
+// Runs kernel() for every thread of every block of the grid (x-dimension
+// threads; blocks in order).
+template <typename Kernel>
+void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, Kernel&& kernel) {
+  if (threads % 32 != 0) throw std::invalid_argument("emulated blocks are whole warps");
+  gridDim = grid;
+  blockDim = dim3(threads);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        Block b(threads, dynamic_bytes);
+        running = &b;
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t)
+          pool.emplace_back([&, t] {
+            threadIdx = make_uint3(t, 0, 0);
+            blockIdx = make_uint3(x, y, z);
+            kernel();
+          });
+        for (std::thread& th : pool) th.join();
+        running = nullptr;
+      }
+}
+
+// An element of a packed pair of 16-bit floats as float.
+template <typename T>
+float half_of(uint32_t reg, int which) {
+  const uint16_t bits = static_cast<uint16_t>(which ? reg >> 16 : reg & 0xffffu);
+  T v;
+  v.bits = bits;
+  return static_cast<float>(v);
+}
+
+}  // namespace kiln_emulation
+
+inline void __syncthreads() { kiln_emulation::block().all.arrive_and_wait(); }
+
+template <typename V>
+V __shfl_xor_sync(unsigned, V v, int lane_mask) {
+  static_assert(sizeof(V) <= sizeof(uint64_t));
+  auto& slots = kiln_emulation::block().exchange[kiln_emulation::warp()];
+  std::memcpy(&slots[kiln_emulation::lane()], &v, sizeof(V));
+  kiln_emulation::warp_sync();
+  V out;
+  std::memcpy(&out, &slots[kiln_emulation::lane() ^ static_cast<unsigned>(lane_mask)], sizeof(V));
+  kiln_emulation::warp_sync();
+  return out;
+}
+
+template <typename V>
+V __shfl_down_sync(unsigned, V v, unsigned delta) {
+  auto& slots = kiln_emulation::block().exchange[kiln_emulation::warp()];
+  std::memcpy(&slots[kiln_emulation::lane()], &v, sizeof(V));
+  kiln_emulation::warp_sync();
+  V out = v;
+  if (kiln_emulation::lane() + delta < 32) std::memcpy(&out, &slots[kiln_emulation::lane() + delta], sizeof(V));
+  kiln_emulation::warp_sync();
+  return out;
+}
+
+inline int atomicCAS(int* address, int compare, int value) {
+  std::atomic_ref<int> ref(*address);
+  ref.compare_exchange_strong(compare, value);
+  return compare;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane posts its
+// fragments, then computes its four outputs. PTX ISA, per lane (g = lane / 4,
+// t = lane % 4): A (row, k) is in lane 4 (row % 8) + (k % 8) / 2, register
+// (row >= 8) + 2 (k >= 8), half k % 2; B (k, n) in lane 4 n + (k % 8) / 2,
+// register (k >= 8), half k % 2; C (row, n) in lane 4 (row % 8) + n / 2,
+// register 2 (row >= 8) + n % 2.
+template <typename T>
+void emulated_mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  using kiln_emulation::half_of;
+  using E = std::conditional_t<std::is_same_v<T, kiln::BFloat16>, kiln::BFloat16, kiln::Half>;
+  auto& lanes = kiln_emulation::block().mma[kiln_emulation::warp()];
+  const unsigned me = kiln_emulation::lane();
+  std::memcpy(lanes[me].a, a, sizeof(lanes[me].a));
+  lanes[me].b[0] = b0;
+  lanes[me].b[1] = b1;
+  kiln_emulation::warp_sync();
+  float d[4];
+  for (int i = 0; i < 4; ++i) {
+    const int row = static_cast<int>(me / 4) + 8 * (i / 2), n = 2 * static_cast<int>(me % 4) + (i % 2);
+    float sum = c[i];
+    for (int k = 0; k < 16; ++k) {
+      const auto& al = lanes[4 * (row % 8) + (k % 8) / 2];
+      const auto& bl = lanes[4 * n + (k % 8) / 2];
+      sum += half_of<E>(al.a[(row >= 8) + 2 * (k >= 8)], k % 2) * half_of<E>(bl.b[k >= 8], k % 2);
+    }
+    d[i] = sum;
+  }
+  kiln_emulation::warp_sync();
+  for (int i = 0; i < 4; ++i) c[i] = d[i];
+}
