@@ -6,8 +6,9 @@
 // from the fragment layout the PTX ISA documents for m16n8k16. Shared
 // memory is static storage (one block runs at a time).
 //
-// Include it after any other header and before the kernels' .cuh; launch a
-// kernel with kiln_emulation::launch(grid, threads, dynamic_bytes, [&] { kernel(args); }).
+// Include it after any other header and before the kernels' code
+// (tests/emulated compiles whole kernel files with it); launch() in
+// common.cuh then hands kernels to kiln_emulation::launch.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,9 +17,11 @@
 #include <array>
 #include <atomic>
 #include <barrier>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
@@ -61,27 +64,43 @@ inline unsigned warp() { return threadIdx.x / 32; }
 inline void warp_sync() { block().warps[warp()]->arrive_and_wait(); }
 
 // Runs kernel() for every thread of every block of the grid (x-dimension
-// threads; blocks in order).
+// threads; blocks in order). The threads live for the whole launch; a thread
+// that returns early is no longer waited for by __syncthreads.
 template <typename Kernel>
 void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, Kernel&& kernel) {
-  if (threads % 32 != 0) throw std::invalid_argument("emulated blocks are whole warps");
+  if (threads == 0 || threads % 32 != 0) throw std::invalid_argument("emulated blocks are whole warps");
   gridDim = grid;
   blockDim = dim3(threads);
+  std::barrier<> start(threads + 1), finish(threads + 1);
+  std::unique_ptr<Block> current;
+  uint3 at{};
+  bool stop = false;
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      threadIdx = make_uint3(t, 0, 0);
+      for (;;) {
+        start.arrive_and_wait();
+        if (stop) return;
+        blockIdx = at;
+        kernel();
+        running->all.arrive_and_drop();
+        finish.arrive_and_wait();
+      }
+    });
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        Block b(threads, dynamic_bytes);
-        running = &b;
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            threadIdx = make_uint3(t, 0, 0);
-            blockIdx = make_uint3(x, y, z);
-            kernel();
-          });
-        for (std::thread& th : pool) th.join();
-        running = nullptr;
+        current = std::make_unique<Block>(threads, dynamic_bytes);
+        running = current.get();
+        at = make_uint3(x, y, z);
+        start.arrive_and_wait();
+        finish.arrive_and_wait();
       }
+  stop = true;
+  start.arrive_and_wait();
+  for (std::thread& th : pool) th.join();
+  running = nullptr;
 }
 
 // An element of a packed pair of 16-bit floats as float.
@@ -124,6 +143,27 @@ inline int atomicCAS(int* address, int compare, int value) {
   std::atomic_ref<int> ref(*address);
   ref.compare_exchange_strong(compare, value);
   return compare;
+}
+
+// CUDA's math functions are overloaded for float in the global namespace.
+using std::erf, std::exp, std::exp2, std::fabs, std::fmax, std::fmin, std::isinf, std::isnan, std::log, std::pow,
+    std::sqrt, std::tanh;
+inline float rsqrt(float x) { return 1.f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+
+// Atomic adds, serialized by one lock (the emulation runs on few cores anyway).
+namespace kiln_emulation {
+inline std::mutex atomic_lock;
+}
+template <typename V, typename A>
+V atomicAdd(V* address, A value) {
+  std::lock_guard<std::mutex> guard(kiln_emulation::atomic_lock);
+  const V old = *address;
+  if constexpr (std::is_same_v<V, __nv_bfloat16>) *address = __float2bfloat16_rn(__bfloat162float(old) + float(value));
+  else if constexpr (std::is_same_v<V, __half>) *address = __float2half_rn(__half2float(old) + float(value));
+  else *address = old + static_cast<V>(value);
+  return old;
 }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane posts its

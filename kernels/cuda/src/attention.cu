@@ -256,10 +256,9 @@ void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buff
   visit_floating(q.dtype, "attention", [&](auto tag) {
     using T = decltype(tag);
     with_head_dim(s.D, [&](auto kd) {
-      attention_forward_kernel<T, decltype(kd)::value><<<grid, kRows, 0, current_stream()>>>(
-          out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
+      launch("attention_forward_kernel", attention_forward_kernel<T, decltype(kd)::value>, grid, kRows, 0, out.ptr<T>(),
+             lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
     });
-    check_launch("attention_forward_kernel");
   });
 }
 
@@ -280,21 +279,17 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
                    aligned16(dv.data) && aligned16(out.data);
   visit_floating(q.dtype, "attention_backward", [&](auto tag) {
     using T = decltype(tag);
-    row_dot_kernel<T><<<blocks_for(rows), kThreads, 0, current_stream()>>>(delta, dout.ptr<T>(), out.ptr<T>(), rows,
-                                                                          s.D);
-    check_launch("row_dot_kernel");
+    launch("row_dot_kernel", row_dot_kernel<T>, blocks_for(rows), kThreads, 0, delta, dout.ptr<T>(), out.ptr<T>(), rows,
+           s.D);
     if (mma) return attention_mma_backward(dq, dk, dv, dout, q, k, v, lse, delta, causal, scale);
     with_head_dim(s.D, [&](auto kd) {
       constexpr int kD = decltype(kd)::value;
       const dim3 q_grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
-      attention_dq_kernel<T, kD><<<q_grid, kRows, 0, current_stream()>>>(dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(),
-                                                                         k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(),
-                                                                         delta, s);
-      check_launch("attention_dq_kernel");
+      launch("attention_dq_kernel", attention_dq_kernel<T, kD>, q_grid, kRows, 0, dq.ptr<T>(), dout.ptr<T>(),
+             q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
       const dim3 kv_grid(static_cast<unsigned>(B * s.Hkv), static_cast<unsigned>((s.Tk + kRows - 1) / kRows));
-      attention_dkv_kernel<T, kD><<<kv_grid, kRows, 0, current_stream()>>>(
-          dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
-      check_launch("attention_dkv_kernel");
+      launch("attention_dkv_kernel", attention_dkv_kernel<T, kD>, kv_grid, kRows, 0, dk.ptr<T>(), dv.ptr<T>(),
+             dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
     });
   });
   deallocate(delta, device);

@@ -41,10 +41,9 @@ void attention_mma_forward(const Buffer& out, const Buffer& lse, const Buffer& q
   const MmaShape s = mma_shape(q, k, causal, scale);
   with_mma_types(q, [&](auto tag, auto d) {
     using T = decltype(tag);
-    attention_mma_forward_kernel<T, decltype(d)::value>
-        <<<grid_of(q.sizes[0] * s.Hq, s.Tq), kThreadsPerBlock, 0, current_stream()>>>(
-            out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
-    check_launch("attention_mma_forward_kernel");
+    launch("attention_mma_forward_kernel", attention_mma_forward_kernel<T, decltype(d)::value>,
+           grid_of(q.sizes[0] * s.Hq, s.Tq), kThreadsPerBlock, 0, out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(),
+           k.ptr<T>(), v.ptr<T>(), s);
   });
 }
 
@@ -56,16 +55,15 @@ void attention_mma_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv
   with_mma_types(q, [&](auto tag, auto d) {
     using T = decltype(tag);
     constexpr int kD = decltype(d)::value;
-    attention_mma_dq_kernel<T, kD><<<grid_of(B * s.Hq, s.Tq), kThreadsPerBlock, 0, current_stream()>>>(
-        dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
-    check_launch("attention_mma_dq_kernel");
+    launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(B * s.Hq, s.Tq), kThreadsPerBlock, 0,
+           dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
     constexpr size_t bytes = dkv_shared_bytes<kD>(sizeof(T));
     if (cudaFuncSetAttribute(attention_mma_dkv_kernel<T, kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(bytes)) != cudaSuccess)
       fail("attention_backward", "cannot reserve the dK/dV kernel's shared memory");
-    attention_mma_dkv_kernel<T, kD><<<grid_of(B * s.Hkv, s.Tk), kThreadsPerBlock, bytes, current_stream()>>>(
-        dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
-    check_launch("attention_mma_dkv_kernel");
+    launch("attention_mma_dkv_kernel", attention_mma_dkv_kernel<T, kD>, grid_of(B * s.Hkv, s.Tk), kThreadsPerBlock,
+           bytes, dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta,
+           s);
   });
 }
 

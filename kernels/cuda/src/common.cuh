@@ -9,12 +9,13 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
+#include "device_error.h"
 #include "kiln/base/buffer.h"
 #include "kiln/base/half.h"
 #include "kiln/base/strided.h"
 #include "kiln/base/visit.h"
-#include "device_error.h"
 #include "launch.h"
 
 namespace kiln::kernels::cuda {
@@ -74,6 +75,19 @@ inline int blocks_for(int64_t n, int threads = kThreads) {
 #define KILN_GRID_STRIDE(i, n)                                                         \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n);            \
        i += int64_t(gridDim.x) * blockDim.x)
+
+// kernel<<<grid, block, shared_bytes, current stream>>>(args...), then the
+// launch check under `name`. Under KILN_CUDA_EMULATION (tests/cuda_emulation.h)
+// the CPU runs the kernel instead.
+template <typename... Params, typename... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, Args&&... args) {
+#ifdef KILN_CUDA_EMULATION
+  kiln_emulation::launch(grid, block.x, shared_bytes, [&] { kernel(args...); });
+#else
+  kernel<<<grid, block, shared_bytes, current_stream()>>>(std::forward<Args>(args)...);
+#endif
+  check_launch(name);
+}
 
 // Records the first device-side error (see device_error.h).
 __device__ __forceinline__ void report(DeviceError* flag, int code, int64_t value, int64_t bound) {

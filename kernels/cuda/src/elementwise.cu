@@ -98,7 +98,7 @@ template <int N, typename O, typename F, typename... I>
 bool map_vec(const StridedIndex<N>& it, int64_t n, O* out, F f, const I*... in) {
   if (!contiguous(it) || !aligned16(out) || !(aligned16(in) && ...)) return false;
   constexpr int V = vec_width<O, I...>();
-  map_vec_kernel<V><<<blocks_for(n / V + 1), kThreads, 0, current_stream()>>>(n, out, f, in...);
+  launch("map_vec_kernel", map_vec_kernel<V, O, F, I...>, blocks_for(n / V + 1), kThreads, 0, n, out, f, in...);
   return true;
 }
 
@@ -109,8 +109,7 @@ void map0(const Buffer& out, F f, const char* name) {
   const Buffer* bufs[1] = {&out};
   const auto it = StridedIndex<1>::make(bufs);
   if (!map_vec(it, n, out.ptr<O>(), f))
-    map0_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(it, n, out.ptr<O>(), f);
-  check_launch(name);
+    launch(name, map0_kernel<O, F>, blocks_for(n), kThreads, 0, it, n, out.ptr<O>(), f);
 }
 
 template <typename O, typename I, typename F>
@@ -120,8 +119,7 @@ void map1(const Buffer& out, const Buffer& a, F f, const char* name) {
   const Buffer* bufs[2] = {&out, &a};
   const auto it = StridedIndex<2>::make(bufs);
   if (!map_vec(it, n, out.ptr<O>(), f, a.ptr<I>()))
-    map1_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(it, n, out.ptr<O>(), a.ptr<I>(), f);
-  check_launch(name);
+    launch(name, map1_kernel<O, I, F>, blocks_for(n), kThreads, 0, it, n, out.ptr<O>(), a.ptr<I>(), f);
 }
 
 template <typename O, typename I, typename F>
@@ -131,8 +129,7 @@ void map2(const Buffer& out, const Buffer& a, const Buffer& b, F f, const char* 
   const Buffer* bufs[3] = {&out, &a, &b};
   const auto it = StridedIndex<3>::make(bufs);
   if (!map_vec(it, n, out.ptr<O>(), f, a.ptr<I>(), b.ptr<I>()))
-    map2_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(it, n, out.ptr<O>(), a.ptr<I>(), b.ptr<I>(), f);
-  check_launch(name);
+    launch(name, map2_kernel<O, I, F>, blocks_for(n), kThreads, 0, it, n, out.ptr<O>(), a.ptr<I>(), b.ptr<I>(), f);
 }
 
 // --- functors ---------------------------------------------------------------
@@ -314,15 +311,16 @@ __global__ void index_map_kernel(int64_t n, O* out, F f) {
 
 template <typename F>
 void index_map(const Buffer& out, F f, const char* name, bool floating_only) {
-  auto launch = [&](auto tag) {
+  auto run = [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = out.numel();
     if (n == 0) return;
-    index_map_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out.ptr<T>(), f);
-    check_launch(name);
+    launch(name, index_map_kernel<T, F>, blocks_for(n), kThreads, 0, n, out.ptr<T>(), f);
   };
-  if (floating_only) visit_floating(out.dtype, name, launch);
-  else visit_numeric(out.dtype, name, launch);
+  if (floating_only)
+    visit_floating(out.dtype, name, run);
+  else
+    visit_numeric(out.dtype, name, run);
 }
 
 }  // namespace
@@ -434,9 +432,8 @@ void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer&
     const int64_t n = out.numel();
     if (n == 0) return;
     const Buffer* bufs[4] = {&out, &cond, &x, &y};
-    where_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(StridedIndex<4>::make(bufs), n, out.ptr<T>(),
-                                                                    cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>());
-    check_launch("where");
+    launch("where", where_kernel<T>, blocks_for(n), kThreads, 0, StridedIndex<4>::make(bufs), n, out.ptr<T>(),
+           cond.ptr<bool>(), x.ptr<T>(), y.ptr<T>());
   });
 }
 
@@ -525,10 +522,9 @@ void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
     using T = decltype(tag);
     vector_or_scalar({out.data, gate.data, up.data}, [&](auto vector) {
       constexpr bool V = decltype(vector)::value;
-      swiglu_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
-          n, out.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
+      launch("swiglu_kernel", swiglu_kernel<T, V>, blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, n,
+             out.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
     });
-    check_launch("swiglu_kernel");
   });
 }
 
@@ -541,10 +537,9 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
     using T = decltype(tag);
     vector_or_scalar({dgate.data, dup.data, dout.data, gate.data, up.data}, [&](auto vector) {
       constexpr bool V = decltype(vector)::value;
-      swiglu_backward_kernel<T, V><<<blocks_for(V ? n / Pack<T>::size + 1 : n), kThreads, 0, current_stream()>>>(
-          n, dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
+      launch("swiglu_backward_kernel", swiglu_backward_kernel<T, V>, blocks_for(V ? n / Pack<T>::size + 1 : n),
+             kThreads, 0, n, dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>());
     });
-    check_launch("swiglu_backward_kernel");
   });
 }
 
@@ -584,12 +579,11 @@ void rope(const Buffer& out, const Buffer& x, const Buffer& cos, const Buffer& s
   visit_floating(x.dtype, "rope", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, double>)
-      rope_kernel<double, double><<<blocks_for(pairs), kThreads, 0, current_stream()>>>(
-          out.ptr<double>(), x.ptr<double>(), cos.ptr<double>(), sin.ptr<double>(), pairs, x.sizes[2], half, inverse);
+      launch("rope_kernel", rope_kernel<double, double>, blocks_for(pairs), kThreads, 0, out.ptr<double>(),
+             x.ptr<double>(), cos.ptr<double>(), sin.ptr<double>(), pairs, x.sizes[2], half, inverse);
     else
-      rope_kernel<T, float><<<blocks_for(pairs), kThreads, 0, current_stream()>>>(
-          out.ptr<T>(), x.ptr<T>(), cos.ptr<float>(), sin.ptr<float>(), pairs, x.sizes[2], half, inverse);
-    check_launch("rope_kernel");
+      launch("rope_kernel", rope_kernel<T, float>, blocks_for(pairs), kThreads, 0, out.ptr<T>(), x.ptr<T>(),
+             cos.ptr<float>(), sin.ptr<float>(), pairs, x.sizes[2], half, inverse);
   });
 }
 

@@ -151,10 +151,9 @@ void index_select(const Buffer& out, const Buffer& x, int dim, const Buffer& ind
   visit_index(index.dtype, "index_select", [&](auto itag) {
     visit_dtype(x.dtype, "index_select", [&](auto tag) {
       using T = decltype(tag);
-      index_select_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-          shape_of(out), n, out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), dim, x.sizes[dim],
-          index.ptr<decltype(itag)>(), device_error_flag());
-      check_launch("index_select_kernel");
+      launch("index_select_kernel", index_select_kernel<T, decltype(itag)>, blocks_for(n), kThreads, 0, shape_of(out),
+             n, out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), dim, x.sizes[dim],
+             index.ptr<decltype(itag)>(), device_error_flag());
     });
   });
 }
@@ -170,10 +169,9 @@ void index_add(const Buffer& out, int dim, const Buffer& index, const Buffer& sr
   visit_index(index.dtype, "index_add", [&](auto itag) {
     visit_numeric(out.dtype, "index_add", [&](auto tag) {
       using T = decltype(tag);
-      index_add_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-          shape_of(slice_src), n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src), src.strides[dim],
-          out.strides[dim], count, out.sizes[dim], index.ptr<decltype(itag)>(), device_error_flag());
-      check_launch("index_add_kernel");
+      launch("index_add_kernel", index_add_kernel<T, decltype(itag)>, blocks_for(n), kThreads, 0, shape_of(slice_src),
+             n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src), src.strides[dim], out.strides[dim], count,
+             out.sizes[dim], index.ptr<decltype(itag)>(), device_error_flag());
     });
   });
 }
@@ -185,10 +183,9 @@ void gather(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
   visit_index(index.dtype, "gather", [&](auto itag) {
     visit_dtype(x.dtype, "gather", [&](auto tag) {
       using T = decltype(tag);
-      gather_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-          shape_of(out), n, out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), index.ptr<decltype(itag)>(),
-          strides_of(index), dim, x.sizes[dim], device_error_flag());
-      check_launch("gather_kernel");
+      launch("gather_kernel", gather_kernel<T, decltype(itag)>, blocks_for(n), kThreads, 0, shape_of(out), n,
+             out.ptr<T>(), strides_of(out), x.ptr<T>(), strides_of(x), index.ptr<decltype(itag)>(), strides_of(index),
+             dim, x.sizes[dim], device_error_flag());
     });
   });
 }
@@ -200,10 +197,9 @@ void scatter_add(const Buffer& out, int dim, const Buffer& index, const Buffer& 
   visit_index(index.dtype, "scatter_add", [&](auto itag) {
     visit_numeric(out.dtype, "scatter_add", [&](auto tag) {
       using T = decltype(tag);
-      scatter_add_kernel<T, decltype(itag)><<<blocks_for(n), kThreads, 0, current_stream()>>>(
-          shape_of(index), n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src),
-          index.ptr<decltype(itag)>(), strides_of(index), dim, out.sizes[dim], device_error_flag());
-      check_launch("scatter_add_kernel");
+      launch("scatter_add_kernel", scatter_add_kernel<T, decltype(itag)>, blocks_for(n), kThreads, 0, shape_of(index),
+             n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src), index.ptr<decltype(itag)>(),
+             strides_of(index), dim, out.sizes[dim], device_error_flag());
     });
   });
 }

@@ -209,10 +209,9 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
     if (k == 0) return fill(out, 0.0);
     visit_index(out.dtype, "matmul", [&](auto tag) {
       using T = decltype(tag);
-      integer_matmul_kernel<T, int64_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
-          out.ptr<T>(), a.ptr<T>(), b.ptr<T>(), batch, m, n, k, a.strides[0], a.strides[1], a.strides[2],
-          b.strides[0], b.strides[1], b.strides[2]);
-      check_launch("integer_matmul_kernel");
+      launch("integer_matmul_kernel", integer_matmul_kernel<T, int64_t>, blocks_for(out.numel()), kThreads, 0,
+             out.ptr<T>(), a.ptr<T>(), b.ptr<T>(), batch, m, n, k, a.strides[0], a.strides[1], a.strides[2],
+             b.strides[0], b.strides[1], b.strides[2]);
     });
     return;
   }

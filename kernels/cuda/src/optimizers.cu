@@ -111,10 +111,8 @@ void adamw_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, co
   update_all("adamw_update", p, g, m, v, copy, [&](auto ptag, auto gtag, const UpdateChunk* table, unsigned blocks) {
     using P = decltype(ptag);
     using G = decltype(gtag);
-    adamw_kernel<P, G><<<blocks, kUpdateThreads, 0, current_stream()>>>(
-        table, P(1 - s.lr * s.weight_decay), P(s.beta1), P(s.beta2), P(s.lr / s.bias_correction1),
-        P(sqrt(s.bias_correction2)), P(s.eps));
-    check_launch("adamw_kernel");
+    launch("adamw_kernel", adamw_kernel<P, G>, blocks, kUpdateThreads, 0, table, P(1 - s.lr * s.weight_decay),
+           P(s.beta1), P(s.beta2), P(s.lr / s.bias_correction1), P(sqrt(s.bias_correction2)), P(s.eps));
   });
 }
 
@@ -124,9 +122,8 @@ void lion_update(const std::vector<Buffer>& p, const std::vector<Buffer>& g, con
   update_all("lion_update", p, g, m, {}, copy, [&](auto ptag, auto gtag, const UpdateChunk* table, unsigned blocks) {
     using P = decltype(ptag);
     using G = decltype(gtag);
-    lion_kernel<P, G><<<blocks, kUpdateThreads, 0, current_stream()>>>(table, P(1 - s.lr * s.weight_decay),
-                                                                       P(s.beta1), P(s.beta2), P(s.lr));
-    check_launch("lion_kernel");
+    launch("lion_kernel", lion_kernel<P, G>, blocks, kUpdateThreads, 0, table, P(1 - s.lr * s.weight_decay), P(s.beta1),
+           P(s.beta2), P(s.lr));
   });
 }
 

@@ -124,9 +124,8 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
   visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
     const int blocks = static_cast<int>(g.n_out < 65535 * 16 ? g.n_out : 65535 * 16);
-    reduce_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(g, op, x.ptr<T>(), out.data, out.dtype == DType::Int64,
-                                                               correction);
-    check_launch("reduce_kernel");
+    launch("reduce_kernel", reduce_kernel<T>, blocks, kThreads, 0, g, op, x.ptr<T>(), out.data,
+           out.dtype == DType::Int64, correction);
   });
 }
 
@@ -203,13 +202,12 @@ void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
   auto* partial = static_cast<double*>(allocate((chunks.size() + 1) * sizeof(double), device));
   if (!chunks.empty()) {
     NormChunk* dev_chunks = upload(chunks, device, "squared_norms");
-    norm_chunks_kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, current_stream()>>>(dev_chunks, partial);
-    check_launch("norm_chunks_kernel");
+    launch("norm_chunks_kernel", norm_chunks_kernel, static_cast<unsigned>(chunks.size()), kThreads, 0, dev_chunks,
+           partial);
     deallocate(dev_chunks, device);
   }
-  norm_tensors_kernel<<<blocks_for(tensors), kThreads, 0, current_stream()>>>(out.ptr<double>(), dev_first, partial,
-                                                                               tensors);
-  check_launch("norm_tensors_kernel");
+  launch("norm_tensors_kernel", norm_tensors_kernel, blocks_for(tensors), kThreads, 0, out.ptr<double>(), dev_first,
+         partial, tensors);
   deallocate(partial, device);  // stream-ordered: after the kernels
   deallocate(dev_first, device);
 }

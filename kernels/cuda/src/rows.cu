@@ -230,10 +230,8 @@ void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const
   visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = row_acc_t<T>;
-    norm_kernel<T, kCentered><<<grid(rows), kThreads, 0, current_stream()>>>(
-        y.ptr<T>(), static_cast<A*>(mean.data), rstd.ptr<A>(), x.ptr<T>(), residual.ptr<T>(), sum.ptr<T>(), param(w),
-        param(b), C, eps);
-    check_launch(op);
+    launch(op, norm_kernel<T, kCentered>, grid(rows), kThreads, 0, y.ptr<T>(), static_cast<A*>(mean.data),
+           rstd.ptr<A>(), x.ptr<T>(), residual.ptr<T>(), sum.ptr<T>(), param(w), param(b), C, eps);
   });
 }
 
@@ -247,18 +245,15 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
     using T = decltype(tag);
     using A = row_acc_t<T>;
     const A* mean_p = static_cast<const A*>(mean.data);
-    norm_backward_kernel<T, kCentered><<<grid(rows), kThreads, 0, current_stream()>>>(
-        dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), param(w), mean_p, rstd.ptr<A>(), C);
-    check_launch(op);
+    launch(op, norm_backward_kernel<T, kCentered>, grid(rows), kThreads, 0, dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(),
+           param(w), mean_p, rstd.ptr<A>(), C);
     if (!dw.data && !db.data) return;
     const int64_t P = rows < 256 ? rows : 256;
     A* partial = static_cast<A*>(allocate(static_cast<size_t>(2 * P * C) * sizeof(A), dx.device.index));
-    norm_param_partials<T, kCentered><<<static_cast<unsigned>(P), kThreads, 0, current_stream()>>>(
-        partial, dy.ptr<T>(), x.ptr<T>(), mean_p, rstd.ptr<A>(), rows, C);
-    check_launch("norm_param_partials");
-    if (dw.data) sum_partials<<<blocks_for(C), kThreads, 0, current_stream()>>>(dw.ptr<A>(), partial, P, C);
-    if (db.data) sum_partials<<<blocks_for(C), kThreads, 0, current_stream()>>>(db.ptr<A>(), partial + P * C, P, C);
-    check_launch("sum_partials");
+    launch("norm_param_partials", norm_param_partials<T, kCentered>, static_cast<unsigned>(P), kThreads, 0, partial,
+           dy.ptr<T>(), x.ptr<T>(), mean_p, rstd.ptr<A>(), rows, C);
+    if (dw.data) launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, dw.ptr<A>(), partial, P, C);
+    if (db.data) launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, db.ptr<A>(), partial + P * C, P, C);
     deallocate(partial, dx.device.index);
   });
 }
@@ -271,8 +266,7 @@ void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   if (rows == 0) return;
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
-    softmax_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(y.ptr<T>(), x.ptr<T>(), C, log, causal_tq);
-    check_launch("softmax_kernel");
+    launch("softmax_kernel", softmax_kernel<T>, grid(rows), kThreads, 0, y.ptr<T>(), x.ptr<T>(), C, log, causal_tq);
   });
 }
 
@@ -282,9 +276,8 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
   if (rows == 0) return;
   visit_floating(y.dtype, "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
-    softmax_backward_kernel<T><<<grid(rows), kThreads, 0, current_stream()>>>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), C,
-                                                                             log);
-    check_launch("softmax_backward_kernel");
+    launch("softmax_backward_kernel", softmax_backward_kernel<T>, grid(rows), kThreads, 0, dx.ptr<T>(), dy.ptr<T>(),
+           y.ptr<T>(), C, log);
   });
 }
 
@@ -316,10 +309,8 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
   visit_logits_target(logits, target, "cross_entropy", [&](auto tag, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
-    cross_entropy_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
-        loss.ptr<T>(), lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index,
-        device_error_flag());
-    check_launch("cross_entropy_kernel");
+    launch("cross_entropy_kernel", cross_entropy_kernel<T, I>, grid(rows), kThreads, 0, loss.ptr<T>(),
+           lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index, device_error_flag());
   });
 }
 
@@ -331,10 +322,9 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
   visit_logits_target(logits, target, "cross_entropy_backward", [&](auto tag, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
-    cross_entropy_backward_kernel<T, I><<<grid(rows), kThreads, 0, current_stream()>>>(
-        dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
-        ignore_index);
-    check_launch("cross_entropy_backward_kernel");
+    launch("cross_entropy_backward_kernel", cross_entropy_backward_kernel<T, I>, grid(rows), kThreads, 0,
+           dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
+           ignore_index);
   });
 }
 

@@ -79,8 +79,7 @@ bool index_add_sorted(const Buffer& out, const Buffer& index, const Buffer& src)
     SortScratch<I> s{reinterpret_cast<I*>(scratch), reinterpret_cast<int32_t*>(scratch + key_bytes),
                      reinterpret_cast<int32_t*>(scratch + key_bytes + pos_bytes), scratch + key_bytes + 2 * pos_bytes,
                      temp_bytes};
-    iota_kernel<<<blocks_for(n), kThreads, 0, stream>>>(s.positions_in, n);
-    check_launch("iota_kernel");
+    launch("iota_kernel", iota_kernel, blocks_for(n), kThreads, 0, s.positions_in, n);
     cudaError_t err = cub::DeviceRadixSort::SortPairs(s.temp, s.temp_bytes, index.ptr<I>(), s.keys, s.positions_in,
                                                       s.positions, static_cast<int>(n), 0, int(sizeof(I) * 8), stream);
     if (err != cudaSuccess) {
@@ -90,10 +89,9 @@ bool index_add_sorted(const Buffer& out, const Buffer& index, const Buffer& src)
     visit_numeric(out.dtype, "index_add", [&](auto tag) {
       using T = decltype(tag);
       const int threads = row_len >= kThreads ? kThreads : 64;
-      add_sorted_runs_kernel<T, I><<<blocks_for(n, 1), threads, 0, stream>>>(
-          out.ptr<T>(), out.strides[0], src.ptr<T>(), src.strides[0], row_len, s.keys, s.positions, n, out.sizes[0],
-          device_error_flag());
-      check_launch("add_sorted_runs_kernel");
+      launch("add_sorted_runs_kernel", add_sorted_runs_kernel<T, I>, blocks_for(n, 1), threads, 0, out.ptr<T>(),
+             out.strides[0], src.ptr<T>(), src.strides[0], row_len, s.keys, s.positions, n, out.sizes[0],
+             device_error_flag());
     });
     deallocate(scratch, device);
   });

@@ -1,0 +1,223 @@
+// kiln's CUDA kernel files run on the CPU (tests/emulated: the device code
+// through cuda_emulation.h, under the namespace kiln::kernels::cuda_emulated)
+// against their CPU twins and the float64 reference. Machines without a GPU
+// thereby execute the kernels' indexing, tiling, masking, reductions and
+// fragment layouts; the `gpu` label runs the same kernels on hardware.
+
+#include <cmath>
+
+#include "helpers.h"
+#include "kiln/kernels/cpu.h"
+
+#define cuda cuda_emulated
+#include "kiln/kernels/cuda.h"
+#undef cuda
+
+using namespace kiln;
+using kt::values;
+namespace emu = kiln::kernels::cuda_emulated;
+namespace cpu = kiln::kernels::cpu;
+
+namespace {
+
+double tolerance(DType t) {
+  switch (t) {
+    case kFloat64: return 1e-12;
+    case kFloat32: return 2e-5;
+    case kFloat16: return 4e-3;
+    default: return 3e-2;
+  }
+}
+
+// An output buffer per backend, compared after both have run.
+struct Twin {
+  Tensor cpu, emu;
+  explicit Twin(const Shape& shape, DType dt = kFloat32) : cpu(zeros(shape, dt)), emu(zeros(shape, dt)) {}
+  void check(double tol, const char* what) const {
+    INFO(what);
+    KT_CHECK_CLOSE(emu, values(cpu), tol);
+  }
+};
+
+struct AttentionCase {
+  int64_t B, Hq, Hkv, Tq, Tk, D;
+  bool causal;
+};
+
+// Forward and backward through the emulated CUDA attention (the tensor-core
+// kernels for bf16/f16 with D 64 or 128, the general kernels otherwise),
+// against the composed attention in float64 on the same rounded inputs.
+void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
+  INFO(dtype_name(dt) << " D " << c.D << " B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " Tq " << c.Tq
+                      << " Tk " << c.Tk << " causal " << c.causal);
+  Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt);
+  Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), dout = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
+  const double scale = 1.0 / std::sqrt(double(c.D));
+  Tensor out = empty(q.sizes(), dt), lse = empty({c.B, c.Hq, c.Tq});
+  emu::attention(out.buffer(), lse.buffer(), q.buffer(), k.buffer(), v.buffer(), c.causal, scale);
+
+  std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
+                             v.to(kFloat64).requires_grad_()};
+  AttentionOutput r = scaled_dot_product_attention_with_lse(ref[0], ref[1], ref[2], {.causal = c.causal});
+  const double tol = dt == kFloat32 ? 1e-5 : tolerance(dt);
+  KT_CHECK_CLOSE(out, values(r.out), tol);
+  std::vector<double> lr = values(r.lse), le = values(lse);
+  for (size_t i = 0; i < lr.size(); ++i) {
+    if (std::isinf(lr[i])) CHECK((std::isinf(le[i]) && le[i] < 0));
+    else CHECK(le[i] == Approx(lr[i]).margin(2e-2));
+  }
+
+  sum(r.out * dout.to(kFloat64)).backward();
+  Tensor dq = empty(q.sizes(), dt), dk = empty(k.sizes(), dt), dv = empty(v.sizes(), dt);
+  emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
+                          out.buffer(), lse.buffer(), c.causal, scale);
+  const Tensor grads[3] = {dq, dk, dv};
+  for (int i = 0; i < 3; ++i) {
+    INFO("gradient of " << "qkv"[i]);
+    KT_CHECK_CLOSE(grads[i], values(ref[i].grad()), 2 * tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("emulated attention: tensor-core and general kernels, ragged lengths, GQA, causal alignments") {
+  Generator gen(31);
+  for (bool causal : {false, true}) {
+    check_attention({1, 2, 1, 70, 45, 64, causal}, kBFloat16, gen);   // Tq > Tk: causal rows that see no key
+    check_attention({2, 1, 1, 20, 130, 64, causal}, kBFloat16, gen);  // few queries, many keys
+    check_attention({1, 2, 1, 37, 50, 80, causal}, kFloat32, gen);    // the general kernels
+  }
+  check_attention({1, 4, 2, 64, 64, 64, true}, kBFloat16, gen);  // whole tiles, two query heads per kv head
+  check_attention({1, 1, 1, 33, 65, 128, true}, kFloat16, gen);
+  check_attention({1, 2, 2, 9, 17, 32, true}, kBFloat16, gen);  // a head dim the tensor-core kernels leave
+}
+
+TEST_CASE("emulated row kernels match their CPU twins: softmax (causal), norms with residual, cross-entropy") {
+  Generator gen(32);
+  for (DType dt : {kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    const double tol = tolerance(dt);
+    for (int64_t C : {1, 7, 300}) {
+      INFO("C " << C);
+      const int64_t rows = 6;
+      Tensor x = randn({rows, C}, gen, dt) * 3.0, g = randn({rows, C}, gen, dt);
+      for (int64_t tq : {int64_t(0), int64_t(3), int64_t(6)})
+        for (bool log : {false, true}) {
+          Twin y({rows, C}, dt), dx({rows, C}, dt);
+          cpu::softmax(y.cpu.buffer(), x.buffer(), log, tq);
+          emu::softmax(y.emu.buffer(), x.buffer(), log, tq);
+          y.check(tol, "softmax");
+          if (tq) continue;  // the backward has no mask: masked outputs are 0 already
+          cpu::softmax_backward(dx.cpu.buffer(), g.buffer(), y.cpu.buffer(), log);
+          emu::softmax_backward(dx.emu.buffer(), g.buffer(), y.cpu.buffer(), log);
+          dx.check(tol, "softmax_backward");
+        }
+      // LayerNorm with the residual fused, and its backward with parameter gradients.
+      Tensor res = randn({rows, C}, gen, dt), w = randn({C}, gen), b = randn({C}, gen);
+      Twin y({rows, C}, dt), s({rows, C}, dt), mean({rows}), rstd({rows});
+      cpu::layer_norm(y.cpu.buffer(), mean.cpu.buffer(), rstd.cpu.buffer(), x.buffer(), res.buffer(), s.cpu.buffer(),
+                      w.buffer(), b.buffer(), 1e-5);
+      emu::layer_norm(y.emu.buffer(), mean.emu.buffer(), rstd.emu.buffer(), x.buffer(), res.buffer(), s.emu.buffer(),
+                      w.buffer(), b.buffer(), 1e-5);
+      y.check(2 * tol, "layer_norm");
+      s.check(tol, "layer_norm's residual sum");
+      rstd.check(1e-5, "layer_norm rstd");
+      Twin dx({rows, C}, dt), dw({C}), db({C});
+      cpu::layer_norm_backward(dx.cpu.buffer(), dw.cpu.buffer(), db.cpu.buffer(), g.buffer(), s.cpu.buffer(),
+                               w.buffer(), mean.cpu.buffer(), rstd.cpu.buffer());
+      emu::layer_norm_backward(dx.emu.buffer(), dw.emu.buffer(), db.emu.buffer(), g.buffer(), s.cpu.buffer(),
+                               w.buffer(), mean.cpu.buffer(), rstd.cpu.buffer());
+      dx.check(4 * tol, "layer_norm_backward dx");
+      dw.check(1e-4, "layer_norm_backward dw");
+      db.check(1e-4, "layer_norm_backward db");
+      Twin ry({rows, C}, dt), rrstd({rows}), rdx({rows, C}, dt), rdw({C});
+      cpu::rms_norm(ry.cpu.buffer(), rrstd.cpu.buffer(), x.buffer(), Buffer{}, Buffer{}, w.buffer(), 1e-6);
+      emu::rms_norm(ry.emu.buffer(), rrstd.emu.buffer(), x.buffer(), Buffer{}, Buffer{}, w.buffer(), 1e-6);
+      ry.check(2 * tol, "rms_norm");
+      cpu::rms_norm_backward(rdx.cpu.buffer(), rdw.cpu.buffer(), g.buffer(), x.buffer(), w.buffer(),
+                             rrstd.cpu.buffer());
+      emu::rms_norm_backward(rdx.emu.buffer(), rdw.emu.buffer(), g.buffer(), x.buffer(), w.buffer(),
+                             rrstd.cpu.buffer());
+      if (C > 1) rdx.check(4 * tol, "rms_norm_backward dx");  // C 1: zero up to eps, rounding noise either side
+      rdw.check(1e-4, "rms_norm_backward dw");
+      // Cross-entropy with an ignored row.
+      Tensor target = randint(0, C, {rows}, gen);
+      target.data_ptr<int64_t>()[2] = -100;
+      Twin loss({rows}, dt), lse({rows}), dlogits({rows, C}, dt);
+      cpu::cross_entropy(loss.cpu.buffer(), lse.cpu.buffer(), x.buffer(), target.buffer(), -100);
+      emu::cross_entropy(loss.emu.buffer(), lse.emu.buffer(), x.buffer(), target.buffer(), -100);
+      loss.check(tol, "cross_entropy");
+      Tensor dloss = randn({rows}, gen, dt);
+      cpu::cross_entropy_backward(dlogits.cpu.buffer(), dloss.buffer(), x.buffer(), target.buffer(), lse.cpu.buffer(),
+                                  -100);
+      emu::cross_entropy_backward(dlogits.emu.buffer(), dloss.buffer(), x.buffer(), target.buffer(), lse.cpu.buffer(),
+                                  -100);
+      dlogits.check(tol, "cross_entropy_backward");
+    }
+  }
+}
+
+TEST_CASE("emulated elementwise, reduction, indexing and optimizer kernels match their CPU twins") {
+  Generator gen(33);
+  for (DType dt : {kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    const double tol = tolerance(dt);
+    // Contiguous operands take the vector kernel (and its remainder), a transposed one the strided kernel.
+    Tensor a = randn({5, 203}, gen, dt), b = randn({5, 203}, gen, dt), bt = randn({203, 5}, gen, dt).t();
+    for (const Tensor& rhs : {b, bt}) {
+      Twin sum_ab({5, 203}, dt), gelu({5, 203}, dt);
+      cpu::binary(BinaryOp::Add, sum_ab.cpu.buffer(), a.buffer(), rhs.buffer());
+      emu::binary(BinaryOp::Add, sum_ab.emu.buffer(), a.buffer(), rhs.buffer());
+      sum_ab.check(tol, "add");
+      cpu::unary(UnaryOp::GeluTanh, gelu.cpu.buffer(), rhs.buffer(), 0, 0);
+      emu::unary(UnaryOp::GeluTanh, gelu.emu.buffer(), rhs.buffer(), 0, 0);
+      gelu.check(tol, "gelu");
+    }
+    Twin cast({5, 203});
+    cpu::copy(cast.cpu.buffer(), a.buffer());
+    emu::copy(cast.emu.buffer(), a.buffer());
+    cast.check(0, "cast to float32");
+    // Sum over the rows' dim.
+    Twin total({1, 203});
+    cpu::reduce(ReduceOp::Sum, total.cpu.buffer(), a.to(kFloat32).buffer(), 1u, 0);
+    emu::reduce(ReduceOp::Sum, total.emu.buffer(), a.to(kFloat32).buffer(), 1u, 0);
+    total.check(1e-5, "sum over dim 0");
+    // index_select along dim 0 and the general index_add (the sorted path needs CUB).
+    Tensor idx = randint(0, 5, {11}, gen);
+    Twin sel({11, 203}, dt), acc({5, 203}, dt);
+    cpu::index_select(sel.cpu.buffer(), a.buffer(), 0, idx.buffer());
+    emu::index_select(sel.emu.buffer(), a.buffer(), 0, idx.buffer());
+    sel.check(0, "index_select");
+    Tensor src = randn({11, 203}, gen, dt);
+    cpu::index_add(acc.cpu.buffer(), 0, idx.buffer(), src.buffer());
+    emu::index_add(acc.emu.buffer(), 0, idx.buffer(), src.buffer());
+    acc.check(2 * tol, "index_add");
+  }
+  // Multi-tensor AdamW writing bfloat16 compute copies, across chunk boundaries.
+  std::vector<Tensor> p_cpu, p_emu, g, m_cpu, m_emu, v_cpu, v_emu, c_cpu, c_emu;
+  for (int64_t n : {int64_t(3), int64_t(70000)}) {
+    Tensor p = randn({n}, gen), m = randn({n}, gen) * 0.1, v = rand({n}, gen);
+    p_cpu.push_back(p.clone());
+    p_emu.push_back(p.clone());
+    m_cpu.push_back(m.clone());
+    m_emu.push_back(m.clone());
+    v_cpu.push_back(v.clone());
+    v_emu.push_back(v.clone());
+    c_cpu.push_back(zeros({n}, kBFloat16));
+    c_emu.push_back(zeros({n}, kBFloat16));
+    g.push_back(randn({n}, gen, kBFloat16));
+  }
+  auto buffers = [](const std::vector<Tensor>& ts) {
+    std::vector<Buffer> out;
+    for (const Tensor& t : ts) out.push_back(t.buffer());
+    return out;
+  };
+  const AdamWStep step{1e-2, 0.9, 0.99, 1e-8, 0.1, 0.1, 0.01};
+  cpu::adamw_update(buffers(p_cpu), buffers(g), buffers(m_cpu), buffers(v_cpu), buffers(c_cpu), step);
+  emu::adamw_update(buffers(p_emu), buffers(g), buffers(m_emu), buffers(v_emu), buffers(c_emu), step);
+  for (size_t i = 0; i < p_cpu.size(); ++i) {
+    KT_CHECK_CLOSE(p_emu[i], values(p_cpu[i]), 1e-6);
+    KT_CHECK_CLOSE(v_emu[i], values(v_cpu[i]), 1e-6);
+    CHECK(values(c_emu[i]) == values(p_emu[i].to(kBFloat16)));
+  }
+}
