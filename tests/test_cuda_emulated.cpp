@@ -221,3 +221,95 @@ TEST_CASE("emulated elementwise, reduction, indexing and optimizer kernels match
     CHECK(values(c_emu[i]) == values(p_emu[i].to(kBFloat16)));
   }
 }
+
+TEST_CASE("emulated draws, fills, where, SwiGLU, RoPE, norms of many tensors, Lion, gather and scatter_add") {
+  Generator gen(34);
+  // Philox: the same numbers as the CPU for the same seed and offset.
+  Twin u({1001}), n({1001}), r({1001}, kInt64), f({3, 7}, kBFloat16), ar({9});
+  cpu::uniform(u.cpu.buffer(), 5, 17, -1, 2);
+  emu::uniform(u.emu.buffer(), 5, 17, -1, 2);
+  u.check(1e-7, "uniform");
+  cpu::normal(n.cpu.buffer(), 5, 17, 0.5, 2);
+  emu::normal(n.emu.buffer(), 5, 17, 0.5, 2);
+  n.check(1e-6, "normal");
+  cpu::randint(r.cpu.buffer(), 5, 17, -3, 40);
+  emu::randint(r.emu.buffer(), 5, 17, -3, 40);
+  r.check(0, "randint");
+  cpu::fill(f.cpu.buffer(), 1.5);
+  emu::fill(f.emu.buffer(), 1.5);
+  f.check(0, "fill");
+  cpu::arange(ar.cpu.buffer(), 2, 0.5);
+  emu::arange(ar.emu.buffer(), 2, 0.5);
+  ar.check(0, "arange");
+
+  for (DType dt : {kFloat32, kBFloat16}) {
+    INFO(dtype_name(dt));
+    const double tol = tolerance(dt);
+    Tensor cond = rand({4, 33}, gen) > 0.5, x = randn({4, 33}, gen, dt), y = randn({4, 33}, gen, dt);
+    Twin w({4, 33}, dt);
+    cpu::where(w.cpu.buffer(), cond.buffer(), x.buffer(), y.buffer());
+    emu::where(w.emu.buffer(), cond.buffer(), x.buffer(), y.buffer());
+    w.check(0, "where");
+    // SwiGLU on aligned buffers (vector kernel) and on views one element in (scalar kernel).
+    Tensor gate = randn({2, 401}, gen, dt), up = randn({2, 401}, gen, dt), dout = randn({2, 401}, gen, dt);
+    for (int64_t at : {int64_t(0), int64_t(1)}) {
+      const int64_t len = 801 - at;
+      auto view = [&](const Tensor& t) { return t.reshape({-1}).narrow(0, at, len); };
+      Twin out({len}, dt), dgate({len}, dt), dup({len}, dt);
+      cpu::swiglu(out.cpu.buffer(), view(gate).buffer(), view(up).buffer());
+      emu::swiglu(out.emu.buffer(), view(gate).buffer(), view(up).buffer());
+      out.check(tol, "swiglu");
+      cpu::swiglu_backward(dgate.cpu.buffer(), dup.cpu.buffer(), view(dout).buffer(), view(gate).buffer(),
+                           view(up).buffer());
+      emu::swiglu_backward(dgate.emu.buffer(), dup.emu.buffer(), view(dout).buffer(), view(gate).buffer(),
+                           view(up).buffer());
+      dgate.check(tol, "swiglu_backward dgate");
+      dup.check(tol, "swiglu_backward dup");
+    }
+    // RoPE, forward and inverse, with float32 tables.
+    Tensor xr = randn({2, 3, 5, 8}, gen, dt), cosines = rand({5, 4}, gen), sines = rand({5, 4}, gen);
+    for (bool inverse : {false, true}) {
+      Twin rot({2, 3, 5, 8}, dt);
+      cpu::rope(rot.cpu.buffer(), xr.buffer(), cosines.buffer(), sines.buffer(), inverse);
+      emu::rope(rot.emu.buffer(), xr.buffer(), cosines.buffer(), sines.buffer(), inverse);
+      rot.check(tol, "rope");
+    }
+    // gather and scatter_add along dim 1.
+    Tensor src = randn({4, 9}, gen, dt), index = randint(0, 9, {4, 6}, gen);
+    Twin gathered({4, 6}, dt), scattered({4, 9}, dt);
+    cpu::gather(gathered.cpu.buffer(), src.buffer(), 1, index.buffer());
+    emu::gather(gathered.emu.buffer(), src.buffer(), 1, index.buffer());
+    gathered.check(0, "gather");
+    Tensor add = randn({4, 6}, gen, dt);
+    cpu::scatter_add(scattered.cpu.buffer(), 1, index.buffer(), add.buffer());
+    emu::scatter_add(scattered.emu.buffer(), 1, index.buffer(), add.buffer());
+    scattered.check(2 * tol, "scatter_add");
+    // Maximum and variance over the last dim.
+    Twin mx({4, 1}, dt), var({4, 1}, dt);
+    cpu::reduce(ReduceOp::Max, mx.cpu.buffer(), src.buffer(), 2u, 0);
+    emu::reduce(ReduceOp::Max, mx.emu.buffer(), src.buffer(), 2u, 0);
+    mx.check(0, "max");
+    cpu::reduce(ReduceOp::Var, var.cpu.buffer(), src.buffer(), 2u, 1);
+    emu::reduce(ReduceOp::Var, var.emu.buffer(), src.buffer(), 2u, 1);
+    var.check(tol, "var");
+  }
+
+  // Squared norms of tensors of several dtypes and sizes (one spans two chunks).
+  std::vector<Tensor> xs = {randn({70001}, gen), randn({3}, gen, kBFloat16), randn({0}, gen), randn({513}, gen)};
+  std::vector<Buffer> xb;
+  for (const Tensor& t : xs) xb.push_back(t.buffer());
+  Twin norms({4}, kFloat64);
+  cpu::squared_norms(norms.cpu.buffer(), xb);
+  emu::squared_norms(norms.emu.buffer(), xb);
+  norms.check(1e-12, "squared_norms");
+
+  // Lion over two tensors (one spanning two chunks), with a float16 compute copy.
+  Tensor p = randn({70001}, gen), m = randn({70001}, gen) * 0.1, g = randn({70001}, gen);
+  Tensor p2 = p.clone(), m2 = m.clone(), c1 = zeros({70001}, kFloat16), c2 = zeros({70001}, kFloat16);
+  const LionStep step{1e-2, 0.9, 0.99, 0.1};
+  cpu::lion_update({p.buffer()}, {g.buffer()}, {m.buffer()}, {c1.buffer()}, step);
+  emu::lion_update({p2.buffer()}, {g.buffer()}, {m2.buffer()}, {c2.buffer()}, step);
+  KT_CHECK_CLOSE(p2, values(p), 1e-6);
+  KT_CHECK_CLOSE(m2, values(m), 1e-6);
+  CHECK(values(c2) == values(p2.to(kFloat16)));
+}
