@@ -196,3 +196,22 @@ void emulated_mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, u
   kiln_emulation::warp_sync();
   for (int i = 0; i < 4; ++i) c[i] = d[i];
 }
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8j .. 8j + 7 post
+// the row addresses of matrix j; lane l takes, of each matrix j, the elements
+// (l / 4, 2 (l % 4)) and (l / 4, 2 (l % 4) + 1), transposed with trans.
+inline void emulated_ldmatrix_x4(uint32_t (&r)[4], const void* row, bool trans) {
+  auto& slots = kiln_emulation::block().exchange[kiln_emulation::warp()];
+  const unsigned me = kiln_emulation::lane();
+  std::memcpy(&slots[me], &row, sizeof(row));
+  kiln_emulation::warp_sync();
+  auto element = [&](int matrix, int i, int j) {
+    const uint16_t* p;
+    std::memcpy(&p, &slots[8 * matrix + i], sizeof(p));
+    return static_cast<uint32_t>(p[j]);
+  };
+  const int a = static_cast<int>(me / 4), b = 2 * static_cast<int>(me % 4);
+  for (int m = 0; m < 4; ++m)
+    r[m] = trans ? element(m, b, a) | element(m, b + 1, a) << 16 : element(m, a, b) | element(m, a, b + 1) << 16;
+  kiln_emulation::warp_sync();
+}

@@ -8,7 +8,7 @@
 // A block is 4 warps; each warp owns 16 rows of the block's 64 (query rows in
 // the forward and dQ kernels, keys in the dK/dV kernel). Tiles of 64 keys (or
 // queries) pass through shared memory, rows padded by 16 bytes so that the
-// fragment loads hit 32 distinct banks. Scores stay in registers: the S
+// ldmatrix fragment loads (8 rows of 16 bytes a phase) meet no bank conflict. Scores stay in registers: the S
 // accumulator fragments become the A operand of the next product directly.
 // The softmax runs in the log2 domain (exp2 of scores pre-scaled by
 // scale * log2 e).
@@ -48,12 +48,6 @@ __device__ __forceinline__ uint32_t ld32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// Two elements of different rows as one register (low half first).
-template <typename T>
-__device__ __forceinline__ uint32_t pair(const T* lo, const T* hi) {
-  return uint32_t(lo->bits) | (uint32_t(hi->bits) << 16);
-}
-
 template <typename T>
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {
   if constexpr (std::is_same_v<T, BFloat16>) {
@@ -86,28 +80,34 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 #endif
 }
 
-// A fragment of the 16 x 16 block at m (row-major, row stride ld).
-template <typename T>
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* m, int ld, int g, int t) {
-  a[0] = ld32(m + g * ld + 2 * t);
-  a[1] = ld32(m + (g + 8) * ld + 2 * t);
-  a[2] = ld32(m + g * ld + 8 + 2 * t);
-  a[3] = ld32(m + (g + 8) * ld + 8 + 2 * t);
+// Four 8 x 8 matrices of 16-bit elements from shared memory in one
+// instruction: lanes 8j .. 8j + 7 give the row addresses of matrix j, and lane
+// l receives, of matrix j, elements (l / 4, 2 (l % 4) .. + 1), or with kTrans
+// elements (2 (l % 4) .. + 1, l / 4): exactly the A, B and C fragment
+// positions above. Row addresses must be 16-byte aligned.
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#ifdef KILN_CUDA_EMULATION
+  emulated_ldmatrix_x4(r, row, kTrans);
+#else
+  const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#endif
 }
 
-// B fragment with B(k, n) = m[n][k]: a transposed row-major matrix (K in Q K^T).
+// A fragment of the 16 x 16 block at m (shared memory, row-major, row stride
+// ld): matrices (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15).
 template <typename T>
-__device__ __forceinline__ void load_bt(uint32_t& b0, uint32_t& b1, const T* m, int ld, int g, int t) {
-  b0 = ld32(m + g * ld + 2 * t);
-  b1 = ld32(m + g * ld + 8 + 2 * t);
-}
-
-// B fragment with B(k, n) = m[k][n]: a row-major matrix as it is (V in P V).
-template <typename T>
-__device__ __forceinline__ void load_b(uint32_t& b0, uint32_t& b1, const T* m, int ld, int g, int t) {
-  const T* p = m + 2 * t * ld + g;
-  b0 = pair(p, p + ld);
-  b1 = pair(p + 8 * ld, p + 9 * ld);
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* m, int ld, int lane) {
+  const int j = lane / 8;
+  ldmatrix_x4<false>(a, m + ((j % 2) * 8 + lane % 8) * ld + (j / 2) * 8);
 }
 
 // Two accumulator tiles (16 x 8 each, side by side) as the A fragment of a 16 x 16 block.
@@ -119,36 +119,45 @@ __device__ __forceinline__ void to_a(uint32_t (&a)[4], const float (&left)[4], c
   a[3] = pack<T>(right[2], right[3]);
 }
 
-// acc (16 x 64) = A (16 x D, fragments at a) times the transpose of the 64 x D tile m.
+// acc (16 x 64) = A (16 x D, fragments at a) times the transpose of the 64 x D
+// tile m: B(k, n) = m[n][k]. One ldmatrix gives the B fragments of two n-tiles:
+// matrices (n-tile nt, k 0-7), (nt, k 8-15), (nt + 1, k 0-7), (nt + 1, k 8-15).
 template <typename T, int D>
-__device__ __forceinline__ void scores(float (&acc)[kTile / 8][4], const uint32_t (&a)[D / 16][4], const T* m, int g,
-                                       int t) {
+__device__ __forceinline__ void scores(float (&acc)[kTile / 8][4], const uint32_t (&a)[D / 16][4], const T* m,
+                                       int lane) {
+  const int j = lane / 8;
 #pragma unroll
-  for (int nt = 0; nt < kTile / 8; ++nt) {
+  for (int nt = 0; nt < kTile / 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
 #pragma unroll
+  for (int nt = 0; nt < kTile / 8; nt += 2)
+#pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t b0, b1;
-      load_bt(b0, b1, m + nt * 8 * ld<D>() + kk * 16, ld<D>(), g, t);
-      mma<T>(acc[nt], a[kk], b0, b1);
+      uint32_t b[4];
+      ldmatrix_x4<false>(b, m + ((nt + j / 2) * 8 + lane % 8) * ld<D>() + kk * 16 + (j % 2) * 8);
+      mma<T>(acc[nt], a[kk], b[0], b[1]);
+      mma<T>(acc[nt + 1], a[kk], b[2], b[3]);
     }
-  }
 }
 
-// acc (16 x D) += P (16 x 64, accumulator fragments p) times the 64 x D tile m.
+// acc (16 x D) += P (16 x 64, accumulator fragments p) times the 64 x D tile m:
+// B(k, n) = m[k][n], transposed by ldmatrix, two n-tiles a load: matrices
+// (k 0-7, n-tile dt), (k 8-15, dt), (k 0-7, dt + 1), (k 8-15, dt + 1).
 template <typename T, int D>
-__device__ __forceinline__ void accumulate(float (&acc)[D / 8][4], const float (&p)[kTile / 8][4], const T* m, int g,
-                                           int t) {
+__device__ __forceinline__ void accumulate(float (&acc)[D / 8][4], const float (&p)[kTile / 8][4], const T* m,
+                                           int lane) {
+  const int j = lane / 8;
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[4];
     to_a<T>(a, p[2 * kk], p[2 * kk + 1]);
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      uint32_t b0, b1;
-      load_b(b0, b1, m + kk * 16 * ld<D>() + dt * 8, ld<D>(), g, t);
-      mma<T>(acc[dt], a, b0, b1);
+    for (int dt = 0; dt < D / 8; dt += 2) {
+      uint32_t b[4];
+      ldmatrix_x4<true>(b, m + (kk * 16 + (j % 2) * 8 + lane % 8) * ld<D>() + (dt + j / 2) * 8);
+      mma<T>(acc[dt], a, b[0], b[1]);
+      mma<T>(acc[dt + 1], a, b[2], b[3]);
     }
   }
 }
@@ -261,7 +270,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
     load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
     float p[kTile / 8][4];
-    scores<T, D>(p, qf, ks, g, t);
+    scores<T, D>(p, qf, ks, lane);
     // Masked, scaled scores and each row's maximum over the tile.
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -295,7 +304,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     for (int dt = 0; dt < D / 8; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= correction[e / 2];
-    accumulate<T, D>(o, p, vs, g, t);
+    accumulate<T, D>(o, p, vs, lane);
   }
 
   float inv[2];
@@ -344,8 +353,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
     load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
     float p[kTile / 8][4], dp[kTile / 8][4];
-    scores<T, D>(p, qf, ks, g, t);
-    scores<T, D>(dp, df, vs, g, t);
+    scores<T, D>(p, qf, ks, lane);
+    scores<T, D>(dp, df, vs, lane);
     // dS = P (dP - D_i), the softmax's backward (into p).
 #pragma unroll
     for (int nt = 0; nt < kTile / 8; ++nt)
@@ -355,7 +364,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
         const float prob = key <= last[e / 2] ? exp2f(p[nt][e] * s.scale_log2 - L[e / 2]) : 0.f;
         p[nt][e] = prob * (dp[nt][e] - Di[e / 2]);
       }
-    accumulate<T, D>(acc, p, ks, g, t);
+    accumulate<T, D>(acc, p, ks, lane);
   }
   const float factor[2] = {s.scale, s.scale};
   store_rows<T, D>(dq + bh * s.Tq * D, acc, row0, s.Tq, factor, t);
@@ -413,12 +422,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       uint32_t kf[D / 16][4], vf[D / 16][4];
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        load_a(kf[kk], kw + kk * 16, ld<D>(), g, t);
-        load_a(vf[kk], vw + kk * 16, ld<D>(), g, t);
+        load_a(kf[kk], kw + kk * 16, ld<D>(), lane);
+        load_a(vf[kk], vw + kk * 16, ld<D>(), lane);
       }
       float p[kTile / 8][4], dp[kTile / 8][4];
-      scores<T, D>(p, kf, qs, g, t);
-      scores<T, D>(dp, vf, dos, g, t);
+      scores<T, D>(p, kf, qs, lane);
+      scores<T, D>(dp, vf, dos, lane);
 #pragma unroll
       for (int nt = 0; nt < kTile / 8; ++nt)
 #pragma unroll
@@ -430,8 +439,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
           p[nt][e] = prob;                          // P^T
           dp[nt][e] = prob * (dp[nt][e] - Ds[col]);  // dS^T
         }
-      accumulate<T, D>(dva, p, dos, g, t);
-      accumulate<T, D>(dka, dp, qs, g, t);
+      accumulate<T, D>(dva, p, dos, lane);
+      accumulate<T, D>(dka, dp, qs, lane);
     }
   }
   const float one[2] = {1.f, 1.f}, scale[2] = {s.scale, s.scale};

@@ -14,7 +14,7 @@ __device__ A block_sum(A v) {
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(0);
+    v = lane < static_cast<int>((blockDim.x + 31) / 32) ? partial[lane] : A(0);
     for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
     if (lane == 0) partial[0] = v;
   }
@@ -31,7 +31,7 @@ __device__ A block_max(A v) {
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    v = lane < (blockDim.x + 31) / 32 ? partial[lane] : A(-INFINITY);
+    v = lane < static_cast<int>((blockDim.x + 31) / 32) ? partial[lane] : A(-INFINITY);
     for (int s = 16; s > 0; s >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, s));
     if (lane == 0) partial[0] = v;
   }
