@@ -1,6 +1,6 @@
 // Row kernels on contiguous (rows, C) buffers: softmax, LayerNorm, RMSNorm and
-// cross-entropy, forward and backward. One block per row, block-wide sums
-// through warp shuffles. Row statistics (mean, rstd, logsumexp) are float32,
+// cross-entropy, forward and backward. One block per row, 16-byte accesses
+// where the rows allow (RowAccess), block-wide sums through warp shuffles. Row statistics (mean, rstd, logsumexp) are float32,
 // float64 for float64 inputs. Parameter gradients are summed in two phases
 // (per-block partials, then a fixed-order sum), so they are deterministic.
 
@@ -8,6 +8,7 @@
 
 #include "block_reduce.cuh"
 #include "common.cuh"
+#include "row_access.cuh"
 #include "kiln/kernels/cuda.h"
 
 namespace kiln::kernels::cuda {
@@ -41,78 +42,67 @@ Param param(const Buffer& b) { return {b.data, b.dtype}; }
 // rescaled when its maximum grows, then combined over the block), then the
 // output. With causal_tq, columns past the row's last key are left out.
 template <typename T>
-__global__ void softmax_kernel(T* y, const T* x, int64_t C, bool log_space, int64_t causal_tq) {
+__global__ void softmax_kernel(T* y, const T* x, RowAccess<T> row, bool log_space, int64_t causal_tq) {
   using A = row_acc_t<T>;
-  const int64_t row = blockIdx.x;
-  const T* xr = x + row * C;
-  T* yr = y + row * C;
+  const int64_t r = blockIdx.x, C = row.C;
+  const T* xr = x + r * C;
   int64_t seen = C;
   if (causal_tq > 0) {
-    seen = row % causal_tq + C - causal_tq + 1;
+    seen = r % causal_tq + C - causal_tq + 1;
     seen = seen < 0 ? 0 : (seen > C ? C : seen);
   }
   A mx = -INFINITY, sum = 0;
-  for (int64_t c = threadIdx.x; c < seen; c += blockDim.x) {
-    const A v = A(load(xr + c));
-    if (v == A(-INFINITY)) continue;  // adds nothing
+  row.read(seen, [&](int64_t, A v) {
+    if (v == A(-INFINITY)) return;  // adds nothing
     if (v > mx) {
       sum *= exp(mx - v);
       mx = v;
     }
     sum += exp(v - mx);
-  }
+  }, xr);
   A m = block_max(mx);
   if (isinf(m) && m < 0) m = 0;  // an all -inf row gives nan, as on the CPU
   sum = block_sum(mx == A(-INFINITY) ? A(0) : sum * exp(mx - m));
   const A lse = m + log(sum);
-  for (int64_t c = threadIdx.x; c < seen; c += blockDim.x) {
-    const A v = A(load(xr + c));
-    store(yr + c, log_space ? v - lse : exp(v - m) / sum);
-  }
-  for (int64_t c = seen + threadIdx.x; c < C; c += blockDim.x) store(yr + c, log_space ? A(-INFINITY) : A(0));
+  row.map(y + r * C, [&](int64_t c, A v) {
+    if (c >= seen) return log_space ? A(-INFINITY) : A(0);
+    return log_space ? v - lse : exp(v - m) / sum;
+  }, xr);
 }
 
 template <typename T>
-__global__ void softmax_backward_kernel(T* dx, const T* dy, const T* y, int64_t C, bool log_space) {
+__global__ void softmax_backward_kernel(T* dx, const T* dy, const T* y, RowAccess<T> row, bool log_space) {
   using A = row_acc_t<T>;
-  const int64_t off = blockIdx.x * C;
+  const int64_t off = blockIdx.x * row.C;
   A dot = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    dot += log_space ? A(load(dy + off + c)) : A(load(dy + off + c)) * A(load(y + off + c));
+  row.read(row.C, [&](int64_t, A g, A v) { dot += log_space ? g : g * v; }, dy + off, y + off);
   dot = block_sum(dot);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A g = A(load(dy + off + c)), v = A(load(y + off + c));
-    store(dx + off + c, log_space ? g - exp(v) * dot : v * (g - dot));
-  }
+  row.map(dx + off, [&](int64_t, A g, A v) { return log_space ? g - exp(v) * dot : v * (g - dot); }, dy + off,
+          y + off);
 }
 
 // --- LayerNorm / RMSNorm -----------------------------------------------------------
 
 template <typename T, bool kCentered>
 __global__ void norm_kernel(T* y, row_acc_t<T>* mean, row_acc_t<T>* rstd, const T* x, const T* residual, T* sum,
-                            Param w, Param b, int64_t C, double eps) {
+                            Param w, Param b, RowAccess<T> row, double eps) {
   using A = row_acc_t<T>;
-  const int64_t off = blockIdx.x * C;
+  const int64_t C = row.C, off = blockIdx.x * C;
   if (residual) {
     // sum = x + residual, then normalized in x's place. Each thread reads back
-    // only the elements it wrote (same c stride), so no barrier is needed.
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-      store(sum + off + c, A(load(x + off + c)) + A(load(residual + off + c)));
+    // only the elements it wrote (RowAccess keeps its columns), so no barrier.
+    row.map(sum + off, [](int64_t, A a, A r) { return a + r; }, x + off, residual + off);
     x = sum;
   }
   A m = 0;
   if constexpr (kCentered) {
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m += A(load(x + off + c));
+    row.read(C, [&](int64_t, A v) { m += v; }, x + off);
     m = block_sum(m) / A(C);
   }
-  A v = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A d = A(load(x + off + c)) - m;
-    v += d * d;
-  }
-  const A rs = A(1) / sqrt(block_sum(v) / A(C) + A(eps));
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    store(y + off + c, (A(load(x + off + c)) - m) * rs * w.at<A>(c, A(1)) + b.at<A>(c, A(0)));
+  A var = 0;
+  row.read(C, [&](int64_t, A v) { var += (v - m) * (v - m); }, x + off);
+  const A rs = A(1) / sqrt(block_sum(var) / A(C) + A(eps));
+  row.map(y + off, [&](int64_t c, A v) { return (v - m) * rs * w.at<A>(c, A(1)) + b.at<A>(c, A(0)); }, x + off);
   if (threadIdx.x == 0) {
     if constexpr (kCentered) mean[blockIdx.x] = m;
     rstd[blockIdx.x] = rs;
@@ -121,22 +111,21 @@ __global__ void norm_kernel(T* y, row_acc_t<T>* mean, row_acc_t<T>* rstd, const 
 
 template <typename T, bool kCentered>
 __global__ void norm_backward_kernel(T* dx, const T* dy, const T* x, Param w, const row_acc_t<T>* mean,
-                                     const row_acc_t<T>* rstd, int64_t C) {
+                                     const row_acc_t<T>* rstd, RowAccess<T> row) {
   using A = row_acc_t<T>;
-  const int64_t off = blockIdx.x * C;
+  const int64_t C = row.C, off = blockIdx.x * C;
   const A m = kCentered ? mean[blockIdx.x] : A(0), rs = rstd[blockIdx.x];
   A mean_g = 0, mean_gx = 0;  // means of g*w and g*w*xhat
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A gw = A(load(dy + off + c)) * w.at<A>(c, A(1));
+  row.read(C, [&](int64_t c, A g, A v) {
+    const A gw = g * w.at<A>(c, A(1));
     mean_g += gw;
-    mean_gx += gw * (A(load(x + off + c)) - m) * rs;
-  }
+    mean_gx += gw * (v - m) * rs;
+  }, dy + off, x + off);
   mean_g = kCentered ? block_sum(mean_g) / A(C) : A(0);
   mean_gx = block_sum(mean_gx) / A(C);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A xhat = (A(load(x + off + c)) - m) * rs;
-    store(dx + off + c, (A(load(dy + off + c)) * w.at<A>(c, A(1)) - mean_g - xhat * mean_gx) * rs);
-  }
+  row.map(dx + off, [&](int64_t c, A g, A v) {
+    return (g * w.at<A>(c, A(1)) - mean_g - (v - m) * rs * mean_gx) * rs;
+  }, dy + off, x + off);
 }
 
 // Phase 1: block p sums rows p, p + P, ... into partial[p][c] (dw) and
@@ -172,16 +161,16 @@ __global__ void sum_partials(A* out, const A* partial, int64_t P, int64_t C) {
 // --- cross-entropy -----------------------------------------------------------------
 
 template <typename T, typename I>
-__global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits, const I* target, int64_t C,
+__global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits, const I* target, RowAccess<T> row,
                                      int64_t ignore_index, DeviceError* flag) {
   using A = row_acc_t<T>;
-  const int64_t r = blockIdx.x;
+  const int64_t r = blockIdx.x, C = row.C;
   const T* xr = logits + r * C;
   A mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) mx = fmax(mx, A(load(xr + c)));
+  row.read(C, [&](int64_t, A v) { mx = fmax(mx, v); }, xr);
   mx = block_max(mx);
   A sum = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sum += exp(A(load(xr + c)) - mx);
+  row.read(C, [&](int64_t, A v) { sum += exp(v - mx); }, xr);
   sum = block_sum(sum);
   if (threadIdx.x == 0) {
     const A l = mx + log(sum);
@@ -200,16 +189,15 @@ __global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits
 
 template <typename T, typename I>
 __global__ void cross_entropy_backward_kernel(T* dlogits, const T* dloss, const T* logits, const I* target,
-                                              const row_acc_t<T>* lse, int64_t C, int64_t ignore_index) {
+                                              const row_acc_t<T>* lse, RowAccess<T> row, int64_t ignore_index) {
   using A = row_acc_t<T>;
-  const int64_t r = blockIdx.x;
+  const int64_t r = blockIdx.x, C = row.C;
   const int64_t t = target[r];
   const bool ignored = t == ignore_index || t < 0 || t >= C;
   const A g = ignored ? A(0) : A(load(dloss + r)), l = lse[r];
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    A p = exp(A(load(logits + r * C + c)) - l);
-    store(dlogits + r * C + c, ignored ? A(0) : g * (p - (c == t ? A(1) : A(0))));
-  }
+  row.map(dlogits + r * C, [&](int64_t c, A v) {
+    return ignored ? A(0) : g * (exp(v - l) - (c == t ? A(1) : A(0)));
+  }, logits + r * C);
 }
 
 // f(T{}, I{}) with the logits' floating type and the targets' index type.
@@ -230,8 +218,9 @@ void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const
   visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     using A = row_acc_t<T>;
+    const RowAccess<T> row{C, packs_fit<T>(C, {y.data, x.data, residual.data, sum.data})};
     launch(op, norm_kernel<T, kCentered>, grid(rows), kThreads, 0, y.ptr<T>(), static_cast<A*>(mean.data),
-           rstd.ptr<A>(), x.ptr<T>(), residual.ptr<T>(), sum.ptr<T>(), param(w), param(b), C, eps);
+           rstd.ptr<A>(), x.ptr<T>(), residual.ptr<T>(), sum.ptr<T>(), param(w), param(b), row, eps);
   });
 }
 
@@ -245,15 +234,17 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
     using T = decltype(tag);
     using A = row_acc_t<T>;
     const A* mean_p = static_cast<const A*>(mean.data);
+    const RowAccess<T> row{C, packs_fit<T>(C, {dx.data, dy.data, x.data})};
     launch(op, norm_backward_kernel<T, kCentered>, grid(rows), kThreads, 0, dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(),
-           param(w), mean_p, rstd.ptr<A>(), C);
+           param(w), mean_p, rstd.ptr<A>(), row);
     if (!dw.data && !db.data) return;
     const int64_t P = rows < 256 ? rows : 256;
     A* partial = static_cast<A*>(allocate(static_cast<size_t>(2 * P * C) * sizeof(A), dx.device.index));
     launch("norm_param_partials", norm_param_partials<T, kCentered>, static_cast<unsigned>(P), kThreads, 0, partial,
            dy.ptr<T>(), x.ptr<T>(), mean_p, rstd.ptr<A>(), rows, C);
     if (dw.data) launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, dw.ptr<A>(), partial, P, C);
-    if (db.data) launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, db.ptr<A>(), partial + P * C, P, C);
+    if (db.data)
+      launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, db.ptr<A>(), partial + P * C, P, C);
     deallocate(partial, dx.device.index);
   });
 }
@@ -266,7 +257,8 @@ void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   if (rows == 0) return;
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
-    launch("softmax_kernel", softmax_kernel<T>, grid(rows), kThreads, 0, y.ptr<T>(), x.ptr<T>(), C, log, causal_tq);
+    const RowAccess<T> row{C, packs_fit<T>(C, {y.data, x.data})};
+    launch("softmax_kernel", softmax_kernel<T>, grid(rows), kThreads, 0, y.ptr<T>(), x.ptr<T>(), row, log, causal_tq);
   });
 }
 
@@ -276,8 +268,9 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
   if (rows == 0) return;
   visit_floating(y.dtype, "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
+    const RowAccess<T> row{C, packs_fit<T>(C, {dx.data, dy.data, y.data})};
     launch("softmax_backward_kernel", softmax_backward_kernel<T>, grid(rows), kThreads, 0, dx.ptr<T>(), dy.ptr<T>(),
-           y.ptr<T>(), C, log);
+           y.ptr<T>(), row, log);
   });
 }
 
@@ -309,8 +302,9 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
   visit_logits_target(logits, target, "cross_entropy", [&](auto tag, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
+    const RowAccess<T> row{C, packs_fit<T>(C, {logits.data})};
     launch("cross_entropy_kernel", cross_entropy_kernel<T, I>, grid(rows), kThreads, 0, loss.ptr<T>(),
-           lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), C, ignore_index, device_error_flag());
+           lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), row, ignore_index, device_error_flag());
   });
 }
 
@@ -322,8 +316,9 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
   visit_logits_target(logits, target, "cross_entropy_backward", [&](auto tag, auto itag) {
     using T = decltype(tag);
     using I = decltype(itag);
+    const RowAccess<T> row{C, packs_fit<T>(C, {dlogits.data, logits.data})};
     launch("cross_entropy_backward_kernel", cross_entropy_backward_kernel<T, I>, grid(rows), kThreads, 0,
-           dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), C,
+           dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), row,
            ignore_index);
   });
 }
