@@ -24,6 +24,14 @@ void with_mma_types(const Buffer& q, F&& f) {
   else with_d(Half{});
 }
 
+// Lets `kernel` use `bytes` of dynamic shared memory (past the 48 KiB default).
+template <typename Kernel>
+void reserve_shared(Kernel kernel, size_t bytes, const char* op) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) !=
+      cudaSuccess)
+    fail(op, "cannot reserve the kernel's shared memory");
+}
+
 dim3 grid_of(int64_t heads, int64_t rows) {
   return dim3(static_cast<unsigned>(heads), static_cast<unsigned>((rows + kBlockRows - 1) / kBlockRows));
 }
@@ -41,9 +49,11 @@ void attention_mma_forward(const Buffer& out, const Buffer& lse, const Buffer& q
   const MmaShape s = mma_shape(q, k, causal, scale);
   with_mma_types(q, [&](auto tag, auto d) {
     using T = decltype(tag);
-    launch("attention_mma_forward_kernel", attention_mma_forward_kernel<T, decltype(d)::value>,
-           grid_of(q.sizes[0] * s.Hq, s.Tq), kThreadsPerBlock, 0, out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(),
-           k.ptr<T>(), v.ptr<T>(), s);
+    constexpr int kD = decltype(d)::value;
+    constexpr size_t bytes = kv_shared_bytes<kD>(sizeof(T));
+    reserve_shared(attention_mma_forward_kernel<T, kD>, bytes, "attention");
+    launch("attention_mma_forward_kernel", attention_mma_forward_kernel<T, kD>, grid_of(q.sizes[0] * s.Hq, s.Tq),
+           kThreadsPerBlock, bytes, out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
   });
 }
 
@@ -55,12 +65,12 @@ void attention_mma_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv
   with_mma_types(q, [&](auto tag, auto d) {
     using T = decltype(tag);
     constexpr int kD = decltype(d)::value;
-    launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(B * s.Hq, s.Tq), kThreadsPerBlock, 0,
-           dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
+    constexpr size_t dq_bytes = kv_shared_bytes<kD>(sizeof(T));
+    reserve_shared(attention_mma_dq_kernel<T, kD>, dq_bytes, "attention_backward");
+    launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(B * s.Hq, s.Tq), kThreadsPerBlock,
+           dq_bytes, dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
     constexpr size_t bytes = dkv_shared_bytes<kD>(sizeof(T));
-    if (cudaFuncSetAttribute(attention_mma_dkv_kernel<T, kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(bytes)) != cudaSuccess)
-      fail("attention_backward", "cannot reserve the dK/dV kernel's shared memory");
+    reserve_shared(attention_mma_dkv_kernel<T, kD>, bytes, "attention_backward");
     launch("attention_mma_dkv_kernel", attention_mma_dkv_kernel<T, kD>, grid_of(B * s.Hkv, s.Tk), kThreadsPerBlock,
            bytes, dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta,
            s);

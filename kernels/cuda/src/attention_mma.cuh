@@ -175,14 +175,81 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t first, 
   }
 }
 
-// Keys and values j0 .. j0 + kTile into their tiles, once every warp is done
-// with the previous ones.
+// 16 bytes from global to shared memory without passing through registers
+// (cp.async, sm_80), zeros when !valid; complete after cp_async_wait.
+__device__ __forceinline__ void cp_async16(void* shared, const void* global, bool valid) {
+#ifdef KILN_CUDA_EMULATION
+  if (valid) memcpy(shared, global, 16);
+  else memset(shared, 0, 16);
+#else
+  const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#ifndef KILN_CUDA_EMULATION
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most `pending` of this thread's committed copy groups are in flight.
+template <int pending>
+__device__ __forceinline__ void cp_async_wait() {
+#ifndef KILN_CUDA_EMULATION
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
+#endif
+}
+
+// Key/value tiles in two stages: the tiles of the next step are copied while
+// the current step computes (the forward and dQ kernels' loop).
 template <typename T, int D>
-__device__ __forceinline__ void load_kv_tiles(T* ks, T* vs, const T* k, const T* v, int64_t j0, int64_t Tk) {
-  __syncthreads();
-  load_tile<T, D>(ks, k, j0, Tk);
-  load_tile<T, D>(vs, v, j0, Tk);
-  __syncthreads();
+struct KvStages {
+  static constexpr int kTileElements = kTile * ld<D>();
+  T* tiles;  // [stage][K, V][kTile][ld]
+  const T* k;
+  const T* v;
+  int64_t Tk;
+
+  __device__ __forceinline__ T* keys(int stage) const { return tiles + (2 * stage) * kTileElements; }
+  __device__ __forceinline__ T* values(int stage) const { return tiles + (2 * stage + 1) * kTileElements; }
+
+  // Starts copying keys and values j0 .. j0 + kTile (zeros past Tk) into `stage`.
+  __device__ __forceinline__ void fetch(int64_t j0, int stage) const {
+    constexpr int kChunks = D / 8;
+    for (int e = threadIdx.x; e < kTile * kChunks; e += blockDim.x) {
+      const int r = e / kChunks, c = e % kChunks;
+      const bool valid = j0 + r < Tk;
+      const int64_t row = valid ? j0 + r : 0;
+      cp_async16(keys(stage) + r * ld<D>() + c * 8, k + row * D + c * 8, valid);
+      cp_async16(values(stage) + r * ld<D>() + c * 8, v + row * D + c * 8, valid);
+    }
+    cp_async_commit();
+  }
+
+  // Runs step(keys, values, j0) for each tile of keys up to `last`, fetching
+  // the next tile during each step.
+  template <typename Step>
+  __device__ __forceinline__ void for_each(int64_t last, Step&& step) const {
+    if (last < 0) return;
+    fetch(0, 0);
+    for (int64_t j0 = 0, i = 0; j0 <= last; j0 += kTile, ++i) {
+      const int stage = static_cast<int>(i % 2);
+      const bool more = j0 + kTile <= last;
+      if (more) fetch(j0 + kTile, 1 - stage);
+      if (more) cp_async_wait<1>();
+      else cp_async_wait<0>();
+      __syncthreads();  // every thread's copies of this tile have landed
+      step(keys(stage), values(stage), j0);
+      __syncthreads();  // every warp is done with it before it is refilled
+    }
+  }
+};
+
+// Shared memory of the forward and dQ kernels: two stages of key and value tiles.
+template <int D>
+constexpr size_t kv_shared_bytes(size_t element) {
+  return 4 * kTile * ld<D>() * element;
 }
 
 // A fragments of rows r and r + 8 (rows[0], rows[1]) of a (rows_total, D)
@@ -249,9 +316,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     attention_mma_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, MmaShape s) {
-  __shared__ uint4 tiles[2 * kTile * ld<D>() * sizeof(T) / sizeof(uint4)];  // raw: T has a constructor
-  T* ks = reinterpret_cast<T*>(tiles);
-  T* vs = ks + kTile * ld<D>();
+  KILN_DYNAMIC_SHARED(uint4, shared_raw);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
   const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
@@ -266,9 +331,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  const int64_t block_last = s.block_last_key(first);
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
-    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
+  const KvStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
+  stages.for_each(s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
     float p[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     // Masked, scaled scores and each row's maximum over the tile.
@@ -305,7 +369,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[dt][e] *= correction[e / 2];
     accumulate<T, D>(o, p, vs, lane);
-  }
+  });
 
   float inv[2];
 #pragma unroll
@@ -326,9 +390,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     attention_mma_dq_kernel(T* dq, const T* dout, const T* q, const T* k, const T* v, const float* lse,
                             const float* delta, MmaShape s) {
-  __shared__ uint4 tiles[2 * kTile * ld<D>() * sizeof(T) / sizeof(uint4)];  // raw: T has a constructor
-  T* ks = reinterpret_cast<T*>(tiles);
-  T* vs = ks + kTile * ld<D>();
+  KILN_DYNAMIC_SHARED(uint4, shared_raw);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
   const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
@@ -349,9 +411,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
   float acc[D / 8][4] = {};
 
-  const int64_t block_last = s.block_last_key(first);
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kTile) {
-    load_kv_tiles<T, D>(ks, vs, k + kv, v + kv, j0, s.Tk);
+  const KvStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
+  stages.for_each(s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
     float p[kTile / 8][4], dp[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     scores<T, D>(dp, df, vs, lane);
@@ -365,7 +426,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
         p[nt][e] = prob * (dp[nt][e] - Di[e / 2]);
       }
     accumulate<T, D>(acc, p, ks, lane);
-  }
+  });
   const float factor[2] = {s.scale, s.scale};
   store_rows<T, D>(dq + bh * s.Tq * D, acc, row0, s.Tq, factor, t);
 }
