@@ -115,6 +115,10 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   gradcheck([](const Inputs& v) { return softmax(v[0], 1); }, {x});
   gradcheck([](const Inputs& v) { return softmax(v[0], 0); }, {x3});
   gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {x3});               // Tq 3 < Tk 4
+  gradcheck([](const Inputs& v) {
+    return scaled_dot_product_attention_varlen(v[0], v[1], v[2], tensor(std::vector<int64_t>{0, 2, 5}),
+                                               tensor(std::vector<int64_t>{0, 3, 4}), {.causal = true});
+  }, {leaf({5, 2, 3}, gen), leaf({4, 1, 3}, gen), leaf({4, 1, 3}, gen)});
   gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {leaf({2, 5, 3}, gen)});  // Tq 5 > Tk 3
   gradcheck([](const Inputs& v) { return log_softmax(v[0], -1); }, {x3});
   gradcheck([](const Inputs& v) { return log_softmax(v[0], 1); }, {x3});

@@ -412,6 +412,14 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
           KT_CHECK_CLOSE(dev[i].grad(), values(ref[i].grad()), 2 * gpu_tolerance(dt));
         }
       }
+  // Packed sequences of different lengths (varlen): each runs the fused kernels.
+  for (DType dt : {kBFloat16, kFloat32}) {
+    Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 200}), cu_k = tensor(std::vector<int64_t>{0, 90, 91, 150});
+    compare("varlen attention", [&](auto& v) {
+      return scaled_dot_product_attention_varlen(v[0], v[1], v[2], cu_q, cu_k, {.causal = true});
+    }, {randn({200, 4, 64}, gen, dt), randn({150, 2, 64}, gen, dt), randn({150, 2, 64}, gen, dt)},
+            2 * gpu_tolerance(dt));
+  }
   // Deterministic backward: the same gradients bit for bit.
   Tensor q = randn({1, 4, 200, 64}, gen, kBFloat16).to(kGpu).requires_grad_();
   Tensor k = randn({1, 2, 200, 64}, gen, kBFloat16).to(kGpu).requires_grad_();

@@ -674,6 +674,52 @@ TEST_CASE("dropout keeps the expected fraction and scales the rest") {
   CHECK(values(dropout(x, 0.5, true, a)) == values(dropout(x, 0.5, true, b)));
 }
 
+TEST_CASE("varlen attention over packed sequences matches a naive loop per sequence") {
+  Generator gen(14);
+  // Queries and keys per sequence; the last has more queries than keys (causal rows that see none give 0).
+  const std::vector<int64_t> lq = {3, 1, 5, 4}, lk = {4, 1, 5, 2};
+  const int64_t Hq = 4, Hkv = 2, D = 6, group = Hq / Hkv;
+  std::vector<int64_t> cq{0}, ck{0};
+  for (size_t b = 0; b < lq.size(); ++b) {
+    cq.push_back(cq.back() + lq[b]);
+    ck.push_back(ck.back() + lk[b]);
+  }
+  Tensor q = randn({cq.back(), Hq, D}, gen, kFloat64), k = randn({ck.back(), Hkv, D}, gen, kFloat64),
+         v = randn({ck.back(), Hkv, D}, gen, kFloat64);
+  std::vector<double> qv = values(q), kv = values(k), vv = values(v);
+  for (bool causal : {false, true}) {
+    INFO("causal " << causal);
+    std::vector<double> expect(qv.size());
+    for (size_t b = 0; b < lq.size(); ++b)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t i = 0; i < lq[b]; ++i) {
+          const int64_t qi = cq[b] + i, last = causal ? i + lk[b] - lq[b] : lk[b] - 1;
+          std::vector<double> s;
+          double mx = -INFINITY, tot = 0;
+          for (int64_t j = 0; j <= last; ++j) {
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += qv[(qi * Hq + h) * D + d] * kv[((ck[b] + j) * Hkv + h / group) * D + d];
+            s.push_back(dot / std::sqrt(double(D)));
+            mx = std::max(mx, s.back());
+          }
+          for (double x : s) tot += std::exp(x - mx);
+          for (int64_t d = 0; d < D; ++d) {
+            double acc = 0;
+            for (size_t j = 0; j < s.size(); ++j)
+              acc += std::exp(s[j] - mx) / tot * vv[((ck[b] + int64_t(j)) * Hkv + h / group) * D + d];
+            expect[(qi * Hq + h) * D + d] = acc;
+          }
+        }
+    Tensor cu_q = tensor(cq).to(kInt32), cu_k = tensor(ck);
+    KT_CHECK_CLOSE(scaled_dot_product_attention_varlen(q, k, v, cu_q, cu_k, {.causal = causal}), expect, 1e-12);
+  }
+  CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(q, k, v, tensor(std::vector<int64_t>{0, 4, 3, 13}),
+                                                        tensor(ck)),
+                    Catch::Contains("cu_seqlens_q must rise from 0 to the 13 packed rows, got [0, 4, 3, 13]"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(q, k, v, tensor(cq), tensor(std::vector<int64_t>{0, 12})),
+                    Catch::Contains("cu_seqlens_q has 4 sequences, cu_seqlens_k 1"));
+}
+
 TEST_CASE("scaled_dot_product_attention matches a naive loop") {
   std::mt19937 rng(13);
   Generator gen(13);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include <fmt/ranges.h>
+
 #include "dispatch.h"
 #include "kiln/settings.h"
 
@@ -415,6 +417,51 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options) {
   return attention(q, k, v, options, true);
+}
+
+namespace {
+
+// Sequence offsets as host integers, checked against the packed length.
+std::vector<int64_t> sequence_offsets(const Tensor& cu, int64_t total, const char* what) {
+  detail::check_defined(cu, "scaled_dot_product_attention_varlen", what);
+  KILN_CHECK(cu.dim() == 1 && cu.numel() >= 2 && (cu.dtype() == kInt32 || cu.dtype() == kInt64),
+             "[scaled_dot_product_attention_varlen] {} must be 1-D int32/int64 offsets of length batch + 1, got {}",
+             what, describe(cu));
+  Tensor host = cu.to(kCPU, kInt64).contiguous();
+  std::vector<int64_t> offsets(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+  bool ok = offsets.front() == 0 && offsets.back() == total;
+  for (size_t i = 1; i < offsets.size() && ok; ++i) ok = offsets[i] >= offsets[i - 1];
+  KILN_CHECK(ok, "[scaled_dot_product_attention_varlen] {} must rise from 0 to the {} packed rows, got [{}]", what,
+             total, fmt::join(offsets, ", "));
+  return offsets;
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
+                                           const AttentionOptions& options) {
+  const char* op = "scaled_dot_product_attention_varlen";
+  detail::check_defined(q, op, "q");
+  detail::check_defined(k, op, "k");
+  detail::check_defined(v, op, "v");
+  KILN_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "[{}] expects packed q (total_q, Hq, D), k and v "
+             "(total_k, Hkv, D), got {}, {} and {}", op, describe(q), describe(k), describe(v));
+  const std::vector<int64_t> cq = sequence_offsets(cu_seqlens_q, q.size(0), "cu_seqlens_q");
+  const std::vector<int64_t> ck = sequence_offsets(cu_seqlens_k, k.size(0), "cu_seqlens_k");
+  KILN_CHECK(cq.size() == ck.size(), "[{}] cu_seqlens_q has {} sequences, cu_seqlens_k {}", op, cq.size() - 1,
+             ck.size() - 1);
+  // Sequence b as a batch of one: (1, H, T_b, D), then back to packed rows.
+  auto batch_of_one = [](const Tensor& t, int64_t begin, int64_t end) {
+    return t.narrow(0, begin, end - begin).transpose(0, 1).unsqueeze(0);
+  };
+  std::vector<Tensor> outs;
+  for (size_t b = 0; b + 1 < cq.size(); ++b) {
+    Tensor o = scaled_dot_product_attention(batch_of_one(q, cq[b], cq[b + 1]), batch_of_one(k, ck[b], ck[b + 1]),
+                                            batch_of_one(v, ck[b], ck[b + 1]), options);
+    outs.push_back(o.squeeze(0).transpose(0, 1));
+  }
+  return cat(outs, 0);
 }
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

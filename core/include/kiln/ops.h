@@ -204,6 +204,17 @@ struct AttentionOutput {
 // up to i + Tk - Tq.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
+// Attention over a packed batch of sequences of different lengths (packed
+// fine-tuning data), FlashAttention's varlen layout: q (total_q, Hq, D), k and v
+// (total_k, Hkv, D); sequence b holds query rows cu_seqlens_q[b] ..
+// cu_seqlens_q[b + 1] and key rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1]
+// (int32 or int64 offsets of length B + 1, starting at 0, on any device); the
+// causal mask is bottom-right within each sequence. Returns (total_q, Hq, D).
+// Each sequence runs as its own attention call (the fused kernels when they
+// apply); the offsets are read on the host.
+Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
+                                           const AttentionOptions& options = {});
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options = {});
 
