@@ -201,46 +201,48 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// Key/value tiles in two stages: the tiles of the next step are copied while
-// the current step computes (the forward and dQ kernels' loop).
+// Tiles of two matrices with the same rows (keys and values, or queries and
+// their output gradients) in two stages: the next step's tiles are copied
+// while the current step computes.
 template <typename T, int D>
-struct KvStages {
+struct TileStages {
   static constexpr int kTileElements = kTile * ld<D>();
-  T* tiles;  // [stage][K, V][kTile][ld]
-  const T* k;
-  const T* v;
-  int64_t Tk;
+  T* tiles;  // [stage][first, second][kTile][ld]
+  const T* first_matrix;
+  const T* second_matrix;
+  int64_t rows;
 
-  __device__ __forceinline__ T* keys(int stage) const { return tiles + (2 * stage) * kTileElements; }
-  __device__ __forceinline__ T* values(int stage) const { return tiles + (2 * stage + 1) * kTileElements; }
+  __device__ __forceinline__ T* first(int stage) const { return tiles + (2 * stage) * kTileElements; }
+  __device__ __forceinline__ T* second(int stage) const { return tiles + (2 * stage + 1) * kTileElements; }
 
-  // Starts copying keys and values j0 .. j0 + kTile (zeros past Tk) into `stage`.
-  __device__ __forceinline__ void fetch(int64_t j0, int stage) const {
+  // Starts copying rows r0 .. r0 + kTile of both matrices (zeros past `rows`) into `stage`.
+  __device__ __forceinline__ void fetch(int64_t r0, int stage) const {
     constexpr int kChunks = D / 8;
     for (int e = threadIdx.x; e < kTile * kChunks; e += blockDim.x) {
       const int r = e / kChunks, c = e % kChunks;
-      const bool valid = j0 + r < Tk;
-      const int64_t row = valid ? j0 + r : 0;
-      cp_async16(keys(stage) + r * ld<D>() + c * 8, k + row * D + c * 8, valid);
-      cp_async16(values(stage) + r * ld<D>() + c * 8, v + row * D + c * 8, valid);
+      const bool valid = r0 + r < rows;
+      const int64_t row = valid ? r0 + r : 0;
+      cp_async16(first(stage) + r * ld<D>() + c * 8, first_matrix + row * D + c * 8, valid);
+      cp_async16(second(stage) + r * ld<D>() + c * 8, second_matrix + row * D + c * 8, valid);
     }
     cp_async_commit();
   }
 
-  // Runs step(keys, values, j0) for each tile of keys up to `last`, fetching
-  // the next tile during each step.
+  // Runs step(first tile, second tile, r0) for the tiles starting at
+  // begin, begin + kTile, ... up to row `last`, fetching each next tile during
+  // the step before it.
   template <typename Step>
-  __device__ __forceinline__ void for_each(int64_t last, Step&& step) const {
-    if (last < 0) return;
-    fetch(0, 0);
-    for (int64_t j0 = 0, i = 0; j0 <= last; j0 += kTile, ++i) {
+  __device__ __forceinline__ void for_each(int64_t begin, int64_t last, Step&& step) const {
+    if (last < begin) return;
+    fetch(begin, 0);
+    for (int64_t r0 = begin, i = 0; r0 <= last; r0 += kTile, ++i) {
       const int stage = static_cast<int>(i % 2);
-      const bool more = j0 + kTile <= last;
-      if (more) fetch(j0 + kTile, 1 - stage);
+      const bool more = r0 + kTile <= last;
+      if (more) fetch(r0 + kTile, 1 - stage);
       if (more) cp_async_wait<1>();
       else cp_async_wait<0>();
       __syncthreads();  // every thread's copies of this tile have landed
-      step(keys(stage), values(stage), j0);
+      step(first(stage), second(stage), r0);
       __syncthreads();  // every warp is done with it before it is refilled
     }
   }
@@ -331,8 +333,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  const KvStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
-  stages.for_each(s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
+  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
+  stages.for_each(0, s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
     float p[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     // Masked, scaled scores and each row's maximum over the tile.
@@ -411,8 +413,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
   float acc[D / 8][4] = {};
 
-  const KvStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
-  stages.for_each(s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
+  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
+  stages.for_each(0, s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
     float p[kTile / 8][4], dp[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     scores<T, D>(dp, df, vs, lane);
@@ -434,10 +436,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 // --- backward: dK, dV ----------------------------------------------------------------
 
 // Dynamic shared memory of the dK/dV kernel: the block's keys and values,
-// then a tile of queries and one of output gradients, then their rows' L and D.
+// then two stages of query and output-gradient tiles.
 template <int D>
 constexpr size_t dkv_shared_bytes(size_t element) {
-  return 4 * kTile * ld<D>() * element + 2 * kTile * sizeof(float);
+  return 6 * kTile * ld<D>() * element;
 }
 
 template <typename T, int D>
@@ -447,10 +449,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   KILN_DYNAMIC_SHARED(uint4, shared_raw);
   T* kb = reinterpret_cast<T*>(shared_raw);  // the block's 64 keys
   T* vb = kb + kTile * ld<D>();              // and values
-  T* qs = vb + kTile * ld<D>();              // a tile of queries
-  T* dos = qs + kTile * ld<D>();             // and of their output gradients
-  float* Ls = reinterpret_cast<float*>(dos + kTile * ld<D>());
-  float* Ds = Ls + kTile;
+  T* staged = vb + kTile * ld<D>();          // query and output-gradient tiles
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t bk = blockIdx.x, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
@@ -458,7 +457,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t key0 = first_key + warp * 16 + g;
   const int64_t keys[2] = {key0, key0 + 8};
   const int64_t kv = bk * s.Tk * D;
-  load_tile<T, D>(kb, k + kv, first_key, s.Tk);
+  load_tile<T, D>(kb, k + kv, first_key, s.Tk);  // visible after the first staged tile's barrier
   load_tile<T, D>(vb, v + kv, first_key, s.Tk);
   const T* kw = kb + warp * 16 * ld<D>();  // this warp's 16 keys
   const T* vw = vb + warp * 16 * ld<D>();
@@ -469,16 +468,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   i_begin = i_begin < 0 ? 0 : i_begin - i_begin % kTile;
   for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
     const int64_t base = (b * s.Hq + hq) * s.Tq;
-    for (int64_t i0 = i_begin; i0 < s.Tq; i0 += kTile) {
-      __syncthreads();
-      load_tile<T, D>(qs, q + base * D, i0, s.Tq);
-      load_tile<T, D>(dos, dout + base * D, i0, s.Tq);
-      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-        const bool in = i0 + r < s.Tq;
-        Ls[r] = in ? lse[base + i0 + r] * kLog2e : 0.f;
-        Ds[r] = in ? delta[base + i0 + r] : 0.f;
-      }
-      __syncthreads();
+    const TileStages<T, D> stages{staged, q + base * D, dout + base * D, s.Tq};
+    stages.for_each(i_begin, s.Tq - 1, [&](const T* qs, const T* dos, int64_t i0) {
       // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 64 queries.
       uint32_t kf[D / 16][4], vf[D / 16][4];
 #pragma unroll
@@ -493,16 +484,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       for (int nt = 0; nt < kTile / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + 2 * t + (e & 1);
-          const int64_t query = i0 + col, key = keys[e / 2];
+          const int64_t query = i0 + nt * 8 + 2 * t + (e & 1), key = keys[e / 2];
           const bool seen = query < s.Tq && key < s.Tk && (!s.causal || key <= query + s.Tk - s.Tq);
-          const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - Ls[col]) : 0.f;
-          p[nt][e] = prob;                          // P^T
-          dp[nt][e] = prob * (dp[nt][e] - Ds[col]);  // dS^T
+          const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - lse[base + query] * kLog2e) : 0.f;
+          p[nt][e] = prob;                                                // P^T
+          dp[nt][e] = seen ? prob * (dp[nt][e] - delta[base + query]) : 0.f;  // dS^T
         }
       accumulate<T, D>(dva, p, dos, lane);
       accumulate<T, D>(dka, dp, qs, lane);
-    }
+    });
   }
   const float one[2] = {1.f, 1.f}, scale[2] = {s.scale, s.scale};
   store_rows<T, D>(dv + kv, dva, key0, s.Tk, one, t);
