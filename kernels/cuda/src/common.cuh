@@ -50,11 +50,16 @@ __device__ __forceinline__ void store(T* p, A v) {
   else *p = static_cast<T>(v);
 }
 
+// V elements of T, loaded and stored as one access (V * sizeof(T) <= 16 bytes).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+
 // 16-byte vector access: one load or store moves 16 / sizeof(T) elements.
 template <typename T>
-struct alignas(16) Pack {
+struct Pack : Vec<T, 16 / sizeof(T)> {
   static constexpr int size = 16 / sizeof(T);
-  T v[size];
 };
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

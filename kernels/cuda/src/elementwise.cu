@@ -53,12 +53,6 @@ __global__ void where_kernel(StridedIndex<4> it, int64_t n, T* out, const bool* 
   }
 }
 
-// V elements of T, loaded and stored as one access (V * sizeof(T) <= 16 bytes).
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-
 // How many elements one vector access of the widest type moves.
 template <typename... T>
 constexpr int vec_width() {
