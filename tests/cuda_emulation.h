@@ -116,27 +116,29 @@ float half_of(uint32_t reg, int which) {
 
 inline void __syncthreads() { kiln_emulation::block().all.arrive_and_wait(); }
 
+namespace kiln_emulation {
+// Every lane posts v; each gets the value of lane `source` (its own v when source is past the warp).
+template <typename V>
+V warp_exchange(V v, unsigned source) {
+  static_assert(sizeof(V) <= sizeof(uint64_t));
+  auto& slots = block().exchange[warp()];
+  std::memcpy(&slots[lane()], &v, sizeof(V));
+  warp_sync();
+  V out = v;
+  if (source < 32) std::memcpy(&out, &slots[source], sizeof(V));
+  warp_sync();
+  return out;
+}
+}  // namespace kiln_emulation
+
 template <typename V>
 V __shfl_xor_sync(unsigned, V v, int lane_mask) {
-  static_assert(sizeof(V) <= sizeof(uint64_t));
-  auto& slots = kiln_emulation::block().exchange[kiln_emulation::warp()];
-  std::memcpy(&slots[kiln_emulation::lane()], &v, sizeof(V));
-  kiln_emulation::warp_sync();
-  V out;
-  std::memcpy(&out, &slots[kiln_emulation::lane() ^ static_cast<unsigned>(lane_mask)], sizeof(V));
-  kiln_emulation::warp_sync();
-  return out;
+  return kiln_emulation::warp_exchange(v, kiln_emulation::lane() ^ static_cast<unsigned>(lane_mask));
 }
 
 template <typename V>
 V __shfl_down_sync(unsigned, V v, unsigned delta) {
-  auto& slots = kiln_emulation::block().exchange[kiln_emulation::warp()];
-  std::memcpy(&slots[kiln_emulation::lane()], &v, sizeof(V));
-  kiln_emulation::warp_sync();
-  V out = v;
-  if (kiln_emulation::lane() + delta < 32) std::memcpy(&out, &slots[kiln_emulation::lane() + delta], sizeof(V));
-  kiln_emulation::warp_sync();
-  return out;
+  return kiln_emulation::warp_exchange(v, kiln_emulation::lane() + delta);
 }
 
 inline int atomicCAS(int* address, int compare, int value) {

@@ -14,3 +14,14 @@
       KILN_FAIL("[cuda] {} failed: {} ({})", #call, cudaGetErrorString(kiln_cuda_err_),         \
                 cudaGetErrorName(kiln_cuda_err_));                                              \
   } while (0)
+
+namespace kiln::kernels::cuda {
+
+// Devices kiln keeps per-device state for (streams, pools).
+inline constexpr int kMaxDevices = 64;
+
+// Raises "[op] cuda:N does not exist (M devices visible)" unless cuda:device is
+// usable (runtime.cpp).
+void check_device(int device, const char* op);
+
+}  // namespace kiln::kernels::cuda

@@ -84,18 +84,27 @@ void check_launch(const char* kernel) {
 
 bool is_available() { return device_count() > 0; }
 
+// Asked once: the visible devices do not change during a process, and every
+// allocation checks its device against the count.
 int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
-  return n;
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky "no device" error
+      return 0;
+    }
+    return n;
+  }();
+  return count;
+}
+
+void check_device(int device, const char* op) {
+  KILN_CHECK(device >= 0 && device < device_count() && device < kMaxDevices,
+             "[{}] cuda:{} does not exist ({} devices visible)", op, device, device_count());
 }
 
 void* allocate(size_t nbytes, int device, void* stream) {
-  KILN_CHECK(device >= 0 && device < device_count(), "[cuda allocate] cuda:{} does not exist ({} devices visible)",
-             device, device_count());
+  check_device(device, "cuda allocate");
   DeviceScope scope(device);
   configure_pool_once(device);
   void* p = nullptr;
@@ -115,8 +124,7 @@ void* allocate(size_t nbytes, int device, void* stream) {
 }
 
 void memory_stats(int device, uint64_t out[4]) {
-  KILN_CHECK(device >= 0 && device < device_count(), "[cuda memory_stats] cuda:{} does not exist ({} devices visible)",
-             device, device_count());
+  check_device(device, "cuda memory_stats");
   configure_pool_once(device);
   cudaMemPool_t pool;
   KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
@@ -126,8 +134,7 @@ void memory_stats(int device, uint64_t out[4]) {
 }
 
 void reset_peak_memory(int device) {
-  KILN_CHECK(device >= 0 && device < device_count(), "[cuda reset_peak_memory] cuda:{} does not exist ({} devices "
-             "visible)", device, device_count());
+  check_device(device, "cuda reset_peak_memory");
   cudaMemPool_t pool;
   KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
   uint64_t zero = 0;  // the high-water marks restart from the current values

@@ -17,12 +17,16 @@ namespace kiln::kernels::cuda {
 
 namespace {
 
-constexpr int kMaxDevices = 64;
 constexpr int kPoolSize = 32;
 
-void check_device(int device, const char* op) {
-  KILN_CHECK(device >= 0 && device < device_count() && device < kMaxDevices,
-             "[{}] cuda:{} does not exist ({} devices visible)", op, device, device_count());
+// A query's answer: true when the work is done, false while it is not; other errors raise.
+bool finished(cudaError_t err, const char* call) {
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  KILN_CHECK(err == cudaSuccess, "[cuda] {} failed: {} ({})", call, cudaGetErrorString(err), cudaGetErrorName(err));
+  return true;
 }
 
 struct StreamPool {
@@ -86,13 +90,7 @@ void stream_synchronize(int device, void* stream) {
 
 bool stream_query(int device, void* stream) {
   DeviceScope scope(device);
-  cudaError_t err = cudaStreamQuery(as_stream(stream));
-  if (err == cudaErrorNotReady) {
-    cudaGetLastError();
-    return false;
-  }
-  KILN_CUDA_CHECK(err);
-  return true;
+  return finished(cudaStreamQuery(as_stream(stream)), "cudaStreamQuery");
 }
 
 void stream_wait_streams(int device, void* stream, const std::vector<void*>& others) {
@@ -129,15 +127,7 @@ void stream_wait_event(int device, void* stream, void* event) {
 
 void event_synchronize(void* event) { KILN_CUDA_CHECK(cudaEventSynchronize(as_event(event))); }
 
-bool event_query(void* event) {
-  cudaError_t err = cudaEventQuery(as_event(event));
-  if (err == cudaErrorNotReady) {
-    cudaGetLastError();
-    return false;
-  }
-  KILN_CUDA_CHECK(err);
-  return true;
-}
+bool event_query(void* event) { return finished(cudaEventQuery(as_event(event)), "cudaEventQuery"); }
 
 float event_elapsed_ms(void* start, void* end) {
   float ms = 0;
