@@ -163,13 +163,17 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   for (int64_t chunk : {0, 2})
     gradcheck([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk); }, {feats, head});
   for (bool causal : {false, true}) {
-    // The fused kernel pair (head dims of q and v equal).
+    // The fused kernel pair (head dims of q and v equal), padded and packed.
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v2 = leaf({1, 2, 5, 2}, gen);
     SettingsGuard guard;
     settings().attention = AttentionBackend::Fused;
     gradcheck([&](const Inputs& in) {
       return scaled_dot_product_attention(in[0], in[1], in[2], {.causal = causal});
     }, {q, k, v2});
+    gradcheck([&](const Inputs& in) {  // sequences of 2, 0 and 3 queries against 3, 1 and 2 keys
+      return scaled_dot_product_attention_varlen(in[0], in[1], in[2], tensor(std::vector<int64_t>{0, 2, 2, 5}),
+                                                 tensor(std::vector<int64_t>{0, 3, 4, 6}), {.causal = causal});
+    }, {leaf({5, 4, 2}, gen), leaf({6, 2, 2}, gen), leaf({6, 2, 2}, gen)});
   }
   for (bool causal : {false, true}) {
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v = leaf({1, 2, 5, 3}, gen);

@@ -368,15 +368,48 @@ TEST_CASE("index_select's backward sums repeated rows: sorted path on rows, gene
   }
 }
 
+// q, k, v of shape c rounded to dt: the output, logsumexp, dQ, dK and dV of
+// the CUDA attention settings().attention picks, against the float64 CPU
+// reference on the same rounded inputs.
+struct AttentionCase {
+  int64_t B, Hq, Hkv, Tq, Tk, D;
+};
+void check_attention_against_float64(const AttentionCase& c, DType dt, bool causal, Generator& gen) {
+  INFO("B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " D " << c.D << " Tq " << c.Tq << " Tk " << c.Tk
+            << " causal " << causal << " " << dtype_name(dt));
+  Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt);
+  Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, kFloat64);
+  std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
+                             v.to(kFloat64).requires_grad_()};
+  std::vector<Tensor> dev = {q.to(kGpu).requires_grad_(), k.to(kGpu).requires_grad_(), v.to(kGpu).requires_grad_()};
+  AttentionOutput r;
+  {
+    SettingsGuard composed;
+    settings().attention = AttentionBackend::Composed;
+    r = scaled_dot_product_attention_with_lse(ref[0], ref[1], ref[2], {.causal = causal});
+  }
+  AttentionOutput d = scaled_dot_product_attention_with_lse(dev[0], dev[1], dev[2], {.causal = causal});
+  KT_CHECK_CLOSE(d.out, values(r.out), gpu_tolerance(dt));
+  std::vector<double> lr = values(r.lse), ld = values(d.lse);
+  for (size_t i = 0; i < lr.size(); ++i) {
+    if (std::isinf(lr[i])) CHECK((std::isinf(ld[i]) && ld[i] < 0));
+    else CHECK(ld[i] == Approx(lr[i]).margin(2e-2));
+  }
+  sum(r.out * w).backward();
+  sum(d.out * w.to(kGpu, dt)).backward();
+  for (int i = 0; i < 3; ++i) {
+    INFO("gradient " << "qkv"[i]);
+    KT_CHECK_CLOSE(dev[i].grad(), values(ref[i].grad()), 2 * gpu_tolerance(dt));
+  }
+}
+
 TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged and causal lengths") {
   // On CUDA, scaled_dot_product_attention runs the fused kernels (settings' Auto); the CPU runs the composed ops.
   Generator gen(10);
-  struct Case {
-    int64_t B, Hq, Hkv, Tq, Tk, D;
-  };
-  for (const Case& c : {Case{2, 4, 2, 100, 100, 64}, Case{1, 8, 2, 37, 129, 128}, Case{1, 2, 2, 130, 70, 80},
-                        Case{3, 2, 1, 1, 300, 32}, Case{1, 1, 1, 65, 65, 256}, Case{1, 2, 1, 150, 70, 64},
-                        Case{2, 4, 1, 3, 300, 128}})
+  for (const AttentionCase& c :
+       {AttentionCase{2, 4, 2, 100, 100, 64}, AttentionCase{1, 8, 2, 37, 129, 128}, AttentionCase{1, 2, 2, 130, 70, 80},
+        AttentionCase{3, 2, 1, 1, 300, 32}, AttentionCase{1, 1, 1, 65, 65, 256}, AttentionCase{1, 2, 1, 150, 70, 64},
+        AttentionCase{2, 4, 1, 3, 300, 128}})
     for (DType dt : {kFloat32, kBFloat16, kFloat16})
       for (bool causal : {false, true}) {
         INFO("D " << c.D << " Tq " << c.Tq << " Tk " << c.Tk << " causal " << causal << " " << dtype_name(dt));
@@ -385,36 +418,16 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
         }, {randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt),
             randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt)}, 2 * gpu_tolerance(dt));
       }
-  // The tensor-core kernels (bfloat16/float16, D 64 and 128) against the float64
-  // CPU reference on the same rounded inputs: output, logsumexp, dQ, dK, dV.
-  for (const Case& c : {Case{1, 4, 2, 129, 200, 64}, Case{2, 2, 2, 64, 64, 128}, Case{1, 2, 1, 150, 70, 128}})
+  // The tensor-core kernels (bfloat16/float16, D 64 and 128) against the float64 reference.
+  for (const AttentionCase& c : {AttentionCase{1, 4, 2, 129, 200, 64}, AttentionCase{2, 2, 2, 64, 64, 128},
+                                 AttentionCase{1, 2, 1, 150, 70, 128}})
     for (DType dt : {kBFloat16, kFloat16})
-      for (bool causal : {false, true}) {
-        INFO("D " << c.D << " Tq " << c.Tq << " Tk " << c.Tk << " causal " << causal << " " << dtype_name(dt));
-        Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt);
-        Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, kFloat64);
-        std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
-                                   v.to(kFloat64).requires_grad_()};
-        std::vector<Tensor> dev = {q.to(kGpu).requires_grad_(), k.to(kGpu).requires_grad_(),
-                                   v.to(kGpu).requires_grad_()};
-        AttentionOutput r = scaled_dot_product_attention_with_lse(ref[0], ref[1], ref[2], {.causal = causal});
-        AttentionOutput d = scaled_dot_product_attention_with_lse(dev[0], dev[1], dev[2], {.causal = causal});
-        KT_CHECK_CLOSE(d.out, values(r.out), gpu_tolerance(dt));
-        std::vector<double> lr = values(r.lse), ld = values(d.lse);
-        for (size_t i = 0; i < lr.size(); ++i) {
-          if (std::isinf(lr[i])) CHECK((std::isinf(ld[i]) && ld[i] < 0));
-          else CHECK(ld[i] == Approx(lr[i]).margin(2e-2));
-        }
-        sum(r.out * w).backward();
-        sum(d.out * w.to(kGpu, dt)).backward();
-        for (int i = 0; i < 3; ++i) {
-          INFO("gradient " << "qkv"[i]);
-          KT_CHECK_CLOSE(dev[i].grad(), values(ref[i].grad()), 2 * gpu_tolerance(dt));
-        }
-      }
-  // Packed sequences of different lengths (varlen): each runs the fused kernels.
+      for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
+  // Packed sequences of different lengths (varlen), one fused launch for all of
+  // them; the third has keys but no queries (its keys' gradients are zero).
   for (DType dt : {kBFloat16, kFloat32}) {
-    Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 200}), cu_k = tensor(std::vector<int64_t>{0, 90, 91, 150});
+    Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 71, 200});
+    Tensor cu_k = tensor(std::vector<int64_t>{0, 90, 91, 120, 150});
     compare("varlen attention", [&](auto& v) {
       return scaled_dot_product_attention_varlen(v[0], v[1], v[2], cu_q, cu_k, {.causal = true});
     }, {randn({200, 4, 64}, gen, dt), randn({150, 2, 64}, gen, dt), randn({150, 2, 64}, gen, dt)},

@@ -4,6 +4,7 @@
 // thereby execute the kernels' indexing, tiling, masking, reductions and
 // fragment layouts; the `gpu` label runs the same kernels on hardware.
 
+#include <algorithm>
 #include <cmath>
 
 #include "helpers.h"
@@ -54,7 +55,9 @@ void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
   Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), dout = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
   const double scale = 1.0 / std::sqrt(double(c.D));
   Tensor out = empty(q.sizes(), dt), lse = empty({c.B, c.Hq, c.Tq});
-  emu::attention(out.buffer(), lse.buffer(), q.buffer(), k.buffer(), v.buffer(), c.causal, scale);
+  const AttentionGeometry geometry{.batch = c.B, .heads_q = c.Hq, .heads_kv = c.Hkv, .head_dim = c.D, .Tq = c.Tq,
+                                   .Tk = c.Tk, .causal = c.causal};
+  emu::attention(out.buffer(), lse.buffer(), q.buffer(), k.buffer(), v.buffer(), geometry, scale);
 
   std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
                              v.to(kFloat64).requires_grad_()};
@@ -70,7 +73,7 @@ void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
   sum(r.out * dout.to(kFloat64)).backward();
   Tensor dq = empty(q.sizes(), dt), dk = empty(k.sizes(), dt), dv = empty(v.sizes(), dt);
   emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
-                          out.buffer(), lse.buffer(), c.causal, scale);
+                          out.buffer(), lse.buffer(), geometry, scale);
   const Tensor grads[3] = {dq, dk, dv};
   for (int i = 0; i < 3; ++i) {
     INFO("gradient of " << "qkv"[i]);
@@ -78,7 +81,53 @@ void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
   }
 }
 
+// Packed sequences (lengths lq, lk) through one emulated launch, against the
+// composed attention per sequence in float64.
+void check_packed_attention(const std::vector<int64_t>& lq, const std::vector<int64_t>& lk, int64_t Hq, int64_t Hkv,
+                            int64_t D, bool causal, DType dt, Generator& gen) {
+  INFO(dtype_name(dt) << " D " << D << " Hq " << Hq << " Hkv " << Hkv << " causal " << causal);
+  std::vector<int64_t> cq{0}, ck{0};
+  for (size_t b = 0; b < lq.size(); ++b) {
+    cq.push_back(cq.back() + lq[b]);
+    ck.push_back(ck.back() + lk[b]);
+  }
+  Tensor q = randn({cq.back(), Hq, D}, gen, dt), k = randn({ck.back(), Hkv, D}, gen, dt);
+  Tensor v = randn({ck.back(), Hkv, D}, gen, dt), dout = randn({cq.back(), Hq, D}, gen, dt);
+  Tensor cu_q = tensor(cq), cu_k = tensor(ck);
+  const AttentionGeometry geometry{.batch = int64_t(lq.size()), .heads_q = Hq, .heads_kv = Hkv, .head_dim = D,
+                                   .Tq = *std::max_element(lq.begin(), lq.end()),
+                                   .Tk = *std::max_element(lk.begin(), lk.end()), .cu_q = cu_q.data_ptr<int64_t>(),
+                                   .cu_k = cu_k.data_ptr<int64_t>(), .causal = causal};
+  const double scale = 1.0 / std::sqrt(double(D));
+  Tensor out = empty(q.sizes(), dt), lse = empty({cq.back(), Hq});
+  emu::attention(out.buffer(), lse.buffer(), q.buffer(), k.buffer(), v.buffer(), geometry, scale);
+  std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
+                             v.to(kFloat64).requires_grad_()};
+  Tensor expect = scaled_dot_product_attention_varlen(ref[0], ref[1], ref[2], cu_q, cu_k, {.causal = causal});
+  KT_CHECK_CLOSE(out, values(expect), tolerance(dt));
+
+  sum(expect * dout.to(kFloat64)).backward();
+  Tensor dq = empty(q.sizes(), dt), dk = empty(k.sizes(), dt), dv = empty(v.sizes(), dt);
+  emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
+                          out.buffer(), lse.buffer(), geometry, scale);
+  const Tensor grads[3] = {dq, dk, dv};
+  for (int i = 0; i < 3; ++i) {
+    INFO("gradient of " << "qkv"[i]);
+    KT_CHECK_CLOSE(grads[i], values(ref[i].grad()), 2 * tolerance(dt));
+  }
+}
+
 }  // namespace
+
+TEST_CASE("emulated attention over packed sequences: one launch for sequences of every length") {
+  Generator gen(35);
+  // Sequences shorter than a tile, spanning two, empty on either side, and more queries than keys.
+  const std::vector<int64_t> lq = {70, 5, 0, 3, 40}, lk = {90, 5, 4, 0, 20};
+  for (bool causal : {false, true}) {
+    check_packed_attention(lq, lk, 2, 1, 64, causal, kBFloat16, gen);  // the tensor-core kernels
+    check_packed_attention(lq, lk, 2, 1, 24, causal, kFloat32, gen);   // the general kernels
+  }
+}
 
 TEST_CASE("emulated attention: tensor-core and general kernels, ragged lengths, GQA, causal alignments") {
   Generator gen(31);

@@ -711,7 +711,12 @@ TEST_CASE("varlen attention over packed sequences matches a naive loop per seque
           }
         }
     Tensor cu_q = tensor(cq).to(kInt32), cu_k = tensor(ck);
-    KT_CHECK_CLOSE(scaled_dot_product_attention_varlen(q, k, v, cu_q, cu_k, {.causal = causal}), expect, 1e-12);
+    for (AttentionBackend backend : {AttentionBackend::Composed, AttentionBackend::Fused}) {
+      INFO("fused " << (backend == AttentionBackend::Fused));  // the fused kernel: every sequence in one call
+      SettingsGuard guard;
+      settings().attention = backend;
+      KT_CHECK_CLOSE(scaled_dot_product_attention_varlen(q, k, v, cu_q, cu_k, {.causal = causal}), expect, 1e-12);
+    }
   }
   CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(q, k, v, tensor(std::vector<int64_t>{0, 4, 3, 13}),
                                                         tensor(ck)),

@@ -19,13 +19,15 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
   Tensor out = empty(out_shape, TensorOptions(a.dtype()).device(a.device()));
   {
     autograd::NoGradGuard no_grad;
+    int64_t nb = 1;  // batch elements, given outright: -1 cannot be inferred when a matrix is empty
+    for (int64_t d : batch) nb *= d;
     auto as3 = [&](const Tensor& t, int64_t r, int64_t c) {
       Shape full = batch;
       full.push_back(r);
       full.push_back(c);
-      return t.expand(full).reshape({-1, r, c});
+      return t.expand(full).reshape({nb, r, c});
     };
-    KILN_DISPATCH(a.device(), matmul, out.reshape({-1, m, n}).buffer(), as3(a, m, k).buffer(), as3(b, k, n).buffer(),
+    KILN_DISPATCH(a.device(), matmul, out.reshape({nb, m, n}).buffer(), as3(a, m, k).buffer(), as3(b, k, n).buffer(),
                   GemmOptions{settings().allow_tf32, {}});
   }
   if (autograd::any_requires_grad({a, b}))

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string_view>
 
 #include <fmt/ranges.h>
 
@@ -335,62 +336,85 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
 
 namespace {
 
-// Whether settings().attention picks the fused kernel (head dim D <= 256, v's equal to q's).
-bool use_fused_attention(const Tensor& q, const Tensor& v, int64_t D) {
+// Which implementation settings().attention picks for q and v (head dim D).
+enum class AttentionImpl { Composed, Fused };
+
+AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D) {
   const AttentionBackend backend = settings().attention;
-  if (backend == AttentionBackend::Composed || D > 256 || v.size(3) != D) return false;
-  if (backend == AttentionBackend::Fused) return !q.device().is_cuda() || q.dtype() != kFloat64;
-  return q.device().is_cuda() && q.dtype() != kFloat64;  // Auto
+  // The fused kernels take head dims up to 256, v's equal to q's.
+  if (backend == AttentionBackend::Composed || D > 256 || v.size(-1) != D) return AttentionImpl::Composed;
+  const bool fused = backend == AttentionBackend::Fused ? !q.device().is_cuda() || q.dtype() != kFloat64
+                                                        : q.device().is_cuda() && q.dtype() != kFloat64;  // Auto
+  return fused ? AttentionImpl::Fused : AttentionImpl::Composed;
 }
 
-// The fused kernel pair, recorded as one autograd node (q, k, v checked by the caller).
-AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                                bool with_lse) {
+// The fused kernel pair over `geometry`'s layout (q, k, v
+// checked by the caller), recorded as one autograd node. `offsets` are the
+// tensors behind a packed geometry's cu_q and cu_k, kept alive as long as the
+// node.
+AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionGeometry& geometry,
+                                const std::vector<Tensor>& offsets, double scale, bool with_lse) {
   Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   Tensor out = empty_like(qc);
-  Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, TensorOptions(stat_dtype(q.dtype())).device(q.device()));
-  KILN_DISPATCH(q.device(), attention, out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), causal,
+  Shape row_shape = q.sizes();  // one statistic per row: (B, Hq, Tq) or (total_q, Hq)
+  row_shape.pop_back();
+  Tensor lse = empty(row_shape, TensorOptions(stat_dtype(q.dtype())).device(q.device()));
+  KILN_DISPATCH(q.device(), attention, out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), geometry,
                 scale);
   Tensor saved_out = out.detach();  // the node must not hold its own output's grad_fn
   if (autograd::any_requires_grad({q, k, v}))
     autograd::record("scaled_dot_product_attention", out, {q, k, v},
                      [sq = save(qc, "attention"), sk = save(kc, "attention"), sv = save(vc, "attention"),
-                      so = save(saved_out, "attention"), sl = save(lse, "attention"), causal,
+                      so = save(saved_out, "attention"), sl = save(lse, "attention"), geometry, offsets,
                       scale](const Tensor& g, const Needs&) {
                        Tensor gc = g.contiguous();
                        Tensor dq = empty_like(sq.get()), dk = empty_like(sk.get()), dv = empty_like(sv.get());
-                       KILN_DISPATCH(g.device(), attention_backward, dq.buffer(), dk.buffer(), dv.buffer(),
-                                     gc.buffer(), sq.get().buffer(), sk.get().buffer(), sv.get().buffer(),
-                                     so.get().buffer(), sl.get().buffer(), causal, scale);
+                       const Buffer args[] = {dq.buffer(),       dk.buffer(),       dv.buffer(),
+                                              gc.buffer(),       sq.get().buffer(), sk.get().buffer(),
+                                              sv.get().buffer(), so.get().buffer(), sl.get().buffer()};
+                       KILN_DISPATCH(g.device(), attention_backward, args[0], args[1], args[2], args[3], args[4],
+                                     args[5], args[6], args[7], args[8], geometry, scale);
                        return Grads{dq, dk, dv};
                      });
   return {out, with_lse ? lse.to(kFloat32) : Tensor()};
+}
+
+// Checks the query, key and value of one attention call: (B, H, T, D) when
+// `layout` names four dims, packed (rows, H, D) otherwise; one floating dtype
+// and device; key and value alike but for value's head dim; query and key of
+// one head dim; query heads a multiple of key/value heads.
+void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const char* layout) {
+  detail::check_defined(q, op, "query");
+  detail::check_defined(k, op, "key");
+  detail::check_defined(v, op, "value");
+  detail::check_same_device(op, {q, k, v});
+  detail::check_floating(q, op);
+  const int rank = std::string_view(layout).starts_with("(B") ? 4 : 3;
+  KILN_CHECK(q.dim() == rank && k.dim() == rank && v.dim() == rank, "[{}] expects {}, got {}, {}, {}", op, layout,
+             describe(q), describe(k), describe(v));
+  KILN_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "[{}] expects one dtype, got {}, {}, {}", op,
+             describe(q), describe(k), describe(v));
+  bool match = k.size(-1) == q.size(-1) && (rank == 3 || (k.size(0) == q.size(0)));
+  for (int d = 0; d < rank - 1; ++d) match = match && v.size(d) == k.size(d);
+  KILN_CHECK(match, "[{}] key {} and value {} do not match query {}", op, describe(k), describe(v), describe(q));
+  KILN_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+             "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, q.size(1), k.size(1));
 }
 
 // The reference attention, composed of differentiable ops. with_lse also
 // returns the logsumexp of each row of scaled scores.
 AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options,
                           bool with_lse) {
-  const char* op = "scaled_dot_product_attention";
-  detail::check_defined(q, op, "query");
-  detail::check_defined(k, op, "key");
-  detail::check_defined(v, op, "value");
-  detail::check_same_device(op, {q, k, v});
-  detail::check_floating(q, op);
-  KILN_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-             "[{}] expects (B, H, T, D) query, key and value, got {}, {}, {}", op, describe(q), describe(k),
-             describe(v));
-  KILN_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "[{}] expects one dtype, got {}, {}, {}", op,
-             describe(q), describe(k), describe(v));
+  check_attention_operands("scaled_dot_product_attention", q, k, v, "(B, H, T, D) query, key and value");
   const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2);
-  KILN_CHECK(k.size(0) == B && v.size(0) == B && v.size(1) == Hkv && v.size(2) == Tk && k.size(3) == D,
-             "[{}] key {} and value {} do not match query {}", op, describe(k), describe(v), describe(q));
-  KILN_CHECK(Hkv > 0 && Hq % Hkv == 0, "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, Hq,
-             Hkv);
   const int64_t group = Hq / Hkv;
   double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  if (use_fused_attention(q, v, D)) return fused_attention(q, k, v, options.causal, scale, with_lse);
+  const AttentionImpl impl = attention_impl(q, v, D);
+  if (impl != AttentionImpl::Composed)
+    return fused_attention(q, k, v, {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
+                                     .causal = options.causal},
+                           {}, scale, with_lse);
   // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
   auto repeat = [&](const Tensor& t) {
     if (group == 1) return t;
@@ -442,21 +466,32 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options) {
   const char* op = "scaled_dot_product_attention_varlen";
-  detail::check_defined(q, op, "q");
-  detail::check_defined(k, op, "k");
-  detail::check_defined(v, op, "v");
-  KILN_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "[{}] expects packed q (total_q, Hq, D), k and v "
-             "(total_k, Hkv, D), got {}, {} and {}", op, describe(q), describe(k), describe(v));
+  check_attention_operands(op, q, k, v, "packed q (total_q, Hq, D), k and v (total_k, Hkv, D)");
   const std::vector<int64_t> cq = sequence_offsets(cu_seqlens_q, q.size(0), "cu_seqlens_q");
   const std::vector<int64_t> ck = sequence_offsets(cu_seqlens_k, k.size(0), "cu_seqlens_k");
   KILN_CHECK(cq.size() == ck.size(), "[{}] cu_seqlens_q has {} sequences, cu_seqlens_k {}", op, cq.size() - 1,
              ck.size() - 1);
+  const int64_t batch = static_cast<int64_t>(cq.size()) - 1, D = q.size(2);
+  const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  const AttentionImpl impl = attention_impl(q, v, D);
+  if (impl == AttentionImpl::Fused) {  // one launch for every sequence
+    auto longest = [](const std::vector<int64_t>& cu) {
+      int64_t n = 0;
+      for (size_t b = 0; b + 1 < cu.size(); ++b) n = std::max(n, cu[b + 1] - cu[b]);
+      return n;
+    };
+    const std::vector<Tensor> offsets = {tensor(cq).to(q.device()), tensor(ck).to(q.device())};
+    const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
+                                     .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
+                                     .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};
+    return fused_attention(q, k, v, geometry, offsets, scale, false).out;
+  }
   // Sequence b as a batch of one: (1, H, T_b, D), then back to packed rows.
   auto batch_of_one = [](const Tensor& t, int64_t begin, int64_t end) {
     return t.narrow(0, begin, end - begin).transpose(0, 1).unsqueeze(0);
   };
   std::vector<Tensor> outs;
-  for (size_t b = 0; b + 1 < cq.size(); ++b) {
+  for (int64_t b = 0; b < batch; ++b) {
     Tensor o = scaled_dot_product_attention(batch_of_one(q, cq[b], cq[b + 1]), batch_of_one(k, ck[b], ck[b + 1]),
                                             batch_of_one(v, ck[b], ck[b + 1]), options);
     outs.push_back(o.squeeze(0).transpose(0, 1));

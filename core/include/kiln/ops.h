@@ -210,8 +210,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // cu_seqlens_q[b + 1] and key rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1]
 // (int32 or int64 offsets of length B + 1, starting at 0, on any device); the
 // causal mask is bottom-right within each sequence. Returns (total_q, Hq, D).
-// Each sequence runs as its own attention call (the fused kernels when they
-// apply); the offsets are read on the host.
+// The fused kernels take every sequence in one launch (as FlashAttention's
+// varlen kernels); the composed path runs a call per sequence. The offsets
+// are read on the host to be checked.
 Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options = {});

@@ -14,14 +14,6 @@ namespace kiln::kernels::cpu {
 
 namespace {
 
-struct Geometry {
-  int64_t B, Hq, Hkv, Tq, Tk, D;
-  explicit Geometry(const Buffer& q, const Buffer& k)
-      : B(q.sizes[0]), Hq(q.sizes[1]), Hkv(k.sizes[1]), Tq(q.sizes[2]), Tk(k.sizes[2]), D(q.sizes[3]) {}
-  // The last key query i sees (-1: none).
-  int64_t last_key(int64_t i, bool causal) const { return causal ? std::min(Tk - 1, i + Tk - Tq) : Tk - 1; }
-};
-
 template <typename T>
 double at(const Buffer& b, int64_t i) {
   return double(acc_t<T>(b.ptr<T>()[i]));
@@ -36,74 +28,79 @@ double dot(const Buffer& a, int64_t ai, const Buffer& b, int64_t bi, int64_t D) 
 
 }  // namespace
 
-void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v, bool causal,
-               double scale) {
-  const Geometry g(q, k);
-  const int64_t group = g.Hq / g.Hkv;
+void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
+               const AttentionGeometry& g, double scale) {
+  const int64_t D = g.head_dim;
   visit_floating(q.dtype, "attention", [&](auto tag) {
     using T = decltype(tag);
-    parallel_for(g.B * g.Hq * g.Tq, g.Tk * g.D, [&](int64_t lo, int64_t hi) {
-      std::vector<double> s(static_cast<size_t>(g.Tk)), o(static_cast<size_t>(g.D));
-      for (int64_t row = lo; row < hi; ++row) {
-        const int64_t bh = row / g.Tq, i = row % g.Tq, b = bh / g.Hq, h = bh % g.Hq;
-        const int64_t kv = (b * g.Hkv + h / group) * g.Tk * g.D, last = g.last_key(i, causal);
-        double m = -std::numeric_limits<double>::infinity(), l = 0;
-        for (int64_t j = 0; j <= last; ++j) {
-          s[j] = scale * dot<T>(q, row * g.D, k, kv + j * g.D, g.D);
-          m = std::max(m, s[j]);
+    parallel_for(g.batch * g.heads_q, g.Tq * g.Tk * D, [&](int64_t lo, int64_t hi) {
+      std::vector<double> s(static_cast<size_t>(g.Tk)), o(static_cast<size_t>(D));
+      for (int64_t bh = lo; bh < hi; ++bh) {
+        const AttentionSequence seq = g.sequence(bh / g.heads_q, bh % g.heads_q);
+        for (int64_t i = 0; i < seq.Tq; ++i) {
+          const int64_t row = seq.query(i), last = seq.last_key(i);
+          double m = -std::numeric_limits<double>::infinity(), l = 0;
+          for (int64_t j = 0; j <= last; ++j) {
+            s[j] = scale * dot<T>(q, row * D, k, seq.key(j) * D, D);
+            m = std::max(m, s[j]);
+          }
+          std::fill(o.begin(), o.end(), 0.0);
+          for (int64_t j = 0; j <= last; ++j) {
+            const double p = std::exp(s[j] - m);
+            l += p;
+            for (int64_t d = 0; d < D; ++d) o[d] += p * at<T>(v, seq.key(j) * D + d);
+          }
+          for (int64_t d = 0; d < D; ++d) out.ptr<T>()[row * D + d] = T(acc_t<T>(last < 0 ? 0.0 : o[d] / l));
+          const double row_lse = last < 0 ? -std::numeric_limits<double>::infinity() : m + std::log(l);
+          if (lse.dtype == DType::Float64) lse.ptr<double>()[row] = row_lse;
+          else lse.ptr<float>()[row] = static_cast<float>(row_lse);
         }
-        std::fill(o.begin(), o.end(), 0.0);
-        for (int64_t j = 0; j <= last; ++j) {
-          const double p = std::exp(s[j] - m);
-          l += p;
-          for (int64_t d = 0; d < g.D; ++d) o[d] += p * at<T>(v, kv + j * g.D + d);
-        }
-        for (int64_t d = 0; d < g.D; ++d) out.ptr<T>()[row * g.D + d] = T(acc_t<T>(last < 0 ? 0.0 : o[d] / l));
-        const double row_lse = last < 0 ? -std::numeric_limits<double>::infinity() : m + std::log(l);
-        if (lse.dtype == DType::Float64) lse.ptr<double>()[row] = row_lse;
-        else lse.ptr<float>()[row] = static_cast<float>(row_lse);
       }
     });
   });
 }
 
 void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout, const Buffer& q,
-                        const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse, bool causal,
-                        double scale) {
-  const Geometry g(q, k);
-  const int64_t group = g.Hq / g.Hkv;
+                        const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse,
+                        const AttentionGeometry& g, double scale) {
+  const int64_t D = g.head_dim, group = g.group();
   visit_floating(q.dtype, "attention_backward", [&](auto tag) {
     using T = decltype(tag);
     auto row_lse = [&](int64_t row) {
       return lse.dtype == DType::Float64 ? lse.ptr<double>()[row] : double(lse.ptr<float>()[row]);
     };
-    parallel_for(g.B * g.Hkv, g.Tq * g.Tk * g.D * group, [&](int64_t lo, int64_t hi) {
-      std::vector<double> dkv(static_cast<size_t>(2 * g.Tk * g.D)), dqr(static_cast<size_t>(g.D));
+    parallel_for(g.batch * g.heads_kv, g.Tq * g.Tk * D * group, [&](int64_t lo, int64_t hi) {
+      std::vector<double> dkv(static_cast<size_t>(2 * g.Tk * D)), dqr(static_cast<size_t>(D));
       for (int64_t bk = lo; bk < hi; ++bk) {
-        const int64_t b = bk / g.Hkv, hk = bk % g.Hkv, kv = bk * g.Tk * g.D;
+        const int64_t b = bk / g.heads_kv, hk = bk % g.heads_kv;
         std::fill(dkv.begin(), dkv.end(), 0.0);
         double* dks = dkv.data();
-        double* dvs = dkv.data() + g.Tk * g.D;
-        for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
-          for (int64_t i = 0; i < g.Tq; ++i) {
-            const int64_t row = (b * g.Hq + h) * g.Tq + i, last = g.last_key(i, causal);
-            const double L = row_lse(row), Di = dot<T>(dout, row * g.D, out, row * g.D, g.D);
+        double* dvs = dkv.data() + g.Tk * D;
+        for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+          const AttentionSequence seq = g.sequence(b, h);
+          for (int64_t i = 0; i < seq.Tq; ++i) {
+            const int64_t row = seq.query(i), last = seq.last_key(i);
+            const double L = row_lse(row), Di = dot<T>(dout, row * D, out, row * D, D);
             std::fill(dqr.begin(), dqr.end(), 0.0);
             for (int64_t j = 0; j <= last; ++j) {
-              const double p = std::exp(scale * dot<T>(q, row * g.D, k, kv + j * g.D, g.D) - L);
-              const double dp = dot<T>(dout, row * g.D, v, kv + j * g.D, g.D), ds = p * (dp - Di);
-              for (int64_t d = 0; d < g.D; ++d) {
-                dvs[j * g.D + d] += p * at<T>(dout, row * g.D + d);
-                dks[j * g.D + d] += scale * ds * at<T>(q, row * g.D + d);
-                dqr[d] += scale * ds * at<T>(k, kv + j * g.D + d);
+              const int64_t key = seq.key(j) * D;
+              const double p = std::exp(scale * dot<T>(q, row * D, k, key, D) - L);
+              const double dp = dot<T>(dout, row * D, v, key, D), ds = p * (dp - Di);
+              for (int64_t d = 0; d < D; ++d) {
+                dvs[j * D + d] += p * at<T>(dout, row * D + d);
+                dks[j * D + d] += scale * ds * at<T>(q, row * D + d);
+                dqr[d] += scale * ds * at<T>(k, key + d);
               }
             }
-            for (int64_t d = 0; d < g.D; ++d) dq.ptr<T>()[row * g.D + d] = T(acc_t<T>(dqr[d]));
+            for (int64_t d = 0; d < D; ++d) dq.ptr<T>()[row * D + d] = T(acc_t<T>(dqr[d]));
           }
-        for (int64_t e = 0; e < g.Tk * g.D; ++e) {
-          dk.ptr<T>()[kv + e] = T(acc_t<T>(dks[e]));
-          dv.ptr<T>()[kv + e] = T(acc_t<T>(dvs[e]));
         }
+        const AttentionSequence keys = g.sequence(b, hk * group);  // the group's kv head
+        for (int64_t j = 0; j < keys.Tk; ++j)
+          for (int64_t d = 0; d < D; ++d) {
+            dk.ptr<T>()[keys.key(j) * D + d] = T(acc_t<T>(dks[j * D + d]));
+            dv.ptr<T>()[keys.key(j) * D + d] = T(acc_t<T>(dvs[j * D + d]));
+          }
       }
     });
   });

@@ -3,7 +3,10 @@
 // reference for the tensor-core kernels (attention_mma.cu), which take
 // bfloat16/float16 with head dims 64 and 128.
 //
-// Forward: a block takes 64 query rows of one (batch, head), one thread per
+// A padded batch or packed sequences (AttentionGeometry): the grid covers the
+// longest sequence, and blocks past a shorter one's end have nothing to do.
+//
+// Forward: a block takes 64 query rows of one (sequence, head), one thread per
 // row holding its query and output accumulator in registers; tiles of keys
 // and values pass through shared memory (float32), and each thread keeps an
 // online softmax (running max and sum), so the Tq x Tk scores never exist.
@@ -30,74 +33,69 @@ constexpr int tile_rows() {
   return 4096 / kD;
 }
 
-struct AttnShape {
-  int64_t Hq, Hkv, Tq, Tk;
-  int D;
-  bool causal;
-  float scale;
-  // The last key query i sees (-1: none).
-  __device__ int64_t last_key(int64_t i) const {
-    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
-    return last < Tk - 1 ? last : Tk - 1;
-  }
-};
-
-// Rows [first, first + n) of a (T, D) matrix into a float tile (zeros past T).
+// Rows [first, first + n) of a T-row matrix whose rows lie `stride` elements
+// apart into a float tile (zeros past T and past D).
 template <typename T, int kD>
-__device__ void load_tile(float (*tile)[kD], const T* src, int64_t first, int n, int64_t T_rows, int D) {
+__device__ void load_tile(float (*tile)[kD], const T* src, int64_t stride, int64_t first, int n, int64_t T_rows,
+                          int D) {
   for (int e = threadIdx.x; e < n * kD; e += blockDim.x) {
     const int r = e / kD, d = e % kD;
-    tile[r][d] = (first + r < T_rows && d < D) ? float(load(src + (first + r) * D + d)) : 0.f;
+    tile[r][d] = (first + r < T_rows && d < D) ? float(load(src + (first + r) * stride + d)) : 0.f;
   }
 }
 
-// What a thread of a forward or dQ block works on: block (batch, head) x 64
-// rows, the thread one query row.
+// What a thread of a forward or dQ block works on: block (sequence, head) x
+// 64 rows, the thread one query row.
 struct QueryRow {
-  int64_t kv;          // offset of the (batch, kv head)'s keys and values
-  int64_t row;         // the query row among all (B, Hq, Tq) rows
+  AttentionSequence seq;
+  int64_t row;         // its row (element offset row * D, statistics at row)
   int64_t last;        // the last key it sees (-1: none, or no row)
   int64_t block_last;  // the last key any row of the block sees: later tiles are skipped whole
-  bool active;         // a real row (the last block may run past Tq)
+  bool active;         // a real row (the last block may run past the sequence)
 
-  __device__ explicit QueryRow(const AttnShape& s) {
-    const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+  __device__ explicit QueryRow(const AttentionGeometry& g) {
+    const int64_t bh = blockIdx.x;
+    seq = g.sequence(bh / g.heads_q, bh % g.heads_q);
     const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
-    kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * s.D;
-    active = i < s.Tq;
-    row = bh * s.Tq + i;
-    last = active ? s.last_key(i) : -1;
-    block_last = s.last_key(first_row + kRows - 1 < s.Tq - 1 ? first_row + kRows - 1 : s.Tq - 1);
+    active = i < seq.Tq;
+    row = seq.query(active ? i : 0);
+    last = active ? seq.last_key(i) : -1;
+    block_last = first_row < seq.Tq ? seq.last_key(first_row + kRows - 1 < seq.Tq - 1 ? first_row + kRows - 1
+                                                                                        : seq.Tq - 1)
+                                    : -1;
   }
 };
 
-// Keys and values j0 .. j0 + tile into shared memory, once every thread is
-// done with the previous tile.
+// Keys and values j0 .. j0 + tile of `seq` into shared memory, once every
+// thread is done with the previous tile.
 template <typename T, int kD>
 __device__ void load_kv_tiles(float (*ks)[kD], float (*vs)[kD], const T* k, const T* v, int64_t j0,
-                              const AttnShape& s) {
+                              const AttentionSequence& seq, int D) {
   __syncthreads();
-  load_tile<T, kD>(ks, k, j0, tile_rows<kD>(), s.Tk, s.D);
-  load_tile<T, kD>(vs, v, j0, tile_rows<kD>(), s.Tk, s.D);
+  const int64_t first = seq.k_base * D, stride = seq.k_step * D;
+  load_tile<T, kD>(ks, k + first, stride, j0, tile_rows<kD>(), seq.Tk, D);
+  load_tile<T, kD>(vs, v + first, stride, j0, tile_rows<kD>(), seq.Tk, D);
   __syncthreads();
 }
 
 template <typename T, int kD>
-__global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnShape s) {
+__global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v,
+                                         AttentionGeometry g, float scale) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const QueryRow r(s);
-  const int64_t kv = r.kv, row = r.row, last = r.last;
+  const int D = static_cast<int>(g.head_dim);
+  const QueryRow r(g);
+  const int64_t row = r.row, last = r.last;
   const bool active = r.active;
   float qr[kD], o[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
-    qr[d] = active && d < s.D ? float(load(q + row * s.D + d)) * s.scale : 0.f;
+    qr[d] = active && d < D ? float(load(q + row * D + d)) * scale : 0.f;
     o[d] = 0.f;
   }
   float m = -FLT_MAX, l = 0.f;
   for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
-    load_kv_tiles<T, kD>(ks, vs, k + kv, v + kv, j0, s);
+    load_kv_tiles<T, kD>(ks, vs, k, v, j0, r.seq, D);
     for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
       float score = 0.f;
 #pragma unroll
@@ -113,7 +111,7 @@ __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T
   const bool none = last < 0;
 #pragma unroll
   for (int d = 0; d < kD; ++d)
-    if (d < s.D) store(out + row * s.D + d, none ? 0.f : o[d] / l);
+    if (d < D) store(out + row * D + d, none ? 0.f : o[d] / l);
   lse[row] = none ? -INFINITY : m + logf(l);
 }
 
@@ -128,22 +126,23 @@ __global__ void row_dot_kernel(float* delta, const T* dout, const T* out, int64_
 
 template <typename T, int kD>
 __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k, const T* v, const float* lse,
-                                    const float* delta, AttnShape s) {
+                                    const float* delta, AttentionGeometry g, float scale) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float ks[kTile][kD], vs[kTile][kD];
-  const QueryRow r(s);
-  const int64_t kv = r.kv, row = r.row, last = r.last;
+  const int D = static_cast<int>(g.head_dim);
+  const QueryRow r(g);
+  const int64_t row = r.row, last = r.last;
   const bool active = r.active;
   float qr[kD], dor[kD], acc[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
-    qr[d] = active && d < s.D ? float(load(q + row * s.D + d)) * s.scale : 0.f;
-    dor[d] = active && d < s.D ? float(load(dout + row * s.D + d)) : 0.f;
+    qr[d] = active && d < D ? float(load(q + row * D + d)) * scale : 0.f;
+    dor[d] = active && d < D ? float(load(dout + row * D + d)) : 0.f;
     acc[d] = 0.f;
   }
   const float L = active ? lse[row] : 0.f, Di = active ? delta[row] : 0.f;
   for (int64_t j0 = 0; j0 <= r.block_last; j0 += kTile) {
-    load_kv_tiles<T, kD>(ks, vs, k + kv, v + kv, j0, s);
+    load_kv_tiles<T, kD>(ks, vs, k, v, j0, r.seq, D);
     for (int jj = 0; jj < kTile && j0 + jj <= last; ++jj) {
       float score = 0.f, dp = 0.f;
 #pragma unroll
@@ -159,52 +158,55 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
   if (!active) return;
 #pragma unroll
   for (int d = 0; d < kD; ++d)
-    if (d < s.D) store(dq + row * s.D + d, acc[d] * s.scale);
+    if (d < D) store(dq + row * D + d, acc[d] * scale);
 }
 
 template <typename T, int kD>
 __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                                     const float* lse, const float* delta, AttnShape s) {
+                                     const float* lse, const float* delta, AttentionGeometry g, float scale) {
   constexpr int kTile = tile_rows<kD>();
   __shared__ float qs[kTile][kD], dos[kTile][kD];
   __shared__ float ls[kTile], ds_[kTile];
-  const int64_t bk = blockIdx.x, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
-  const int64_t kv = bk * s.Tk * s.D;
+  const int D = static_cast<int>(g.head_dim);
+  const int64_t bk = blockIdx.x, b = bk / g.heads_kv, hk = bk % g.heads_kv, group = g.group();
+  const AttentionSequence keys = g.sequence(b, hk * group);  // the kv head's keys (any of its query heads)
   const int64_t j = int64_t(blockIdx.y) * kRows + threadIdx.x;
-  const bool active = j < s.Tk;
+  const bool active = j < keys.Tk;
+  const int64_t key = keys.key(active ? j : 0) * D;
   float kr[kD], vr[kD], dka[kD], dva[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
-    kr[d] = active && d < s.D ? float(load(k + kv + j * s.D + d)) : 0.f;
-    vr[d] = active && d < s.D ? float(load(v + kv + j * s.D + d)) : 0.f;
+    kr[d] = active && d < D ? float(load(k + key + d)) : 0.f;
+    vr[d] = active && d < D ? float(load(v + key + d)) : 0.f;
     dka[d] = dva[d] = 0.f;
   }
   // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
   const int64_t first_key = int64_t(blockIdx.y) * kRows;
-  int64_t i_begin = s.causal ? first_key - (s.Tk - s.Tq) : 0;
+  int64_t i_begin = g.causal ? first_key - (keys.Tk - keys.Tq) : 0;
   if (i_begin < 0) i_begin = 0;
   i_begin -= i_begin % kTile;
-  for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-    const int64_t base = (b * s.Hq + h) * s.Tq;
-    for (int64_t i0 = i_begin; i0 < s.Tq; i0 += kTile) {
+  for (int64_t h = hk * group; h < (hk + 1) * group && first_key < keys.Tk; ++h) {
+    const AttentionSequence seq = g.sequence(b, h);
+    const int64_t first = seq.q_base * D, stride = seq.q_step * D;
+    for (int64_t i0 = i_begin; i0 < seq.Tq; i0 += kTile) {
       __syncthreads();
-      load_tile<T, kD>(qs, q + base * s.D, i0, kTile, s.Tq, s.D);
-      load_tile<T, kD>(dos, dout + base * s.D, i0, kTile, s.Tq, s.D);
+      load_tile<T, kD>(qs, q + first, stride, i0, kTile, seq.Tq, D);
+      load_tile<T, kD>(dos, dout + first, stride, i0, kTile, seq.Tq, D);
       for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-        ls[r] = i0 + r < s.Tq ? lse[base + i0 + r] : 0.f;
-        ds_[r] = i0 + r < s.Tq ? delta[base + i0 + r] : 0.f;
+        ls[r] = i0 + r < seq.Tq ? lse[seq.query(i0 + r)] : 0.f;
+        ds_[r] = i0 + r < seq.Tq ? delta[seq.query(i0 + r)] : 0.f;
       }
       __syncthreads();
       if (!active) continue;
-      for (int ii = 0; ii < kTile && i0 + ii < s.Tq; ++ii) {
-        if (s.causal && j > i0 + ii + s.Tk - s.Tq) continue;
+      for (int ii = 0; ii < kTile && i0 + ii < seq.Tq; ++ii) {
+        if (j > seq.last_key(i0 + ii)) continue;
         float score = 0.f, dp = 0.f;
 #pragma unroll
         for (int d = 0; d < kD; ++d) {
           score += qs[ii][d] * kr[d];
           dp += dos[ii][d] * vr[d];
         }
-        const float p = __expf(score * s.scale - ls[ii]), dsc = p * (dp - ds_[ii]);
+        const float p = __expf(score * scale - ls[ii]), dsc = p * (dp - ds_[ii]);
 #pragma unroll
         for (int d = 0; d < kD; ++d) {
           dva[d] += p * dos[ii][d];
@@ -216,25 +218,20 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
   if (!active) return;
 #pragma unroll
   for (int d = 0; d < kD; ++d)
-    if (d < s.D) {
-      store(dk + kv + j * s.D + d, dka[d] * s.scale);
-      store(dv + kv + j * s.D + d, dva[d]);
+    if (d < D) {
+      store(dk + key + d, dka[d] * scale);
+      store(dv + key + d, dva[d]);
     }
 }
 
 // Calls f with the smallest compiled head-dim bound that holds D.
 template <typename F>
-void with_head_dim(int D, F&& f) {
+void with_head_dim(int64_t D, F&& f) {
   if (D <= 32) f(std::integral_constant<int, 32>{});
   else if (D <= 64) f(std::integral_constant<int, 64>{});
   else if (D <= 128) f(std::integral_constant<int, 128>{});
   else if (D <= 256) f(std::integral_constant<int, 256>{});
   else fail("attention", "the fused kernel takes head dims up to 256");
-}
-
-AttnShape shape_of(const Buffer& q, const Buffer& k, bool causal, double scale) {
-  return {q.sizes[1], k.sizes[1], q.sizes[2], k.sizes[2], static_cast<int>(q.sizes[3]), causal,
-          static_cast<float>(scale)};
 }
 
 void check_float_stats(const Buffer& lse, const char* op) {
@@ -243,53 +240,52 @@ void check_float_stats(const Buffer& lse, const char* op) {
 
 }  // namespace
 
-void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v, bool causal,
-               double scale) {
+void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
+               const AttentionGeometry& g, double scale) {
   NvtxRange range("kiln::attention");
   check_float_stats(lse, "attention");
-  const AttnShape s = shape_of(q, k, causal, scale);
-  const int64_t B = q.sizes[0];
   if (q.numel() == 0) return;
-  if (attention_mma_applies(q, k, v, out)) return attention_mma_forward(out, lse, q, k, v, causal, scale);
-  // x: (batch, head) pairs (up to 2^31 - 1), y: tiles of 64 rows (up to 65535).
-  const dim3 grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
+  if (attention_mma_applies(g, q, k, v, out)) return attention_mma_forward(out, lse, q, k, v, g, scale);
+  // x: (sequence, head) pairs (up to 2^31 - 1), y: tiles of 64 rows (up to 65535).
+  const dim3 grid(static_cast<unsigned>(g.batch * g.heads_q), static_cast<unsigned>((g.Tq + kRows - 1) / kRows));
   visit_floating(q.dtype, "attention", [&](auto tag) {
     using T = decltype(tag);
-    with_head_dim(s.D, [&](auto kd) {
+    with_head_dim(g.head_dim, [&](auto kd) {
       launch("attention_forward_kernel", attention_forward_kernel<T, decltype(kd)::value>, grid, kRows, 0, out.ptr<T>(),
-             lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
+             lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), g, static_cast<float>(scale));
     });
   });
 }
 
 void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout, const Buffer& q,
-                        const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse, bool causal,
-                        double scale) {
+                        const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse,
+                        const AttentionGeometry& g, double scale) {
   NvtxRange range("kiln::attention_backward");
   check_float_stats(lse, "attention_backward");
-  const AttnShape s = shape_of(q, k, causal, scale);
-  const int64_t B = q.sizes[0], rows = B * s.Hq * s.Tq;
   if (q.numel() == 0 || k.numel() == 0) {  // nothing attends: every gradient is zero
-    for (const Buffer* g : {&dq, &dk, &dv}) fill(*g, 0.0);
+    for (const Buffer* grad : {&dq, &dk, &dv}) fill(*grad, 0.0);
     return;
   }
+  const int64_t rows = q.numel() / g.head_dim;  // query rows of every sequence and head
   const int device = q.device.index;
   auto* delta = static_cast<float*>(allocate(static_cast<size_t>(rows) * sizeof(float), device));
-  const bool mma = attention_mma_applies(q, k, v, dout) && aligned16(dq.data) && aligned16(dk.data) &&
+  const bool mma = attention_mma_applies(g, q, k, v, dout) && aligned16(dq.data) && aligned16(dk.data) &&
                    aligned16(dv.data) && aligned16(out.data);
+  const float scale_f = static_cast<float>(scale);
   visit_floating(q.dtype, "attention_backward", [&](auto tag) {
     using T = decltype(tag);
     launch("row_dot_kernel", row_dot_kernel<T>, blocks_for(rows), kThreads, 0, delta, dout.ptr<T>(), out.ptr<T>(), rows,
-           s.D);
-    if (mma) return attention_mma_backward(dq, dk, dv, dout, q, k, v, lse, delta, causal, scale);
-    with_head_dim(s.D, [&](auto kd) {
+           static_cast<int>(g.head_dim));
+    if (mma) return attention_mma_backward(dq, dk, dv, dout, q, k, v, lse, delta, g, scale);
+    with_head_dim(g.head_dim, [&](auto kd) {
       constexpr int kD = decltype(kd)::value;
-      const dim3 q_grid(static_cast<unsigned>(B * s.Hq), static_cast<unsigned>((s.Tq + kRows - 1) / kRows));
+      const dim3 q_grid(static_cast<unsigned>(g.batch * g.heads_q), static_cast<unsigned>((g.Tq + kRows - 1) / kRows));
       launch("attention_dq_kernel", attention_dq_kernel<T, kD>, q_grid, kRows, 0, dq.ptr<T>(), dout.ptr<T>(),
-             q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
-      const dim3 kv_grid(static_cast<unsigned>(B * s.Hkv), static_cast<unsigned>((s.Tk + kRows - 1) / kRows));
+             q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, g, scale_f);
+      const dim3 kv_grid(static_cast<unsigned>(g.batch * g.heads_kv),
+                         static_cast<unsigned>((g.Tk + kRows - 1) / kRows));
       launch("attention_dkv_kernel", attention_dkv_kernel<T, kD>, kv_grid, kRows, 0, dk.ptr<T>(), dv.ptr<T>(),
-             dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
+             dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, g, scale_f);
     });
   });
   deallocate(delta, device);

@@ -6,7 +6,9 @@
 // device code on the CPU.
 //
 // A block is 4 warps; each warp owns 16 rows of the block's 64 (query rows in
-// the forward and dQ kernels, keys in the dK/dV kernel). Tiles of 64 keys (or
+// the forward and dQ kernels, keys in the dK/dV kernel) of one sequence and
+// head of a padded batch or of packed sequences (AttentionGeometry), rows a
+// runtime stride apart. Tiles of 64 keys (or
 // queries) pass through shared memory, rows padded by 16 bytes so that the
 // ldmatrix fragment loads (8 rows of 16 bytes a phase) meet no bank conflict. Scores stay in registers: the S
 // accumulator fragments become the A operand of the next product directly.
@@ -26,6 +28,7 @@
 #include <cfloat>
 
 #include "common.cuh"
+#include "kiln/base/attention_geometry.h"
 
 namespace kiln::kernels::cuda {
 
@@ -162,15 +165,15 @@ __device__ __forceinline__ void accumulate(float (&acc)[D / 8][4], const float (
   }
 }
 
-// Rows [first, first + kTile) of a (rows, D) matrix into a padded tile, zeros
-// past `rows`; 16 bytes a thread-step.
+// Rows [first, first + kTile) of a matrix of `rows` rows, `stride` elements
+// apart, into a padded tile, zeros past `rows`; 16 bytes a thread-step.
 template <typename T, int D>
-__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t first, int64_t rows) {
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride, int64_t first, int64_t rows) {
   constexpr int kChunks = D / 8;
   for (int e = threadIdx.x; e < kTile * kChunks; e += blockDim.x) {
     const int r = e / kChunks, c = e % kChunks;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (first + r < rows) v = *reinterpret_cast<const uint4*>(src + (first + r) * D + c * 8);
+    if (first + r < rows) v = *reinterpret_cast<const uint4*>(src + (first + r) * stride + c * 8);
     *reinterpret_cast<uint4*>(tile + r * ld<D>() + c * 8) = v;
   }
 }
@@ -184,6 +187,16 @@ __device__ __forceinline__ void cp_async16(void* shared, const void* global, boo
 #else
   const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+#endif
+}
+
+// The same for one float (cp.async.ca: 4-byte copies go through L1).
+__device__ __forceinline__ void cp_async4(float* shared, const float* global, bool valid) {
+#ifdef KILN_CUDA_EMULATION
+  *shared = valid ? *global : 0.f;
+#else
+  const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 4 : 0));
 #endif
 }
 
@@ -203,17 +216,25 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Tiles of two matrices with the same rows (keys and values, or queries and
 // their output gradients) in two stages: the next step's tiles are copied
-// while the current step computes.
+// while the current step computes. Optionally two float statistics per row
+// (the dK/dV kernel's logsumexp and rowsum(dO * O)) travel with them.
 template <typename T, int D>
 struct TileStages {
   static constexpr int kTileElements = kTile * ld<D>();
-  T* tiles;  // [stage][first, second][kTile][ld]
+  T* tiles;  // [stage][first, second][kTile][ld], then the statistics [stage][first, second][kTile]
   const T* first_matrix;
   const T* second_matrix;
+  int64_t stride;  // elements from one row to the next, in both
   int64_t rows;
+  const float* first_stats = nullptr;  // row r's at first_stats[r * stats_step]; null: none
+  const float* second_stats = nullptr;
+  int64_t stats_step = 0;
 
   __device__ __forceinline__ T* first(int stage) const { return tiles + (2 * stage) * kTileElements; }
   __device__ __forceinline__ T* second(int stage) const { return tiles + (2 * stage + 1) * kTileElements; }
+  __device__ __forceinline__ float* stats(int stage) const {
+    return reinterpret_cast<float*>(tiles + 4 * kTileElements) + 2 * stage * kTile;
+  }
 
   // Starts copying rows r0 .. r0 + kTile of both matrices (zeros past `rows`) into `stage`.
   __device__ __forceinline__ void fetch(int64_t r0, int stage) const {
@@ -222,15 +243,23 @@ struct TileStages {
       const int r = e / kChunks, c = e % kChunks;
       const bool valid = r0 + r < rows;
       const int64_t row = valid ? r0 + r : 0;
-      cp_async16(first(stage) + r * ld<D>() + c * 8, first_matrix + row * D + c * 8, valid);
-      cp_async16(second(stage) + r * ld<D>() + c * 8, second_matrix + row * D + c * 8, valid);
+      cp_async16(first(stage) + r * ld<D>() + c * 8, first_matrix + row * stride + c * 8, valid);
+      cp_async16(second(stage) + r * ld<D>() + c * 8, second_matrix + row * stride + c * 8, valid);
     }
+    if (first_stats)
+      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+        const bool valid = r0 + r < rows;
+        const int64_t at = valid ? (r0 + r) * stats_step : 0;
+        cp_async4(stats(stage) + r, first_stats + at, valid);
+        cp_async4(stats(stage) + kTile + r, second_stats + at, valid);
+      }
     cp_async_commit();
   }
 
-  // Runs step(first tile, second tile, r0) for the tiles starting at
-  // begin, begin + kTile, ... up to row `last`, fetching each next tile during
-  // the step before it.
+  // Runs step(first tile, second tile, statistics, r0) for the tiles starting
+  // at begin, begin + kTile, ... up to row `last`, fetching each next tile
+  // during the step before it. The statistics: kTile of the first, then kTile
+  // of the second.
   template <typename Step>
   __device__ __forceinline__ void for_each(int64_t begin, int64_t last, Step&& step) const {
     if (last < begin) return;
@@ -242,7 +271,7 @@ struct TileStages {
       if (more) cp_async_wait<1>();
       else cp_async_wait<0>();
       __syncthreads();  // every thread's copies of this tile have landed
-      step(first(stage), second(stage), r0);
+      step(first(stage), second(stage), stats(stage), r0);
       __syncthreads();  // every warp is done with it before it is refilled
     }
   }
@@ -254,16 +283,17 @@ constexpr size_t kv_shared_bytes(size_t element) {
   return 4 * kTile * ld<D>() * element;
 }
 
-// A fragments of rows r and r + 8 (rows[0], rows[1]) of a (rows_total, D)
-// row-major matrix in global memory; zeros for rows past the end.
+// A fragments of rows r and r + 8 (rows[0], rows[1]) of a matrix of
+// rows_total rows, `stride` elements apart, in global memory; zeros for rows
+// past the end.
 template <typename T, int D>
-__device__ __forceinline__ void load_row_fragments(uint32_t (&f)[D / 16][4], const T* m, const int64_t (&rows)[2],
-                                                   int64_t rows_total, int t) {
+__device__ __forceinline__ void load_row_fragments(uint32_t (&f)[D / 16][4], const T* m, int64_t stride,
+                                                   const int64_t (&rows)[2], int64_t rows_total, int t) {
   const bool in0 = rows[0] < rows_total, in1 = rows[1] < rows_total;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const T* r0 = m + rows[0] * D + kk * 16 + 2 * t;
-    const T* r1 = m + rows[1] * D + kk * 16 + 2 * t;
+    const T* r0 = m + (in0 ? rows[0] : 0) * stride + kk * 16 + 2 * t;
+    const T* r1 = m + (in1 ? rows[1] : 0) * stride + kk * 16 + 2 * t;
     f[kk][0] = in0 ? ld32(r0) : 0u;
     f[kk][1] = in1 ? ld32(r1) : 0u;
     f[kk][2] = in0 ? ld32(r0 + 8) : 0u;
@@ -271,35 +301,46 @@ __device__ __forceinline__ void load_row_fragments(uint32_t (&f)[D / 16][4], con
   }
 }
 
-// Stores a 16 x D accumulator (rows r0 and r0 + 8 of this lane) times `factor` as T.
+// Stores a 16 x D accumulator (rows r0 and r0 + 8 of this lane, rows
+// `stride` elements apart) times `factor` as T.
 template <typename T, int D>
-__device__ __forceinline__ void store_rows(T* dst, const float (&acc)[D / 8][4], int64_t row0, int64_t rows,
-                                           const float (&factor)[2], int t) {
+__device__ __forceinline__ void store_rows(T* dst, int64_t stride, const float (&acc)[D / 8][4], int64_t row0,
+                                           int64_t rows, const float (&factor)[2], int t) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = row0 + 8 * r;
     if (row >= rows) continue;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
-      *reinterpret_cast<uint32_t*>(dst + row * D + dt * 8 + 2 * t) =
+      *reinterpret_cast<uint32_t*>(dst + row * stride + dt * 8 + 2 * t) =
           pack<T>(acc[dt][2 * r] * factor[r], acc[dt][2 * r + 1] * factor[r]);
   }
 }
 
 struct MmaShape {
-  int64_t Hq, Hkv, Tq, Tk;
-  bool causal;
+  AttentionGeometry g;
   float scale;       // on the scores
   float scale_log2;  // scale * log2 e
-  // The last key query i sees (-1: none).
-  __device__ int64_t last_key(int64_t i) const {
-    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
-    return last < Tk - 1 ? last : Tk - 1;
-  }
-  // The last key any query of the block starting at `first` sees.
-  __device__ int64_t block_last_key(int64_t first) const {
-    const int64_t last_row = first + kBlockRows - 1 < Tq - 1 ? first + kBlockRows - 1 : Tq - 1;
-    return last_key(last_row);
+};
+
+// The last key any query of the block starting at `first` sees.
+__device__ __forceinline__ int64_t block_last_key(const AttentionSequence& seq, int64_t first) {
+  return seq.last_key(first + kBlockRows - 1 < seq.Tq - 1 ? first + kBlockRows - 1 : seq.Tq - 1);
+}
+
+// Where a forward or dQ block's sequence lies: its query rows (element
+// offsets base * D + i * stride) and its keys and values.
+template <int D>
+struct QueryBlock {
+  AttentionSequence seq;
+  int64_t q_offset, q_stride, kv_offset, kv_stride;
+  __device__ explicit QueryBlock(const AttentionGeometry& g) {
+    const int64_t bh = blockIdx.x;
+    seq = g.sequence(bh / g.heads_q, bh % g.heads_q);
+    q_offset = seq.q_base * D;
+    q_stride = seq.q_step * D;
+    kv_offset = seq.k_base * D;
+    kv_stride = seq.k_step * D;
   }
 };
 
@@ -320,21 +361,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     attention_mma_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, MmaShape s) {
   KILN_DYNAMIC_SHARED(uint4, shared_raw);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+  const QueryBlock<D> blk(s.g);
+  const AttentionSequence& seq = blk.seq;
   const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  if (first >= seq.Tq) return;  // a block past this sequence's end (packed sequences)
   const int64_t rows[2] = {row0, row0 + 8};
-  const T* qh = q + bh * s.Tq * D;
-  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * D;
 
   // The warp's 16 query rows as A fragments, zeros past Tq.
   uint32_t qf[D / 16][4];
-  load_row_fragments<T, D>(qf, qh, rows, s.Tq, t);
-  const int64_t last[2] = {rows[0] < s.Tq ? s.last_key(rows[0]) : -1, rows[1] < s.Tq ? s.last_key(rows[1]) : -1};
+  load_row_fragments<T, D>(qf, q + blk.q_offset, blk.q_stride, rows, seq.Tq, t);
+  const int64_t last[2] = {rows[0] < seq.Tq ? seq.last_key(rows[0]) : -1,
+                           rows[1] < seq.Tq ? seq.last_key(rows[1]) : -1};
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
-  stages.for_each(0, s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
+  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + blk.kv_offset, v + blk.kv_offset,
+                                blk.kv_stride, seq.Tk};
+  stages.for_each(0, block_last_key(seq, first), [&](const T* ks, const T* vs, const float*, int64_t j0) {
     float p[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     // Masked, scaled scores and each row's maximum over the tile.
@@ -379,11 +422,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     l[r] = quad_sum(l[r]);
     inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;  // a row that sees no key gets zeros
   }
-  store_rows<T, D>(out + bh * s.Tq * D, o, row0, s.Tq, inv, t);
+  store_rows<T, D>(out + blk.q_offset, blk.q_stride, o, row0, seq.Tq, inv, t);
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
-      if (rows[r] < s.Tq) lse[bh * s.Tq + rows[r]] = l[r] > 0.f ? m[r] / kLog2e + logf(l[r]) : -INFINITY;
+      if (rows[r] < seq.Tq) lse[seq.query(rows[r])] = l[r] > 0.f ? m[r] / kLog2e + logf(l[r]) : -INFINITY;
 }
 
 // --- backward: dQ --------------------------------------------------------------------
@@ -394,27 +437,29 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                             const float* delta, MmaShape s) {
   KILN_DYNAMIC_SHARED(uint4, shared_raw);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / s.Hq, h = bh % s.Hq;
+  const QueryBlock<D> blk(s.g);
+  const AttentionSequence& seq = blk.seq;
   const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  if (first >= seq.Tq) return;  // a block past this sequence's end (packed sequences)
   const int64_t rows[2] = {row0, row0 + 8};
-  const int64_t kv = (b * s.Hkv + h / (s.Hq / s.Hkv)) * s.Tk * D;
 
   uint32_t qf[D / 16][4], df[D / 16][4];
-  load_row_fragments<T, D>(qf, q + bh * s.Tq * D, rows, s.Tq, t);
-  load_row_fragments<T, D>(df, dout + bh * s.Tq * D, rows, s.Tq, t);
+  load_row_fragments<T, D>(qf, q + blk.q_offset, blk.q_stride, rows, seq.Tq, t);
+  load_row_fragments<T, D>(df, dout + blk.q_offset, blk.q_stride, rows, seq.Tq, t);
   int64_t last[2];
   float L[2], Di[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const bool in = rows[r] < s.Tq;
-    last[r] = in ? s.last_key(rows[r]) : -1;
-    L[r] = in && last[r] >= 0 ? lse[bh * s.Tq + rows[r]] * kLog2e : 0.f;
-    Di[r] = in ? delta[bh * s.Tq + rows[r]] : 0.f;
+    const bool in = rows[r] < seq.Tq;
+    last[r] = in ? seq.last_key(rows[r]) : -1;
+    L[r] = in && last[r] >= 0 ? lse[seq.query(rows[r])] * kLog2e : 0.f;
+    Di[r] = in ? delta[seq.query(rows[r])] : 0.f;
   }
   float acc[D / 8][4] = {};
 
-  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + kv, v + kv, s.Tk};
-  stages.for_each(0, s.block_last_key(first), [&](const T* ks, const T* vs, int64_t j0) {
+  const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + blk.kv_offset, v + blk.kv_offset,
+                                blk.kv_stride, seq.Tk};
+  stages.for_each(0, block_last_key(seq, first), [&](const T* ks, const T* vs, const float*, int64_t j0) {
     float p[kTile / 8][4], dp[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     scores<T, D>(dp, df, vs, lane);
@@ -430,16 +475,17 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     accumulate<T, D>(acc, p, ks, lane);
   });
   const float factor[2] = {s.scale, s.scale};
-  store_rows<T, D>(dq + bh * s.Tq * D, acc, row0, s.Tq, factor, t);
+  store_rows<T, D>(dq + blk.q_offset, blk.q_stride, acc, row0, seq.Tq, factor, t);
 }
 
 // --- backward: dK, dV ----------------------------------------------------------------
 
 // Dynamic shared memory of the dK/dV kernel: the block's keys and values,
-// then two stages of query and output-gradient tiles.
+// then two stages of query and output-gradient tiles and their rows' two
+// statistics.
 template <int D>
 constexpr size_t dkv_shared_bytes(size_t element) {
-  return 6 * kTile * ld<D>() * element;
+  return 6 * kTile * ld<D>() * element + 4 * kTile * sizeof(float);
 }
 
 template <typename T, int D>
@@ -452,24 +498,28 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   T* staged = vb + kTile * ld<D>();          // query and output-gradient tiles
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bk = blockIdx.x, b = bk / s.Hkv, hk = bk % s.Hkv, group = s.Hq / s.Hkv;
+  const int64_t bk = blockIdx.x, b = bk / s.g.heads_kv, hk = bk % s.g.heads_kv, group = s.g.group();
+  const AttentionSequence key_seq = s.g.sequence(b, hk * group);  // the kv head's keys (any of its query heads)
+  const int64_t Tk = key_seq.Tk, kv = key_seq.k_base * D, kv_stride = key_seq.k_step * D;
   const int64_t first_key = int64_t(blockIdx.y) * kBlockRows;
+  if (first_key >= Tk) return;  // a block past this sequence's end (packed sequences)
   const int64_t key0 = first_key + warp * 16 + g;
   const int64_t keys[2] = {key0, key0 + 8};
-  const int64_t kv = bk * s.Tk * D;
-  load_tile<T, D>(kb, k + kv, first_key, s.Tk);  // visible after the first staged tile's barrier
-  load_tile<T, D>(vb, v + kv, first_key, s.Tk);
+  load_tile<T, D>(kb, k + kv, kv_stride, first_key, Tk);  // visible after the first staged tile's barrier
+  load_tile<T, D>(vb, v + kv, kv_stride, first_key, Tk);
   const T* kw = kb + warp * 16 * ld<D>();  // this warp's 16 keys
   const T* vw = vb + warp * 16 * ld<D>();
 
   float dka[D / 8][4] = {}, dva[D / 8][4] = {};
   // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
-  int64_t i_begin = s.causal ? first_key - (s.Tk - s.Tq) : 0;
+  int64_t i_begin = s.g.causal ? first_key - (Tk - key_seq.Tq) : 0;
   i_begin = i_begin < 0 ? 0 : i_begin - i_begin % kTile;
   for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
-    const int64_t base = (b * s.Hq + hq) * s.Tq;
-    const TileStages<T, D> stages{staged, q + base * D, dout + base * D, s.Tq};
-    stages.for_each(i_begin, s.Tq - 1, [&](const T* qs, const T* dos, int64_t i0) {
+    const AttentionSequence seq = s.g.sequence(b, hq);
+    const int64_t Tq = seq.Tq, shift = s.g.causal ? Tk - Tq : Tk;  // query i sees keys <= i + shift
+    const TileStages<T, D> stages{staged,      q + seq.q_base * D, dout + seq.q_base * D, seq.q_step * D, Tq,
+                                  lse + seq.q_base, delta + seq.q_base, seq.q_step};
+    stages.for_each(i_begin, Tq - 1, [&](const T* qs, const T* dos, const float* stats, int64_t i0) {
       // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys and the tile's 64 queries.
       uint32_t kf[D / 16][4], vf[D / 16][4];
 #pragma unroll
@@ -484,19 +534,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       for (int nt = 0; nt < kTile / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int64_t query = i0 + nt * 8 + 2 * t + (e & 1), key = keys[e / 2];
-          const bool seen = query < s.Tq && key < s.Tk && (!s.causal || key <= query + s.Tk - s.Tq);
-          const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - lse[base + query] * kLog2e) : 0.f;
-          p[nt][e] = prob;                                                // P^T
-          dp[nt][e] = seen ? prob * (dp[nt][e] - delta[base + query]) : 0.f;  // dS^T
+          const int col = nt * 8 + 2 * t + (e & 1);  // the query's place in the tile
+          const int64_t query = i0 + col, key = keys[e / 2];
+          const bool seen = query < Tq && key < Tk && key <= query + shift;
+          const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - stats[col] * kLog2e) : 0.f;
+          p[nt][e] = prob;                                                   // P^T
+          dp[nt][e] = seen ? prob * (dp[nt][e] - stats[kTile + col]) : 0.f;  // dS^T
         }
       accumulate<T, D>(dva, p, dos, lane);
       accumulate<T, D>(dka, dp, qs, lane);
     });
   }
   const float one[2] = {1.f, 1.f}, scale[2] = {s.scale, s.scale};
-  store_rows<T, D>(dv + kv, dva, key0, s.Tk, one, t);
-  store_rows<T, D>(dk + kv, dka, key0, s.Tk, scale, t);
+  store_rows<T, D>(dv + kv, kv_stride, dva, key0, Tk, one, t);
+  store_rows<T, D>(dk + kv, kv_stride, dka, key0, Tk, scale, t);
 }
 
 }  // namespace kiln::kernels::cuda

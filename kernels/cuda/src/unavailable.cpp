@@ -76,11 +76,12 @@ void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const B
   missing("cross_entropy_backward");
 }
 void rope(const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool) { missing("rope"); }
-void attention(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool, double) {
+void attention(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const AttentionGeometry&,
+               double) {
   missing("attention");
 }
 void attention_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
-                        const Buffer&, const Buffer&, const Buffer&, bool, double) {
+                        const Buffer&, const Buffer&, const Buffer&, const AttentionGeometry&, double) {
   missing("attention_backward");
 }
 void index_select(const Buffer&, const Buffer&, int, const Buffer&) { missing("index_select"); }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kiln/base/attention_geometry.h"
 #include "kiln/base/buffer.h"
 #include "kiln/base/gemm_options.h"
 #include "kiln/base/op_kinds.h"

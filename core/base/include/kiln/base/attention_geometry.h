@@ -1,0 +1,55 @@
+#pragma once
+// AttentionGeometry: where the rows of a fused attention call lie and which
+// keys each query sees. Shared by the CPU and CUDA attention kernels.
+//
+// Two layouts, one indexing. A padded batch: q, out (B, Hq, Tq, D), k, v
+// (B, Hkv, Tk, D), lse (B, Hq, Tq). Packed sequences (FlashAttention's varlen
+// layout, cu_q and cu_k set): q, out (total_q, Hq, D), k, v (total_k, Hkv, D),
+// lse (total_q, Hq), sequence b owning query rows cu_q[b] .. cu_q[b + 1] and
+// key rows cu_k[b] .. cu_k[b + 1]. Either way row r of a tensor starts at
+// element r * D and its statistics (lse, rowsum(dO * O)) sit at index r; query
+// i of (sequence b, head h) is row base + i * step.
+
+#include <cstdint>
+
+#include "kiln/base/macros.h"
+
+namespace kiln {
+
+// One sequence and head: its query and key rows, and the causal mask.
+struct AttentionSequence {
+  int64_t q_base, q_step, Tq;  // query i is row q_base + i * q_step
+  int64_t k_base, k_step, Tk;  // key j is row k_base + j * k_step
+  bool causal;
+
+  KILN_HOST_DEVICE int64_t query(int64_t i) const { return q_base + i * q_step; }
+  KILN_HOST_DEVICE int64_t key(int64_t j) const { return k_base + j * k_step; }
+  // The last key query i sees (-1: none). Causal is aligned bottom-right: query
+  // i sees keys j <= i + Tk - Tq.
+  KILN_HOST_DEVICE int64_t last_key(int64_t i) const {
+    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
+    return last < Tk - 1 ? last : Tk - 1;
+  }
+};
+
+struct AttentionGeometry {
+  int64_t batch = 0, heads_q = 0, heads_kv = 0, head_dim = 0;
+  int64_t Tq = 0, Tk = 0;  // the padded lengths; packed, the longest sequence's
+  // Packed sequences' row offsets (batch + 1 each, in the memory of the op's
+  // device); null for a padded batch.
+  const int64_t* cu_q = nullptr;
+  const int64_t* cu_k = nullptr;
+  bool causal = false;
+
+  KILN_HOST_DEVICE int64_t group() const { return heads_q / heads_kv; }
+  // Query head h of sequence b (its kv head is h / group()).
+  KILN_HOST_DEVICE AttentionSequence sequence(int64_t b, int64_t h) const {
+    const int64_t hk = h / group();
+    if (cu_q)
+      return {cu_q[b] * heads_q + h, heads_q, cu_q[b + 1] - cu_q[b],
+              cu_k[b] * heads_kv + hk, heads_kv, cu_k[b + 1] - cu_k[b], causal};
+    return {(b * heads_q + h) * Tq, 1, Tq, (b * heads_kv + hk) * Tk, 1, Tk, causal};
+  }
+};
+
+}  // namespace kiln
