@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
     }
 
     // Attention: forward and backward TFLOP/s at B T = 16384 (4 B H T^2 D forward, 2.5x that backward,
-    // halved when causal): kiln's fused kernels and the composed matmul + softmax path. The backward is
+    // halved when causal): kiln's fused kernels, cuDNN's, and the composed matmul + softmax path. The backward is
     // timed alone: one forward keeps its graph, and each repetition runs backward from it.
     for (int64_t D : {int64_t(64), int64_t(128)}) {
       for (int64_t T : quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384}) {
@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
         };
         using kiln::AttentionBackend;
         for (auto [backend, name] : {std::pair{AttentionBackend::Fused, "attention kiln"},
+                                     std::pair{AttentionBackend::Cudnn, "attention cudnn"},
                                      std::pair{AttentionBackend::Composed, "attention composed"}}) {
           if (backend == AttentionBackend::Composed && T > 4096) continue;  // the T x T scores no longer fit
           kiln::SettingsGuard guard;

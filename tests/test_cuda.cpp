@@ -446,6 +446,20 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
   CHECK(values(k.grad()) == dk);
 }
 
+TEST_CASE("cuDNN's fused attention (AttentionBackend::Cudnn) matches the float64 reference") {
+  Generator gen(12);
+  SettingsGuard guard;
+  settings().attention = AttentionBackend::Cudnn;
+  // Multi-head and grouped; whole and ragged lengths; causal with Tq < Tk aligned bottom-right.
+  for (const AttentionCase& c : {AttentionCase{2, 4, 4, 128, 128, 64}, AttentionCase{1, 8, 2, 100, 260, 128},
+                                 AttentionCase{2, 2, 1, 64, 64, 128}})
+    for (DType dt : {kBFloat16, kFloat16})
+      for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
+  // What it does not take, it says.
+  Tensor x = randn({1, 2, 8, 64}, gen).to(kGpu);
+  CHECK_THROWS_WITH(scaled_dot_product_attention(x, x, x), Catch::Contains("the cuDNN backend takes bfloat16 or float16"));
+}
+
 TEST_CASE("a bad index on the GPU raises kiln::Error at the next synchronization") {
   Tensor w = randn({10, 4}).to(kGpu);
   Tensor bad = tensor(std::vector<int64_t>{1, 12}).to(kGpu);

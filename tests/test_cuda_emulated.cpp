@@ -45,6 +45,21 @@ struct AttentionCase {
   bool causal;
 };
 
+// The emulated attention backward from the forward's out and lse against the
+// gradients of the float64 reference `ref` (q, k, v leaves, backward done).
+void check_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& out,
+                              const Tensor& lse, const AttentionGeometry& geometry, const std::vector<Tensor>& ref,
+                              double tol) {
+  Tensor dq = empty_like(q), dk = empty_like(k), dv = empty_like(v);
+  emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
+                          out.buffer(), lse.buffer(), geometry, 1.0 / std::sqrt(double(geometry.head_dim)));
+  const Tensor grads[3] = {dq, dk, dv};
+  for (int i = 0; i < 3; ++i) {
+    INFO("gradient of " << "qkv"[i]);
+    KT_CHECK_CLOSE(grads[i], values(ref[i].grad()), tol);
+  }
+}
+
 // Forward and backward through the emulated CUDA attention (the tensor-core
 // kernels for bf16/f16 with D 64 or 128, the general kernels otherwise),
 // against the composed attention in float64 on the same rounded inputs.
@@ -71,14 +86,7 @@ void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
   }
 
   sum(r.out * dout.to(kFloat64)).backward();
-  Tensor dq = empty(q.sizes(), dt), dk = empty(k.sizes(), dt), dv = empty(v.sizes(), dt);
-  emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
-                          out.buffer(), lse.buffer(), geometry, scale);
-  const Tensor grads[3] = {dq, dk, dv};
-  for (int i = 0; i < 3; ++i) {
-    INFO("gradient of " << "qkv"[i]);
-    KT_CHECK_CLOSE(grads[i], values(ref[i].grad()), 2 * tol);
-  }
+  check_attention_backward(q, k, v, dout, out, lse, geometry, ref, 2 * tol);
 }
 
 // Packed sequences (lengths lq, lk) through one emulated launch, against the
@@ -107,14 +115,7 @@ void check_packed_attention(const std::vector<int64_t>& lq, const std::vector<in
   KT_CHECK_CLOSE(out, values(expect), tolerance(dt));
 
   sum(expect * dout.to(kFloat64)).backward();
-  Tensor dq = empty(q.sizes(), dt), dk = empty(k.sizes(), dt), dv = empty(v.sizes(), dt);
-  emu::attention_backward(dq.buffer(), dk.buffer(), dv.buffer(), dout.buffer(), q.buffer(), k.buffer(), v.buffer(),
-                          out.buffer(), lse.buffer(), geometry, scale);
-  const Tensor grads[3] = {dq, dk, dv};
-  for (int i = 0; i < 3; ++i) {
-    INFO("gradient of " << "qkv"[i]);
-    KT_CHECK_CLOSE(grads[i], values(ref[i].grad()), 2 * tolerance(dt));
-  }
+  check_attention_backward(q, k, v, dout, out, lse, geometry, ref, 2 * tolerance(dt));
 }
 
 }  // namespace

@@ -92,6 +92,15 @@ TEST_CASE("attention checks its shapes") {
   CHECK_THROWS_WITH(scaled_dot_product_attention(zeros({4, 3, 8}), k, v), Contains("expects (B, H, T, D)"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, zeros({1, 2, 5, 4}), zeros({1, 2, 5, 4})),
                     Contains("do not match query"));
+  SettingsGuard guard;
+  settings().attention = AttentionBackend::Cudnn;
+  Tensor kv = zeros({1, 2, 5, 8});
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, kv, kv),
+                    Contains("[scaled_dot_product_attention] the cuDNN backend runs on CUDA tensors, got"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(zeros({3, 2, 8}), zeros({3, 2, 8}), zeros({3, 2, 8}),
+                                                        tensor(std::vector<int64_t>{0, 3}),
+                                                        tensor(std::vector<int64_t>{0, 3})),
+                    Contains("the cuDNN backend runs on CUDA tensors"));
 }
 
 TEST_CASE("undefined tensors are reported, not dereferenced") {

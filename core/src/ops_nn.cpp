@@ -337,10 +337,16 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
 namespace {
 
 // Which implementation settings().attention picks for q and v (head dim D).
-enum class AttentionImpl { Composed, Fused };
+enum class AttentionImpl { Composed, Fused, Cudnn };
 
-AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D) {
+AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D, const char* op) {
   const AttentionBackend backend = settings().attention;
+  if (backend == AttentionBackend::Cudnn) {
+    KILN_CHECK(q.device().is_cuda(), "[{}] the cuDNN backend runs on CUDA tensors, got {}", op, describe(q));
+    KILN_CHECK(v.size(-1) == D, "[{}] the cuDNN backend needs value's head dim equal to query's, got {} and {}", op,
+               describe(q), describe(v));
+    return AttentionImpl::Cudnn;
+  }
   // The fused kernels take head dims up to 256, v's equal to q's.
   if (backend == AttentionBackend::Composed || D > 256 || v.size(-1) != D) return AttentionImpl::Composed;
   const bool fused = backend == AttentionBackend::Fused ? !q.device().is_cuda() || q.dtype() != kFloat64
@@ -348,32 +354,43 @@ AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D) {
   return fused ? AttentionImpl::Fused : AttentionImpl::Composed;
 }
 
-// The fused kernel pair over `geometry`'s layout (q, k, v
+// The fused kernel pair (kiln's or cuDNN's) over `geometry`'s layout (q, k, v
 // checked by the caller), recorded as one autograd node. `offsets` are the
 // tensors behind a packed geometry's cu_q and cu_k, kept alive as long as the
 // node.
 AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionGeometry& geometry,
-                                const std::vector<Tensor>& offsets, double scale, bool with_lse) {
+                                const std::vector<Tensor>& offsets, double scale, bool with_lse, bool cudnn) {
   Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
   Tensor out = empty_like(qc);
   Shape row_shape = q.sizes();  // one statistic per row: (B, Hq, Tq) or (total_q, Hq)
   row_shape.pop_back();
   Tensor lse = empty(row_shape, TensorOptions(stat_dtype(q.dtype())).device(q.device()));
-  KILN_DISPATCH(q.device(), attention, out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), geometry,
-                scale);
+  if (cudnn) {
+    kernels::cuda::DeviceScope scope(q.device().index);
+    kernels::cuda::cudnn_attention(out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), geometry, scale);
+  } else {
+    KILN_DISPATCH(q.device(), attention, out.buffer(), lse.buffer(), qc.buffer(), kc.buffer(), vc.buffer(), geometry,
+                  scale);
+  }
   Tensor saved_out = out.detach();  // the node must not hold its own output's grad_fn
   if (autograd::any_requires_grad({q, k, v}))
     autograd::record("scaled_dot_product_attention", out, {q, k, v},
                      [sq = save(qc, "attention"), sk = save(kc, "attention"), sv = save(vc, "attention"),
-                      so = save(saved_out, "attention"), sl = save(lse, "attention"), geometry, offsets,
-                      scale](const Tensor& g, const Needs&) {
+                      so = save(saved_out, "attention"), sl = save(lse, "attention"), geometry, offsets, scale,
+                      cudnn](const Tensor& g, const Needs&) {
                        Tensor gc = g.contiguous();
                        Tensor dq = empty_like(sq.get()), dk = empty_like(sk.get()), dv = empty_like(sv.get());
                        const Buffer args[] = {dq.buffer(),       dk.buffer(),       dv.buffer(),
                                               gc.buffer(),       sq.get().buffer(), sk.get().buffer(),
                                               sv.get().buffer(), so.get().buffer(), sl.get().buffer()};
-                       KILN_DISPATCH(g.device(), attention_backward, args[0], args[1], args[2], args[3], args[4],
-                                     args[5], args[6], args[7], args[8], geometry, scale);
+                       if (cudnn) {
+                         kernels::cuda::DeviceScope scope(g.device().index);
+                         kernels::cuda::cudnn_attention_backward(args[0], args[1], args[2], args[3], args[4], args[5],
+                                                                 args[6], args[7], args[8], geometry, scale);
+                       } else {
+                         KILN_DISPATCH(g.device(), attention_backward, args[0], args[1], args[2], args[3], args[4],
+                                       args[5], args[6], args[7], args[8], geometry, scale);
+                       }
                        return Grads{dq, dk, dv};
                      });
   return {out, with_lse ? lse.to(kFloat32) : Tensor()};
@@ -410,11 +427,11 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   const int64_t Hkv = k.size(1), Tk = k.size(2);
   const int64_t group = Hq / Hkv;
   double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  const AttentionImpl impl = attention_impl(q, v, D);
+  const AttentionImpl impl = attention_impl(q, v, D, "scaled_dot_product_attention");
   if (impl != AttentionImpl::Composed)
     return fused_attention(q, k, v, {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
                                      .causal = options.causal},
-                           {}, scale, with_lse);
+                           {}, scale, with_lse, impl == AttentionImpl::Cudnn);
   // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
   auto repeat = [&](const Tensor& t) {
     if (group == 1) return t;
@@ -473,7 +490,8 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
              ck.size() - 1);
   const int64_t batch = static_cast<int64_t>(cq.size()) - 1, D = q.size(2);
   const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  const AttentionImpl impl = attention_impl(q, v, D);
+  const AttentionImpl impl = attention_impl(q, v, D, op);
+  KILN_CHECK(impl != AttentionImpl::Cudnn, "[{}] the cuDNN backend takes padded batches, not packed sequences", op);
   if (impl == AttentionImpl::Fused) {  // one launch for every sequence
     auto longest = [](const std::vector<int64_t>& cu) {
       int64_t n = 0;
@@ -484,7 +502,7 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
     const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
                                      .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
                                      .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};
-    return fused_attention(q, k, v, geometry, offsets, scale, false).out;
+    return fused_attention(q, k, v, geometry, offsets, scale, false, false).out;
   }
   // Sequence b as a batch of one: (1, H, T_b, D), then back to packed rows.
   auto batch_of_one = [](const Tensor& t, int64_t begin, int64_t end) {

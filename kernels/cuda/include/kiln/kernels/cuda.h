@@ -15,6 +15,16 @@
 namespace kiln::kernels::cuda {
 #include "kiln/base/kernel_api.inc"
 
+// The contract's attention and attention_backward through cuDNN's fused
+// engines (settings().attention = AttentionBackend::Cudnn): padded
+// bfloat16/float16 batches, head dims up to 256, causal only with Tq <= Tk.
+// Raises "built without cuDNN" when kiln found no cuDNN.
+void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
+                     const AttentionGeometry& geometry, double scale);
+void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout,
+                              const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse,
+                              const AttentionGeometry& geometry, double scale);
+
 // True when kiln was built with CUDA and a device is visible.
 bool is_available();
 int device_count();

@@ -1,0 +1,162 @@
+// Attention through cuDNN's fused engines (AttentionBackend::Cudnn, the
+// benchmark baseline): the graphs of cudnn_attention_graphs.cpp, planned once
+// per shape on each thread and device, run on the current stream.
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "cuda_check.h"
+#include "cudnn_attention.h"
+#include "kiln/kernels/cuda.h"
+#include "launch.h"
+
+namespace kiln::kernels::cuda {
+
+namespace {
+
+using cudnn::AttentionProblem;
+using cudnn::Plan;
+
+AttentionProblem problem_of(const AttentionGeometry& g, DType dtype, const char* op) {
+  KILN_CHECK(dtype == DType::BFloat16 || dtype == DType::Float16,
+             "[{}] the cuDNN backend takes bfloat16 or float16, got {}", op, dtype_name(dtype));
+  KILN_CHECK(g.cu_q == nullptr, "[{}] the cuDNN backend takes padded batches, not packed sequences", op);
+  KILN_CHECK(g.head_dim % 8 == 0 && g.head_dim <= 256, "[{}] the cuDNN backend takes head dims of 8 .. 256 in steps "
+             "of 8, got {}", op, g.head_dim);
+  // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros.
+  KILN_CHECK(!g.causal || g.Tq <= g.Tk, "[{}] the cuDNN backend needs Tq <= Tk when causal, got Tq {} and Tk {}", op,
+             g.Tq, g.Tk);
+  return {g.batch, g.heads_q, g.heads_kv, g.Tq, g.Tk, g.head_dim, g.causal,
+          dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF};
+}
+
+// The graphs declare 16-byte aligned tensors.
+void check_aligned(std::initializer_list<const Buffer*> buffers, const char* op) {
+  for (const Buffer* b : buffers)
+    KILN_CHECK(reinterpret_cast<uintptr_t>(b->data) % 16 == 0,
+               "[{}] the cuDNN backend needs 16-byte aligned tensors (a view at an odd offset? make a copy)", op);
+}
+
+using ProblemKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
+
+ProblemKey key_of(const AttentionProblem& p) {
+  return {p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.D, p.causal, static_cast<int>(p.dtype)};
+}
+
+// A thread's cuDNN state on one device. Handles live as long as the process,
+// as PyTorch's do: destroying them at exit would race CUDA's own teardown.
+struct State {
+  cudnnHandle_t handle = nullptr;
+  cudnn::Descriptor device;
+  std::map<ProblemKey, Plan> forward, backward;
+};
+
+State& state(int device) {
+  thread_local std::array<State*, kMaxDevices> states{};
+  State*& s = states[static_cast<size_t>(device)];
+  if (s == nullptr) {
+    s = new State();
+    cudnn::check(cudnnCreate(&s->handle), "cudnnCreate");
+    s->device = cudnn::device_properties(s->handle);
+  }
+  cudnn::check(cudnnSetStream(s->handle, current_stream()), "cudnnSetStream");
+  return *s;
+}
+
+const Plan& plan_for(std::map<ProblemKey, Plan>& plans, const AttentionProblem& p, const cudnn::Descriptor& device,
+                     bool backward) {
+  auto it = plans.find(key_of(p));
+  if (it == plans.end()) {
+    const cudnn::Graph graph = backward ? attention_backward_graph(p) : attention_forward_graph(p);
+    it = plans.emplace(key_of(p), Plan(graph.finalize(), device, backward ? "attention backward" : "attention"))
+             .first;
+  }
+  return it->second;
+}
+
+// The by-value scalars of a graph and the uids they bind to.
+struct Scalars {
+  float scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.f;
+  int32_t tq, tk;
+  void bind(const AttentionProblem& p, std::vector<int64_t>& uids, std::vector<void*>& data) {
+    uids.push_back(cudnn::kScale);
+    data.push_back(&scale);
+    if (!p.causal) return;
+    uids.push_back(cudnn::kNegInf);
+    data.push_back(&neg_inf);
+    if (p.Tq == p.Tk) return;
+    uids.insert(uids.end(), {cudnn::kSeqQ, cudnn::kSeqK});
+    data.insert(data.end(), {&tq, &tk});
+  }
+};
+
+// Device scratch freed at scope exit, on the current stream.
+class Scratch {
+ public:
+  Scratch(size_t bytes, int device) : device_(device), ptr_(bytes ? allocate(bytes, device) : nullptr) {}
+  ~Scratch() {
+    if (ptr_) deallocate(ptr_, device_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  char* get() const { return static_cast<char*>(ptr_); }
+
+ private:
+  int device_;
+  void* ptr_;
+};
+
+size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace
+
+void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
+                     const AttentionGeometry& g, double scale) {
+  NvtxRange range("kiln::cudnn_attention");
+  const AttentionProblem p = problem_of(g, q.dtype, "scaled_dot_product_attention");
+  check_aligned({&out, &lse, &q, &k, &v}, "scaled_dot_product_attention");
+  State& st = state(q.device.index);
+  const Plan& plan = plan_for(st.forward, p, st.device, false);
+  Scalars s{static_cast<float>(scale)};
+  s.tq = static_cast<int32_t>(p.Tq);
+  s.tk = static_cast<int32_t>(p.Tk);
+  std::vector<int64_t> uids = {cudnn::kQ, cudnn::kK, cudnn::kV, cudnn::kO, cudnn::kStats};
+  std::vector<void*> data = {q.data, k.data, v.data, out.data, lse.data};
+  s.bind(p, uids, data);
+  Scratch workspace(static_cast<size_t>(plan.workspace_bytes()), q.device.index);
+  plan.execute(st.handle, uids, data, workspace.get());
+}
+
+void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout,
+                              const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse,
+                              const AttentionGeometry& g, double scale) {
+  NvtxRange range("kiln::cudnn_attention_backward");
+  const AttentionProblem p = problem_of(g, q.dtype, "scaled_dot_product_attention backward");
+  check_aligned({&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse}, "scaled_dot_product_attention backward");
+  State& st = state(q.device.index);
+  const Plan& plan = plan_for(st.backward, p, st.device, true);
+  // Beside the plan's workspace, the graph's float scratch: rowsum(dO * O) and dQ's accumulator.
+  const size_t rows = static_cast<size_t>(p.B * p.Hq * p.Tq), ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
+  const size_t delta_bytes = aligned(rows * sizeof(float)), dq_bytes = rows * static_cast<size_t>(p.D) * sizeof(float);
+  Scratch scratch(ws + delta_bytes + dq_bytes, q.device.index);
+  char* delta = scratch.get() + ws;
+  char* dq_accum = delta + delta_bytes;
+  KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, dq_bytes, current_stream()));  // accumulated into
+  Scalars s{static_cast<float>(scale)};
+  s.tq = static_cast<int32_t>(p.Tq);
+  s.tk = static_cast<int32_t>(p.Tk);
+  std::vector<int64_t> uids = {cudnn::kQ,  cudnn::kK,  cudnn::kV,  cudnn::kO,   cudnn::kStats,      cudnn::kDO,
+                               cudnn::kDQ, cudnn::kDK, cudnn::kDV, cudnn::kOne, cudnn::kSoftmaxSum, cudnn::kDQAccum};
+  std::vector<void*> data = {q.data,  k.data,  v.data,  out.data, lse.data, dout.data,
+                             dq.data, dk.data, dv.data, &s.one,   delta,    dq_accum};
+  s.bind(p, uids, data);
+  plan.execute(st.handle, uids, data, scratch.get());
+}
+
+}  // namespace kiln::kernels::cuda
