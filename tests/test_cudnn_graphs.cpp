@@ -55,6 +55,15 @@ TEST_CASE("cuDNN's fused attention engines take kiln's forward and backward grap
   }
 }
 
+TEST_CASE("head dim 256: forward and backward on an H100, forward only on an A100 (cuDNN's support matrix)") {
+  const AttentionProblem wide{1, 4, 4, 128, 128, 256, true, CUDNN_DATA_BFLOAT16};
+  for (bool backward : {false, true}) check_planned(wide, backward, device("h100"));
+  const Descriptor a100 = device("a100");
+  check_planned(wide, false, a100);
+  CHECK_THROWS_WITH(Plan(attention_backward_graph(wide).finalize(), a100, "attention backward"),
+                    Catch::Contains("no cuDNN engine runs attention backward"));
+}
+
 TEST_CASE("a graph no cuDNN engine takes is refused before any compilation") {
   const AttentionProblem float64{1, 2, 2, 128, 128, 64, false, CUDNN_DATA_DOUBLE};  // no attention engine computes in float64
   CHECK_THROWS_WITH(Plan(attention_forward_graph(float64).finalize(), device("h100"), "attention"),

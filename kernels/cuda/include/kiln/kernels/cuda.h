@@ -17,7 +17,8 @@ namespace kiln::kernels::cuda {
 
 // The contract's attention and attention_backward through cuDNN's fused
 // engines (settings().attention = AttentionBackend::Cudnn): padded
-// bfloat16/float16 batches, head dims up to 256, causal only with Tq <= Tk.
+// bfloat16/float16 batches, head dims up to 256 (cuDNN's backward on sm_80
+// stops at 128), causal only with Tq <= Tk.
 // Raises "built without cuDNN" when kiln found no cuDNN.
 void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
                      const AttentionGeometry& geometry, double scale);
