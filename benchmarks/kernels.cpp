@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <utility>
 #include <nlohmann/json.hpp>
 
@@ -144,6 +145,17 @@ int main(int argc, char** argv) {
     // Attention: forward and backward TFLOP/s at B T = 16384 (4 B H T^2 D forward, 2.5x that backward,
     // halved when causal): kiln's fused kernels, cuDNN's, and the composed matmul + softmax path. The backward is
     // timed alone: one forward keeps its graph, and each repetition runs backward from it.
+    auto attention_row = [&](const std::string& name, const std::string& shape, double ms, double flops) {
+      const double tflops = flops / (ms * 1e-3) / 1e12;
+      rows.push_back({name, shape, "bf16", ms, tflops, "TFLOP/s", tflops / gemm_tflops});
+    };
+    // Milliseconds of one backward through `out` (one forward keeps its graph; gradients start fresh each time).
+    auto backward_ms = [&](Tensor& out, const Tensor& g, std::initializer_list<Tensor*> leaves) {
+      return time_ms([&] {
+        for (Tensor* t : leaves) t->set_grad(Tensor());
+        out.backward(g, /*retain_graph=*/true);
+      }, 3);
+    };
     for (int64_t D : {int64_t(64), int64_t(128)}) {
       for (int64_t T : quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384}) {
         const int64_t B = 16384 / T, H = 2048 / D;
@@ -151,10 +163,6 @@ int main(int argc, char** argv) {
                v = kiln::randn({B, H, T, D}, gen, opts), g = kiln::randn({B, H, T, D}, gen, opts);
         const double fwd_flops = 4.0 * B * H * T * T * D / 2, bwd_flops = 2.5 * fwd_flops;  // causal
         const std::string shape = fmt::format("B{} H{} T{} D{}", B, H, T, D);
-        auto add_row = [&](const std::string& name, double ms, double flops) {
-          const double tflops = flops / (ms * 1e-3) / 1e12;
-          rows.push_back({name, shape, "bf16", ms, tflops, "TFLOP/s", tflops / gemm_tflops});
-        };
         using kiln::AttentionBackend;
         for (auto [backend, name] : {std::pair{AttentionBackend::Fused, "attention kiln"},
                                      std::pair{AttentionBackend::Cudnn, "attention cudnn"},
@@ -163,22 +171,41 @@ int main(int argc, char** argv) {
           kiln::SettingsGuard guard;
           kiln::settings().attention = backend;
           try {
-            add_row(std::string(name) + " fwd",
-                    time_ms([&] { kiln::scaled_dot_product_attention(q, k, v, {.causal = true}); }, 3), fwd_flops);
+            attention_row(std::string(name) + " fwd", shape,
+                          time_ms([&] { kiln::scaled_dot_product_attention(q, k, v, {.causal = true}); }, 3),
+                          fwd_flops);
             kiln::autograd::EnableGradGuard grad;
             Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(),
                    vg = v.detach().requires_grad_();
             Tensor out = kiln::scaled_dot_product_attention(qg, kg, vg, {.causal = true});
-            const double ms = time_ms([&] {
-              for (Tensor* t : {&qg, &kg, &vg}) t->set_grad(Tensor());  // fresh gradients, none accumulated
-              out.backward(g, /*retain_graph=*/true);
-            }, 3);
-            add_row(std::string(name) + " bwd", ms, bwd_flops);
+            attention_row(std::string(name) + " bwd", shape, backward_ms(out, g, {&qg, &kg, &vg}), bwd_flops);
           } catch (const kiln::Error& e) {  // a backend this build or device lacks: say so, time the others
             fmt::print(stderr, "{} {}: {}\n", name, shape, e.what());
           }
         }
       }
+    }
+    // Packed sequences of 128 .. 2048 tokens (16384 in all), causal, in one launch of kiln's kernels.
+    {
+      const int64_t H = 16, D = 128, total = 16384;
+      std::vector<int64_t> cu = {0};
+      double fwd_flops = 0;
+      for (int i = 0; cu.back() < total; ++i) {
+        const int64_t len = std::min<int64_t>(int64_t(128) << (i % 5), total - cu.back());
+        cu.push_back(cu.back() + len);
+        fwd_flops += 4.0 * H * len * len * D / 2;
+      }
+      const Tensor offsets = kiln::tensor(cu).to(kGpu);
+      Tensor q = kiln::randn({total, H, D}, gen, opts), k = kiln::randn({total, H, D}, gen, opts),
+             v = kiln::randn({total, H, D}, gen, opts), g = kiln::randn({total, H, D}, gen, opts);
+      const std::string shape = fmt::format("{} seqs H{} D{}", cu.size() - 1, H, D);
+      attention_row("attention varlen fwd", shape, time_ms([&] {
+        kiln::scaled_dot_product_attention_varlen(q, k, v, offsets, offsets, {.causal = true});
+      }, 3), fwd_flops);
+      kiln::autograd::EnableGradGuard grad;
+      Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+      Tensor out = kiln::scaled_dot_product_attention_varlen(qg, kg, vg, offsets, offsets, {.causal = true});
+      attention_row("attention varlen bwd", shape, backward_ms(out, g, {&qg, &kg, &vg}), 2.5 * fwd_flops);
     }
 
     fmt::print("{:<28} {:>14} {:>6} {:>10} {:>12} {:>10}\n", "kernel", "shape", "dtype", "ms", "rate", "of ceiling");
