@@ -33,28 +33,29 @@ void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buff
   const int64_t D = g.head_dim;
   visit_floating(q.dtype, "attention", [&](auto tag) {
     using T = decltype(tag);
-    parallel_for(g.batch * g.heads_q, g.Tq * g.Tk * D, [&](int64_t lo, int64_t hi) {
+    // One task per (sequence, head, query), over the longest sequence's queries.
+    parallel_for(g.batch * g.heads_q * g.Tq, g.Tk * D, [&](int64_t lo, int64_t hi) {
       std::vector<double> s(static_cast<size_t>(g.Tk)), o(static_cast<size_t>(D));
-      for (int64_t bh = lo; bh < hi; ++bh) {
+      for (int64_t task = lo; task < hi; ++task) {
+        const int64_t bh = task / g.Tq, i = task % g.Tq;
         const AttentionSequence seq = g.sequence(bh / g.heads_q, bh % g.heads_q);
-        for (int64_t i = 0; i < seq.Tq; ++i) {
-          const int64_t row = seq.query(i), last = seq.last_key(i);
-          double m = -std::numeric_limits<double>::infinity(), l = 0;
-          for (int64_t j = 0; j <= last; ++j) {
-            s[j] = scale * dot<T>(q, row * D, k, seq.key(j) * D, D);
-            m = std::max(m, s[j]);
-          }
-          std::fill(o.begin(), o.end(), 0.0);
-          for (int64_t j = 0; j <= last; ++j) {
-            const double p = std::exp(s[j] - m);
-            l += p;
-            for (int64_t d = 0; d < D; ++d) o[d] += p * at<T>(v, seq.key(j) * D + d);
-          }
-          for (int64_t d = 0; d < D; ++d) out.ptr<T>()[row * D + d] = T(acc_t<T>(last < 0 ? 0.0 : o[d] / l));
-          const double row_lse = last < 0 ? -std::numeric_limits<double>::infinity() : m + std::log(l);
-          if (lse.dtype == DType::Float64) lse.ptr<double>()[row] = row_lse;
-          else lse.ptr<float>()[row] = static_cast<float>(row_lse);
+        if (i >= seq.Tq) continue;
+        const int64_t row = seq.query(i), last = seq.last_key(i);
+        double m = -std::numeric_limits<double>::infinity(), l = 0;
+        for (int64_t j = 0; j <= last; ++j) {
+          s[j] = scale * dot<T>(q, row * D, k, seq.key(j) * D, D);
+          m = std::max(m, s[j]);
         }
+        std::fill(o.begin(), o.end(), 0.0);
+        for (int64_t j = 0; j <= last; ++j) {
+          const double p = std::exp(s[j] - m);
+          l += p;
+          for (int64_t d = 0; d < D; ++d) o[d] += p * at<T>(v, seq.key(j) * D + d);
+        }
+        for (int64_t d = 0; d < D; ++d) out.ptr<T>()[row * D + d] = T(acc_t<T>(last < 0 ? 0.0 : o[d] / l));
+        const double row_lse = last < 0 ? -std::numeric_limits<double>::infinity() : m + std::log(l);
+        if (lse.dtype == DType::Float64) lse.ptr<double>()[row] = row_lse;
+        else lse.ptr<float>()[row] = static_cast<float>(row_lse);
       }
     });
   });
