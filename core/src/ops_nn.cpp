@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <limits>
-#include <string_view>
 
 #include <fmt/ranges.h>
 
@@ -396,17 +395,17 @@ AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& 
   return {out, with_lse ? lse.to(kFloat32) : Tensor()};
 }
 
-// Checks the query, key and value of one attention call: (B, H, T, D) when
-// `layout` names four dims, packed (rows, H, D) otherwise; one floating dtype
-// and device; key and value alike but for value's head dim; query and key of
-// one head dim; query heads a multiple of key/value heads.
-void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const char* layout) {
+// Checks the query, key and value of one attention call: `rank` 4 for
+// (B, H, T, D), 3 for packed (rows, H, D) (`layout` says which in errors); one
+// floating dtype and device; key and value alike but for value's head dim;
+// query and key of one head dim; query heads a multiple of key/value heads.
+void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, int rank,
+                              const char* layout) {
   detail::check_defined(q, op, "query");
   detail::check_defined(k, op, "key");
   detail::check_defined(v, op, "value");
   detail::check_same_device(op, {q, k, v});
   detail::check_floating(q, op);
-  const int rank = std::string_view(layout).starts_with("(B") ? 4 : 3;
   KILN_CHECK(q.dim() == rank && k.dim() == rank && v.dim() == rank, "[{}] expects {}, got {}, {}, {}", op, layout,
              describe(q), describe(k), describe(v));
   KILN_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "[{}] expects one dtype, got {}, {}, {}", op,
@@ -422,7 +421,7 @@ void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, 
 // returns the logsumexp of each row of scaled scores.
 AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options,
                           bool with_lse) {
-  check_attention_operands("scaled_dot_product_attention", q, k, v, "(B, H, T, D) query, key and value");
+  check_attention_operands("scaled_dot_product_attention", q, k, v, 4, "(B, H, T, D) query, key and value");
   const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2);
   const int64_t group = Hq / Hkv;
@@ -483,7 +482,7 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options) {
   const char* op = "scaled_dot_product_attention_varlen";
-  check_attention_operands(op, q, k, v, "packed q (total_q, Hq, D), k and v (total_k, Hkv, D)");
+  check_attention_operands(op, q, k, v, 3, "packed q (total_q, Hq, D), k and v (total_k, Hkv, D)");
   const std::vector<int64_t> cq = sequence_offsets(cu_seqlens_q, q.size(0), "cu_seqlens_q");
   const std::vector<int64_t> ck = sequence_offsets(cu_seqlens_k, k.size(0), "cu_seqlens_k");
   KILN_CHECK(cq.size() == ck.size(), "[{}] cu_seqlens_q has {} sequences, cu_seqlens_k {}", op, cq.size() - 1,
