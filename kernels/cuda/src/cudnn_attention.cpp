@@ -49,21 +49,28 @@ ProblemKey key_of(const AttentionProblem& p) {
   return {p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.D, p.causal, static_cast<int>(p.dtype)};
 }
 
-// A thread's cuDNN state on one device. Handles live as long as the process,
-// as PyTorch's do: destroying them at exit would race CUDA's own teardown.
+// A thread's cuDNN state on one device, released when the thread ends (for
+// the main thread, before static destructors and CUDA's own teardown).
 struct State {
   cudnnHandle_t handle = nullptr;
   cudnn::Descriptor device;
   std::map<ProblemKey, Plan> forward, backward;
+  ~State() {
+    forward.clear();
+    backward.clear();
+    device = {};
+    if (handle) cudnnDestroy(handle);
+  }
 };
 
 State& state(int device) {
-  thread_local std::array<State*, kMaxDevices> states{};
-  State*& s = states[static_cast<size_t>(device)];
-  if (s == nullptr) {
-    s = new State();
-    cudnn::check(cudnnCreate(&s->handle), "cudnnCreate");
-    s->device = cudnn::device_properties(s->handle);
+  thread_local std::array<std::unique_ptr<State>, kMaxDevices> states;
+  std::unique_ptr<State>& s = states[static_cast<size_t>(device)];
+  if (!s) {  // kept only once complete: a failed start is retried by the next call
+    auto fresh = std::make_unique<State>();
+    cudnn::check(cudnnCreate(&fresh->handle), "cudnnCreate");
+    fresh->device = cudnn::device_properties(fresh->handle);
+    s = std::move(fresh);
   }
   cudnn::check(cudnnSetStream(s->handle, current_stream()), "cudnnSetStream");
   return *s;
