@@ -425,12 +425,15 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
       for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
   // Packed sequences of different lengths (varlen), one fused launch for all of
   // them; the third has keys but no queries (its keys' gradients are zero).
-  for (DType dt : {kBFloat16, kFloat32}) {
+  // Tensor cores at D 64 (bfloat16) and D 128 (float16), the general kernels in float32.
+  for (auto [dt, D] : {std::pair{kBFloat16, int64_t(64)}, std::pair{kFloat16, int64_t(128)},
+                       std::pair{kFloat32, int64_t(64)}}) {
+    INFO(dtype_name(dt) << " D " << D);
     Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 71, 200});
     Tensor cu_k = tensor(std::vector<int64_t>{0, 90, 91, 120, 150});
     compare("varlen attention", [&](auto& v) {
       return scaled_dot_product_attention_varlen(v[0], v[1], v[2], cu_q, cu_k, {.causal = true});
-    }, {randn({200, 4, 64}, gen, dt), randn({150, 2, 64}, gen, dt), randn({150, 2, 64}, gen, dt)},
+    }, {randn({200, 4, D}, gen, dt), randn({150, 2, D}, gen, dt), randn({150, 2, D}, gen, dt)},
             2 * gpu_tolerance(dt));
   }
   // Deterministic backward: the same gradients bit for bit.
