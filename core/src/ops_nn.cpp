@@ -497,7 +497,9 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
       for (size_t b = 0; b + 1 < cu.size(); ++b) n = std::max(n, cu[b + 1] - cu[b]);
       return n;
     };
-    const std::vector<Tensor> offsets = {tensor(cq).to(q.device()), tensor(ck).to(q.device())};
+    // The caller's offsets on q's device (the host copies above are for the checks only).
+    const std::vector<Tensor> offsets = {cu_seqlens_q.to(q.device(), kInt64).contiguous(),
+                                         cu_seqlens_k.to(q.device(), kInt64).contiguous()};
     const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
                                      .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
                                      .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};

@@ -91,6 +91,8 @@ const Plan& plan_for(std::map<ProblemKey, Plan>& plans, const AttentionProblem& 
 struct Scalars {
   float scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.f;
   int32_t tq, tk;
+  Scalars(const AttentionProblem& p, double attention_scale)
+      : scale(static_cast<float>(attention_scale)), tq(static_cast<int32_t>(p.Tq)), tk(static_cast<int32_t>(p.Tk)) {}
   void bind(const AttentionProblem& p, std::vector<int64_t>& uids, std::vector<void*>& data) {
     uids.push_back(cudnn::kScale);
     data.push_back(&scale);
@@ -130,9 +132,7 @@ void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, cons
   check_aligned({&out, &lse, &q, &k, &v}, "scaled_dot_product_attention");
   State& st = state(q.device.index);
   const Plan& plan = plan_for(st.forward, p, st.device, false);
-  Scalars s{static_cast<float>(scale)};
-  s.tq = static_cast<int32_t>(p.Tq);
-  s.tk = static_cast<int32_t>(p.Tk);
+  Scalars s(p, scale);
   std::vector<int64_t> uids = {cudnn::kQ, cudnn::kK, cudnn::kV, cudnn::kO, cudnn::kStats};
   std::vector<void*> data = {q.data, k.data, v.data, out.data, lse.data};
   s.bind(p, uids, data);
@@ -155,9 +155,7 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
   char* delta = scratch.get() + ws;
   char* dq_accum = delta + delta_bytes;
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, dq_bytes, current_stream()));  // accumulated into
-  Scalars s{static_cast<float>(scale)};
-  s.tq = static_cast<int32_t>(p.Tq);
-  s.tk = static_cast<int32_t>(p.Tk);
+  Scalars s(p, scale);
   std::vector<int64_t> uids = {cudnn::kQ,  cudnn::kK,  cudnn::kV,  cudnn::kO,   cudnn::kStats,      cudnn::kDO,
                                cudnn::kDQ, cudnn::kDK, cudnn::kDV, cudnn::kOne, cudnn::kSoftmaxSum, cudnn::kDQAccum};
   std::vector<void*> data = {q.data,  k.data,  v.data,  out.data, lse.data, dout.data,
