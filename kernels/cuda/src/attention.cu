@@ -60,9 +60,7 @@ struct QueryRow {
     active = i < seq.Tq;
     row = seq.query(active ? i : 0);
     last = active ? seq.last_key(i) : -1;
-    block_last = first_row < seq.Tq ? seq.last_key(first_row + kRows - 1 < seq.Tq - 1 ? first_row + kRows - 1
-                                                                                        : seq.Tq - 1)
-                                    : -1;
+    block_last = seq.last_key_of(first_row, kRows);
   }
 };
 
@@ -180,10 +178,9 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
     vr[d] = active && d < D ? float(load(v + key + d)) : 0.f;
     dka[d] = dva[d] = 0.f;
   }
-  // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
+  // The block's first key bounds the first query that sees any of its keys.
   const int64_t first_key = int64_t(blockIdx.y) * kRows;
-  int64_t i_begin = g.causal ? first_key - (keys.Tk - keys.Tq) : 0;
-  if (i_begin < 0) i_begin = 0;
+  int64_t i_begin = keys.first_query(first_key);
   i_begin -= i_begin % kTile;
   for (int64_t h = hk * group; h < (hk + 1) * group && first_key < keys.Tk; ++h) {
     const AttentionSequence seq = g.sequence(b, h);

@@ -323,11 +323,6 @@ struct MmaShape {
   float scale_log2;  // scale * log2 e
 };
 
-// The last key any query of the block starting at `first` sees.
-__device__ __forceinline__ int64_t block_last_key(const AttentionSequence& seq, int64_t first) {
-  return seq.last_key(first + kBlockRows - 1 < seq.Tq - 1 ? first + kBlockRows - 1 : seq.Tq - 1);
-}
-
 // Where a forward or dQ block's sequence lies: its query rows (element
 // offsets base * D + i * stride) and its keys and values.
 template <int D>
@@ -377,7 +372,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
   const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + blk.kv_offset, v + blk.kv_offset,
                                 blk.kv_stride, seq.Tk};
-  stages.for_each(0, block_last_key(seq, first), [&](const T* ks, const T* vs, const float*, int64_t j0) {
+  stages.for_each(0, seq.last_key_of(first, kBlockRows), [&](const T* ks, const T* vs, const float*, int64_t j0) {
     float p[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     // Masked, scaled scores and each row's maximum over the tile.
@@ -459,7 +454,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
   const TileStages<T, D> stages{reinterpret_cast<T*>(shared_raw), k + blk.kv_offset, v + blk.kv_offset,
                                 blk.kv_stride, seq.Tk};
-  stages.for_each(0, block_last_key(seq, first), [&](const T* ks, const T* vs, const float*, int64_t j0) {
+  stages.for_each(0, seq.last_key_of(first, kBlockRows), [&](const T* ks, const T* vs, const float*, int64_t j0) {
     float p[kTile / 8][4], dp[kTile / 8][4];
     scores<T, D>(p, qf, ks, lane);
     scores<T, D>(dp, df, vs, lane);
@@ -511,9 +506,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const T* vw = vb + warp * 16 * ld<D>();
 
   float dka[D / 8][4] = {}, dva[D / 8][4] = {};
-  // Query i sees key j when j <= i + Tk - Tq: the block's first key bounds the first query.
-  int64_t i_begin = s.g.causal ? first_key - (Tk - key_seq.Tq) : 0;
-  i_begin = i_begin < 0 ? 0 : i_begin - i_begin % kTile;
+  // The block's first key bounds the first query that sees any of its keys.
+  int64_t i_begin = key_seq.first_query(first_key);
+  i_begin -= i_begin % kTile;
   for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
     const AttentionSequence seq = s.g.sequence(b, hq);
     const int64_t Tq = seq.Tq, shift = s.g.causal ? Tk - Tq : Tk;  // query i sees keys <= i + shift

@@ -30,6 +30,16 @@ struct AttentionSequence {
     const int64_t last = causal ? i + Tk - Tq : Tk - 1;
     return last < Tk - 1 ? last : Tk - 1;
   }
+  // The last key any of queries first .. first + n - 1 sees (-1: none is a query).
+  KILN_HOST_DEVICE int64_t last_key_of(int64_t first, int64_t n) const {
+    if (first >= Tq) return -1;
+    return last_key(first + n - 1 < Tq - 1 ? first + n - 1 : Tq - 1);
+  }
+  // The first query that sees key j (its inverse: i >= j - (Tk - Tq) when causal).
+  KILN_HOST_DEVICE int64_t first_query(int64_t j) const {
+    const int64_t first = causal ? j - (Tk - Tq) : 0;
+    return first > 0 ? first : 0;
+  }
 };
 
 struct AttentionGeometry {
