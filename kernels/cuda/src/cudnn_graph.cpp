@@ -232,15 +232,6 @@ Plan::Plan(const Descriptor& graph, const Descriptor& device, const char* what) 
   KILN_FAIL("[cudnn] no cuDNN engine runs {}{}", what, tried.empty() ? " (the heuristics offered none)" : tried);
 }
 
-std::string Plan::describe() const {
-  std::array<char, 8192> json{};
-  int64_t n = 0;
-  check(cudnnBackendGetAttribute(plan_.get(), CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-                                 static_cast<int64_t>(json.size()), &n, json.data()),
-        "reading the plan's description");
-  return std::string(json.data(), static_cast<size_t>(std::min<int64_t>(n, json.size())));
-}
-
 void Plan::execute(cudnnHandle_t handle, const std::vector<int64_t>& uids, const std::vector<void*>& data,
                    void* workspace) const {
   Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "the variant pack");

@@ -101,8 +101,6 @@ class Plan {
  public:
   Plan(const Descriptor& graph, const Descriptor& device, const char* what);
   int64_t workspace_bytes() const { return workspace_; }
-  // cuDNN's description of the engine chosen.
-  std::string describe() const;
   // Runs with data[i] bound to uids[i] (by-value scalars point to host memory).
   void execute(cudnnHandle_t handle, const std::vector<int64_t>& uids, const std::vector<void*>& data,
                void* workspace) const;
