@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <functional>
 #include <initializer_list>
@@ -156,36 +157,44 @@ int main(int argc, char** argv) {
         out.backward(g, /*retain_graph=*/true);
       }, 3);
     };
+    // Forward and backward rows of `attend` (q, k, v -> out) under each backend; a backend this build or device
+    // lacks is reported and skipped.
+    using kiln::AttentionBackend;
+    using Attend = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+    auto time_backends = [&](const std::vector<std::pair<AttentionBackend, std::string>>& backends,
+                             const std::string& shape, double fwd_flops, const std::array<Tensor, 4>& qkvg,
+                             const Attend& attend) {
+      const auto& [q, k, v, g] = qkvg;
+      for (const auto& [backend, name] : backends) {
+        kiln::SettingsGuard guard;
+        kiln::settings().attention = backend;
+        try {
+          attention_row(name + " fwd", shape, time_ms([&] { attend(q, k, v); }, 3), fwd_flops);
+          kiln::autograd::EnableGradGuard grad;
+          Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+          Tensor out = attend(qg, kg, vg);
+          attention_row(name + " bwd", shape, backward_ms(out, g, {&qg, &kg, &vg}), 2.5 * fwd_flops);
+        } catch (const kiln::Error& e) {
+          fmt::print(stderr, "{} {}: {}\n", name, shape, e.what());
+        }
+      }
+    };
     for (int64_t D : {int64_t(64), int64_t(128)}) {
       for (int64_t T : quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384}) {
         const int64_t B = 16384 / T, H = 2048 / D;
-        Tensor q = kiln::randn({B, H, T, D}, gen, opts), k = kiln::randn({B, H, T, D}, gen, opts),
-               v = kiln::randn({B, H, T, D}, gen, opts), g = kiln::randn({B, H, T, D}, gen, opts);
-        const double fwd_flops = 4.0 * B * H * T * T * D / 2, bwd_flops = 2.5 * fwd_flops;  // causal
-        const std::string shape = fmt::format("B{} H{} T{} D{}", B, H, T, D);
-        using kiln::AttentionBackend;
-        for (auto [backend, name] : {std::pair{AttentionBackend::Fused, "attention kiln"},
-                                     std::pair{AttentionBackend::Cudnn, "attention cudnn"},
-                                     std::pair{AttentionBackend::Composed, "attention composed"}}) {
-          if (backend == AttentionBackend::Composed && T > 4096) continue;  // the T x T scores no longer fit
-          kiln::SettingsGuard guard;
-          kiln::settings().attention = backend;
-          try {
-            attention_row(std::string(name) + " fwd", shape,
-                          time_ms([&] { kiln::scaled_dot_product_attention(q, k, v, {.causal = true}); }, 3),
-                          fwd_flops);
-            kiln::autograd::EnableGradGuard grad;
-            Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(),
-                   vg = v.detach().requires_grad_();
-            Tensor out = kiln::scaled_dot_product_attention(qg, kg, vg, {.causal = true});
-            attention_row(std::string(name) + " bwd", shape, backward_ms(out, g, {&qg, &kg, &vg}), bwd_flops);
-          } catch (const kiln::Error& e) {  // a backend this build or device lacks: say so, time the others
-            fmt::print(stderr, "{} {}: {}\n", name, shape, e.what());
-          }
-        }
+        std::vector<std::pair<AttentionBackend, std::string>> backends = {{AttentionBackend::Fused, "attention kiln"},
+                                                                          {AttentionBackend::Cudnn, "attention cudnn"}};
+        if (T <= 4096)  // beyond, the composed path's T x T scores no longer fit
+          backends.emplace_back(AttentionBackend::Composed, "attention composed");
+        time_backends(backends, fmt::format("B{} H{} T{} D{}", B, H, T, D), 4.0 * B * H * T * T * D / 2,  // causal
+                      {kiln::randn({B, H, T, D}, gen, opts), kiln::randn({B, H, T, D}, gen, opts),
+                       kiln::randn({B, H, T, D}, gen, opts), kiln::randn({B, H, T, D}, gen, opts)},
+                      [](const Tensor& q, const Tensor& k, const Tensor& v) {
+                        return kiln::scaled_dot_product_attention(q, k, v, {.causal = true});
+                      });
       }
     }
-    // Packed sequences of 128 .. 2048 tokens (16384 in all), causal, in one launch of kiln's kernels.
+    // Packed sequences of 128 .. 2048 tokens (16384 in all), causal, in one launch.
     {
       const int64_t H = 16, D = 128, total = 16384;
       std::vector<int64_t> cu = {0};
@@ -196,16 +205,13 @@ int main(int argc, char** argv) {
         fwd_flops += 4.0 * H * len * len * D / 2;
       }
       const Tensor offsets = kiln::tensor(cu).to(kGpu);
-      Tensor q = kiln::randn({total, H, D}, gen, opts), k = kiln::randn({total, H, D}, gen, opts),
-             v = kiln::randn({total, H, D}, gen, opts), g = kiln::randn({total, H, D}, gen, opts);
-      const std::string shape = fmt::format("{} seqs H{} D{}", cu.size() - 1, H, D);
-      attention_row("attention varlen fwd", shape, time_ms([&] {
-        kiln::scaled_dot_product_attention_varlen(q, k, v, offsets, offsets, {.causal = true});
-      }, 3), fwd_flops);
-      kiln::autograd::EnableGradGuard grad;
-      Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
-      Tensor out = kiln::scaled_dot_product_attention_varlen(qg, kg, vg, offsets, offsets, {.causal = true});
-      attention_row("attention varlen bwd", shape, backward_ms(out, g, {&qg, &kg, &vg}), 2.5 * fwd_flops);
+      time_backends({{AttentionBackend::Fused, "attention kiln"}, {AttentionBackend::Cudnn, "attention cudnn"}},
+                    fmt::format("{} packed seqs H{} D{}", cu.size() - 1, H, D), fwd_flops,
+                    {kiln::randn({total, H, D}, gen, opts), kiln::randn({total, H, D}, gen, opts),
+                     kiln::randn({total, H, D}, gen, opts), kiln::randn({total, H, D}, gen, opts)},
+                    [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+                      return kiln::scaled_dot_product_attention_varlen(q, k, v, offsets, offsets, {.causal = true});
+                    });
     }
 
     fmt::print("{:<28} {:>14} {:>6} {:>10} {:>12} {:>10}\n", "kernel", "shape", "dtype", "ms", "rate", "of ceiling");

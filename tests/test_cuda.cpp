@@ -458,9 +458,27 @@ TEST_CASE("cuDNN's fused attention (AttentionBackend::Cudnn) matches the float64
                                  AttentionCase{2, 2, 1, 64, 64, 128}})
     for (DType dt : {kBFloat16, kFloat16})
       for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
+  // Packed sequences (cuDNN's ragged layout) against the CPU: lengths 70, 1, 0 and 79 queries over 90, 1, 29
+  // and 150 keys, grouped heads, D 128.
+  Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 71, 150});
+  Tensor cu_k = tensor(std::vector<int64_t>{0, 90, 91, 120, 270});
+  for (DType dt : {kBFloat16, kFloat16})
+    for (bool causal : {false, true}) {
+      INFO(dtype_name(dt) << " causal " << causal);
+      compare("cuDNN varlen attention", [&](auto& v) {
+        SettingsGuard backend;
+        settings().attention = v[0].device().is_cuda() ? AttentionBackend::Cudnn : AttentionBackend::Auto;
+        return scaled_dot_product_attention_varlen(v[0], v[1], v[2], cu_q, cu_k, {.causal = causal});
+      }, {randn({150, 4, 128}, gen, dt), randn({270, 2, 128}, gen, dt), randn({270, 2, 128}, gen, dt)},
+              2 * gpu_tolerance(dt));
+    }
   // What it does not take, it says.
   Tensor x = randn({1, 2, 8, 64}, gen).to(kGpu);
   CHECK_THROWS_WITH(scaled_dot_product_attention(x, x, x), Catch::Contains("the cuDNN backend takes bfloat16 or float16"));
+  Tensor packed = randn({150, 2, 64}, gen, kBFloat16).to(kGpu);
+  Tensor fewer_keys = tensor(std::vector<int64_t>{0, 10, 71, 71, 150});  // the first sequence: 70 queries, 10 keys
+  CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(packed, packed, packed, cu_q, fewer_keys, {.causal = true}),
+                    Catch::Contains("needs every sequence's queries to see a key"));
 }
 
 TEST_CASE("a bad index on the GPU raises kiln::Error at the next synchronization") {

@@ -32,7 +32,7 @@ Descriptor device(const std::string& name) {
 // real driver answers, the plan is complete).
 void check_planned(const AttentionProblem& p, bool backward, const Descriptor& dev) {
   INFO("B " << p.B << " Hq " << p.Hq << " Hkv " << p.Hkv << " Tq " << p.Tq << " Tk " << p.Tk << " D " << p.D
-            << " causal " << p.causal << (backward ? " backward" : " forward"));
+            << " causal " << p.causal << (p.packed ? " packed" : "") << (backward ? " backward" : " forward"));
   const Graph graph = backward ? attention_backward_graph(p) : attention_forward_graph(p);
   try {
     const Plan plan(graph.finalize(), dev, "attention");
@@ -51,6 +51,16 @@ TEST_CASE("cuDNN's fused attention engines take kiln's forward and backward grap
     // Multi-head, bfloat16, D 128; grouped queries, float16, D 64, bottom-right causal with Tq < Tk.
     for (const AttentionProblem& p : {AttentionProblem{2, 8, 8, 256, 256, 128, false, CUDNN_DATA_BFLOAT16},
                                       AttentionProblem{2, 8, 2, 128, 256, 64, true, CUDNN_DATA_HALF}})
+      for (bool backward : {false, true}) check_planned(p, backward, dev);
+  }
+}
+
+TEST_CASE("packed sequences (ragged offsets, padding mask, per-sequence causal) on an H100 and an A100") {
+  for (const char* name : {"h100", "a100"}) {
+    INFO(name);
+    const Descriptor dev = device(name);
+    for (const AttentionProblem& p : {AttentionProblem{3, 8, 8, 256, 256, 128, false, CUDNN_DATA_BFLOAT16, true},
+                                      AttentionProblem{5, 8, 2, 128, 256, 64, true, CUDNN_DATA_HALF, true}})
       for (bool backward : {false, true}) check_planned(p, backward, dev);
   }
 }

@@ -490,8 +490,15 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
   const int64_t batch = static_cast<int64_t>(cq.size()) - 1, D = q.size(2);
   const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
   const AttentionImpl impl = attention_impl(q, v, D, op);
-  KILN_CHECK(impl != AttentionImpl::Cudnn, "[{}] the cuDNN backend takes padded batches, not packed sequences", op);
-  if (impl == AttentionImpl::Fused) {  // one launch for every sequence
+  if (impl == AttentionImpl::Cudnn)  // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t tq = cq[b + 1] - cq[b], tk = ck[b + 1] - ck[b];
+      KILN_CHECK(tq == 0 || (tk > 0 && (!options.causal || tq <= tk)),
+                 "[{}] the cuDNN backend needs every sequence's queries to see a key (causal: Tq <= Tk), got "
+                 "sequence {} with {} queries and {} keys",
+                 op, b, tq, tk);
+    }
+  if (impl != AttentionImpl::Composed) {  // one launch for every sequence
     auto longest = [](const std::vector<int64_t>& cu) {
       int64_t n = 0;
       for (size_t b = 0; b + 1 < cu.size(); ++b) n = std::max(n, cu[b + 1] - cu[b]);
@@ -503,7 +510,7 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
     const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
                                      .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
                                      .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};
-    return fused_attention(q, k, v, geometry, offsets, scale, false, false).out;
+    return fused_attention(q, k, v, geometry, offsets, scale, false, impl == AttentionImpl::Cudnn).out;
   }
   // Sequence b as a batch of one: (1, H, T_b, D), then back to packed rows.
   auto batch_of_one = [](const Tensor& t, int64_t begin, int64_t end) {

@@ -12,7 +12,7 @@ enum class AttentionBackend {
   Auto,      // the fused kernel on CUDA (float32/16-bit, head dim <= 256), the composed ops elsewhere
   Fused,     // the fused kernel wherever it applies, the CPU's too
   Composed,  // matmul + softmax + matmul (the reference)
-  Cudnn,     // cuDNN's fused attention (CUDA, padded bfloat16/float16 batches; the benchmark baseline)
+  Cudnn,     // cuDNN's fused attention (CUDA, bfloat16/float16, padded or packed; the benchmark baseline)
 };
 
 struct Settings {

@@ -4,7 +4,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -13,6 +15,7 @@
 
 #include "cuda_check.h"
 #include "cudnn_attention.h"
+#include "cudnn_sequence_tables.h"
 #include "kiln/kernels/cuda.h"
 #include "launch.h"
 
@@ -23,17 +26,31 @@ namespace {
 using cudnn::AttentionProblem;
 using cudnn::Plan;
 
-AttentionProblem problem_of(const AttentionGeometry& g, DType dtype, const char* op) {
-  KILN_CHECK(dtype == DType::BFloat16 || dtype == DType::Float16,
-             "[{}] the cuDNN backend takes bfloat16 or float16, got {}", op, dtype_name(dtype));
-  KILN_CHECK(g.cu_q == nullptr, "[{}] the cuDNN backend takes padded batches, not packed sequences", op);
+// Packed sequences' longest lengths rounded up to a power of two, so that
+// batches of similar lengths share a plan (the graph masks past each sequence's end).
+int64_t length_bound(int64_t longest) { return std::max<int64_t>(64, std::bit_ceil(static_cast<uint64_t>(longest))); }
+
+AttentionProblem problem_of(const AttentionGeometry& g, const Buffer& q, const Buffer& k, const char* op) {
+  KILN_CHECK(q.dtype == DType::BFloat16 || q.dtype == DType::Float16,
+             "[{}] the cuDNN backend takes bfloat16 or float16, got {}", op, dtype_name(q.dtype));
   KILN_CHECK(g.head_dim % 8 == 0 && g.head_dim <= 256, "[{}] the cuDNN backend takes head dims of 8 .. 256 in steps "
              "of 8, got {}", op, g.head_dim);
+  const cudnnDataType_t dtype = q.dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+  if (g.cu_q) {
+    // cuDNN reads packed sequences' starts as int32 element offsets.
+    const int64_t limit = std::numeric_limits<int32_t>::max();
+    KILN_CHECK(q.numel() <= limit && k.numel() <= limit,
+               "[{}] the cuDNN backend addresses packed sequences with int32 offsets: q has {} elements, k {}", op,
+               q.numel(), k.numel());
+    // Per-sequence lengths (causal needs Tq <= Tk in each) are checked where the offsets are on the host.
+    return {g.batch, g.heads_q, g.heads_kv, length_bound(g.Tq), length_bound(g.Tk), g.head_dim, g.causal, dtype,
+            true};
+  }
   // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros.
-  KILN_CHECK(!g.causal || g.Tq <= g.Tk, "[{}] the cuDNN backend needs Tq <= Tk when causal, got Tq {} and Tk {}", op,
-             g.Tq, g.Tk);
-  return {g.batch, g.heads_q, g.heads_kv, g.Tq, g.Tk, g.head_dim, g.causal,
-          dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF};
+  KILN_CHECK(g.Tk > 0 && (!g.causal || g.Tq <= g.Tk),
+             "[{}] the cuDNN backend needs every query to see a key (causal: Tq <= Tk), got Tq {} and Tk {}", op, g.Tq,
+             g.Tk);
+  return {g.batch, g.heads_q, g.heads_kv, g.Tq, g.Tk, g.head_dim, g.causal, dtype};
 }
 
 // The graphs declare 16-byte aligned tensors.
@@ -43,10 +60,10 @@ void check_aligned(std::initializer_list<const Buffer*> buffers, const char* op)
                "[{}] the cuDNN backend needs 16-byte aligned tensors (a view at an odd offset? make a copy)", op);
 }
 
-using ProblemKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
+using ProblemKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, bool>;
 
 ProblemKey key_of(const AttentionProblem& p) {
-  return {p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.D, p.causal, static_cast<int>(p.dtype)};
+  return {p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.D, p.causal, static_cast<int>(p.dtype), p.packed};
 }
 
 // A thread's cuDNN state on one device, released when the thread ends (for
@@ -96,10 +113,10 @@ struct Scalars {
   void bind(const AttentionProblem& p, std::vector<int64_t>& uids, std::vector<void*>& data) {
     uids.push_back(cudnn::kScale);
     data.push_back(&scale);
-    if (!p.causal) return;
-    uids.push_back(cudnn::kNegInf);
+    if (!p.causal && !p.packed) return;
+    uids.push_back(cudnn::kNegInf);  // the causal and the padding masks
     data.push_back(&neg_inf);
-    if (p.Tq == p.Tk) return;
+    if (p.packed || p.Tq == p.Tk) return;  // packed sequences align causal masks with their own lengths
     uids.insert(uids.end(), {cudnn::kSeqQ, cudnn::kSeqK});
     data.insert(data.end(), {&tq, &tk});
   }
@@ -123,35 +140,57 @@ class Scratch {
 
 size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+size_t tables_bytes(const AttentionProblem& p) { return p.packed ? cudnn::sequence_tables_bytes(p.B) : 0; }
+
+// Packed sequences' tables, built in `memory` and bound to their uids.
+void bind_sequences(const AttentionProblem& p, const AttentionGeometry& g, void* memory, std::vector<int64_t>& uids,
+                    std::vector<void*>& data) {
+  if (!p.packed) return;
+  const cudnn::SequenceTables t = cudnn::sequence_tables(memory, g.cu_q, g.cu_k, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq,
+                                                         current_stream());
+  uids.insert(uids.end(), {cudnn::kLengthQ, cudnn::kLengthK, cudnn::kStartQ, cudnn::kStartK, cudnn::kStartStats});
+  data.insert(data.end(), {t.length_q, t.length_k, t.start_q, t.start_k, t.start_stats});
+}
+
 }  // namespace
 
 void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
                      const AttentionGeometry& g, double scale) {
   NvtxRange range("kiln::cudnn_attention");
-  const AttentionProblem p = problem_of(g, q.dtype, "scaled_dot_product_attention");
+  if (q.numel() == 0) return;  // no query: nothing to write
+  const AttentionProblem p = problem_of(g, q, k, "scaled_dot_product_attention");
   check_aligned({&out, &lse, &q, &k, &v}, "scaled_dot_product_attention");
   State& st = state(q.device.index);
   const Plan& plan = plan_for(st.forward, p, st.device, false);
+  const size_t ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
+  Scratch scratch(ws + tables_bytes(p), q.device.index);
   Scalars s(p, scale);
   std::vector<int64_t> uids = {cudnn::kQ, cudnn::kK, cudnn::kV, cudnn::kO, cudnn::kStats};
   std::vector<void*> data = {q.data, k.data, v.data, out.data, lse.data};
   s.bind(p, uids, data);
-  Scratch workspace(static_cast<size_t>(plan.workspace_bytes()), q.device.index);
-  plan.execute(st.handle, uids, data, workspace.get());
+  bind_sequences(p, g, scratch.get() + ws, uids, data);
+  plan.execute(st.handle, uids, data, scratch.get());
 }
 
 void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout,
                               const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& out, const Buffer& lse,
                               const AttentionGeometry& g, double scale) {
   NvtxRange range("kiln::cudnn_attention_backward");
-  const AttentionProblem p = problem_of(g, q.dtype, "scaled_dot_product_attention backward");
+  if (q.numel() == 0) {  // no query sees the keys: their gradients are zero
+    KILN_CUDA_CHECK(cudaMemsetAsync(dk.data, 0, static_cast<size_t>(dk.numel()) * element_size(dk.dtype), current_stream()));
+    KILN_CUDA_CHECK(cudaMemsetAsync(dv.data, 0, static_cast<size_t>(dv.numel()) * element_size(dv.dtype), current_stream()));
+    return;
+  }
+  const AttentionProblem p = problem_of(g, q, k, "scaled_dot_product_attention backward");
   check_aligned({&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse}, "scaled_dot_product_attention backward");
   State& st = state(q.device.index);
   const Plan& plan = plan_for(st.backward, p, st.device, true);
-  // Beside the plan's workspace, the graph's float scratch: rowsum(dO * O) and dQ's accumulator.
+  // Beside the plan's workspace, the graph's float scratch: rowsum(dO * O) and
+  // dQ's accumulator (Tq rows a sequence when packed), and the sequence tables.
   const size_t rows = static_cast<size_t>(p.B * p.Hq * p.Tq), ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
-  const size_t delta_bytes = aligned(rows * sizeof(float)), dq_bytes = rows * static_cast<size_t>(p.D) * sizeof(float);
-  Scratch scratch(ws + delta_bytes + dq_bytes, q.device.index);
+  const size_t delta_bytes = aligned(rows * sizeof(float));
+  const size_t dq_bytes = aligned(rows * static_cast<size_t>(p.D) * sizeof(float));
+  Scratch scratch(ws + delta_bytes + dq_bytes + tables_bytes(p), q.device.index);
   char* delta = scratch.get() + ws;
   char* dq_accum = delta + delta_bytes;
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, dq_bytes, current_stream()));  // accumulated into
@@ -161,6 +200,7 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
   std::vector<void*> data = {q.data,  k.data,  v.data,  out.data, lse.data, dout.data,
                              dq.data, dk.data, dv.data, &s.one,   delta,    dq_accum};
   s.bind(p, uids, data);
+  bind_sequences(p, g, dq_accum + dq_bytes, uids, data);
   plan.execute(st.handle, uids, data, scratch.get());
 }
 

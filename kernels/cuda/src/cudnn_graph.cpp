@@ -66,9 +66,9 @@ std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims) {
 namespace {
 
 Tensor make_tensor(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype,
-                   bool is_virtual, bool by_value) {
+                   bool is_virtual, bool by_value, const Descriptor& ragged = {}) {
   Tensor t{Descriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, "a tensor descriptor"), uid, std::move(dims),
-           std::move(strides), dtype};
+           std::move(strides), dtype, ragged};
   const int64_t alignment = 16;
   const bool virt = is_virtual, value = by_value;
   t.desc.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dtype)
@@ -77,23 +77,27 @@ Tensor make_tensor(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> 
       .set_int(CUDNN_ATTR_TENSOR_UNIQUE_ID, uid)
       .set_int(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, alignment)
       .set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt)
-      .set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &value)
-      .finalize();
+      .set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &value);
+  if (ragged) t.desc.set(CUDNN_ATTR_TENSOR_RAGGED_OFFSET_DESC, ragged);
+  t.desc.finalize();
   return t;
 }
 
 }  // namespace
 
-Tensor Graph::input(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype) {
-  return make_tensor(uid, std::move(dims), std::move(strides), dtype, false, false);
+Tensor Graph::input(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype,
+                    const Tensor* ragged) {
+  return make_tensor(uid, std::move(dims), std::move(strides), dtype, false, false,
+                     ragged ? ragged->desc : Descriptor());
 }
 
 Tensor Graph::scalar(int64_t uid, cudnnDataType_t dtype) {
   return make_tensor(uid, {1, 1, 1, 1}, {1, 1, 1, 1}, dtype, false, true);
 }
 
-Tensor Graph::intermediate(std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype) {
-  return make_tensor(next_uid_++, std::move(dims), std::move(strides), dtype, true, false);
+Tensor Graph::intermediate(std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype,
+                           const Descriptor& ragged) {
+  return make_tensor(next_uid_++, std::move(dims), std::move(strides), dtype, true, false, ragged);
 }
 
 Tensor Graph::pointwise(cudnnPointwiseMode_t mode, const Tensor& x, cudnnDataType_t out, cudnnDataType_t math,
@@ -125,7 +129,7 @@ void Graph::pointwise_into(cudnnPointwiseMode_t mode, const Tensor& x, const Ten
   add(std::move(op));
 }
 
-void Graph::matmul_into(const Tensor& a, const Tensor& b, const Tensor& c) {
+void Graph::matmul_into(const Tensor& a, const Tensor& b, const Tensor& c, MatmulExtents extents) {
   const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
   Descriptor mm(CUDNN_BACKEND_MATMUL_DESCRIPTOR, "a matmul descriptor");
   mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute).finalize();
@@ -133,8 +137,11 @@ void Graph::matmul_into(const Tensor& a, const Tensor& b, const Tensor& c) {
   op.set(CUDNN_ATTR_OPERATION_MATMUL_ADESC, a.desc)
       .set(CUDNN_ATTR_OPERATION_MATMUL_BDESC, b.desc)
       .set(CUDNN_ATTR_OPERATION_MATMUL_CDESC, c.desc)
-      .set(CUDNN_ATTR_OPERATION_MATMUL_DESC, mm)
-      .finalize();
+      .set(CUDNN_ATTR_OPERATION_MATMUL_DESC, mm);
+  if (extents.m) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, extents.m->desc);
+  if (extents.n) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, extents.n->desc);
+  if (extents.k) op.set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, extents.k->desc);
+  op.finalize();
   add(std::move(op));
 }
 

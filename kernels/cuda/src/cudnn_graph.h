@@ -47,21 +47,31 @@ struct Tensor {
   int64_t uid = 0;
   std::vector<int64_t> dims, strides;
   cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
+  Descriptor ragged;  // the tensor of where each batch entry starts, if set (Graph::input)
 };
 
 // Row-major strides of dims.
 std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims);
+
+// Per-batch-entry extents of a matmul, (B, 1, 1, 1) int32 tensors, where the
+// dims are only bounds (packed sequences of different lengths); null: the dim.
+struct MatmulExtents {
+  const Tensor *m = nullptr, *n = nullptr, *k = nullptr;
+};
 
 // An operation graph under construction. Tensors the caller binds at
 // execution carry the caller's uids; intermediate (virtual) tensors get their
 // own, from 1 << 20 up.
 class Graph {
  public:
-  Tensor input(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype);
+  // A tensor bound at execution. `ragged`, when given, holds where each batch
+  // entry starts (in elements), replacing the batch stride: packed sequences.
+  Tensor input(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype,
+               const Tensor* ragged = nullptr);
   // A scalar passed by value at execution (dims 1 x 1 x 1 x 1, host memory).
   Tensor scalar(int64_t uid, cudnnDataType_t dtype = CUDNN_DATA_FLOAT);
   Tensor intermediate(std::vector<int64_t> dims, std::vector<int64_t> strides,
-                      cudnnDataType_t dtype = CUDNN_DATA_FLOAT);
+                      cudnnDataType_t dtype = CUDNN_DATA_FLOAT, const Descriptor& ragged = {});
 
   // y = mode(x[, b[, t]]) with compute type `math`; the returned y is an
   // intermediate shaped like x unless given.
@@ -74,7 +84,7 @@ class Graph {
                       cudnnDataType_t math = CUDNN_DATA_FLOAT, int64_t axis = -1);
   // c = a b over the last two dims, batched over the others (b's head dim may
   // divide a's: grouped heads), accumulated in float.
-  void matmul_into(const Tensor& a, const Tensor& b, const Tensor& c);
+  void matmul_into(const Tensor& a, const Tensor& b, const Tensor& c, MatmulExtents extents = {});
   // y = op over the dims where y has size 1 and x does not.
   void reduce_into(cudnnReduceTensorOp_t op, const Tensor& x, const Tensor& y);
   // The same elements under other dims and strides.

@@ -16,9 +16,10 @@ namespace kiln::kernels::cuda {
 #include "kiln/base/kernel_api.inc"
 
 // The contract's attention and attention_backward through cuDNN's fused
-// engines (settings().attention = AttentionBackend::Cudnn): padded
-// bfloat16/float16 batches, head dims up to 256 (cuDNN's backward on sm_80
-// stops at 128), causal only with Tq <= Tk.
+// engines (settings().attention = AttentionBackend::Cudnn): bfloat16/float16
+// padded batches or packed sequences (cuDNN's ragged layout), head dims up to
+// 256 (cuDNN's backward on sm_80 stops at 128), causal only with Tq <= Tk
+// (for packed sequences, in each: the caller checks).
 // Raises "built without cuDNN" when kiln found no cuDNN.
 void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
                      const AttentionGeometry& geometry, double scale);
