@@ -146,8 +146,7 @@ size_t tables_bytes(const AttentionProblem& p) { return p.packed ? cudnn::sequen
 void bind_sequences(const AttentionProblem& p, const AttentionGeometry& g, void* memory, std::vector<int64_t>& uids,
                     std::vector<void*>& data) {
   if (!p.packed) return;
-  const cudnn::SequenceTables t = cudnn::sequence_tables(memory, g.cu_q, g.cu_k, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq,
-                                                         current_stream());
+  const cudnn::SequenceTables t = cudnn::sequence_tables(memory, g.cu_q, g.cu_k, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq);
   uids.insert(uids.end(), {cudnn::kLengthQ, cudnn::kLengthK, cudnn::kStartQ, cudnn::kStartK, cudnn::kStartStats});
   data.insert(data.end(), {t.length_q, t.length_k, t.start_q, t.start_k, t.start_stats});
 }

@@ -1,9 +1,7 @@
 // Packed sequences' int32 tables for cuDNN's attention graphs (cudnn_sequence_tables.h).
 
+#include "common.cuh"
 #include "cudnn_sequence_tables.h"
-#include <algorithm>
-
-#include "launch.h"
 
 namespace kiln::kernels::cuda::cudnn {
 
@@ -14,7 +12,7 @@ size_t table_entries(int64_t batch) { return (static_cast<size_t>(batch) + 1 + 3
 
 __global__ void fill_sequence_tables(SequenceTables t, const int64_t* cu_q, const int64_t* cu_k, int64_t batch,
                                      int64_t q_row, int64_t k_row, int64_t stats_row) {
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b <= batch; b += int64_t(gridDim.x) * blockDim.x) {
+  KILN_GRID_STRIDE(b, batch + 1) {
     t.start_q[b] = static_cast<int32_t>(cu_q[b] * q_row);
     t.start_k[b] = static_cast<int32_t>(cu_k[b] * k_row);
     t.start_stats[b] = static_cast<int32_t>(cu_q[b] * stats_row);
@@ -30,14 +28,12 @@ __global__ void fill_sequence_tables(SequenceTables t, const int64_t* cu_q, cons
 size_t sequence_tables_bytes(int64_t batch) { return 5 * table_entries(batch) * sizeof(int32_t); }
 
 SequenceTables sequence_tables(void* memory, const int64_t* cu_q, const int64_t* cu_k, int64_t batch, int64_t q_row,
-                               int64_t k_row, int64_t stats_row, cudaStream_t stream) {
+                               int64_t k_row, int64_t stats_row) {
   const size_t n = table_entries(batch);
   int32_t* base = static_cast<int32_t*>(memory);
   const SequenceTables t{base, base + n, base + 2 * n, base + 3 * n, base + 4 * n};
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((batch + threads) / threads, 1024));
-  fill_sequence_tables<<<blocks, threads, 0, stream>>>(t, cu_q, cu_k, batch, q_row, k_row, stats_row);
-  check_launch("fill_sequence_tables");
+  launch("fill_sequence_tables", fill_sequence_tables, blocks_for(batch + 1), kThreads, 0, t, cu_q, cu_k, batch,
+         q_row, k_row, stats_row);
   return t;
 }
 

@@ -1,9 +1,7 @@
 #pragma once
 // Packed sequences as cuDNN's attention graphs read them (cudnn_attention.h):
-// int32 tables in device memory, built on the stream from kiln's int64 row
+// int32 tables in device memory, built on the current stream from kiln's int64 row
 // offsets (AttentionGeometry::cu_q, cu_k), so no offset visits the host.
-
-#include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -21,10 +19,11 @@ struct SequenceTables {
 // The bytes sequence_tables needs for `batch` sequences (each table 16-byte aligned).
 size_t sequence_tables_bytes(int64_t batch);
 
-// Lays the tables out in `memory` and fills them on `stream`: a query row
-// holds q_row elements (Hq * D), a key row k_row (Hkv * D), a statistics row
-// stats_row (Hq). Every start must fit in int32 (the caller checks).
+// Lays the tables out in `memory` (16-byte aligned) and fills them on the
+// current stream: a query row holds q_row elements (Hq * D), a key row k_row
+// (Hkv * D), a statistics row stats_row (Hq). Every start must fit in int32
+// (the caller checks).
 SequenceTables sequence_tables(void* memory, const int64_t* cu_q, const int64_t* cu_k, int64_t batch, int64_t q_row,
-                               int64_t k_row, int64_t stats_row, cudaStream_t stream);
+                               int64_t k_row, int64_t stats_row);
 
 }  // namespace kiln::kernels::cuda::cudnn
