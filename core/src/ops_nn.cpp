@@ -504,9 +504,13 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
       for (size_t b = 0; b + 1 < cu.size(); ++b) n = std::max(n, cu[b + 1] - cu[b]);
       return n;
     };
-    // The caller's offsets on q's device (the host copies above are for the checks only).
-    const std::vector<Tensor> offsets = {cu_seqlens_q.to(q.device(), kInt64).contiguous(),
-                                         cu_seqlens_k.to(q.device(), kInt64).contiguous()};
+    // The offsets on q's device: the caller's, or uploaded from the host copies without the blocking copy's
+    // stream synchronization (a pageable source is consumed before the upload returns).
+    auto on_device = [&](const Tensor& cu, const std::vector<int64_t>& host) {
+      if (cu.device() == q.device()) return cu.to(kInt64).contiguous();
+      return tensor(host).to(q.device(), /*non_blocking=*/true);
+    };
+    const std::vector<Tensor> offsets = {on_device(cu_seqlens_q, cq), on_device(cu_seqlens_k, ck)};
     const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
                                      .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
                                      .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};

@@ -212,7 +212,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // causal mask is bottom-right within each sequence. Returns (total_q, Hq, D).
 // The fused kernels take every sequence in one launch (as FlashAttention's
 // varlen kernels); the composed path runs a call per sequence. The offsets
-// are read on the host to be checked.
+// are read on the host to be checked: given there (as a data loader has
+// them), nothing is read back from the GPU and the call need not wait for it.
 Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options = {});
