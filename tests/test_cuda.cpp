@@ -4,6 +4,7 @@
 // Label `gpu`: skipped (exit 77) without a device.
 
 #include <functional>
+#include <random>
 
 #include "helpers.h"
 
@@ -423,6 +424,15 @@ TEST_CASE("the fused attention kernel matches the CPU: head dims, GQA, ragged an
                                  AttentionCase{1, 2, 1, 150, 70, 128}})
     for (DType dt : {kBFloat16, kFloat16})
       for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
+  // Shapes drawn at random (a fixed seed): batch, heads and their grouping, lengths on either side of the
+  // 64-row tiles and of each other, D 64 or 128, causal or not.
+  std::mt19937 draw(2026);
+  auto in = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(draw); };
+  for (int i = 0; i < 8; ++i) {
+    const int64_t Hkv = in(1, 3), B = in(1, 3);
+    const AttentionCase c{B, Hkv * in(1, 4), Hkv, in(1, 300), in(1, 300), in(0, 1) ? 64 : 128};
+    check_attention_against_float64(c, in(0, 1) ? kBFloat16 : kFloat16, in(0, 1) == 1, gen);
+  }
   // Packed sequences of different lengths (varlen), one fused launch for all of
   // them; the third has keys but no queries (its keys' gradients are zero).
   // Tensor cores at D 64 (bfloat16) and D 128 (float16), the general kernels in float32.
