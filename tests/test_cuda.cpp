@@ -468,10 +468,10 @@ TEST_CASE("cuDNN's fused attention (AttentionBackend::Cudnn) matches the float64
                                  AttentionCase{2, 2, 1, 64, 64, 128}})
     for (DType dt : {kBFloat16, kFloat16})
       for (bool causal : {false, true}) check_attention_against_float64(c, dt, causal, gen);
-  // Packed sequences (cuDNN's ragged layout) against the CPU: lengths 70, 1, 0 and 79 queries over 90, 1, 29
-  // and 150 keys, grouped heads, D 128.
-  Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 71, 150});
-  Tensor cu_k = tensor(std::vector<int64_t>{0, 90, 91, 120, 270});
+  // Packed sequences (cuDNN's ragged layout) against the CPU: 70, 1, 0, 79 and 1 queries over 90, 1, 29, 150
+  // and 5 keys (made up to 8 with empty sequences), grouped heads, D 128.
+  Tensor cu_q = tensor(std::vector<int64_t>{0, 70, 71, 71, 150, 151});
+  Tensor cu_k = tensor(std::vector<int64_t>{0, 90, 91, 120, 270, 275});
   for (DType dt : {kBFloat16, kFloat16})
     for (bool causal : {false, true}) {
       INFO(dtype_name(dt) << " causal " << causal);
@@ -479,14 +479,14 @@ TEST_CASE("cuDNN's fused attention (AttentionBackend::Cudnn) matches the float64
         SettingsGuard backend;
         settings().attention = v[0].device().is_cuda() ? AttentionBackend::Cudnn : AttentionBackend::Auto;
         return scaled_dot_product_attention_varlen(v[0], v[1], v[2], cu_q, cu_k, {.causal = causal});
-      }, {randn({150, 4, 128}, gen, dt), randn({270, 2, 128}, gen, dt), randn({270, 2, 128}, gen, dt)},
+      }, {randn({151, 4, 128}, gen, dt), randn({275, 2, 128}, gen, dt), randn({275, 2, 128}, gen, dt)},
               2 * gpu_tolerance(dt));
     }
   // What it does not take, it says.
   Tensor x = randn({1, 2, 8, 64}, gen).to(kGpu);
   CHECK_THROWS_WITH(scaled_dot_product_attention(x, x, x), Catch::Contains("the cuDNN backend takes bfloat16 or float16"));
-  Tensor packed = randn({150, 2, 64}, gen, kBFloat16).to(kGpu);
-  Tensor fewer_keys = tensor(std::vector<int64_t>{0, 10, 71, 71, 150});  // the first sequence: 70 queries, 10 keys
+  Tensor packed = randn({151, 2, 64}, gen, kBFloat16).to(kGpu);
+  Tensor fewer_keys = tensor(std::vector<int64_t>{0, 10, 71, 71, 150, 151});  // the first: 70 queries, 10 keys
   CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(packed, packed, packed, cu_q, fewer_keys, {.causal = true}),
                     Catch::Contains("needs every sequence's queries to see a key"));
 }

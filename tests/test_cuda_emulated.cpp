@@ -365,7 +365,7 @@ TEST_CASE("emulated draws, fills, where, SwiGLU, RoPE, norms of many tensors, Li
   CHECK(values(c2) == values(p2.to(kFloat16)));
 }
 
-TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and first elements, 16-byte aligned") {
+TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and first elements, empty ones after") {
   // Four sequences with an empty one (queries 70, 1, 0, 79; keys 90, 1, 29, 150), then 3000 of rising lengths,
   // which take several blocks.
   for (std::vector<int64_t> cu_q : {std::vector<int64_t>{0, 70, 71, 71, 150}, std::vector<int64_t>(3001)}) {
@@ -374,12 +374,13 @@ TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and fi
       cu_k.assign(cu_q.size(), 0);
       for (size_t b = 1; b < cu_q.size(); ++b) cu_q[b] = cu_q[b - 1] + int64_t(b % 7), cu_k[b] = cu_k[b - 1] + int64_t(b % 5) + 1;
     }
-    const int64_t B = static_cast<int64_t>(cu_q.size()) - 1, Hq = 4, Hkv = 2, D = 128;
-    INFO(B << " sequences");
+    // Made up to B entries with empty sequences at the end.
+    const int64_t n = static_cast<int64_t>(cu_q.size()) - 1, B = n + 3, Hq = 4, Hkv = 2, D = 128;
+    INFO(n << " sequences");
     std::vector<std::byte> memory(emu::cudnn::sequence_tables_bytes(B) + 16);
     void* base = memory.data() + (16 - reinterpret_cast<uintptr_t>(memory.data()) % 16) % 16;
     const emu::cudnn::SequenceTables t =
-        emu::cudnn::sequence_tables(base, cu_q.data(), cu_k.data(), B, Hq * D, Hkv * D, Hq);
+        emu::cudnn::sequence_tables(base, cu_q.data(), cu_k.data(), n, B, Hq * D, Hkv * D, Hq);
     for (const int32_t* table : {t.length_q, t.length_k, t.start_q, t.start_k, t.start_stats}) {
       CHECK(reinterpret_cast<uintptr_t>(table) % 16 == 0);
       CHECK(reinterpret_cast<const std::byte*>(table + B + 1) <=
@@ -387,9 +388,12 @@ TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and fi
     }
     bool all = true;
     for (int64_t b = 0; b <= B; ++b) {
-      all = all && t.start_q[b] == cu_q[b] * Hq * D && t.start_k[b] == cu_k[b] * Hkv * D &&
-            t.start_stats[b] == cu_q[b] * Hq;
-      if (b < B) all = all && t.length_q[b] == cu_q[b + 1] - cu_q[b] && t.length_k[b] == cu_k[b + 1] - cu_k[b];
+      const int64_t s = std::min(b, n);
+      all = all && t.start_q[b] == cu_q[s] * Hq * D && t.start_k[b] == cu_k[s] * Hkv * D &&
+            t.start_stats[b] == cu_q[s] * Hq;
+      if (b < B)
+        all = all && t.length_q[b] == (b < n ? cu_q[b + 1] - cu_q[b] : 0) &&
+              t.length_k[b] == (b < n ? cu_k[b + 1] - cu_k[b] : 0);
     }
     CHECK(all);
   }

@@ -26,9 +26,11 @@ namespace {
 using cudnn::AttentionProblem;
 using cudnn::Plan;
 
-// Packed sequences' longest lengths rounded up to a power of two, so that
-// batches of similar lengths share a plan (the graph masks past each sequence's end).
-int64_t length_bound(int64_t longest) { return std::max<int64_t>(64, std::bit_ceil(static_cast<uint64_t>(longest))); }
+// Packed batches' sequence count and longest lengths, rounded up to a power
+// of two (lengths to at least 64), so that batches of similar shapes share a
+// plan: the graph masks past each sequence's end, and the count is made up
+// with empty sequences.
+int64_t bucket(int64_t n, int64_t least) { return std::max<int64_t>(least, std::bit_ceil(static_cast<uint64_t>(n))); }
 
 AttentionProblem problem_of(const AttentionGeometry& g, const Buffer& q, const Buffer& k, const char* op) {
   KILN_CHECK(q.dtype == DType::BFloat16 || q.dtype == DType::Float16,
@@ -43,8 +45,8 @@ AttentionProblem problem_of(const AttentionGeometry& g, const Buffer& q, const B
                "[{}] the cuDNN backend addresses packed sequences with int32 offsets: q has {} elements, k {}", op,
                q.numel(), k.numel());
     // Per-sequence lengths (causal needs Tq <= Tk in each) are checked where the offsets are on the host.
-    return {g.batch, g.heads_q, g.heads_kv, length_bound(g.Tq), length_bound(g.Tk), g.head_dim, g.causal, dtype,
-            true};
+    return {bucket(g.batch, 1), g.heads_q, g.heads_kv, bucket(g.Tq, 64), bucket(g.Tk, 64), g.head_dim, g.causal,
+            dtype, true};
   }
   // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros.
   KILN_CHECK(g.Tk > 0 && (!g.causal || g.Tq <= g.Tk),
@@ -146,7 +148,8 @@ size_t tables_bytes(const AttentionProblem& p) { return p.packed ? cudnn::sequen
 void bind_sequences(const AttentionProblem& p, const AttentionGeometry& g, void* memory, std::vector<int64_t>& uids,
                     std::vector<void*>& data) {
   if (!p.packed) return;
-  const cudnn::SequenceTables t = cudnn::sequence_tables(memory, g.cu_q, g.cu_k, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq);
+  const cudnn::SequenceTables t =
+      cudnn::sequence_tables(memory, g.cu_q, g.cu_k, g.batch, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq);
   uids.insert(uids.end(), {cudnn::kLengthQ, cudnn::kLengthK, cudnn::kStartQ, cudnn::kStartK, cudnn::kStartStats});
   data.insert(data.end(), {t.length_q, t.length_k, t.start_q, t.start_k, t.start_stats});
 }

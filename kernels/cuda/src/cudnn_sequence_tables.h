@@ -16,14 +16,15 @@ struct SequenceTables {
   int32_t* start_stats;  // (B + 1) in lse
 };
 
-// The bytes sequence_tables needs for `batch` sequences (each table 16-byte aligned).
+// The bytes sequence_tables needs for `batch` entries (each table 16-byte aligned).
 size_t sequence_tables_bytes(int64_t batch);
 
 // Lays the tables out in `memory` (16-byte aligned) and fills them on the
-// current stream: a query row holds q_row elements (Hq * D), a key row k_row
-// (Hkv * D), a statistics row stats_row (Hq). Every start must fit in int32
-// (the caller checks).
-SequenceTables sequence_tables(void* memory, const int64_t* cu_q, const int64_t* cu_k, int64_t batch, int64_t q_row,
-                               int64_t k_row, int64_t stats_row);
+// current stream for `sequences` sequences, then empty ones up to `batch`
+// entries (batch >= sequences). A query row holds q_row elements (Hq * D), a
+// key row k_row (Hkv * D), a statistics row stats_row (Hq). Every start must
+// fit in int32 (the caller checks).
+SequenceTables sequence_tables(void* memory, const int64_t* cu_q, const int64_t* cu_k, int64_t sequences,
+                               int64_t batch, int64_t q_row, int64_t k_row, int64_t stats_row);
 
 }  // namespace kiln::kernels::cuda::cudnn
