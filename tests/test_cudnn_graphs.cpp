@@ -5,7 +5,8 @@
 // here the CUDA toolkit's stub library stands in, so planning ends at the
 // final module load, after cuDNN has recognised the graph as attention
 // (SDPA_FWD / SDPA_BWD in its API log), an engine has accepted it and its
-// kernels are compiled. A graph no engine takes ends earlier, with "no cuDNN
+// kernels are compiled. Each graph's bound tensors must also be exactly the
+// uids kiln binds when it runs the graph (attention_uids). A graph no engine takes ends earlier, with "no cuDNN
 // engine runs" (the control case below). Which engine cuDNN would pick on the
 // real device, and its numbers, only the `gpu` tests and the benchmark tell.
 
@@ -34,6 +35,8 @@ void check_planned(const AttentionProblem& p, bool backward, const Descriptor& d
   INFO("B " << p.B << " Hq " << p.Hq << " Hkv " << p.Hkv << " Tq " << p.Tq << " Tk " << p.Tk << " D " << p.D
             << " causal " << p.causal << (p.packed ? " packed" : "") << (backward ? " backward" : " forward"));
   const Graph graph = backward ? attention_backward_graph(p) : attention_forward_graph(p);
+  // What kiln binds at execution is exactly what the graph reads.
+  CHECK(graph.bound_uids() == attention_uids(p, backward));
   try {
     const Plan plan(graph.finalize(), dev, "attention");
     CHECK(plan.workspace_bytes() >= 0);

@@ -106,22 +106,50 @@ const Plan& plan_for(std::map<ProblemKey, Plan>& plans, const AttentionProblem& 
   return it->second;
 }
 
-// The by-value scalars of a graph and the uids they bind to.
-struct Scalars {
-  float scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.f;
-  int32_t tq, tk;
-  Scalars(const AttentionProblem& p, double attention_scale)
-      : scale(static_cast<float>(attention_scale)), tq(static_cast<int32_t>(p.Tq)), tk(static_cast<int32_t>(p.Tk)) {}
-  void bind(const AttentionProblem& p, std::vector<int64_t>& uids, std::vector<void*>& data) {
-    uids.push_back(cudnn::kScale);
-    data.push_back(&scale);
-    if (!p.causal && !p.packed) return;
-    uids.push_back(cudnn::kNegInf);  // the causal and the padding masks
-    data.push_back(&neg_inf);
-    if (p.packed || p.Tq == p.Tk) return;  // packed sequences align causal masks with their own lengths
-    uids.insert(uids.end(), {cudnn::kSeqQ, cudnn::kSeqK});
-    data.insert(data.end(), {&tq, &tk});
+// What a graph's uids are bound to: pointers by uid, among them the by-value
+// scalars held here. Execution passes exactly the uids p's graph reads
+// (attention_uids, which test_cudnn_graphs checks against the graphs).
+class Bindings {
+ public:
+  Bindings(const AttentionProblem& p, double attention_scale)
+      : scale_(static_cast<float>(attention_scale)), tq_(static_cast<int32_t>(p.Tq)), tk_(static_cast<int32_t>(p.Tk)) {
+    set(cudnn::kScale, &scale_);
+    set(cudnn::kNegInf, &neg_inf_);
+    set(cudnn::kOne, &one_);
+    set(cudnn::kSeqQ, &tq_);
+    set(cudnn::kSeqK, &tk_);
   }
+  Bindings(const Bindings&) = delete;  // the pointers to the scalars point into this object
+  Bindings& operator=(const Bindings&) = delete;
+
+  void set(cudnn::AttentionUid uid, const void* data) { at_[uid] = const_cast<void*>(data); }
+
+  // Packed sequences' tables, built in `memory` on the current stream.
+  void set_sequences(const AttentionProblem& p, const AttentionGeometry& g, void* memory) {
+    const cudnn::SequenceTables t =
+        cudnn::sequence_tables(memory, g.cu_q, g.cu_k, g.batch, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq);
+    set(cudnn::kLengthQ, t.length_q);
+    set(cudnn::kLengthK, t.length_k);
+    set(cudnn::kStartQ, t.start_q);
+    set(cudnn::kStartK, t.start_k);
+    set(cudnn::kStartStats, t.start_stats);
+  }
+
+  void execute(const Plan& plan, cudnnHandle_t handle, const AttentionProblem& p, bool backward,
+               void* workspace) const {
+    const std::vector<int64_t> uids = cudnn::attention_uids(p, backward);
+    std::vector<void*> data;
+    for (int64_t uid : uids) {
+      KILN_CHECK(at_[static_cast<size_t>(uid)], "[cudnn] kiln bound nothing to the attention graph's uid {}", uid);
+      data.push_back(at_[static_cast<size_t>(uid)]);
+    }
+    plan.execute(handle, uids, data, workspace);
+  }
+
+ private:
+  std::array<void*, cudnn::kUidEnd> at_{};
+  float scale_, neg_inf_ = -std::numeric_limits<float>::infinity(), one_ = 1.f;
+  int32_t tq_, tk_;
 };
 
 // Device scratch freed at scope exit, on the current stream.
@@ -144,16 +172,6 @@ size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 size_t tables_bytes(const AttentionProblem& p) { return p.packed ? cudnn::sequence_tables_bytes(p.B) : 0; }
 
-// Packed sequences' tables, built in `memory` and bound to their uids.
-void bind_sequences(const AttentionProblem& p, const AttentionGeometry& g, void* memory, std::vector<int64_t>& uids,
-                    std::vector<void*>& data) {
-  if (!p.packed) return;
-  const cudnn::SequenceTables t =
-      cudnn::sequence_tables(memory, g.cu_q, g.cu_k, g.batch, p.B, p.Hq * p.D, p.Hkv * p.D, p.Hq);
-  uids.insert(uids.end(), {cudnn::kLengthQ, cudnn::kLengthK, cudnn::kStartQ, cudnn::kStartK, cudnn::kStartStats});
-  data.insert(data.end(), {t.length_q, t.length_k, t.start_q, t.start_k, t.start_stats});
-}
-
 }  // namespace
 
 void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buffer& k, const Buffer& v,
@@ -166,12 +184,12 @@ void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, cons
   const Plan& plan = plan_for(st.forward, p, st.device, false);
   const size_t ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
   Scratch scratch(ws + tables_bytes(p), q.device.index);
-  Scalars s(p, scale);
-  std::vector<int64_t> uids = {cudnn::kQ, cudnn::kK, cudnn::kV, cudnn::kO, cudnn::kStats};
-  std::vector<void*> data = {q.data, k.data, v.data, out.data, lse.data};
-  s.bind(p, uids, data);
-  bind_sequences(p, g, scratch.get() + ws, uids, data);
-  plan.execute(st.handle, uids, data, scratch.get());
+  Bindings b(p, scale);
+  for (auto [uid, buffer] : {std::pair{cudnn::kQ, &q}, {cudnn::kK, &k}, {cudnn::kV, &v}, {cudnn::kO, &out},
+                             {cudnn::kStats, &lse}})
+    b.set(uid, buffer->data);
+  if (p.packed) b.set_sequences(p, g, scratch.get() + ws);
+  b.execute(plan, st.handle, p, false, scratch.get());
 }
 
 void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout,
@@ -179,8 +197,9 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
                               const AttentionGeometry& g, double scale) {
   NvtxRange range("kiln::cudnn_attention_backward");
   if (q.numel() == 0) {  // no query sees the keys: their gradients are zero
-    KILN_CUDA_CHECK(cudaMemsetAsync(dk.data, 0, static_cast<size_t>(dk.numel()) * element_size(dk.dtype), current_stream()));
-    KILN_CUDA_CHECK(cudaMemsetAsync(dv.data, 0, static_cast<size_t>(dv.numel()) * element_size(dv.dtype), current_stream()));
+    for (const Buffer* d : {&dk, &dv})
+      KILN_CUDA_CHECK(
+          cudaMemsetAsync(d->data, 0, static_cast<size_t>(d->numel()) * element_size(d->dtype), current_stream()));
     return;
   }
   const AttentionProblem p = problem_of(g, q, k, "scaled_dot_product_attention backward");
@@ -196,14 +215,15 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
   char* delta = scratch.get() + ws;
   char* dq_accum = delta + delta_bytes;
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, dq_bytes, current_stream()));  // accumulated into
-  Scalars s(p, scale);
-  std::vector<int64_t> uids = {cudnn::kQ,  cudnn::kK,  cudnn::kV,  cudnn::kO,   cudnn::kStats,      cudnn::kDO,
-                               cudnn::kDQ, cudnn::kDK, cudnn::kDV, cudnn::kOne, cudnn::kSoftmaxSum, cudnn::kDQAccum};
-  std::vector<void*> data = {q.data,  k.data,  v.data,  out.data, lse.data, dout.data,
-                             dq.data, dk.data, dv.data, &s.one,   delta,    dq_accum};
-  s.bind(p, uids, data);
-  bind_sequences(p, g, dq_accum + dq_bytes, uids, data);
-  plan.execute(st.handle, uids, data, scratch.get());
+  Bindings b(p, scale);
+  for (auto [uid, buffer] : {std::pair{cudnn::kQ, &q}, {cudnn::kK, &k}, {cudnn::kV, &v}, {cudnn::kO, &out},
+                             {cudnn::kStats, &lse}, {cudnn::kDO, &dout}, {cudnn::kDQ, &dq}, {cudnn::kDK, &dk},
+                             {cudnn::kDV, &dv}})
+    b.set(uid, buffer->data);
+  b.set(cudnn::kSoftmaxSum, delta);
+  b.set(cudnn::kDQAccum, dq_accum);
+  if (p.packed) b.set_sequences(p, g, dq_accum + dq_bytes);
+  b.execute(plan, st.handle, p, true, scratch.get());
 }
 
 }  // namespace kiln::kernels::cuda

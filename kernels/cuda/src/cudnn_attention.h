@@ -32,9 +32,14 @@ enum AttentionUid : int64_t {
   // Packed sequences' int32 tables (SequenceTables): lengths (B), and the first
   // element of each sequence (B + 1) in q-side, k-side and statistics tensors.
   kLengthQ, kLengthK, kStartQ, kStartK, kStartStats,
+  kUidEnd
 };
 
 Graph attention_forward_graph(const AttentionProblem& p);
 Graph attention_backward_graph(const AttentionProblem& p);
+
+// The uids the caller binds to run p's forward or backward graph: exactly
+// the graph's non-virtual tensors (Graph::bound_uids).
+std::vector<int64_t> attention_uids(const AttentionProblem& p, bool backward);
 
 }  // namespace kiln::kernels::cuda::cudnn

@@ -2,6 +2,7 @@
 
 #include "cudnn_attention.h"
 
+#include <algorithm>
 #include <optional>
 
 namespace kiln::kernels::cuda::cudnn {
@@ -191,6 +192,16 @@ Graph attention_backward_graph(const AttentionProblem& p) {
   g.matmul_into(ds, transposed(g, in.kt, p.dtype), dq_accum, in.extents(Along::Queries, Along::All, Along::Keys));
   g.pointwise_into(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, nullptr, dq);
   return g;
+}
+
+std::vector<int64_t> attention_uids(const AttentionProblem& p, bool backward) {
+  std::vector<int64_t> uids = {kQ, kK, kV, kO, kStats, kScale};
+  if (backward) uids.insert(uids.end(), {kDO, kDQ, kDK, kDV, kOne, kSoftmaxSum, kDQAccum});
+  if (p.causal || p.packed) uids.push_back(kNegInf);  // the causal and padding masks' fill
+  if (p.causal && !p.packed && p.Tq != p.Tk) uids.insert(uids.end(), {kSeqQ, kSeqK});
+  if (p.packed) uids.insert(uids.end(), {kLengthQ, kLengthK, kStartQ, kStartK, kStartStats});
+  std::sort(uids.begin(), uids.end());
+  return uids;
 }
 
 }  // namespace kiln::kernels::cuda::cudnn

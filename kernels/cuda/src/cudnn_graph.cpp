@@ -87,11 +87,13 @@ Tensor make_tensor(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> 
 
 Tensor Graph::input(int64_t uid, std::vector<int64_t> dims, std::vector<int64_t> strides, cudnnDataType_t dtype,
                     const Tensor* ragged) {
+  bound_.insert(uid);
   return make_tensor(uid, std::move(dims), std::move(strides), dtype, false, false,
                      ragged ? ragged->desc : Descriptor());
 }
 
 Tensor Graph::scalar(int64_t uid, cudnnDataType_t dtype) {
+  bound_.insert(uid);
   return make_tensor(uid, {1, 1, 1, 1}, {1, 1, 1, 1}, dtype, false, true);
 }
 

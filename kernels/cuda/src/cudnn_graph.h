@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -92,10 +93,13 @@ class Graph {
 
   // Finalizes the graph of every operation added.
   Descriptor finalize() const;
+  // The uids of the tensors bound at execution (inputs and scalars), ascending.
+  std::vector<int64_t> bound_uids() const { return {bound_.begin(), bound_.end()}; }
 
  private:
   void add(Descriptor op) { ops_.push_back(std::move(op)); }
   std::vector<Descriptor> ops_;
+  std::set<int64_t> bound_;
   int64_t next_uid_ = int64_t(1) << 20;
 };
 
