@@ -372,7 +372,10 @@ TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and fi
     std::vector<int64_t> cu_k = {0, 90, 91, 120, 270};
     if (cu_q.size() > 5) {
       cu_k.assign(cu_q.size(), 0);
-      for (size_t b = 1; b < cu_q.size(); ++b) cu_q[b] = cu_q[b - 1] + int64_t(b % 7), cu_k[b] = cu_k[b - 1] + int64_t(b % 5) + 1;
+      for (size_t b = 1; b < cu_q.size(); ++b) {
+        cu_q[b] = cu_q[b - 1] + int64_t(b % 7);
+        cu_k[b] = cu_k[b - 1] + int64_t(b % 5) + 1;
+      }
     }
     // Made up to B entries with empty sequences at the end.
     const int64_t n = static_cast<int64_t>(cu_q.size()) - 1, B = n + 3, Hq = 4, Hkv = 2, D = 128;

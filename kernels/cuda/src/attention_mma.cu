@@ -66,13 +66,14 @@ void attention_mma_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv
     constexpr int kD = decltype(d)::value;
     constexpr size_t dq_bytes = kv_shared_bytes<kD>(sizeof(T));
     reserve_shared(attention_mma_dq_kernel<T, kD>, dq_bytes, "attention_backward");
-    launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(g.batch * g.heads_q, g.Tq), kThreadsPerBlock,
-           dq_bytes, dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, s);
+    launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(g.batch * g.heads_q, g.Tq),
+           kThreadsPerBlock, dq_bytes, dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(),
+           delta, s);
     constexpr size_t bytes = dkv_shared_bytes<kD>(sizeof(T));
     reserve_shared(attention_mma_dkv_kernel<T, kD>, bytes, "attention_backward");
-    launch("attention_mma_dkv_kernel", attention_mma_dkv_kernel<T, kD>, grid_of(g.batch * g.heads_kv, g.Tk), kThreadsPerBlock,
-           bytes, dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta,
-           s);
+    launch("attention_mma_dkv_kernel", attention_mma_dkv_kernel<T, kD>, grid_of(g.batch * g.heads_kv, g.Tk),
+           kThreadsPerBlock, bytes, dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(),
+           lse.ptr<float>(), delta, s);
   });
 }
 

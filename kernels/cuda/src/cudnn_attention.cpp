@@ -11,7 +11,6 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <tuple>
 
 #include "cuda_check.h"
 #include "cudnn_attention.h"
@@ -62,18 +61,12 @@ void check_aligned(std::initializer_list<const Buffer*> buffers, const char* op)
                "[{}] the cuDNN backend needs 16-byte aligned tensors (a view at an odd offset? make a copy)", op);
 }
 
-using ProblemKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, bool>;
-
-ProblemKey key_of(const AttentionProblem& p) {
-  return {p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.D, p.causal, static_cast<int>(p.dtype), p.packed};
-}
-
 // A thread's cuDNN state on one device, released when the thread ends (for
 // the main thread, before static destructors and CUDA's own teardown).
 struct State {
   cudnnHandle_t handle = nullptr;
   cudnn::Descriptor device;
-  std::map<ProblemKey, Plan> forward, backward;
+  std::map<AttentionProblem, Plan> forward, backward;
   ~State() {
     forward.clear();
     backward.clear();
@@ -95,13 +88,12 @@ State& state(int device) {
   return *s;
 }
 
-const Plan& plan_for(std::map<ProblemKey, Plan>& plans, const AttentionProblem& p, const cudnn::Descriptor& device,
-                     bool backward) {
-  auto it = plans.find(key_of(p));
+const Plan& plan_for(std::map<AttentionProblem, Plan>& plans, const AttentionProblem& p,
+                     const cudnn::Descriptor& device, bool backward) {
+  auto it = plans.find(p);
   if (it == plans.end()) {
     const cudnn::Graph graph = backward ? attention_backward_graph(p) : attention_forward_graph(p);
-    it = plans.emplace(key_of(p), Plan(graph.finalize(), device, backward ? "attention backward" : "attention"))
-             .first;
+    it = plans.emplace(p, Plan(graph.finalize(), device, backward ? "attention backward" : "attention")).first;
   }
   return it->second;
 }

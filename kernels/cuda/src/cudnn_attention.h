@@ -11,6 +11,7 @@
 //   ragged offsets) and masks past (its padding mask).
 // Causal masks align bottom-right, per sequence.
 
+#include <compare>
 #include <cstdint>
 
 #include "cudnn_graph.h"
@@ -22,6 +23,7 @@ struct AttentionProblem {
   bool causal;
   cudnnDataType_t dtype;  // of q, k, v, out and their gradients
   bool packed = false;
+  auto operator<=>(const AttentionProblem&) const = default;  // plans are kept by problem
 };
 
 // The uids the graphs' tensors are bound to at execution.
