@@ -45,13 +45,12 @@ struct Formula {
   double total() const { return tensor + pipeline + data + sync; }
 };
 
-Formula megatron(const Args& a, const kiln::dist::ParallelGPT& model) {
-  const auto& ps = model.parallel_state();
+Formula megatron(const Args& a, const kiln::nn::TransformerLM& model, const kiln::dist::ParallelState& ps) {
   const double t = ps.tp(), d = ps.dp(), M = static_cast<double>(a.microbatches);
   const double act_bytes = a.dtype == "float32" ? 4 : 2;
   const double b = static_cast<double>(a.batch / a.microbatches);
   const double A = b * static_cast<double>(a.seq * a.channels) * act_bytes;
-  const auto [first, last] = model.layers();
+  const auto [first, last] = model.layer_range();
   Formula f;
   const double ends = (model.is_first_stage() ? 1 : 0) + (model.is_last_stage() ? 1 : 0);
   f.tensor = M * (4.0 * static_cast<double>(last - first) + ends) * 2 * (t - 1) / t * A;
@@ -61,11 +60,11 @@ Formula megatron(const Args& a, const kiln::dist::ParallelGPT& model) {
   double grads = 0, replicated = 0;
   for (const auto& [name, p] : model.named_parameters()) {
     grads += static_cast<double>(p.numel()) * 4;
-    if (model.spec(name).replicated()) replicated += static_cast<double>(p.numel()) * 4;
+    if (model.shard_spec(name).replicated()) replicated += static_cast<double>(p.numel()) * 4;
   }
   f.data = 2 * (d - 1) / d * grads;
   if (ps.pp() > 1 && (model.is_first_stage() || model.is_last_stage()))
-    f.sync = static_cast<double>(model.wte->weight.numel()) * 4;
+    f.sync = static_cast<double>(model.embed_tokens->weight.numel()) * 4;
   if (a.sequence_parallel) f.sync += 2 * (t - 1) / t * replicated;
   return f;
 }
@@ -86,7 +85,7 @@ int run(const Args& a) {
                              .n_embd = a.channels};
   if (a.dtype != "float32") config.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
   kiln::Generator gen(0);
-  kiln::dist::ParallelGPT model(config, ps, gen, kiln::kFloat32, device, a.sequence_parallel);
+  kiln::nn::GPT model(config, gen, kiln::kFloat32, device, std::make_shared<kiln::dist::ModelParallel>(ps, a.sequence_parallel));
   auto groups = kiln::optim::decay_groups(model.named_parameters(), 0.1);
   auto adamw = [](std::vector<kiln::optim::ParamGroup> g) {
     return std::make_unique<kiln::optim::AdamW>(std::move(g), kiln::optim::AdamWOptions{.lr = 1e-4});
@@ -108,15 +107,15 @@ int run(const Args& a) {
     Tensor x = kiln::randint(0, a.vocab, {a.batch, a.seq}, data, ids);
     Tensor y = kiln::randint(0, a.vocab, {a.batch, a.seq}, data, ids);
     zero ? zero->zero_grad() : opt->zero_grad();
-    double loss = kiln::dist::pipeline_train_step(model, x, y, pipeline, with_ddp);
+    double loss = kiln::dist::pipeline_train_step(model, ps, x, y, pipeline, with_ddp);
     if (with_ddp) with_ddp->finish();
-    model.sync_gradients();
+    kiln::dist::sync_gradients(model, ps);
     if (zero) {
       zero->reduce_gradients();
-      zero->clip_grad_norm(1.0, model.norm_parameters(), {ps.tp_group().get(), ps.pp_group().get()});
+      zero->clip_grad_norm(1.0, kiln::dist::norm_parameters(model, ps), {ps.tp_group().get(), ps.pp_group().get()});
       zero->step();
     } else {
-      model.clip_grad_norm(1.0);
+      kiln::dist::clip_grad_norm(model, ps, 1.0);
       opt->step();
     }
     if (device.is_cuda()) kiln::cuda::synchronize(device.index);
@@ -124,7 +123,7 @@ int run(const Args& a) {
   };
 
   step(ddp.get());  // warm up
-  const Formula f = megatron(a, model);
+  const Formula f = megatron(a, model, ps);
   double seconds = 0;
   for (int64_t s = 1; s <= a.steps; ++s) {
     counting->reset();

@@ -1,5 +1,5 @@
-// Training checkpoints of the GPT example: exact round trips, and a write
-// killed midway leaves the previous checkpoint loadable.
+// Training checkpoints (kiln/dist/checkpoint.h): exact round trips for GPT-2
+// and Llama, and a write killed midway leaves the previous checkpoint loadable.
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -7,23 +7,30 @@
 
 #include <filesystem>
 
-#include "../examples/gpt2/checkpoint.h"
 #include "helpers.h"
 
 using namespace kiln;
 namespace fs = std::filesystem;
 
 namespace {
-nn::GPTConfig tiny() { return {.vocab_size = 100, .block_size = 8, .n_layer = 2, .n_head = 2, .n_embd = 16}; }
+nn::ModelSpec tiny_gpt() {
+  return nn::GPTConfig{.vocab_size = 100, .block_size = 8, .n_layer = 2, .n_head = 2, .n_embd = 16}.spec();
+}
+nn::ModelSpec tiny_llama() {
+  return nn::LlamaConfig{.vocab_size = 100, .hidden_size = 16, .intermediate_size = 32, .num_hidden_layers = 2,
+                         .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 8,
+                         .rope_theta = 500000.0}
+      .spec();
+}
 
-// The trainer's model on a world of one process.
+// A world of one process.
 dist::ParallelState& one_process() {
   static dist::ParallelState state(dist::single_process_group(), 1, 1, 1);
   return state;
 }
 
 // One AdamW step on random data, so the optimizer has state to save.
-void train_step(dist::ParallelGPT& model, optim::Optimizer& opt, Generator& gen) {
+void train_step(nn::TransformerLM& model, optim::Optimizer& opt, Generator& gen) {
   Tensor x = randint(0, 100, {2, 8}, gen);
   opt.zero_grad();
   model.loss(x, x).backward();
@@ -32,64 +39,68 @@ void train_step(dist::ParallelGPT& model, optim::Optimizer& opt, Generator& gen)
 }  // namespace
 
 TEST_CASE("a checkpoint restores weights, optimizer state and position exactly") {
-  fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt";
-  fs::remove_all(dir);
-  Generator gen(1);
-  dist::ParallelGPT model(tiny(), one_process(), gen);
-  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
-  train_step(model, opt, gen);
-  gpt2::TrainingState state{1, {0, 0, 5}, gen.offset()};
-  std::string path = gpt2::save_checkpoint(dir.string(), model, opt, state);
-  CHECK(gpt2::latest_checkpoint(dir.string()) == path);
-  CHECK(fs::exists(fs::path(path) / "config.json"));
+  for (const nn::ModelSpec& spec : {tiny_gpt(), tiny_llama()}) {
+    INFO(spec.family);
+    fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt";
+    fs::remove_all(dir);
+    Generator gen(1);
+    nn::TransformerLM model(spec, gen);
+    optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+    train_step(model, opt, gen);
+    dist::TrainingState state{1, {0, 0, 5}, gen.offset()};
+    std::string path = dist::save_checkpoint(dir.string(), model, one_process(), opt, state);
+    CHECK(dist::latest_checkpoint(dir.string()) == path);
+    CHECK(fs::exists(fs::path(path) / "config.json"));
 
-  Generator other(2);
-  dist::ParallelGPT restored(gpt2::read_config(path), one_process(), other);
-  optim::AdamW restored_opt(optim::decay_groups(restored.named_parameters(), 0.1), {.lr = 1e-2});
-  gpt2::TrainingState restored_state;
-  gpt2::load_checkpoint(path, restored, &restored_opt, &restored_state);
-  CHECK(restored_state.step == 1);
-  CHECK(restored_state.loader == data::LoaderPosition{0, 0, 5});
-  CHECK(restored_state.rng_offset == state.rng_offset);
-  for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
-  // The next steps agree bit for bit.
-  Generator g1(7), g2(7);
-  train_step(model, opt, g1);
-  train_step(restored, restored_opt, g2);
-  for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
-  // Older checkpoints beyond `keep` are removed.
-  for (int64_t s = 2; s <= 4; ++s) gpt2::save_checkpoint(dir.string(), model, opt, {s, {}, 0}, 2);
-  CHECK(!fs::exists(dir / "step-000001"));
-  CHECK(!fs::exists(dir / "step-000002"));
-  CHECK(fs::exists(dir / "step-000004"));
-  fs::remove_all(dir);
+    Generator other(2);
+    nn::TransformerLM restored(nn::hf::read_config(path), other);
+    CHECK(restored.spec().family == spec.family);
+    optim::AdamW restored_opt(optim::decay_groups(restored.named_parameters(), 0.1), {.lr = 1e-2});
+    dist::TrainingState restored_state;
+    dist::load_checkpoint(path, restored, &restored_opt, &restored_state);
+    CHECK(restored_state.step == 1);
+    CHECK(restored_state.loader == data::LoaderPosition{0, 0, 5});
+    CHECK(restored_state.rng_offset == state.rng_offset);
+    for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
+    // The next steps agree bit for bit.
+    Generator g1(7), g2(7);
+    train_step(model, opt, g1);
+    train_step(restored, restored_opt, g2);
+    for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
+    // Older checkpoints beyond `keep` are removed.
+    for (int64_t s = 2; s <= 4; ++s) dist::save_checkpoint(dir.string(), model, one_process(), opt, {s, {}, 0}, 2);
+    CHECK(!fs::exists(dir / "step-000001"));
+    CHECK(!fs::exists(dir / "step-000002"));
+    CHECK(fs::exists(dir / "step-000004"));
+    fs::remove_all(dir);
+  }
 }
 
 TEST_CASE("a checkpoint write killed midway leaves the previous one intact") {
   fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_kill";
   fs::remove_all(dir);
   Generator gen(3);
-  dist::ParallelGPT model({.vocab_size = 500, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, one_process(), gen);
+  nn::GPT model({.vocab_size = 500, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, gen);
   optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
-  gpt2::save_checkpoint(dir.string(), model, opt, {1, {}, 0});
+  dist::save_checkpoint(dir.string(), model, one_process(), opt, {1, {}, 0});
   auto reference = model.state_dict();
   for (int delay_us : {200, 1500, 5000, 20000}) {
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
       // Keep rewriting a newer checkpoint until killed.
-      for (int64_t s = 2;; ++s) gpt2::save_checkpoint(dir.string(), model, opt, {s, {}, 0});
+      for (int64_t s = 2;; ++s) dist::save_checkpoint(dir.string(), model, one_process(), opt, {s, {}, 0});
     }
     usleep(static_cast<useconds_t>(delay_us));
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
-    std::string latest = gpt2::latest_checkpoint(dir.string());
+    std::string latest = dist::latest_checkpoint(dir.string());
     REQUIRE(!latest.empty());
     Generator other(4);
-    dist::ParallelGPT restored(gpt2::read_config(latest), one_process(), other);
+    nn::TransformerLM restored(nn::hf::read_config(latest), other);
     optim::AdamW restored_opt(optim::decay_groups(restored.named_parameters(), 0.1), {.lr = 1e-2});
-    gpt2::TrainingState st;
-    gpt2::load_checkpoint(latest, restored, &restored_opt, &st);
+    dist::TrainingState st;
+    dist::load_checkpoint(latest, restored, &restored_opt, &st);
     INFO("killed after " << delay_us << " us; latest " << latest);
     for (auto& [name, t] : reference) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
   }

@@ -29,7 +29,7 @@ TEST_CASE("tiny GPT-2 matches PyTorch: logits, loss, gradients, AdamW step") {
   std::map<std::string, Tensor> initial;
   for (auto& [k, v] : golden.tensors)
     if (k.rfind("transformer.", 0) == 0) initial[k] = v;
-  nn::gpt2_from_hf(model, initial);
+  nn::hf::load_weights(model, initial);
 
   const Tensor& idx = golden.tensors.at("input_ids");
   const Tensor& targets = golden.tensors.at("targets");
@@ -39,20 +39,22 @@ TEST_CASE("tiny GPT-2 matches PyTorch: logits, loss, gradients, AdamW step") {
   check_tensor("loss", loss.reshape({1}), golden.tensors.at("loss"));
 
   loss.backward();
-  auto grads = nn::gpt2_to_hf(model, /*gradients=*/true);
+  auto grads = nn::hf::to_weights(model.spec(), model.full_state_dict(/*gradients=*/true));
   REQUIRE(grads.size() == initial.size());
   for (auto& [name, g] : grads) check_tensor("grad." + name, g, golden.tensors.at("grad." + name));
 
   optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8});
   opt.step();
-  for (auto& [name, p] : nn::gpt2_to_hf(model)) check_tensor("after." + name, p, golden.tensors.at("after." + name));
+  for (auto& [name, p] : nn::hf::to_weights(model.spec(), model.full_state_dict()))
+    check_tensor("after." + name, p, golden.tensors.at("after." + name));
 
   // For the script's check that Hugging Face loads what kiln writes.
   NoGradGuard no_grad;
-  nn::gpt2_from_hf(model, initial);
+  nn::hf::load_weights(model, initial);
   std::filesystem::create_directories("kiln_tiny");
-  save_safetensors("kiln_tiny/model.safetensors", nn::gpt2_to_hf(model), {{"format", "pt"}});
-  write_file_atomic("kiln_tiny/config.json", nn::gpt2_hf_config_json(config));
+  save_safetensors("kiln_tiny/model.safetensors", nn::hf::to_weights(model.spec(), model.full_state_dict()),
+                   {{"format", "pt"}});
+  write_file_atomic("kiln_tiny/config.json", nn::hf::config_json(model.spec()));
   save_safetensors("kiln_tiny/kiln_logits.safetensors", {{"input_ids", idx}, {"logits", model.forward(idx)}});
 }
 
@@ -63,12 +65,14 @@ TEST_CASE("Hugging Face checkpoints load with clear errors on mismatch") {
     if (k.rfind("transformer.", 0) == 0) initial[k] = v;
   Generator gen(0);
   nn::GPT wider({.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64}, gen);
-  CHECK_THROWS_WITH(nn::gpt2_from_hf(wider, initial), Catch::Contains("transformer.wte.weight' has shape [100, 32]"));
+  CHECK_THROWS_WITH(nn::hf::load_weights(wider, initial),
+                    Catch::Contains("'transformer.wte.weight' gives embed_tokens.weight of shape [100, 32], the model "
+                                    "expects [100, 64]"));
   nn::GPT model({.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 32}, gen);
   auto missing = initial;
   missing.erase("transformer.h.1.mlp.c_fc.bias");
-  CHECK_THROWS_WITH(nn::gpt2_from_hf(model, missing), Catch::Contains("no 'transformer.h.1.mlp.c_fc.bias'"));
+  CHECK_THROWS_WITH(nn::hf::load_weights(model, missing), Catch::Contains("no 'transformer.h.1.mlp.c_fc.bias'"));
   auto extra = initial;
   extra["transformer.h.2.ln_1.weight"] = ones({32});
-  CHECK_THROWS_WITH(nn::gpt2_from_hf(model, extra), Catch::Contains("unexpected key 'transformer.h.2.ln_1.weight'"));
+  CHECK_THROWS_WITH(nn::hf::load_weights(model, extra), Catch::Contains("unexpected key 'transformer.h.2.ln_1.weight'"));
 }

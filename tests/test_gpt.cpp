@@ -3,6 +3,8 @@
 
 #include <filesystem>
 
+#include "kiln/nn/models/gpt2.h"
+
 #include "helpers.h"
 
 using namespace kiln;
@@ -16,9 +18,10 @@ TEST_CASE("GPT forward shapes, padded vocabulary and tied head") {
   Generator gen(1);
   nn::GPT gpt(tiny(), gen);
   CHECK(gpt.config().padded_vocab_size() == 128);
-  CHECK(gpt.wte->weight.sizes() == Shape{128, 8});
+  CHECK(gpt.padded_vocab_size() == 128);
+  CHECK(gpt.embed_tokens->weight.sizes() == Shape{128, 8});
   // padding rows start at zero and get no gradient
-  CHECK(sum(abs(gpt.wte->weight.narrow(0, 61, 67))).item<double>() == 0.0);
+  CHECK(sum(abs(gpt.embed_tokens->weight.narrow(0, 61, 67))).item<double>() == 0.0);
   Tensor idx = randint(0, 61, {3, 5}, gen);
   Tensor logits = gpt.forward(idx);
   CHECK(logits.sizes() == Shape{3, 5, 61});
@@ -26,12 +29,12 @@ TEST_CASE("GPT forward shapes, padded vocabulary and tied head") {
   // at initialization the model is near uniform: loss close to ln(61)
   CHECK(loss.item<double>() == Approx(std::log(61.0)).margin(0.1));
   loss.backward();
-  CHECK(sum(abs(gpt.wte->weight.grad().narrow(0, 61, 67))).item<double>() == 0.0);
-  CHECK(sum(abs(gpt.wte->weight.grad().narrow(0, 0, 61))).item<double>() > 0.0);
+  CHECK(sum(abs(gpt.embed_tokens->weight.grad().narrow(0, 61, 67))).item<double>() == 0.0);
+  CHECK(sum(abs(gpt.embed_tokens->weight.grad().narrow(0, 0, 61))).item<double>() > 0.0);
   // parameters: wte 128*8 + wpe 16*8 + 2 blocks + ln_f
   int64_t block = 2 * 8 * 2 + (8 * 24 + 24) + (8 * 8 + 8) + (8 * 32 + 32) + (32 * 8 + 8);
   CHECK(gpt.num_parameters() == 128 * 8 + 16 * 8 + 2 * block + 16);
-  CHECK_THROWS_WITH(gpt.forward(randint(0, 61, {1, 17}, gen)), Catch::Contains("longer than block_size 16"));
+  CHECK_THROWS_WITH(gpt.forward(randint(0, 61, {1, 17}, gen)), Catch::Contains("longer than max_positions 16"));
   CHECK_THROWS_WITH(gpt.forward(zeros({1, 2})), Catch::Contains("expects token ids"));
 }
 
@@ -45,10 +48,10 @@ TEST_CASE("GPT-2 configurations and initialization scale") {
   Generator gen(2);
   nn::GPT gpt({.vocab_size = 256, .block_size = 64, .n_layer = 4, .n_head = 4, .n_embd = 64}, gen);
   auto stddev = [](const Tensor& t) { return std::sqrt(var(t.reshape({-1}), {0}).item<double>()); };
-  auto& b = gpt.h->at<nn::Block>(0);
-  CHECK(stddev(b.attn->c_attn->weight) == Approx(0.02).epsilon(0.05));
-  CHECK(stddev(b.mlp->c_proj->weight) == Approx(0.02 / std::sqrt(8.0)).epsilon(0.05));
-  CHECK(sum(abs(b.attn->c_attn->bias)).item<double>() == 0.0);
+  auto& b = gpt.layers->at<nn::Block>(0);
+  CHECK(stddev(b.attn->qkv->weight) == Approx(0.02).epsilon(0.05));
+  CHECK(stddev(b.mlp->down->weight) == Approx(0.02 / std::sqrt(8.0)).epsilon(0.05));
+  CHECK(sum(abs(b.attn->qkv->bias)).item<double>() == 0.0);
   CHECK(gpt.flops_per_token(64) == 6.0 * gpt.num_parameters() + 12.0 * 4 * 64 * 64);
   CHECK(gpt.config().num_parameters() == gpt.num_parameters());
 }
@@ -57,8 +60,10 @@ TEST_CASE("decoding with the KV cache matches the full forward") {
   Generator gen(3);
   for (bool gqa : {false, true}) {
     for (bool use_rope : {false, true}) {
-      nn::TransformerOptions o{.n_embd = 16, .n_head = 4, .n_kv_head = gqa ? 2 : 0, .rope = use_rope, .dtype = kFloat64};
-      nn::Block block(o, gen);
+      nn::BlockSpec spec{.d_model = 16, .attention = {.heads = 4, .kv_heads = gqa ? 2 : 0}};
+      if (use_rope) spec.attention.rope = nn::RopeSpec{};
+      nn::Block block(spec, gen, kFloat64);
+      block.reset_parameters(gen, 0.3, 0.3);
       Tensor x = randn({2, 7, 16}, gen, kFloat64);
       Tensor full = block.forward(x);
       nn::KVCache cache;
@@ -149,6 +154,6 @@ TEST_CASE("mixed precision: bfloat16 activations, float32 master weights and gra
     CHECK(p.grad().dtype() == kFloat32);
   }
   // bfloat16 gradients of the block weights are close to the float32 ones.
-  Tensor ga = a.h->at<nn::Block>(1).mlp->c_fc->weight.grad(), gb = b.h->at<nn::Block>(1).mlp->c_fc->weight.grad();
+  Tensor ga = a.layers->at<nn::Block>(1).mlp->up->weight.grad(), gb = b.layers->at<nn::Block>(1).mlp->up->weight.grad();
   KT_CHECK_CLOSE(gb, values(ga), 0.05);
 }

@@ -28,13 +28,19 @@ void check_close(const Tensor& got, const Tensor& want, double tol, const std::s
 
 TEST_CASE("shard specs split and reassemble segments") {
   Tensor full = arange(0.0, 24.0, 1.0, kFloat32).view({12, 2});
-  dist::ShardSpec qkv{0, {4, 4, 4}};
+  nn::ShardSpec qkv{0, {4, 4, 4}};
   Tensor part1 = qkv.take(full, 1, 2);  // rows 2-3, 6-7, 10-11
   CHECK(values(part1.narrow(1, 0, 1).reshape({-1})) == std::vector<double>{4, 6, 12, 14, 20, 22});
   CHECK(values(qkv.assemble({qkv.take(full, 0, 2), part1})) == values(full));
-  dist::ShardSpec columns{1, {}};
+  nn::ShardSpec columns{1, {}};
   CHECK(values(columns.assemble({columns.take(full, 0, 2), columns.take(full, 1, 2)})) == values(full));
   CHECK_THROWS_WITH(qkv.take(full, 0, 3), Catch::Contains("does not divide among 3 ranks"));
+  // A padded vocabulary: 5 real rows held as 8, the padding dropped again.
+  nn::ShardSpec vocab{0, {}, 5, 8};
+  Tensor table = arange(0.0, 10.0, 1.0, kFloat32).view({5, 2});
+  Tensor last = vocab.take(table, 1, 2);  // rows 4..7: one real row, three of padding
+  CHECK(values(last) == std::vector<double>{8, 9, 0, 0, 0, 0, 0, 0});
+  CHECK(values(vocab.assemble({vocab.take(table, 0, 2), last})) == values(table));
 }
 
 TEST_CASE("tensor-parallel layers equal their single-process twins") {
@@ -50,9 +56,9 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     Generator g1(11), g2(11);
     nn::Linear full({in, out});
     full.reset_parameters(g1);
-    dist::ColumnParallelLinear col({in, out}, tp, &g2);
+    dist::ColumnParallelLinear col({.in_features = in, .out_features = out, .gather_output = true}, tp, &g2);
     Tensor xf = x.detach().requires_grad_(), xp = x.detach().requires_grad_();
-    Tensor yf = full.forward(xf), yp = col.forward(xp, /*gather_output=*/true);
+    Tensor yf = full.forward(xf), yp = col.forward(xp);
     check_close(yp, yf, 1e-6, "gathered output");
     weighted_sum(yf, 3).backward();
     weighted_sum(yp, 3).backward();
@@ -64,10 +70,10 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     Generator g1(12), g2(12);
     nn::Linear full({out, in});
     full.reset_parameters(g1);
-    dist::RowParallelLinear row({out, in}, tp, &g2);
+    dist::RowParallelLinear row({.in_features = out, .out_features = in, .input_is_parallel = false}, tp, &g2);
     Tensor z = randn({5, out}, data);
     Tensor zf = z.detach().requires_grad_(), zp = z.detach().requires_grad_();
-    Tensor yf = full.forward(zf), yp = row.forward(zp, /*input_is_parallel=*/false);
+    Tensor yf = full.forward(zf), yp = row.forward(zp);
     check_close(yp, yf, 1e-6, "output");
     weighted_sum(yf, 4).backward();
     weighted_sum(yp, 4).backward();
@@ -102,8 +108,16 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
 
 namespace {
 
-nn::GPTConfig tiny_config() {
-  return {.vocab_size = 200, .block_size = 16, .n_layer = 4, .n_head = 4, .n_embd = 32};
+nn::ModelSpec tiny_gpt() {
+  return nn::GPTConfig{.vocab_size = 200, .block_size = 16, .n_layer = 4, .n_head = 4, .n_embd = 32}.spec();
+}
+
+// GQA (2 kv heads, split across tp 2), RoPE at theta 500000, an untied head.
+nn::ModelSpec tiny_llama() {
+  return nn::LlamaConfig{.vocab_size = 200, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 4,
+                         .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                         .rope_theta = 500000.0}
+      .spec();
 }
 
 struct Layout {
@@ -111,21 +125,23 @@ struct Layout {
   dist::PipelineSchedule schedule = dist::PipelineSchedule::OneForwardOneBackward;
   bool zero1 = false;  // ZeRO-1 over dp instead of DDP
   bool sequence_parallel = false;
+  bool recompute = false;  // the split model replays its blocks in backward, the reference does not
 };
 
 // Three AdamW steps with clipping on (B, T) = (8, 16), as one process and
 // split over the layout; every step's loss, gradient norm and the final
 // weights must agree. In float64, so that only the order of additions differs
 // and the tolerances can be tight (AdamW magnifies rounding in tiny gradients).
-void check_layout(const Layout& l) {
+void check_layout(const nn::ModelSpec& spec, const Layout& l) {
   auto w = world();
-  INFO("tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : "")
-              << (l.sequence_parallel ? " sequence parallel" : ""));
+  INFO(spec.family << ": tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : "")
+                   << (l.sequence_parallel ? " sequence parallel" : "") << (l.recompute ? " recompute" : ""));
   dist::ParallelState ps(w, l.tp, l.pp, l.dp);
-  const nn::GPTConfig config = tiny_config();
+  nn::ModelSpec split = spec;
+  split.block.recompute = l.recompute;
   Generator g1(21), g2(21);
-  nn::GPT reference(config, g1, kFloat64);
-  dist::ParallelGPT model(config, ps, g2, kFloat64, kCPU, l.sequence_parallel);
+  nn::TransformerLM reference(spec, g1, kFloat64);
+  nn::TransformerLM model(split, g2, kFloat64, kCPU, std::make_shared<dist::ModelParallel>(ps, l.sequence_parallel));
   CHECK(g1.offset() == g2.offset());  // dropout would continue from the same place
 
   optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
@@ -142,7 +158,7 @@ void check_layout(const Layout& l) {
   const double clip = 0.5;  // below the first steps' norms: clipping is exercised
   Generator data(9);
   for (int step = 0; step < 3; ++step) {
-    Tensor idx = randint(0, config.vocab_size, {B, T}, data), targets = randint(0, config.vocab_size, {B, T}, data);
+    Tensor idx = randint(0, spec.vocab_size, {B, T}, data), targets = randint(0, spec.vocab_size, {B, T}, data);
     ref_opt.zero_grad();
     Tensor ref_loss = reference.loss(idx, targets);
     ref_loss.backward();
@@ -152,16 +168,16 @@ void check_layout(const Layout& l) {
     opt.zero_grad();
     zero.zero_grad();
     Tensor my_idx = idx.narrow(0, ps.dp_rank() * local, local), my_targets = targets.narrow(0, ps.dp_rank() * local, local);
-    double loss = dist::pipeline_train_step(model, my_idx, my_targets, {l.schedule, microbatches}, ddp.get());
+    double loss = dist::pipeline_train_step(model, ps, my_idx, my_targets, {l.schedule, microbatches}, ddp.get());
     if (ddp) ddp->finish();
-    model.sync_gradients();
+    dist::sync_gradients(model, ps);
     double norm = 0;
     if (l.zero1) {
       zero.reduce_gradients();
-      norm = zero.clip_grad_norm(clip, model.norm_parameters(), {ps.tp_group().get(), ps.pp_group().get()});
+      norm = zero.clip_grad_norm(clip, dist::norm_parameters(model, ps), {ps.tp_group().get(), ps.pp_group().get()});
       zero.step();
     } else {
-      norm = model.clip_grad_norm(clip);
+      norm = dist::clip_grad_norm(model, ps, clip);
       opt.step();
     }
     // The pipeline's loss is this dp rank's; average over dp for the batch's.
@@ -172,13 +188,18 @@ void check_layout(const Layout& l) {
     CHECK(norm == Approx(ref_norm).epsilon(1e-12));
   }
   {
-    Tensor idx = randint(0, config.vocab_size, {B, T}, data), targets = randint(0, config.vocab_size, {B, T}, data);
+    Tensor idx = randint(0, spec.vocab_size, {B, T}, data), targets = randint(0, spec.vocab_size, {B, T}, data);
     NoGradGuard no_grad;
-    Tensor eval = full({1}, dist::pipeline_eval_loss(model, idx.narrow(0, ps.dp_rank() * local, local),
+    Tensor eval = full({1}, dist::pipeline_eval_loss(model, ps, idx.narrow(0, ps.dp_rank() * local, local),
                                                      targets.narrow(0, ps.dp_rank() * local, local), microbatches),
                        kFloat64);
     ps.dp_group()->all_reduce(eval, dist::ReduceOp::Avg);
     CHECK(eval.item<double>() == Approx(reference.loss(idx, targets).item<double>()).epsilon(1e-12));
+    if (l.pp == 1 && !l.sequence_parallel) {
+      // The split model's logits, gathered over the vocabulary, are the whole model's.
+      Tensor logits = model.forward(idx.narrow(0, 0, 2));
+      check_close(logits, reference.forward(idx.narrow(0, 0, 2)), 1e-10, "logits");
+    }
   }
   if (l.zero1 && l.tp == 1 && l.pp == 1) {
     // The sharded state, gathered, is AdamW's on the whole model; and it loads back.
@@ -188,14 +209,13 @@ void check_layout(const Layout& l) {
     again.load_state_dict(state);
     for (auto& [key, t] : again.state_dict()) check_close(t, state.at(key), 0, "reloaded " + key);
   }
-  std::map<std::string, Tensor> gathered = model.full_state_dict();
+  std::map<std::string, Tensor> gathered = dist::full_state_dict(model, ps);
   if (w->rank() != 0) {
     CHECK(gathered.empty());
     return;
   }
-  auto want = reference.state_dict();
-  want["wte.weight"] = want["wte.weight"].narrow(0, 0, config.vocab_size);
-  CHECK(gathered.size() == reference.named_parameters().size());
+  auto want = reference.full_state_dict();
+  CHECK(gathered.size() == want.size());
   for (auto& [name, t] : gathered) check_close(t, want.at(name), 1e-10, name);
 }
 
@@ -206,37 +226,62 @@ TEST_CASE("a model that does not divide over the layout raises a clear error on 
   const int n = w->size();
   if (n % 2 != 0) return;
   dist::ParallelState tp2(w, 2, 1, n / 2);
-  nn::GPTConfig heads = tiny_config();
-  heads.n_head = 3;
-  heads.n_embd = 30;
-  CHECK_THROWS_WITH(dist::ParallelGPT(heads, tp2), Catch::Contains("3 heads and 120 MLP features must divide among 2"));
+  auto tp2_layers = std::make_shared<dist::ModelParallel>(tp2);
+  nn::GPTConfig heads{.vocab_size = 200, .block_size = 16, .n_layer = 4, .n_head = 3, .n_embd = 30};
+  CHECK_THROWS_WITH(nn::GPT(heads, default_generator(), kFloat32, kCPU, tp2_layers),
+                    Catch::Contains("the attention heads (3) must divide among 2 tensor-parallel ranks"));
+  nn::LlamaConfig mqa{.vocab_size = 200, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                      .num_attention_heads = 4, .num_key_value_heads = 1};
+  CHECK_THROWS_WITH(nn::Llama(mqa, default_generator(), kFloat32, kCPU, tp2_layers),
+                    Catch::Contains("the kv heads (1) must divide among 2 tensor-parallel ranks"));
   dist::ParallelState pp2(w, 1, 2, n / 2);
-  nn::GPTConfig layers = tiny_config();
-  layers.n_layer = 1;
-  CHECK_THROWS_WITH(dist::ParallelGPT(layers, pp2), Catch::Contains("1 layers cannot fill 2 pipeline stages"));
-  dist::ParallelGPT model(tiny_config(), pp2);
+  auto pp2_layers = std::make_shared<dist::ModelParallel>(pp2);
+  nn::GPTConfig layers{.vocab_size = 200, .block_size = 16, .n_layer = 1, .n_head = 4, .n_embd = 32};
+  CHECK_THROWS_WITH(nn::GPT(layers, default_generator(), kFloat32, kCPU, pp2_layers),
+                    Catch::Contains("1 layers cannot fill 2 pipeline stages"));
+  nn::TransformerLM model(tiny_gpt(), default_generator(), kFloat32, kCPU, pp2_layers);
   Tensor idx = zeros({3, 4}, kInt64);
-  CHECK_THROWS_WITH(dist::pipeline_train_step(model, idx, idx, {dist::PipelineSchedule::GPipe, 2}),
+  CHECK_THROWS_WITH(dist::pipeline_train_step(model, pp2, idx, idx, {dist::PipelineSchedule::GPipe, 2}),
                     Catch::Contains("2 micro-batches do not divide a batch of 3"));
+  CHECK_THROWS_WITH(dist::pipeline_train_step(model, tp2, idx, idx, {dist::PipelineSchedule::GPipe, 1}),
+                    Catch::Contains("the pipeline group's rank"));
   if (model.is_last_stage()) CHECK_THROWS_WITH(model.loss(idx, idx), Catch::Contains("use a pipeline schedule"));
 }
 
-TEST_CASE("every parallel layout trains like one process") {
+TEST_CASE("every parallel layout trains GPT-2 like one process") {
   const int n = world()->size();
-  check_layout({1, 1, n});  // data parallel
-  check_layout({1, 1, n, {}, /*zero1=*/true});
+  const nn::ModelSpec gpt = tiny_gpt();
+  check_layout(gpt, {1, 1, n});  // data parallel
+  check_layout(gpt, {1, 1, n, {}, /*zero1=*/true});
   if (n % 2 == 0) {
-    check_layout({2, 1, n / 2});
-    check_layout({2, 1, n / 2, {}, /*zero1=*/true});
-    check_layout({2, 1, n / 2, {}, false, /*sequence_parallel=*/true});
-    check_layout({n / 2, 2, 1, dist::PipelineSchedule::GPipe});
+    check_layout(gpt, {2, 1, n / 2});
+    check_layout(gpt, {2, 1, n / 2, {}, /*zero1=*/true});
+    check_layout(gpt, {2, 1, n / 2, {}, false, /*sequence_parallel=*/true});
+    check_layout(gpt, {n / 2, 2, 1, dist::PipelineSchedule::GPipe});
   }
   if (n == 4) {
-    check_layout({2, 2, 1});
-    check_layout({1, 4, 1});
-    check_layout({1, 4, 1, dist::PipelineSchedule::GPipe});
-    check_layout({1, 2, 2, {}, /*zero1=*/true});
-    check_layout({4, 1, 1});
-    check_layout({2, 2, 1, dist::PipelineSchedule::OneForwardOneBackward, false, /*sequence_parallel=*/true});
+    check_layout(gpt, {2, 2, 1});
+    check_layout(gpt, {1, 4, 1});
+    check_layout(gpt, {1, 4, 1, dist::PipelineSchedule::GPipe});
+    check_layout(gpt, {1, 2, 2, {}, /*zero1=*/true});
+    check_layout(gpt, {4, 1, 1});
+    check_layout(gpt, {2, 2, 1, dist::PipelineSchedule::OneForwardOneBackward, false, /*sequence_parallel=*/true});
+    check_layout(gpt, {1, 2, 2, {}, false, false, /*recompute=*/true});
+  }
+}
+
+TEST_CASE("every parallel layout trains Llama like one process") {
+  const int n = world()->size();
+  const nn::ModelSpec llama = tiny_llama();
+  check_layout(llama, {1, 1, n});
+  check_layout(llama, {1, 1, n, {}, false, false, /*recompute=*/true});
+  if (n % 2 == 0) {
+    check_layout(llama, {2, 1, n / 2});  // the two kv heads split across the tp ranks
+    check_layout(llama, {2, 1, n / 2, {}, false, /*sequence_parallel=*/true});
+    check_layout(llama, {1, 2, n / 2});
+  }
+  if (n == 4) {
+    check_layout(llama, {2, 2, 1});
+    check_layout(llama, {2, 2, 1, {}, false, false, /*recompute=*/true});
   }
 }

@@ -321,7 +321,21 @@ Tensor rope(const Tensor& x, int64_t offset, double theta) {
       s[t * half + i] = std::sin(angle);
     }
   const TensorOptions table = TensorOptions(stat_dtype(x.dtype())).device(x.device());
-  Tensor cos_t = tensor(c, table), sin_t = tensor(s, table);
+  return rope(x, tensor(c, table).view({T, half}), tensor(s, table).view({T, half}));
+}
+
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  detail::check_defined(x, "rope", "input");
+  detail::check_floating(x, "rope");
+  KILN_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "[rope] expects (B, H, T, D) with even D, got {}", describe(x));
+  const Shape table{x.size(2), x.size(3) / 2};
+  KILN_CHECK(cos.defined() && sin.defined() && cos.sizes() == table && sin.sizes() == table &&
+                 cos.dtype() == stat_dtype(x.dtype()) && sin.dtype() == cos.dtype(),
+             "[rope] expects cos and sin tables of shape [{}] in {} for x {}, got {} and {}", fmt::join(table, ", "),
+             stat_dtype(x.dtype()), describe(x), cos.defined() ? describe(cos) : "undefined",
+             sin.defined() ? describe(sin) : "undefined");
+  detail::check_same_device("rope", {x, cos, sin});
+  Tensor cos_t = cos.contiguous(), sin_t = sin.contiguous();
   Tensor xc = x.detach().contiguous(), out = empty_like(xc);
   KILN_DISPATCH(x.device(), rope, out.buffer(), xc.buffer(), cos_t.buffer(), sin_t.buffer(), false);
   if (autograd::any_requires_grad({x}))

@@ -18,6 +18,11 @@ ParallelState::ParallelState(std::shared_ptr<ProcessGroup> world, int tp, int pp
   tp_group_ = world_->split(pp_rank_ * dp + dp_rank_, tp_rank_);
   dp_group_ = world_->split(pp_rank_ * tp + tp_rank_, dp_rank_);
   pp_group_ = world_->split(dp_rank_ * tp + tp_rank_, pp_rank_);
+  if (pp > 1) {  // every rank takes part in the split; the middle stages each alone
+    const bool ends = pp_rank_ == 0 || pp_rank_ == pp - 1;
+    auto group = world_->split(ends ? dp_rank_ * tp + tp_rank_ : tp * dp + r, pp_rank_);
+    if (ends) embedding_group_ = group;
+  }
 }
 
 }  // namespace kiln::dist

@@ -21,9 +21,9 @@ constexpr int kActivationTag = 1, kGradientTag = 2;
 // micro-batch's forward and backward, and the transfers to its neighbours.
 class StageRun {
  public:
-  StageRun(const ParallelGPT& model, const Tensor& idx, const Tensor& targets, int64_t microbatches,
-           DistributedDataParallel* ddp)
-      : model_(model), pipe_(*model.parallel_state().pp_group()), idx_(idx), targets_(targets), M_(microbatches),
+  StageRun(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx, const Tensor& targets,
+           int64_t microbatches, DistributedDataParallel* ddp)
+      : model_(model), pipe_(*state.pp_group()), idx_(idx), targets_(targets), M_(microbatches),
         ddp_(ddp), inputs_(static_cast<size_t>(microbatches)), outputs_(static_cast<size_t>(microbatches)) {
     KILN_CHECK(idx.dim() == 2 && targets.sizes() == idx.sizes(),
                "[pipeline] expects tokens and targets (B, T) of one shape, got [{}] and [{}]",
@@ -31,8 +31,10 @@ class StageRun {
     KILN_CHECK(M_ > 0 && idx.size(0) % M_ == 0, "[pipeline] {} micro-batches do not divide a batch of {}", M_,
                idx.size(0));
     b_ = idx.size(0) / M_;
-    const nn::GPTConfig& c = model.config();
-    activation_dtype_ = c.compute_dtype ? *c.compute_dtype : model.parameters().at(0).dtype();
+    KILN_CHECK(pipe_.size() == model.layout().pp_size() && pipe_.rank() == model.layout().pp_rank(),
+               "[pipeline] the model is stage {} of {}, the pipeline group's rank {} of {}", model.layout().pp_rank(),
+               model.layout().pp_size(), pipe_.rank(), pipe_.size());
+    activation_dtype_ = model.activation_dtype();
     activation_shape_ = model.activation_shape(b_, idx.size(1));
   }
 
@@ -45,7 +47,7 @@ class StageRun {
   Tensor forward(int64_t m, Tensor input) {
     Tensor in = first() ? idx_.narrow(0, m * b_, b_) : input;
     if (!first() && autograd::grad_mode_enabled()) in.requires_grad_();
-    Tensor out = model_.forward(in);
+    Tensor out = model_.forward_stage(in);
     if (last()) {
       Tensor loss = model_.loss_from_hidden(out, targets_.narrow(0, m * b_, b_)) / static_cast<double>(M_);
       loss_ += loss.item<double>();
@@ -112,7 +114,7 @@ class StageRun {
     return received;
   }
 
-  const ParallelGPT& model_;
+  const nn::StagedModel& model_;
   ProcessGroup& pipe_;
   Tensor idx_, targets_;
   int64_t M_, b_ = 0;
@@ -125,9 +127,9 @@ class StageRun {
 
 }  // namespace
 
-double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
-                           const PipelineOptions& options, DistributedDataParallel* ddp) {
-  StageRun run(model, idx, targets, options.microbatches, ddp);
+double pipeline_train_step(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                           const Tensor& targets, const PipelineOptions& options, DistributedDataParallel* ddp) {
+  StageRun run(model, state, idx, targets, options.microbatches, ddp);
   const int64_t M = options.microbatches;
   if (options.schedule == PipelineSchedule::GPipe) {
     for (int64_t m = 0; m < M; ++m) run.send_forward(run.forward(m, run.recv_forward()));
@@ -136,7 +138,7 @@ double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Te
   }
   // 1F1B: warm up with the forwards the later stages need before the first
   // backward reaches this one, then one forward and one backward in turn.
-  const int pp = model.parallel_state().pp();
+  const int pp = state.pp();
   const int64_t warmup = std::min<int64_t>(pp - run.stage() - 1, M), steady = M - warmup;
   for (int64_t m = 0; m < warmup; ++m) run.send_forward(run.forward(m, run.recv_forward()));
   Tensor input = steady > 0 ? run.recv_forward() : Tensor();
@@ -150,9 +152,10 @@ double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Te
   return run.mean_loss();
 }
 
-double pipeline_eval_loss(const ParallelGPT& model, const Tensor& idx, const Tensor& targets, int64_t microbatches) {
+double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                          const Tensor& targets, int64_t microbatches) {
   NoGradGuard no_grad;
-  StageRun run(model, idx, targets, microbatches, nullptr);
+  StageRun run(model, state, idx, targets, microbatches, nullptr);
   for (int64_t m = 0; m < microbatches; ++m) run.send_forward(run.forward(m, run.recv_forward()));
   return run.mean_loss();
 }

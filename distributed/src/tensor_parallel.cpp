@@ -121,46 +121,12 @@ Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group) {
 
 // --- shards -------------------------------------------------------------------
 
-namespace {
-std::vector<int64_t> segments_of(const ShardSpec& spec, int64_t full) {
-  return spec.segments.empty() ? std::vector<int64_t>{full} : spec.segments;
-}
-}  // namespace
-
-Tensor ShardSpec::take(const Tensor& full, int rank, int ranks) const {
-  if (replicated()) return full;
-  KILN_CHECK(dim < full.dim(), "[ShardSpec] dim {} for a tensor of shape [{}]", dim, fmt::join(full.sizes(), ", "));
-  std::vector<Tensor> parts;
-  int64_t at = 0;
-  for (int64_t seg : segments_of(*this, full.size(dim))) {
-    KILN_CHECK(seg % ranks == 0, "[ShardSpec] a segment of {} along dim {} does not divide among {} ranks", seg, dim,
-               ranks);
-    parts.push_back(full.narrow(dim, at + rank * (seg / ranks), seg / ranks));
-    at += seg;
-  }
-  KILN_CHECK(at == full.size(dim), "[ShardSpec] segments add up to {}, the tensor has {} along dim {}", at,
-             full.size(dim), dim);
-  return (parts.size() == 1 ? parts[0] : cat(parts, dim)).contiguous();
-}
-
-Tensor ShardSpec::assemble(const std::vector<Tensor>& parts) const {
-  if (replicated()) return parts.at(0);
-  const int64_t ranks = static_cast<int64_t>(parts.size()), local = parts.at(0).size(dim);
-  std::vector<Tensor> pieces;
-  int64_t at = 0;  // offset within each rank's part
-  for (int64_t seg : segments_of(*this, local * ranks)) {
-    for (const Tensor& p : parts) pieces.push_back(p.narrow(dim, at, seg / ranks));
-    at += seg / ranks;
-  }
-  return cat(pieces, dim);
-}
-
-Tensor all_gather_shards(const Tensor& local, const ShardSpec& spec, ProcessGroup& group) {
+Tensor all_gather_shards(const Tensor& local, const nn::ShardSpec& spec, ProcessGroup& group) {
   NoGradGuard no_grad;
   const DType dtype = local.dtype() == kFloat64 ? kFloat64 : kFloat32;
   // Gathered where the tensor lives (NCCL moves device memory), assembled on the CPU.
   Tensor mine = local.detach().to(dtype).contiguous();
-  if (spec.replicated() || group.size() == 1) return mine.to(kCPU);
+  if (spec.replicated() || group.size() == 1) return spec.assemble({mine.to(kCPU)});
   Shape stacked{group.size()};
   for (int64_t s : mine.sizes()) stacked.push_back(s);
   Tensor all = empty(stacked, TensorOptions(dtype).device(mine.device()));
@@ -183,7 +149,7 @@ void check_divides(const char* layer, const char* what, int64_t size, int ranks)
 // This rank's part of a parameter of shape `shape`, as a leaf: cut from `drawn`
 // (the whole tensor, as the unsplit layer draws it), or, when drawn is
 // undefined, allocated in the part's shape for the caller to fill.
-Tensor shard_parameter(Shape shape, const ShardSpec& spec, ProcessGroup& group, TensorOptions options,
+Tensor shard_parameter(Shape shape, const nn::ShardSpec& spec, ProcessGroup& group, TensorOptions options,
                        const Tensor& drawn) {
   NoGradGuard no_grad;
   if (drawn.defined()) return spec.take(drawn, group.rank(), group.size()).clone();
@@ -193,8 +159,8 @@ Tensor shard_parameter(Shape shape, const ShardSpec& spec, ProcessGroup& group, 
 
 // A split linear layer's weight and bias (undefined without one): this rank's
 // parts of nn::Linear(o) drawn from *gen, or allocated when gen is null.
-std::pair<Tensor, Tensor> split_linear_parameters(const ParallelLinearOptions& o, const ShardSpec& weight_spec,
-                                                  const ShardSpec& bias_spec, ProcessGroup& group, Generator* gen) {
+std::pair<Tensor, Tensor> split_linear_parameters(const ParallelLinearOptions& o, const nn::ShardSpec& weight_spec,
+                                                  const nn::ShardSpec& bias_spec, ProcessGroup& group, Generator* gen) {
   std::optional<nn::Linear> full;
   if (gen) full.emplace(nn::LinearOptions{o.in_features, o.out_features, o.bias, o.dtype, o.device}, *gen);
   const TensorOptions t = TensorOptions(o.dtype).device(o.device);
@@ -209,30 +175,38 @@ ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, Proce
     : options_(o), group_(&group) {
   for (int64_t seg : o.segments.empty() ? std::vector<int64_t>{o.out_features} : o.segments)
     check_divides("ColumnParallelLinear", "an output segment", seg, group.size());
-  auto [w, b] = split_linear_parameters(o, weight_spec(), bias_spec(), group, gen);
+  const nn::ShardSpec rows{0, o.segments};
+  auto [w, b] = split_linear_parameters(o, rows, rows, group, gen);
   weight = register_parameter("weight", w);
-  if (o.bias) bias = register_parameter("bias", b);
+  set_shard_spec("weight", rows);
+  if (o.bias) {
+    bias = register_parameter("bias", b);
+    set_shard_spec("bias", rows);
+  }
 }
 
-Tensor ColumnParallelLinear::forward(const Tensor& x, bool gather_output, Activation activation) const {
+Tensor ColumnParallelLinear::forward(const Tensor& x, Activation activation) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
              fmt::join(x.sizes(), ", "));
   Tensor in = options_.sequence_parallel ? gather_from_sequence(x, *group_) : copy_to_group(x, *group_);
   Tensor y = linear(in, cast_cached(weight, x.dtype()), bias.defined() ? cast_cached(bias, x.dtype()) : Tensor(),
                     activation);
-  return gather_output ? gather_from_group(y, -1, *group_) : y;
+  return options_.gather_output ? gather_from_group(y, -1, *group_) : y;
 }
 
 RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGroup& group, Generator* gen)
     : options_(o), group_(&group) {
   check_divides("RowParallelLinear", "in_features", o.in_features, group.size());
-  auto [w, b] = split_linear_parameters(o, weight_spec(), bias_spec(), group, gen);
+  const nn::ShardSpec columns{1, {}};
+  auto [w, b] = split_linear_parameters(o, columns, {}, group, gen);
   weight = register_parameter("weight", w);
+  set_shard_spec("weight", columns);
   if (o.bias) bias = register_parameter("bias", b);
 }
 
-Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const {
+Tensor RowParallelLinear::forward(const Tensor& x, Activation activation) const {
+  const bool input_is_parallel = options_.input_is_parallel;
   const int64_t in = input_is_parallel ? options_.in_features / group_->size() : options_.in_features;
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == in, "[RowParallelLinear] expects input (..., {}), got shape [{}]", in,
              fmt::join(x.sizes(), ", "));
@@ -240,28 +214,31 @@ Tensor RowParallelLinear::forward(const Tensor& x, bool input_is_parallel) const
   Tensor partial = matmul(local, cast_cached(weight, x.dtype()).t());
   Tensor y = options_.sequence_parallel ? reduce_scatter_to_sequence(partial, *group_)
                                         : reduce_from_group(partial, *group_);
-  return bias.defined() ? y + cast_cached(bias, x.dtype()) : y;
+  if (bias.defined()) y = y + cast_cached(bias, x.dtype());
+  return activation == Activation::GeluTanh ? gelu(y, "tanh") : y;
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group,
-                                               Generator* gen, DType dtype, Device device)
-    : group_(&group) {
+                                               Generator* gen, DType dtype, Device device, bool sequence_parallel)
+    : group_(&group), sequence_parallel_(sequence_parallel) {
   check_divides("VocabParallelEmbedding", "num_embeddings", num_embeddings, group.size());
   std::optional<nn::Embedding> full;
   if (gen) full.emplace(nn::EmbeddingOptions{num_embeddings, embedding_dim, dtype, device}, *gen);
-  weight = register_parameter("weight", shard_parameter({num_embeddings, embedding_dim}, weight_spec(), group,
+  const nn::ShardSpec rows{0, {}};
+  weight = register_parameter("weight", shard_parameter({num_embeddings, embedding_dim}, rows, group,
                                                         TensorOptions(dtype).device(device),
                                                         full ? full->weight : Tensor()));
+  set_shard_spec("weight", rows);
   start_ = group.rank() * (num_embeddings / group.size());
 }
 
-Tensor VocabParallelEmbedding::forward(const Tensor& ids, bool sequence_parallel) const {
+Tensor VocabParallelEmbedding::forward(const Tensor& ids) const {
   KILN_CHECK(!is_floating(ids.dtype()), "[VocabParallelEmbedding] expects integer ids, got {}", ids.dtype());
   const int64_t rows = weight.size(0);
   Tensor outside = logical_or(ids < start_, ids >= start_ + rows);
   Tensor local = masked_fill(ids - start_, outside, 0);
   Tensor y = masked_fill(embedding(weight, local), outside.unsqueeze(-1), 0.0);
-  return sequence_parallel ? reduce_scatter_to_sequence(y, *group_) : reduce_from_group(y, *group_);
+  return sequence_parallel_ ? reduce_scatter_to_sequence(y, *group_) : reduce_from_group(y, *group_);
 }
 
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,

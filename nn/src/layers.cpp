@@ -5,11 +5,13 @@
 
 namespace kiln::nn {
 
-Embedding::Embedding(const EmbeddingOptions& o, Generator& gen) {
+Embedding::Embedding(const EmbeddingOptions& o, Generator& gen) : Embedding(o, &gen) {}
+
+Embedding::Embedding(const EmbeddingOptions& o, Generator* gen) {
   KILN_CHECK(o.num_embeddings > 0 && o.embedding_dim > 0, "[Embedding] sizes must be positive, got {} x {}",
              o.num_embeddings, o.embedding_dim);
   weight = register_parameter("weight", empty({o.num_embeddings, o.embedding_dim}, TensorOptions(o.dtype).device(o.device)));
-  init::normal_(weight, 0.0, 1.0, gen);
+  if (gen) init::normal_(weight, 0.0, 1.0, *gen);
 }
 
 Tensor Embedding::forward(const Tensor& indices) const { return embedding(weight, indices); }

@@ -7,14 +7,16 @@
 
 namespace kiln::nn {
 
-Linear::Linear(const LinearOptions& options, Generator& gen) : options_(options) {
+Linear::Linear(const LinearOptions& options, Generator& gen) : Linear(options, &gen) {}
+
+Linear::Linear(const LinearOptions& options, Generator* gen) : options_(options) {
   KILN_CHECK(options.in_features > 0 && options.out_features > 0,
              "[Linear] in_features ({}) and out_features ({}) must be positive", options.in_features,
              options.out_features);
   TensorOptions t = TensorOptions(options.dtype).device(options.device);
   weight = register_parameter("weight", empty({options.out_features, options.in_features}, t));
   if (options.bias) bias = register_parameter("bias", empty({options.out_features}, t));
-  reset_parameters(gen);
+  if (gen) reset_parameters(*gen);
 }
 
 void Linear::reset_parameters(Generator& gen) {

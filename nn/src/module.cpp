@@ -1,5 +1,6 @@
 #include "kiln/nn/module.h"
 
+#include <algorithm>
 #include <set>
 
 #include "kiln/autograd.h"
@@ -104,6 +105,26 @@ int64_t Module::num_parameters() const {
   int64_t n = 0;
   for (auto& [_, t] : named_parameters()) n += t.numel();
   return n;
+}
+
+void Module::set_shard_spec(const std::string& param, ShardSpec spec) {
+  auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& p) { return p.first == param; });
+  KILN_CHECK(it != params_.end(), "[Module] set_shard_spec: no parameter '{}'", param);
+  KILN_CHECK(spec.replicated() || (spec.dim < it->second.dim()),
+             "[Module] set_shard_spec: dim {} for parameter '{}' of shape [{}]", spec.dim, param,
+             fmt::join(it->second.sizes(), ", "));
+  shard_specs_[param] = std::move(spec);
+}
+
+ShardSpec Module::shard_spec(const std::string& name) const {
+  const size_t dot = name.find('.');
+  if (dot == std::string::npos) {
+    auto it = shard_specs_.find(name);
+    return it == shard_specs_.end() ? ShardSpec{} : it->second;
+  }
+  for (const auto& [child_name, child] : children_)
+    if (name.compare(0, dot, child_name) == 0 && child_name.size() == dot) return child->shard_spec(name.substr(dot + 1));
+  return {};
 }
 
 void Module::zero_grad(bool set_to_none) { autograd::zero_grad(parameters(), set_to_none); }

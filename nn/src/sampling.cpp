@@ -38,15 +38,15 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& o, Generator& 
   return order[nucleus - 1];
 }
 
-std::vector<int64_t> generate(const GPT& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop) {
   KILN_CHECK(!prompt.empty(), "[generate] the prompt must hold at least one token");
   NoGradGuard no_grad;
-  const Device device = model.wte->weight.device();
-  const int64_t limit = model.config().block_size;
-  std::vector<KVCache> caches(static_cast<size_t>(model.config().n_layer));
+  const Device device = model.embed_tokens->weight.device();
+  const int64_t limit = model.spec().max_positions;
+  std::vector<KVCache> caches(static_cast<size_t>(model.spec().n_layer));
   std::vector<int64_t> out;
-  // Keep the last block_size - max_new_tokens tokens of a long prompt.
+  // Keep the last max_positions - max_new_tokens tokens of a long prompt.
   int64_t room = std::max<int64_t>(1, limit - std::min(max_new_tokens, limit - 1));
   std::vector<int64_t> context(prompt.end() - std::min<int64_t>(static_cast<int64_t>(prompt.size()), room), prompt.end());
   Tensor input = tensor(context).view({1, -1}).to(device);

@@ -1,48 +1,72 @@
 #include "kiln/nn/transformer.h"
 
 #include "kiln/autograd.h"
+#include "kiln/nn/init.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
 
+int64_t MlpSpec::swiglu_hidden(int64_t d_model, int64_t multiple_of, double multiplier) {
+  const auto hidden = static_cast<int64_t>(multiplier * static_cast<double>(2 * 4 * d_model / 3));
+  return (hidden + multiple_of - 1) / multiple_of * multiple_of;
+}
+
+int64_t BlockSpec::mlp_hidden() const {
+  if (mlp.hidden > 0) return mlp.hidden;
+  return mlp.kind == MlpKind::SwiGLU ? MlpSpec::swiglu_hidden(d_model) : 4 * d_model;
+}
+
+void BlockSpec::check() const {
+  const AttentionSpec& a = attention;
+  KILN_CHECK(d_model > 0 && a.heads > 0 && (a.head_dim > 0 || d_model % a.heads == 0),
+             "[Block] d_model ({}) must divide into {} heads (or give head_dim)", d_model, a.heads);
+  KILN_CHECK(a.kv_heads >= 0 && a.heads % kv_heads() == 0, "[Block] {} heads must be a multiple of {} kv heads",
+             a.heads, kv_heads());
+  KILN_CHECK(!a.rope || head_dim() % 2 == 0, "[Block] RoPE needs an even head size, got {}", head_dim());
+  KILN_CHECK(dropout >= 0 && dropout <= 1, "[Block] dropout must be in [0, 1], got {}", dropout);
+}
+
+std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device) {
+  NormOptions o{.normalized_shape = {dim}, .eps = spec.eps, .bias = spec.bias, .dtype = dtype, .device = device};
+  if (spec.kind == NormKind::RMSNorm) return std::make_shared<RMSNorm>(o);
+  return std::make_shared<LayerNorm>(o);
+}
+
 namespace {
-
-std::shared_ptr<Linear> linear(const TransformerOptions& o, int64_t in, int64_t out, Generator& gen) {
-  return std::make_shared<Linear>(LinearOptions{in, out, o.bias, o.dtype, o.device}, gen);
+void check_split(const char* what, int64_t n, int tp) {
+  KILN_CHECK(n % tp == 0, "[Block] {} ({}) must divide among {} tensor-parallel ranks", what, n, tp);
 }
-
-std::shared_ptr<LayerNorm> norm(const TransformerOptions& o) {
-  return std::make_shared<LayerNorm>(NormOptions{.normalized_shape = {o.n_embd}, .bias = o.bias, .dtype = o.dtype,
-                                                 .device = o.device});
-}
-
 }  // namespace
 
-CausalSelfAttention::CausalSelfAttention(const TransformerOptions& o, Generator& gen) : options_(o) {
-  KILN_CHECK(o.n_head > 0 && o.n_embd % o.n_head == 0, "[CausalSelfAttention] n_embd ({}) must divide into n_head ({})",
-             o.n_embd, o.n_head);
-  KILN_CHECK(o.n_head % o.kv_heads() == 0, "[CausalSelfAttention] n_head ({}) must be a multiple of n_kv_head ({})",
-             o.n_head, o.kv_heads());
-  KILN_CHECK(!o.rope || o.head_dim() % 2 == 0, "[CausalSelfAttention] RoPE needs an even head_dim, got {}",
-             o.head_dim());
-  c_attn = register_module("c_attn", linear(o, o.n_embd, (o.n_head + 2 * o.kv_heads()) * o.head_dim(), gen));
-  c_proj = register_module("c_proj", linear(o, o.n_embd, o.n_embd, gen));
-  resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(o.dropout, gen));
+Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype,
+                     Device device)
+    : spec_(spec.attention) {
+  spec.check();
+  const int tp = factory.tp_size();
+  const int64_t C = spec.d_model, D = spec.head_dim(), H = spec.attention.heads, Hkv = spec.kv_heads();
+  check_split("the attention heads", H, tp);
+  check_split("the kv heads", Hkv, tp);
+  heads_ = H / tp;
+  kv_heads_ = Hkv / tp;
+  head_dim_ = D;
+  qkv = register_module("qkv", factory.column({C, (H + 2 * Hkv) * D, spec_.qkv_bias, dtype, device},
+                                              {H * D, Hkv * D, Hkv * D}));
+  out = register_module("out", factory.row({H * D, C, spec_.out_bias, dtype, device}));
+  dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
 }
 
-Tensor causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, double rope_theta, KVCache* cache) {
-  KILN_CHECK(qkv.dim() == 3 && H > 0 && Hkv > 0 && H % Hkv == 0 && qkv.size(2) % (H + 2 * Hkv) == 0,
-             "[causal_attention] expects qkv (B, T, (n_head + 2 n_kv_head) D) with n_head a multiple of n_kv_head; "
-             "got shape [{}], n_head {}, n_kv_head {}", fmt::join(qkv.sizes(), ", "), H, Hkv);
-  const int64_t B = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / (H + 2 * Hkv);
+Tensor Attention::forward(const Tensor& x, KVCache* cache) const {
+  Tensor qkv_x = qkv->forward(x);  // (B, T, (H + 2 Hkv) D) of this rank's heads
+  const int64_t B = qkv_x.size(0), T = qkv_x.size(1), D = head_dim_;
   auto heads = [&](int64_t start, int64_t n) {  // -> (B, n, T, D)
-    return qkv.narrow(2, start * D, n * D).view({B, T, n, D}).transpose(1, 2);
+    return qkv_x.narrow(2, start * D, n * D).view({B, T, n, D}).transpose(1, 2);
   };
-  Tensor q = heads(0, H), k = heads(H, Hkv), v = heads(H + Hkv, Hkv);
+  Tensor q = heads(0, heads_), k = heads(heads_, kv_heads_), v = heads(heads_ + kv_heads_, kv_heads_);
   const int64_t past = cache ? cache->length() : 0;
-  if (rope_theta > 0) {
-    q = rope(q, past, rope_theta);
-    k = rope(k, past, rope_theta);
+  if (spec_.rope) {
+    auto [cos, sin] = rope_tables(past, T, D, *spec_.rope, x.dtype() == kFloat64 ? kFloat64 : kFloat32, x.device());
+    q = rope(q, cos, sin);
+    k = rope(k, cos, sin);
   }
   if (cache) {
     if (past > 0) {
@@ -52,38 +76,93 @@ Tensor causal_attention(const Tensor& qkv, int64_t H, int64_t Hkv, double rope_t
     cache->k = k.detach();
     cache->v = v.detach();
   }
-  Tensor y = scaled_dot_product_attention(q, k, v, {.causal = true});  // (B, H, T, D)
-  return y.transpose(1, 2).reshape({B, T, H * D});
+  Tensor y = scaled_dot_product_attention(q, k, v, {.causal = spec_.mask == AttentionMask::Causal,
+                                                    .scale = spec_.scale});  // (B, H, T, D)
+  return dropout->forward(out->forward(y.transpose(1, 2).reshape({B, T, heads_ * D})));
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) const {
-  const TransformerOptions& o = options_;
-  KILN_CHECK(x.dim() == 3 && x.size(2) == o.n_embd, "[CausalSelfAttention] expects (B, T, {}), got shape [{}]",
-             o.n_embd, fmt::join(x.sizes(), ", "));
-  Tensor y = causal_attention(c_attn->forward(x), o.n_head, o.kv_heads(), o.rope ? o.rope_theta : 0.0, cache);
-  return resid_dropout->forward(c_proj->forward(y));
+Mlp::Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device)
+    : kind_(spec.mlp.kind) {
+  const int64_t C = spec.d_model, hidden = spec.mlp_hidden();
+  check_split("the MLP's hidden size", hidden, factory.tp_size());
+  if (kind_ == MlpKind::SwiGLU)
+    up = register_module("up", factory.column({C, 2 * hidden, spec.mlp.bias, dtype, device}, {hidden, hidden}));
+  else
+    up = register_module("up", factory.column({C, hidden, spec.mlp.bias, dtype, device}));
+  down = register_module("down", factory.row({hidden, C, spec.mlp.bias, dtype, device}));
+  dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
 }
 
-MLP::MLP(const TransformerOptions& o, Generator& gen) {
-  c_fc = register_module("c_fc", linear(o, o.n_embd, 4 * o.n_embd, gen));
-  c_proj = register_module("c_proj", linear(o, 4 * o.n_embd, o.n_embd, gen));
-  dropout = register_module("dropout", std::make_shared<Dropout>(o.dropout, gen));
+Tensor Mlp::forward(const Tensor& x) const {
+  Tensor h;
+  if (kind_ == MlpKind::SwiGLU) {
+    Tensor gate_up = up->forward(x);
+    const int64_t hidden = gate_up.size(-1) / 2;
+    h = swiglu(gate_up.narrow(-1, 0, hidden), gate_up.narrow(-1, hidden, hidden));
+  } else {
+    h = up->forward(x, Activation::GeluTanh);
+  }
+  return dropout->forward(down->forward(h));
 }
 
-Tensor MLP::forward(const Tensor& x) const {
-  return dropout->forward(c_proj->forward(c_fc->forward(x, Activation::GeluTanh)));
+Block::Block(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device)
+    : spec_(spec), dropout_gen_(&dropout_gen) {
+  spec.check();
+  attn_norm = register_module("attn_norm", make_norm(spec.norm, spec.d_model, dtype, device));
+  attn = register_module("attn", std::make_shared<Attention>(spec, factory, dropout_gen, dtype, device));
+  mlp_norm = register_module("mlp_norm", make_norm(spec.norm, spec.d_model, dtype, device));
+  mlp = register_module("mlp", std::make_shared<Mlp>(spec, factory, dropout_gen, dtype, device));
 }
 
-Block::Block(const TransformerOptions& o, Generator& gen) {
-  ln_1 = register_module("ln_1", norm(o));
-  attn = register_module("attn", std::make_shared<CausalSelfAttention>(o, gen));
-  ln_2 = register_module("ln_2", norm(o));
-  mlp = register_module("mlp", std::make_shared<MLP>(o, gen));
+void Block::reset_parameters(Generator& gen, double std, double residual_std) {
+  NoGradGuard no_grad;
+  for (LinearLayer* l : {attn->qkv.get(), attn->out.get(), mlp->up.get(), mlp->down.get()}) {
+    const bool residual = l == attn->out.get() || l == mlp->down.get();
+    init::normal_(l->weight, 0.0, residual ? residual_std : std, gen);
+    if (l->bias.defined()) init::zeros_(l->bias);
+  }
+  for (NormLayer* n : {attn_norm.get(), mlp_norm.get()})
+    for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
+}
+
+Tensor Block::run(const Tensor& x, KVCache* cache) const {
+  if (spec_.placement == NormPlacement::Post) {
+    Tensor h = attn_norm->forward(x + attn->forward(x, cache));
+    return mlp_norm->forward(h + mlp->forward(h));
+  }
+  auto [h, normed] = mlp_norm->forward_add(x, attn->forward(attn_norm->forward(x), cache));  // h = x + attn(norm(x))
+  return h + mlp->forward(normed);
 }
 
 Tensor Block::forward(const Tensor& x, KVCache* cache) const {
-  auto [h, normed] = ln_2->forward_add(x, attn->forward(ln_1->forward(x), cache));  // h = x + attn(ln_1(x))
-  return h + mlp->forward(normed);
+  std::vector<Tensor> inputs{x};
+  for (const Tensor& p : parameters()) inputs.push_back(p);
+  if (!spec_.recompute || cache || !autograd::any_requires_grad(inputs)) return run(x, cache);
+  // Full recomputation: run without a graph, keep the input and where dropout
+  // drew from; backward replays the block from there and backpropagates
+  // through the replay (its parameters' gradients accumulate as usual).
+  const uint64_t drawn_from = dropout_gen_->offset();
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = run(x, nullptr);
+  }
+  autograd::SavedTensor saved(x, "Block recomputation");
+  const bool input_grad = x.requires_grad();
+  autograd::record("Block recomputation", out, {x}, [this, saved, drawn_from, input_grad](const Tensor& g, const autograd::Needs&) {
+    Tensor input = saved.get().detach().requires_grad_(input_grad);
+    const uint64_t now = dropout_gen_->offset();
+    dropout_gen_->set_offset(drawn_from);
+    Tensor replay;
+    {
+      autograd::EnableGradGuard grad;
+      replay = run(input, nullptr);
+    }
+    dropout_gen_->set_offset(now);
+    autograd::backward({replay}, {g});
+    return autograd::Grads{input_grad ? input.grad() : Tensor()};
+  });
+  return out;
 }
 
 }  // namespace kiln::nn

@@ -190,6 +190,11 @@ Tensor dropout(const Tensor& x, double p, bool training = true);
 // offset .. offset + T - 1, pairing element i with i + D/2 (the "rotate half"
 // layout of GPT-NeoX and LLaMA in Hugging Face).
 Tensor rope(const Tensor& x, int64_t offset = 0, double theta = 10000.0);
+// The same rotation with its tables given: cos and sin (T, D/2) of each of
+// x's positions and frequencies, in x's statistics dtype (float32, or
+// float64 for float64) on x's device. A model computes them once and keeps
+// them (nn::rope_tables), with whatever frequency scaling it uses.
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 struct AttentionOptions {
   bool causal = false;

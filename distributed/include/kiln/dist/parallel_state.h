@@ -25,9 +25,13 @@ class ParallelState {
   const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_group_; }
   const std::shared_ptr<ProcessGroup>& pp_group() const { return pp_group_; }
   const std::shared_ptr<ProcessGroup>& dp_group() const { return dp_group_; }
+  // The first and the last pipeline stage of this rank's tensor- and
+  // data-parallel coordinates (they hold a tied embedding's two copies);
+  // null on the other stages and with one stage.
+  const std::shared_ptr<ProcessGroup>& embedding_group() const { return embedding_group_; }
 
  private:
-  std::shared_ptr<ProcessGroup> world_, tp_group_, pp_group_, dp_group_;
+  std::shared_ptr<ProcessGroup> world_, tp_group_, pp_group_, dp_group_, embedding_group_;
   int tp_, pp_, dp_, tp_rank_, pp_rank_, dp_rank_;
 };
 

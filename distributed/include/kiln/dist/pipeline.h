@@ -1,5 +1,6 @@
 #pragma once
-// Pipeline schedules over micro-batches for a ParallelGPT split into stages.
+// Pipeline schedules over micro-batches for any model cut into stages of
+// consecutive blocks (nn::StagedModel, built by a ModelParallel factory).
 //
 // GPipe (Huang et al. 2019): every micro-batch forward, then every one
 // backward; simple, and holds the activations of all M micro-batches.
@@ -17,7 +18,8 @@
 #include <string_view>
 
 #include "kiln/dist/ddp.h"
-#include "kiln/dist/parallel_gpt.h"
+#include "kiln/dist/parallel_state.h"
+#include "kiln/nn/staged_model.h"
 
 namespace kiln::dist {
 
@@ -36,11 +38,13 @@ struct PipelineOptions {
 // parameters; with ddp, its all-reduce runs during the last micro-batch's
 // backward (call ddp->finish() after). Returns the batch's mean loss on every
 // rank of the pipeline. Works for pp == 1 too (plain gradient accumulation).
-double pipeline_train_step(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
-                           const PipelineOptions& options, DistributedDataParallel* ddp = nullptr);
+// The pipeline group is the state's; the model is this rank's stage of it.
+double pipeline_train_step(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                           const Tensor& targets, const PipelineOptions& options,
+                           DistributedDataParallel* ddp = nullptr);
 
 // Forward only (no graph): the batch's mean loss on every rank of the pipeline.
-double pipeline_eval_loss(const ParallelGPT& model, const Tensor& idx, const Tensor& targets,
-                          int64_t microbatches = 1);
+double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                          const Tensor& targets, int64_t microbatches = 1);
 
 }  // namespace kiln::dist

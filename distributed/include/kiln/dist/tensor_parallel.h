@@ -21,7 +21,8 @@
 #include <vector>
 
 #include "kiln/dist/process_group.h"
-#include "kiln/nn/module.h"
+#include "kiln/nn/layers.h"
+#include "kiln/nn/linear.h"
 #include "kiln/ops.h"
 #include "kiln/random.h"
 
@@ -41,25 +42,9 @@ Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group);
 Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group);
 Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group);
 
-// How a full tensor is split across a group: along `dim`, each segment (the
-// segments' sizes add up to the full size along dim; one segment by default)
-// is cut into equal parts, and rank r holds part r of every segment, in
-// order. A fused q/k/v projection has three segments, so each rank keeps
-// whole heads of each. dim < 0: every rank holds the whole tensor.
-struct ShardSpec {
-  int64_t dim = -1;
-  std::vector<int64_t> segments;  // empty: one segment, the whole dim
-
-  bool replicated() const { return dim < 0; }
-  // Rank `rank`'s part of full.
-  Tensor take(const Tensor& full, int rank, int ranks) const;
-  // The full tensor from every rank's part (in rank order).
-  Tensor assemble(const std::vector<Tensor>& parts) const;
-};
-
 // Every rank's part of `local`, assembled into the full tensor on the CPU
 // (float32, or float64 for float64 tensors).
-Tensor all_gather_shards(const Tensor& local, const ShardSpec& spec, ProcessGroup& group);
+Tensor all_gather_shards(const Tensor& local, const nn::ShardSpec& spec, ProcessGroup& group);
 
 struct ParallelLinearOptions {
   int64_t in_features;
@@ -73,24 +58,25 @@ struct ParallelLinearOptions {
   // Sequence parallel: a column layer's input and a row layer's output are
   // this rank's slice of the sequence (dim -2).
   bool sequence_parallel = false;
+  // Column parallel: every rank gets the whole output (all-gathered).
+  bool gather_output = false;
+  // Row parallel: the input is this rank's slice of the features (a column
+  // layer's output); false: the whole input, of which each rank takes its slice.
+  bool input_is_parallel = true;
 };
 
 // y = x W^T + b with W's rows (output features) split across the group: the
 // input is replicated, each rank computes its slice of the output.
-class ColumnParallelLinear : public nn::Module {
+class ColumnParallelLinear : public nn::LinearLayer {
  public:
   // Initialized as nn::Linear would be from *gen (every rank draws the full
   // weight and keeps its rows); with gen null, left for the caller to load
-  // (ParallelGPT copies in its shards of a whole model).
+  // (a model loads its share of a whole model's values).
   ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
-  // x (..., in) -> (..., out / ranks), or (..., out) gathered on every rank;
-  // the activation applied to this rank's columns in the GEMM's epilogue.
-  Tensor forward(const Tensor& x, bool gather_output = false, Activation activation = Activation::None) const;
-  ShardSpec weight_spec() const { return {0, options_.segments}; }
-  ShardSpec bias_spec() const { return {0, options_.segments}; }
-
-  Tensor weight;  // (out / ranks, in)
-  Tensor bias;    // (out / ranks)
+  // x (..., in) -> (..., out / ranks), or (..., out) with gather_output; the
+  // activation applied to this rank's columns in the GEMM's epilogue.
+  // weight (out / ranks, in), bias (out / ranks).
+  Tensor forward(const Tensor& x, Activation activation = Activation::None) const override;
 
  private:
   ParallelLinearOptions options_;
@@ -100,18 +86,14 @@ class ColumnParallelLinear : public nn::Module {
 // y = x W^T + b with W's columns (input features) split across the group:
 // each rank multiplies its slice of the input, the partial sums are added
 // across ranks, then the (replicated) bias.
-class RowParallelLinear : public nn::Module {
+class RowParallelLinear : public nn::LinearLayer {
  public:
   // gen as ColumnParallelLinear's.
   RowParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
   // x (..., in / ranks) -> (..., out); with input_is_parallel false, x is the
-  // full (..., in) and each rank takes its slice.
-  Tensor forward(const Tensor& x, bool input_is_parallel = true) const;
-  ShardSpec weight_spec() const { return {1, {}}; }
-  ShardSpec bias_spec() const { return {}; }
-
-  Tensor weight;  // (out, in / ranks)
-  Tensor bias;    // (out), replicated
+  // full (..., in) and each rank takes its slice. The activation, if any,
+  // follows the sum. weight (out, in / ranks), bias (out) replicated.
+  Tensor forward(const Tensor& x, Activation activation = Activation::None) const override;
 
  private:
   ParallelLinearOptions options_;
@@ -121,23 +103,22 @@ class RowParallelLinear : public nn::Module {
 // An embedding table whose rows (the vocabulary) are split across the group:
 // each rank looks up the ids in its range, zeros elsewhere, and the rows are
 // summed across ranks.
-class VocabParallelEmbedding : public nn::Module {
+class VocabParallelEmbedding : public nn::EmbeddingLayer {
  public:
   // num_embeddings must divide by the group's size. Initialized N(0, 1) like
   // nn::Embedding from *gen; with gen null, left for the caller to load.
+  // weight (num_embeddings / ranks, embedding_dim).
   VocabParallelEmbedding(int64_t num_embeddings, int64_t embedding_dim, ProcessGroup& group, Generator* gen,
-                         DType dtype = kFloat32, Device device = kCPU);
+                         DType dtype = kFloat32, Device device = kCPU, bool sequence_parallel = false);
   // ids (..., T) -> (..., T, embedding_dim), the same on every rank; with
   // sequence_parallel, this rank's slice of the sequence (..., T / ranks, dim).
-  Tensor forward(const Tensor& ids, bool sequence_parallel = false) const;
-  int64_t vocab_start() const { return start_; }
-  ShardSpec weight_spec() const { return {0, {}}; }
-
-  Tensor weight;  // (num_embeddings / ranks, embedding_dim)
+  Tensor forward(const Tensor& ids) const override;
+  int64_t vocab_start() const override { return start_; }
 
  private:
   int64_t start_;
   ProcessGroup* group_;
+  bool sequence_parallel_;
 };
 
 // Mean cross-entropy over the rows of logits split along the vocabulary:

@@ -13,12 +13,25 @@ struct EmbeddingOptions {
   Device device = kCPU;
 };
 
+// What a model sees of a token embedding, whole (Embedding) or this rank's
+// rows of a vocabulary split across a group (made by a LayerFactory).
+class EmbeddingLayer : public Module {
+ public:
+  // indices (...) -> (..., embedding_dim)
+  virtual Tensor forward(const Tensor& indices) const = 0;
+  // The first row this rank holds.
+  virtual int64_t vocab_start() const { return 0; }
+
+  Tensor weight;  // (num_embeddings, embedding_dim), or this rank's rows
+};
+
 // A lookup table: indices (...) -> (..., embedding_dim). Initialized N(0, 1) as PyTorch.
-class Embedding : public Module {
+class Embedding : public EmbeddingLayer {
  public:
   explicit Embedding(const EmbeddingOptions& options, Generator& gen = default_generator());
-  Tensor forward(const Tensor& indices) const;
-  Tensor weight;  // (num_embeddings, embedding_dim)
+  // gen null: the table is allocated, not initialized (the caller fills it).
+  Embedding(const EmbeddingOptions& options, Generator* gen);
+  Tensor forward(const Tensor& indices) const override;
 };
 
 struct NormOptions {
@@ -30,25 +43,33 @@ struct NormOptions {
   Device device = kCPU;
 };
 
-class LayerNorm : public Module {
+// LayerNorm or RMSNorm, as a block built from a spec uses either.
+class NormLayer : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) const = 0;
+  // {x + residual, forward(x + residual)} from one fused kernel.
+  virtual std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const = 0;
+  Tensor weight;  // undefined without affine
+};
+
+class LayerNorm : public NormLayer {
  public:
   explicit LayerNorm(const NormOptions& options);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_layer_norm).
-  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const;
-  Tensor weight, bias;
+  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
+  Tensor bias;
 
  private:
   NormOptions options_;
 };
 
-class RMSNorm : public Module {
+class RMSNorm : public NormLayer {
  public:
   explicit RMSNorm(const NormOptions& options);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_rms_norm).
-  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const;
-  Tensor weight;
+  std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
 
  private:
   NormOptions options_;

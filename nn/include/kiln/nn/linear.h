@@ -16,17 +16,28 @@ struct LinearOptions {
   Device device = kCPU;
 };
 
-class Linear : public Module {
+// What a model's blocks see of a linear layer, whether it is whole (Linear)
+// or this rank's part of a split one (dist's column- and row-parallel
+// layers, made by a LayerFactory).
+class LinearLayer : public Module {
+ public:
+  // x (..., in) -> (..., out) in x's dtype, the activation applied in the same pass.
+  virtual Tensor forward(const Tensor& x, Activation activation = Activation::None) const = 0;
+
+  Tensor weight;  // (out, in), or this rank's part
+  Tensor bias;    // (out), undefined without bias
+};
+
+class Linear : public LinearLayer {
  public:
   explicit Linear(const LinearOptions& options, Generator& gen = default_generator());
+  // gen null: the parameters are allocated, not initialized (the caller fills them).
+  Linear(const LinearOptions& options, Generator* gen);
   // x (..., in_features) -> (..., out_features), in x's dtype (the parameters
   // are cast when they differ: mixed precision), the activation applied in
   // the same pass.
-  Tensor forward(const Tensor& x, Activation activation = Activation::None) const;
+  Tensor forward(const Tensor& x, Activation activation = Activation::None) const override;
   void reset_parameters(Generator& gen);
-
-  Tensor weight;  // (out_features, in_features)
-  Tensor bias;    // (out_features), undefined without bias
 
  private:
   LinearOptions options_;

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "kiln/nn/shard_spec.h"
 #include "kiln/tensor.h"
 
 namespace kiln::nn {
@@ -41,6 +42,12 @@ class Module {
   // Number of elements over the unique parameters.
   int64_t num_parameters() const;
 
+  // How each parameter is split under tensor parallelism (replicated unless
+  // its layer says otherwise), by dotted name; checkpoints and layout changes
+  // read it. set_shard_spec names one of this module's own parameters.
+  void set_shard_spec(const std::string& param, ShardSpec spec);
+  ShardSpec shard_spec(const std::string& name) const;
+
  protected:
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor t);
@@ -59,6 +66,7 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::map<std::string, ShardSpec> shard_specs_;  // own parameters that are not replicated
   bool training_ = true;
 };
 

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "kiln/nn/gpt.h"
+#include "kiln/nn/transformer_lm.h"
 #include "kiln/random.h"
 
 namespace kiln::nn {
@@ -20,7 +20,7 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Gener
 
 // Extends prompt by up to max_new_tokens, feeding each new token through the
 // KV cache; stops early after `stop` (when >= 0). Returns only the new tokens.
-std::vector<int64_t> generate(const GPT& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop = -1);
 
 }  // namespace kiln::nn

@@ -1,29 +1,72 @@
 #pragma once
-// The transformer pieces: causal self-attention (multi-head or grouped-query,
-// optional RoPE, KV cache for generation), the MLP, and the pre-norm block.
-// Names follow Hugging Face's GPT-2 (c_attn, c_proj, c_fc, ln_1, ln_2).
+// Transformer blocks built from a small spec, as Megatron-Core's layer specs
+// build them: the norm (kind, eps, bias) and its placement, the attention
+// (heads, grouped-query kv heads, head size, biases, RoPE, mask, scale), the
+// MLP (GELU or SwiGLU, hidden size, biases), dropout and activation
+// recomputation. The linear layers come from a LayerFactory, so one block
+// class serves one process and every tensor-parallel layout.
+//
+// Adding a kind: extend the enum, build it in the module that owns it
+// (Attention, Mlp or Block, transformer.cpp), and test it against a naive
+// reference (tests/test_spec.cpp).
 
 #include <memory>
+#include <optional>
 
-#include "kiln/nn/layers.h"
-#include "kiln/nn/linear.h"
+#include "kiln/nn/layer_factory.h"
+#include "kiln/nn/rope.h"
 
 namespace kiln::nn {
 
-struct TransformerOptions {
-  int64_t n_embd = 768;
-  int64_t n_head = 12;
-  int64_t n_kv_head = 0;   // 0: as n_head (multi-head); fewer: grouped-query attention
-  double dropout = 0.0;
-  bool bias = true;        // biases in linear layers and LayerNorm
-  bool rope = false;       // rotary position embedding on q and k
-  double rope_theta = 10000.0;
-  int64_t n_layer = 12;    // scales the residual projections' initialization
-  DType dtype = kFloat32;
-  Device device = kCPU;
+enum class NormKind { LayerNorm, RMSNorm };
+// Pre-norm (GPT-2, LLaMA): x + f(norm(x)). Post-norm (the original
+// Transformer, BERT): norm(x + f(x)).
+enum class NormPlacement { Pre, Post };
+enum class AttentionMask { Causal, Bidirectional };
+// GELU-tanh MLP (GPT-2): down(gelu(up(x))). SwiGLU (LLaMA): down(silu(gate(x)) * up(x)).
+enum class MlpKind { GeluTanh, SwiGLU };
 
-  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
-  int64_t head_dim() const { return n_embd / n_head; }
+struct NormSpec {
+  NormKind kind = NormKind::LayerNorm;
+  double eps = 1e-5;
+  bool bias = true;  // LayerNorm only
+};
+
+struct AttentionSpec {
+  int64_t heads = 12;
+  int64_t kv_heads = 0;  // 0: as heads (multi-head); fewer: grouped-query; 1: multi-query
+  int64_t head_dim = 0;  // 0: d_model / heads
+  bool qkv_bias = true;
+  bool out_bias = true;
+  std::optional<RopeSpec> rope;  // rotary positions on q and k; none: the model adds positions
+  AttentionMask mask = AttentionMask::Causal;
+  std::optional<double> scale;  // default 1 / sqrt(head_dim)
+};
+
+struct MlpSpec {
+  MlpKind kind = MlpKind::GeluTanh;
+  int64_t hidden = 0;  // 0: 4 d_model (GELU), or LLaMA's rule (SwiGLU)
+  bool bias = true;
+  // LLaMA's hidden size: 2/3 of 4 d_model, times multiplier, rounded up to multiple_of.
+  static int64_t swiglu_hidden(int64_t d_model, int64_t multiple_of = 256, double multiplier = 1.0);
+};
+
+struct BlockSpec {
+  int64_t d_model = 768;
+  NormSpec norm;
+  NormPlacement placement = NormPlacement::Pre;
+  AttentionSpec attention;
+  MlpSpec mlp;
+  double dropout = 0.0;  // on the attention's and the MLP's outputs
+  // Keep only the block's input in the forward pass and replay the block in
+  // backward (Megatron's full recomputation): the same gradients, less memory.
+  bool recompute = false;
+
+  int64_t head_dim() const { return attention.head_dim > 0 ? attention.head_dim : d_model / attention.heads; }
+  int64_t kv_heads() const { return attention.kv_heads > 0 ? attention.kv_heads : attention.heads; }
+  int64_t mlp_hidden() const;
+  // Raises unless the sizes fit together (heads, kv heads, head size, RoPE's even head size).
+  void check() const;
 };
 
 // Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D).
@@ -32,50 +75,63 @@ struct KVCache {
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
 
-// The attention of a fused projection: qkv (B, T, (n_head + 2 n_kv_head) D)
-// holds the queries, keys and values of every head in that order; returns the
-// heads' outputs (B, T, n_head D), causal, RoPE on q and k when rope_theta > 0.
-// With a cache, qkv holds the positions after the cached ones (see forward).
-// Shared by CausalSelfAttention and its tensor-parallel twin, which passes
-// the heads of its rank.
-Tensor causal_attention(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta = 0.0,
-                        KVCache* cache = nullptr);
+std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device);
 
-class CausalSelfAttention : public Module {
+class Attention : public Module {
  public:
-  CausalSelfAttention(const TransformerOptions& options, Generator& gen);
+  // The heads of this rank (all of them on one process) from factory.
+  Attention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
   // x (B, T, C) -> (B, T, C). With a cache, x holds the positions after the
   // cached ones, which are attended to and then extended with x's keys/values.
   Tensor forward(const Tensor& x, KVCache* cache = nullptr) const;
 
-  std::shared_ptr<Linear> c_attn;  // C -> (n_head + 2 n_kv_head) * head_dim
-  std::shared_ptr<Linear> c_proj;  // C -> C
-  std::shared_ptr<Dropout> resid_dropout;
+  std::shared_ptr<LinearLayer> qkv;  // C -> (heads + 2 kv_heads) head_dim: q, k, v of every head
+  std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
+  std::shared_ptr<Dropout> dropout;
 
  private:
-  TransformerOptions options_;
+  AttentionSpec spec_;
+  int64_t heads_, kv_heads_, head_dim_;  // this rank's
 };
 
-class MLP : public Module {
+class Mlp : public Module {
  public:
-  MLP(const TransformerOptions& options, Generator& gen);
-  // x (..., C) -> (..., C): c_proj(gelu_tanh(c_fc(x)))
+  Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
   Tensor forward(const Tensor& x) const;
 
-  std::shared_ptr<Linear> c_fc;    // C -> 4C
-  std::shared_ptr<Linear> c_proj;  // 4C -> C
+  std::shared_ptr<LinearLayer> up;    // C -> hidden, or [gate; up] (2 hidden) for SwiGLU
+  std::shared_ptr<LinearLayer> down;  // hidden -> C
   std::shared_ptr<Dropout> dropout;
+
+ private:
+  MlpKind kind_;
 };
 
-// x + attn(ln_1(x)), then + mlp(ln_2(x)).
+// One block; its layers come allocated, not initialized: reset_parameters,
+// or load values (a model does one or the other).
 class Block : public Module {
  public:
-  Block(const TransformerOptions& options, Generator& gen);
+  Block(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype = kFloat32,
+        Device device = kCPU);
+  // One process, whole layers.
+  Block(const BlockSpec& spec, Generator& dropout_gen, DType dtype = kFloat32, Device device = kCPU)
+      : Block(spec, *local_layers(), dropout_gen, dtype, device) {}
   Tensor forward(const Tensor& x, KVCache* cache = nullptr) const;
+  // Linear weights N(0, std), those writing into the residual stream (the
+  // attention's output, the MLP's last layer) N(0, residual_std); zero
+  // biases; norms at one (their biases zero). One process only.
+  void reset_parameters(Generator& gen, double std = 0.02, double residual_std = 0.02);
+  const BlockSpec& spec() const { return spec_; }
 
-  std::shared_ptr<LayerNorm> ln_1, ln_2;
-  std::shared_ptr<CausalSelfAttention> attn;
-  std::shared_ptr<MLP> mlp;
+  std::shared_ptr<NormLayer> attn_norm, mlp_norm;
+  std::shared_ptr<Attention> attn;
+  std::shared_ptr<Mlp> mlp;
+
+ private:
+  Tensor run(const Tensor& x, KVCache* cache) const;
+
+  BlockSpec spec_;
+  Generator* dropout_gen_;
 };
 
 }  // namespace kiln::nn

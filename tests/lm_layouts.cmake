@@ -2,8 +2,10 @@
 # run's losses and gradient norms (to float32 rounding), and checkpoints cross
 # layouts: a tp=2 x pp=2 (sequence parallel) checkpoint resumes on one process, a one-process
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
-# run (each replica half the batch) matches and resumes on one process.
-#   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P gpt2_layouts.cmake
+# run (each replica half the batch) matches and resumes on one process. Llama
+# (grouped-query heads split across tp 2) at tp=2 x pp=2 matches one process
+# and resumes on one process.
+#   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P lm_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
 set(text "")
@@ -42,6 +44,15 @@ run(${common} --batch 8 --eval-batches 2 --out ${WORK}/one_b8)
 run(${mpirun} -np 4 ${common} --batch 4 --eval-batches 4 --tp 2 --zero1 --out ${WORK}/tp2dp2_zero1)
 resume_from(tp2dp2_zero1/step-000003 zero1_on_one)
 run(${common} --batch 8 --eval-batches 2 --out ${WORK}/zero1_on_one --resume)
+
+set(llama ${train} --model llama --kv-heads 2)
+run(${llama} --out ${WORK}/llama_one)
+run(${mpirun} -np 4 ${llama} --tp 2 --pp 2 --out ${WORK}/llama_tp2pp2)
+resume_from(llama_tp2pp2/step-000003 llama_tp2pp2_on_one)
+run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
+foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
+  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
+endforeach()
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)

@@ -1,7 +1,9 @@
-// train: a GPT-2 trainer in the spirit of llm.c's train_gpt2, on kiln.
+// train: the trainer of every causal language model (GPT-2, LLaMA) in the
+// spirit of llm.c's train_gpt2, on kiln.
 //
 //   train --data data/fortunes --layers 4 --channels 192 --heads 6 --seq 128 \
 //         --batch 16 --steps 600 --lr 3e-3 --out out/fortunes
+//   train --model llama --kv-heads 2 --data data/fortunes --out out/llama ...
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
@@ -15,7 +17,7 @@
 // --tp 2 --pp 2 resumes on one process, and the other way round.
 // Prints a progress line (step, loss, lr, tokens/s, MFU on a GPU, ETA),
 // evaluates on val.bin, samples text, writes metrics as JSON lines (plot them
-// with scripts/plot) and checkpoints (see checkpoint.h).
+// with scripts/plot) and checkpoints (kiln/dist/checkpoint.h).
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -28,17 +30,18 @@
 
 #include <kiln/kiln.h>
 
-#include "checkpoint.h"
-
 namespace fs = std::filesystem;
 using kiln::Tensor;
 
 namespace {
 
 struct Args {
-  std::string data = "data/fortunes", out = "out/gpt2", init_from;
-  int depth = 0;  // a GPT-2 size (6, 12, 24, 36, 48); 0: layers/channels/heads below
-  int64_t layers = 4, channels = 192, heads = 6, block_size = 0;
+  std::string model = "gpt2", data = "data/fortunes", out = "out/gpt2", init_from;
+  int depth = 0;       // a GPT-2 size (6, 12, 24, 36, 48); 0: layers/channels/heads below
+  std::string preset;  // a Llama size (llama2-7b, llama3-8b, ...); empty: layers/channels/heads below
+  int64_t layers = 4, channels = 192, heads = 6, kv_heads = 0, block_size = 0, mlp_hidden = 0;
+  double rope_theta = 10000.0;
+  bool recompute = false;
   int64_t batch = 16, seq = 128, grad_accum = 1, steps = 600, warmup = 30;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
   double beta1 = 0.9, beta2 = 0.95;
@@ -74,13 +77,43 @@ double unigram_baseline(const kiln::data::TokenFile& train, const kiln::data::To
   return nll / static_cast<double>(val.size());
 }
 
-double evaluate(const kiln::dist::ParallelGPT& model, kiln::data::DataLoader& val, int64_t batches) {
+// The model the arguments describe (its vocabulary at least the data's).
+kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
+  kiln::nn::ModelSpec spec;
+  const int64_t positions = a.block_size > 0 ? a.block_size : a.seq;
+  if (!a.init_from.empty()) {
+    spec = kiln::nn::hf::read_config(a.init_from);
+  } else if (a.model == "gpt2") {
+    spec = (a.depth > 0 ? kiln::nn::GPTConfig::gpt2(a.depth, vocab, a.block_size > 0 ? a.block_size : 1024)
+                        : kiln::nn::GPTConfig{.vocab_size = vocab, .block_size = positions, .n_layer = a.layers,
+                                              .n_head = a.heads, .n_embd = a.channels})
+               .spec();
+  } else {
+    kiln::nn::LlamaConfig c = !a.preset.empty()
+        ? kiln::nn::LlamaConfig::preset(a.preset)
+        : kiln::nn::LlamaConfig{.hidden_size = a.channels,
+                                .intermediate_size = a.mlp_hidden > 0 ? a.mlp_hidden
+                                                                      : kiln::nn::MlpSpec::swiglu_hidden(a.channels),
+                                .num_hidden_layers = a.layers, .num_attention_heads = a.heads,
+                                .num_key_value_heads = a.kv_heads, .max_position_embeddings = positions,
+                                .rope_theta = a.rope_theta};
+    c.vocab_size = vocab;
+    spec = c.spec();
+  }
+  spec.block.dropout = spec.embedding_dropout = a.dropout;
+  spec.block.recompute = a.recompute;
+  if (a.dtype != "float32") spec.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
+  return spec;
+}
+
+double evaluate(const kiln::nn::TransformerLM& model, const kiln::dist::ParallelState& layout,
+                kiln::data::DataLoader& val, int64_t batches) {
   val.seek({});
   double total = 0;
   int64_t n = std::min(batches, val.batches_per_epoch());
   for (int64_t i = 0; i < n; ++i) {
     auto [x, y] = val.next();
-    total += kiln::dist::pipeline_eval_loss(model, x, y);
+    total += kiln::dist::pipeline_eval_loss(model, layout, x, y);
   }
   return total / static_cast<double>(n);
 }
@@ -126,22 +159,15 @@ int run(const Args& a) {
   const int64_t vocab = tok ? tok->vocab_size() : a.vocab_size;
   kiln::Generator gen(a.seed);  // initialization, then dropout
 
-  kiln::nn::GPTConfig config;
-  if (!a.init_from.empty()) {
-    config = gpt2::read_config(a.init_from);
-  } else if (a.depth > 0) {
-    config = kiln::nn::GPTConfig::gpt2(a.depth, vocab, a.block_size > 0 ? a.block_size : 1024);
-  } else {
-    config = {.vocab_size = vocab, .block_size = a.block_size > 0 ? a.block_size : a.seq,
-              .n_layer = a.layers, .n_head = a.heads, .n_embd = a.channels};
-  }
-  config.dropout = a.dropout;
-  if (a.dtype != "float32") config.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
-  KILN_CHECK(config.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
-             config.vocab_size, vocab);
-  KILN_CHECK(a.seq <= config.block_size, "[train] --seq {} exceeds the model's block size {}", a.seq, config.block_size);
-  kiln::dist::ParallelGPT model(config, layout, gen, kiln::kFloat32, device, a.sequence_parallel);
-  if (!a.init_from.empty()) gpt2::load_checkpoint(a.init_from, model);
+  const kiln::nn::ModelSpec spec = model_spec(a, vocab);
+  KILN_CHECK(spec.vocab_size >= vocab, "[train] the model's vocabulary ({}) is smaller than the data's ({})",
+             spec.vocab_size, vocab);
+  KILN_CHECK(a.seq <= spec.max_positions, "[train] --seq {} exceeds the model's {} positions", a.seq,
+             spec.max_positions);
+  // This rank's part of the model: its stage's blocks, its heads and vocabulary rows.
+  auto factory = std::make_shared<kiln::dist::ModelParallel>(layout, a.sequence_parallel);
+  kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory);
+  if (!a.init_from.empty()) kiln::dist::load_checkpoint(a.init_from, model);
   // Data parallel: DDP averages the gradients, or ZeRO-1 shards the optimizer
   // state and averages them itself.
   auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
@@ -165,22 +191,23 @@ int run(const Args& a) {
                                                          .device = device});
   kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .device = device});
 
-  gpt2::TrainingState state;
+  kiln::dist::TrainingState state;
   fs::create_directories(a.out);
   if (a.resume) {
-    std::string ckpt = gpt2::latest_checkpoint(a.out);
+    std::string ckpt = kiln::dist::latest_checkpoint(a.out);
     KILN_CHECK(!ckpt.empty(), "[train] --resume: no checkpoint in {}", a.out);
-    if (zero) gpt2::load_checkpoint(ckpt, model, *zero, state);
-    else gpt2::load_checkpoint(ckpt, model, opt.get(), &state);
+    if (zero) kiln::dist::load_checkpoint(ckpt, model, *zero, state);
+    else kiln::dist::load_checkpoint(ckpt, model, opt.get(), &state);
     train.seek(state.loader);
     gen.set_offset(state.rng_offset + rank_offset);
     say(lead, "resumed from {} at step {}\n", ckpt, state.step);
   }
   const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum * dp;
-  const double flops_per_step = config.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
-  say(lead, "model: {} layers, {} heads, {} channels, vocabulary {} (padded {}), {:.2f}M parameters\n",
-      config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.padded_vocab_size(),
-      static_cast<double>(config.num_parameters()) / 1e6);
+  const double flops_per_step = spec.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
+  say(lead, "model: {}, {} layers, {} heads ({} kv), {} channels, vocabulary {} (padded {}), {:.2f}M parameters{}\n",
+      spec.family, spec.n_layer, spec.block.attention.heads, spec.block.kv_heads(), spec.block.d_model,
+      spec.vocab_size, (spec.vocab_size + 127) / 128 * 128, static_cast<double>(spec.num_parameters()) / 1e6,
+      spec.block.recompute ? ", activations recomputed" : "");
   say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
       train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
@@ -189,7 +216,7 @@ int run(const Args& a) {
         a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
-    say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, config.vocab_size));
+    say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, spec.vocab_size));
   }
 
   std::ofstream metrics;
@@ -199,15 +226,27 @@ int run(const Args& a) {
   };
   auto sample = [&](int64_t step) {
     if (!tok) return;  // nothing to decode with
-    // The whole model on rank 0 (gathered from every rank), decoded with the KV cache.
-    std::map<std::string, Tensor> weights = model.full_state_dict();
-    if (!lead) return;
+    // Decoded with the KV cache by the trained model itself when it holds
+    // whole layers and sequences (every rank runs it and draws the same
+    // tokens); from a pipeline or sequence-parallel layout, by the whole
+    // model gathered on rank 0.
+    const bool direct = layout.pp() == 1 && !factory->sequence_parallel();
+    std::map<std::string, Tensor> weights;
+    if (!direct) weights = kiln::dist::full_state_dict(model, layout);
+    if (!direct && !lead) return;
     kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
-    kiln::nn::GPT whole(config, sampler, kiln::kFloat32, device);
-    kiln::nn::gpt2_from_hf(whole, kiln::nn::gpt2_names_to_hf(weights, config.vocab_size));
-    whole.eval();
-    auto ids = kiln::nn::generate(whole, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
+    std::unique_ptr<kiln::nn::TransformerLM> whole;
+    if (!direct) {
+      kiln::Generator scratch;
+      whole = std::make_unique<kiln::nn::TransformerLM>(spec, scratch, kiln::kFloat32, device);
+      whole->load_full_state_dict(weights);
+    }
+    const kiln::nn::TransformerLM& sampled = direct ? model : *whole;
+    kiln::nn::Module& toggled = direct ? static_cast<kiln::nn::Module&>(model) : *whole;
+    toggled.eval();
+    auto ids = kiln::nn::generate(sampled, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
                                   {.temperature = 0.8, .top_k = 40}, sampler, tok->eos_id());
+    toggled.train();
     if (!ids.empty() && ids.back() == static_cast<int64_t>(tok->eos_id())) ids.pop_back();
     say(lead, "--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
   };
@@ -233,23 +272,23 @@ int run(const Args& a) {
       xs.push_back(x);
       ys.push_back(y);
     }
-    double loss = kiln::dist::pipeline_train_step(model, kiln::cat(xs), kiln::cat(ys), pipeline, ddp.get());
+    double loss = kiln::dist::pipeline_train_step(model, layout, kiln::cat(xs), kiln::cat(ys), pipeline, ddp.get());
     if (ddp) ddp->finish();
     if (dp > 1) {
       Tensor mean_loss = kiln::full({1}, loss, kiln::TensorOptions(kiln::kFloat64).device(device));
       layout.dp_group()->all_reduce(mean_loss, kiln::dist::ReduceOp::Avg);
       loss = mean_loss.item<double>();
     }
-    model.sync_gradients();
+    kiln::dist::sync_gradients(model, layout);
     double norm = 0;
     if (zero) {
       zero->reduce_gradients();
       if (a.grad_clip > 0)
-        norm = zero->clip_grad_norm(a.grad_clip, model.norm_parameters(),
+        norm = zero->clip_grad_norm(a.grad_clip, kiln::dist::norm_parameters(model, layout),
                                     {layout.tp_group().get(), layout.pp_group().get()});
       zero->step();
     } else {
-      if (a.grad_clip > 0) norm = model.clip_grad_norm(a.grad_clip);
+      if (a.grad_clip > 0) norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
       opt->step();
     }
     if (device.is_cuda()) kiln::cuda::synchronize(device.index);
@@ -276,7 +315,7 @@ int run(const Args& a) {
     }
     if (done % a.eval_every == 0 || done == a.steps) {
       model.eval();
-      double v = evaluate(model, val, a.eval_batches);
+      double v = evaluate(model, layout, val, a.eval_batches);
       model.train();
       m["val_loss"] = v;
       say(lead, "step {:5d}/{} | val loss {:.4f}\n", done, a.steps, v);
@@ -285,8 +324,8 @@ int run(const Args& a) {
     if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
     if (a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
       state = {done, train.position(), gen.offset() - rank_offset};
-      std::string path = zero ? gpt2::save_checkpoint(a.out, model, *zero, state, a.keep)
-                              : gpt2::save_checkpoint(a.out, model, *opt, state, a.keep);
+      std::string path = zero ? kiln::dist::save_checkpoint(a.out, model, layout, *zero, state, a.keep)
+                              : kiln::dist::save_checkpoint(a.out, model, layout, *opt, state, a.keep);
       say(lead, "checkpoint: {}\n", path);
     }
   }
@@ -298,16 +337,24 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a GPT-2 style model with kiln"};
+  CLI::App app{"Train a causal language model (GPT-2, LLaMA) with kiln"};
   Args a;
+  app.add_option("--model", a.model, "model family: gpt2 | llama")->capture_default_str()
+      ->check(CLI::IsMember({"gpt2", "llama"}));
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
   app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
-  app.add_option("--init-from", a.init_from, "start from a checkpoint directory (kiln's or Hugging Face's GPT-2)");
+  app.add_option("--init-from", a.init_from,
+                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2 or Llama; its config decides the model)");
   app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
-  app.add_option("--layers", a.layers, "layers (without --depth)")->capture_default_str();
-  app.add_option("--channels", a.channels, "embedding width (without --depth)")->capture_default_str();
-  app.add_option("--heads", a.heads, "attention heads (without --depth)")->capture_default_str();
+  app.add_option("--preset", a.preset, "Llama size: llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3.2-1b");
+  app.add_option("--layers", a.layers, "layers (without --depth/--preset)")->capture_default_str();
+  app.add_option("--channels", a.channels, "embedding width (without --depth/--preset)")->capture_default_str();
+  app.add_option("--heads", a.heads, "attention heads (without --depth/--preset)")->capture_default_str();
+  app.add_option("--kv-heads", a.kv_heads, "Llama: key/value heads for grouped-query attention (default: --heads)");
+  app.add_option("--mlp-hidden", a.mlp_hidden, "Llama: SwiGLU hidden size (default: LLaMA's rule)");
+  app.add_option("--rope-theta", a.rope_theta, "Llama: RoPE base")->capture_default_str();
+  app.add_flag("--recompute", a.recompute, "recompute each block's activations in backward (less memory)");
   app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)");
   app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--seq,-t", a.seq, "tokens per sequence")->capture_default_str();

@@ -4,18 +4,16 @@
 //            --prompt "The best" --temperature 0.8 --top-k 40 --top-p 0.95
 //
 // --checkpoint takes a run directory (its latest checkpoint is used) or one
-// checkpoint directory, kiln's or a Hugging Face GPT-2 export (config.json +
-// model.safetensors).
+// checkpoint directory, kiln's or a Hugging Face GPT-2 or Llama export
+// (config.json + model.safetensors).
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
 #include <kiln/kiln.h>
 
-#include "checkpoint.h"
-
 int main(int argc, char** argv) {
-  CLI::App app{"Sample text from a GPT checkpoint"};
+  CLI::App app{"Sample text from a GPT-2 or Llama checkpoint"};
   std::string checkpoint, tokenizer, prompt, device = "cpu";
   int64_t max_tokens = 128, samples = 1;
   kiln::nn::SamplingOptions sampling{.temperature = 0.8, .top_k = 40, .top_p = 0.95};
@@ -33,10 +31,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     std::string dir = checkpoint;
-    if (std::string latest = gpt2::latest_checkpoint(checkpoint); !latest.empty()) dir = latest;
+    if (std::string latest = kiln::dist::latest_checkpoint(checkpoint); !latest.empty()) dir = latest;
     kiln::data::Tokenizer tok(tokenizer);
-    kiln::nn::GPT model(gpt2::read_config(dir), kiln::default_generator(), kiln::kFloat32, kiln::Device(device));
-    gpt2::load_weights(dir, model);
+    kiln::nn::TransformerLM model(kiln::nn::hf::read_config(dir), kiln::default_generator(), kiln::kFloat32,
+                                  kiln::Device(device));
+    kiln::dist::load_checkpoint(dir, model);
     model.eval();
     std::vector<int64_t> ids{static_cast<int64_t>(tok.eos_id())};
     for (uint32_t id : tok.encode(prompt)) ids.push_back(id);

@@ -1,28 +1,22 @@
-#include "checkpoint.h"
+#include "kiln/dist/checkpoint.h"
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
-namespace fs = std::filesystem;
-using kiln::Tensor;
+#include "kiln/dist/model_parallel.h"
+#include "kiln/nn/models/hf.h"
+#include "kiln/serialize.h"
 
-namespace gpt2 {
+namespace fs = std::filesystem;
+
+namespace kiln::dist {
 
 namespace {
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  KILN_CHECK(in.good(), "[checkpoint] cannot read {}", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 
 // The optimizer's parameters, in its numbering, by their names in the model.
-std::vector<std::string> optimizer_param_names(const kiln::dist::ParallelGPT& model, const std::vector<Tensor>& params) {
+std::vector<std::string> optimizer_param_names(const nn::Module& model, const std::vector<Tensor>& params) {
   auto named = model.named_parameters();
   std::vector<std::string> names;
   for (const Tensor& p : params) {
@@ -47,35 +41,35 @@ std::map<std::string, std::map<std::string, Tensor>> by_state(const std::map<std
 
 // Writes the checkpoint of a model and its optimizer's state ("<index>.<state>"
 // in the numbering of params).
-std::string save(const std::string& dir, const kiln::dist::ParallelGPT& model, const std::vector<Tensor>& params,
-                 const std::map<std::string, Tensor>& opt_state, const TrainingState& state, int keep) {
+std::string save(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                 const std::vector<Tensor>& params, const std::map<std::string, Tensor>& opt_state,
+                 const TrainingState& state, int keep) {
   // Gather on every rank, write on rank 0.
-  std::map<std::string, Tensor> weights = model.full_state_dict();
+  std::map<std::string, Tensor> weights = full_state_dict(model, layout);
   std::map<std::string, Tensor> full_state{{"step", opt_state.at("step")}};
   std::string kinds;
   for (auto& [kind, local] : by_state(opt_state, optimizer_param_names(model, params))) {
-    for (auto& [name, t] : model.gather_full(local)) full_state[name + "." + kind] = t;
+    for (auto& [name, t] : gather_full(model, layout, local)) full_state[name + "." + kind] = t;
     kinds += (kinds.empty() ? "" : ",") + kind;
   }
-  if (model.parallel_state().world()->rank() != 0) return "";
+  if (layout.world()->rank() != 0) return "";
 
   const std::string name = fmt::format("step-{:06d}", state.step);
   const fs::path final_dir = fs::path(dir) / name, tmp = fs::path(dir) / (name + ".tmp");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  kiln::save_safetensors((tmp / "model.safetensors").string(),
-                         kiln::nn::gpt2_names_to_hf(weights, model.config().vocab_size), {{"format", "pt"}});
-  kiln::write_file_atomic((tmp / "config.json").string(), kiln::nn::gpt2_hf_config_json(model.config()));
-  kiln::save_safetensors((tmp / "state.safetensors").string(), full_state,
-                         {{"step", std::to_string(state.step)},
-                          {"optimizer_state", kinds},
-                          {"loader_epoch", std::to_string(state.loader.epoch)},
-                          {"loader_shard", std::to_string(state.loader.shard)},
-                          {"loader_batch", std::to_string(state.loader.batch)},
-                          {"rng_offset", std::to_string(state.rng_offset)}});
+  save_safetensors((tmp / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights), {{"format", "pt"}});
+  write_file_atomic((tmp / "config.json").string(), nn::hf::config_json(model.spec()));
+  save_safetensors((tmp / "state.safetensors").string(), full_state,
+                   {{"step", std::to_string(state.step)},
+                    {"optimizer_state", kinds},
+                    {"loader_epoch", std::to_string(state.loader.epoch)},
+                    {"loader_shard", std::to_string(state.loader.shard)},
+                    {"loader_batch", std::to_string(state.loader.batch)},
+                    {"rng_offset", std::to_string(state.rng_offset)}});
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
-  kiln::write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
+  write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
   // Keep the newest `keep` complete checkpoints.
   std::vector<fs::path> all;
   for (const auto& e : fs::directory_iterator(dir))
@@ -86,17 +80,12 @@ std::string save(const std::string& dir, const kiln::dist::ParallelGPT& model, c
   return final_dir.string();
 }
 
-// Loads the weights, the training state, and returns this rank's share of the
-// optimizer state in the numbering of params.
-void load_weights_into(const std::string& checkpoint, kiln::dist::ParallelGPT& model) {
-  auto weights = kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors;
-  model.load_full_state_dict(kiln::nn::gpt2_names_from_hf(weights));
-}
-
-std::map<std::string, Tensor> load(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
+// Loads the weights and the training state, and returns this rank's share of
+// the optimizer state in the numbering of params.
+std::map<std::string, Tensor> load(const std::string& checkpoint, nn::TransformerLM& model,
                                    const std::vector<Tensor>& params, TrainingState& state) {
-  load_weights_into(checkpoint, model);
-  kiln::TensorFile f = kiln::load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
+  nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
+  TensorFile f = load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
   auto meta = [&](const char* key) -> std::string {
     auto it = f.metadata.find(key);
     KILN_CHECK(it != f.metadata.end(), "[checkpoint] {} has no '{}' in its state", checkpoint, key);
@@ -105,7 +94,6 @@ std::map<std::string, Tensor> load(const std::string& checkpoint, kiln::dist::Pa
   state.step = std::stoll(meta("step"));
   state.loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
   state.rng_offset = std::stoull(meta("rng_offset"));
-  // This rank's share of each kind of state, numbered as the optimizer numbers its parameters.
   const std::vector<std::string> names = optimizer_param_names(model, params);
   std::map<std::string, Tensor> local_state{{"step", f.tensors.at("step")}};
   std::stringstream kinds(meta("optimizer_state"));
@@ -122,16 +110,24 @@ std::map<std::string, Tensor> load(const std::string& checkpoint, kiln::dist::Pa
   return local_state;
 }
 
-}  // namespace
-
-std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
-                            const kiln::optim::Optimizer& opt, const TrainingState& state, int keep) {
-  return save(dir, model, opt.params(), opt.state_dict(), state, keep);
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  KILN_CHECK(in.good(), "[checkpoint] cannot read {}", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
-std::string save_checkpoint(const std::string& dir, const kiln::dist::ParallelGPT& model,
-                            const kiln::dist::ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
-  return save(dir, model, opt.params(), opt.state_dict(), state, keep);
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                            const optim::Optimizer& opt, const TrainingState& state, int keep) {
+  return save(dir, model, layout, opt.params(), opt.state_dict(), state, keep);
+}
+
+std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                            const ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
+  return save(dir, model, layout, opt.params(), opt.state_dict(), state, keep);
 }
 
 std::string latest_checkpoint(const std::string& dir) {
@@ -144,36 +140,16 @@ std::string latest_checkpoint(const std::string& dir) {
   return ckpt.string();
 }
 
-kiln::nn::GPTConfig read_config(const std::string& checkpoint) {
-  fs::path p = fs::path(checkpoint) / "config.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text(p));
-    return {.vocab_size = j.at("vocab_size").get<int64_t>(),
-            .block_size = j.at("n_positions").get<int64_t>(),
-            .n_layer = j.at("n_layer").get<int64_t>(),
-            .n_head = j.at("n_head").get<int64_t>(),
-            .n_embd = j.at("n_embd").get<int64_t>(),
-            .dropout = j.value("resid_pdrop", 0.0)};
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL("[checkpoint] {} is not a GPT-2 config: {}", p.string(), e.what());
-  }
-}
-
-void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model, kiln::optim::Optimizer* opt,
+void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, optim::Optimizer* opt,
                      TrainingState* state) {
-  if (!opt) return load_weights_into(checkpoint, model);
+  if (!opt) return nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
   KILN_CHECK(state, "[checkpoint] loading optimizer state needs a TrainingState to fill");
   opt->load_state_dict(load(checkpoint, model, opt->params(), *state));
 }
 
-void load_checkpoint(const std::string& checkpoint, kiln::dist::ParallelGPT& model,
-                     kiln::dist::ZeroRedundancyOptimizer& opt, TrainingState& state) {
+void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
+                     TrainingState& state) {
   opt.load_state_dict(load(checkpoint, model, opt.params(), state));
 }
 
-void load_weights(const std::string& checkpoint, kiln::nn::GPT& model) {
-  kiln::nn::gpt2_from_hf(model, kiln::load_safetensors((fs::path(checkpoint) / "model.safetensors").string()).tensors);
-}
-
-}  // namespace gpt2
+}  // namespace kiln::dist

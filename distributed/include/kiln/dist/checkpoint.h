@@ -1,0 +1,51 @@
+#pragma once
+// Training checkpoints for any TransformerLM at any layout. Each is a directory
+//   step-000600/model.safetensors   the whole model under Hugging Face's names
+//   step-000600/config.json         the family's Hugging Face config, so
+//                                   from_pretrained(dir) loads it
+//   step-000600/state.safetensors   the whole optimizer state under the
+//                                   parameters' names, and metadata: step,
+//                                   data position, RNG offset
+// written as step-000600.tmp, flushed, then renamed; `latest` (written
+// atomically) names the newest. A crash mid-write leaves the previous one
+// intact. Everything is stored whole (gathered from every tensor- and
+// pipeline-parallel rank through each parameter's ShardSpec), so a run saved
+// at one layout resumes at any other, bit for bit.
+
+#include <string>
+
+#include "kiln/data/data_loader.h"
+#include "kiln/dist/parallel_state.h"
+#include "kiln/dist/zero.h"
+#include "kiln/nn/transformer_lm.h"
+#include "kiln/optim/optimizer.h"
+
+namespace kiln::dist {
+
+struct TrainingState {
+  int64_t step = 0;  // steps completed
+  data::LoaderPosition loader;
+  uint64_t rng_offset = 0;  // of the training generator (dropout)
+};
+
+// Writes a checkpoint under dir and points dir/latest at it; keeps the newest
+// `keep`. Collective over the layout's world: every rank calls it, world rank
+// 0 writes and gets the path ("" elsewhere).
+std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                            const optim::Optimizer& opt, const TrainingState& state, int keep = 2);
+// The same with ZeRO-1's sharded optimizer state (stored whole as well).
+std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                            const ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep = 2);
+
+// The newest checkpoint directory under dir, or "" if none.
+std::string latest_checkpoint(const std::string& dir);
+
+// Loads this rank's share of the weights and, when opt and state are given,
+// of the optimizer state, and the training state. Every rank reads the files.
+// A Hugging Face model directory loads too (weights only).
+void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, optim::Optimizer* opt = nullptr,
+                     TrainingState* state = nullptr);
+void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
+                     TrainingState& state);
+
+}  // namespace kiln::dist

@@ -1,0 +1,38 @@
+#pragma once
+// Rotary position embedding's settings and its cos/sin tables, computed
+// once per (positions, head size, settings, dtype, device) and kept.
+
+#include <optional>
+#include <utility>
+
+#include "kiln/tensor.h"
+
+namespace kiln::nn {
+
+// Llama 3's RoPE frequency scaling: wavelengths longer than the original
+// context / low_freq_factor are slowed by `factor`, those shorter than
+// original / high_freq_factor kept, the ones between interpolated.
+struct RopeScaling {
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_positions = 8192;
+  bool operator==(const RopeScaling&) const = default;
+};
+
+struct RopeSpec {
+  double theta = 10000.0;
+  std::optional<RopeScaling> scaling;
+  bool operator==(const RopeSpec&) const = default;
+};
+
+// The inverse frequency of each rotated pair i < head_dim / 2, scaled as the spec says.
+std::vector<double> rope_inverse_frequencies(int64_t head_dim, const RopeSpec& spec);
+
+// cos and sin (positions, head_dim / 2) for positions [first, first + count),
+// in dtype on device, for kiln::rope(x, cos, sin). Computed in float64 the
+// first time a length is asked for, then served from a cache.
+std::pair<Tensor, Tensor> rope_tables(int64_t first, int64_t count, int64_t head_dim, const RopeSpec& spec,
+                                      DType dtype, Device device);
+
+}  // namespace kiln::nn

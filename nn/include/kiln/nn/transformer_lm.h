@@ -1,0 +1,120 @@
+#pragma once
+// TransformerLM: the decoder-only language model that GPT-2 and LLaMA both
+// are (models/gpt2.h and models/llama.h give their specs): a token embedding,
+// learned positions or RoPE, blocks from a BlockSpec, a final norm and a head,
+// tied to the embedding or not. The vocabulary is padded for fast kernels and
+// the tensor-parallel split; the padding rows are never looked up and never
+// reach the logits or the loss.
+//
+// Built by a LayerFactory, the same class is one rank's part of the model at
+// any tensor/pipeline layout: its stage's blocks (named by their layer index
+// in the whole model), its heads and vocabulary rows. Parameter names are
+// the same at every layout ("layers.5.attn.qkv.weight" wherever layer 5 is),
+// and each carries its ShardSpec, so full_state_dict / load_full_state_dict
+// convert between any layout and the whole model.
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kiln/nn/staged_model.h"
+#include "kiln/nn/transformer.h"
+
+namespace kiln::nn {
+
+struct ModelSpec {
+  std::string family;          // "gpt2", "llama": which Hugging Face names and config it maps to
+  int64_t vocab_size = 50257;  // real tokens; the table is padded beyond
+  int64_t max_positions = 1024;
+  int64_t n_layer = 12;
+  BlockSpec block;
+  bool learned_positions = true;  // an embedding of positions added to the tokens' (GPT-2)
+  bool tie_embeddings = true;     // the head is the token embedding
+  double embedding_dropout = 0.0;
+  // Initialization: N(0, init_std) for every matrix and embedding, zero
+  // biases, unit norms; with scale_residual_init, the projections into the
+  // residual stream get init_std / sqrt(2 n_layer) (GPT-2).
+  double init_std = 0.02;
+  bool scale_residual_init = false;
+  // The activations' dtype: bfloat16 or float16 for mixed precision (the
+  // parameters, their gradients and the optimizer state stay in the model's
+  // dtype, float32 by default); the loss is computed in float32.
+  std::optional<DType> compute_dtype;
+
+  // Parameters of the whole model on one process (the padded vocabulary included).
+  int64_t num_parameters() const;
+  // Training FLOPs per token: 6 N + 12 L C T (llm.c, PaLM appendix B).
+  double flops_per_token(int64_t seq_len) const;
+  void check() const;
+};
+
+class TransformerLM : public StagedModel {
+ public:
+  // The model of `spec` at the layout of `factory` (null: one process),
+  // initialized as the spec says from gen: at a parallel layout, each rank
+  // draws the whole model once on the CPU and keeps its share, so every
+  // layout starts from the values of one process; gen is left where one
+  // process leaves it (dropout then draws from it).
+  explicit TransformerLM(const ModelSpec& spec, Generator& gen = default_generator(), DType dtype = kFloat32,
+                         Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
+
+  // The whole model on one process: idx (B, T) int64 -> logits (B, T,
+  // vocab_size). With caches (one per layer), idx holds the positions after
+  // the cached ones.
+  Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
+  // The final norm's output (B, T, C): forward without the head.
+  Tensor hidden(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
+  // Mean cross-entropy of forward(idx) against targets (B, T), ignore_index
+  // -100, without materializing the logits where one rank holds the vocabulary.
+  Tensor loss(const Tensor& idx, const Tensor& targets) const;
+  // The head's weight in dtype: the real vocabulary rows this rank holds.
+  Tensor head_weight(DType dtype) const;
+
+  // StagedModel
+  const LayerFactory& layout() const override { return *factory_; }
+  Tensor forward_stage(const Tensor& input) const override;
+  Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const override;
+  Shape activation_shape(int64_t batch, int64_t seq) const override;
+  DType activation_dtype() const override;
+  std::vector<std::string> tied_across_stages() const override;
+
+  // Initializes every parameter as the spec says (one process only).
+  void reset_parameters(Generator& gen);
+  // The whole model's parameters under this class's names, the vocabulary
+  // tables cut to vocab_size rows: the state every layout shares. One process only
+  // (dist::full_state_dict gathers it at any layout). With gradients: the
+  // parameters' gradients, named the same.
+  std::map<std::string, Tensor> full_state_dict(bool gradients = false) const;
+  // Copies this rank's share of a whole model's parameters (as full_state_dict
+  // gives them) into its parameters; every name it holds must be present.
+  void load_full_state_dict(const std::map<std::string, Tensor>& full);
+  // This rank's share of whole tensors named like its parameters (weights, or
+  // optimizer state shaped like them), for the names it holds.
+  std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full) const;
+
+  const ModelSpec& spec() const { return spec_; }
+  // This stage's layers [first, last) of the model's n_layer.
+  std::pair<int64_t, int64_t> layer_range() const { return layer_range_; }
+  int64_t padded_vocab_size() const { return padded_vocab_; }
+  double flops_per_token(int64_t seq_len) const { return spec_.flops_per_token(seq_len); }
+
+  std::shared_ptr<EmbeddingLayer> embed_tokens;  // first stage; also the last when tied
+  std::shared_ptr<Embedding> embed_positions;    // first stage, with learned positions
+  std::shared_ptr<Dropout> drop;                 // first stage
+  std::shared_ptr<ModuleList> layers;            // this stage's blocks, named by layer
+  std::shared_ptr<NormLayer> norm;               // last stage
+  std::shared_ptr<EmbeddingLayer> lm_head;       // last stage, untied
+
+ private:
+  void build(Generator& gen, DType dtype, Device device);
+  const EmbeddingLayer& head() const { return spec_.tie_embeddings ? *embed_tokens : *lm_head; }
+
+  ModelSpec spec_;
+  std::shared_ptr<const LayerFactory> factory_;
+  std::pair<int64_t, int64_t> layer_range_;
+  int64_t padded_vocab_ = 0;
+};
+
+}  // namespace kiln::nn

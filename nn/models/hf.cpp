@@ -1,0 +1,107 @@
+#include "kiln/nn/models/hf.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kiln/autograd.h"
+#include "kiln/nn/models/gpt2.h"
+#include "kiln/nn/models/llama.h"
+#include "kiln/serialize.h"
+
+namespace kiln::nn::hf {
+
+namespace {
+
+GPTConfig gpt2_config(const ModelSpec& s) {
+  return {.vocab_size = s.vocab_size, .block_size = s.max_positions, .n_layer = s.n_layer,
+          .n_head = s.block.attention.heads, .n_embd = s.block.d_model, .dropout = s.block.dropout};
+}
+
+LlamaConfig llama_config(const ModelSpec& s) {
+  const BlockSpec& b = s.block;
+  const RopeSpec rope = b.attention.rope.value_or(RopeSpec{});
+  return {.vocab_size = s.vocab_size, .hidden_size = b.d_model, .intermediate_size = b.mlp_hidden(),
+          .num_hidden_layers = s.n_layer, .num_attention_heads = b.attention.heads, .num_key_value_heads = b.kv_heads(),
+          .head_dim = b.head_dim(), .max_position_embeddings = s.max_positions, .rms_norm_eps = b.norm.eps,
+          .rope_theta = rope.theta, .rope_scaling = rope.scaling, .tie_word_embeddings = s.tie_embeddings,
+          .attention_bias = b.attention.qkv_bias, .mlp_bias = b.mlp.bias, .initializer_range = s.init_std,
+          .dropout = b.dropout};
+}
+
+[[noreturn]] void unknown_family(const std::string& family) {
+  KILN_FAIL("[hf] no Hugging Face mapping for the model family '{}': kiln knows gpt2 and llama", family);
+}
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  KILN_CHECK(in.good(), "[hf] cannot read {}", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string config_json(const ModelSpec& spec) {
+  if (spec.family == "gpt2") return gpt2::hf_config_json(gpt2_config(spec));
+  if (spec.family == "llama") return llama::hf_config_json(llama_config(spec));
+  unknown_family(spec.family);
+}
+
+ModelSpec spec_from_config(const std::string& json) {
+  std::string type;
+  try {
+    type = nlohmann::json::parse(json).value("model_type", "");
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[hf] config.json is not valid JSON: {}", e.what());
+  }
+  if (type == "gpt2") return gpt2::from_hf_config(json).spec();
+  if (type == "llama") return llama::from_hf_config(json).spec();
+  unknown_family(type);
+}
+
+std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& full) {
+  if (spec.family == "gpt2") return gpt2::to_hf(full);
+  if (spec.family == "llama") return llama::to_hf(full, llama_config(spec));
+  unknown_family(spec.family);
+}
+
+std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& weights) {
+  if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
+  if (spec.family == "llama") return llama::from_hf(weights, llama_config(spec));
+  unknown_family(spec.family);
+}
+
+void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights) {
+  const ModelSpec& spec = model.spec();
+  auto hf_name = [&](const std::string& name) {
+    return spec.family == "gpt2" ? gpt2::hf_name(name) : llama::hf_name(name);
+  };
+  std::map<std::string, Tensor> full = from_weights(spec, weights);
+  // Shapes checked against the whole model's, named as Hugging Face names them.
+  for (const auto& [name, p] : model.named_parameters()) {
+    auto it = full.find(name);
+    KILN_CHECK(it != full.end(), "[hf] the checkpoint has no '{}'", hf_name(name));
+    const ShardSpec shard = model.shard_spec(name);
+    Shape want = p.sizes();
+    if (!shard.replicated()) {
+      want[static_cast<size_t>(shard.dim)] *= model.layout().tp_size();
+      if (shard.valid >= 0) want[static_cast<size_t>(shard.dim)] = shard.valid;
+    }
+    KILN_CHECK(it->second.sizes() == want, "[hf] '{}' gives {} of shape [{}], the model expects [{}]", hf_name(name),
+               name, fmt::join(it->second.sizes(), ", "), fmt::join(want, ", "));
+  }
+  model.load_full_state_dict(full);
+}
+
+ModelSpec read_config(const std::string& directory) {
+  return spec_from_config(read_text(std::filesystem::path(directory) / "config.json"));
+}
+
+std::map<std::string, Tensor> read_weights(const std::string& directory) {
+  return load_safetensors((std::filesystem::path(directory) / "model.safetensors").string()).tensors;
+}
+
+}  // namespace kiln::nn::hf

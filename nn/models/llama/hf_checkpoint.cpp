@@ -1,0 +1,198 @@
+// LLaMA under Hugging Face's LlamaForCausalLM names: kiln fuses q/k/v into
+// one projection and gate/up into another, Hugging Face keeps them apart.
+
+#include <nlohmann/json.hpp>
+
+#include "../hf_names.h"
+#include "kiln/autograd.h"
+#include "kiln/nn/models/llama.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn::llama {
+
+namespace {
+
+// Rules over kiln's names with the fused projections split into their parts
+// ("attn.q", "mlp.gate", ...), as Hugging Face stores them.
+const hf::NameMap& names() {
+  static const hf::NameMap map{
+      "model.layers.",
+      {{"embed_tokens.weight", "model.embed_tokens.weight"},
+       {"norm.weight", "model.norm.weight"},
+       {"lm_head.weight", "lm_head.weight"}},
+      {{"attn_norm.weight", "input_layernorm.weight"},
+       {"attn.q.weight", "self_attn.q_proj.weight"},
+       {"attn.k.weight", "self_attn.k_proj.weight"},
+       {"attn.v.weight", "self_attn.v_proj.weight"},
+       {"attn.q.bias", "self_attn.q_proj.bias"},
+       {"attn.k.bias", "self_attn.k_proj.bias"},
+       {"attn.v.bias", "self_attn.v_proj.bias"},
+       {"attn.out.weight", "self_attn.o_proj.weight"},
+       {"attn.out.bias", "self_attn.o_proj.bias"},
+       {"mlp_norm.weight", "post_attention_layernorm.weight"},
+       {"mlp.gate.weight", "mlp.gate_proj.weight"},
+       {"mlp.up_only.weight", "mlp.up_proj.weight"},
+       {"mlp.gate.bias", "mlp.gate_proj.bias"},
+       {"mlp.up_only.bias", "mlp.up_proj.bias"},
+       {"mlp.down.weight", "mlp.down_proj.weight"},
+       {"mlp.down.bias", "mlp.down_proj.bias"}}};
+  return map;
+}
+
+// A fused kiln tensor and its parts along dim 0, in order.
+struct Fused {
+  std::string name;  // suffix in kiln ("attn.qkv.weight")
+  std::vector<std::string> parts;
+};
+
+std::vector<Fused> fused_tensors() {
+  std::vector<Fused> out;
+  for (const char* kind : {"weight", "bias"}) {
+    const std::string k = kind;
+    out.push_back({"attn.qkv." + k, {"attn.q." + k, "attn.k." + k, "attn.v." + k}});
+    out.push_back({"mlp.up." + k, {"mlp.gate." + k, "mlp.up_only." + k}});
+  }
+  return out;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) { return s.ends_with("." + suffix); }
+
+std::vector<int64_t> part_sizes(const std::string& fused, const LlamaConfig& c) {
+  const ModelSpec spec = c.spec();
+  const int64_t D = spec.block.head_dim(), H = spec.block.attention.heads, Hkv = spec.block.kv_heads();
+  if (fused.find("attn.qkv.") != std::string::npos) return {H * D, Hkv * D, Hkv * D};
+  return {c.intermediate_size, c.intermediate_size};
+}
+
+}  // namespace
+
+std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, const LlamaConfig& c) {
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> split;
+  for (const auto& [name, t] : full) {
+    bool done = false;
+    for (const Fused& f : fused_tensors()) {
+      if (!ends_with(name, f.name)) continue;
+      const std::string layer = name.substr(0, name.size() - f.name.size());
+      int64_t at = 0;
+      const std::vector<int64_t> sizes = part_sizes(name, c);
+      for (size_t i = 0; i < f.parts.size(); ++i) {
+        split[layer + f.parts[i]] = t.narrow(0, at, sizes[i]);
+        at += sizes[i];
+      }
+      done = true;
+    }
+    if (!done) split[name] = t;
+  }
+  return hf::rename_to_hf(names(), split);
+}
+
+std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, const LlamaConfig& c) {
+  std::map<std::string, Tensor> kept;
+  for (const auto& [name, t] : weights) {
+    if (c.tie_word_embeddings && name == "lm_head.weight") {
+      auto embed = weights.find("model.embed_tokens.weight");
+      KILN_CHECK(embed != weights.end() && allclose(t.to(kFloat32), embed->second.to(kFloat32), 0, 0),
+                 "[llama] lm_head.weight differs from model.embed_tokens.weight, but the config ties them");
+      continue;
+    }
+    if (name.ends_with(".rotary_emb.inv_freq")) continue;  // a buffer older checkpoints carry
+    kept[name] = t;
+  }
+  std::map<std::string, Tensor> split = hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama");
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : split) {
+    bool part = false;
+    for (const Fused& f : fused_tensors())
+      for (const std::string& p : f.parts)
+        if (ends_with(name, p)) part = true;
+    if (!part) out[name] = t;
+  }
+  // Each fused tensor whose parts are all there.
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    const std::string prefix = fmt::format("layers.{}.", layer);
+    for (const Fused& f : fused_tensors()) {
+      std::vector<Tensor> parts;
+      for (const std::string& p : f.parts)
+        if (auto it = split.find(prefix + p); it != split.end()) parts.push_back(it->second);
+      if (parts.empty()) continue;
+      KILN_CHECK(parts.size() == f.parts.size(), "[llama] layer {} has only some of {}'s parts", layer,
+                 hf_name(prefix + f.parts[0]));
+      out[prefix + f.name] = cat(parts, 0);
+    }
+  }
+  return out;
+}
+
+std::string hf_name(const std::string& kiln) {
+  for (const Fused& f : fused_tensors())
+    if (ends_with(kiln, f.name)) {  // named by its first part
+      auto hf = names().to_hf(kiln.substr(0, kiln.size() - f.name.size()) + f.parts[0]);
+      return hf ? hf->first : kiln;
+    }
+  auto hf = names().to_hf(kiln);
+  return hf ? hf->first : kiln;
+}
+
+std::string hf_config_json(const LlamaConfig& c) {
+  const ModelSpec spec = c.spec();
+  nlohmann::ordered_json j = {{"architectures", {"LlamaForCausalLM"}},
+                              {"model_type", "llama"},
+                              {"vocab_size", c.vocab_size},
+                              {"hidden_size", c.hidden_size},
+                              {"intermediate_size", c.intermediate_size},
+                              {"num_hidden_layers", c.num_hidden_layers},
+                              {"num_attention_heads", c.num_attention_heads},
+                              {"num_key_value_heads", spec.block.kv_heads()},
+                              {"head_dim", spec.block.head_dim()},
+                              {"max_position_embeddings", c.max_position_embeddings},
+                              {"rms_norm_eps", c.rms_norm_eps},
+                              {"rope_theta", c.rope_theta},
+                              {"rope_scaling", nullptr},
+                              {"tie_word_embeddings", c.tie_word_embeddings},
+                              {"attention_bias", c.attention_bias},
+                              {"mlp_bias", c.mlp_bias},
+                              {"attention_dropout", 0.0},
+                              {"hidden_act", "silu"},
+                              {"initializer_range", c.initializer_range}};
+  if (c.rope_scaling)
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", c.rope_scaling->factor},
+                         {"low_freq_factor", c.rope_scaling->low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling->original_max_positions}};
+  return j.dump(2) + "\n";
+}
+
+LlamaConfig from_hf_config(const std::string& text) {
+  try {
+    nlohmann::json j = nlohmann::json::parse(text);
+    LlamaConfig c{.vocab_size = j.at("vocab_size").get<int64_t>(),
+                  .hidden_size = j.at("hidden_size").get<int64_t>(),
+                  .intermediate_size = j.at("intermediate_size").get<int64_t>(),
+                  .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
+                  .num_attention_heads = j.at("num_attention_heads").get<int64_t>(),
+                  .num_key_value_heads = j.value("num_key_value_heads", int64_t{0}),
+                  .head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<int64_t>() : 0,
+                  .max_position_embeddings = j.value("max_position_embeddings", int64_t{2048}),
+                  .rms_norm_eps = j.value("rms_norm_eps", 1e-6),
+                  .rope_theta = j.value("rope_theta", 10000.0),
+                  .tie_word_embeddings = j.value("tie_word_embeddings", false),
+                  .attention_bias = j.value("attention_bias", false),
+                  .mlp_bias = j.value("mlp_bias", false),
+                  .initializer_range = j.value("initializer_range", 0.02)};
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+      const nlohmann::json& s = j["rope_scaling"];
+      const std::string type = s.value("rope_type", s.value("type", ""));
+      KILN_CHECK(type == "llama3", "[llama] rope_scaling of type '{}' is not supported: kiln knows 'llama3'", type);
+      c.rope_scaling = RopeScaling{s.at("factor").get<double>(), s.at("low_freq_factor").get<double>(),
+                                   s.at("high_freq_factor").get<double>(),
+                                   s.at("original_max_position_embeddings").get<int64_t>()};
+    }
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[llama] not a Llama config.json: {}", e.what());
+  }
+}
+
+}  // namespace kiln::nn::llama

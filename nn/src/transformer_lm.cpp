@@ -1,0 +1,227 @@
+#include "kiln/nn/transformer_lm.h"
+
+#include <cmath>
+
+#include "kiln/autograd.h"
+#include "kiln/nn/init.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn {
+
+void ModelSpec::check() const {
+  KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0,
+             "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive", vocab_size,
+             max_positions, n_layer);
+  block.check();
+}
+
+int64_t ModelSpec::num_parameters() const {
+  const int64_t C = block.d_model, D = block.head_dim(), H = block.attention.heads, Hkv = block.kv_heads();
+  const int64_t hidden = block.mlp_hidden(), padded = (vocab_size + 127) / 128 * 128;
+  const bool norm_bias = block.norm.kind == NormKind::LayerNorm && block.norm.bias;
+  const int64_t norm = C + (norm_bias ? C : 0);
+  const int64_t qkv = C * (H + 2 * Hkv) * D + (block.attention.qkv_bias ? (H + 2 * Hkv) * D : 0);
+  const int64_t out = H * D * C + (block.attention.out_bias ? C : 0);
+  const int64_t up_width = block.mlp.kind == MlpKind::SwiGLU ? 2 * hidden : hidden;
+  const int64_t mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
+  return padded * C * (tie_embeddings ? 1 : 2) + (learned_positions ? max_positions * C : 0) +
+         n_layer * (2 * norm + qkv + out + mlp) + norm;
+}
+
+double ModelSpec::flops_per_token(int64_t seq_len) const {
+  return 6.0 * static_cast<double>(num_parameters()) +
+         12.0 * static_cast<double>(n_layer * block.d_model * seq_len);
+}
+
+TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype, Device device,
+                             std::shared_ptr<const LayerFactory> factory)
+    : spec_(spec), factory_(factory ? std::move(factory) : local_layers()) {
+  spec.check();
+  const int tp = factory_->tp_size(), pp = factory_->pp_size();
+  KILN_CHECK(spec.n_layer >= pp, "[TransformerLM] {} layers cannot fill {} pipeline stages", spec.n_layer, pp);
+  KILN_CHECK(spec.vocab_size >= tp, "[TransformerLM] a vocabulary of {} cannot split among {} tensor-parallel ranks",
+             spec.vocab_size, tp);
+  build(gen, dtype, device);
+  if (tp == 1 && pp == 1) {
+    reset_parameters(gen);
+  } else {
+    // The whole model's initial values; gen ends where one process leaves it.
+    TransformerLM whole(spec, gen, dtype, kCPU);
+    load_full_state_dict(whole.full_state_dict());
+  }
+}
+
+void TransformerLM::build(Generator& gen, DType dtype, Device device) {
+  const LayerFactory& f = *factory_;
+  const int64_t C = spec_.block.d_model;
+  layer_range_ = f.stage_layers(spec_.n_layer);
+  padded_vocab_ = f.padded_vocab(spec_.vocab_size);
+  const ShardSpec vocab_rows{0, {}, spec_.vocab_size, padded_vocab_};
+  auto vocab_table = [&](const std::string& name) {
+    auto table = register_module(name, f.vocab_embedding({padded_vocab_, C, dtype, device}));
+    table->set_shard_spec("weight", vocab_rows);
+    return table;
+  };
+  if (f.is_first_stage() || (f.is_last_stage() && spec_.tie_embeddings)) embed_tokens = vocab_table("embed_tokens");
+  if (f.is_first_stage()) {
+    if (spec_.learned_positions)
+      embed_positions = register_module(
+          "embed_positions", std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions, C, dtype, device}, nullptr));
+    drop = register_module("drop", std::make_shared<Dropout>(spec_.embedding_dropout, gen));
+  }
+  layers = register_module("layers", std::make_shared<ModuleList>(static_cast<size_t>(layer_range_.first)));
+  for (int64_t i = layer_range_.first; i < layer_range_.second; ++i)
+    layers->push_back(std::make_shared<Block>(spec_.block, f, gen, dtype, device));
+  if (f.is_last_stage()) {
+    norm = register_module("norm", make_norm(spec_.block.norm, C, dtype, device));
+    if (!spec_.tie_embeddings) lm_head = vocab_table("lm_head");
+  }
+}
+
+void TransformerLM::reset_parameters(Generator& gen) {
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+             "[TransformerLM] reset_parameters initializes a whole model; at a parallel layout, load a whole "
+             "model's values (load_full_state_dict)");
+  NoGradGuard no_grad;
+  const double std = spec_.init_std;
+  const double residual_std = spec_.scale_residual_init ? std / std::sqrt(2.0 * static_cast<double>(spec_.n_layer)) : std;
+  auto vocab_table = [&](EmbeddingLayer& table) {
+    init::normal_(table.weight, 0.0, std, gen);
+    // padding rows start (and stay) zero
+    table.weight.narrow(0, spec_.vocab_size, padded_vocab_ - spec_.vocab_size).zero_();
+  };
+  vocab_table(*embed_tokens);
+  if (embed_positions) init::normal_(embed_positions->weight, 0.0, std, gen);
+  for (size_t i = 0; i < layers->size(); ++i) layers->at<Block>(i).reset_parameters(gen, std, residual_std);
+  if (lm_head) vocab_table(*lm_head);
+  for (auto& [name, p] : norm->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
+}
+
+std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) const {
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+             "[TransformerLM] full_state_dict of one rank's part: gather it with dist::full_state_dict");
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> out;
+  for (auto& [name, p] : named_parameters()) {
+    KILN_CHECK(!gradients || p.grad().defined(), "[TransformerLM] parameter '{}' has no gradient", name);
+    out[name] = shard_spec(name).assemble({gradients ? p.grad() : p.detach()});
+  }
+  return out;
+}
+
+std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::string, Tensor>& full) const {
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, p] : named_parameters()) {
+    auto it = full.find(name);
+    KILN_CHECK(it != full.end(), "[TransformerLM] the whole model's state has no '{}'", name);
+    Tensor mine = shard_spec(name).take(it->second, factory_->tp_rank(), factory_->tp_size());
+    KILN_CHECK(mine.sizes() == p.sizes(), "[TransformerLM] '{}' of shape [{}] gives a part of [{}], this rank holds [{}]",
+               name, fmt::join(it->second.sizes(), ", "), fmt::join(mine.sizes(), ", "), fmt::join(p.sizes(), ", "));
+    out[name] = mine;
+  }
+  return out;
+}
+
+void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& full) {
+  NoGradGuard no_grad;
+  std::map<std::string, Tensor> mine = take_local(full);
+  for (auto& [name, p] : named_parameters()) p.copy_(mine.at(name).to(p.device(), p.dtype()));
+}
+
+Tensor TransformerLM::forward_stage(const Tensor& input) const {
+  const LayerFactory& f = *factory_;
+  Tensor x;
+  if (f.is_first_stage()) {
+    KILN_CHECK(input.dim() == 2 && !is_floating(input.dtype()),
+               "[TransformerLM] the first stage expects token ids (B, T) of an integer dtype, got {} [{}]",
+               input.dtype(), fmt::join(input.sizes(), ", "));
+    const int64_t T = input.size(1), tp = f.tp_size();
+    KILN_CHECK(!spec_.learned_positions || T <= spec_.max_positions,
+               "[TransformerLM] sequence of {} tokens is longer than max_positions {}", T, spec_.max_positions);
+    KILN_CHECK(!f.sequence_parallel() || T % tp == 0,
+               "[TransformerLM] sequence parallelism splits the {} tokens of a sequence among {} ranks: they must "
+               "divide", T, tp);
+    x = embed_tokens->forward(input);  // with sequence parallelism, this rank's slice of the sequence
+    if (embed_positions) {
+      const int64_t local = f.sequence_parallel() ? T / tp : T, first = f.sequence_parallel() ? f.tp_rank() * local : 0;
+      x = x + embed_positions->forward(arange(first, first + local, 1, TensorOptions(kInt64).device(input.device())));
+    }
+    if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
+    x = drop->forward(x);
+  } else {
+    KILN_CHECK(input.dim() == 3 && input.size(2) == spec_.block.d_model,
+               "[TransformerLM] stage {} expects activations (B, T, {}), got {} [{}]", f.pp_rank(),
+               spec_.block.d_model, input.dtype(), fmt::join(input.sizes(), ", "));
+    x = input;
+  }
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x);
+  return f.is_last_stage() ? norm->forward(x) : x;
+}
+
+Tensor TransformerLM::hidden(const Tensor& idx, std::vector<KVCache>* caches) const {
+  KILN_CHECK(factory_->pp_size() == 1,
+             "[TransformerLM] the whole forward pass runs on one stage: with {} pipeline stages, use a pipeline "
+             "schedule", factory_->pp_size());
+  if (!caches) return forward_stage(idx);
+  KILN_CHECK(!factory_->sequence_parallel(), "[TransformerLM] decoding with KV caches needs whole sequences: build "
+             "the model without sequence parallelism");
+  KILN_CHECK(idx.dim() == 2 && !is_floating(idx.dtype()), "[TransformerLM] expects token ids (B, T) of an integer "
+             "dtype, got {} [{}]", idx.dtype(), fmt::join(idx.sizes(), ", "));
+  KILN_CHECK(caches->size() == layers->size(), "[TransformerLM] needs one KV cache per layer ({}), got {}",
+             layers->size(), caches->size());
+  const int64_t T = idx.size(1), past = (*caches)[0].length();
+  KILN_CHECK(!spec_.learned_positions || past + T <= spec_.max_positions,
+             "[TransformerLM] sequence of {} tokens is longer than max_positions {}", past + T, spec_.max_positions);
+  Tensor x = embed_tokens->forward(idx);
+  if (embed_positions) x = x + embed_positions->forward(arange(past, past + T, 1, TensorOptions(kInt64).device(idx.device())));
+  if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
+  x = drop->forward(x);
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, &(*caches)[i]);
+  return norm->forward(x);
+}
+
+Tensor TransformerLM::head_weight(DType dtype) const {
+  const EmbeddingLayer& h = head();
+  const int64_t rows = std::min(h.weight.size(0), spec_.vocab_size - h.vocab_start());
+  return cast_cached(h.weight, dtype).narrow(0, 0, rows);
+}
+
+Tensor TransformerLM::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
+  Tensor x = hidden(idx, caches);
+  KILN_CHECK(!factory_->sequence_parallel(), "[TransformerLM] logits of whole sequences: build the model without "
+             "sequence parallelism, or take the loss");
+  return factory_->vocab_logits(x, cast_cached(head().weight, x.dtype()), spec_.vocab_size);
+}
+
+Tensor TransformerLM::loss_from_hidden(const Tensor& hidden, const Tensor& targets) const {
+  KILN_CHECK(factory_->is_last_stage(), "[TransformerLM] the loss is taken on the last pipeline stage, this is "
+             "stage {} of {}", factory_->pp_rank(), factory_->pp_size());
+  const int64_t slices = factory_->sequence_parallel() ? factory_->tp_size() : 1;
+  KILN_CHECK(hidden.dim() == 3 && targets.sizes() == Shape({hidden.size(0), hidden.size(1) * slices}),
+             "[TransformerLM] loss expects hidden (B, T{}, C) and targets (B, T), got [{}] and [{}]",
+             slices > 1 ? " / tp" : "", fmt::join(hidden.sizes(), ", "), fmt::join(targets.sizes(), ", "));
+  return factory_->vocab_loss(hidden, head_weight(hidden.dtype()), head().vocab_start(), targets);
+}
+
+Tensor TransformerLM::loss(const Tensor& idx, const Tensor& targets) const {
+  KILN_CHECK(factory_->pp_size() == 1, "[TransformerLM] loss(idx, targets) runs the whole model: with {} pipeline "
+             "stages, use a pipeline schedule", factory_->pp_size());
+  return loss_from_hidden(forward_stage(idx), targets);
+}
+
+Shape TransformerLM::activation_shape(int64_t batch, int64_t seq) const {
+  return {batch, factory_->sequence_parallel() ? seq / factory_->tp_size() : seq, spec_.block.d_model};
+}
+
+DType TransformerLM::activation_dtype() const {
+  return spec_.compute_dtype ? *spec_.compute_dtype : named_parameters().at(0).second.dtype();
+}
+
+std::vector<std::string> TransformerLM::tied_across_stages() const {
+  if (spec_.tie_embeddings && factory_->pp_size() > 1 && (is_first_stage() || is_last_stage()))
+    return {"embed_tokens.weight"};
+  return {};
+}
+
+}  // namespace kiln::nn
