@@ -106,3 +106,35 @@ TEST_CASE("a checkpoint write killed midway leaves the previous one intact") {
   }
   fs::remove_all(dir);
 }
+
+TEST_CASE("a model of no Hugging Face family is saved with kiln's names and config") {
+  nn::ModelSpec spec = tiny_gpt();
+  spec.family = "mine";
+  spec.block.norm = {.kind = nn::NormKind::RMSNorm, .eps = 1e-6, .bias = false};
+  spec.block.placement = nn::NormPlacement::Post;
+  spec.block.attention.rope = nn::RopeSpec{5000.0, nn::RopeScaling{2.0, 1.0, 4.0, 64}};
+  spec.block.attention.scale = 0.25;
+  spec.block.mlp = {.kind = nn::MlpKind::SwiGLU, .hidden = 40, .bias = false};
+  spec.learned_positions = false;
+  spec.tie_embeddings = false;
+  const nn::ModelSpec back = nn::spec_from_json(nn::spec_to_json(spec));
+  CHECK(nn::spec_to_json(back) == nn::spec_to_json(spec));
+  CHECK(back.block.attention.rope == spec.block.attention.rope);
+  CHECK(back.block.attention.scale == spec.block.attention.scale);
+
+  fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_mine";
+  fs::remove_all(dir);
+  Generator gen(5);
+  nn::TransformerLM model(spec, gen);
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  train_step(model, opt, gen);
+  std::string path = dist::save_checkpoint(dir.string(), model, one_process(), opt, {1, {}, 0});
+  CHECK(load_safetensors((fs::path(path) / "model.safetensors").string()).tensors.count("layers.1.mlp.up.weight"));
+  Generator other(6);
+  nn::TransformerLM restored(nn::hf::read_config(path), other);
+  dist::load_checkpoint(path, restored);
+  for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
+  CHECK_THROWS_WITH(nn::spec_from_json(R"({"model_type": "kiln", "family": "x"})"),
+                    Catch::Contains("not a kiln model config"));
+  fs::remove_all(dir);
+}

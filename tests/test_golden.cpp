@@ -1,7 +1,12 @@
-// kiln's GPT-2 against PyTorch + Hugging Face (tests/golden/make_gpt2_golden.py):
+// kiln's GPT-2 and Llama against PyTorch + Hugging Face (tests/golden/make_golden.py):
 // logits, loss, every gradient and the parameters after one AdamW step, each
-// to 1e-5 of the tensor's largest magnitude, in float32. Also writes the same
-// model as a kiln checkpoint for the script's Hugging Face round-trip check.
+// to 1e-5 of the tensor's largest magnitude, in float32 and in float64. The
+// golden values come from float64; AdamW's first step divides a gradient by
+// its magnitude plus eps (1e-8), so where a gradient is that small (one of
+// the Llama's is 4e-9) float32's rounding of it decides the step, and the
+// step is compared in float32 only where the gradient stands clear of eps.
+// Also writes each model as a kiln checkpoint for the script's Hugging Face
+// round-trip check.
 
 #include <filesystem>
 
@@ -14,29 +19,41 @@ using namespace kiln;
 #endif
 
 namespace {
+
 void check_tensor(const std::string& name, const Tensor& actual, const Tensor& expected) {
   INFO(name);
   REQUIRE(actual.sizes() == expected.sizes());
   KT_CHECK_CLOSE(actual, kt::values(expected), 1e-5);
 }
-}  // namespace
 
-TEST_CASE("tiny GPT-2 matches PyTorch: logits, loss, gradients, AdamW step") {
-  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/gpt2_tiny.safetensors");
-  nn::GPTConfig config{.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 32};
-  Generator gen(0);
-  nn::GPT model(config, gen);
+// The golden file's initial weights: every tensor not named by the script's other entries.
+std::map<std::string, Tensor> initial_weights(const TensorFile& golden) {
   std::map<std::string, Tensor> initial;
   for (auto& [k, v] : golden.tensors)
-    if (k.rfind("transformer.", 0) == 0) initial[k] = v;
+    if (k.rfind("grad.", 0) != 0 && k.rfind("after.", 0) != 0 && k != "input_ids" && k != "targets" &&
+        k != "logits" && k != "loss")
+      initial[k] = v;
+  return initial;
+}
+
+// One forward, backward and AdamW step of `spec` in dtype from the golden
+// file's weights; with `out`, writes the model there for the Hugging Face round trip.
+void check_golden(const std::string& file, const nn::ModelSpec& spec, DType dtype, const std::string& out = "") {
+  INFO(file << " in " << fmt::format("{}", dtype));
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/" + file);
+  Generator gen(0);
+  nn::TransformerLM model(spec, gen, dtype);
+  const std::map<std::string, Tensor> initial = initial_weights(golden);
   nn::hf::load_weights(model, initial);
 
   const Tensor& idx = golden.tensors.at("input_ids");
   const Tensor& targets = golden.tensors.at("targets");
   Tensor logits = model.forward(idx);
   check_tensor("logits", logits, golden.tensors.at("logits"));
-  Tensor loss = cross_entropy(logits.view({-1, 100}), targets.reshape({-1}));
+  Tensor loss = cross_entropy(logits.view({-1, spec.vocab_size}), targets.reshape({-1}));
   check_tensor("loss", loss.reshape({1}), golden.tensors.at("loss"));
+  // The fused head and loss the trainer uses give the same loss.
+  check_tensor("fused loss", model.loss(idx, targets).reshape({1}), golden.tensors.at("loss"));
 
   loss.backward();
   auto grads = nn::hf::to_weights(model.spec(), model.full_state_dict(/*gradients=*/true));
@@ -45,24 +62,56 @@ TEST_CASE("tiny GPT-2 matches PyTorch: logits, loss, gradients, AdamW step") {
 
   optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8});
   opt.step();
-  for (auto& [name, p] : nn::hf::to_weights(model.spec(), model.full_state_dict()))
+  for (auto& [name, p] : nn::hf::to_weights(model.spec(), model.full_state_dict())) {
+    const Tensor& g = golden.tensors.at("grad." + name);
+    if (dtype == kFloat32 && min(abs(g)).item<double>() < 1e-6) continue;  // near eps: float64's to judge
     check_tensor("after." + name, p, golden.tensors.at("after." + name));
+  }
+  if (out.empty()) return;
 
   // For the script's check that Hugging Face loads what kiln writes.
   NoGradGuard no_grad;
   nn::hf::load_weights(model, initial);
-  std::filesystem::create_directories("kiln_tiny");
-  save_safetensors("kiln_tiny/model.safetensors", nn::hf::to_weights(model.spec(), model.full_state_dict()),
+  std::filesystem::create_directories(out);
+  save_safetensors(out + "/model.safetensors", nn::hf::to_weights(model.spec(), model.full_state_dict()),
                    {{"format", "pt"}});
-  write_file_atomic("kiln_tiny/config.json", nn::hf::config_json(model.spec()));
-  save_safetensors("kiln_tiny/kiln_logits.safetensors", {{"input_ids", idx}, {"logits", model.forward(idx)}});
+  write_file_atomic(out + "/config.json", nn::hf::config_json(model.spec()));
+  save_safetensors(out + "/kiln_logits.safetensors", {{"input_ids", idx}, {"logits", model.forward(idx)}});
+}
+
+}  // namespace
+
+TEST_CASE("tiny GPT-2 matches PyTorch: logits, loss, gradients, AdamW step") {
+  const nn::ModelSpec spec =
+      nn::GPTConfig{.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 32}.spec();
+  check_golden("gpt2_tiny.safetensors", spec, kFloat64);
+  check_golden("gpt2_tiny.safetensors", spec, kFloat32, "kiln_tiny");
+}
+
+TEST_CASE("tiny Llama (GQA, RoPE theta 500000, untied head) matches PyTorch: logits, loss, gradients, AdamW step") {
+  const nn::ModelSpec spec =
+      nn::LlamaConfig{.vocab_size = 100, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                      .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                      .rms_norm_eps = 1e-5, .rope_theta = 500000.0}
+          .spec();
+  check_golden("llama_tiny.safetensors", spec, kFloat64);
+  check_golden("llama_tiny.safetensors", spec, kFloat32, "kiln_llama_tiny");
+}
+
+TEST_CASE("tiny Llama 3 (RoPE scaling past its original context, head size 12, tied head) matches PyTorch") {
+  const nn::ModelSpec spec =
+      nn::LlamaConfig{.vocab_size = 100, .hidden_size = 32, .intermediate_size = 48, .num_hidden_layers = 2,
+                      .num_attention_heads = 4, .num_key_value_heads = 2, .head_dim = 12,
+                      .max_position_embeddings = 64, .rms_norm_eps = 1e-5, .rope_theta = 10000.0,
+                      .rope_scaling = nn::RopeScaling{8.0, 1.0, 4.0, 16}, .tie_word_embeddings = true}
+          .spec();
+  check_golden("llama3_tiny.safetensors", spec, kFloat64);
+  check_golden("llama3_tiny.safetensors", spec, kFloat32, "kiln_llama3_tiny");
 }
 
 TEST_CASE("Hugging Face checkpoints load with clear errors on mismatch") {
   TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/gpt2_tiny.safetensors");
-  std::map<std::string, Tensor> initial;
-  for (auto& [k, v] : golden.tensors)
-    if (k.rfind("transformer.", 0) == 0) initial[k] = v;
+  std::map<std::string, Tensor> initial = initial_weights(golden);
   Generator gen(0);
   nn::GPT wider({.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64}, gen);
   CHECK_THROWS_WITH(nn::hf::load_weights(wider, initial),
@@ -75,4 +124,18 @@ TEST_CASE("Hugging Face checkpoints load with clear errors on mismatch") {
   auto extra = initial;
   extra["transformer.h.2.ln_1.weight"] = ones({32});
   CHECK_THROWS_WITH(nn::hf::load_weights(model, extra), Catch::Contains("unexpected key 'transformer.h.2.ln_1.weight'"));
+
+  TensorFile llama = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/llama_tiny.safetensors");
+  std::map<std::string, Tensor> weights = initial_weights(llama);
+  nn::Llama tiny({.vocab_size = 100, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                  .num_attention_heads = 4, .num_key_value_heads = 2}, gen);
+  auto no_v = weights;
+  no_v.erase("model.layers.0.self_attn.v_proj.weight");
+  CHECK_THROWS_WITH(nn::hf::load_weights(tiny, no_v), Catch::Contains("layer 0 has only some of "
+                                                                       "model.layers.0.self_attn.q_proj.weight's parts"));
+  nn::Llama mha({.vocab_size = 100, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                 .num_attention_heads = 4}, gen);
+  CHECK_THROWS_WITH(nn::hf::load_weights(mha, weights),
+                    Catch::Contains("'model.layers.0.self_attn.q_proj.weight' gives layers.0.attn.qkv.weight of "
+                                    "shape [64, 32], the model expects [96, 32]"));
 }

@@ -773,3 +773,86 @@ TEST_CASE("scaled_dot_product_attention matches a naive loop") {
   CHECK(std::isinf(res.lse[0][0][0].item<double>()));
   KT_CHECK_CLOSE(res.out[0][0][2], (std::vector<double>{1, 1}), 1e-6);
 }
+
+TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a naive loop, gradients included") {
+  std::mt19937 rng(17);
+  Generator gen(17);
+  for (int trial = 0; trial < 2 * kTrials; ++trial) {
+    const int64_t B = 2, Hkv = 1 + rng() % 2, group = 1 + rng() % 2, Hq = Hkv * group;
+    const int64_t Tk = 2 + rng() % 7, Tq = trial % 3 == 0 ? 1 + rng() % Tk : Tk, D = 1 + rng() % 6;
+    const int kind = trial % 4;  // prefix-LM; key padding; bidirectional with a bias; all of them
+    AttentionOptions o{.causal = kind != 2, .scale = 0.7};
+    std::vector<int64_t> prefix(B, 0), keys(B, Tk);
+    for (int64_t b = 0; b < B; ++b) {
+      prefix[b] = rng() % (Tk + 1);
+      keys[b] = trial == 1 && b == 0 ? 0 : rng() % (Tk + 1);  // once, a batch that sees no key
+    }
+    if (kind == 0 || kind == 3) o.prefix_lengths = tensor(prefix);
+    if (kind == 1 || kind == 3) o.key_lengths = tensor(keys).to(kInt32);
+    Shape bias_shape = trial % 2 ? Shape{1, Hq, Tq, Tk} : Shape{B, 1, 1, Tk};  // relative bias; per-key bias
+    if (kind >= 2) o.bias = randn(bias_shape, gen, kFloat64);
+    Tensor q = randn({B, Hq, Tq, D}, gen, kFloat64), k = randn({B, Hkv, Tk, D}, gen, kFloat64),
+           v = randn({B, Hkv, Tk, D}, gen, kFloat64);
+    std::vector<double> qv = values(q), kv = values(k), vv = values(v), out, lse;
+    std::vector<double> bv = o.bias.defined() ? values(o.bias.expand({B, Hq, Tq, Tk}).contiguous()) : std::vector<double>{};
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t i = 0; i < Tq; ++i) {
+          const int64_t hk = h / group;
+          std::vector<double> s(Tk, -INFINITY);
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < Tk; ++j) {
+            bool seen = !o.causal || j <= i + Tk - Tq || (o.prefix_lengths.defined() && j < prefix[b]);
+            if (o.key_lengths.defined() && j >= keys[b]) seen = false;
+            if (!seen) continue;
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d)
+              dot += qv[((b * Hq + h) * Tq + i) * D + d] * kv[((b * Hkv + hk) * Tk + j) * D + d];
+            s[j] = dot * 0.7 + (bv.empty() ? 0.0 : bv[((b * Hq + h) * Tq + i) * Tk + j]);
+            mx = std::max(mx, s[j]);
+          }
+          double tot = 0;
+          for (int64_t j = 0; j < Tk; ++j) tot += mx == -INFINITY ? 0 : std::exp(s[j] - mx);
+          lse.push_back(mx == -INFINITY ? -INFINITY : mx + std::log(tot));
+          for (int64_t d = 0; d < D; ++d) {
+            double acc = 0;
+            for (int64_t j = 0; j < Tk && tot > 0; ++j) acc += std::exp(s[j] - mx) / tot * vv[((b * Hkv + hk) * Tk + j) * D + d];
+            out.push_back(acc);
+          }
+        }
+    INFO("kind " << kind << " Hq " << Hq << " Hkv " << Hkv << " Tq " << Tq << " Tk " << Tk << " D " << D);
+    for (AttentionBackend backend : {AttentionBackend::Auto, AttentionBackend::Fused}) {  // the fused one falls back
+      SettingsGuard guard;
+      settings().attention = backend;
+      auto res = scaled_dot_product_attention_with_lse(q, k, v, o);
+      KT_CHECK_CLOSE(res.out, out, 1e-12);
+      KT_CHECK_CLOSE(res.lse, lse, 1e-6);
+    }
+    if (trial < 4) {
+      AttentionOptions g = o;
+      g.bias = o.bias.defined() ? o.bias.detach().contiguous().requires_grad_() : Tensor();
+      std::vector<Tensor> inputs{q.requires_grad_(), k.requires_grad_(), v.requires_grad_()};
+      if (g.bias.defined()) inputs.push_back(g.bias);
+      kt::gradcheck([&](const std::vector<Tensor>& x) {
+        AttentionOptions with = g;
+        if (x.size() > 3) with.bias = x[3];
+        return scaled_dot_product_attention(x[0], x[1], x[2], with);
+      }, inputs);
+    }
+  }
+  Tensor q = randn({2, 2, 3, 4}, gen), k = randn({2, 2, 5, 4}, gen);
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.prefix_lengths = tensor(std::vector<int64_t>{1, 2})}),
+                    Catch::Contains("prefix-LM mask, which needs causal = true"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.key_lengths = tensor(std::vector<int64_t>{1, 6})}),
+                    Catch::Contains("key_lengths[1] = 6 is outside [0, 5]"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.key_lengths = tensor(std::vector<int64_t>{1})}),
+                    Catch::Contains("key_lengths must be (B) = (2) integers"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.bias = randn({2, 2, 3, 5}, gen, kFloat64)}),
+                    Catch::Contains("bias must be in the query's dtype"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.bias = randn({3, 5}, gen).view({1, 1, 3, 5}).expand({1, 1, 3, 5}).narrow(3, 0, 4)}),
+                    Catch::Contains("broadcast"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(q[0].transpose(0, 1), k[0].transpose(0, 1), k[0].transpose(0, 1),
+                                                        tensor(std::vector<int64_t>{0, 3}), tensor(std::vector<int64_t>{0, 5}),
+                                                        {.bias = randn({1, 2, 3, 5}, gen)}),
+                    Catch::Contains("takes causal and scale"));
+}

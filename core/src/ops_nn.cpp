@@ -431,16 +431,59 @@ void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, 
              "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, q.size(1), k.size(1));
 }
 
+bool has_masks_or_bias(const AttentionOptions& o) {
+  return o.prefix_lengths.defined() || o.key_lengths.defined() || o.bias.defined();
+}
+
+// Checks per-batch lengths (B) of an integer dtype in [0, limit].
+void check_lengths(const char* what, const Tensor& lengths, int64_t B, int64_t limit) {
+  const char* op = "scaled_dot_product_attention";
+  KILN_CHECK(lengths.dim() == 1 && lengths.size(0) == B && !is_floating(lengths.dtype()) && lengths.dtype() != kBool,
+             "[{}] {} must be (B) = ({}) integers, got {}", op, what, B, describe(lengths));
+  Tensor host = lengths.to(kCPU, kInt64).contiguous();
+  const int64_t* l = host.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    KILN_CHECK(l[b] >= 0 && l[b] <= limit, "[{}] {}[{}] = {} is outside [0, {}]", op, what, b, l[b], limit);
+}
+
+// Which keys each query sees under options' masks: (B or 1, 1, Tq, Tk) bool.
+Tensor visible_keys(const AttentionOptions& o, int64_t B, int64_t Tq, int64_t Tk, Device device) {
+  const TensorOptions index = TensorOptions(kInt64).device(device);
+  Tensor i = arange(Tq, index).view({1, 1, Tq, 1}), j = arange(Tk, index).view({1, 1, 1, Tk});
+  Tensor seen = full({1, 1, Tq, Tk}, true, TensorOptions(kBool).device(device));
+  if (o.causal) {
+    seen = j <= i + (Tk - Tq);
+    if (o.prefix_lengths.defined()) seen = logical_or(seen, j < o.prefix_lengths.to(device, kInt64).view({B, 1, 1, 1}));
+  }
+  if (o.key_lengths.defined()) seen = logical_and(seen, j < o.key_lengths.to(device, kInt64).view({B, 1, 1, 1}));
+  return seen;
+}
+
 // The reference attention, composed of differentiable ops. with_lse also
 // returns the logsumexp of each row of scaled scores.
 AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options,
                           bool with_lse) {
-  check_attention_operands("scaled_dot_product_attention", q, k, v, 4, "(B, H, T, D) query, key and value");
+  const char* op = "scaled_dot_product_attention";
+  check_attention_operands(op, q, k, v, 4, "(B, H, T, D) query, key and value");
   const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2);
   const int64_t group = Hq / Hkv;
   double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  const AttentionImpl impl = attention_impl(q, v, D, "scaled_dot_product_attention");
+  const bool general = has_masks_or_bias(options);
+  if (general) {
+    KILN_CHECK(!options.prefix_lengths.defined() || options.causal,
+               "[{}] prefix_lengths make a prefix-LM mask, which needs causal = true", op);
+    if (options.prefix_lengths.defined()) check_lengths("prefix_lengths", options.prefix_lengths, B, Tk);
+    if (options.key_lengths.defined()) check_lengths("key_lengths", options.key_lengths, B, Tk);
+    if (const Tensor& bias = options.bias; bias.defined()) {
+      detail::check_same_device(op, {q, bias});
+      KILN_CHECK(bias.dtype() == q.dtype() && bias.dim() <= 4 &&
+                     broadcast_shapes(bias.sizes(), {B, Hq, Tq, Tk}, op) == Shape({B, Hq, Tq, Tk}),
+                 "[{}] bias must be in the query's dtype and broadcast to (B, Hq, Tq, Tk) = ({}, {}, {}, {}), got {}",
+                 op, B, Hq, Tq, Tk, describe(bias));
+    }
+  }
+  const AttentionImpl impl = general ? AttentionImpl::Composed : attention_impl(q, v, D, op);
   if (impl != AttentionImpl::Composed)
     return fused_attention(q, k, v, {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
                                      .causal = options.causal},
@@ -451,6 +494,17 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
     return t.unsqueeze(2).expand({B, Hkv, group, Tk, t.size(3)}).reshape({B, Hq, Tk, t.size(3)});
   };
   Tensor scores = matmul(q, repeat(k).transpose(-1, -2)) * scale;  // (B, Hq, Tq, Tk)
+  if (general) {
+    if (options.bias.defined()) scores = scores + options.bias;
+    // Hidden keys at -inf; a row that sees no key gets zeros, not NaN: its
+    // scores are made finite for the softmax and its probabilities zeroed.
+    Tensor hidden = logical_not(visible_keys(options, B, Tq, Tk, q.device()));
+    Tensor empty_row = logical_not(sum(logical_not(hidden).to(kInt64), {3}, true) > 0);
+    scores = masked_fill(scores, hidden, -std::numeric_limits<double>::infinity());
+    Tensor lse = with_lse ? logsumexp(scores, -1).to(kFloat32) : Tensor();
+    Tensor probs = masked_fill(softmax(masked_fill(scores, empty_row, 0.0), -1), empty_row, 0.0);
+    return {matmul(probs, repeat(v)), lse};
+  }
   // Causal, bottom-right aligned: query i sees keys j <= i + Tk - Tq; a row
   // that sees none (Tq > Tk) gives zeros, as FlashAttention, not NaN.
   Tensor probs = options.causal ? causal_softmax(scores) : softmax(scores, -1);
@@ -496,6 +550,8 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options) {
   const char* op = "scaled_dot_product_attention_varlen";
+  KILN_CHECK(!has_masks_or_bias(options), "[{}] takes causal and scale; prefix lengths, key lengths and a bias are "
+             "for padded batches (scaled_dot_product_attention)", op);
   check_attention_operands(op, q, k, v, 3, "packed q (total_q, Hq, D), k and v (total_k, Hkv, D)");
   const std::vector<int64_t> cq = sequence_offsets(cu_seqlens_q, q.size(0), "cu_seqlens_q");
   const std::vector<int64_t> ck = sequence_offsets(cu_seqlens_k, k.size(0), "cu_seqlens_k");

@@ -30,9 +30,7 @@ LlamaConfig llama_config(const ModelSpec& s) {
           .dropout = b.dropout};
 }
 
-[[noreturn]] void unknown_family(const std::string& family) {
-  KILN_FAIL("[hf] no Hugging Face mapping for the model family '{}': kiln knows gpt2 and llama", family);
-}
+bool has_mapping(const std::string& family) { return family == "gpt2" || family == "llama"; }
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -47,7 +45,7 @@ std::string read_text(const std::filesystem::path& p) {
 std::string config_json(const ModelSpec& spec) {
   if (spec.family == "gpt2") return gpt2::hf_config_json(gpt2_config(spec));
   if (spec.family == "llama") return llama::hf_config_json(llama_config(spec));
-  unknown_family(spec.family);
+  return spec_to_json(spec);
 }
 
 ModelSpec spec_from_config(const std::string& json) {
@@ -59,24 +57,28 @@ ModelSpec spec_from_config(const std::string& json) {
   }
   if (type == "gpt2") return gpt2::from_hf_config(json).spec();
   if (type == "llama") return llama::from_hf_config(json).spec();
-  unknown_family(type);
+  if (type == "kiln") return spec_from_json(json);
+  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama and its own (kiln)", type);
 }
 
 std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& full) {
   if (spec.family == "gpt2") return gpt2::to_hf(full);
   if (spec.family == "llama") return llama::to_hf(full, llama_config(spec));
-  unknown_family(spec.family);
+  std::map<std::string, Tensor> out;  // kiln's names
+  for (const auto& [name, t] : full) out[name] = t.detach().to(kCPU, kFloat32).contiguous();
+  return out;
 }
 
 std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& weights) {
   if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
   if (spec.family == "llama") return llama::from_hf(weights, llama_config(spec));
-  unknown_family(spec.family);
+  return weights;
 }
 
 void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights) {
   const ModelSpec& spec = model.spec();
   auto hf_name = [&](const std::string& name) {
+    if (!has_mapping(spec.family)) return name;
     return spec.family == "gpt2" ? gpt2::hf_name(name) : llama::hf_name(name);
   };
   std::map<std::string, Tensor> full = from_weights(spec, weights);

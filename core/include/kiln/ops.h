@@ -196,17 +196,31 @@ Tensor rope(const Tensor& x, int64_t offset = 0, double theta = 10000.0);
 // them (nn::rope_tables), with whatever frequency scaling it uses.
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
+// Which keys each query sees, and what is added to its scores. Every mask is
+// aligned bottom-right when there are fewer queries than keys (decoding with a
+// KV cache): query i stands at key position i + Tk - Tq. A query that sees no
+// key gets a row of zeros (and a logsumexp of -inf).
 struct AttentionOptions {
-  bool causal = false;
+  bool causal = false;          // key j seen by query i when j <= i + Tk - Tq
   std::optional<double> scale;  // default 1 / sqrt(head_dim)
+  // Prefix-LM (UniLM, GLM, T5's prefix LM), with causal: batch b's first
+  // prefix_lengths[b] keys are seen by every query, the rest causally.
+  // (B) int32/int64, on any device.
+  Tensor prefix_lengths;
+  // Key padding: batch b's keys from key_lengths[b] on are never seen. (B) int32/int64.
+  Tensor key_lengths;
+  // Added to the scaled scores, broadcastable to (B, Hq, Tq, Tk), in the
+  // query's dtype: T5's relative position bias, ALiBi. It receives a gradient.
+  Tensor bias;
 };
 struct AttentionOutput {
   Tensor out;  // (B, Hq, Tq, D)
   Tensor lse;  // (B, Hq, Tq) float32 logsumexp of each row of scaled scores
 };
 // q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) with Hq a multiple of Hkv (grouped
-// queries). A causal mask with Tq < Tk is aligned bottom-right: query i sees keys
-// up to i + Tk - Tq.
+// queries); masks and bias as AttentionOptions says. The fused kernels take
+// causal or bidirectional attention; prefix lengths, key lengths or a bias
+// run on the composed path.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
 // Attention over a packed batch of sequences of different lengths (packed

@@ -181,10 +181,17 @@ LlamaConfig from_hf_config(const std::string& text) {
                   .attention_bias = j.value("attention_bias", false),
                   .mlp_bias = j.value("mlp_bias", false),
                   .initializer_range = j.value("initializer_range", 0.02)};
-    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-      const nlohmann::json& s = j["rope_scaling"];
+    // transformers 5 writes rope_parameters (theta and scaling together), earlier ones rope_theta and rope_scaling.
+    nlohmann::json scaling = j.contains("rope_scaling") ? j["rope_scaling"] : nlohmann::json();
+    if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+      scaling = j["rope_parameters"];
+      c.rope_theta = scaling.value("rope_theta", c.rope_theta);
+      if (scaling.value("rope_type", "default") == "default") scaling = nullptr;
+    }
+    if (!scaling.is_null()) {
+      const nlohmann::json& s = scaling;
       const std::string type = s.value("rope_type", s.value("type", ""));
-      KILN_CHECK(type == "llama3", "[llama] rope_scaling of type '{}' is not supported: kiln knows 'llama3'", type);
+      KILN_CHECK(type == "llama3", "[llama] RoPE scaling of type '{}' is not supported: kiln knows 'llama3'", type);
       c.rope_scaling = RopeScaling{s.at("factor").get<double>(), s.at("low_freq_factor").get<double>(),
                                    s.at("high_freq_factor").get<double>(),
                                    s.at("original_max_position_embeddings").get<int64_t>()};

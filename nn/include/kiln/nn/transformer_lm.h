@@ -25,7 +25,7 @@
 namespace kiln::nn {
 
 struct ModelSpec {
-  std::string family;          // "gpt2", "llama": which Hugging Face names and config it maps to
+  std::string family;          // "gpt2", "llama": the Hugging Face names and config it maps to; others keep kiln's
   int64_t vocab_size = 50257;  // real tokens; the table is padded beyond
   int64_t max_positions = 1024;
   int64_t n_layer = 12;
@@ -49,6 +49,11 @@ struct ModelSpec {
   double flops_per_token(int64_t seq_len) const;
   void check() const;
 };
+
+// The spec as kiln's own config.json (every field; "model_type": "kiln"), and
+// back: how a model of no Hugging Face family is saved.
+std::string spec_to_json(const ModelSpec& spec);
+ModelSpec spec_from_json(const std::string& json);
 
 class TransformerLM : public StagedModel {
  public:

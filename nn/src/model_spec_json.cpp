@@ -1,0 +1,122 @@
+// A ModelSpec as JSON, kiln's own config.json for models of no Hugging Face
+// family: every field of the spec, by its name.
+
+#include <nlohmann/json.hpp>
+
+#include "kiln/nn/transformer_lm.h"
+
+namespace kiln::nn {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+template <typename E>
+E enum_from(const Json& j, const char* key, std::initializer_list<std::pair<const char*, E>> names) {
+  const std::string value = j.at(key).get<std::string>();
+  for (const auto& [name, e] : names)
+    if (value == name) return e;
+  KILN_FAIL("[ModelSpec] unknown {} '{}'", key, value);
+}
+
+template <typename E>
+const char* enum_name(E e, std::initializer_list<std::pair<const char*, E>> names) {
+  for (const auto& [name, v] : names)
+    if (v == e) return name;
+  KILN_FAIL("[ModelSpec] an enum value without a name");
+}
+
+const std::initializer_list<std::pair<const char*, NormKind>> kNorms{{"layer_norm", NormKind::LayerNorm},
+                                                                     {"rms_norm", NormKind::RMSNorm}};
+const std::initializer_list<std::pair<const char*, NormPlacement>> kPlacements{{"pre", NormPlacement::Pre},
+                                                                               {"post", NormPlacement::Post}};
+const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
+    {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional}};
+const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{{"gelu_tanh", MlpKind::GeluTanh},
+                                                                   {"swiglu", MlpKind::SwiGLU}};
+
+}  // namespace
+
+std::string spec_to_json(const ModelSpec& s) {
+  const BlockSpec& b = s.block;
+  const AttentionSpec& a = b.attention;
+  Json attention = {{"heads", a.heads}, {"kv_heads", a.kv_heads}, {"head_dim", a.head_dim},
+                    {"qkv_bias", a.qkv_bias}, {"out_bias", a.out_bias}, {"rope", nullptr},
+                    {"mask", enum_name(a.mask, kMasks)}, {"scale", nullptr}};
+  if (a.rope) {
+    attention["rope"] = {{"theta", a.rope->theta}, {"scaling", nullptr}};
+    if (const auto& r = a.rope->scaling)
+      attention["rope"]["scaling"] = {{"factor", r->factor}, {"low_freq_factor", r->low_freq_factor},
+                                      {"high_freq_factor", r->high_freq_factor},
+                                      {"original_max_positions", r->original_max_positions}};
+  }
+  if (a.scale) attention["scale"] = *a.scale;
+  Json j = {{"model_type", "kiln"},
+            {"family", s.family},
+            {"vocab_size", s.vocab_size},
+            {"max_positions", s.max_positions},
+            {"n_layer", s.n_layer},
+            {"block",
+             {{"d_model", b.d_model},
+              {"norm", {{"kind", enum_name(b.norm.kind, kNorms)}, {"eps", b.norm.eps}, {"bias", b.norm.bias}}},
+              {"placement", enum_name(b.placement, kPlacements)},
+              {"attention", attention},
+              {"mlp", {{"kind", enum_name(b.mlp.kind, kMlps)}, {"hidden", b.mlp.hidden}, {"bias", b.mlp.bias}}},
+              {"dropout", b.dropout},
+              {"recompute", b.recompute}}},
+            {"learned_positions", s.learned_positions},
+            {"tie_embeddings", s.tie_embeddings},
+            {"embedding_dropout", s.embedding_dropout},
+            {"init_std", s.init_std},
+            {"scale_residual_init", s.scale_residual_init}};
+  return j.dump(2) + "\n";
+}
+
+ModelSpec spec_from_json(const std::string& text) {
+  try {
+    const Json j = Json::parse(text);
+    const Json& b = j.at("block");
+    const Json& a = b.at("attention");
+    ModelSpec s;
+    s.family = j.at("family").get<std::string>();
+    s.vocab_size = j.at("vocab_size").get<int64_t>();
+    s.max_positions = j.at("max_positions").get<int64_t>();
+    s.n_layer = j.at("n_layer").get<int64_t>();
+    s.block.d_model = b.at("d_model").get<int64_t>();
+    s.block.norm = {enum_from(b.at("norm"), "kind", kNorms), b.at("norm").at("eps").get<double>(),
+                    b.at("norm").at("bias").get<bool>()};
+    s.block.placement = enum_from(b, "placement", kPlacements);
+    s.block.attention = {.heads = a.at("heads").get<int64_t>(),
+                         .kv_heads = a.at("kv_heads").get<int64_t>(),
+                         .head_dim = a.at("head_dim").get<int64_t>(),
+                         .qkv_bias = a.at("qkv_bias").get<bool>(),
+                         .out_bias = a.at("out_bias").get<bool>(),
+                         .mask = enum_from(a, "mask", kMasks)};
+    if (!a.at("rope").is_null()) {
+      const Json& r = a.at("rope");
+      s.block.attention.rope = RopeSpec{r.at("theta").get<double>(), std::nullopt};
+      if (!r.at("scaling").is_null()) {
+        const Json& sc = r.at("scaling");
+        s.block.attention.rope->scaling =
+            RopeScaling{sc.at("factor").get<double>(), sc.at("low_freq_factor").get<double>(),
+                        sc.at("high_freq_factor").get<double>(), sc.at("original_max_positions").get<int64_t>()};
+      }
+    }
+    if (!a.at("scale").is_null()) s.block.attention.scale = a.at("scale").get<double>();
+    s.block.mlp = {enum_from(b.at("mlp"), "kind", kMlps), b.at("mlp").at("hidden").get<int64_t>(),
+                   b.at("mlp").at("bias").get<bool>()};
+    s.block.dropout = b.at("dropout").get<double>();
+    s.block.recompute = b.at("recompute").get<bool>();
+    s.learned_positions = j.at("learned_positions").get<bool>();
+    s.tie_embeddings = j.at("tie_embeddings").get<bool>();
+    s.embedding_dropout = j.at("embedding_dropout").get<double>();
+    s.init_std = j.at("init_std").get<double>();
+    s.scale_residual_init = j.at("scale_residual_init").get<bool>();
+    s.check();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[ModelSpec] not a kiln model config: {}", e.what());
+  }
+}
+
+}  // namespace kiln::nn

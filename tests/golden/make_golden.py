@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Golden values for kiln's GPT-2 and Llama, from PyTorch and Hugging Face transformers.
+
+Never run by the build or CI; it needs torch, transformers and safetensors
+(pip install torch transformers safetensors).
+
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3
+      writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
+      LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
+      logits, loss, every parameter's gradient and the parameters after one
+      AdamW step.
+
+  python3 tests/golden/make_golden.py --check-kiln build/tests/kiln_*tiny
+      loads the checkpoints that test_golden wrote with Hugging Face's classes
+      and compares their logits with kiln's; writes tests/golden/hf_roundtrip.txt.
+"""
+import argparse
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# name: (config class, model class, config, tokens per sequence)
+MODELS = {
+    "gpt2": (GPT2Config, GPT2LMHeadModel,
+             dict(vocab_size=100, n_positions=16, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+                  attn_pdrop=0.0, activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True),
+             8),
+    # Grouped-query attention (4 heads, 2 kv heads), a large RoPE base, an untied head.
+    "llama": (LlamaConfig, LlamaForCausalLM,
+              dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5, rope_theta=500000.0,
+                   tie_word_embeddings=False, attention_bias=False, mlp_bias=False),
+              8),
+    # Llama 3.1's RoPE scaling over sequences longer than its original context,
+    # a head size apart from hidden / heads, and a tied head (Llama 3.2's).
+    "llama3": (LlamaConfig, LlamaForCausalLM,
+               dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=12, max_position_embeddings=64, rms_norm_eps=1e-5,
+                    rope_theta=10000.0, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                                          high_freq_factor=4.0, original_max_position_embeddings=16),
+                    tie_word_embeddings=True, attention_bias=False, mlp_bias=False),
+               24),
+}
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+WEIGHT_DECAY = 0.1
+
+
+def make_golden(name):
+    config_class, model_class, config, tokens = MODELS[name]
+    torch.manual_seed(1234)
+    model = model_class(config_class(**config))
+    # Non-trivial norm parameters and biases, so their gradients are tested too.
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    tied = config["tie_word_embeddings"]
+    initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+               if not k.endswith((".attn.bias", ".attn.masked_bias")) and not (tied and k == "lm_head.weight")}
+    model = model.double()
+    idx = torch.randint(0, config["vocab_size"], (2, tokens))
+    targets = torch.randint(0, config["vocab_size"], (2, tokens))
+    targets[0, 3] = -100  # an ignored position
+    logits = model(idx).logits
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, config["vocab_size"]), targets.view(-1))
+    loss.backward()
+    names = {id(p): n for n, p in model.named_parameters()}
+    grads = {f"grad.{names[id(p)]}": p.grad.float().contiguous() for p in model.parameters()}
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
+    opt.step()
+    after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
+    tensors = dict(initial)
+    tensors.update(grads)
+    tensors.update(after)
+    tensors["input_ids"] = idx
+    tensors["targets"] = targets
+    tensors["logits"] = logits.detach().float().contiguous()
+    tensors["loss"] = loss.detach().float().reshape(1)
+    path = os.path.join(HERE, f"{name}_tiny.safetensors")
+    save_file(tensors, path, metadata={"torch": torch.__version__, "config": str(config), "adamw": str(ADAMW),
+                                       "weight_decay": str(WEIGHT_DECAY)})
+    print(f"wrote {path}: loss {loss.item():.6f}")
+
+
+def check_kiln(directories):
+    lines = []
+    for directory in directories:
+        model = AutoModelForCausalLM.from_pretrained(directory).double().eval()
+        ref = load_file(os.path.join(directory, "kiln_logits.safetensors"))
+        with torch.no_grad():
+            logits = model(ref["input_ids"]).logits
+        kiln = ref["logits"].double()
+        err = ((logits - kiln).abs().max() / kiln.abs().max()).item()
+        verdict = "PASS" if err <= 1e-5 else "FAIL"
+        lines.append(f"{verdict}: {type(model).__name__}.from_pretrained on kiln's checkpoint reproduces kiln's "
+                     f"logits (max |a-b| / max |ref| = {err:.3e}; transformers "
+                     f"{__import__('transformers').__version__}, torch {torch.__version__})\n")
+    with open(os.path.join(HERE, "hf_roundtrip.txt"), "w") as f:
+        f.writelines(lines)
+    print("".join(lines), end="")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), help="write this model's golden values")
+    parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
+    args = parser.parse_args()
+    if args.check_kiln:
+        check_kiln(args.check_kiln)
+    else:
+        make_golden(args.model or "gpt2")
