@@ -26,7 +26,7 @@ function(resume_from checkpoint out)
   file(WRITE ${WORK}/${out}/latest "${name}\n")
 endfunction()
 
-run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 300)
+run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 400)
 set(common ${BIN}/train --data ${WORK}/data --layers 4 --channels 32 --heads 4 --seq 16 --grad-accum 2
     --steps 6 --warmup 2 --eval-every 3 --sample-every 0 --checkpoint-every 3 --keep 5)
 set(train ${common} --batch 4 --eval-batches 2)

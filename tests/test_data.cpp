@@ -128,14 +128,48 @@ TEST_CASE("a trained tokenizer round-trips text with newlines") {
     for (int j = 0; j < 12; ++j) d += std::string(words[(i * 7 + j * 3) % 10]) + (j % 5 == 4 ? "\n" : " ");
     docs.push_back(d + std::to_string(i));
   }
-  data::Tokenizer::train(docs, dir / "tok", {.vocab_size = 300});
+  data::Tokenizer::train(docs, dir / "tok", {.vocab_size = 400});
   data::Tokenizer tok(dir / "tok.model");
-  CHECK(tok.vocab_size() == 300);
+  CHECK(tok.vocab_size() == 400);
   std::string text = "kiln fires clay\ninto stone, at night 42";
   auto ids = tok.encode(text);
   CHECK(ids.size() < text.size());
   CHECK(tok.decode(ids) == text);
   CHECK(tok.eos_id() == 2);
-  CHECK_THROWS_WITH(tok.decode({100000}), Catch::Contains("outside the vocabulary of 300"));
+  CHECK_THROWS_WITH(tok.decode({100000}), Catch::Contains("outside the vocabulary of 400"));
   CHECK_THROWS_WITH(data::Tokenizer(dir / "missing.model"), Catch::Contains("cannot load"));
+}
+
+TEST_CASE("a trained tokenizer reserves kiln's special symbols, each one id in text and in ids") {
+  TempDir dir("kiln_test_tokenizer_special");
+  std::vector<std::string> docs;
+  for (int i = 0; i < 300; ++i) docs.push_back(fmt::format("the kiln {} fires clay into stone at night", i));
+  data::Tokenizer::train(docs, dir / "tok", {.vocab_size = 400, .sentinels = 4});
+  data::Tokenizer tok(dir / "tok.model");
+  std::set<uint32_t> ids;
+  for (data::Special s : {data::Special::Pad, data::Special::System, data::Special::User, data::Special::Assistant,
+                          data::Special::EndOfTurn, data::Special::Cls, data::Special::Sep, data::Special::Mask,
+                          data::Special::SMask, data::Special::GMask, data::Special::StartOfPiece,
+                          data::Special::EndOfPiece}) {
+    const std::string piece(data::special_piece(s));
+    INFO(piece);
+    const uint32_t id = tok.special_id(s);
+    CHECK(tok.encode(piece) == std::vector<uint32_t>{id});
+    CHECK(tok.decode({id}) == piece);
+    // Inside text as well: never split, never merged with its neighbours.
+    auto in_text = tok.encode("clay " + piece + " stone");
+    CHECK(std::count(in_text.begin(), in_text.end(), id) == 1);
+    CHECK(tok.decode(in_text) == "clay " + piece + " stone");
+    ids.insert(id);
+  }
+  CHECK(ids.size() == 12);
+  CHECK(tok.sentinels() == 4);
+  CHECK(tok.encode("<extra_id_3>") == std::vector<uint32_t>{tok.sentinel_id(3)});
+  CHECK_THROWS_WITH(tok.sentinel_id(4), Catch::Contains("has no '<extra_id_4>': it holds 4 sentinels"));
+  CHECK(!tok.piece_id("<|nonexistent|>"));
+
+  data::Tokenizer::train(docs, dir / "plain", {.vocab_size = 400, .special_symbols = false});
+  data::Tokenizer plain(dir / "plain.model");
+  CHECK_THROWS_WITH(plain.special_id(data::Special::User), Catch::Contains("has no '<|user|>'"));
+  CHECK(plain.sentinels() == 0);
 }

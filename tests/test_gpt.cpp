@@ -157,3 +157,38 @@ TEST_CASE("mixed precision: bfloat16 activations, float32 master weights and gra
   Tensor ga = a.layers->at<nn::Block>(1).mlp->up->weight.grad(), gb = b.layers->at<nn::Block>(1).mlp->up->weight.grad();
   KT_CHECK_CLOSE(gb, values(ga), 0.05);
 }
+
+TEST_CASE("resizing the vocabulary keeps the old rows and logits") {
+  for (bool tied : {true, false}) {
+    INFO("tied " << tied);
+    Generator gen(11);
+    nn::ModelSpec spec = nn::GPTConfig{.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 2, .n_embd = 8}.spec();
+    spec.tie_embeddings = tied;
+    nn::TransformerLM model(spec, gen, kFloat64);
+    Tensor idx = randint(0, 100, {2, 6}, gen);
+    std::vector<double> before = values(model.forward(idx));
+    Tensor old_rows = model.embed_tokens->weight.narrow(0, 0, 100).clone();
+    model.resize_vocab(140, gen);  // past the padding to 128: the table grows to 256 rows
+    CHECK(model.spec().vocab_size == 140);
+    CHECK(model.padded_vocab_size() == 256);
+    for (const auto& table : {model.embed_tokens, model.lm_head}) {
+      if (!table) continue;
+      CHECK(table->weight.sizes() == Shape{256, 8});
+      CHECK(sum(abs(table->weight.narrow(0, 140, 116))).item<double>() == 0.0);  // padding
+      const double std = std::sqrt(var(table->weight.narrow(0, 100, 40).reshape({-1}), {0}).item<double>());
+      CHECK(std == Approx(0.02).epsilon(0.2));  // the model's init rule for the new rows
+    }
+    CHECK(values(model.embed_tokens->weight.narrow(0, 0, 100)) == values(old_rows));
+    Tensor logits = model.forward(idx);
+    CHECK(logits.sizes() == Shape{2, 6, 140});
+    CHECK(values(logits.narrow(2, 0, 100).contiguous()) == before);
+    // The new ids are looked up and trained like the others.
+    Tensor loss = model.loss(full({1, 4}, int64_t{130}, kInt64), full({1, 4}, int64_t{139}, kInt64));
+    loss.backward();
+    CHECK(sum(abs(model.embed_tokens->weight.grad()[130])).item<double>() > 0);
+    CHECK_THROWS_WITH(model.resize_vocab(120, gen), Catch::Contains("grows the vocabulary: 120 is below the model's 140"));
+  }
+  nn::GPT gpt({.vocab_size = 61, .block_size = 16, .n_layer = 1, .n_head = 2, .n_embd = 8});
+  gpt.resize_vocab(70, default_generator());
+  CHECK(gpt.config().vocab_size == 70);
+}

@@ -3,6 +3,8 @@
 // single-process model it splits. Only CHECKs here: a rank leaving a test
 // early would leave the others waiting in a collective.
 
+#include <array>
+
 #include "helpers.h"
 
 using namespace kiln;
@@ -283,5 +285,30 @@ TEST_CASE("every parallel layout trains Llama like one process") {
   if (n == 4) {
     check_layout(llama, {2, 2, 1});
     check_layout(llama, {2, 2, 1, {}, false, false, /*recompute=*/true});
+  }
+}
+
+TEST_CASE("decoding at any layout draws the tokens of one process") {
+  auto w = world();
+  const int n = w->size();
+  std::vector<std::array<int, 3>> layouts{{1, 1, n}};
+  if (n % 2 == 0) layouts.push_back({1, 2, n / 2});
+  if (n == 4) layouts.insert(layouts.end(), {{2, 2, 1}, {1, 4, 1}, {2, 1, 2}});
+  for (const nn::ModelSpec& spec : {tiny_gpt(), tiny_llama()}) {
+    Generator g1(31), g2(31);
+    nn::TransformerLM whole(spec, g1, kFloat64);
+    for (auto [tp, pp, dp] : layouts) {
+      INFO(spec.family << ": tp " << tp << " pp " << pp << " dp " << dp);
+      dist::ParallelState ps(w, tp, pp, dp);
+      Generator g(31);
+      nn::TransformerLM model(spec, g, kFloat64, kCPU, std::make_shared<dist::ModelParallel>(ps));
+      for (double temperature : {0.0, 0.9}) {
+        Generator s1(5), s2(5);
+        const std::vector<int64_t> prompt{3, 14, 15, 92};
+        auto want = nn::generate(whole, prompt, 10, {.temperature = temperature}, s1);
+        auto got = dist::pipeline_generate(model, ps, prompt, 10, {.temperature = temperature}, s2);
+        CHECK(got == want);
+      }
+    }
   }
 }

@@ -2,7 +2,7 @@
 // from elementary ops (matmul, exp, sums): each norm kind and placement, bias
 // or none, multi-head, grouped- and multi-query attention, head sizes apart
 // from d_model / heads, RoPE with and without Llama 3's frequency scaling,
-// causal and bidirectional masks, a given softmax scale, GELU and SwiGLU
+// causal, bidirectional and prefix-LM masks with key padding, a given softmax scale, GELU and SwiGLU
 // MLPs; gradients by finite differences; and activation recomputation, which
 // must give the same gradients as the stored activations, dropout included.
 
@@ -71,7 +71,12 @@ Tensor ref_rope(const Tensor& x, const nn::RopeSpec& rope) {
   return x * cos_t + rotated * sin_t;
 }
 
-Tensor ref_attention(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& block) {
+// Per-batch prefix and key lengths, empty when the case has none.
+struct Lengths {
+  std::vector<int64_t> prefix, keys;
+};
+
+Tensor ref_attention(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& block, const Lengths& lengths) {
   const int64_t B = x.size(0), T = x.size(1), D = spec.head_dim(), H = spec.attention.heads, Hkv = spec.kv_heads();
   Tensor qkv = ref_linear(x, param(block, "attn.qkv.weight"), param(block, "attn.qkv.bias"));
   auto heads = [&](int64_t first, int64_t n) {
@@ -88,12 +93,19 @@ Tensor ref_attention(const Tensor& x, const nn::BlockSpec& spec, const nn::Block
     const int64_t g = h / (H / Hkv);  // the kv head this query head reads
     Tensor qh = q.narrow(1, h, 1), kh = k.narrow(1, g, 1), vh = v.narrow(1, g, 1);
     Tensor scores = matmul(qh, kh.transpose(2, 3)) * scale;  // (B, 1, T, T)
-    if (spec.attention.mask == nn::AttentionMask::Causal) {
-      Tensor row = arange(0, T, 1, kInt64).view({T, 1}), col = arange(0, T, 1, kInt64).view({1, T});
-      scores = where(col > row, -1e30, scores);
-    }
-    Tensor e = exp(scores - max(scores, 3, true));
-    outs.push_back(matmul(e / sum(e, {3}, true), vh));
+    std::vector<double> seen;  // (B, 1, T, T): 1 where query i sees key j
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < T; ++j) {
+          bool visible = spec.attention.mask == nn::AttentionMask::Bidirectional || j <= i ||
+                         (spec.attention.mask == nn::AttentionMask::PrefixLM && j < lengths.prefix[b]);
+          if (!lengths.keys.empty() && j >= lengths.keys[b]) visible = false;
+          seen.push_back(visible ? 1.0 : 0.0);
+        }
+    Tensor visible = tensor(seen).view({B, 1, T, T});
+    Tensor e = exp(scores - max(scores, 3, true)) * visible;
+    Tensor total = sum(e, {3}, true);
+    outs.push_back(matmul(e / where(total > 0, total, 1.0), vh));  // a query that sees nothing: zeros
   }
   Tensor y = cat(outs, 1).transpose(1, 2).reshape({B, T, H * D});
   return ref_linear(y, param(block, "attn.out.weight"), param(block, "attn.out.bias"));
@@ -112,22 +124,30 @@ Tensor ref_mlp(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& bloc
   return ref_linear(h, param(block, "mlp.down.weight"), param(block, "mlp.down.bias"));
 }
 
-Tensor ref_block(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& block) {
+Tensor ref_block(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& block, const Lengths& lengths) {
   auto norm = [&](const Tensor& t, const char* which) {
     return ref_norm(t, spec.norm, param(block, std::string(which) + ".weight"), param(block, std::string(which) + ".bias"));
   };
   if (spec.placement == nn::NormPlacement::Post) {
-    Tensor h = norm(x + ref_attention(x, spec, block), "attn_norm");
+    Tensor h = norm(x + ref_attention(x, spec, block, lengths), "attn_norm");
     return norm(h + ref_mlp(h, spec, block), "mlp_norm");
   }
-  Tensor h = x + ref_attention(norm(x, "attn_norm"), spec, block);
+  Tensor h = x + ref_attention(norm(x, "attn_norm"), spec, block, lengths);
   return h + ref_mlp(norm(h, "mlp_norm"), spec, block);
 }
 
 struct Case {
   const char* name;
   nn::BlockSpec spec;
+  Lengths lengths;  // of a batch of 2 sequences of 7
 };
+
+nn::AttentionInputs inputs_of(const Lengths& l) {
+  nn::AttentionInputs in;
+  if (!l.prefix.empty()) in.prefix_lengths = tensor(l.prefix);
+  if (!l.keys.empty()) in.key_lengths = tensor(l.keys).to(kInt32);
+  return in;
+}
 
 std::vector<Case> cases() {
   const nn::NormSpec rms{.kind = nn::NormKind::RMSNorm, .eps = 1e-6, .bias = false};
@@ -146,6 +166,8 @@ std::vector<Case> cases() {
   // Short wavelengths kept, long ones slowed, the ones between interpolated: at this
   // original context, head size 4 has a pair on each side of the band.
   scaled.attention.rope = nn::RopeSpec{10.0, nn::RopeScaling{4.0, 1.0, 4.0, 8}};
+  nn::BlockSpec prefix_lm = llama;
+  prefix_lm.attention.mask = nn::AttentionMask::PrefixLM;
   nn::BlockSpec layer_norm_no_bias = gpt2;
   layer_norm_no_bias.norm.bias = false;
   layer_norm_no_bias.mlp = {.kind = nn::MlpKind::SwiGLU, .bias = true};
@@ -155,7 +177,10 @@ std::vector<Case> cases() {
           {"post-norm, bidirectional", post},
           {"MQA, head size 6, scale 0.3", mqa},
           {"RoPE with Llama 3 scaling", scaled},
-          {"LayerNorm without bias, SwiGLU with biases (default hidden size), RoPE", layer_norm_no_bias}};
+          {"LayerNorm without bias, SwiGLU with biases (default hidden size), RoPE", layer_norm_no_bias},
+          {"prefix-LM with key padding", prefix_lm, {{3, 0}, {7, 5}}},
+          {"bidirectional with key padding, one sequence all padding", post, {{}, {4, 0}}},
+          {"causal with key padding", gpt2, {{}, {2, 6}}}};
 }
 
 }  // namespace
@@ -172,7 +197,8 @@ TEST_CASE("blocks from every spec option match a naive float64 transformer") {
         if (p.dim() == 1) p.add_(randn(p.sizes(), gen, kFloat64) * 0.2);
     }
     Tensor x = randn({2, 7, 16}, gen, kFloat64);
-    KT_CHECK_CLOSE(block.forward(x), values(ref_block(x, c.spec, block)), 1e-12);
+    const nn::AttentionInputs in = inputs_of(c.lengths);
+    KT_CHECK_CLOSE(block.forward(x, nullptr, &in), values(ref_block(x, c.spec, block, c.lengths)), 1e-12);
   }
   nn::BlockSpec swiglu{.d_model = 96, .mlp = {.kind = nn::MlpKind::SwiGLU}};
   CHECK(swiglu.mlp_hidden() == 256);  // 2/3 of 4 x 96, up to a multiple of 256
@@ -181,15 +207,19 @@ TEST_CASE("blocks from every spec option match a naive float64 transformer") {
 }
 
 TEST_CASE("block gradients match finite differences") {
+  // GPT-2's and Llama's blocks, and a prefix-LM with padding (every op's own
+  // gradient is checked in test_ops; this checks their composition).
   Generator gen(2);
-  for (const Case& c : cases()) {
+  const std::vector<Case> all = cases();
+  for (const Case& c : {all[0], all[1], all[6]}) {
     INFO(c.name);
     nn::BlockSpec spec = c.spec;
     nn::Block block(spec, gen, kFloat64);
     block.reset_parameters(gen, 0.3, 0.3);
-    std::vector<Tensor> inputs{kt::leaf({1, 3, 16}, gen)};
+    std::vector<Tensor> inputs{kt::leaf({2, 7, 16}, gen)};
     for (const Tensor& p : block.parameters()) inputs.push_back(p);
-    kt::gradcheck([&](const std::vector<Tensor>& v) { return block.forward(v[0]); }, inputs);
+    const nn::AttentionInputs in = inputs_of(c.lengths);
+    kt::gradcheck([&](const std::vector<Tensor>& v) { return block.forward(v[0], nullptr, &in); }, inputs);
   }
 }
 
@@ -204,8 +234,9 @@ TEST_CASE("recomputed blocks give the gradients of stored activations, dropout i
       nn::Block first(spec, drop, kFloat64), second(spec, drop, kFloat64);
       first.reset_parameters(init, 0.3, 0.3);
       second.reset_parameters(init, 0.3, 0.3);
-      Tensor x = randn({2, 5, 16}, init, kFloat64).requires_grad_();
-      Tensor y = second.forward(first.forward(x));
+      Tensor x = randn({2, 7, 16}, init, kFloat64).requires_grad_();
+      const nn::AttentionInputs in = inputs_of(c.lengths);
+      Tensor y = second.forward(first.forward(x, nullptr, &in), nullptr, &in);
       sum(y * randn(y.sizes(), init, kFloat64)).backward();
       std::vector<std::vector<double>> out{values(x.grad())};
       for (const nn::Block* b : {&first, &second})
@@ -243,4 +274,7 @@ TEST_CASE("a spec whose sizes do not fit raises a clear error") {
   CHECK_THROWS_WITH(nn::Block(kv, gen), Catch::Contains("4 heads must be a multiple of 3 kv heads"));
   nn::BlockSpec odd{.d_model = 12, .attention = {.heads = 4, .rope = nn::RopeSpec{}}};
   CHECK_THROWS_WITH(nn::Block(odd, gen), Catch::Contains("RoPE needs an even head size, got 3"));
+  nn::Block prefix({.d_model = 8, .attention = {.heads = 2, .mask = nn::AttentionMask::PrefixLM}}, gen);
+  prefix.reset_parameters(gen);
+  CHECK_THROWS_WITH(prefix.forward(randn({1, 3, 8}, gen)), Catch::Contains("a prefix-LM mask needs the batch's prefix_lengths"));
 }

@@ -152,6 +152,41 @@ double pipeline_train_step(const nn::StagedModel& model, const ParallelState& st
   return run.mean_loss();
 }
 
+std::vector<int64_t> pipeline_generate(const nn::TransformerLM& model, const ParallelState& state,
+                                       const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                                       const nn::SamplingOptions& options, Generator& gen, int64_t stop) {
+  if (state.pp() == 1) return nn::generate(model, prompt, max_new_tokens, options, gen, stop);
+  NoGradGuard no_grad;
+  ProcessGroup& pipe = *state.pp_group();
+  const int stage = pipe.rank(), last = pipe.size() - 1;
+  const Device device = model.parameters().at(0).device();
+  const int64_t limit = model.spec().max_positions;
+  std::vector<nn::KVCache> caches(model.layers->size());
+  std::vector<int64_t> context = nn::prompt_window(prompt, max_new_tokens, limit), out;
+  Tensor input = tensor(context).view({1, -1}).to(device);
+  for (int64_t length = 0, i = 0; i < max_new_tokens && length < limit; ++i) {
+    const int64_t t = input.size(1);
+    if (stage > 0) {
+      input = empty(model.activation_shape(1, t), TensorOptions(model.activation_dtype()).device(device));
+      pipe.recv(input, stage - 1, kActivationTag);
+    }
+    Tensor x = model.forward_stage(input, &caches);
+    length += t;
+    Tensor next = empty({1}, TensorOptions(kInt64).device(device));
+    if (stage < last) {
+      pipe.send(x.contiguous(), stage + 1, kActivationTag);
+    } else {
+      Tensor logits = model.logits_from_hidden(x);  // (1, t, V)
+      next.fill_(nn::sample_token(logits[0][t - 1], options, gen));
+    }
+    pipe.broadcast(next, last);
+    out.push_back(next.item<int64_t>());
+    if (out.back() == stop) break;
+    input = next.view({1, 1});
+  }
+  return out;
+}
+
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                           const Tensor& targets, int64_t microbatches) {
   NoGradGuard no_grad;

@@ -10,6 +10,8 @@
 // an encode/decode round trip), exact duplicates (after normalization) dropped.
 // Documents are shuffled with a seeded Philox permutation and split into
 // train and validation; each is followed by the tokenizer's end-of-text id.
+// A tokenizer trained here reserves kiln's special symbols (padding, chat
+// roles, [CLS]/[SEP]/[MASK], GLM's and T5's; kiln/data/tokenizer.h), each one id.
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -99,11 +101,14 @@ int main(int argc, char** argv) {
   std::string out = "data/fortunes", tokenizer_path;
   int vocab = 2048;
   double val_fraction = 0.05;
+  int sentinels = 16;
   uint64_t seed = 1337;
   app.add_option("--input", inputs, "text files or directories")->capture_default_str();
   app.add_option("--out", out, "output directory")->capture_default_str();
   app.add_option("--vocab", vocab, "vocabulary size of a newly trained tokenizer")->capture_default_str();
   app.add_option("--tokenizer", tokenizer_path, "use this sentencepiece .model instead of training one");
+  app.add_option("--sentinels", sentinels, "T5 sentinels (<extra_id_N>) a newly trained tokenizer reserves")
+      ->capture_default_str();
   app.add_option("--val-fraction", val_fraction, "share of documents held out")->capture_default_str()->check(CLI::Range(0.0, 0.5));
   app.add_option("--seed", seed, "shuffle seed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -127,7 +132,7 @@ int main(int argc, char** argv) {
     const std::string model = out + "/tokenizer.model";
     if (tokenizer_path.empty()) {
       fmt::print("training a {}-token BPE tokenizer on {} documents\n", vocab, docs.size());
-      kiln::data::Tokenizer::train(docs, out + "/tokenizer", {.vocab_size = vocab});
+      kiln::data::Tokenizer::train(docs, out + "/tokenizer", {.vocab_size = vocab, .sentinels = sentinels});
     } else {
       fs::copy_file(tokenizer_path, model, fs::copy_options::overwrite_existing);
     }

@@ -226,27 +226,27 @@ int run(const Args& a) {
   };
   auto sample = [&](int64_t step) {
     if (!tok) return;  // nothing to decode with
-    // Decoded with the KV cache by the trained model itself when it holds
-    // whole layers and sequences (every rank runs it and draws the same
-    // tokens); from a pipeline or sequence-parallel layout, by the whole
-    // model gathered on rank 0.
-    const bool direct = layout.pp() == 1 && !factory->sequence_parallel();
-    std::map<std::string, Tensor> weights;
-    if (!direct) weights = kiln::dist::full_state_dict(model, layout);
-    if (!direct && !lead) return;
+    // Decoded with the KV cache by the trained model itself, at its layout
+    // (every rank takes part; the pipeline's last stage samples). Sequence
+    // parallelism splits what decoding needs whole: then the whole model,
+    // gathered on rank 0, decodes.
     kiln::Generator sampler(a.seed + static_cast<uint64_t>(step));
-    std::unique_ptr<kiln::nn::TransformerLM> whole;
-    if (!direct) {
+    const std::vector<int64_t> prompt{static_cast<int64_t>(tok->eos_id())};
+    const kiln::nn::SamplingOptions sampling{.temperature = 0.8, .top_k = 40};
+    std::vector<int64_t> ids;
+    if (!factory->sequence_parallel()) {
+      model.eval();
+      ids = kiln::dist::pipeline_generate(model, layout, prompt, a.sample_tokens, sampling, sampler, tok->eos_id());
+      model.train();
+    } else {
+      std::map<std::string, Tensor> weights = kiln::dist::full_state_dict(model, layout);
+      if (!lead) return;
       kiln::Generator scratch;
-      whole = std::make_unique<kiln::nn::TransformerLM>(spec, scratch, kiln::kFloat32, device);
-      whole->load_full_state_dict(weights);
+      kiln::nn::TransformerLM whole(spec, scratch, kiln::kFloat32, device);
+      whole.load_full_state_dict(weights);
+      whole.eval();
+      ids = kiln::nn::generate(whole, prompt, a.sample_tokens, sampling, sampler, tok->eos_id());
     }
-    const kiln::nn::TransformerLM& sampled = direct ? model : *whole;
-    kiln::nn::Module& toggled = direct ? static_cast<kiln::nn::Module&>(model) : *whole;
-    toggled.eval();
-    auto ids = kiln::nn::generate(sampled, {static_cast<int64_t>(tok->eos_id())}, a.sample_tokens,
-                                  {.temperature = 0.8, .top_k = 40}, sampler, tok->eos_id());
-    toggled.train();
     if (!ids.empty() && ids.back() == static_cast<int64_t>(tok->eos_id())) ids.pop_back();
     say(lead, "--- sample at step {} ---\n{}\n---\n", step, tok->decode({ids.begin(), ids.end()}));
   };

@@ -38,18 +38,20 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& o, Generator& 
   return order[nucleus - 1];
 }
 
+std::vector<int64_t> prompt_window(const std::vector<int64_t>& prompt, int64_t max_new_tokens, int64_t max_positions) {
+  KILN_CHECK(!prompt.empty(), "[generate] the prompt must hold at least one token");
+  const int64_t room = std::max<int64_t>(1, max_positions - std::min(max_new_tokens, max_positions - 1));
+  return {prompt.end() - std::min<int64_t>(static_cast<int64_t>(prompt.size()), room), prompt.end()};
+}
+
 std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop) {
-  KILN_CHECK(!prompt.empty(), "[generate] the prompt must hold at least one token");
   NoGradGuard no_grad;
   const Device device = model.embed_tokens->weight.device();
   const int64_t limit = model.spec().max_positions;
-  std::vector<KVCache> caches(static_cast<size_t>(model.spec().n_layer));
+  std::vector<KVCache> caches(model.layers->size());
   std::vector<int64_t> out;
-  // Keep the last max_positions - max_new_tokens tokens of a long prompt.
-  int64_t room = std::max<int64_t>(1, limit - std::min(max_new_tokens, limit - 1));
-  std::vector<int64_t> context(prompt.end() - std::min<int64_t>(static_cast<int64_t>(prompt.size()), room), prompt.end());
-  Tensor input = tensor(context).view({1, -1}).to(device);
+  Tensor input = tensor(prompt_window(prompt, max_new_tokens, limit)).view({1, -1}).to(device);
   for (int64_t i = 0; i < max_new_tokens && caches[0].length() < limit; ++i) {
     Tensor logits = model.forward(input, &caches);  // (1, t, V)
     int64_t next = sample_token(logits[0][logits.size(1) - 1], options, gen);

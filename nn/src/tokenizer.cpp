@@ -24,7 +24,30 @@ std::string replace_all(const std::string& s, std::string_view from, std::string
   out.append(s, at, std::string::npos);
   return out;
 }
+constexpr Special kSpecials[] = {Special::Pad,       Special::System, Special::User, Special::Assistant,
+                                 Special::EndOfTurn, Special::Cls,    Special::Sep,  Special::Mask,
+                                 Special::SMask,     Special::GMask,  Special::StartOfPiece, Special::EndOfPiece};
 }  // namespace
+
+std::string_view special_piece(Special s) {
+  switch (s) {
+    case Special::Pad: return "<pad>";
+    case Special::System: return "<|system|>";
+    case Special::User: return "<|user|>";
+    case Special::Assistant: return "<|assistant|>";
+    case Special::EndOfTurn: return "<|end|>";
+    case Special::Cls: return "[CLS]";
+    case Special::Sep: return "[SEP]";
+    case Special::Mask: return "[MASK]";
+    case Special::SMask: return "[sMASK]";
+    case Special::GMask: return "[gMASK]";
+    case Special::StartOfPiece: return "<|startofpiece|>";
+    case Special::EndOfPiece: return "<|endofpiece|>";
+  }
+  KILN_FAIL("[Tokenizer] unknown special symbol {}", static_cast<int>(s));
+}
+
+std::string sentinel_piece(int i) { return fmt::format("<extra_id_{}>", i); }
 
 Tokenizer::Tokenizer(const std::string& model_path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(model_path) {
@@ -44,13 +67,21 @@ void Tokenizer::train(const std::vector<std::string>& documents, const std::stri
     KILN_CHECK(out.good(), "[Tokenizer] cannot write {}", input);
     for (const std::string& doc : documents) out << replace_all(doc, "\n", kNewline) << '\n';
   }
+  KILN_CHECK(o.sentinels >= 0, "[Tokenizer] sentinels must be >= 0, got {}", o.sentinels);
+  // Each reserved symbol is one piece wherever it appears, and never split.
+  std::string symbols(kNewline);
+  if (o.special_symbols) {
+    for (Special sp : kSpecials) symbols += fmt::format(",{}", special_piece(sp));
+    for (int i = 0; i < o.sentinels; ++i) symbols += "," + sentinel_piece(i);
+  }
   std::string args = fmt::format(
       "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} --num_threads={} "
       "--pad_id=-1 --unk_id=0 --bos_id=1 --eos_id=2 --input_sentence_size=0 --shuffle_input_sentence=false "
       "--max_sentence_length=65536 --split_digits=true --byte_fallback=true --hard_vocab_limit=false "
+      "--add_dummy_prefix=false "
       "--user_defined_symbols={} "
       "--minloglevel=2",
-      input, model_prefix, o.vocab_size, o.model_type, o.character_coverage, o.threads, kNewline);
+      input, model_prefix, o.vocab_size, o.model_type, o.character_coverage, o.threads, symbols);
   auto status = sentencepiece::SentencePieceTrainer::Train(args);
   std::remove(input.c_str());
   KILN_CHECK(status.ok(), "[Tokenizer] training failed: {}", status.ToString());
@@ -76,5 +107,30 @@ std::string Tokenizer::decode(const std::vector<uint32_t>& ids) const {
 
 int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
 uint32_t Tokenizer::eos_id() const { return static_cast<uint32_t>(sp_->eos_id()); }
+
+std::optional<uint32_t> Tokenizer::piece_id(std::string_view piece) const {
+  const int id = sp_->PieceToId(piece);
+  if (id < 0 || (id == sp_->unk_id() && piece != sp_->IdToPiece(id))) return std::nullopt;
+  return static_cast<uint32_t>(id);
+}
+
+uint32_t Tokenizer::special_id(Special s) const {
+  auto id = piece_id(special_piece(s));
+  KILN_CHECK(id, "[Tokenizer] {} has no '{}': it was trained without kiln's special symbols (prepare_data reserves "
+             "them)", path_, special_piece(s));
+  return *id;
+}
+
+uint32_t Tokenizer::sentinel_id(int i) const {
+  auto id = piece_id(sentinel_piece(i));
+  KILN_CHECK(id, "[Tokenizer] {} has no '{}': it holds {} sentinels", path_, sentinel_piece(i), sentinels());
+  return *id;
+}
+
+int Tokenizer::sentinels() const {
+  int n = 0;
+  while (piece_id(sentinel_piece(n))) ++n;
+  return n;
+}
 
 }  // namespace kiln::data

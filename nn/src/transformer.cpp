@@ -55,7 +55,7 @@ Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generat
   dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
 }
 
-Tensor Attention::forward(const Tensor& x, KVCache* cache) const {
+Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
   Tensor qkv_x = qkv->forward(x);  // (B, T, (H + 2 Hkv) D) of this rank's heads
   const int64_t B = qkv_x.size(0), T = qkv_x.size(1), D = head_dim_;
   auto heads = [&](int64_t start, int64_t n) {  // -> (B, n, T, D)
@@ -76,8 +76,14 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache) const {
     cache->k = k.detach();
     cache->v = v.detach();
   }
-  Tensor y = scaled_dot_product_attention(q, k, v, {.causal = spec_.mask == AttentionMask::Causal,
-                                                    .scale = spec_.scale});  // (B, H, T, D)
+  AttentionOptions options{.causal = spec_.mask != AttentionMask::Bidirectional, .scale = spec_.scale};
+  if (spec_.mask == AttentionMask::PrefixLM) {
+    KILN_CHECK(inputs && inputs->prefix_lengths.defined(), "[Attention] a prefix-LM mask needs the batch's "
+               "prefix_lengths (AttentionInputs)");
+    options.prefix_lengths = inputs->prefix_lengths;
+  }
+  if (inputs) options.key_lengths = inputs->key_lengths;
+  Tensor y = scaled_dot_product_attention(q, k, v, options);  // (B, H, T, D)
   return dropout->forward(out->forward(y.transpose(1, 2).reshape({B, T, heads_ * D})));
 }
 
@@ -125,19 +131,20 @@ void Block::reset_parameters(Generator& gen, double std, double residual_std) {
     for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
 }
 
-Tensor Block::run(const Tensor& x, KVCache* cache) const {
+Tensor Block::run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
   if (spec_.placement == NormPlacement::Post) {
-    Tensor h = attn_norm->forward(x + attn->forward(x, cache));
+    Tensor h = attn_norm->forward(x + attn->forward(x, cache, inputs));
     return mlp_norm->forward(h + mlp->forward(h));
   }
-  auto [h, normed] = mlp_norm->forward_add(x, attn->forward(attn_norm->forward(x), cache));  // h = x + attn(norm(x))
+  // h = x + attn(norm(x))
+  auto [h, normed] = mlp_norm->forward_add(x, attn->forward(attn_norm->forward(x), cache, inputs));
   return h + mlp->forward(normed);
 }
 
-Tensor Block::forward(const Tensor& x, KVCache* cache) const {
-  std::vector<Tensor> inputs{x};
-  for (const Tensor& p : parameters()) inputs.push_back(p);
-  if (!spec_.recompute || cache || !autograd::any_requires_grad(inputs)) return run(x, cache);
+Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
+  std::vector<Tensor> differentiable{x};
+  for (const Tensor& p : parameters()) differentiable.push_back(p);
+  if (!spec_.recompute || cache || !autograd::any_requires_grad(differentiable)) return run(x, cache, inputs);
   // Full recomputation: run without a graph, keep the input and where dropout
   // drew from; backward replays the block from there and backpropagates
   // through the replay (its parameters' gradients accumulate as usual).
@@ -145,18 +152,20 @@ Tensor Block::forward(const Tensor& x, KVCache* cache) const {
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = run(x, nullptr);
+    out = run(x, nullptr, inputs);
   }
   autograd::SavedTensor saved(x, "Block recomputation");
   const bool input_grad = x.requires_grad();
-  autograd::record("Block recomputation", out, {x}, [this, saved, drawn_from, input_grad](const Tensor& g, const autograd::Needs&) {
+  const AttentionInputs masks = inputs ? *inputs : AttentionInputs{};
+  autograd::record("Block recomputation", out, {x}, [this, saved, drawn_from, input_grad, masks](const Tensor& g,
+                                                                                              const autograd::Needs&) {
     Tensor input = saved.get().detach().requires_grad_(input_grad);
     const uint64_t now = dropout_gen_->offset();
     dropout_gen_->set_offset(drawn_from);
     Tensor replay;
     {
       autograd::EnableGradGuard grad;
-      replay = run(input, nullptr);
+      replay = run(input, nullptr, &masks);
     }
     dropout_gen_->set_offset(now);
     autograd::backward({replay}, {g});

@@ -97,6 +97,26 @@ void TransformerLM::reset_parameters(Generator& gen) {
   for (auto& [name, p] : norm->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
 }
 
+void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+             "[TransformerLM] resize_vocab on one process: resize the whole model, then split it");
+  KILN_CHECK(vocab_size >= spec_.vocab_size, "[TransformerLM] resize_vocab grows the vocabulary: {} is below the "
+             "model's {}", vocab_size, spec_.vocab_size);
+  NoGradGuard no_grad;
+  const int64_t old = spec_.vocab_size, padded = factory_->padded_vocab(vocab_size);
+  for (EmbeddingLayer* table : {embed_tokens.get(), lm_head.get()}) {
+    if (!table) continue;
+    Tensor w = zeros({padded, table->weight.size(1)}, TensorOptions(table->weight.dtype()).device(table->weight.device()));
+    w.narrow(0, 0, old).copy_(table->weight.narrow(0, 0, old));
+    Tensor added = w.narrow(0, old, vocab_size - old);
+    if (vocab_size > old) init::normal_(added, 0.0, spec_.init_std, gen);
+    table->weight.set_data(w);
+    table->set_shard_spec("weight", {0, {}, vocab_size, padded});
+  }
+  spec_.vocab_size = vocab_size;
+  padded_vocab_ = padded;
+}
+
 std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) const {
   KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
              "[TransformerLM] full_state_dict of one rank's part: gather it with dist::full_state_dict");
@@ -129,22 +149,28 @@ void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& fu
   for (auto& [name, p] : named_parameters()) p.copy_(mine.at(name).to(p.device(), p.dtype()));
 }
 
-Tensor TransformerLM::forward_stage(const Tensor& input) const {
+Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* caches) const {
   const LayerFactory& f = *factory_;
+  KILN_CHECK(!caches || caches->size() == layers->size(), "[TransformerLM] needs one KV cache per layer of the "
+             "stage ({}), got {}", layers->size(), caches ? caches->size() : 0);
+  KILN_CHECK(!caches || !f.sequence_parallel(), "[TransformerLM] decoding with KV caches needs whole sequences: "
+             "build the model without sequence parallelism");
+  const int64_t past = caches && !caches->empty() ? (*caches)[0].length() : 0;
   Tensor x;
   if (f.is_first_stage()) {
     KILN_CHECK(input.dim() == 2 && !is_floating(input.dtype()),
                "[TransformerLM] the first stage expects token ids (B, T) of an integer dtype, got {} [{}]",
                input.dtype(), fmt::join(input.sizes(), ", "));
     const int64_t T = input.size(1), tp = f.tp_size();
-    KILN_CHECK(!spec_.learned_positions || T <= spec_.max_positions,
-               "[TransformerLM] sequence of {} tokens is longer than max_positions {}", T, spec_.max_positions);
+    KILN_CHECK(!spec_.learned_positions || past + T <= spec_.max_positions,
+               "[TransformerLM] sequence of {} tokens is longer than max_positions {}", past + T, spec_.max_positions);
     KILN_CHECK(!f.sequence_parallel() || T % tp == 0,
                "[TransformerLM] sequence parallelism splits the {} tokens of a sequence among {} ranks: they must "
                "divide", T, tp);
     x = embed_tokens->forward(input);  // with sequence parallelism, this rank's slice of the sequence
     if (embed_positions) {
-      const int64_t local = f.sequence_parallel() ? T / tp : T, first = f.sequence_parallel() ? f.tp_rank() * local : 0;
+      const int64_t local = f.sequence_parallel() ? T / tp : T;
+      const int64_t first = past + (f.sequence_parallel() ? f.tp_rank() * local : 0);
       x = x + embed_positions->forward(arange(first, first + local, 1, TensorOptions(kInt64).device(input.device())));
     }
     if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
@@ -155,30 +181,8 @@ Tensor TransformerLM::forward_stage(const Tensor& input) const {
                spec_.block.d_model, input.dtype(), fmt::join(input.sizes(), ", "));
     x = input;
   }
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x);
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr);
   return f.is_last_stage() ? norm->forward(x) : x;
-}
-
-Tensor TransformerLM::hidden(const Tensor& idx, std::vector<KVCache>* caches) const {
-  KILN_CHECK(factory_->pp_size() == 1,
-             "[TransformerLM] the whole forward pass runs on one stage: with {} pipeline stages, use a pipeline "
-             "schedule", factory_->pp_size());
-  if (!caches) return forward_stage(idx);
-  KILN_CHECK(!factory_->sequence_parallel(), "[TransformerLM] decoding with KV caches needs whole sequences: build "
-             "the model without sequence parallelism");
-  KILN_CHECK(idx.dim() == 2 && !is_floating(idx.dtype()), "[TransformerLM] expects token ids (B, T) of an integer "
-             "dtype, got {} [{}]", idx.dtype(), fmt::join(idx.sizes(), ", "));
-  KILN_CHECK(caches->size() == layers->size(), "[TransformerLM] needs one KV cache per layer ({}), got {}",
-             layers->size(), caches->size());
-  const int64_t T = idx.size(1), past = (*caches)[0].length();
-  KILN_CHECK(!spec_.learned_positions || past + T <= spec_.max_positions,
-             "[TransformerLM] sequence of {} tokens is longer than max_positions {}", past + T, spec_.max_positions);
-  Tensor x = embed_tokens->forward(idx);
-  if (embed_positions) x = x + embed_positions->forward(arange(past, past + T, 1, TensorOptions(kInt64).device(idx.device())));
-  if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
-  x = drop->forward(x);
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, &(*caches)[i]);
-  return norm->forward(x);
 }
 
 Tensor TransformerLM::head_weight(DType dtype) const {
@@ -188,10 +192,17 @@ Tensor TransformerLM::head_weight(DType dtype) const {
 }
 
 Tensor TransformerLM::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
-  Tensor x = hidden(idx, caches);
+  KILN_CHECK(factory_->pp_size() == 1, "[TransformerLM] the whole forward pass runs on one stage: with {} pipeline "
+             "stages, use a pipeline schedule (or dist::pipeline_generate)", factory_->pp_size());
+  return logits_from_hidden(forward_stage(idx, caches));
+}
+
+Tensor TransformerLM::logits_from_hidden(const Tensor& hidden) const {
+  KILN_CHECK(factory_->is_last_stage(), "[TransformerLM] logits are taken on the last pipeline stage, this is stage "
+             "{} of {}", factory_->pp_rank(), factory_->pp_size());
   KILN_CHECK(!factory_->sequence_parallel(), "[TransformerLM] logits of whole sequences: build the model without "
              "sequence parallelism, or take the loss");
-  return factory_->vocab_logits(x, cast_cached(head().weight, x.dtype()), spec_.vocab_size);
+  return factory_->vocab_logits(hidden, cast_cached(head().weight, hidden.dtype()), spec_.vocab_size);
 }
 
 Tensor TransformerLM::loss_from_hidden(const Tensor& hidden, const Tensor& targets) const {

@@ -19,6 +19,7 @@
 
 #include "kiln/dist/ddp.h"
 #include "kiln/dist/parallel_state.h"
+#include "kiln/nn/sampling.h"
 #include "kiln/nn/staged_model.h"
 
 namespace kiln::dist {
@@ -46,5 +47,15 @@ double pipeline_train_step(const nn::StagedModel& model, const ParallelState& st
 // Forward only (no graph): the batch's mean loss on every rank of the pipeline.
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                           const Tensor& targets, int64_t microbatches = 1);
+
+// Autoregressive sampling from a model cut into stages, with every stage's KV
+// caches: each new token's activations travel through the stages, the last
+// samples (from gen) and every stage learns the token. Every rank of the
+// model calls it (tensor-parallel ranks too) and gets the new tokens. With
+// one stage, nn::generate. Not with sequence parallelism (decoding needs
+// whole sequences).
+std::vector<int64_t> pipeline_generate(const nn::TransformerLM& model, const ParallelState& state,
+                                       const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                                       const nn::SamplingOptions& options, Generator& gen, int64_t stop = -1);
 
 }  // namespace kiln::dist

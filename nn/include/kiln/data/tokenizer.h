@@ -5,7 +5,9 @@
 // in training, encoding and decoding alike.
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sentencepiece {
@@ -14,11 +16,25 @@ class SentencePieceProcessor;
 
 namespace kiln::data {
 
+// The special symbols kiln reserves in the tokenizers it trains, for every
+// stage and model family: padding, chat roles and the end of a turn, BERT's
+// [CLS]/[SEP]/[MASK], GLM's [sMASK]/[gMASK] and its span delimiters, and T5's
+// sentinels (<extra_id_0>, ...). Each is one id, in text as in ids.
+enum class Special { Pad, System, User, Assistant, EndOfTurn, Cls, Sep, Mask, SMask, GMask, StartOfPiece, EndOfPiece };
+// The symbol's text: "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "[CLS]", "[SEP]",
+// "[MASK]", "[sMASK]", "[gMASK]", "<|startofpiece|>", "<|endofpiece|>".
+std::string_view special_piece(Special s);
+// T5's sentinel i: "<extra_id_i>".
+std::string sentinel_piece(int i);
+
 struct TokenizerTrainOptions {
   int vocab_size = 4096;
   std::string model_type = "bpe";
   double character_coverage = 1.0;
   int threads = 2;
+  // Reserve every Special symbol and this many sentinels (false: none at all).
+  bool special_symbols = true;
+  int sentinels = 16;
 };
 
 class Tokenizer {
@@ -38,6 +54,14 @@ class Tokenizer {
   int vocab_size() const;
   // The end-of-text id placed between documents.
   uint32_t eos_id() const;
+  // The id of a piece, if the vocabulary has it.
+  std::optional<uint32_t> piece_id(std::string_view piece) const;
+  // A reserved symbol's id; raises, naming the symbol and the model file, when
+  // the tokenizer was trained without it.
+  uint32_t special_id(Special s) const;
+  uint32_t sentinel_id(int i) const;
+  // How many sentinels the vocabulary holds (<extra_id_0> up).
+  int sentinels() const;
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;

@@ -18,8 +18,13 @@ struct SamplingOptions {
 // Draws one token id from logits (V,) after temperature, top-k and top-p.
 int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Generator& gen);
 
+// The part of a prompt a model of max_positions can continue by max_new_tokens:
+// its last max_positions - max_new_tokens tokens (at least one).
+std::vector<int64_t> prompt_window(const std::vector<int64_t>& prompt, int64_t max_new_tokens, int64_t max_positions);
+
 // Extends prompt by up to max_new_tokens, feeding each new token through the
 // KV cache; stops early after `stop` (when >= 0). Returns only the new tokens.
+// The model holds every layer (dist::pipeline_generate decodes across stages).
 std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop = -1);
 

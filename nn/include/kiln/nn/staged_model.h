@@ -10,6 +10,7 @@
 
 #include "kiln/nn/layer_factory.h"
 #include "kiln/nn/module.h"
+#include "kiln/nn/transformer.h"
 
 namespace kiln::nn {
 
@@ -23,7 +24,11 @@ class StagedModel : public Module {
   // This stage's part of the forward pass: token ids (B, T) on the first
   // stage, the previous stage's output on the others; returns what the next
   // stage reads (activation_shape), on the last stage the input of the loss.
-  virtual Tensor forward_stage(const Tensor& input) const = 0;
+  // With caches (one per layer of this stage), decoding: the input holds the
+  // positions after the cached ones.
+  virtual Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr) const = 0;
+  // Last stage: the logits (B, T, vocab) of forward_stage's output.
+  virtual Tensor logits_from_hidden(const Tensor& hidden) const = 0;
   // Last stage: the mean loss of forward_stage's output against targets (B, T).
   virtual Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const = 0;
   // What a stage passes on for a batch of (B, T), and its dtype.

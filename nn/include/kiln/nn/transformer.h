@@ -22,7 +22,11 @@ enum class NormKind { LayerNorm, RMSNorm };
 // Pre-norm (GPT-2, LLaMA): x + f(norm(x)). Post-norm (the original
 // Transformer, BERT): norm(x + f(x)).
 enum class NormPlacement { Pre, Post };
-enum class AttentionMask { Causal, Bidirectional };
+// Causal (GPT, LLaMA), bidirectional (BERT, encoders) or prefix-LM (UniLM,
+// GLM: bidirectional over each sequence's prefix, causal after it; the prefix
+// lengths come with the input). Key padding (AttentionInputs::key_lengths)
+// goes with any of them.
+enum class AttentionMask { Causal, Bidirectional, PrefixLM };
 // GELU-tanh MLP (GPT-2): down(gelu(up(x))). SwiGLU (LLaMA): down(silu(gate(x)) * up(x)).
 enum class MlpKind { GeluTanh, SwiGLU };
 
@@ -69,6 +73,13 @@ struct BlockSpec {
   void check() const;
 };
 
+// What a batch brings to its attention masks: each sequence's prefix length
+// (PrefixLM) and real length (keys past it are padding), (B) int32/int64.
+struct AttentionInputs {
+  Tensor prefix_lengths;
+  Tensor key_lengths;
+};
+
 // Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D).
 struct KVCache {
   Tensor k, v;
@@ -83,7 +94,7 @@ class Attention : public Module {
   Attention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
   // x (B, T, C) -> (B, T, C). With a cache, x holds the positions after the
   // cached ones, which are attended to and then extended with x's keys/values.
-  Tensor forward(const Tensor& x, KVCache* cache = nullptr) const;
+  Tensor forward(const Tensor& x, KVCache* cache = nullptr, const AttentionInputs* inputs = nullptr) const;
 
   std::shared_ptr<LinearLayer> qkv;  // C -> (heads + 2 kv_heads) head_dim: q, k, v of every head
   std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
@@ -116,7 +127,7 @@ class Block : public Module {
   // One process, whole layers.
   Block(const BlockSpec& spec, Generator& dropout_gen, DType dtype = kFloat32, Device device = kCPU)
       : Block(spec, *local_layers(), dropout_gen, dtype, device) {}
-  Tensor forward(const Tensor& x, KVCache* cache = nullptr) const;
+  Tensor forward(const Tensor& x, KVCache* cache = nullptr, const AttentionInputs* inputs = nullptr) const;
   // Linear weights N(0, std), those writing into the residual stream (the
   // attention's output, the MLP's last layer) N(0, residual_std); zero
   // biases; norms at one (their biases zero). One process only.
@@ -128,7 +139,7 @@ class Block : public Module {
   std::shared_ptr<Mlp> mlp;
 
  private:
-  Tensor run(const Tensor& x, KVCache* cache) const;
+  Tensor run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const;
 
   BlockSpec spec_;
   Generator* dropout_gen_;

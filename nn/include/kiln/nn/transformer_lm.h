@@ -65,12 +65,10 @@ class TransformerLM : public StagedModel {
   explicit TransformerLM(const ModelSpec& spec, Generator& gen = default_generator(), DType dtype = kFloat32,
                          Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
 
-  // The whole model on one process: idx (B, T) int64 -> logits (B, T,
+  // The whole model on one pipeline stage: idx (B, T) int64 -> logits (B, T,
   // vocab_size). With caches (one per layer), idx holds the positions after
   // the cached ones.
   Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
-  // The final norm's output (B, T, C): forward without the head.
-  Tensor hidden(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
   // Mean cross-entropy of forward(idx) against targets (B, T), ignore_index
   // -100, without materializing the logits where one rank holds the vocabulary.
   Tensor loss(const Tensor& idx, const Tensor& targets) const;
@@ -79,7 +77,8 @@ class TransformerLM : public StagedModel {
 
   // StagedModel
   const LayerFactory& layout() const override { return *factory_; }
-  Tensor forward_stage(const Tensor& input) const override;
+  Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr) const override;
+  Tensor logits_from_hidden(const Tensor& hidden) const override;
   Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const override;
   Shape activation_shape(int64_t batch, int64_t seq) const override;
   DType activation_dtype() const override;
@@ -87,6 +86,11 @@ class TransformerLM : public StagedModel {
 
   // Initializes every parameter as the spec says (one process only).
   void reset_parameters(Generator& gen);
+  // Grows the vocabulary to vocab_size (a tokenizer with symbols the model was
+  // trained without): the token embedding and the head keep their rows, the
+  // new ones are drawn N(0, init_std) from gen, the padding stays zero. One
+  // process; build the optimizer afterwards. Logits of the old tokens are unchanged.
+  virtual void resize_vocab(int64_t vocab_size, Generator& gen);
   // The whole model's parameters under this class's names, the vocabulary
   // tables cut to vocab_size rows: the state every layout shares. One process only
   // (dist::full_state_dict gathers it at any layout). With gradients: the

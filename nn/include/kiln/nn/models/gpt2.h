@@ -43,6 +43,10 @@ class GPT : public TransformerLM {
                Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr)
       : TransformerLM(config.spec(), gen, dtype, device, std::move(factory)), config_(config) {}
   const GPTConfig& config() const { return config_; }
+  void resize_vocab(int64_t vocab_size, Generator& gen) override {
+    TransformerLM::resize_vocab(vocab_size, gen);
+    config_.vocab_size = vocab_size;
+  }
 
  private:
   GPTConfig config_;
