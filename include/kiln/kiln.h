@@ -22,6 +22,7 @@
 #include "kiln/nn/models/hf.h"
 #include "kiln/nn/models/llama.h"
 #include "kiln/nn/module.h"
+#include "kiln/nn/objectives.h"
 #include "kiln/nn/sampling.h"
 #include "kiln/nn/transformer.h"
 #include "kiln/nn/transformer_lm.h"
