@@ -3,6 +3,8 @@
 
 #include "kiln/autograd.h"
 #include "kiln/cuda.h"
+#include "kiln/data/chat_template.h"
+#include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
 #include "kiln/data/token_file.h"
 #include "kiln/data/tokenizer.h"

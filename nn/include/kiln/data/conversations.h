@@ -1,0 +1,43 @@
+#pragma once
+// Instruction, conversation, preference and prompt data in the JSON-lines
+// shapes users already have, one record a line:
+//   Alpaca:          {"instruction": ..., "input": ..., "output": ...}   ("input" optional)
+//   ShareGPT/Vicuna: {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}
+//   messages:        {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
+//   preferences:     {"prompt": ..., "chosen": ..., "rejected": ...}  (the prompt a string or
+//                    messages, each answer a string or messages ending with the assistant's)
+//   prompts:         {"prompt": ...} or {"messages": [...]}, with an optional "answer"
+//                    that a rule-based reward checks
+// A bad record raises kiln::Error naming the file, the line and what is wrong.
+
+#include <string>
+#include <vector>
+
+namespace kiln::data {
+
+enum class Role { System, User, Assistant };
+
+struct Message {
+  Role role;
+  std::string content;
+  bool operator==(const Message&) const = default;
+};
+using Conversation = std::vector<Message>;
+
+// Alpaca, ShareGPT/Vicuna or messages records, each a conversation (the shape
+// is recognized per record). Alpaca's input follows its instruction after a blank line.
+std::vector<Conversation> read_conversations(const std::string& path);
+
+struct PreferencePair {
+  Conversation prompt;  // ends with the user's turn
+  std::string chosen, rejected;
+};
+std::vector<PreferencePair> read_preferences(const std::string& path);
+
+struct Prompt {
+  Conversation prompt;  // ends with the user's turn
+  std::string answer;   // empty when the file gives none
+};
+std::vector<Prompt> read_prompts(const std::string& path);
+
+}  // namespace kiln::data
