@@ -6,6 +6,8 @@
 #include "kiln/data/chat_template.h"
 #include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
+#include "kiln/data/example_loader.h"
+#include "kiln/data/shuffle.h"
 #include "kiln/data/token_file.h"
 #include "kiln/data/tokenizer.h"
 #include "kiln/dist/checkpoint.h"

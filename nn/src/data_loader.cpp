@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "kiln/base/philox.h"
+#include "kiln/data/shuffle.h"
 #include "kiln/ops.h"
 
 namespace kiln::data {
@@ -36,15 +37,8 @@ int64_t DataLoader::window(int64_t shard, int64_t batch) const {
   int64_t slot = batch;
   if (options_.shuffle) {
     // The batch-th element of a Fisher-Yates permutation keyed by (seed, epoch, shard).
-    const int64_t n = batches_in(shard);
-    std::vector<int64_t> perm(static_cast<size_t>(n));
-    std::iota(perm.begin(), perm.end(), 0);
     const uint64_t stream = (static_cast<uint64_t>(pos_.epoch) << 20) ^ static_cast<uint64_t>(shard);
-    for (int64_t i = n - 1; i > 0; --i) {
-      uint64_t r = philox::bits(options_.seed, stream << 24, static_cast<uint64_t>(i));
-      std::swap(perm[i], perm[static_cast<int64_t>(r % static_cast<uint64_t>(i + 1))]);
-    }
-    slot = perm[batch];
+    slot = shuffled_order(batches_in(shard), options_.seed, stream)[static_cast<size_t>(batch)];
   }
   return slot * options_.world_size + options_.rank;
 }
@@ -75,6 +69,16 @@ std::pair<Tensor, Tensor> DataLoader::next() {
     }
   }
   return {x.to(options_.device), y.to(options_.device)};
+}
+
+std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, uint64_t stream) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t i = n - 1; i > 0; --i) {
+    uint64_t r = philox::bits(seed, stream << 24, static_cast<uint64_t>(i));
+    std::swap(perm[static_cast<size_t>(i)], perm[r % static_cast<uint64_t>(i + 1)]);
+  }
+  return perm;
 }
 
 }  // namespace kiln::data

@@ -1,0 +1,47 @@
+#pragma once
+// ExampleLoader: batches of variable-length examples (chat examples for
+// fine-tuning), each batch padded to its longest example: inputs with the
+// padding id, targets with -100, which the loss ignores. Under causal
+// attention, padding after an example changes nothing before it. Data-
+// parallel rank r of R takes every R-th batch slot; with shuffle, each epoch
+// visits the examples in a Philox permutation of (seed, epoch), resumable
+// from a saved position like DataLoader.
+
+#include <utility>
+#include <vector>
+
+#include "kiln/data/chat_template.h"
+#include "kiln/data/data_loader.h"
+
+namespace kiln::data {
+
+struct ExampleLoaderOptions {
+  int64_t batch_size = 8;
+  int rank = 0;
+  int world_size = 1;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  int64_t pad_id = 0;
+  Device device = kCPU;
+};
+
+class ExampleLoader {
+ public:
+  ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);
+
+  // inputs and targets (B, L) int64, L the batch's longest example; advances.
+  std::pair<Tensor, Tensor> next();
+  LoaderPosition position() const { return pos_; }
+  void seek(const LoaderPosition& pos);
+  // Batches one rank reads per epoch (a last partial batch is left out).
+  int64_t batches_per_epoch() const;
+  // Target tokens that count in the loss, over every example.
+  int64_t trained_tokens() const;
+
+ private:
+  std::vector<ChatExample> examples_;
+  ExampleLoaderOptions options_;
+  LoaderPosition pos_;
+};
+
+}  // namespace kiln::data

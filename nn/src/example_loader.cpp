@@ -1,0 +1,56 @@
+#include "kiln/data/example_loader.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "kiln/data/shuffle.h"
+#include "kiln/ops.h"
+
+namespace kiln::data {
+
+ExampleLoader::ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& o)
+    : examples_(std::move(examples)), options_(o) {
+  KILN_CHECK(o.batch_size > 0 && o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size,
+             "[ExampleLoader] batch_size ({}) must be positive and rank ({}) within world_size ({})", o.batch_size,
+             o.rank, o.world_size);
+  KILN_CHECK(batches_per_epoch() > 0, "[ExampleLoader] {} examples do not fill one batch of {} on each of {} ranks",
+             examples_.size(), o.batch_size, o.world_size);
+}
+
+int64_t ExampleLoader::batches_per_epoch() const {
+  return static_cast<int64_t>(examples_.size()) / (options_.batch_size * options_.world_size);
+}
+
+int64_t ExampleLoader::trained_tokens() const {
+  int64_t n = 0;
+  for (const ChatExample& e : examples_) n += std::count_if(e.targets.begin(), e.targets.end(), [](int64_t y) { return y != -100; });
+  return n;
+}
+
+void ExampleLoader::seek(const LoaderPosition& p) {
+  KILN_CHECK(p.epoch >= 0 && p.shard == 0 && p.batch >= 0 && p.batch < batches_per_epoch(),
+             "[ExampleLoader] position (epoch {}, shard {}, batch {}) is outside the data", p.epoch, p.shard, p.batch);
+  pos_ = p;
+}
+
+std::pair<Tensor, Tensor> ExampleLoader::next() {
+  const int64_t B = options_.batch_size, n = static_cast<int64_t>(examples_.size());
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  if (options_.shuffle) order = shuffled_order(n, options_.seed, static_cast<uint64_t>(pos_.epoch));
+  else std::iota(order.begin(), order.end(), 0);
+  std::vector<const ChatExample*> batch;
+  const int64_t first = (pos_.batch * options_.world_size + options_.rank) * B;
+  for (int64_t i = 0; i < B; ++i) batch.push_back(&examples_[static_cast<size_t>(order[static_cast<size_t>(first + i)])]);
+  size_t L = 0;
+  for (const ChatExample* e : batch) L = std::max(L, e->inputs.size());
+  std::vector<int64_t> x(static_cast<size_t>(B) * L, options_.pad_id), y(static_cast<size_t>(B) * L, -100);
+  for (size_t b = 0; b < batch.size(); ++b) {
+    std::copy(batch[b]->inputs.begin(), batch[b]->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(b * L));
+    std::copy(batch[b]->targets.begin(), batch[b]->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(b * L));
+  }
+  if (++pos_.batch == batches_per_epoch()) pos_ = {pos_.epoch + 1, 0, 0};
+  const int64_t Lt = static_cast<int64_t>(L);
+  return {tensor(x).view({B, Lt}).to(options_.device), tensor(y).view({B, Lt}).to(options_.device)};
+}
+
+}  // namespace kiln::data
