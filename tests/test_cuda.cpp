@@ -501,15 +501,16 @@ TEST_CASE("a bad index on the GPU raises kiln::Error at the next synchronization
                     Catch::Contains("target 5 is out of range for 3 classes"));
 }
 
-TEST_CASE("a tiny GPT trains the same on the GPU as on the CPU") {
-  Generator g1(7), g2(7);
-  nn::GPTConfig config{.vocab_size = 61, .block_size = 16, .n_layer = 2, .n_head = 2, .n_embd = 32};
-  nn::GPT cpu(config, g1), gpu(config, g2, kFloat32, kGpu);
+namespace {
+// Three AdamW steps of a model and its twin on the GPU (built alike from one
+// seed): the losses and the weights agree; then greedy decoding draws the same tokens.
+void check_trains_like_cpu(nn::TransformerLM& cpu, nn::TransformerLM& gpu) {
+  const int64_t V = cpu.spec().vocab_size;
   optim::AdamW opt_cpu(optim::decay_groups(cpu.named_parameters(), 0.1), {.lr = 1e-2});
   optim::AdamW opt_gpu(optim::decay_groups(gpu.named_parameters(), 0.1), {.lr = 1e-2});
   Generator data(8);
   for (int step = 0; step < 3; ++step) {
-    Tensor x = randint(0, 61, {2, 16}, data), y = randint(0, 61, {2, 16}, data);
+    Tensor x = randint(0, V, {2, 16}, data), y = randint(0, V, {2, 16}, data);
     Tensor lc = cpu.loss(x, y), lg = gpu.loss(x.to(kGpu), y.to(kGpu));
     CHECK(lg.item<double>() == Approx(lc.item<double>()).epsilon(1e-4));
     opt_cpu.zero_grad();
@@ -523,6 +524,27 @@ TEST_CASE("a tiny GPT trains the same on the GPU as on the CPU") {
     INFO(name);
     KT_CHECK_CLOSE(gpu.state_dict().at(name), values(p), 1e-4);
   }
+  Generator s1(3), s2(3);
+  cpu.eval();
+  gpu.eval();
+  CHECK(nn::generate(gpu, {1, 2, 3}, 8, {.temperature = 0}, s2) == nn::generate(cpu, {1, 2, 3}, 8, {.temperature = 0}, s1));
+}
+}  // namespace
+
+TEST_CASE("a tiny GPT trains the same on the GPU as on the CPU") {
+  Generator g1(7), g2(7);
+  nn::GPTConfig config{.vocab_size = 61, .block_size = 16, .n_layer = 2, .n_head = 2, .n_embd = 32};
+  nn::GPT cpu(config, g1), gpu(config, g2, kFloat32, kGpu);
+  check_trains_like_cpu(cpu, gpu);
+}
+
+TEST_CASE("a tiny Llama (GQA, RoPE tables on the device, SwiGLU, recomputation) trains the same on the GPU") {
+  nn::LlamaConfig config{.vocab_size = 61, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                         .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                         .rope_theta = 500000.0, .recompute = true};
+  Generator g1(7), g2(7);
+  nn::Llama cpu(config, g1), gpu(config, g2, kFloat32, kGpu);
+  check_trains_like_cpu(cpu, gpu);
 }
 
 TEST_CASE("NCCL at world size 1: collectives are identities") {

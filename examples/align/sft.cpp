@@ -13,24 +13,17 @@
 // writes metrics.jsonl (scripts/plot) and checkpoints that --resume continues
 // exactly and that the next stages (--init-from) start from.
 
-#include <CLI/CLI.hpp>
 #include <chrono>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
-#include <kiln/kiln.h>
+#include "stage.h"
 
 using kiln::Tensor;
 
 namespace {
 
-struct Args {
-  std::string init_from, tokenizer, data, out = "out/sft", device = "cpu";
-  int64_t epochs = 3, batch = 16, max_tokens = 256, eval_every = 50, checkpoint_every = 200, log_every = 10;
-  int keep = 2;
-  double lr = 1e-4, weight_decay = 0.0, grad_clip = 1.0, val_fraction = 0.05, warmup_ratio = 0.03;
-  bool last_turn_only = false, resume = false;
-  uint64_t seed = 1337;
+struct Args : align::StageArgs {
+  double weight_decay = 0.0, warmup_ratio = 0.03;
+  bool last_turn_only = false;
 };
 
 int run(const Args& a) {
@@ -42,15 +35,14 @@ int run(const Args& a) {
 
   // Conversations, split into training and held-out ones by a seeded shuffle.
   std::vector<kiln::data::Conversation> all = kiln::data::read_conversations(a.data);
-  std::vector<int64_t> order = kiln::data::shuffled_order(static_cast<int64_t>(all.size()), a.seed, 0);
-  const auto held_out = static_cast<size_t>(static_cast<double>(all.size()) * a.val_fraction);
+  const align::Split split = align::split(all.size(), a.val_fraction, a.seed);
   std::vector<kiln::data::ChatExample> train_examples, val_examples;
   int64_t dropped = 0;
-  for (size_t i = 0; i < order.size(); ++i) {
-    auto e = kiln::data::chat_example(tok, all[static_cast<size_t>(order[i])],
+  for (size_t i = 0; i < split.order.size(); ++i) {
+    auto e = kiln::data::chat_example(tok, all[static_cast<size_t>(split.order[i])],
                                       {.train_every_assistant_turn = !a.last_turn_only, .max_tokens = a.max_tokens});
     if (!e) ++dropped;
-    else (i < held_out ? val_examples : train_examples).push_back(std::move(*e));
+    else (i < split.held_out ? val_examples : train_examples).push_back(std::move(*e));
   }
   const int64_t pad = tok.special_id(kiln::data::Special::Pad);
   kiln::data::ExampleLoader train(train_examples, {.batch_size = a.batch, .rank = layout.dp_rank(),
@@ -60,8 +52,7 @@ int run(const Args& a) {
                                                .shuffle = false, .pad_id = pad, .device = device});
 
   // The pretrained model, its vocabulary grown to the tokenizer's if need be.
-  const std::string init = kiln::dist::latest_checkpoint(a.init_from).empty() ? a.init_from
-                                                                              : kiln::dist::latest_checkpoint(a.init_from);
+  const std::string init = align::checkpoint_dir(a.init_from);
   kiln::nn::ModelSpec spec = kiln::nn::hf::read_config(init);
   kiln::Generator gen(a.seed);
   kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, std::make_shared<kiln::dist::ModelParallel>(layout));
@@ -74,14 +65,7 @@ int run(const Args& a) {
   const int64_t steps = a.epochs * train.batches_per_epoch();
   kiln::optim::LRSchedule schedule{a.lr, 0.1 * a.lr, static_cast<int64_t>(a.warmup_ratio * static_cast<double>(steps)),
                                    steps, kiln::optim::LRSchedule::Decay::Cosine};
-  kiln::dist::TrainingState state;
-  std::filesystem::create_directories(a.out);
-  if (a.resume) {
-    const std::string ckpt = kiln::dist::latest_checkpoint(a.out);
-    KILN_CHECK(!ckpt.empty(), "[sft] --resume: no checkpoint in {}", a.out);
-    kiln::dist::load_checkpoint(ckpt, model, &opt, &state);
-    train.seek(state.loader);
-  }
+  const kiln::dist::TrainingState state = align::resume(a, model, opt, train);
   if (lead)
     fmt::print("sft: {} conversations ({} held out, {} dropped by --max-tokens {}), {} answer tokens to train on; "
                "{} steps of {} x {} ranks\n", all.size(), val_examples.size(), dropped, a.max_tokens,
@@ -98,9 +82,7 @@ int run(const Args& a) {
     }
     return total / static_cast<double>(val.batches_per_epoch());
   };
-  std::ofstream metrics;
-  if (lead) metrics.open(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
-  auto start = std::chrono::steady_clock::now();
+  align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
   for (int64_t step = state.step; step < steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     opt.set_lr(schedule.at(step));
@@ -115,22 +97,13 @@ int run(const Args& a) {
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"train_loss", loss.item<double>()}, {"lr", schedule.at(step)},
                         {"grad_norm", norm}, {"tokens_per_second", static_cast<double>(x.numel() * layout.dp()) / seconds}};
-    if (done % a.eval_every == 0 || done == steps) m["val_loss"] = evaluate();
-    if (lead) {
-      metrics << m.dump() << '\n' << std::flush;
-      if (done % a.log_every == 0 || done == steps || m.contains("val_loss")) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        fmt::print("step {:5d}/{} | loss {:.4f}{} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s | ETA {:.0f}s\n", done, steps,
-                   loss.item<double>(), m.contains("val_loss") ? fmt::format(" | val {:.4f}", m["val_loss"].get<double>()) : "",
-                   schedule.at(step), norm, m["tokens_per_second"].get<double>(),
-                   elapsed / static_cast<double>(done - state.step) * static_cast<double>(steps - done));
-        std::fflush(stdout);
-      }
-    }
-    if (done % a.checkpoint_every == 0 || done == steps) {
-      const std::string path = kiln::dist::save_checkpoint(a.out, model, layout, opt, {done, train.position(), 0}, a.keep);
-      if (lead) fmt::print("checkpoint: {}\n", path);
-    }
+    const bool validate = done % a.eval_every == 0 || done == steps;
+    if (validate) m["val_loss"] = evaluate();
+    progress.report(m, fmt::format("loss {:.4f}{} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s", loss.item<double>(),
+                                   validate ? fmt::format(" | val {:.4f}", m["val_loss"].get<double>()) : "",
+                                   schedule.at(step), norm, m["tokens_per_second"].get<double>()),
+                    validate);
+    align::maybe_checkpoint(a, done, steps, model, layout, opt, train);
   }
   return 0;
 }
@@ -140,31 +113,14 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   CLI::App app{"Supervised fine-tuning of a causal model on conversations"};
   Args a;
-  app.add_option("--init-from", a.init_from, "pretrained run or checkpoint directory (kiln's or Hugging Face's)")->required();
-  app.add_option("--tokenizer", a.tokenizer, "sentencepiece .model with kiln's special symbols")->required();
-  app.add_option("--data", a.data, "JSON lines: Alpaca, ShareGPT/Vicuna or messages records")->required();
-  app.add_option("--out", a.out, "checkpoints and metrics")->capture_default_str();
-  app.add_option("--epochs", a.epochs, "passes over the training conversations")->capture_default_str();
-  app.add_option("--batch,-b", a.batch, "conversations per step and rank")->capture_default_str();
-  app.add_option("--max-tokens", a.max_tokens, "longest example; longer ones are cut")->capture_default_str();
-  app.add_option("--lr", a.lr, "peak learning rate (cosine to a tenth, after a warmup)")->capture_default_str();
+  a.out = "out/sft";
+  a.epochs = 3;
+  a.batch = 16;
+  a.lr = 1e-4;
+  align::add_stage_options(app, a, "pretrained run or checkpoint directory (kiln's or Hugging Face's)",
+                           "JSON lines: Alpaca, ShareGPT/Vicuna or messages records");
   app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
-  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
-  app.add_option("--val-fraction", a.val_fraction, "share of conversations held out")->capture_default_str();
   app.add_flag("--last-turn-only", a.last_turn_only, "train only the last answer (default: every assistant turn)");
-  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->capture_default_str();
-  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints")->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->capture_default_str();
-  app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
-  app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
-  app.add_option("--seed", a.seed, "data order and held-out split")->capture_default_str();
-  app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
-    fmt::print(stderr, "sft: {}\n", e.what());
-    return 1;
-  }
+  return align::run_stage("sft", [&] { return run(a); });
 }

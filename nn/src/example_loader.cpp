@@ -13,12 +13,14 @@ ExampleLoader::ExampleLoader(std::vector<ChatExample> examples, const ExampleLoa
   KILN_CHECK(o.batch_size > 0 && o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size,
              "[ExampleLoader] batch_size ({}) must be positive and rank ({}) within world_size ({})", o.batch_size,
              o.rank, o.world_size);
+  KILN_CHECK(o.group > 0 && static_cast<int64_t>(examples_.size()) % o.group == 0,
+             "[ExampleLoader] {} examples do not come in groups of {}", examples_.size(), o.group);
   KILN_CHECK(batches_per_epoch() > 0, "[ExampleLoader] {} examples do not fill one batch of {} on each of {} ranks",
              examples_.size(), o.batch_size, o.world_size);
 }
 
 int64_t ExampleLoader::batches_per_epoch() const {
-  return static_cast<int64_t>(examples_.size()) / (options_.batch_size * options_.world_size);
+  return static_cast<int64_t>(examples_.size()) / options_.group / (options_.batch_size * options_.world_size);
 }
 
 int64_t ExampleLoader::trained_tokens() const {
@@ -34,23 +36,26 @@ void ExampleLoader::seek(const LoaderPosition& p) {
 }
 
 std::pair<Tensor, Tensor> ExampleLoader::next() {
-  const int64_t B = options_.batch_size, n = static_cast<int64_t>(examples_.size());
-  std::vector<int64_t> order(static_cast<size_t>(n));
+  const int64_t B = options_.batch_size, G = options_.group, n = static_cast<int64_t>(examples_.size()) / G;
+  std::vector<int64_t> order(static_cast<size_t>(n));  // of groups
   if (options_.shuffle) order = shuffled_order(n, options_.seed, static_cast<uint64_t>(pos_.epoch));
   else std::iota(order.begin(), order.end(), 0);
   std::vector<const ChatExample*> batch;
   const int64_t first = (pos_.batch * options_.world_size + options_.rank) * B;
-  for (int64_t i = 0; i < B; ++i) batch.push_back(&examples_[static_cast<size_t>(order[static_cast<size_t>(first + i)])]);
+  for (int64_t i = 0; i < B; ++i)
+    for (int64_t k = 0; k < G; ++k)
+      batch.push_back(&examples_[static_cast<size_t>(order[static_cast<size_t>(first + i)] * G + k)]);
   size_t L = 0;
   for (const ChatExample* e : batch) L = std::max(L, e->inputs.size());
-  std::vector<int64_t> x(static_cast<size_t>(B) * L, options_.pad_id), y(static_cast<size_t>(B) * L, -100);
+  const int64_t rows = B * G;
+  std::vector<int64_t> x(static_cast<size_t>(rows) * L, options_.pad_id), y(static_cast<size_t>(rows) * L, -100);
   for (size_t b = 0; b < batch.size(); ++b) {
     std::copy(batch[b]->inputs.begin(), batch[b]->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(b * L));
     std::copy(batch[b]->targets.begin(), batch[b]->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(b * L));
   }
   if (++pos_.batch == batches_per_epoch()) pos_ = {pos_.epoch + 1, 0, 0};
   const int64_t Lt = static_cast<int64_t>(L);
-  return {tensor(x).view({B, Lt}).to(options_.device), tensor(y).view({B, Lt}).to(options_.device)};
+  return {tensor(x).view({rows, Lt}).to(options_.device), tensor(y).view({rows, Lt}).to(options_.device)};
 }
 
 }  // namespace kiln::data

@@ -5,7 +5,9 @@
 // attention, padding after an example changes nothing before it. Data-
 // parallel rank r of R takes every R-th batch slot; with shuffle, each epoch
 // visits the examples in a Philox permutation of (seed, epoch), resumable
-// from a saved position like DataLoader.
+// from a saved position like DataLoader. Examples can come in groups of
+// consecutive ones that stay together (a preference pair's chosen and
+// rejected answers: 2); batch_size counts groups.
 
 #include <utility>
 #include <vector>
@@ -22,6 +24,7 @@ struct ExampleLoaderOptions {
   bool shuffle = true;
   uint64_t seed = 0;
   int64_t pad_id = 0;
+  int64_t group = 1;
   Device device = kCPU;
 };
 
@@ -29,7 +32,8 @@ class ExampleLoader {
  public:
   ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);
 
-  // inputs and targets (B, L) int64, L the batch's longest example; advances.
+  // inputs and targets (B group, L) int64, L the batch's longest example, each
+  // group's examples in order; advances.
   std::pair<Tensor, Tensor> next();
   LoaderPosition position() const { return pos_; }
   void seek(const LoaderPosition& pos);

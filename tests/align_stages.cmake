@@ -1,22 +1,28 @@
-# Supervised fine-tuning end to end: pretrain a tiny model on a small corpus,
-# fine-tune it on generated arithmetic conversations, and require the
-# held-out loss over the answers to fall; then a run resumed from its middle
-# checkpoint must log the uninterrupted run's losses exactly.
-#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P align_sft.cmake
+# The alignment stages end to end: pretrain a tiny model on a small corpus,
+# fine-tune it on generated arithmetic conversations and require the held-out
+# loss over the answers to fall (and a run resumed from its middle checkpoint
+# to log the uninterrupted run's losses exactly); then DPO on pairs that
+# prefer the right sum to a wrong one must bring the held-out DPO loss below
+# log 2, where a policy equal to its reference stands.
+#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P align_stages.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
 set(text "")
 set(tasks "")
+set(pairs "")
 foreach(i RANGE 1 400)
   math(EXPR a "${i} % 10")
   math(EXPR b "${i} % 7")
   math(EXPR c "${a} + ${b}")
   string(APPEND text "%\nThe kiln number ${i} fires clay ${a} times and ${b} more.\n")
+  math(EXPR wrong "${c} + 1 + ${i} % 3")
   string(APPEND tasks "{\"messages\": [{\"role\": \"user\", \"content\": \"${a} plus ${b}?\"}, "
                       "{\"role\": \"assistant\", \"content\": \"${c}\"}]}\n")
+  string(APPEND pairs "{\"prompt\": \"${a} plus ${b}?\", \"chosen\": \"${c}\", \"rejected\": \"${wrong}\"}\n")
 endforeach()
 file(WRITE ${WORK}/text/corpus ${text})
 file(WRITE ${WORK}/tasks.jsonl ${tasks})
+file(WRITE ${WORK}/pairs.jsonl ${pairs})
 
 include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 
@@ -60,3 +66,13 @@ if(NOT skip EQUAL 20 OR NOT "${tail}" STREQUAL "${resumed}")
   message(FATAL_ERROR "sft: the resumed run differs:\nuninterrupted: ${tail}\nresumed:       ${resumed}")
 endif()
 message(STATUS "sft: resumed losses are bit-identical")
+
+run(${BIN}/dpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/pairs.jsonl
+    --out ${WORK}/dpo --epochs 2 --batch 8 --lr 1e-3 --beta 0.5 --eval-every 10 --log-every 10)
+metric_values(${WORK}/dpo/metrics.jsonl val_loss dpo_val)
+list(GET dpo_val -1 dpo_last)
+if(NOT dpo_last LESS 0.6)
+  message(FATAL_ERROR "dpo: the held-out loss stayed near log 2: ${dpo_val}")
+endif()
+metric_values(${WORK}/dpo/metrics.jsonl val_accuracy dpo_accuracy)
+message(STATUS "dpo: held-out loss ${dpo_val}, accuracy ${dpo_accuracy}")
