@@ -3,13 +3,16 @@
 # loss over the answers to fall (and a run resumed from its middle checkpoint
 # to log the uninterrupted run's losses exactly); then DPO on pairs that
 # prefer the right sum to a wrong one must bring the held-out DPO loss below
-# log 2, where a policy equal to its reference stands.
+# log 2, where a policy equal to its reference stands; and a reward model
+# trained on pairs that prefer a sum to a refusal must rank most held-out
+# pairs right.
 #   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P align_stages.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
 set(text "")
 set(tasks "")
 set(pairs "")
+set(refusals "")
 foreach(i RANGE 1 400)
   math(EXPR a "${i} % 10")
   math(EXPR b "${i} % 7")
@@ -19,10 +22,12 @@ foreach(i RANGE 1 400)
   string(APPEND tasks "{\"messages\": [{\"role\": \"user\", \"content\": \"${a} plus ${b}?\"}, "
                       "{\"role\": \"assistant\", \"content\": \"${c}\"}]}\n")
   string(APPEND pairs "{\"prompt\": \"${a} plus ${b}?\", \"chosen\": \"${c}\", \"rejected\": \"${wrong}\"}\n")
+  string(APPEND refusals "{\"prompt\": \"${a} plus ${b}?\", \"chosen\": \"it is ${c}.\", \"rejected\": \"no.\"}\n")
 endforeach()
 file(WRITE ${WORK}/text/corpus ${text})
 file(WRITE ${WORK}/tasks.jsonl ${tasks})
 file(WRITE ${WORK}/pairs.jsonl ${pairs})
+file(WRITE ${WORK}/refusals.jsonl ${refusals})
 
 include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 
@@ -76,3 +81,12 @@ if(NOT dpo_last LESS 0.6)
 endif()
 metric_values(${WORK}/dpo/metrics.jsonl val_accuracy dpo_accuracy)
 message(STATUS "dpo: held-out loss ${dpo_val}, accuracy ${dpo_accuracy}")
+
+run(${BIN}/reward --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/refusals.jsonl
+    --out ${WORK}/reward --epochs 1 --batch 8 --lr 1e-3 --eval-every 10 --log-every 10)
+metric_values(${WORK}/reward/metrics.jsonl val_accuracy rm_accuracy)
+list(GET rm_accuracy -1 rm_last)
+if(rm_last LESS 0.8)
+  message(FATAL_ERROR "reward: held-out accuracy stayed low: ${rm_accuracy}")
+endif()
+message(STATUS "reward: held-out accuracy ${rm_accuracy}")

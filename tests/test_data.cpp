@@ -173,3 +173,42 @@ TEST_CASE("a trained tokenizer reserves kiln's special symbols, each one id in t
   CHECK_THROWS_WITH(plain.special_id(data::Special::User), Catch::Contains("has no '<|user|>'"));
   CHECK(plain.sentinels() == 0);
 }
+
+TEST_CASE("the example loader pads each batch to its longest example and keeps groups together") {
+  std::vector<data::ChatExample> examples;
+  for (int64_t i = 0; i < 8; ++i) {
+    data::ChatExample e;
+    for (int64_t t = 0; t <= i % 3; ++t) {
+      e.inputs.push_back(10 * i + t);
+      e.targets.push_back(t == 0 ? -100 : 10 * i + t + 1);
+    }
+    examples.push_back(e);
+  }
+  data::ExampleLoader plain(examples, {.batch_size = 1, .shuffle = false, .pad_id = 7, .group = 2});
+  CHECK(plain.batches_per_epoch() == 4);
+  auto [x, y, lengths] = plain.next();  // examples 0 (one token) and 1 (two)
+  CHECK(kt::values(x) == std::vector<double>{0, 7, 10, 11});
+  CHECK(kt::values(y) == std::vector<double>{-100, -100, -100, 12});
+  CHECK(kt::values(lengths) == std::vector<double>{1, 2});
+  CHECK(plain.trained_tokens() == 7);  // every token but each example's first
+
+  // Shuffled, on two ranks: every group once per epoch, a group's examples together and in order.
+  std::multiset<double> seen;
+  for (int rank : {0, 1}) {
+    data::ExampleLoader loader(examples, {.batch_size = 1, .rank = rank, .world_size = 2, .seed = 3, .group = 2});
+    for (int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
+      std::vector<double> first = kt::values(loader.next().inputs.narrow(1, 0, 1).reshape({-1}));
+      CHECK(first[1] == first[0] + 10);  // the group's second example follows its first
+      seen.insert(first[0]);
+    }
+  }
+  CHECK(seen == std::multiset<double>{0, 20, 40, 60});
+  // Resuming from a saved position reads the batches the run would have read.
+  data::ExampleLoader run(examples, {.batch_size = 1, .seed = 5, .group = 2});
+  for (int i = 0; i < 5; ++i) run.next();  // into the second epoch
+  data::ExampleLoader resumed(examples, {.batch_size = 1, .seed = 5, .group = 2});
+  resumed.seek(run.position());
+  for (int i = 0; i < 4; ++i) CHECK(kt::values(resumed.next().inputs) == kt::values(run.next().inputs));
+  CHECK_THROWS_WITH(data::ExampleLoader(std::vector<data::ChatExample>(3), {.group = 2}),
+                    Catch::Contains("3 examples do not come in groups of 2"));
+}

@@ -192,3 +192,34 @@ TEST_CASE("resizing the vocabulary keeps the old rows and logits") {
   gpt.resize_vocab(70, default_generator());
   CHECK(gpt.config().vocab_size == 70);
 }
+
+TEST_CASE("a value model scores each row's last real token, padding aside") {
+  Generator gen(12);
+  nn::ModelSpec spec = nn::LlamaConfig{.vocab_size = 50, .hidden_size = 16, .intermediate_size = 32,
+                                       .num_hidden_layers = 2, .num_attention_heads = 4, .num_key_value_heads = 2,
+                                       .max_position_embeddings = 16}
+                           .spec();
+  nn::ValueModel model(spec, gen, kFloat64);
+  CHECK(!model.spec().lm_head);
+  CHECK(!model.lm_head);
+  auto names = model.state_dict();
+  CHECK(names.count("score.weight"));
+  CHECK(model.score->weight.sizes() == Shape{1, 16});
+  Tensor a = randint(0, 50, {1, 5}, gen), b = randint(0, 50, {1, 3}, gen);
+  Tensor batch = cat({a, cat({b, full({1, 2}, int64_t{0}, kInt64)}, 1)});  // b padded to 5
+  Tensor lengths = tensor(std::vector<int64_t>{5, 3});
+  Tensor s = model.scores(batch, lengths);
+  CHECK(s.sizes() == Shape{2});
+  KT_CHECK_CLOSE(s[0], values(model.values(a)[0][4]), 1e-12);
+  KT_CHECK_CLOSE(s[1], values(model.values(b)[0][2]), 1e-12);  // the padding after it changes nothing
+  sum(s).backward();
+  CHECK(sum(abs(model.score->weight.grad())).item<double>() > 0);
+  CHECK(sum(abs(model.layers->at<nn::Block>(0).attn->qkv->weight.grad())).item<double>() > 0);
+  CHECK_THROWS_WITH(model.forward(a), Catch::Contains("has no language-model head"));
+  CHECK_THROWS_WITH(model.scores(a, tensor(std::vector<int64_t>{6})), Catch::Contains("lengths must be in [1, 5]"));
+  // Hugging Face's name for it: *ForSequenceClassification, one label.
+  const std::string config = nn::hf::config_json(model.spec());
+  CHECK_THAT(config, Catch::Contains("LlamaForSequenceClassification"));
+  CHECK(!nn::hf::spec_from_config(config).lm_head);
+  CHECK(nn::hf::to_weights(model.spec(), model.full_state_dict()).count("score.weight"));
+}

@@ -103,7 +103,7 @@ int run(const Args& a) {
     val.seek({});
     double loss = 0, accuracy = 0;
     for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-      auto [x, y] = val.next();
+      auto [x, y, lengths] = val.next();
       kiln::nn::DPOLoss l = dpo(x, y);
       loss += l.loss.item<double>();
       accuracy += l.accuracy;
@@ -116,7 +116,7 @@ int run(const Args& a) {
     auto t0 = std::chrono::steady_clock::now();
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
-    auto [x, y] = train.next();
+    auto [x, y, lengths] = train.next();
     kiln::nn::DPOLoss l = dpo(x, y);
     l.loss.backward();
     if (ddp) ddp->finish();

@@ -77,7 +77,7 @@ int run(const Args& a) {
     val.seek({});
     double total = 0;
     for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-      auto [x, y] = val.next();
+      auto [x, y, lengths] = val.next();
       total += model.loss(x, y).item<double>();
     }
     return total / static_cast<double>(val.batches_per_epoch());
@@ -87,7 +87,7 @@ int run(const Args& a) {
     auto t0 = std::chrono::steady_clock::now();
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
-    auto [x, y] = train.next();
+    auto [x, y, lengths] = train.next();
     Tensor loss = model.loss(x, y);  // the mean over the answers' tokens
     loss.backward();
     if (ddp) ddp->finish();

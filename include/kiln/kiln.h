@@ -30,6 +30,7 @@
 #include "kiln/nn/sampling.h"
 #include "kiln/nn/transformer.h"
 #include "kiln/nn/transformer_lm.h"
+#include "kiln/nn/value_model.h"
 #include "kiln/ops.h"
 #include "kiln/optim/optimizers.h"
 #include "kiln/optim/schedule.h"

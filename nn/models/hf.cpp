@@ -42,21 +42,43 @@ std::string read_text(const std::filesystem::path& p) {
 
 }  // namespace
 
+// A model without its language-model head (a reward model, a critic) is
+// Hugging Face's *ForSequenceClassification with one label.
+std::string as_sequence_classifier(const std::string& json) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(json);
+  std::string architecture = j["architectures"][0].get<std::string>();
+  architecture = architecture.substr(0, architecture.find("For")) + "ForSequenceClassification";
+  j["architectures"] = {architecture};
+  j["num_labels"] = 1;
+  return j.dump(2) + "\n";
+}
+
 std::string config_json(const ModelSpec& spec) {
-  if (spec.family == "gpt2") return gpt2::hf_config_json(gpt2_config(spec));
-  if (spec.family == "llama") return llama::hf_config_json(llama_config(spec));
-  return spec_to_json(spec);
+  std::string json;
+  if (spec.family == "gpt2") json = gpt2::hf_config_json(gpt2_config(spec));
+  else if (spec.family == "llama") json = llama::hf_config_json(llama_config(spec));
+  else return spec_to_json(spec);
+  return spec.lm_head ? json : as_sequence_classifier(json);
 }
 
 ModelSpec spec_from_config(const std::string& json) {
   std::string type;
+  bool classifier = false;
   try {
-    type = nlohmann::json::parse(json).value("model_type", "");
+    const nlohmann::json j = nlohmann::json::parse(json);
+    type = j.value("model_type", "");
+    if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
+      classifier = j["architectures"][0].get<std::string>().ends_with("ForSequenceClassification");
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL("[hf] config.json is not valid JSON: {}", e.what());
   }
-  if (type == "gpt2") return gpt2::from_hf_config(json).spec();
-  if (type == "llama") return llama::from_hf_config(json).spec();
+  ModelSpec spec;
+  if (type == "gpt2") spec = gpt2::from_hf_config(json).spec();
+  else if (type == "llama") spec = llama::from_hf_config(json).spec();
+  if (type == "gpt2" || type == "llama") {
+    spec.lm_head = !classifier;
+    return spec;
+  }
   if (type == "kiln") return spec_from_json(json);
   KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama and its own (kiln)", type);
 }
@@ -75,7 +97,7 @@ std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map
   return weights;
 }
 
-void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights) {
+void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights, bool strict) {
   const ModelSpec& spec = model.spec();
   auto hf_name = [&](const std::string& name) {
     if (!has_mapping(spec.family)) return name;
@@ -85,6 +107,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
   // Shapes checked against the whole model's, named as Hugging Face names them.
   for (const auto& [name, p] : model.named_parameters()) {
     auto it = full.find(name);
+    if (it == full.end() && !strict) continue;
     KILN_CHECK(it != full.end(), "[hf] the checkpoint has no '{}'", hf_name(name));
     const ShardSpec shard = model.shard_spec(name);
     Shape want = p.sizes();
@@ -95,7 +118,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
     KILN_CHECK(it->second.sizes() == want, "[hf] '{}' gives {} of shape [{}], the model expects [{}]", hf_name(name),
                name, fmt::join(it->second.sizes(), ", "), fmt::join(want, ", "));
   }
-  model.load_full_state_dict(full);
+  model.load_full_state_dict(full, strict);
 }
 
 ModelSpec read_config(const std::string& directory) {

@@ -35,7 +35,7 @@ void ExampleLoader::seek(const LoaderPosition& p) {
   pos_ = p;
 }
 
-std::pair<Tensor, Tensor> ExampleLoader::next() {
+ExampleBatch ExampleLoader::next() {
   const int64_t B = options_.batch_size, G = options_.group, n = static_cast<int64_t>(examples_.size()) / G;
   std::vector<int64_t> order(static_cast<size_t>(n));  // of groups
   if (options_.shuffle) order = shuffled_order(n, options_.seed, static_cast<uint64_t>(pos_.epoch));
@@ -49,13 +49,16 @@ std::pair<Tensor, Tensor> ExampleLoader::next() {
   for (const ChatExample* e : batch) L = std::max(L, e->inputs.size());
   const int64_t rows = B * G;
   std::vector<int64_t> x(static_cast<size_t>(rows) * L, options_.pad_id), y(static_cast<size_t>(rows) * L, -100);
+  std::vector<int64_t> lengths;
   for (size_t b = 0; b < batch.size(); ++b) {
+    lengths.push_back(static_cast<int64_t>(batch[b]->inputs.size()));
     std::copy(batch[b]->inputs.begin(), batch[b]->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(b * L));
     std::copy(batch[b]->targets.begin(), batch[b]->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(b * L));
   }
   if (++pos_.batch == batches_per_epoch()) pos_ = {pos_.epoch + 1, 0, 0};
   const int64_t Lt = static_cast<int64_t>(L);
-  return {tensor(x).view({rows, Lt}).to(options_.device), tensor(y).view({rows, Lt}).to(options_.device)};
+  return {tensor(x).view({rows, Lt}).to(options_.device), tensor(y).view({rows, Lt}).to(options_.device),
+          tensor(lengths).to(options_.device)};
 }
 
 }  // namespace kiln::data

@@ -66,6 +66,7 @@ std::string spec_to_json(const ModelSpec& s) {
               {"recompute", b.recompute}}},
             {"learned_positions", s.learned_positions},
             {"tie_embeddings", s.tie_embeddings},
+            {"lm_head", s.lm_head},
             {"embedding_dropout", s.embedding_dropout},
             {"init_std", s.init_std},
             {"scale_residual_init", s.scale_residual_init}};
@@ -109,6 +110,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.block.recompute = b.at("recompute").get<bool>();
     s.learned_positions = j.at("learned_positions").get<bool>();
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();
+    s.lm_head = j.value("lm_head", true);
     s.embedding_dropout = j.at("embedding_dropout").get<double>();
     s.init_std = j.at("init_std").get<double>();
     s.scale_residual_init = j.at("scale_residual_init").get<bool>();

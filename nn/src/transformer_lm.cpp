@@ -23,8 +23,9 @@ int64_t ModelSpec::num_parameters() const {
   const int64_t qkv = C * (H + 2 * Hkv) * D + (block.attention.qkv_bias ? (H + 2 * Hkv) * D : 0);
   const int64_t out = H * D * C + (block.attention.out_bias ? C : 0);
   const int64_t up_width = block.mlp.kind == MlpKind::SwiGLU ? 2 * hidden : hidden;
+  const int64_t tables = tie_embeddings || !lm_head ? 1 : 2;
   const int64_t mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
-  return padded * C * (tie_embeddings ? 1 : 2) + (learned_positions ? max_positions * C : 0) +
+  return padded * C * tables + (learned_positions ? max_positions * C : 0) +
          n_layer * (2 * norm + qkv + out + mlp) + norm;
 }
 
@@ -62,7 +63,8 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
     table->set_shard_spec("weight", vocab_rows);
     return table;
   };
-  if (f.is_first_stage() || (f.is_last_stage() && spec_.tie_embeddings)) embed_tokens = vocab_table("embed_tokens");
+  if (f.is_first_stage() || (f.is_last_stage() && spec_.tie_embeddings && spec_.lm_head))
+    embed_tokens = vocab_table("embed_tokens");
   if (f.is_first_stage()) {
     if (spec_.learned_positions)
       embed_positions = register_module(
@@ -74,7 +76,7 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
     layers->push_back(std::make_shared<Block>(spec_.block, f, gen, dtype, device));
   if (f.is_last_stage()) {
     norm = register_module("norm", make_norm(spec_.block.norm, C, dtype, device));
-    if (!spec_.tie_embeddings) lm_head = vocab_table("lm_head");
+    if (!spec_.tie_embeddings && spec_.lm_head) lm_head = vocab_table("lm_head");
   }
 }
 
@@ -129,11 +131,12 @@ std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) con
   return out;
 }
 
-std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::string, Tensor>& full) const {
+std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::string, Tensor>& full, bool strict) const {
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;
   for (const auto& [name, p] : named_parameters()) {
     auto it = full.find(name);
+    if (it == full.end() && !strict) continue;
     KILN_CHECK(it != full.end(), "[TransformerLM] the whole model's state has no '{}'", name);
     Tensor mine = shard_spec(name).take(it->second, factory_->tp_rank(), factory_->tp_size());
     KILN_CHECK(mine.sizes() == p.sizes(), "[TransformerLM] '{}' of shape [{}] gives a part of [{}], this rank holds [{}]",
@@ -143,10 +146,11 @@ std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::stri
   return out;
 }
 
-void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& full) {
+void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& full, bool strict) {
   NoGradGuard no_grad;
-  std::map<std::string, Tensor> mine = take_local(full);
-  for (auto& [name, p] : named_parameters()) p.copy_(mine.at(name).to(p.device(), p.dtype()));
+  std::map<std::string, Tensor> mine = take_local(full, strict);
+  for (auto& [name, p] : named_parameters())
+    if (auto it = mine.find(name); it != mine.end()) p.copy_(it->second.to(p.device(), p.dtype()));
 }
 
 Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* caches) const {
@@ -183,6 +187,11 @@ Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* c
   }
   for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr);
   return f.is_last_stage() ? norm->forward(x) : x;
+}
+
+const EmbeddingLayer& TransformerLM::head() const {
+  KILN_CHECK(spec_.lm_head, "[TransformerLM] this model has no language-model head (ModelSpec::lm_head is false)");
+  return spec_.tie_embeddings ? *embed_tokens : *lm_head;
 }
 
 Tensor TransformerLM::head_weight(DType dtype) const {
@@ -230,7 +239,7 @@ DType TransformerLM::activation_dtype() const {
 }
 
 std::vector<std::string> TransformerLM::tied_across_stages() const {
-  if (spec_.tie_embeddings && factory_->pp_size() > 1 && (is_first_stage() || is_last_stage()))
+  if (spec_.tie_embeddings && spec_.lm_head && factory_->pp_size() > 1 && (is_first_stage() || is_last_stage()))
     return {"embed_tokens.weight"};
   return {};
 }

@@ -16,7 +16,8 @@ const hf::NameMap& names() {
       {{"embed_tokens.weight", "transformer.wte.weight"},
        {"embed_positions.weight", "transformer.wpe.weight"},
        {"norm.weight", "transformer.ln_f.weight"},
-       {"norm.bias", "transformer.ln_f.bias"}},
+       {"norm.bias", "transformer.ln_f.bias"},
+       {"score.weight", "score.weight"}},  // GPT2ForSequenceClassification (a reward model, a critic)
       {{"attn_norm.weight", "ln_1.weight"},
        {"attn_norm.bias", "ln_1.bias"},
        {"attn.qkv.weight", "attn.c_attn.weight", true},  // Conv1D: [in, out]

@@ -19,7 +19,8 @@ const hf::NameMap& names() {
       "model.layers.",
       {{"embed_tokens.weight", "model.embed_tokens.weight"},
        {"norm.weight", "model.norm.weight"},
-       {"lm_head.weight", "lm_head.weight"}},
+       {"lm_head.weight", "lm_head.weight"},
+       {"score.weight", "score.weight"}},  // LlamaForSequenceClassification (a reward model, a critic)
       {{"attn_norm.weight", "input_layernorm.weight"},
        {"attn.q.weight", "self_attn.q_proj.weight"},
        {"attn.k.weight", "self_attn.k_proj.weight"},

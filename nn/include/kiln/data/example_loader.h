@@ -17,6 +17,12 @@
 
 namespace kiln::data {
 
+// A batch: inputs and targets (rows, L) int64, L the batch's longest
+// example, and each row's real length (rows) int64.
+struct ExampleBatch {
+  Tensor inputs, targets, lengths;
+};
+
 struct ExampleLoaderOptions {
   int64_t batch_size = 8;
   int rank = 0;
@@ -32,9 +38,8 @@ class ExampleLoader {
  public:
   ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);
 
-  // inputs and targets (B group, L) int64, L the batch's longest example, each
-  // group's examples in order; advances.
-  std::pair<Tensor, Tensor> next();
+  // The next B group rows, each group's examples in order; advances.
+  ExampleBatch next();
   LoaderPosition position() const { return pos_; }
   void seek(const LoaderPosition& pos);
   // Batches one rank reads per epoch (a last partial batch is left out).

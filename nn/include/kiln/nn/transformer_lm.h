@@ -32,6 +32,9 @@ struct ModelSpec {
   BlockSpec block;
   bool learned_positions = true;  // an embedding of positions added to the tokens' (GPT-2)
   bool tie_embeddings = true;     // the head is the token embedding
+  // false: no language-model head; the final norm's output is what the model
+  // gives (the backbone of a reward model or critic, nn/value_model.h).
+  bool lm_head = true;
   double embedding_dropout = 0.0;
   // Initialization: N(0, init_std) for every matrix and embedding, zero
   // biases, unit norms; with scale_residual_init, the projections into the
@@ -97,11 +100,12 @@ class TransformerLM : public StagedModel {
   // parameters' gradients, named the same.
   std::map<std::string, Tensor> full_state_dict(bool gradients = false) const;
   // Copies this rank's share of a whole model's parameters (as full_state_dict
-  // gives them) into its parameters; every name it holds must be present.
-  void load_full_state_dict(const std::map<std::string, Tensor>& full);
+  // gives them) into its parameters; every name it holds must be present,
+  // unless not strict (the others keep their values).
+  void load_full_state_dict(const std::map<std::string, Tensor>& full, bool strict = true);
   // This rank's share of whole tensors named like its parameters (weights, or
-  // optimizer state shaped like them), for the names it holds.
-  std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full) const;
+  // optimizer state shaped like them), for the names it holds (those present, when not strict).
+  std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full, bool strict = true) const;
 
   const ModelSpec& spec() const { return spec_; }
   // This stage's layers [first, last) of the model's n_layer.
@@ -118,7 +122,7 @@ class TransformerLM : public StagedModel {
 
  private:
   void build(Generator& gen, DType dtype, Device device);
-  const EmbeddingLayer& head() const { return spec_.tie_embeddings ? *embed_tokens : *lm_head; }
+  const EmbeddingLayer& head() const;
 
   ModelSpec spec_;
   std::shared_ptr<const LayerFactory> factory_;
