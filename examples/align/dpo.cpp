@@ -87,29 +87,15 @@ int run(const Args& a) {
                pairs.size(), val_examples.size() / 2, dropped, a.max_tokens, a.beta, steps, a.batch, layout.dp());
 
   // DPO's loss on a batch of pairs (rows chosen, rejected, chosen, ...).
-  auto dpo = [&](const Tensor& x, const Tensor& y) {
-    Tensor policy = answer_log_probs(model, x, y).view({-1, 2});
+  auto dpo = [&](const Tensor& x, const Tensor& y, const Tensor&) {
+    auto [policy_chosen, policy_rejected] = align::chosen_rejected(answer_log_probs(model, x, y));
     Tensor ref;
     {
       kiln::NoGradGuard no_grad;
-      ref = answer_log_probs(reference, x, y).view({-1, 2});
+      ref = answer_log_probs(reference, x, y);
     }
-    auto column = [](const Tensor& t, int64_t c) { return t.narrow(1, c, 1).reshape({-1}); };
-    return kiln::nn::dpo_loss(column(policy, 0), column(policy, 1), column(ref, 0), column(ref, 1), a.beta,
-                              a.label_smoothing);
-  };
-  auto evaluate = [&] {
-    kiln::NoGradGuard no_grad;
-    val.seek({});
-    double loss = 0, accuracy = 0;
-    for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-      auto [x, y, lengths] = val.next();
-      kiln::nn::DPOLoss l = dpo(x, y);
-      loss += l.loss.item<double>();
-      accuracy += l.accuracy;
-    }
-    const auto n = static_cast<double>(val.batches_per_epoch());
-    return std::pair{loss / n, accuracy / n};
+    auto [ref_chosen, ref_rejected] = align::chosen_rejected(ref);
+    return kiln::nn::dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, a.beta, a.label_smoothing);
   };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
   for (int64_t step = state.step; step < steps; ++step) {
@@ -117,7 +103,7 @@ int run(const Args& a) {
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
     auto [x, y, lengths] = train.next();
-    kiln::nn::DPOLoss l = dpo(x, y);
+    kiln::nn::DPOLoss l = dpo(x, y, lengths);
     l.loss.backward();
     if (ddp) ddp->finish();
     const double norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
@@ -129,7 +115,7 @@ int run(const Args& a) {
                         {"rejected_reward", kiln::mean(l.rejected_rewards).item<double>()}, {"grad_norm", norm},
                         {"pairs_per_second", static_cast<double>(x.size(0) / 2 * layout.dp()) / seconds}};
     const bool validate = done % a.eval_every == 0 || done == steps;
-    if (validate) std::tie(m["val_loss"], m["val_accuracy"]) = evaluate();
+    if (validate) std::tie(m["val_loss"], m["val_accuracy"]) = align::evaluate_pairs(val, dpo);
     progress.report(m, fmt::format("loss {:.4f} | accuracy {:.2f} | margin {:.3f}{} | norm {:.3f}", l.loss.item<double>(),
                                    l.accuracy, l.margin,
                                    validate ? fmt::format(" | val loss {:.4f} accuracy {:.3f}", m["val_loss"].get<double>(),

@@ -79,22 +79,9 @@ int run(const Args& a) {
                pairs.size(), val_examples.size() / 2, dropped, a.max_tokens, steps, a.batch, layout.dp());
 
   // The pairwise loss on a batch of pairs (rows chosen, rejected, chosen, ...).
-  auto pairwise = [&](const Tensor& x, const Tensor& lengths) {
-    Tensor s = model.scores(x, lengths).view({-1, 2});
-    return kiln::nn::pairwise_reward_loss(s.narrow(1, 0, 1).reshape({-1}), s.narrow(1, 1, 1).reshape({-1}));
-  };
-  auto evaluate = [&] {
-    kiln::NoGradGuard no_grad;
-    val.seek({});
-    double loss = 0, accuracy = 0;
-    for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-      auto [x, y, lengths] = val.next();
-      kiln::nn::PairwiseLoss l = pairwise(x, lengths);
-      loss += l.loss.item<double>();
-      accuracy += l.accuracy;
-    }
-    const auto n = static_cast<double>(val.batches_per_epoch());
-    return std::pair{loss / n, accuracy / n};
+  auto pairwise = [&](const Tensor& x, const Tensor&, const Tensor& lengths) {
+    auto [chosen, rejected] = align::chosen_rejected(model.scores(x, lengths));
+    return kiln::nn::pairwise_reward_loss(chosen, rejected);
   };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
   for (int64_t step = state.step; step < steps; ++step) {
@@ -102,7 +89,7 @@ int run(const Args& a) {
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
     auto [x, y, lengths] = train.next();
-    kiln::nn::PairwiseLoss l = pairwise(x, lengths);
+    kiln::nn::PairwiseLoss l = pairwise(x, y, lengths);
     l.loss.backward();
     if (ddp) ddp->finish();
     const double norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
@@ -113,7 +100,7 @@ int run(const Args& a) {
                         {"margin", l.margin}, {"lr", schedule.at(step)}, {"grad_norm", norm},
                         {"pairs_per_second", static_cast<double>(x.size(0) / 2 * layout.dp()) / seconds}};
     const bool validate = done % a.eval_every == 0 || done == steps;
-    if (validate) std::tie(m["val_loss"], m["val_accuracy"]) = evaluate();
+    if (validate) std::tie(m["val_loss"], m["val_accuracy"]) = align::evaluate_pairs(val, pairwise);
     progress.report(m, fmt::format("loss {:.4f} | accuracy {:.2f} | margin {:.3f}{} | norm {:.3f}", l.loss.item<double>(),
                                    l.accuracy, l.margin,
                                    validate ? fmt::format(" | val loss {:.4f} accuracy {:.3f}", m["val_loss"].get<double>(),

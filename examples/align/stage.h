@@ -98,6 +98,29 @@ inline void maybe_checkpoint(const StageArgs& a, int64_t done, int64_t steps, co
   if (layout.world()->rank() == 0) fmt::print("checkpoint: {}\n", path);
 }
 
+// A (2N) tensor of pairs' figures, rows chosen, rejected, chosen, ...: the chosen (N) and the rejected (N).
+inline std::pair<kiln::Tensor, kiln::Tensor> chosen_rejected(const kiln::Tensor& rows) {
+  kiln::Tensor pairs = rows.view({-1, 2});
+  return {pairs.narrow(1, 0, 1).reshape({-1}), pairs.narrow(1, 1, 1).reshape({-1})};
+}
+
+// The mean loss and accuracy of a pairwise objective over every held-out
+// batch; `loss_of(x, y, lengths)` gives a result with `loss` and `accuracy`.
+template <typename LossOf>
+std::pair<double, double> evaluate_pairs(kiln::data::ExampleLoader& val, LossOf&& loss_of) {
+  kiln::NoGradGuard no_grad;
+  val.seek({});
+  double loss = 0, accuracy = 0;
+  for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
+    auto [x, y, lengths] = val.next();
+    auto l = loss_of(x, y, lengths);
+    loss += l.loss.template item<double>();
+    accuracy += l.accuracy;
+  }
+  const auto n = static_cast<double>(val.batches_per_epoch());
+  return {loss / n, accuracy / n};
+}
+
 // Prints a step's line (every log_every steps, the last, and any with a
 // validation figure) and appends it to metrics.jsonl, on the leading rank.
 class Progress {
