@@ -65,42 +65,14 @@ inline void warp_sync() { block().warps[warp()]->arrive_and_wait(); }
 
 // Runs kernel() for every thread of every block of the grid (x-dimension
 // threads; blocks in order). The threads live for the whole launch; a thread
-// that returns early is no longer waited for by __syncthreads.
+// that returns early is no longer waited for by __syncthreads. The grid loop
+// is compiled once (runtime.cpp); each kernel adds only its call.
+void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(void*), void* kernel);
+
 template <typename Kernel>
 void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, Kernel&& kernel) {
-  if (threads == 0 || threads % 32 != 0) throw std::invalid_argument("emulated blocks are whole warps");
-  gridDim = grid;
-  blockDim = dim3(threads);
-  std::barrier<> start(threads + 1), finish(threads + 1);
-  std::unique_ptr<Block> current;
-  uint3 at{};
-  bool stop = false;
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      threadIdx = make_uint3(t, 0, 0);
-      for (;;) {
-        start.arrive_and_wait();
-        if (stop) return;
-        blockIdx = at;
-        kernel();
-        running->all.arrive_and_drop();
-        finish.arrive_and_wait();
-      }
-    });
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        current = std::make_unique<Block>(threads, dynamic_bytes);
-        running = current.get();
-        at = make_uint3(x, y, z);
-        start.arrive_and_wait();
-        finish.arrive_and_wait();
-      }
-  stop = true;
-  start.arrive_and_wait();
-  for (std::thread& th : pool) th.join();
-  running = nullptr;
+  using K = std::remove_reference_t<Kernel>;
+  run_grid(grid, threads, dynamic_bytes, [](void* k) { (*static_cast<K*>(k))(); }, &kernel);
 }
 
 // An element of a packed pair of 16-bit floats as float.

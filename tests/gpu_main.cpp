@@ -1,11 +1,10 @@
 // main() for the `gpu` tests: without a usable CUDA device they report why and
 // exit with ctest's skip code instead of failing.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-
 #include <cstdio>
 
 #include <kiln/cuda.h>
+
+#include "catch_session.h"
 
 int main(int argc, char** argv) {
   if (!kiln::cuda::is_available()) {
@@ -13,5 +12,5 @@ int main(int argc, char** argv) {
                                                                   : "CUDA unavailable");
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return kiln::test::run_catch_session(argc, argv);
 }
