@@ -1,6 +1,7 @@
 // The transformer and GPT: shapes, initialization, the KV cache against a full
 // forward, grouped-query attention and RoPE, and safetensors round trips.
 
+#include <algorithm>
 #include <filesystem>
 
 #include "kiln/nn/models/gpt2.h"
@@ -81,6 +82,45 @@ TEST_CASE("decoding with the KV cache matches the full forward") {
   Tensor first = gpt.forward(idx.narrow(1, 0, 5), &caches);
   Tensor rest = gpt.forward(idx.narrow(1, 5, 4), &caches);
   KT_CHECK_CLOSE(cat({first, rest}, 1), values(gpt.forward(idx)), 1e-5);
+}
+
+TEST_CASE("batched generation draws what each prompt draws alone, rows stopping on their own") {
+  Generator gen(21);
+  nn::ModelSpec llama = nn::LlamaConfig{.vocab_size = 40, .hidden_size = 16, .intermediate_size = 32,
+                                        .num_hidden_layers = 2, .num_attention_heads = 4, .num_key_value_heads = 2,
+                                        .max_position_embeddings = 32}
+                            .spec();
+  nn::ModelSpec gpt = nn::GPTConfig{.vocab_size = 40, .block_size = 32, .n_layer = 2, .n_head = 2, .n_embd = 16}.spec();
+  for (const nn::ModelSpec& spec : {gpt, llama}) {
+    INFO(spec.family);
+    nn::TransformerLM model(spec, gen, kFloat64);
+    const std::vector<std::vector<int64_t>> prompts = {{3, 9}, {1, 5, 7, 2, 8}, {4, 4, 6}, {11}};
+    // Greedy: every row as generate() alone; then stopping at a token row 1 draws third.
+    Generator unused(0);
+    std::vector<std::vector<int64_t>> alone;
+    for (const auto& p : prompts) alone.push_back(nn::generate(model, p, 6, {.temperature = 0}, unused));
+    nn::BatchGeneration all = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused);
+    CHECK(all.tokens == alone);
+    CHECK(all.steps == 6);
+    const int64_t stop = alone[1][2];
+    nn::BatchGeneration stopped = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused, stop);
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      auto end = std::find(alone[b].begin(), alone[b].end(), stop);
+      CHECK(stopped.tokens[b] == std::vector<int64_t>(alone[b].begin(), end == alone[b].end() ? end : end + 1));
+    }
+    // Sampled: a seed replays the batch, and each token's log-probability is the full forward's.
+    Generator g1(5), g2(5);
+    nn::BatchGeneration sampled = nn::generate_batch(model, prompts, 5, {.temperature = 1.0}, g1, stop);
+    CHECK(nn::generate_batch(model, prompts, 5, {.temperature = 1.0}, g2, stop).tokens == sampled.tokens);
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      std::vector<int64_t> seq = prompts[b];
+      seq.insert(seq.end(), sampled.tokens[b].begin(), sampled.tokens[b].end());
+      const auto n = static_cast<int64_t>(seq.size()), k = static_cast<int64_t>(sampled.tokens[b].size());
+      Tensor ids = tensor(seq).view({1, -1});
+      Tensor lp = nn::token_log_probs(model.forward(ids.narrow(1, 0, n - 1)), ids.narrow(1, 1, n - 1));
+      KT_CHECK_CLOSE(tensor(sampled.log_probs[b]), values(lp[0].narrow(0, n - 1 - k, k)), 1e-10);
+    }
+  }
 }
 
 TEST_CASE("rope rotates pairs (i, i + D/2) by position-dependent angles") {

@@ -74,4 +74,20 @@ std::pair<Tensor, Tensor> rope_tables(int64_t first, int64_t count, int64_t head
   return {t.cos.narrow(0, first, count), t.sin.narrow(0, first, count)};
 }
 
+Tensor rope_at(const Tensor& x, const Tensor& positions, const RopeSpec& spec) {
+  KILN_CHECK(x.dim() == 4 && positions.dim() == 2 && positions.dtype() == kInt64 && positions.size(0) == x.size(0) &&
+                 positions.size(1) == x.size(2),
+             "[rope] expects x (B, H, T, D) and int64 positions (B, T), got {} [{}] and {} [{}]", x.dtype(),
+             fmt::join(x.sizes(), ", "), positions.dtype(), fmt::join(positions.sizes(), ", "));
+  const int64_t B = x.size(0), T = x.size(2), half = x.size(3) / 2;
+  const DType stat = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  const int64_t last = max(positions).item<int64_t>();
+  // A table row per token, broadcast over the heads; "rotate half" as kiln::rope.
+  auto [cos_all, sin_all] = rope_tables(0, last + 1, x.size(3), spec, stat, x.device());
+  const Tensor at = positions.reshape({-1});
+  Tensor cos = index_select(cos_all, 0, at).view({B, 1, T, half}), sin = index_select(sin_all, 0, at).view({B, 1, T, half});
+  Tensor xs = x.to(stat), x1 = xs.narrow(3, 0, half), x2 = xs.narrow(3, half, half);
+  return cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, 3).to(x.dtype());
+}
+
 }  // namespace kiln::nn

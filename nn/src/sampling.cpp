@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "kiln/autograd.h"
+#include "kiln/nn/objectives.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
@@ -58,6 +59,71 @@ std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int6
     out.push_back(next);
     if (next == stop) break;
     input = full({1, 1}, next, TensorOptions(kInt64).device(device));
+  }
+  return out;
+}
+
+BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std::vector<int64_t>>& prompts,
+                               int64_t max_new_tokens, const SamplingOptions& options, Generator& gen, int64_t stop) {
+  NoGradGuard no_grad;
+  const Device device = model.embed_tokens->weight.device();
+  const int64_t limit = model.spec().max_positions, B = static_cast<int64_t>(prompts.size());
+  BatchGeneration out{std::vector<std::vector<int64_t>>(prompts.size()), std::vector<std::vector<double>>(prompts.size())};
+  if (B == 0) return out;
+  // Prefill: each window right-aligned at width L; row b's tokens at positions 0 .. length - 1.
+  std::vector<std::vector<int64_t>> windows;
+  int64_t L = 0;
+  for (const auto& p : prompts) {
+    windows.push_back(prompt_window(p, max_new_tokens, limit));
+    L = std::max<int64_t>(L, static_cast<int64_t>(windows.back().size()));
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(B * L), 0), positions(ids.size(), 0), starts, next_position;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto n = static_cast<int64_t>(windows[b].size());
+    starts.push_back(L - n);
+    next_position.push_back(n);
+    for (int64_t t = 0; t < n; ++t) {
+      ids[b * L + L - n + t] = windows[b][t];
+      positions[b * L + L - n + t] = t;
+    }
+  }
+  auto on_device = [&](const std::vector<int64_t>& v, int64_t rows) { return tensor(v).view({rows, -1}).to(device); };
+  Tensor input = on_device(ids, B);
+  AttentionInputs inputs{.key_starts = on_device(starts, B).view({-1}), .positions = on_device(positions, B)};
+  std::vector<KVCache> caches(model.layers->size());
+  std::vector<int64_t> rows(static_cast<size_t>(B));  // the prompt of each row still in the batch
+  std::iota(rows.begin(), rows.end(), 0);
+  for (int64_t step = 0; step < max_new_tokens && caches[0].length() < limit; ++step) {
+    Tensor logits = model.forward(input, &caches, &inputs);  // (rows, t, V)
+    Tensor last = logits.narrow(1, logits.size(1) - 1, 1);   // (rows, 1, V)
+    Tensor host = last.to(kCPU, kFloat64).view({static_cast<int64_t>(rows.size()), -1});
+    std::vector<int64_t> drawn, keep;
+    for (size_t r = 0; r < rows.size(); ++r) drawn.push_back(sample_token(host[static_cast<int64_t>(r)], options, gen));
+    Tensor log_p = token_log_probs(last, on_device(drawn, static_cast<int64_t>(rows.size()))).to(kCPU, kFloat64);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto b = static_cast<size_t>(rows[r]);
+      out.tokens[b].push_back(drawn[r]);
+      out.log_probs[b].push_back(log_p.data_ptr<double>()[r]);
+      if (drawn[r] != stop) keep.push_back(static_cast<int64_t>(r));
+    }
+    ++out.steps;
+    if (keep.empty()) break;
+    // The unfinished rows go on: their caches, starts and next tokens.
+    std::vector<int64_t> next_ids, next_positions, kept_rows;
+    for (int64_t r : keep) {
+      next_ids.push_back(drawn[r]);
+      next_positions.push_back(next_position[rows[r]]++);
+      kept_rows.push_back(rows[r]);
+    }
+    if (keep.size() < rows.size()) {
+      Tensor index = on_device(keep, 1).view({-1});
+      for (KVCache& c : caches) c = {index_select(c.k, 0, index), index_select(c.v, 0, index)};
+      inputs.key_starts = index_select(inputs.key_starts, 0, index);
+    }
+    rows = std::move(kept_rows);
+    const auto n = static_cast<int64_t>(rows.size());
+    input = on_device(next_ids, n);
+    inputs.positions = on_device(next_positions, n);
   }
   return out;
 }

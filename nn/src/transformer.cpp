@@ -36,6 +36,17 @@ namespace {
 void check_split(const char* what, int64_t n, int tp) {
   KILN_CHECK(n % tp == 0, "[Block] {} ({}) must divide among {} tensor-parallel ranks", what, n, tp);
 }
+
+// The scores' bias (B, 1, 1, Tk) that hides each row's keys before key_starts[b]:
+// a large finite negative rather than -inf, so that a padding query (which
+// sees only padding) stays finite and nothing NaN reaches the real rows.
+Tensor left_padding_bias(const Tensor& key_starts, int64_t keys, DType dtype) {
+  const int64_t B = key_starts.size(0);
+  const double hidden = dtype == kFloat16 ? -3e4 : -1e9;
+  Tensor index = arange(0, keys, 1, TensorOptions(kInt64).device(key_starts.device())).view({1, keys});
+  Tensor padding = lt(index, key_starts.to(kInt64).view({B, 1}));
+  return where(padding, hidden, zeros({B, keys}, TensorOptions(dtype).device(key_starts.device()))).view({B, 1, 1, keys});
+}
 }  // namespace
 
 Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype,
@@ -63,7 +74,11 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
   };
   Tensor q = heads(0, heads_), k = heads(heads_, kv_heads_), v = heads(heads_ + kv_heads_, kv_heads_);
   const int64_t past = cache ? cache->length() : 0;
-  if (spec_.rope) {
+  const bool offset_rows = inputs && inputs->positions.defined();
+  if (spec_.rope && offset_rows) {
+    q = rope_at(q, inputs->positions, *spec_.rope);
+    k = rope_at(k, inputs->positions, *spec_.rope);
+  } else if (spec_.rope) {
     auto [cos, sin] = rope_tables(past, T, D, *spec_.rope, x.dtype() == kFloat64 ? kFloat64 : kFloat32, x.device());
     q = rope(q, cos, sin);
     k = rope(k, cos, sin);
@@ -83,6 +98,7 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
     options.prefix_lengths = inputs->prefix_lengths;
   }
   if (inputs) options.key_lengths = inputs->key_lengths;
+  if (inputs && inputs->key_starts.defined()) options.bias = left_padding_bias(inputs->key_starts, k.size(2), q.dtype());
   Tensor y = scaled_dot_product_attention(q, k, v, options);  // (B, H, T, D)
   return dropout->forward(out->forward(y.transpose(1, 2).reshape({B, T, heads_ * D})));
 }

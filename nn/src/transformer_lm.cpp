@@ -153,26 +153,35 @@ void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& fu
     if (auto it = mine.find(name); it != mine.end()) p.copy_(it->second.to(p.device(), p.dtype()));
 }
 
-Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* caches) const {
+Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* caches,
+                                   const AttentionInputs* inputs) const {
   const LayerFactory& f = *factory_;
   KILN_CHECK(!caches || caches->size() == layers->size(), "[TransformerLM] needs one KV cache per layer of the "
              "stage ({}), got {}", layers->size(), caches ? caches->size() : 0);
   KILN_CHECK(!caches || !f.sequence_parallel(), "[TransformerLM] decoding with KV caches needs whole sequences: "
              "build the model without sequence parallelism");
   const int64_t past = caches && !caches->empty() ? (*caches)[0].length() : 0;
+  const bool offset_rows = inputs && inputs->positions.defined();
+  KILN_CHECK(!offset_rows || (!f.sequence_parallel() && inputs->positions.sizes() == Shape{input.size(0), input.size(1)}),
+             "[TransformerLM] positions must be (B, T) = ({}, {}), got [{}], without sequence parallelism",
+             input.size(0), input.size(1), fmt::join(inputs->positions.sizes(), ", "));
   Tensor x;
   if (f.is_first_stage()) {
     KILN_CHECK(input.dim() == 2 && !is_floating(input.dtype()),
                "[TransformerLM] the first stage expects token ids (B, T) of an integer dtype, got {} [{}]",
                input.dtype(), fmt::join(input.sizes(), ", "));
     const int64_t T = input.size(1), tp = f.tp_size();
-    KILN_CHECK(!spec_.learned_positions || past + T <= spec_.max_positions,
+    KILN_CHECK(!spec_.learned_positions || offset_rows || past + T <= spec_.max_positions,
                "[TransformerLM] sequence of {} tokens is longer than max_positions {}", past + T, spec_.max_positions);
     KILN_CHECK(!f.sequence_parallel() || T % tp == 0,
                "[TransformerLM] sequence parallelism splits the {} tokens of a sequence among {} ranks: they must "
                "divide", T, tp);
     x = embed_tokens->forward(input);  // with sequence parallelism, this rank's slice of the sequence
-    if (embed_positions) {
+    if (embed_positions && offset_rows) {
+      KILN_CHECK(max(inputs->positions).item<int64_t>() < spec_.max_positions,
+                 "[TransformerLM] a position is past max_positions {}", spec_.max_positions);
+      x = x + embed_positions->forward(inputs->positions);
+    } else if (embed_positions) {
       const int64_t local = f.sequence_parallel() ? T / tp : T;
       const int64_t first = past + (f.sequence_parallel() ? f.tp_rank() * local : 0);
       x = x + embed_positions->forward(arange(first, first + local, 1, TensorOptions(kInt64).device(input.device())));
@@ -185,7 +194,7 @@ Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* c
                spec_.block.d_model, input.dtype(), fmt::join(input.sizes(), ", "));
     x = input;
   }
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr);
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<Block>(i).forward(x, caches ? &(*caches)[i] : nullptr, inputs);
   return f.is_last_stage() ? norm->forward(x) : x;
 }
 
@@ -200,10 +209,10 @@ Tensor TransformerLM::head_weight(DType dtype) const {
   return cast_cached(h.weight, dtype).narrow(0, 0, rows);
 }
 
-Tensor TransformerLM::forward(const Tensor& idx, std::vector<KVCache>* caches) const {
+Tensor TransformerLM::forward(const Tensor& idx, std::vector<KVCache>* caches, const AttentionInputs* inputs) const {
   KILN_CHECK(factory_->pp_size() == 1, "[TransformerLM] the whole forward pass runs on one stage: with {} pipeline "
              "stages, use a pipeline schedule (or dist::pipeline_generate)", factory_->pp_size());
-  return logits_from_hidden(forward_stage(idx, caches));
+  return logits_from_hidden(forward_stage(idx, caches, inputs));
 }
 
 Tensor TransformerLM::logits_from_hidden(const Tensor& hidden) const {

@@ -35,4 +35,8 @@ std::vector<double> rope_inverse_frequencies(int64_t head_dim, const RopeSpec& s
 std::pair<Tensor, Tensor> rope_tables(int64_t first, int64_t count, int64_t head_dim, const RopeSpec& spec,
                                       DType dtype, Device device);
 
+// x (B, H, T, D) rotated as kiln::rope does, each row at its own positions
+// (B, T) int64: rows that start at different offsets (left-padded batches).
+Tensor rope_at(const Tensor& x, const Tensor& positions, const RopeSpec& spec);
+
 }  // namespace kiln::nn

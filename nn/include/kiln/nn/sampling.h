@@ -28,4 +28,20 @@ std::vector<int64_t> prompt_window(const std::vector<int64_t>& prompt, int64_t m
 std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop = -1);
 
+struct BatchGeneration {
+  std::vector<std::vector<int64_t>> tokens;  // each prompt's new tokens, through `stop` when it was drawn
+  // log p of each new token under the model (its logits at temperature 1,
+  // unfiltered): what the policy-gradient losses compare against.
+  std::vector<std::vector<double>> log_probs;
+  int64_t steps = 0;  // forward passes after the prompts'
+};
+// generate() for a batch of prompts of different lengths at once: the
+// prompts left-padded into one prefill, then one token per unfinished row
+// per step through the KV cache, each row at its own positions. A row stops
+// after `stop` (when >= 0) or max_new_tokens; finished rows leave the batch.
+// Rows draw in order from gen, so a seed replays the batch.
+BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std::vector<int64_t>>& prompts,
+                               int64_t max_new_tokens, const SamplingOptions& options, Generator& gen,
+                               int64_t stop = -1);
+
 }  // namespace kiln::nn

@@ -25,8 +25,10 @@ class StagedModel : public Module {
   // stage, the previous stage's output on the others; returns what the next
   // stage reads (activation_shape), on the last stage the input of the loss.
   // With caches (one per layer of this stage), decoding: the input holds the
-  // positions after the cached ones.
-  virtual Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr) const = 0;
+  // positions after the cached ones. inputs: what the attention masks and
+  // positions need beyond the tokens (padding, prefixes, offset rows).
+  virtual Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr,
+                               const AttentionInputs* inputs = nullptr) const = 0;
   // Last stage: the logits (B, T, vocab) of forward_stage's output.
   virtual Tensor logits_from_hidden(const Tensor& hidden) const = 0;
   // Last stage: the mean loss of forward_stage's output against targets (B, T).

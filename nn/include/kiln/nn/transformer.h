@@ -75,9 +75,15 @@ struct BlockSpec {
 
 // What a batch brings to its attention masks: each sequence's prefix length
 // (PrefixLM) and real length (keys past it are padding), (B) int32/int64.
+// Left-padded rows (batched generation from prompts of different lengths)
+// bring each row's first real key (key_starts, (B): the keys before it are
+// padding) and each token's position (positions, (B, T) int64; without them
+// a token's position is its index after the cached ones).
 struct AttentionInputs {
   Tensor prefix_lengths;
   Tensor key_lengths;
+  Tensor key_starts;
+  Tensor positions;
 };
 
 // Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D).

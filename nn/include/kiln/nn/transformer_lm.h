@@ -70,8 +70,8 @@ class TransformerLM : public StagedModel {
 
   // The whole model on one pipeline stage: idx (B, T) int64 -> logits (B, T,
   // vocab_size). With caches (one per layer), idx holds the positions after
-  // the cached ones.
-  Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr) const;
+  // the cached ones; inputs as forward_stage.
+  Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr, const AttentionInputs* inputs = nullptr) const;
   // Mean cross-entropy of forward(idx) against targets (B, T), ignore_index
   // -100, without materializing the logits where one rank holds the vocabulary.
   Tensor loss(const Tensor& idx, const Tensor& targets) const;
@@ -80,7 +80,8 @@ class TransformerLM : public StagedModel {
 
   // StagedModel
   const LayerFactory& layout() const override { return *factory_; }
-  Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr) const override;
+  Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr,
+                       const AttentionInputs* inputs = nullptr) const override;
   Tensor logits_from_hidden(const Tensor& hidden) const override;
   Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const override;
   Shape activation_shape(int64_t batch, int64_t seq) const override;
