@@ -5,7 +5,9 @@
 # prefer the right sum to a wrong one must bring the held-out DPO loss below
 # log 2, where a policy equal to its reference stands; and a reward model
 # trained on pairs that prefer a sum to a refusal must rank most held-out
-# pairs right.
+# pairs right. GRPO (against the rule that checks the sum) and PPO (against
+# that reward model) must each resume from a middle checkpoint to log the
+# uninterrupted run's losses exactly.
 #   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P align_stages.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -13,6 +15,7 @@ set(text "")
 set(tasks "")
 set(pairs "")
 set(refusals "")
+set(prompts "")
 foreach(i RANGE 1 400)
   math(EXPR a "${i} % 10")
   math(EXPR b "${i} % 7")
@@ -22,12 +25,16 @@ foreach(i RANGE 1 400)
   string(APPEND tasks "{\"messages\": [{\"role\": \"user\", \"content\": \"${a} plus ${b}?\"}, "
                       "{\"role\": \"assistant\", \"content\": \"${c}\"}]}\n")
   string(APPEND pairs "{\"prompt\": \"${a} plus ${b}?\", \"chosen\": \"${c}\", \"rejected\": \"${wrong}\"}\n")
+  if(i LESS_EQUAL 64)
+    string(APPEND prompts "{\"prompt\": \"${a} plus ${b}?\", \"answer\": \"${c}\"}\n")
+  endif()
   string(APPEND refusals "{\"prompt\": \"${a} plus ${b}?\", \"chosen\": \"it is ${c}.\", \"rejected\": \"no.\"}\n")
 endforeach()
 file(WRITE ${WORK}/text/corpus ${text})
 file(WRITE ${WORK}/tasks.jsonl ${tasks})
 file(WRITE ${WORK}/pairs.jsonl ${pairs})
 file(WRITE ${WORK}/refusals.jsonl ${refusals})
+file(WRITE ${WORK}/prompts.jsonl ${prompts})
 
 include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 
@@ -57,20 +64,35 @@ if(NOT last LESS first)
 endif()
 message(STATUS "sft: held-out loss over the answers ${first} -> ${last}")
 
-file(MAKE_DIRECTORY ${WORK}/resumed)
-file(COPY ${WORK}/sft/step-000020 DESTINATION ${WORK}/resumed)
-file(WRITE ${WORK}/resumed/latest "step-000020\n")
-run(${sft} --out ${WORK}/resumed --resume)
-metric_values(${WORK}/sft/metrics.jsonl train_loss full)
-metric_values(${WORK}/resumed/metrics.jsonl train_loss resumed)
-list(LENGTH full n)
-list(LENGTH resumed m)
-math(EXPR skip "${n} - ${m}")
-list(SUBLIST full ${skip} ${m} tail)
-if(NOT skip EQUAL 20 OR NOT "${tail}" STREQUAL "${resumed}")
-  message(FATAL_ERROR "sft: the resumed run differs:\nuninterrupted: ${tail}\nresumed:       ${resumed}")
-endif()
-message(STATUS "sft: resumed losses are bit-identical")
+# A run resumed from the checkpoint of step `at` in `from` (its subdirectories
+# `sides`, or the run itself) must log the uninterrupted run's `key` exactly.
+function(check_resume stage from key at)
+  set(padded "000000${at}")
+  string(LENGTH "${padded}" length)
+  math(EXPR first "${length} - 6")
+  string(SUBSTRING "${padded}" ${first} 6 padded)
+  set(sides ${ARGN})
+  if(NOT sides)
+    set(sides .)
+  endif()
+  foreach(side IN LISTS sides)
+    file(MAKE_DIRECTORY ${WORK}/${stage}-resumed/${side})
+    file(COPY ${from}/${side}/step-${padded} DESTINATION ${WORK}/${stage}-resumed/${side})
+    file(WRITE ${WORK}/${stage}-resumed/${side}/latest "step-${padded}\n")
+  endforeach()
+  run(${${stage}} --out ${WORK}/${stage}-resumed --resume)
+  metric_values(${from}/metrics.jsonl ${key} full)
+  metric_values(${WORK}/${stage}-resumed/metrics.jsonl ${key} resumed)
+  list(LENGTH full n)
+  list(LENGTH resumed m)
+  math(EXPR skip "${n} - ${m}")
+  list(SUBLIST full ${skip} ${m} tail)
+  if(NOT skip EQUAL at OR NOT "${tail}" STREQUAL "${resumed}")
+    message(FATAL_ERROR "${stage}: the resumed run differs:\nuninterrupted: ${tail}\nresumed:       ${resumed}")
+  endif()
+  message(STATUS "${stage}: resumed ${key} values are bit-identical")
+endfunction()
+check_resume(sft ${WORK}/sft train_loss 20)
 
 run(${BIN}/dpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/pairs.jsonl
     --out ${WORK}/dpo --epochs 2 --batch 8 --lr 1e-3 --beta 0.5 --eval-every 10 --log-every 10)
@@ -90,3 +112,15 @@ if(rm_last LESS 0.8)
   message(FATAL_ERROR "reward: held-out accuracy stayed low: ${rm_accuracy}")
 endif()
 message(STATUS "reward: held-out accuracy ${rm_accuracy}")
+
+set(grpo ${BIN}/grpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/prompts.jsonl
+    --val-fraction 0.25 --batch 4 --group 4 --max-new-tokens 4 --lr 1e-3 --eval-every 6 --checkpoint-every 6
+    --log-every 6 --keep 10)
+run(${grpo} --out ${WORK}/grpo)
+check_resume(grpo ${WORK}/grpo train_loss 6)
+
+set(ppo ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward --tokenizer ${WORK}/data/tokenizer.model
+    --data ${WORK}/prompts.jsonl --eval-data ${WORK}/prompts.jsonl --batch 8 --mini-batch 4 --ppo-epochs 2
+    --max-new-tokens 4 --lr 1e-4 --critic-lr 1e-4 --eval-every 4 --checkpoint-every 4 --log-every 4 --keep 10)
+run(${ppo} --out ${WORK}/ppo)
+check_resume(ppo ${WORK}/ppo value_loss 4 actor critic)

@@ -129,10 +129,14 @@ class Progress {
       : lead_(lead), first_(first_step), steps_(steps), log_every_(log_every), start_(std::chrono::steady_clock::now()) {
     if (lead) metrics_.open(out + "/metrics.jsonl", resume ? std::ios::app : std::ios::trunc);
   }
+  // Appends m to metrics.jsonl without printing (figures taken before the first step).
+  void record(const nlohmann::json& m) {
+    if (lead_) metrics_ << m.dump() << '\n' << std::flush;
+  }
   // m holds "step" and the step's figures; `line` is what to print after the step.
   void report(const nlohmann::json& m, const std::string& line, bool validated) {
     if (!lead_) return;
-    metrics_ << m.dump() << '\n' << std::flush;
+    record(m);
     const int64_t done = m.at("step").get<int64_t>();
     if (done % log_every_ != 0 && done != steps_ && !validated) return;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

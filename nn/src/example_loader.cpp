@@ -35,30 +35,38 @@ void ExampleLoader::seek(const LoaderPosition& p) {
   pos_ = p;
 }
 
-ExampleBatch ExampleLoader::next() {
+std::vector<int64_t> ExampleLoader::next_indices() {
   const int64_t B = options_.batch_size, G = options_.group, n = static_cast<int64_t>(examples_.size()) / G;
   std::vector<int64_t> order(static_cast<size_t>(n));  // of groups
   if (options_.shuffle) order = shuffled_order(n, options_.seed, static_cast<uint64_t>(pos_.epoch));
   else std::iota(order.begin(), order.end(), 0);
-  std::vector<const ChatExample*> batch;
+  std::vector<int64_t> indices;
   const int64_t first = (pos_.batch * options_.world_size + options_.rank) * B;
   for (int64_t i = 0; i < B; ++i)
-    for (int64_t k = 0; k < G; ++k)
-      batch.push_back(&examples_[static_cast<size_t>(order[static_cast<size_t>(first + i)] * G + k)]);
-  size_t L = 0;
-  for (const ChatExample* e : batch) L = std::max(L, e->inputs.size());
-  const int64_t rows = B * G;
-  std::vector<int64_t> x(static_cast<size_t>(rows) * L, options_.pad_id), y(static_cast<size_t>(rows) * L, -100);
-  std::vector<int64_t> lengths;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    lengths.push_back(static_cast<int64_t>(batch[b]->inputs.size()));
-    std::copy(batch[b]->inputs.begin(), batch[b]->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(b * L));
-    std::copy(batch[b]->targets.begin(), batch[b]->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(b * L));
-  }
+    for (int64_t k = 0; k < G; ++k) indices.push_back(order[static_cast<size_t>(first + i)] * G + k);
   if (++pos_.batch == batches_per_epoch()) pos_ = {pos_.epoch + 1, 0, 0};
-  const int64_t Lt = static_cast<int64_t>(L);
-  return {tensor(x).view({rows, Lt}).to(options_.device), tensor(y).view({rows, Lt}).to(options_.device),
-          tensor(lengths).to(options_.device)};
+  return indices;
+}
+
+ExampleBatch ExampleLoader::next() {
+  std::vector<const ChatExample*> batch;
+  for (int64_t i : next_indices()) batch.push_back(&examples_[static_cast<size_t>(i)]);
+  return pad_examples(batch, options_.pad_id, options_.device);
+}
+
+ExampleBatch pad_examples(const std::vector<const ChatExample*>& examples, int64_t pad_id, Device device) {
+  size_t L = 0;
+  for (const ChatExample* e : examples) L = std::max(L, e->inputs.size());
+  const auto rows = static_cast<int64_t>(examples.size());
+  std::vector<int64_t> x(examples.size() * L, pad_id), y(examples.size() * L, -100);
+  std::vector<int64_t> lengths;
+  for (size_t b = 0; b < examples.size(); ++b) {
+    lengths.push_back(static_cast<int64_t>(examples[b]->inputs.size()));
+    std::copy(examples[b]->inputs.begin(), examples[b]->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(b * L));
+    std::copy(examples[b]->targets.begin(), examples[b]->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(b * L));
+  }
+  const auto Lt = static_cast<int64_t>(L);
+  return {tensor(x).view({rows, Lt}).to(device), tensor(y).view({rows, Lt}).to(device), tensor(lengths).to(device)};
 }
 
 }  // namespace kiln::data

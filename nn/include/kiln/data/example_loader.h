@@ -23,6 +23,9 @@ struct ExampleBatch {
   Tensor inputs, targets, lengths;
 };
 
+// Examples as one batch padded to the longest: inputs with pad_id, targets with -100.
+ExampleBatch pad_examples(const std::vector<const ChatExample*>& examples, int64_t pad_id, Device device = kCPU);
+
 struct ExampleLoaderOptions {
   int64_t batch_size = 8;
   int rank = 0;
@@ -40,6 +43,9 @@ class ExampleLoader {
 
   // The next B group rows, each group's examples in order; advances.
   ExampleBatch next();
+  // The examples next() would batch (their indices), for callers that batch
+  // them their own way (prompts to generate from); advances.
+  std::vector<int64_t> next_indices();
   LoaderPosition position() const { return pos_; }
   void seek(const LoaderPosition& pos);
   // Batches one rank reads per epoch (a last partial batch is left out).

@@ -1,0 +1,138 @@
+#pragma once
+// What the reinforcement-learning stages (grpo, ppo) share: prompts rendered
+// for generation, responses sampled from them in batches and laid out as
+// training rows, the rule that checks an answer, and the held-out accuracy.
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "stage.h"
+
+namespace align {
+
+// Prompt files rendered up to <|assistant|>, each cut to the window that
+// leaves room for max_new_tokens (so generation and training see the same
+// tokens), with the answers a rule checks.
+struct Prompts {
+  std::vector<kiln::data::ChatExample> examples;  // inputs: the prompt's tokens
+  std::vector<std::string> answers;
+};
+inline Prompts render_prompts(const kiln::data::Tokenizer& tok, const std::vector<kiln::data::Prompt>& prompts,
+                              const std::vector<int64_t>& which, int64_t max_new_tokens, int64_t max_positions) {
+  Prompts out;
+  for (int64_t i : which) {
+    const kiln::data::Prompt& p = prompts[static_cast<size_t>(i)];
+    out.examples.push_back(
+        {kiln::nn::prompt_window(kiln::data::render_prompt(tok, p.prompt), max_new_tokens, max_positions), {}});
+    out.answers.push_back(p.answer);
+  }
+  return out;
+}
+
+// The generator a step's rollouts draw from on a rank: seeded by both, so a
+// resumed run draws what the uninterrupted one drew.
+inline kiln::Generator rollout_generator(uint64_t seed, int64_t step, int rank) {
+  return kiln::Generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
+                         static_cast<uint64_t>(rank) + 1);
+}
+
+// Each figure's mean over the ranks of `group` (whose tensors live on device).
+inline std::vector<double> mean_over(kiln::dist::ProcessGroup& group, const std::vector<double>& figures,
+                                     kiln::Device device) {
+  kiln::Tensor t = kiln::tensor(figures).to(device);
+  group.all_reduce(t);
+  std::vector<double> out;
+  for (int64_t i = 0; i < t.numel(); ++i) out.push_back(t[i].item<double>() / group.size());
+  return out;
+}
+
+// The rule of the generated tasks: 1 when the response is the answer, up to
+// surrounding white space, else 0.
+inline double exact_answer(const std::string& response, const std::string& answer) {
+  auto trim = [](const std::string& s) {
+    const size_t first = s.find_first_not_of(" \t\n"), last = s.find_last_not_of(" \t\n");
+    return first == std::string::npos ? std::string() : s.substr(first, last - first + 1);
+  };
+  return trim(response) == trim(answer) ? 1.0 : 0.0;
+}
+
+// Responses as training rows: each prompt followed by its response, padded;
+// the targets are the response's tokens (its <|end|> included), -100 elsewhere.
+struct Rollouts {
+  kiln::Tensor inputs, targets, mask;     // (B, T); mask: 1.0 where targets is a response token
+  kiln::Tensor lengths;                   // (B) prompt + response tokens in inputs
+  kiln::Tensor sequences, sequence_lengths;  // (B, T + 1) each whole prompt and response, what a reward model scores
+  std::vector<std::string> responses;     // decoded, up to <|end|>
+  std::vector<bool> ended;                // the response ended with <|end|> (not cut by the token limit)
+  int64_t response_tokens = 0;
+};
+inline Rollouts rollouts(const std::vector<std::vector<int64_t>>& prompts, const kiln::nn::BatchGeneration& drawn,
+                         const kiln::data::Tokenizer& tok, kiln::Device device) {
+  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
+  Rollouts r;
+  std::vector<kiln::data::ChatExample> rows, whole;
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    const std::vector<int64_t>& response = drawn.tokens[b];
+    std::vector<int64_t> seq = prompts[b];
+    seq.insert(seq.end(), response.begin(), response.end());
+    kiln::data::ChatExample e{{seq.begin(), seq.end() - 1}, std::vector<int64_t>(seq.size() - 1, -100)};
+    std::copy(response.begin(), response.end(), e.targets.end() - static_cast<std::ptrdiff_t>(response.size()));
+    rows.push_back(std::move(e));
+    whole.push_back({seq, {}});
+    const bool ended = !response.empty() && response.back() == end;
+    std::vector<uint32_t> text(response.begin(), ended ? response.end() - 1 : response.end());
+    r.responses.push_back(tok.decode(text));
+    r.ended.push_back(ended);
+    r.response_tokens += static_cast<int64_t>(response.size());
+  }
+  auto padded = [&](const std::vector<kiln::data::ChatExample>& examples) {
+    std::vector<const kiln::data::ChatExample*> views;
+    for (const auto& e : examples) views.push_back(&e);
+    return kiln::data::pad_examples(views, tok.special_id(kiln::data::Special::Pad), device);
+  };
+  kiln::data::ExampleBatch batch = padded(rows), sequences = padded(whole);
+  r.sequences = sequences.inputs;
+  r.sequence_lengths = sequences.lengths;
+  r.inputs = batch.inputs;
+  r.targets = batch.targets;
+  r.lengths = batch.lengths;
+  r.mask = (batch.targets != -100).to(kiln::kFloat32);
+  return r;
+}
+
+// The share of prompts whose greedy answer is exactly right; data-parallel
+// ranks take every R-th prompt and sum their counts over `group`.
+inline double heldout_accuracy(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
+                               const Prompts& prompts, int64_t max_new_tokens, int64_t batch,
+                               kiln::dist::ProcessGroup& group) {
+  kiln::NoGradGuard no_grad;
+  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
+  const auto n = static_cast<int64_t>(prompts.examples.size());
+  std::vector<double> right_and_seen(2, 0.0);
+  std::vector<std::vector<int64_t>> ids;
+  std::vector<std::string> answers;
+  auto flush = [&] {
+    kiln::Generator greedy(0);
+    kiln::nn::BatchGeneration drawn = kiln::nn::generate_batch(model, ids, max_new_tokens, {.temperature = 0}, greedy, end);
+    for (size_t b = 0; b < ids.size(); ++b) {
+      std::vector<int64_t>& t = drawn.tokens[b];
+      const bool ended = !t.empty() && t.back() == end;
+      right_and_seen[0] += ended ? exact_answer(tok.decode(std::vector<uint32_t>(t.begin(), t.end() - 1)), answers[b]) : 0.0;
+      right_and_seen[1] += 1;
+    }
+    ids.clear();
+    answers.clear();
+  };
+  for (int64_t i = group.rank(); i < n; i += group.size()) {
+    ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
+    answers.push_back(prompts.answers[static_cast<size_t>(i)]);
+    if (static_cast<int64_t>(ids.size()) == batch) flush();
+  }
+  if (!ids.empty()) flush();
+  kiln::Tensor counts = kiln::tensor(right_and_seen).to(model.embed_tokens->weight.device());
+  group.all_reduce(counts);
+  return counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
+}
+
+}  // namespace align
