@@ -7,8 +7,10 @@
 # trained on pairs that prefer a sum to a refusal must rank most held-out
 # pairs right. GRPO (against the rule that checks the sum) and PPO (against
 # that reward model) must each resume from a middle checkpoint to log the
-# uninterrupted run's losses exactly.
-#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P align_stages.cmake
+# uninterrupted run's losses exactly; with MPIRUN, PPO at tensor parallelism 2
+# must take the steps of one process.
+#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> [-DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>"]
+#         -P align_stages.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
 set(text "")
@@ -124,3 +126,13 @@ set(ppo ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward --token
     --max-new-tokens 4 --lr 1e-4 --critic-lr 1e-4 --eval-every 4 --checkpoint-every 4 --log-every 4 --keep 10)
 run(${ppo} --out ${WORK}/ppo)
 check_resume(ppo ${WORK}/ppo value_loss 4 actor critic)
+
+# Tensor parallelism: the actor and the critic split over two ranks take the
+# steps of one process (the same samples, losses within float tolerance).
+if(DEFINED MPIRUN)
+  separate_arguments(mpirun UNIX_COMMAND "${MPIRUN}")
+  run(${mpirun} -np 2 ${ppo} --tp 2 --out ${WORK}/ppo-tp2)
+  run(${COMPARE} ${WORK}/ppo-tp2/metrics.jsonl ${WORK}/ppo/metrics.jsonl 1 1e-4
+      score,kl,policy_loss,value_loss,actor_grad_norm,critic_grad_norm,val_accuracy)
+  message(STATUS "ppo: tensor-parallel over 2 ranks equals one process")
+endif()

@@ -1,13 +1,16 @@
-// compare_metrics A.jsonl B.jsonl FIRST_STEP TOLERANCE: the trainer's metrics
-// of two runs agree from FIRST_STEP on (train_loss, grad_norm, val_loss within
-// a relative TOLERANCE; the same steps). Exit status 0 when they do.
+// compare_metrics A.jsonl B.jsonl FIRST_STEP TOLERANCE [KEYS]: the metrics of
+// two runs agree from FIRST_STEP on: the same steps, and each of KEYS (comma-
+// separated; by default train_loss,grad_norm,val_loss) within TOLERANCE
+// relative to the larger of its value and 1. Exit status 0 when they do.
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 std::map<int64_t, nlohmann::json> read(const char* path) {
@@ -23,10 +26,13 @@ std::map<int64_t, nlohmann::json> read(const char* path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: compare_metrics A.jsonl B.jsonl FIRST_STEP TOLERANCE\n");
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: compare_metrics A.jsonl B.jsonl FIRST_STEP TOLERANCE [KEYS]\n");
     return 2;
   }
+  std::vector<std::string> keys;
+  std::stringstream list(argc == 6 ? argv[5] : "train_loss,grad_norm,val_loss");
+  for (std::string key; std::getline(list, key, ',');) keys.push_back(key);
   auto a = read(argv[1]), b = read(argv[2]);
   const int64_t first = std::stoll(argv[3]);
   const double tol = std::stod(argv[4]);
@@ -39,13 +45,13 @@ int main(int argc, char** argv) {
       ++bad;
       continue;
     }
-    for (const char* key : {"train_loss", "grad_norm", "val_loss"}) {
+    for (const std::string& key : keys) {
       if (ja.contains(key) != it->second.contains(key)) ++bad;
       if (!ja.contains(key) || !it->second.contains(key)) continue;
       double x = ja[key].get<double>(), y = it->second[key].get<double>();
       ++compared;
-      if (std::abs(x - y) > tol * std::abs(y)) {
-        std::fprintf(stderr, "step %ld: %s %.10g vs %.10g\n", static_cast<long>(step), key, x, y);
+      if (std::abs(x - y) > tol * std::max(std::abs(y), 1.0)) {
+        std::fprintf(stderr, "step %ld: %s %.10g vs %.10g\n", static_cast<long>(step), key.c_str(), x, y);
         ++bad;
       }
     }

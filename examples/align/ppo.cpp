@@ -61,7 +61,7 @@ std::string common_step(const std::string& out) {
 int run(const Args& a) {
   auto world = kiln::dist::mpi_world();
   const bool lead = world->rank() == 0;
-  kiln::dist::ParallelState layout(world, 1, 1, world->size());
+  kiln::dist::ParallelState layout = align::parallel_layout(a.tp);
   const kiln::Device device(a.device);
   kiln::data::Tokenizer tok(a.tokenizer);
   const std::string init = align::checkpoint_dir(a.init_from), rm = align::checkpoint_dir(a.reward_model);

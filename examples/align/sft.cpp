@@ -29,7 +29,7 @@ struct Args : align::StageArgs {
 int run(const Args& a) {
   auto world = kiln::dist::mpi_world();
   const bool lead = world->rank() == 0;
-  kiln::dist::ParallelState layout(world, 1, 1, world->size());
+  kiln::dist::ParallelState layout = align::parallel_layout(a.tp);
   const kiln::Device device(a.device);
   kiln::data::Tokenizer tok(a.tokenizer);
 

@@ -19,7 +19,7 @@ namespace align {
 struct StageArgs {
   std::string init_from, tokenizer, data, out, device = "cpu";
   int64_t epochs = 1, batch = 8, max_tokens = 256, eval_every = 50, checkpoint_every = 200, log_every = 10;
-  int keep = 2;
+  int keep = 2, tp = 1;
   double lr = 1e-5, grad_clip = 1.0, val_fraction = 0.05;
   bool resume = false;
   uint64_t seed = 1337;
@@ -42,8 +42,16 @@ inline void add_stage_options(CLI::App& app, StageArgs& a, const std::string& in
   app.add_option("--log-every", a.log_every, "steps between progress lines")->capture_default_str();
   app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
+  app.add_option("--tp", a.tp, "tensor-parallel ranks (under mpirun; the rest are data-parallel)")->capture_default_str();
   app.add_option("--seed", a.seed, "data order and held-out split")->capture_default_str();
   app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
+}
+
+// The stage's layout: --tp tensor-parallel ranks, the rest of the world data-parallel.
+inline kiln::dist::ParallelState parallel_layout(int tp) {
+  auto world = kiln::dist::mpi_world();
+  KILN_CHECK(tp >= 1 && world->size() % tp == 0, "[align] --tp {} must divide the {} ranks", tp, world->size());
+  return {world, tp, 1, world->size() / tp};
 }
 
 // Runs a stage's main; an error ends every rank (mpirun) and the program with 1.

@@ -1,0 +1,128 @@
+// make_tasks: instruction tasks whose answers a rule checks, for the
+// alignment demonstration (scripts/align-demo): sums and differences of
+// small numbers, and counting or reversing the letters of words from a
+// corpus (Debian's fortunes by default).
+//
+//   make_tasks --out out/align/tasks --heldout 600
+//
+// Every question is asked once: a held-out share of each task is kept apart
+// from everything trained on. Writes, as JSON lines (kiln/data/conversations.h):
+//   sft.jsonl      the training questions with their answers (messages)
+//   prompts.jsonl  the same questions with "answer", for the RL stages
+//   pairs.jsonl    each training question with the right answer chosen over a
+//                  near miss (a sum off by one, two letters swapped)
+//   heldout.jsonl  the held-out questions with "answer"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <kiln/kiln.h>
+
+namespace {
+
+struct Task {
+  std::string question, answer, near_miss;
+};
+
+// Lowercase words of 3 to `longest` letters found in the files under dir, each once, sorted.
+std::vector<std::string> corpus_words(const std::string& dir, size_t longest) {
+  std::set<std::string> words;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file() || e.path().extension() == ".dat" || e.path().extension() == ".u8") continue;
+    std::ifstream in(e.path());
+    std::string word;
+    for (char c; in.get(c);) {
+      if (std::isalpha(static_cast<unsigned char>(c))) {
+        word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        continue;
+      }
+      if (word.size() >= 3 && word.size() <= longest) words.insert(word);
+      word.clear();
+    }
+  }
+  return {words.begin(), words.end()};
+}
+
+std::vector<std::vector<Task>> all_tasks(const std::vector<std::string>& words, std::mt19937_64& rng) {
+  auto off_by = [&](int64_t right) {
+    const int64_t step = static_cast<int64_t>(rng() % 2) + 1;
+    return std::to_string(right == 0 || rng() % 2 ? right + step : right - step);
+  };
+  std::vector<Task> sums, differences, counts, reversals;
+  for (int a = 0; a < 50; ++a)
+    for (int b = 0; b < 50; ++b) {
+      sums.push_back({fmt::format("What is {} plus {}?", a, b), std::to_string(a + b), off_by(a + b)});
+      if (a >= b) differences.push_back({fmt::format("What is {} minus {}?", a, b), std::to_string(a - b), off_by(a - b)});
+    }
+  for (const std::string& w : words) {
+    counts.push_back({fmt::format("How many letters are in \"{}\"?", w), std::to_string(w.size()),
+                      off_by(static_cast<int64_t>(w.size()))});
+    if (w.size() > 5) continue;
+    std::string reversed(w.rbegin(), w.rend()), swapped = reversed;
+    std::swap(swapped[0], swapped[1]);
+    if (swapped == reversed) std::swap(swapped[1], swapped[2]);
+    if (swapped != reversed) reversals.push_back({fmt::format("Reverse the letters of \"{}\".", w), reversed, swapped});
+  }
+  return {sums, differences, counts, reversals};
+}
+
+void write_lines(const std::string& path, const std::vector<nlohmann::json>& records) {
+  std::ofstream out(path);
+  KILN_CHECK(out.good(), "[make_tasks] cannot write {}", path);
+  for (const auto& r : records) out << r.dump() << '\n';
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Instruction tasks with checkable answers, for the alignment stages"};
+  std::string out = "out/align/tasks", words_dir = "/usr/share/games/fortunes";
+  int64_t heldout = 600, per_task = 2000;
+  uint64_t seed = 1;
+  app.add_option("--out", out, "directory of the JSON-lines files")->capture_default_str();
+  app.add_option("--words", words_dir, "text whose words are counted and reversed")->capture_default_str();
+  app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")->capture_default_str();
+  app.add_option("--per-task", per_task, "training questions per task at most")->capture_default_str();
+  app.add_option("--seed", seed, "which questions are held out, and the near misses")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<Task>> tasks = all_tasks(corpus_words(words_dir, 9), rng);
+    const int64_t each = (heldout + static_cast<int64_t>(tasks.size()) - 1) / static_cast<int64_t>(tasks.size());
+    std::vector<nlohmann::json> sft, prompts, pairs, held;
+    for (std::vector<Task>& task : tasks) {
+      KILN_CHECK(static_cast<int64_t>(task.size()) > each, "[make_tasks] a task has {} questions, fewer than the {} "
+                 "to hold out: give --words a larger corpus", task.size(), each);
+      std::shuffle(task.begin(), task.end(), rng);
+      for (int64_t i = 0; i < std::min<int64_t>(static_cast<int64_t>(task.size()), each + per_task); ++i) {
+        const Task& t = task[static_cast<size_t>(i)];
+        if (i < each) {
+          held.push_back({{"prompt", t.question}, {"answer", t.answer}});
+          continue;
+        }
+        sft.push_back({{"messages", {{{"role", "user"}, {"content", t.question}},
+                                     {{"role", "assistant"}, {"content", t.answer}}}}});
+        prompts.push_back({{"prompt", t.question}, {"answer", t.answer}});
+        pairs.push_back({{"prompt", t.question}, {"chosen", t.answer}, {"rejected", t.near_miss}});
+      }
+    }
+    std::filesystem::create_directories(out);
+    write_lines(out + "/sft.jsonl", sft);
+    write_lines(out + "/prompts.jsonl", prompts);
+    write_lines(out + "/pairs.jsonl", pairs);
+    write_lines(out + "/heldout.jsonl", held);
+    fmt::print("make_tasks: {} training questions, {} held out, in {}\n", sft.size(), held.size(), out);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "make_tasks: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
