@@ -115,24 +115,33 @@ if(rm_last LESS 0.8)
 endif()
 message(STATUS "reward: held-out accuracy ${rm_accuracy}")
 
-set(grpo ${BIN}/grpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/prompts.jsonl
-    --val-fraction 0.25 --batch 4 --group 4 --max-new-tokens 4 --lr 1e-3 --eval-every 6 --checkpoint-every 6
-    --log-every 6 --keep 10)
+set(grpo_common ${BIN}/grpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model
+    --data ${WORK}/prompts.jsonl --val-fraction 0.25 --group 4 --max-new-tokens 4 --lr 1e-3 --eval-every 6
+    --checkpoint-every 6 --log-every 6 --keep 10)
+set(grpo ${grpo_common} --batch 4)
 run(${grpo} --out ${WORK}/grpo)
 check_resume(grpo ${WORK}/grpo train_loss 6)
 
-set(ppo ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward --tokenizer ${WORK}/data/tokenizer.model
-    --data ${WORK}/prompts.jsonl --eval-data ${WORK}/prompts.jsonl --batch 8 --mini-batch 4 --ppo-epochs 2
-    --max-new-tokens 4 --lr 1e-4 --critic-lr 1e-4 --eval-every 4 --checkpoint-every 4 --log-every 4 --keep 10)
+set(ppo_common ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward --tokenizer ${WORK}/data/tokenizer.model
+    --data ${WORK}/prompts.jsonl --eval-data ${WORK}/prompts.jsonl --ppo-epochs 2 --max-new-tokens 4 --lr 1e-4
+    --critic-lr 1e-4 --eval-every 4 --checkpoint-every 4 --log-every 4 --keep 10)
+set(ppo ${ppo_common} --batch 8 --mini-batch 4)
 run(${ppo} --out ${WORK}/ppo)
 check_resume(ppo ${WORK}/ppo value_loss 4 actor critic)
 
-# Tensor parallelism: the actor and the critic split over two ranks take the
-# steps of one process (the same samples, losses within float tolerance).
+# Parallel layouts: the actor and the critic split over two tensor-parallel
+# ranks, or the batch over two data-parallel ranks (the same samples: each
+# row draws from its own generator), take the steps of one process.
 if(DEFINED MPIRUN)
   separate_arguments(mpirun UNIX_COMMAND "${MPIRUN}")
+  set(ppo_figures score,kl,policy_loss,value_loss,actor_grad_norm,critic_grad_norm,val_accuracy)
   run(${mpirun} -np 2 ${ppo} --tp 2 --out ${WORK}/ppo-tp2)
-  run(${COMPARE} ${WORK}/ppo-tp2/metrics.jsonl ${WORK}/ppo/metrics.jsonl 1 1e-4
-      score,kl,policy_loss,value_loss,actor_grad_norm,critic_grad_norm,val_accuracy)
-  message(STATUS "ppo: tensor-parallel over 2 ranks equals one process")
+  run(${COMPARE} ${WORK}/ppo-tp2/metrics.jsonl ${WORK}/ppo/metrics.jsonl 1 1e-4 ${ppo_figures})
+  # One mini-batch a step: a mini-batch of one process is then the union of the ranks'.
+  run(${ppo_common} --batch 8 --mini-batch 8 --out ${WORK}/ppo-one)
+  run(${mpirun} -np 2 ${ppo_common} --batch 4 --mini-batch 4 --out ${WORK}/ppo-dp2)
+  run(${COMPARE} ${WORK}/ppo-dp2/metrics.jsonl ${WORK}/ppo-one/metrics.jsonl 1 1e-4 ${ppo_figures})
+  run(${mpirun} -np 2 ${grpo_common} --batch 2 --out ${WORK}/grpo-dp2)
+  run(${COMPARE} ${WORK}/grpo-dp2/metrics.jsonl ${WORK}/grpo/metrics.jsonl 1 1e-4 reward,train_loss,grad_norm,val_accuracy)
+  message(STATUS "ppo and grpo: tensor- and data-parallel over 2 ranks equal one process")
 endif()

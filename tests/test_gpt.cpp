@@ -97,22 +97,26 @@ TEST_CASE("batched generation draws what each prompt draws alone, rows stopping 
     const std::vector<std::vector<int64_t>> prompts = {{3, 9}, {1, 5, 7, 2, 8}, {4, 4, 6}, {11}};
     // Greedy: every row as generate() alone; then stopping at a token row 1 draws third.
     Generator unused(0);
+    std::vector<Generator> unused_rows(prompts.size());
     std::vector<std::vector<int64_t>> alone;
     for (const auto& p : prompts) alone.push_back(nn::generate(model, p, 6, {.temperature = 0}, unused));
-    nn::BatchGeneration all = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused);
+    nn::BatchGeneration all = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused_rows);
     CHECK(all.tokens == alone);
     CHECK(all.steps == 6);
     const int64_t stop = alone[1][2];
-    nn::BatchGeneration stopped = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused, stop);
+    nn::BatchGeneration stopped = nn::generate_batch(model, prompts, 6, {.temperature = 0}, unused_rows, stop);
     for (size_t b = 0; b < prompts.size(); ++b) {
       auto end = std::find(alone[b].begin(), alone[b].end(), stop);
       CHECK(stopped.tokens[b] == std::vector<int64_t>(alone[b].begin(), end == alone[b].end() ? end : end + 1));
     }
-    // Sampled: a seed replays the batch, and each token's log-probability is the full forward's.
-    Generator g1(5), g2(5);
-    nn::BatchGeneration sampled = nn::generate_batch(model, prompts, 5, {.temperature = 1.0}, g1, stop);
-    CHECK(nn::generate_batch(model, prompts, 5, {.temperature = 1.0}, g2, stop).tokens == sampled.tokens);
+    // Sampled: row b draws from its own generator what generate() draws from
+    // one seeded alike, and each token's log-probability is the full forward's.
+    std::vector<Generator> rows;
+    for (uint64_t b = 0; b < prompts.size(); ++b) rows.emplace_back(100 + b);
+    nn::BatchGeneration sampled = nn::generate_batch(model, prompts, 5, {.temperature = 1.0}, rows, stop);
     for (size_t b = 0; b < prompts.size(); ++b) {
+      Generator row(100 + b);
+      CHECK(nn::generate(model, prompts[b], 5, {.temperature = 1.0}, row, stop) == sampled.tokens[b]);
       std::vector<int64_t> seq = prompts[b];
       seq.insert(seq.end(), sampled.tokens[b].begin(), sampled.tokens[b].end());
       const auto n = static_cast<int64_t>(seq.size()), k = static_cast<int64_t>(sampled.tokens[b].size());

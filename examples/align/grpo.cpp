@@ -102,9 +102,10 @@ int run(const Args& a) {
         prompts.push_back(train.examples[static_cast<size_t>(i)].inputs);
         answers.push_back(train.answers[static_cast<size_t>(i)]);
       }
-    kiln::Generator sampler = align::rollout_generator(a.seed, step, layout.dp_rank());
+    const auto rows = static_cast<int64_t>(prompts.size());
+    std::vector<kiln::Generator> samplers = align::rollout_generators(a.seed, step, layout.dp_rank() * rows, rows);
     const kiln::nn::BatchGeneration drawn =
-        kiln::nn::generate_batch(model, prompts, a.max_new_tokens, {.temperature = a.temperature}, sampler, end);
+        kiln::nn::generate_batch(model, prompts, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
     const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const align::Rollouts r = align::rollouts(prompts, drawn, tok, device);
     std::vector<double> rewards;
@@ -134,11 +135,11 @@ int run(const Args& a) {
     const std::vector<double> means = align::mean_over(
         *layout.dp_group(), {std::accumulate(rewards.begin(), rewards.end(), 0.0) / static_cast<double>(rewards.size()),
                              static_cast<double>(r.response_tokens) / static_cast<double>(rewards.size()),
-                             static_cast<double>(r.response_tokens) / rollout_seconds},
+                             static_cast<double>(r.response_tokens) / rollout_seconds, l.loss.item<double>()},
         device);
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"reward", means[0]}, {"kl", l.kl}, {"clip_fraction", l.clip_fraction},
-                        {"train_loss", l.loss.item<double>()}, {"grad_norm", norm}, {"response_tokens", means[1]},
+                        {"train_loss", means[3]}, {"grad_norm", norm}, {"response_tokens", means[1]},
                         {"rollout_tokens_per_second", means[2] * layout.dp()},
                         {"seconds", seconds}};
     const bool validate = done % a.eval_every == 0 || done == steps;

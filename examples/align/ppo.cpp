@@ -133,9 +133,9 @@ int run(const Args& a) {
       prompts.push_back(train.examples[static_cast<size_t>(i)].inputs);
       answers.push_back(train.answers[static_cast<size_t>(i)]);
     }
-    kiln::Generator sampler = align::rollout_generator(a.seed, step, layout.dp_rank());
+    std::vector<kiln::Generator> samplers = align::rollout_generators(a.seed, step, layout.dp_rank() * a.batch, a.batch);
     const kiln::nn::BatchGeneration drawn =
-        kiln::nn::generate_batch(actor, prompts, a.max_new_tokens, {.temperature = a.temperature}, sampler, end);
+        kiln::nn::generate_batch(actor, prompts, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
     const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const align::Rollouts r = align::rollouts(prompts, drawn, tok, device);
 
@@ -150,7 +150,9 @@ int run(const Args& a) {
       scores = kiln::clamp(reward.scores(r.sequences, r.sequence_lengths), -a.reward_clip, a.reward_clip);
       const Tensor rewards = kiln::nn::kl_penalized_rewards(old_lp, reference_lp, scores, r.mask, a.beta);
       kiln::nn::Advantages gae = kiln::nn::gae(rewards, old_values, r.mask, a.gamma, a.lambda);
-      advantages = a.whiten ? kiln::nn::whiten(gae.advantages, r.mask) : gae.advantages;
+      // Whitened over the whole data-parallel batch, as one process would.
+      auto all_sum = [&](Tensor& t) { layout.dp_group()->all_reduce(t); };
+      advantages = a.whiten ? kiln::nn::whiten(gae.advantages, r.mask, all_sum) : gae.advantages;
       returns = gae.returns;
       kl = kiln::mean(kiln::nn::masked_sum(old_lp - reference_lp, r.mask));
     }
@@ -160,9 +162,12 @@ int run(const Args& a) {
       for (int64_t first = 0; first < a.batch; first += mini) {
         auto rows = [&](const Tensor& t) { return t.narrow(0, first, mini); };
         const Tensor mask = rows(r.mask);
+        // The token mean over the mini-batch of every rank: the losses divide by its
+        // tokens over the ranks, and the data-parallel average of gradients does the rest.
+        const double tokens = align::mean_over(*layout.dp_group(), {kiln::sum(mask).item<double>()}, device)[0];
         actor_opt.zero_grad();
         Tensor lp = kiln::nn::token_log_probs(actor.forward(rows(r.inputs)), rows(r.targets));
-        kiln::nn::PolicyLoss pl = kiln::nn::ppo_policy_loss(lp, rows(old_lp), rows(advantages), mask, a.clip);
+        kiln::nn::PolicyLoss pl = kiln::nn::ppo_policy_loss(lp, rows(old_lp), rows(advantages), mask, a.clip, tokens);
         pl.loss.backward();
         if (actor_ddp) actor_ddp->finish();
         actor_norm = kiln::dist::clip_grad_norm(actor, layout, a.grad_clip);
@@ -170,7 +175,7 @@ int run(const Args& a) {
 
         critic_opt.zero_grad();
         Tensor vl = kiln::nn::ppo_value_loss(critic.values(rows(r.inputs)), rows(old_values), rows(returns), mask,
-                                             a.value_clip);
+                                             a.value_clip, tokens);
         vl.backward();
         if (critic_ddp) critic_ddp->finish();
         critic_norm = kiln::dist::clip_grad_norm(critic, layout, a.grad_clip);
@@ -190,12 +195,13 @@ int run(const Args& a) {
     const std::vector<double> means = align::mean_over(
         *layout.dp_group(),
         {kiln::mean(scores).item<double>(), kl.item<double>(), std::accumulate(correct.begin(), correct.end(), 0.0) / n,
-         static_cast<double>(r.response_tokens) / n, static_cast<double>(r.response_tokens) / rollout_seconds},
+         static_cast<double>(r.response_tokens) / n, static_cast<double>(r.response_tokens) / rollout_seconds,
+         policy_loss / u, value_loss / u},
         device);
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"score", means[0]}, {"kl", means[1]}, {"train_accuracy", means[2]},
                         {"response_tokens", means[3]}, {"rollout_tokens_per_second", means[4] * layout.dp()},
-                        {"policy_loss", policy_loss / u}, {"value_loss", value_loss / u},
+                        {"policy_loss", means[5]}, {"value_loss", means[6]},
                         {"clip_fraction", clip_fraction / u}, {"approx_kl", approx_kl / u},
                         {"actor_grad_norm", actor_norm}, {"critic_grad_norm", critic_norm}, {"seconds", seconds}};
     const bool validate = !val.examples.empty() && (done % a.eval_every == 0 || done == steps);
@@ -203,7 +209,7 @@ int run(const Args& a) {
     progress.report(m, fmt::format("score {:.3f} | kl {:.4f} | len {:.1f} | {:.0f} rollout tok/s | policy {:.4f} "
                                    "value {:.4f}{}",
                                    means[0], means[1], means[3], m["rollout_tokens_per_second"].get<double>(),
-                                   policy_loss / u, value_loss / u,
+                                   means[5], means[6],
                                    validate ? fmt::format(" | val accuracy {:.3f}", m["val_accuracy"].get<double>()) : ""),
                     validate);
     if (done % a.checkpoint_every == 0 || done == steps) {

@@ -30,11 +30,16 @@ inline Prompts render_prompts(const kiln::data::Tokenizer& tok, const std::vecto
   return out;
 }
 
-// The generator a step's rollouts draw from on a rank: seeded by both, so a
-// resumed run draws what the uninterrupted one drew.
-inline kiln::Generator rollout_generator(uint64_t seed, int64_t step, int rank) {
-  return kiln::Generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
-                         static_cast<uint64_t>(rank) + 1);
+// The generators of a step's rollouts, one a row, seeded by the step and the
+// row's place in the whole data-parallel batch (rows first_row ..): a resumed
+// run draws what the uninterrupted one drew, and data-parallel ranks what one
+// process draws.
+inline std::vector<kiln::Generator> rollout_generators(uint64_t seed, int64_t step, int64_t first_row, int64_t rows) {
+  std::vector<kiln::Generator> out;
+  for (int64_t r = first_row; r < first_row + rows; ++r)
+    out.emplace_back(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
+                     static_cast<uint64_t>(r) + 1);
+  return out;
 }
 
 // Each figure's mean over the ranks of `group` (whose tensors live on device).
@@ -113,7 +118,7 @@ inline double heldout_accuracy(const kiln::nn::TransformerLM& model, const kiln:
   std::vector<std::vector<int64_t>> ids;
   std::vector<std::string> answers;
   auto flush = [&] {
-    kiln::Generator greedy(0);
+    std::vector<kiln::Generator> greedy(ids.size());
     kiln::nn::BatchGeneration drawn = kiln::nn::generate_batch(model, ids, max_new_tokens, {.temperature = 0}, greedy, end);
     for (size_t b = 0; b < ids.size(); ++b) {
       std::vector<int64_t>& t = drawn.tokens[b];

@@ -49,9 +49,10 @@ Tensor masked_sum(const Tensor& x, const Tensor& mask) {
   return sum(x * as_weights(mask, x), {1});
 }
 
-Tensor masked_mean(const Tensor& x, const Tensor& mask) {
+Tensor masked_mean(const Tensor& x, const Tensor& mask, double tokens) {
   check_tokens("masked_mean", x, mask);
   Tensor w = as_weights(mask, x);
+  if (tokens > 0) return sum(x * w) / tokens;
   return sum(x * w) / maximum(sum(w), ones({}, TensorOptions(x.dtype()).device(x.device())));
 }
 
@@ -104,26 +105,33 @@ Advantages gae(const Tensor& rewards, const Tensor& values, const Tensor& mask, 
   return {a, (a + values.to(dtype)) * as_weights(mask, a)};
 }
 
-Tensor whiten(const Tensor& advantages, const Tensor& mask) {
+Tensor whiten(const Tensor& advantages, const Tensor& mask, const std::function<void(Tensor&)>& all_sum) {
   check_tokens("whiten", advantages, mask);
   NoGradGuard no_grad;
   Tensor a = in_loss_dtype(advantages), w = as_weights(mask, a);
-  const double n = item(sum(w));
+  // Two passes (the mean, then the squared deviations), each summed over the ranks when asked.
+  auto summed = [&](const std::vector<Tensor>& parts) {
+    Tensor s = stack(parts).to(kFloat64);
+    if (all_sum) all_sum(s);
+    return s.to(kCPU);
+  };
+  Tensor first = summed({sum(w), sum(a * w)});
+  const double n = first[0].item<double>();
   KILN_CHECK(n > 1, "[whiten] needs at least two masked tokens, got {}", n);
-  Tensor mu = sum(a * w) / n;
-  Tensor var = sum((a - mu) * (a - mu) * w) / (n - 1);  // unbiased, as TRL's masked_whiten
-  return (a - mu) * rsqrt(var + 1e-8) * w;
+  const double mu = first[1].item<double>() / n;
+  const double var = summed({sum((a - mu) * (a - mu) * w)})[0].item<double>() / (n - 1);  // unbiased, as TRL's masked_whiten
+  return (a - mu) * (1.0 / std::sqrt(var + 1e-8)) * w;
 }
 
 PolicyLoss ppo_policy_loss(const Tensor& log_probs, const Tensor& old_log_probs, const Tensor& advantages,
-                           const Tensor& mask, double clip) {
+                           const Tensor& mask, double clip, double tokens) {
   check_tokens("ppo_policy_loss", log_probs, mask);
   check_same("ppo_policy_loss", log_probs, old_log_probs, "log_probs and old_log_probs");
   check_same("ppo_policy_loss", log_probs, advantages, "log_probs and advantages");
   Tensor log_ratio = in_loss_dtype(log_probs) - in_loss_dtype(old_log_probs).detach();
   Tensor ratio = exp(log_ratio), a = in_loss_dtype(advantages).detach();
   Tensor unclipped = ratio * a, clipped = clamp(ratio, 1.0 - clip, 1.0 + clip) * a;
-  Tensor loss = masked_mean(neg(minimum(unclipped, clipped)), mask);
+  Tensor loss = masked_mean(neg(minimum(unclipped, clipped)), mask, tokens);
   NoGradGuard no_grad;
   const double clip_fraction = item(masked_mean((clipped < unclipped).to(a.dtype()), mask));
   const double approx_kl = item(masked_mean(ratio - 1.0 - log_ratio, mask));
@@ -131,14 +139,14 @@ PolicyLoss ppo_policy_loss(const Tensor& log_probs, const Tensor& old_log_probs,
 }
 
 Tensor ppo_value_loss(const Tensor& values, const Tensor& old_values, const Tensor& returns, const Tensor& mask,
-                      double clip) {
+                      double clip, double tokens) {
   check_tokens("ppo_value_loss", values, mask);
   check_same("ppo_value_loss", values, old_values, "values and old_values");
   check_same("ppo_value_loss", values, returns, "values and returns");
   Tensor v = in_loss_dtype(values), old = in_loss_dtype(old_values).detach(), ret = in_loss_dtype(returns).detach();
   Tensor v_clipped = old + clamp(v - old, -clip, clip);
   Tensor loss = maximum((v - ret) * (v - ret), (v_clipped - ret) * (v_clipped - ret)) * 0.5;
-  return masked_mean(loss, mask);
+  return masked_mean(loss, mask, tokens);
 }
 
 Tensor kl_penalized_rewards(const Tensor& log_probs, const Tensor& reference_log_probs, const Tensor& scores,

@@ -64,10 +64,13 @@ std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int6
 }
 
 BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std::vector<int64_t>>& prompts,
-                               int64_t max_new_tokens, const SamplingOptions& options, Generator& gen, int64_t stop) {
+                               int64_t max_new_tokens, const SamplingOptions& options,
+                               std::vector<Generator>& generators, int64_t stop) {
   NoGradGuard no_grad;
   const Device device = model.embed_tokens->weight.device();
   const int64_t limit = model.spec().max_positions, B = static_cast<int64_t>(prompts.size());
+  KILN_CHECK(generators.size() == prompts.size(), "[generate_batch] needs a generator per prompt: {} prompts, {} "
+             "generators", prompts.size(), generators.size());
   BatchGeneration out{std::vector<std::vector<int64_t>>(prompts.size()), std::vector<std::vector<double>>(prompts.size())};
   if (B == 0) return out;
   // Prefill: each window right-aligned at width L; row b's tokens at positions 0 .. length - 1.
@@ -98,7 +101,8 @@ BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std
     Tensor last = logits.narrow(1, logits.size(1) - 1, 1);   // (rows, 1, V)
     Tensor host = last.to(kCPU, kFloat64).view({static_cast<int64_t>(rows.size()), -1});
     std::vector<int64_t> drawn, keep;
-    for (size_t r = 0; r < rows.size(); ++r) drawn.push_back(sample_token(host[static_cast<int64_t>(r)], options, gen));
+    for (size_t r = 0; r < rows.size(); ++r)
+      drawn.push_back(sample_token(host[static_cast<int64_t>(r)], options, generators[static_cast<size_t>(rows[r])]));
     Tensor log_p = token_log_probs(last, on_device(drawn, static_cast<int64_t>(rows.size()))).to(kCPU, kFloat64);
     for (size_t r = 0; r < rows.size(); ++r) {
       const auto b = static_cast<size_t>(rows[r]);

@@ -13,6 +13,8 @@
 // in float32 (float64 for float64 inputs) and differentiable where a
 // gradient makes sense; what is reported beside a loss is detached.
 
+#include <functional>
+
 #include "kiln/tensor.h"
 
 namespace kiln::nn {
@@ -23,8 +25,9 @@ Tensor token_log_probs(const Tensor& logits, const Tensor& tokens, int64_t ignor
 
 // Sum of x (B, T) over the tokens where mask is set, per row: (B).
 Tensor masked_sum(const Tensor& x, const Tensor& mask);
-// Mean of x over every token where mask is set (the token mean), a scalar.
-Tensor masked_mean(const Tensor& x, const Tensor& mask);
+// Mean of x over every token where mask is set (the token mean), a scalar;
+// with tokens > 0, the masked sum divided by tokens instead of the mask's count.
+Tensor masked_mean(const Tensor& x, const Tensor& mask, double tokens = 0);
 
 struct PairwiseLoss {
   Tensor loss;      // mean of -log sigmoid(chosen - rejected)
@@ -56,8 +59,10 @@ struct Advantages {
 // the last token, A_t = delta_t + gamma lambda A_{t+1}. No gradient.
 Advantages gae(const Tensor& rewards, const Tensor& values, const Tensor& mask, double gamma = 1.0,
                double lambda = 0.95);
-// Advantages whitened over the masked tokens: (A - mean) / (std + 1e-8).
-Tensor whiten(const Tensor& advantages, const Tensor& mask);
+// Advantages whitened over the masked tokens: (A - mean) / sqrt(var + 1e-8). With
+// all_sum (summing a float64 tensor over the data-parallel ranks in place),
+// the mean and std are those of every rank's tokens together.
+Tensor whiten(const Tensor& advantages, const Tensor& mask, const std::function<void(Tensor&)>& all_sum = {});
 
 struct PolicyLoss {
   Tensor loss;           // token mean of -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)
@@ -65,11 +70,14 @@ struct PolicyLoss {
   double approx_kl;      // token mean of (ratio - 1) - log ratio (k3 of old to new)
 };
 // PPO's clipped surrogate over the masked tokens; ratio = exp(log_probs - old_log_probs).
+// tokens as masked_mean's: under data parallelism, the whole batch's masked
+// tokens over the ranks, so that averaged gradients are those of one process.
 PolicyLoss ppo_policy_loss(const Tensor& log_probs, const Tensor& old_log_probs, const Tensor& advantages,
-                           const Tensor& mask, double clip = 0.2);
-// PPO's clipped value loss: 0.5 max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2), token mean.
+                           const Tensor& mask, double clip = 0.2, double tokens = 0);
+// PPO's clipped value loss: 0.5 max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2), token mean
+// (tokens as ppo_policy_loss's).
 Tensor ppo_value_loss(const Tensor& values, const Tensor& old_values, const Tensor& returns, const Tensor& mask,
-                      double clip = 0.2);
+                      double clip = 0.2, double tokens = 0);
 // The KL penalty folded into PPO's reward: -beta (log pi - log ref) on every
 // masked token, plus each row's score on its last masked token. (B, T), no gradient.
 Tensor kl_penalized_rewards(const Tensor& log_probs, const Tensor& reference_log_probs, const Tensor& scores,

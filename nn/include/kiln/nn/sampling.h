@@ -39,9 +39,11 @@ struct BatchGeneration {
 // prompts left-padded into one prefill, then one token per unfinished row
 // per step through the KV cache, each row at its own positions. A row stops
 // after `stop` (when >= 0) or max_new_tokens; finished rows leave the batch.
-// Rows draw in order from gen, so a seed replays the batch.
+// Row b draws from generators[b] (one per prompt), so what a row draws does
+// not depend on the rest of its batch: data-parallel ranks draw what one
+// process draws, and generate() with the same generator draws the same.
 BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std::vector<int64_t>>& prompts,
-                               int64_t max_new_tokens, const SamplingOptions& options, Generator& gen,
-                               int64_t stop = -1);
+                               int64_t max_new_tokens, const SamplingOptions& options,
+                               std::vector<Generator>& generators, int64_t stop = -1);
 
 }  // namespace kiln::nn
