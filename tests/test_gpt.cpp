@@ -84,6 +84,33 @@ TEST_CASE("decoding with the KV cache matches the full forward") {
   KT_CHECK_CLOSE(cat({first, rest}, 1), values(gpt.forward(idx)), 1e-5);
 }
 
+TEST_CASE("sampling draws each token with its probability after temperature, top-k and top-p") {
+  const std::vector<double> logits = {1.0, 2.5, 0.2, 2.0, -1.0, 1.5};
+  Tensor l = tensor(logits);
+  Generator gen(8);
+  CHECK(nn::sample_token(l, {.temperature = 0}, gen) == 1);
+  for (const nn::SamplingOptions& o : {nn::SamplingOptions{}, nn::SamplingOptions{.temperature = 0.7},
+                                       nn::SamplingOptions{.temperature = 1.3, .top_k = 3},
+                                       nn::SamplingOptions{.temperature = 1.0, .top_p = 0.8}}) {
+    // The reference: softmax(l / T), the top k by logit, then the smallest prefix holding top_p of the mass.
+    std::vector<size_t> order = {1, 3, 5, 0, 2, 4};
+    std::vector<double> p(logits.size(), 0.0);
+    double total = 0;
+    const size_t k = o.top_k > 0 ? static_cast<size_t>(o.top_k) : order.size();
+    for (size_t i = 0; i < k; ++i) total += std::exp(logits[order[i]] / o.temperature);
+    double mass = 0;
+    for (size_t i = 0; i < k && mass < o.top_p; ++i) mass += p[order[i]] = std::exp(logits[order[i]] / o.temperature) / total;
+    std::vector<double> counts(logits.size(), 0.0);
+    const int n = 20000;
+    for (int i = 0; i < n; ++i) counts[static_cast<size_t>(nn::sample_token(l, o, gen))] += 1;
+    for (size_t v = 0; v < logits.size(); ++v) {
+      const double want = p[v] / mass, sigma = std::sqrt(want * (1 - want) / n);
+      INFO("T " << o.temperature << " k " << o.top_k << " p " << o.top_p << " token " << v);
+      CHECK(std::abs(counts[v] / n - want) <= 4 * sigma + 1e-12);
+    }
+  }
+}
+
 TEST_CASE("batched generation draws what each prompt draws alone, rows stopping on their own") {
   Generator gen(21);
   nn::ModelSpec llama = nn::LlamaConfig{.vocab_size = 40, .hidden_size = 16, .intermediate_size = 32,

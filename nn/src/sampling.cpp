@@ -20,6 +20,19 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& o, Generator& 
   const double* l = host.data_ptr<double>();
   const int64_t V = host.numel();
   if (o.temperature == 0) return std::max_element(l, l + V) - l;
+  const double top = *std::max_element(l, l + V);
+  if (o.top_k == 0 && o.top_p == 1) {  // nothing filtered: no need to rank the candidates
+    std::vector<double> p(static_cast<size_t>(V));
+    double total = 0;
+    for (int64_t i = 0; i < V; ++i) total += p[i] = std::exp((l[i] - top) / o.temperature);
+    double u = rand({1}, gen, kFloat64).item<double>() * total;
+    int64_t last = 0;  // the last candidate that can be drawn, should rounding leave u >= 0
+    for (int64_t i = 0; i < V; ++i) {
+      if (p[i] > 0) last = i;
+      if ((u -= p[i]) < 0) return i;
+    }
+    return last;
+  }
   // Candidates by descending logit; keep the top k, then the smallest prefix with mass >= top_p.
   std::vector<int64_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
