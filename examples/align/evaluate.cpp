@@ -7,7 +7,8 @@
 //
 // --model is a run directory (its newest checkpoint) or one checkpoint;
 // --data is JSON lines of {"prompt": ..., "answer": ...}. Prints the
-// accuracy and, with --json, appends {"model", "accuracy", "prompts"} to a file.
+// accuracy and, with --json, appends {"model", "accuracy", "prompts"} to a file;
+// --answers writes every prompt's greedy answer beside the right one.
 
 #include <numeric>
 
@@ -16,7 +17,7 @@
 namespace {
 
 struct Args {
-  std::string model, tokenizer, data, json, device = "cpu";
+  std::string model, tokenizer, data, json, answers, device = "cpu";
   int64_t max_new_tokens = 16, batch = 64;
 };
 
@@ -35,7 +36,16 @@ int run(const Args& a) {
   std::vector<int64_t> all(prompts.size());
   std::iota(all.begin(), all.end(), 0);
   const align::Prompts rendered = align::render_prompts(tok, prompts, all, a.max_new_tokens, spec.max_positions);
-  const double accuracy = align::heldout_accuracy(model, tok, rendered, a.max_new_tokens, a.batch, *layout.dp_group());
+  std::ofstream answers;
+  if (!a.answers.empty()) answers.open(a.answers);
+  auto show = [&](int64_t i, const std::string& response, bool right) {
+    const kiln::data::Prompt& p = prompts[static_cast<size_t>(i)];
+    answers << nlohmann::json{{"prompt", p.prompt.back().content}, {"answer", p.answer}, {"response", response},
+                              {"right", right}}.dump()
+            << '\n';
+  };
+  const double accuracy = align::heldout_accuracy(model, tok, rendered, a.max_new_tokens, a.batch, *layout.dp_group(),
+                                                  a.answers.empty() ? align::GradedAnswer{} : show);
   if (world->rank() != 0) return 0;
   fmt::print("{}: held-out accuracy {:.3f} over {} prompts\n", dir, accuracy, prompts.size());
   if (!a.json.empty()) {
@@ -56,6 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-new-tokens", a.max_new_tokens, "longest answer")->capture_default_str();
   app.add_option("--batch", a.batch, "prompts generated together")->capture_default_str();
   app.add_option("--json", a.json, "append the result to this JSON-lines file");
+  app.add_option("--answers", a.answers, "write each prompt's answer and whether it was right (JSON lines; one process)");
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("evaluate", [&] { return run(a); });

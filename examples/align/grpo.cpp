@@ -77,7 +77,7 @@ int run(const Args& a) {
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
   if (layout.dp() > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
 
-  const int64_t steps = a.epochs * order.batches_per_epoch();
+  const int64_t steps = align::total_steps(a, order.batches_per_epoch());
   const kiln::dist::TrainingState state = align::resume(a, model, opt, order);
   const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
   if (lead)

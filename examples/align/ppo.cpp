@@ -101,7 +101,7 @@ int run(const Args& a) {
     critic_ddp = std::make_unique<kiln::dist::DistributedDataParallel>(critic, layout.dp_group());
   }
 
-  const int64_t steps = a.epochs * order.batches_per_epoch();
+  const int64_t steps = align::total_steps(a, order.batches_per_epoch());
   kiln::dist::TrainingState state;
   std::filesystem::create_directories(a.out);
   if (a.resume) {

@@ -70,7 +70,7 @@ int run(const Args& a) {
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
   if (layout.dp() > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
 
-  const int64_t steps = a.epochs * train.batches_per_epoch();
+  const int64_t steps = align::total_steps(a, train.batches_per_epoch());
   kiln::optim::LRSchedule schedule{a.lr, 0.1 * a.lr, std::max<int64_t>(1, steps / 20), steps,
                                    kiln::optim::LRSchedule::Decay::Cosine};
   const kiln::dist::TrainingState state = align::resume(a, model, opt, train);

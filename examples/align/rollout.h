@@ -4,6 +4,7 @@
 // training rows, the rule that checks an answer, and the held-out accuracy.
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -106,32 +107,42 @@ inline Rollouts rollouts(const std::vector<std::vector<int64_t>>& prompts, const
   return r;
 }
 
+// What heldout_accuracy saw of one prompt: its index, the greedy answer, and whether it was right.
+using GradedAnswer = std::function<void(int64_t, const std::string&, bool)>;
+
 // The share of prompts whose greedy answer is exactly right; data-parallel
-// ranks take every R-th prompt and sum their counts over `group`.
+// ranks take every R-th prompt and sum their counts over `group`. Each
+// answer is shown to `graded` when given.
 inline double heldout_accuracy(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
                                const Prompts& prompts, int64_t max_new_tokens, int64_t batch,
-                               kiln::dist::ProcessGroup& group) {
+                               kiln::dist::ProcessGroup& group, const GradedAnswer& graded = {}) {
   kiln::NoGradGuard no_grad;
   const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
   const auto n = static_cast<int64_t>(prompts.examples.size());
   std::vector<double> right_and_seen(2, 0.0);
   std::vector<std::vector<int64_t>> ids;
   std::vector<std::string> answers;
+  std::vector<int64_t> which;
   auto flush = [&] {
     std::vector<kiln::Generator> greedy(ids.size());
     kiln::nn::BatchGeneration drawn = kiln::nn::generate_batch(model, ids, max_new_tokens, {.temperature = 0}, greedy, end);
     for (size_t b = 0; b < ids.size(); ++b) {
       std::vector<int64_t>& t = drawn.tokens[b];
       const bool ended = !t.empty() && t.back() == end;
-      right_and_seen[0] += ended ? exact_answer(tok.decode(std::vector<uint32_t>(t.begin(), t.end() - 1)), answers[b]) : 0.0;
+      const std::string response = tok.decode(std::vector<uint32_t>(t.begin(), ended ? t.end() - 1 : t.end()));
+      const bool right = ended && exact_answer(response, answers[b]) > 0;
+      right_and_seen[0] += right ? 1.0 : 0.0;
       right_and_seen[1] += 1;
+      if (graded) graded(which[b], response, right);
     }
     ids.clear();
     answers.clear();
+    which.clear();
   };
   for (int64_t i = group.rank(); i < n; i += group.size()) {
     ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
     answers.push_back(prompts.answers[static_cast<size_t>(i)]);
+    which.push_back(i);
     if (static_cast<int64_t>(ids.size()) == batch) flush();
   }
   if (!ids.empty()) flush();

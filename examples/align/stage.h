@@ -18,7 +18,7 @@ namespace align {
 // The options of every stage.
 struct StageArgs {
   std::string init_from, tokenizer, data, out, device = "cpu";
-  int64_t epochs = 1, batch = 8, max_tokens = 256, eval_every = 50, checkpoint_every = 200, log_every = 10;
+  int64_t epochs = 1, max_steps = 0, batch = 8, max_tokens = 256, eval_every = 50, checkpoint_every = 200, log_every = 10;
   int keep = 2, tp = 1;
   double lr = 1e-5, grad_clip = 1.0, val_fraction = 0.05;
   bool resume = false;
@@ -32,6 +32,7 @@ inline void add_stage_options(CLI::App& app, StageArgs& a, const std::string& in
   app.add_option("--data", a.data, data)->required();
   app.add_option("--out", a.out, "checkpoints and metrics")->capture_default_str();
   app.add_option("--epochs", a.epochs, "passes over the training data")->capture_default_str();
+  app.add_option("--max-steps", a.max_steps, "stop after this many steps (0: --epochs decide)")->capture_default_str();
   app.add_option("--batch,-b", a.batch, "records per step and rank")->capture_default_str();
   app.add_option("--max-tokens", a.max_tokens, "longest example; longer ones are cut")->capture_default_str();
   app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
@@ -52,6 +53,12 @@ inline kiln::dist::ParallelState parallel_layout(int tp) {
   auto world = kiln::dist::mpi_world();
   KILN_CHECK(tp >= 1 && world->size() % tp == 0, "[align] --tp {} must divide the {} ranks", tp, world->size());
   return {world, tp, 1, world->size() / tp};
+}
+
+// Steps of the run: --epochs over the data, or --max-steps if fewer.
+inline int64_t total_steps(const StageArgs& a, int64_t batches_per_epoch) {
+  const int64_t steps = a.epochs * batches_per_epoch;
+  return a.max_steps > 0 ? std::min(steps, a.max_steps) : steps;
 }
 
 // Runs a stage's main; an error ends every rank (mpirun) and the program with 1.
