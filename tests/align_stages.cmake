@@ -144,4 +144,9 @@ if(DEFINED MPIRUN)
   run(${mpirun} -np 2 ${grpo_common} --batch 2 --out ${WORK}/grpo-dp2)
   run(${COMPARE} ${WORK}/grpo-dp2/metrics.jsonl ${WORK}/grpo/metrics.jsonl 1 1e-4 reward,train_loss,grad_norm,val_accuracy)
   message(STATUS "ppo and grpo: tensor- and data-parallel over 2 ranks equal one process")
+  # Packed fine-tuning: each batch's conversations share rows, attending only
+  # to themselves; the losses are those of one conversation a row.
+  run(${sft} --pack --max-tokens 64 --out ${WORK}/sft-packed)
+  run(${COMPARE} ${WORK}/sft-packed/metrics.jsonl ${WORK}/sft/metrics.jsonl 1 1e-4 train_loss,grad_norm,val_loss)
+  message(STATUS "sft: packed rows train as one conversation a row")
 endif()

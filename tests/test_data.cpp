@@ -186,7 +186,7 @@ TEST_CASE("the example loader pads each batch to its longest example and keeps g
   }
   data::ExampleLoader plain(examples, {.batch_size = 1, .shuffle = false, .pad_id = 7, .group = 2});
   CHECK(plain.batches_per_epoch() == 4);
-  auto [x, y, lengths] = plain.next();  // examples 0 (one token) and 1 (two)
+  auto [x, y, lengths, attention] = plain.next();  // examples 0 (one token) and 1 (two)
   CHECK(kt::values(x) == std::vector<double>{0, 7, 10, 11});
   CHECK(kt::values(y) == std::vector<double>{-100, -100, -100, 12});
   CHECK(kt::values(lengths) == std::vector<double>{1, 2});

@@ -278,3 +278,41 @@ TEST_CASE("a spec whose sizes do not fit raises a clear error") {
   prefix.reset_parameters(gen);
   CHECK_THROWS_WITH(prefix.forward(randn({1, 3, 8}, gen)), Catch::Contains("a prefix-LM mask needs the batch's prefix_lengths"));
 }
+
+TEST_CASE("packed examples give the loss and gradients of one example a row") {
+  Generator gen(31);
+  nn::ModelSpec llama = nn::LlamaConfig{.vocab_size = 30, .hidden_size = 16, .intermediate_size = 32,
+                                        .num_hidden_layers = 2, .num_attention_heads = 4, .num_key_value_heads = 2,
+                                        .max_position_embeddings = 32}
+                            .spec();
+  nn::ModelSpec gpt = nn::GPTConfig{.vocab_size = 30, .block_size = 32, .n_layer = 2, .n_head = 2, .n_embd = 16}.spec();
+  std::vector<data::ChatExample> examples;
+  for (int64_t n : {5, 3, 7, 2, 6}) {
+    data::ChatExample e;
+    for (int64_t t = 0; t < n; ++t) {
+      e.inputs.push_back(randint(0, 30, {1}, gen).item<int64_t>());
+      e.targets.push_back(t % 2 == 0 ? randint(0, 30, {1}, gen).item<int64_t>() : -100);
+    }
+    examples.push_back(e);
+  }
+  std::vector<const data::ChatExample*> views;
+  for (const auto& e : examples) views.push_back(&e);
+  data::ExampleBatch packed = data::pack_examples(views, 10, 0), padded = data::pad_examples(views, 0);
+  CHECK(packed.inputs.size(0) == 3);  // 5 + 3 + 2, 7, 6
+  CHECK(values(packed.lengths) == std::vector<double>{10, 7, 6});
+  CHECK(values(packed.attention.cu_seqlens) == std::vector<double>{0, 5, 8, 10, 17, 20, 26, 30});
+  for (const nn::ModelSpec& spec : {gpt, llama}) {
+    INFO(spec.family);
+    nn::TransformerLM model(spec, gen, kFloat64);
+    auto loss_and_grads = [&](const data::ExampleBatch& b) {
+      model.zero_grad();
+      Tensor loss = model.loss(b.inputs, b.targets, &b.attention);
+      loss.backward();
+      std::vector<Tensor> grads{loss.detach()};
+      for (Tensor p : model.parameters()) grads.push_back(p.grad().clone());
+      return grads;
+    };
+    auto want = loss_and_grads(padded), got = loss_and_grads(packed);
+    for (size_t i = 0; i < want.size(); ++i) KT_CHECK_CLOSE(got[i], values(want[i]), 1e-10);
+  }
+}

@@ -88,7 +88,7 @@ int run(const Args& a) {
     auto t0 = std::chrono::steady_clock::now();
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
-    auto [x, y, lengths] = train.next();
+    auto [x, y, lengths, attention] = train.next();
     kiln::nn::PairwiseLoss l = pairwise(x, y, lengths);
     l.loss.backward();
     if (ddp) ddp->finish();

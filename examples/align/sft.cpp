@@ -8,7 +8,10 @@
 // (kiln/data/conversations.h). Each conversation is rendered with the chat
 // template (the tokenizer's role markers, kiln/data/chat_template.h); the
 // loss is the mean over the assistant's tokens only. A share of the
-// conversations is held out for validation. Under mpirun the ranks are
+// conversations is held out for validation. With --pack, each batch's
+// conversations share rows of --max-tokens tokens, each attending only to
+// itself (varlen attention) at its own positions: the same loss, with no
+// compute spent on padding. Under mpirun the ranks are
 // data-parallel replicas. Prints step, loss, lr, grad norm, tokens/s and ETA,
 // writes metrics.jsonl (scripts/plot) and checkpoints that --resume continues
 // exactly and that the next stages (--init-from) start from.
@@ -23,7 +26,7 @@ namespace {
 
 struct Args : align::StageArgs {
   double weight_decay = 0.0, warmup_ratio = 0.03;
-  bool last_turn_only = false;
+  bool last_turn_only = false, pack = false;
 };
 
 int run(const Args& a) {
@@ -47,7 +50,7 @@ int run(const Args& a) {
   const int64_t pad = tok.special_id(kiln::data::Special::Pad);
   kiln::data::ExampleLoader train(train_examples, {.batch_size = a.batch, .rank = layout.dp_rank(),
                                                    .world_size = layout.dp(), .seed = a.seed, .pad_id = pad,
-                                                   .device = device});
+                                                   .pack_tokens = a.pack ? a.max_tokens : 0, .device = device});
   kiln::data::ExampleLoader val(val_examples, {.batch_size = std::min<int64_t>(a.batch, static_cast<int64_t>(val_examples.size())),
                                                .shuffle = false, .pad_id = pad, .device = device});
 
@@ -77,7 +80,7 @@ int run(const Args& a) {
     val.seek({});
     double total = 0;
     for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-      auto [x, y, lengths] = val.next();
+      auto [x, y, lengths, attention] = val.next();
       total += model.loss(x, y).item<double>();
     }
     return total / static_cast<double>(val.batches_per_epoch());
@@ -87,8 +90,8 @@ int run(const Args& a) {
     auto t0 = std::chrono::steady_clock::now();
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
-    auto [x, y, lengths] = train.next();
-    Tensor loss = model.loss(x, y);  // the mean over the answers' tokens
+    auto [x, y, lengths, attention] = train.next();
+    Tensor loss = model.loss(x, y, &attention);  // the mean over the answers' tokens
     loss.backward();
     if (ddp) ddp->finish();
     const double norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
@@ -121,6 +124,8 @@ int main(int argc, char** argv) {
                            "JSON lines: Alpaca, ShareGPT/Vicuna or messages records");
   app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
   app.add_flag("--last-turn-only", a.last_turn_only, "train only the last answer (default: every assistant turn)");
+  app.add_flag("--pack", a.pack, "pack each batch's conversations into rows of --max-tokens, each attending "
+               "only to itself");
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("sft", [&] { return run(a); });
 }

@@ -127,7 +127,7 @@ std::pair<double, double> evaluate_pairs(kiln::data::ExampleLoader& val, LossOf&
   val.seek({});
   double loss = 0, accuracy = 0;
   for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
-    auto [x, y, lengths] = val.next();
+    auto [x, y, lengths, attention] = val.next();
     auto l = loss_of(x, y, lengths);
     loss += l.loss.template item<double>();
     accuracy += l.accuracy;

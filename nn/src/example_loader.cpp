@@ -51,7 +51,46 @@ std::vector<int64_t> ExampleLoader::next_indices() {
 ExampleBatch ExampleLoader::next() {
   std::vector<const ChatExample*> batch;
   for (int64_t i : next_indices()) batch.push_back(&examples_[static_cast<size_t>(i)]);
+  if (options_.pack_tokens > 0) return pack_examples(batch, options_.pack_tokens, options_.pad_id, options_.device);
   return pad_examples(batch, options_.pad_id, options_.device);
+}
+
+ExampleBatch pack_examples(const std::vector<const ChatExample*>& examples, int64_t row_tokens, int64_t pad_id,
+                           Device device) {
+  size_t L = static_cast<size_t>(std::max<int64_t>(row_tokens, 1));
+  for (const ChatExample* e : examples) L = std::max(L, e->inputs.size());
+  std::vector<std::vector<const ChatExample*>> rows;
+  std::vector<size_t> used;
+  for (const ChatExample* e : examples) {
+    size_t r = 0;
+    while (r < rows.size() && used[r] + e->inputs.size() > L) ++r;
+    if (r == rows.size()) {
+      rows.emplace_back();
+      used.push_back(0);
+    }
+    rows[r].push_back(e);
+    used[r] += e->inputs.size();
+  }
+  std::vector<int64_t> x(rows.size() * L, pad_id), y(rows.size() * L, -100), positions(rows.size() * L, 0), lengths,
+      bounds = {0};
+  for (size_t r = 0; r < rows.size(); ++r) {
+    size_t at = r * L;
+    for (const ChatExample* e : rows[r]) {
+      std::copy(e->inputs.begin(), e->inputs.end(), x.begin() + static_cast<std::ptrdiff_t>(at));
+      std::copy(e->targets.begin(), e->targets.end(), y.begin() + static_cast<std::ptrdiff_t>(at));
+      std::iota(positions.begin() + static_cast<std::ptrdiff_t>(at),
+                positions.begin() + static_cast<std::ptrdiff_t>(at + e->inputs.size()), 0);
+      at += e->inputs.size();
+      bounds.push_back(static_cast<int64_t>(at));
+    }
+    lengths.push_back(static_cast<int64_t>(used[r]));
+    if (at < (r + 1) * L) bounds.push_back(static_cast<int64_t>((r + 1) * L));
+  }
+  const auto n = static_cast<int64_t>(rows.size()), Lt = static_cast<int64_t>(L);
+  ExampleBatch b{tensor(x).view({n, Lt}).to(device), tensor(y).view({n, Lt}).to(device), tensor(lengths).to(device), {}};
+  b.attention.positions = tensor(positions).view({n, Lt}).to(device);
+  b.attention.cu_seqlens = tensor(bounds);  // on the host: the attention reads the bounds there
+  return b;
 }
 
 ExampleBatch pad_examples(const std::vector<const ChatExample*>& examples, int64_t pad_id, Device device) {

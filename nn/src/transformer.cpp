@@ -92,6 +92,14 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
     cache->v = v.detach();
   }
   AttentionOptions options{.causal = spec_.mask != AttentionMask::Bidirectional, .scale = spec_.scale};
+  if (inputs && inputs->cu_seqlens.defined()) {
+    KILN_CHECK(!cache && spec_.mask != AttentionMask::PrefixLM, "[Attention] packed examples (cu_seqlens) take "
+               "causal or bidirectional attention without a KV cache");
+    auto packed = [&](const Tensor& t) { return t.transpose(1, 2).reshape({B * T, t.size(1), D}); };
+    Tensor y = scaled_dot_product_attention_varlen(packed(q), packed(k), packed(v), inputs->cu_seqlens,
+                                                   inputs->cu_seqlens, options);  // (B T, H, D)
+    return dropout->forward(out->forward(y.view({B, T, heads_ * D})));
+  }
   if (spec_.mask == AttentionMask::PrefixLM) {
     KILN_CHECK(inputs && inputs->prefix_lengths.defined(), "[Attention] a prefix-LM mask needs the batch's "
                "prefix_lengths (AttentionInputs)");

@@ -233,10 +233,10 @@ Tensor TransformerLM::loss_from_hidden(const Tensor& hidden, const Tensor& targe
   return factory_->vocab_loss(hidden, head_weight(hidden.dtype()), head().vocab_start(), targets);
 }
 
-Tensor TransformerLM::loss(const Tensor& idx, const Tensor& targets) const {
+Tensor TransformerLM::loss(const Tensor& idx, const Tensor& targets, const AttentionInputs* inputs) const {
   KILN_CHECK(factory_->pp_size() == 1, "[TransformerLM] loss(idx, targets) runs the whole model: with {} pipeline "
              "stages, use a pipeline schedule", factory_->pp_size());
-  return loss_from_hidden(forward_stage(idx), targets);
+  return loss_from_hidden(forward_stage(idx, nullptr, inputs), targets);
 }
 
 Shape TransformerLM::activation_shape(int64_t batch, int64_t seq) const {

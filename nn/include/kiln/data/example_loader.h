@@ -14,17 +14,26 @@
 
 #include "kiln/data/chat_template.h"
 #include "kiln/data/data_loader.h"
+#include "kiln/nn/transformer.h"
 
 namespace kiln::data {
 
 // A batch: inputs and targets (rows, L) int64, L the batch's longest
-// example, and each row's real length (rows) int64.
+// example, and each row's real length (rows) int64. Packed, a row holds
+// several examples: `attention` then gives each token's position in its
+// example and the examples' bounds (nn::AttentionInputs::cu_seqlens).
 struct ExampleBatch {
   Tensor inputs, targets, lengths;
+  nn::AttentionInputs attention;
 };
 
 // Examples as one batch padded to the longest: inputs with pad_id, targets with -100.
 ExampleBatch pad_examples(const std::vector<const ChatExample*>& examples, int64_t pad_id, Device device = kCPU);
+// Examples packed in order into rows of row_tokens (the first row with room
+// takes each; row_tokens grows to the longest example), padded as pad_examples
+// pads; the padding at a row's end is a segment of its own.
+ExampleBatch pack_examples(const std::vector<const ChatExample*>& examples, int64_t row_tokens, int64_t pad_id,
+                           Device device = kCPU);
 
 struct ExampleLoaderOptions {
   int64_t batch_size = 8;
@@ -34,6 +43,7 @@ struct ExampleLoaderOptions {
   uint64_t seed = 0;
   int64_t pad_id = 0;
   int64_t group = 1;
+  int64_t pack_tokens = 0;  // > 0: each batch's examples packed into rows of this many tokens
   Device device = kCPU;
 };
 

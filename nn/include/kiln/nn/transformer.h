@@ -78,12 +78,16 @@ struct BlockSpec {
 // Left-padded rows (batched generation from prompts of different lengths)
 // bring each row's first real key (key_starts, (B): the keys before it are
 // padding) and each token's position (positions, (B, T) int64; without them
-// a token's position is its index after the cached ones).
+// a token's position is its index after the cached ones). Packed rows (short
+// examples sharing a row) bring the examples' bounds in the flattened B T
+// tokens (cu_seqlens, (n + 1) int32/int64 from 0 to B T, on the host): each
+// example attends within itself only (varlen attention), its positions from 0.
 struct AttentionInputs {
   Tensor prefix_lengths;
   Tensor key_lengths;
   Tensor key_starts;
   Tensor positions;
+  Tensor cu_seqlens;
 };
 
 // Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D).

@@ -74,7 +74,7 @@ class TransformerLM : public StagedModel {
   Tensor forward(const Tensor& idx, std::vector<KVCache>* caches = nullptr, const AttentionInputs* inputs = nullptr) const;
   // Mean cross-entropy of forward(idx) against targets (B, T), ignore_index
   // -100, without materializing the logits where one rank holds the vocabulary.
-  Tensor loss(const Tensor& idx, const Tensor& targets) const;
+  Tensor loss(const Tensor& idx, const Tensor& targets, const AttentionInputs* inputs = nullptr) const;
   // The head's weight in dtype: the real vocabulary rows this rank holds.
   Tensor head_weight(DType dtype) const;
 
