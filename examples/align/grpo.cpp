@@ -29,10 +29,9 @@ using kiln::Tensor;
 
 namespace {
 
-struct Args : align::StageArgs {
-  int64_t group = 8, max_new_tokens = 16, iterations = 1, eval_batch = 64;
-  double temperature = 1.0, beta = 0.04, clip = 0.2;
-  std::string eval_data;
+struct Args : align::RolloutArgs {
+  int64_t group = 8, iterations = 1;
+  double beta = 0.04;
 };
 
 int run(const Args& a) {
@@ -44,22 +43,7 @@ int run(const Args& a) {
   const std::string init = align::checkpoint_dir(a.init_from);
   const kiln::nn::ModelSpec spec = kiln::nn::hf::read_config(init);
 
-  // Training prompts, and held-out ones: --eval-data, or a share of --data.
-  const std::vector<kiln::data::Prompt> all = kiln::data::read_prompts(a.data);
-  const std::vector<kiln::data::Prompt> heldout = a.eval_data.empty() ? all : kiln::data::read_prompts(a.eval_data);
-  std::vector<int64_t> train_ids, val_ids;
-  if (a.eval_data.empty()) {
-    const align::Split split = align::split(all.size(), a.val_fraction, a.seed);
-    val_ids.assign(split.order.begin(), split.order.begin() + static_cast<std::ptrdiff_t>(split.held_out));
-    train_ids.assign(split.order.begin() + static_cast<std::ptrdiff_t>(split.held_out), split.order.end());
-  } else {
-    train_ids.resize(all.size());
-    val_ids.resize(heldout.size());
-    std::iota(train_ids.begin(), train_ids.end(), 0);
-    std::iota(val_ids.begin(), val_ids.end(), 0);
-  }
-  const align::Prompts train = align::render_prompts(tok, all, train_ids, a.max_new_tokens, spec.max_positions);
-  const align::Prompts val = align::render_prompts(tok, heldout, val_ids, a.max_new_tokens, spec.max_positions);
+  const auto [train, val] = align::read_prompt_split(a, tok, spec.max_positions);
   kiln::data::ExampleLoader order(train.examples, {.batch_size = a.batch, .rank = layout.dp_rank(),
                                                    .world_size = layout.dp(), .seed = a.seed});
 
@@ -165,14 +149,10 @@ int main(int argc, char** argv) {
   a.checkpoint_every = 50;
   align::add_stage_options(app, a, "fine-tuned run or checkpoint directory: the policy's start and the reference",
                            "JSON lines of {prompt, answer}");
-  app.add_option("--eval-data", a.eval_data, "held-out prompts with answers (default: a --val-fraction share of --data)");
+  align::add_rollout_options(app, a);
   app.add_option("--group", a.group, "samples per prompt (G)")->capture_default_str();
-  app.add_option("--max-new-tokens", a.max_new_tokens, "longest response")->capture_default_str();
-  app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")->capture_default_str();
   app.add_option("--beta", a.beta, "weight of the k3 KL to the reference")->capture_default_str();
-  app.add_option("--clip", a.clip, "PPO's ratio clip epsilon")->capture_default_str();
   app.add_option("--iterations", a.iterations, "optimizer steps per batch of rollouts (GRPO's mu)")->capture_default_str();
-  app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("grpo", [&] { return run(a); });
 }

@@ -14,11 +14,13 @@
 // values gives advantages (whitened) and returns; then --ppo-epochs passes
 // over mini-batches of the rollouts take steps of the clipped policy loss
 // (actor) and the clipped value loss (critic). --data is JSON lines of
-// {"prompt": ...} (an "answer" is used only for the held-out accuracy, the
-// share of greedy answers to --eval-data that are exactly right). Under
+// {"prompt": ...}; an "answer" serves only the held-out accuracy, the share of
+// greedy answers to --eval-data (or a --val-fraction share of --data) that
+// are exactly right. Under
 // mpirun the ranks are data-parallel replicas; the actor and the critic
 // checkpoint side by side (out/actor, out/critic) and resume exactly.
 
+#include <algorithm>
 #include <chrono>
 #include <numeric>
 
@@ -28,11 +30,10 @@ using kiln::Tensor;
 
 namespace {
 
-struct Args : align::StageArgs {
-  std::string reward_model, eval_data;
-  int64_t max_new_tokens = 16, ppo_epochs = 1, mini_batch = 0, eval_batch = 64;
-  double critic_lr = 5e-6, temperature = 1.0, beta = 0.1, clip = 0.2, value_clip = 0.2, gamma = 1.0, lambda = 0.95,
-         reward_clip = 5.0;
+struct Args : align::RolloutArgs {
+  std::string reward_model;
+  int64_t ppo_epochs = 1, mini_batch = 0;
+  double critic_lr = 5e-6, beta = 0.1, value_clip = 0.2, gamma = 1.0, lambda = 0.95, reward_clip = 5.0;
   bool whiten = true;
 };
 
@@ -67,14 +68,8 @@ int run(const Args& a) {
   const std::string init = align::checkpoint_dir(a.init_from), rm = align::checkpoint_dir(a.reward_model);
   const kiln::nn::ModelSpec spec = kiln::nn::hf::read_config(init), rm_spec = kiln::nn::hf::read_config(rm);
 
-  const std::vector<kiln::data::Prompt> all = kiln::data::read_prompts(a.data);
-  const std::vector<kiln::data::Prompt> heldout = a.eval_data.empty() ? std::vector<kiln::data::Prompt>{}
-                                                                      : kiln::data::read_prompts(a.eval_data);
-  std::vector<int64_t> train_ids(all.size()), val_ids(heldout.size());
-  std::iota(train_ids.begin(), train_ids.end(), 0);
-  std::iota(val_ids.begin(), val_ids.end(), 0);
-  const align::Prompts train = align::render_prompts(tok, all, train_ids, a.max_new_tokens, spec.max_positions);
-  const align::Prompts val = align::render_prompts(tok, heldout, val_ids, a.max_new_tokens, spec.max_positions);
+  const auto [train, val] = align::read_prompt_split(a, tok, spec.max_positions);
+  const bool graded = std::any_of(val.answers.begin(), val.answers.end(), [](const std::string& s) { return !s.empty(); });
   kiln::data::ExampleLoader order(train.examples, {.batch_size = a.batch, .rank = layout.dp_rank(),
                                                    .world_size = layout.dp(), .seed = a.seed});
   const int64_t mini = a.mini_batch > 0 ? a.mini_batch : a.batch;
@@ -120,7 +115,7 @@ int run(const Args& a) {
 
   auto accuracy = [&] { return align::heldout_accuracy(actor, tok, val, a.max_new_tokens, a.eval_batch, *layout.dp_group()); };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
-  if (!a.resume && !val.examples.empty()) {
+  if (!a.resume && graded) {
     const double before = accuracy();
     progress.record({{"step", 0}, {"val_accuracy", before}});
     if (lead) fmt::print("held-out accuracy before training: {:.3f}\n", before);
@@ -204,7 +199,7 @@ int run(const Args& a) {
                         {"policy_loss", means[5]}, {"value_loss", means[6]},
                         {"clip_fraction", clip_fraction / u}, {"approx_kl", approx_kl / u},
                         {"actor_grad_norm", actor_norm}, {"critic_grad_norm", critic_norm}, {"seconds", seconds}};
-    const bool validate = !val.examples.empty() && (done % a.eval_every == 0 || done == steps);
+    const bool validate = graded && (done % a.eval_every == 0 || done == steps);
     if (validate) m["val_accuracy"] = accuracy();
     progress.report(m, fmt::format("score {:.3f} | kl {:.4f} | len {:.1f} | {:.0f} rollout tok/s | policy {:.4f} "
                                    "value {:.4f}{}",
@@ -234,12 +229,9 @@ int main(int argc, char** argv) {
   align::add_stage_options(app, a, "fine-tuned run or checkpoint directory: the actor's start and the reference",
                            "JSON lines of {prompt} (an answer, if given, only for the accuracy)");
   app.add_option("--reward-model", a.reward_model, "reward run or checkpoint (the critic starts from it too)")->required();
-  app.add_option("--eval-data", a.eval_data, "held-out prompts with answers, for the accuracy of greedy answers");
+  align::add_rollout_options(app, a);
   app.add_option("--critic-lr", a.critic_lr, "the critic's learning rate")->capture_default_str();
-  app.add_option("--max-new-tokens", a.max_new_tokens, "longest response")->capture_default_str();
-  app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")->capture_default_str();
   app.add_option("--beta", a.beta, "per-token KL penalty folded into the reward")->capture_default_str();
-  app.add_option("--clip", a.clip, "the policy ratio's clip epsilon")->capture_default_str();
   app.add_option("--value-clip", a.value_clip, "the value's clip around its old value")->capture_default_str();
   app.add_option("--gamma", a.gamma, "GAE's discount")->capture_default_str();
   app.add_option("--lambda", a.lambda, "GAE's lambda")->capture_default_str();
@@ -247,7 +239,6 @@ int main(int argc, char** argv) {
   app.add_option("--ppo-epochs", a.ppo_epochs, "passes over each batch of rollouts")->capture_default_str();
   app.add_option("--mini-batch", a.mini_batch, "rollouts per update (default: the whole --batch)")->capture_default_str();
   app.add_option("--whiten", a.whiten, "whiten the advantages over each batch")->capture_default_str();
-  app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("ppo", [&] { return run(a); });
 }

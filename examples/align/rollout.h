@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,40 @@ inline Prompts render_prompts(const kiln::data::Tokenizer& tok, const std::vecto
     out.answers.push_back(p.answer);
   }
   return out;
+}
+
+// The options the RL stages share beside StageArgs'.
+struct RolloutArgs : StageArgs {
+  std::string eval_data;
+  int64_t max_new_tokens = 16, eval_batch = 64;
+  double temperature = 1.0, clip = 0.2;
+};
+inline void add_rollout_options(CLI::App& app, RolloutArgs& a) {
+  app.add_option("--eval-data", a.eval_data, "held-out prompts with answers (default: a --val-fraction share of --data)");
+  app.add_option("--max-new-tokens", a.max_new_tokens, "longest response")->capture_default_str();
+  app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")->capture_default_str();
+  app.add_option("--clip", a.clip, "the policy ratio's clip epsilon")->capture_default_str();
+  app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")->capture_default_str();
+}
+
+// The training prompts and the held-out ones (--eval-data, or a seeded
+// --val-fraction share of --data), rendered for a model of max_positions.
+struct PromptSplit {
+  Prompts train, val;
+};
+inline PromptSplit read_prompt_split(const RolloutArgs& a, const kiln::data::Tokenizer& tok, int64_t max_positions) {
+  const std::vector<kiln::data::Prompt> all = kiln::data::read_prompts(a.data);
+  const std::vector<kiln::data::Prompt> heldout = a.eval_data.empty() ? all : kiln::data::read_prompts(a.eval_data);
+  std::vector<int64_t> train_ids(all.size()), val_ids(heldout.size());
+  std::iota(train_ids.begin(), train_ids.end(), 0);
+  std::iota(val_ids.begin(), val_ids.end(), 0);
+  if (a.eval_data.empty()) {
+    const Split split = align::split(all.size(), a.val_fraction, a.seed);
+    val_ids.assign(split.order.begin(), split.order.begin() + static_cast<std::ptrdiff_t>(split.held_out));
+    train_ids.assign(split.order.begin() + static_cast<std::ptrdiff_t>(split.held_out), split.order.end());
+  }
+  return {render_prompts(tok, all, train_ids, a.max_new_tokens, max_positions),
+          render_prompts(tok, heldout, val_ids, a.max_new_tokens, max_positions)};
 }
 
 // The generators of a step's rollouts, one a row, seeded by the step and the
