@@ -6,8 +6,8 @@
 # log 2, where a policy equal to its reference stands; and a reward model
 # trained on pairs that prefer a sum to a refusal must rank most held-out
 # pairs right. GRPO (against the rule that checks the sum) and PPO (against
-# that reward model) must each resume from a middle checkpoint to log the
-# uninterrupted run's losses exactly; with MPIRUN, PPO at tensor parallelism 2
+# that reward model, with and without PPO-ptx) must each resume from a middle
+# checkpoint to log the uninterrupted run's losses exactly; with MPIRUN, PPO at tensor parallelism 2
 # must take the steps of one process.
 #   cmake -DBIN=<examples dir> -DWORK=<scratch dir> [-DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>"]
 #         -P align_stages.cmake
@@ -128,6 +128,10 @@ set(ppo_common ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward 
 set(ppo ${ppo_common} --batch 8 --mini-batch 4)
 run(${ppo} --out ${WORK}/ppo)
 check_resume(ppo ${WORK}/ppo value_loss 4 actor critic)
+# PPO-ptx: the pretraining text's position resumes too.
+set(ppoptx ${ppo} --ptx-data ${WORK}/data --ptx-coef 1 --ptx-seq 16)
+run(${ppoptx} --out ${WORK}/ppoptx)
+check_resume(ppoptx ${WORK}/ppoptx ptx_loss 4 actor critic)
 
 # Parallel layouts: the actor and the critic split over two tensor-parallel
 # ranks, or the batch over two data-parallel ranks (the same samples: each

@@ -16,7 +16,9 @@
 // (actor) and the clipped value loss (critic). --data is JSON lines of
 // {"prompt": ...}; an "answer" serves only the held-out accuracy, the share of
 // greedy answers to --eval-data (or a --val-fraction share of --data) that
-// are exactly right. Under
+// are exactly right. With --ptx-data (PPO-ptx), each actor update adds
+// --ptx-coef times the language-model loss of a batch of pretraining text,
+// InstructGPT's guard against forgetting it. Under
 // mpirun the ranks are data-parallel replicas; the actor and the critic
 // checkpoint side by side (out/actor, out/critic) and resume exactly.
 
@@ -31,9 +33,9 @@ using kiln::Tensor;
 namespace {
 
 struct Args : align::RolloutArgs {
-  std::string reward_model;
-  int64_t ppo_epochs = 1, mini_batch = 0;
-  double critic_lr = 5e-6, beta = 0.1, value_clip = 0.2, gamma = 1.0, lambda = 0.95, reward_clip = 5.0;
+  std::string reward_model, ptx_data;
+  int64_t ppo_epochs = 1, mini_batch = 0, ptx_seq = 64;
+  double critic_lr = 5e-6, beta = 0.1, value_clip = 0.2, gamma = 1.0, lambda = 0.95, reward_clip = 5.0, ptx_coef = 27.8;
   bool whiten = true;
 };
 
@@ -74,6 +76,13 @@ int run(const Args& a) {
                                                    .world_size = layout.dp(), .seed = a.seed});
   const int64_t mini = a.mini_batch > 0 ? a.mini_batch : a.batch;
   KILN_CHECK(a.batch % mini == 0, "[ppo] --mini-batch ({}) must divide --batch ({})", mini, a.batch);
+  // PPO-ptx: pretraining text whose language-model loss joins the actor's (--ptx-coef).
+  std::unique_ptr<kiln::data::DataLoader> ptx;
+  if (!a.ptx_data.empty())
+    ptx = std::make_unique<kiln::data::DataLoader>(
+        std::vector<std::string>{a.ptx_data + "/train.bin"},
+        kiln::data::DataLoaderOptions{.batch_size = mini, .seq_len = a.ptx_seq, .rank = layout.dp_rank(),
+                                      .world_size = layout.dp(), .shuffle = true, .seed = a.seed, .device = device});
 
   // No dropout anywhere: a rollout's log-probabilities and values must be
   // those of the models that drew and judged it.
@@ -102,8 +111,9 @@ int run(const Args& a) {
   if (a.resume) {
     const std::string step = common_step(a.out);
     kiln::dist::load_checkpoint(a.out + "/actor/" + step, actor, &actor_opt, &state);
-    kiln::dist::TrainingState critic_state;
+    kiln::dist::TrainingState critic_state;  // its loader position: the pretraining text's
     kiln::dist::load_checkpoint(a.out + "/critic/" + step, critic, &critic_opt, &critic_state);
+    if (ptx) ptx->seek(critic_state.loader);
     order.seek(state.loader);
   }
   const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
@@ -151,7 +161,8 @@ int run(const Args& a) {
       returns = gae.returns;
       kl = kiln::mean(kiln::nn::masked_sum(old_lp - reference_lp, r.mask));
     }
-    double policy_loss = 0, value_loss = 0, clip_fraction = 0, approx_kl = 0, actor_norm = 0, critic_norm = 0;
+    double policy_loss = 0, value_loss = 0, ptx_loss = 0, clip_fraction = 0, approx_kl = 0, actor_norm = 0,
+           critic_norm = 0;
     int64_t updates = 0;
     for (int64_t epoch = 0; epoch < a.ppo_epochs; ++epoch)
       for (int64_t first = 0; first < a.batch; first += mini) {
@@ -163,7 +174,14 @@ int run(const Args& a) {
         actor_opt.zero_grad();
         Tensor lp = kiln::nn::token_log_probs(actor.forward(rows(r.inputs)), rows(r.targets));
         kiln::nn::PolicyLoss pl = kiln::nn::ppo_policy_loss(lp, rows(old_lp), rows(advantages), mask, a.clip, tokens);
-        pl.loss.backward();
+        Tensor actor_loss = pl.loss;
+        if (ptx) {  // InstructGPT's objective: the RL one plus gamma times the pretraining log-likelihood
+          auto [x, y] = ptx->next();
+          Tensor lm = actor.loss(x, y);
+          ptx_loss += lm.item<double>();
+          actor_loss = actor_loss + lm * a.ptx_coef;
+        }
+        actor_loss.backward();
         if (actor_ddp) actor_ddp->finish();
         actor_norm = kiln::dist::clip_grad_norm(actor, layout, a.grad_clip);
         actor_opt.step();
@@ -191,7 +209,7 @@ int run(const Args& a) {
         *layout.dp_group(),
         {kiln::mean(scores).item<double>(), kl.item<double>(), std::accumulate(correct.begin(), correct.end(), 0.0) / n,
          static_cast<double>(r.response_tokens) / n, static_cast<double>(r.response_tokens) / rollout_seconds,
-         policy_loss / u, value_loss / u},
+         policy_loss / u, value_loss / u, ptx_loss / u},
         device);
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"score", means[0]}, {"kl", means[1]}, {"train_accuracy", means[2]},
@@ -199,6 +217,7 @@ int run(const Args& a) {
                         {"policy_loss", means[5]}, {"value_loss", means[6]},
                         {"clip_fraction", clip_fraction / u}, {"approx_kl", approx_kl / u},
                         {"actor_grad_norm", actor_norm}, {"critic_grad_norm", critic_norm}, {"seconds", seconds}};
+    if (ptx) m["ptx_loss"] = means[7];
     const bool validate = graded && (done % a.eval_every == 0 || done == steps);
     if (validate) m["val_accuracy"] = accuracy();
     progress.report(m, fmt::format("score {:.3f} | kl {:.4f} | len {:.1f} | {:.0f} rollout tok/s | policy {:.4f} "
@@ -210,7 +229,8 @@ int run(const Args& a) {
     if (done % a.checkpoint_every == 0 || done == steps) {
       const kiln::dist::TrainingState at{done, order.position(), 0};
       const std::string path = kiln::dist::save_checkpoint(a.out + "/actor", actor, layout, actor_opt, at, a.keep);
-      kiln::dist::save_checkpoint(a.out + "/critic", critic, layout, critic_opt, at, a.keep);
+      kiln::dist::save_checkpoint(a.out + "/critic", critic, layout, critic_opt,
+                                  {done, ptx ? ptx->position() : kiln::data::LoaderPosition{}, 0}, a.keep);
       if (lead) fmt::print("checkpoint: {} (and its critic)\n", path);
     }
   }
@@ -239,6 +259,9 @@ int main(int argc, char** argv) {
   app.add_option("--ppo-epochs", a.ppo_epochs, "passes over each batch of rollouts")->capture_default_str();
   app.add_option("--mini-batch", a.mini_batch, "rollouts per update (default: the whole --batch)")->capture_default_str();
   app.add_option("--whiten", a.whiten, "whiten the advantages over each batch")->capture_default_str();
+  app.add_option("--ptx-data", a.ptx_data, "PPO-ptx: a prepare_data directory whose train.bin's LM loss joins the actor's");
+  app.add_option("--ptx-coef", a.ptx_coef, "PPO-ptx: the weight of that loss (InstructGPT's gamma)")->capture_default_str();
+  app.add_option("--ptx-seq", a.ptx_seq, "PPO-ptx: tokens per row of pretraining text")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("ppo", [&] { return run(a); });
 }
