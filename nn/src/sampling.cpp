@@ -58,6 +58,20 @@ std::vector<int64_t> prompt_window(const std::vector<int64_t>& prompt, int64_t m
   return {prompt.end() - std::min<int64_t>(static_cast<int64_t>(prompt.size()), room), prompt.end()};
 }
 
+namespace {
+
+// The logits of each row's last position (B, 1, V) after feeding input
+// through the caches: the head runs on that position alone, not the prompt's.
+Tensor last_logits(const TransformerLM& model, const Tensor& input, std::vector<KVCache>& caches,
+                   const AttentionInputs* inputs) {
+  KILN_CHECK(model.layout().pp_size() == 1, "[generate] the model holds {} pipeline stages: decode with "
+             "dist::pipeline_generate", model.layout().pp_size());
+  Tensor hidden = model.forward_stage(input, &caches, inputs);
+  return model.logits_from_hidden(hidden.narrow(1, hidden.size(1) - 1, 1));
+}
+
+}  // namespace
+
 std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop) {
   NoGradGuard no_grad;
@@ -67,8 +81,8 @@ std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int6
   std::vector<int64_t> out;
   Tensor input = tensor(prompt_window(prompt, max_new_tokens, limit)).view({1, -1}).to(device);
   for (int64_t i = 0; i < max_new_tokens && caches[0].length() < limit; ++i) {
-    Tensor logits = model.forward(input, &caches);  // (1, t, V)
-    int64_t next = sample_token(logits[0][logits.size(1) - 1], options, gen);
+    Tensor logits = last_logits(model, input, caches, nullptr);  // (1, 1, V)
+    int64_t next = sample_token(logits[0][0], options, gen);
     out.push_back(next);
     if (next == stop) break;
     input = full({1, 1}, next, TensorOptions(kInt64).device(device));
@@ -110,8 +124,7 @@ BatchGeneration generate_batch(const TransformerLM& model, const std::vector<std
   std::vector<int64_t> rows(static_cast<size_t>(B));  // the prompt of each row still in the batch
   std::iota(rows.begin(), rows.end(), 0);
   for (int64_t step = 0; step < max_new_tokens && caches[0].length() < limit; ++step) {
-    Tensor logits = model.forward(input, &caches, &inputs);  // (rows, t, V)
-    Tensor last = logits.narrow(1, logits.size(1) - 1, 1);   // (rows, 1, V)
+    Tensor last = last_logits(model, input, caches, &inputs);  // (rows, 1, V)
     Tensor host = last.to(kCPU, kFloat64).view({static_cast<int64_t>(rows.size()), -1});
     std::vector<int64_t> drawn, keep;
     for (size_t r = 0; r < rows.size(); ++r)
