@@ -100,14 +100,14 @@ int run(const Args& a) {
     Tensor reference_lp, old_lp;
     {
       kiln::NoGradGuard no_grad;
-      reference_lp = kiln::nn::token_log_probs(reference.forward(r.inputs), r.targets);
-      if (a.iterations > 1) old_lp = kiln::nn::token_log_probs(model.forward(r.inputs), r.targets);
+      reference_lp = align::rollout_log_probs(reference, r.inputs, r.targets, a.temperature);
+      if (a.iterations > 1) old_lp = align::rollout_log_probs(model, r.inputs, r.targets, a.temperature);
     }
     kiln::nn::GRPOLoss l;
     double norm = 0;
     for (int64_t it = 0; it < a.iterations; ++it) {
       opt.zero_grad();
-      Tensor lp = kiln::nn::token_log_probs(model.forward(r.inputs), r.targets);
+      Tensor lp = align::rollout_log_probs(model, r.inputs, r.targets, a.temperature);
       l = kiln::nn::grpo_loss(lp, old_lp.defined() ? old_lp : lp.detach(), reference_lp, advantages, r.mask, a.clip,
                               a.beta);
       l.loss.backward();

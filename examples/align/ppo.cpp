@@ -149,9 +149,9 @@ int run(const Args& a) {
     Tensor old_lp, old_values, scores, advantages, returns, kl;
     {
       kiln::NoGradGuard no_grad;
-      old_lp = kiln::nn::token_log_probs(actor.forward(r.inputs), r.targets);
+      old_lp = align::rollout_log_probs(actor, r.inputs, r.targets, a.temperature);
       old_values = critic.values(r.inputs) * r.mask;
-      const Tensor reference_lp = kiln::nn::token_log_probs(reference.forward(r.inputs), r.targets);
+      const Tensor reference_lp = align::rollout_log_probs(reference, r.inputs, r.targets, a.temperature);
       scores = kiln::clamp(reward.scores(r.sequences, r.sequence_lengths), -a.reward_clip, a.reward_clip);
       const Tensor rewards = kiln::nn::kl_penalized_rewards(old_lp, reference_lp, scores, r.mask, a.beta);
       kiln::nn::Advantages gae = kiln::nn::gae(rewards, old_values, r.mask, a.gamma, a.lambda);
@@ -172,7 +172,7 @@ int run(const Args& a) {
         // tokens over the ranks, and the data-parallel average of gradients does the rest.
         const double tokens = align::mean_over(*layout.dp_group(), {kiln::sum(mask).item<double>()}, device)[0];
         actor_opt.zero_grad();
-        Tensor lp = kiln::nn::token_log_probs(actor.forward(rows(r.inputs)), rows(r.targets));
+        Tensor lp = align::rollout_log_probs(actor, rows(r.inputs), rows(r.targets), a.temperature);
         kiln::nn::PolicyLoss pl = kiln::nn::ppo_policy_loss(lp, rows(old_lp), rows(advantages), mask, a.clip, tokens);
         Tensor actor_loss = pl.loss;
         if (ptx) {  // InstructGPT's objective: the RL one plus gamma times the pretraining log-likelihood

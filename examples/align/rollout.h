@@ -88,6 +88,15 @@ inline std::vector<double> mean_over(kiln::dist::ProcessGroup& group, const std:
   return out;
 }
 
+// log pi of each target token (B, T) under the model's logits at the sampling
+// temperature, as TRL and OpenRLHF take them: the ratio and the KL then
+// compare the distribution the rollouts were drawn from.
+inline kiln::Tensor rollout_log_probs(const kiln::nn::TransformerLM& model, const kiln::Tensor& inputs,
+                                      const kiln::Tensor& targets, double temperature) {
+  kiln::Tensor logits = model.forward(inputs);
+  return kiln::nn::token_log_probs(temperature == 1.0 ? logits : logits * (1.0 / temperature), targets);
+}
+
 // The rule of the generated tasks: 1 when the response is the answer, up to
 // surrounding white space, else 0.
 inline double exact_answer(const std::string& response, const std::string& answer) {
