@@ -72,6 +72,9 @@ TEST_CASE("a checkpoint restores weights, optimizer state and position exactly")
     CHECK(!fs::exists(dir / "step-000001"));
     CHECK(!fs::exists(dir / "step-000002"));
     CHECK(fs::exists(dir / "step-000004"));
+    // A save cut short (its .tmp directory) is not a checkpoint.
+    fs::create_directories(dir / "step-000005.tmp");
+    CHECK(dist::checkpoint_names(dir.string()) == std::vector<std::string>{"step-000003", "step-000004"});
     fs::remove_all(dir);
   }
 }

@@ -71,12 +71,8 @@ std::string save(const std::string& dir, const nn::TransformerLM& model, const P
   fs::rename(tmp, final_dir);
   write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
   // Keep the newest `keep` complete checkpoints.
-  std::vector<fs::path> all;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().extension() != ".tmp")
-      all.push_back(e.path());
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+  const std::vector<std::string> all = checkpoint_names(dir);
+  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(fs::path(dir) / all[i]);
   return final_dir.string();
 }
 
@@ -128,6 +124,16 @@ std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& mod
 std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
                             const ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
   return save(dir, model, layout, opt.params(), opt.state_dict(), state, keep);
+}
+
+std::vector<std::string> checkpoint_names(const std::string& dir) {
+  std::vector<std::string> names;
+  if (!fs::is_directory(dir)) return names;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().extension() != ".tmp")
+      names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 std::string latest_checkpoint(const std::string& dir) {

@@ -42,21 +42,10 @@ struct Args : align::RolloutArgs {
 // The step both the actor's and the critic's checkpoints reached: resuming
 // needs the pair (a run stopped between the two saves has one step more on one side).
 std::string common_step(const std::string& out) {
+  const std::vector<std::string> actor = kiln::dist::checkpoint_names(out + "/actor"),
+                                 critic = kiln::dist::checkpoint_names(out + "/critic");
   std::vector<std::string> steps;
-  for (const std::string side : {"actor", "critic"}) {
-    std::vector<std::string> found;
-    if (std::filesystem::exists(out + "/" + side))
-      for (const auto& e : std::filesystem::directory_iterator(out + "/" + side))
-        if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
-          found.push_back(e.path().filename().string());
-    std::sort(found.begin(), found.end());
-    if (steps.empty() && side == std::string("actor")) steps = found;
-    else {
-      std::vector<std::string> both;
-      std::set_intersection(steps.begin(), steps.end(), found.begin(), found.end(), std::back_inserter(both));
-      steps = both;
-    }
-  }
+  std::set_intersection(actor.begin(), actor.end(), critic.begin(), critic.end(), std::back_inserter(steps));
   KILN_CHECK(!steps.empty(), "[ppo] --resume: no step has both an actor and a critic checkpoint in {}", out);
   return steps.back();
 }

@@ -13,6 +13,7 @@
 // at one layout resumes at any other, bit for bit.
 
 #include <string>
+#include <vector>
 
 #include "kiln/data/data_loader.h"
 #include "kiln/dist/parallel_state.h"
@@ -39,6 +40,9 @@ std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& mod
 
 // The newest checkpoint directory under dir, or "" if none.
 std::string latest_checkpoint(const std::string& dir);
+// The names of the complete checkpoints under dir (step-NNNNNN), oldest
+// first; a save cut short (its .tmp directory) is not one.
+std::vector<std::string> checkpoint_names(const std::string& dir);
 
 // Loads this rank's share of the weights and, when opt and state are given,
 // of the optimizer state, and the training state. Every rank reads the files.
