@@ -4,6 +4,7 @@
 // corpus (Debian's fortunes by default).
 //
 //   make_tasks --out out/align/tasks --heldout 600
+//   make_tasks --out out/align/tasks --tasks count --per-task 3000   # one task
 //
 // Every question is asked once: a held-out share of each task is kept apart
 // from everything trained on. Writes, as JSON lines (kiln/data/conversations.h):
@@ -18,6 +19,7 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -51,7 +53,8 @@ std::vector<std::string> corpus_words(const std::string& dir, size_t longest) {
   return {words.begin(), words.end()};
 }
 
-std::vector<std::vector<Task>> all_tasks(const std::vector<std::string>& words, std::mt19937_64& rng) {
+// Every task's questions by name: sum, difference, count, reverse.
+std::map<std::string, std::vector<Task>> all_tasks(const std::vector<std::string>& words, std::mt19937_64& rng) {
   auto off_by = [&](int64_t right) {
     const int64_t step = static_cast<int64_t>(rng() % 2) + 1;
     return std::to_string(right == 0 || rng() % 2 ? right + step : right - step);
@@ -71,7 +74,7 @@ std::vector<std::vector<Task>> all_tasks(const std::vector<std::string>& words, 
     if (swapped == reversed) std::swap(swapped[1], swapped[2]);
     if (swapped != reversed) reversals.push_back({fmt::format("Reverse the letters of \"{}\".", w), reversed, swapped});
   }
-  return {sums, differences, counts, reversals};
+  return {{"sum", sums}, {"difference", differences}, {"count", counts}, {"reverse", reversals}};
 }
 
 void write_lines(const std::string& path, const std::vector<nlohmann::json>& records) {
@@ -87,15 +90,22 @@ int main(int argc, char** argv) {
   std::string out = "out/align/tasks", words_dir = "/usr/share/games/fortunes";
   int64_t heldout = 600, per_task = 2000;
   uint64_t seed = 1;
+  std::vector<std::string> chosen = {"sum", "difference", "count", "reverse"};
   app.add_option("--out", out, "directory of the JSON-lines files")->capture_default_str();
   app.add_option("--words", words_dir, "text whose words are counted and reversed")->capture_default_str();
   app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")->capture_default_str();
   app.add_option("--per-task", per_task, "training questions per task at most")->capture_default_str();
+  app.add_option("--tasks", chosen, "which tasks: sum difference count reverse")->capture_default_str();
   app.add_option("--seed", seed, "which questions are held out, and the near misses")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     std::mt19937_64 rng(seed);
-    std::vector<std::vector<Task>> tasks = all_tasks(corpus_words(words_dir, 9), rng);
+    std::map<std::string, std::vector<Task>> every = all_tasks(corpus_words(words_dir, 9), rng);
+    std::vector<std::vector<Task>> tasks;
+    for (const std::string& name : chosen) {
+      KILN_CHECK(every.count(name), "[make_tasks] no task named '{}' (sum, difference, count, reverse)", name);
+      tasks.push_back(every.at(name));
+    }
     const int64_t each = (heldout + static_cast<int64_t>(tasks.size()) - 1) / static_cast<int64_t>(tasks.size());
     std::vector<nlohmann::json> sft, prompts, pairs, held;
     for (std::vector<Task>& task : tasks) {
