@@ -63,7 +63,6 @@ int run(const Args& a) {
 
   const int64_t steps = align::total_steps(a, order.batches_per_epoch());
   const kiln::dist::TrainingState state = align::resume(a, model, opt, order);
-  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
   if (lead)
     fmt::print("grpo: {} training prompts, {} held out; {} steps of {} prompts x {} samples x {} ranks, "
                "{} new tokens at most; beta {}, clip {}\n", train.examples.size(), val.examples.size(), steps, a.batch,
@@ -79,22 +78,9 @@ int run(const Args& a) {
   for (int64_t step = state.step; step < steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     // Rollouts: --group samples of each prompt, scored by the rule.
-    std::vector<std::vector<int64_t>> prompts;
-    std::vector<std::string> answers;
-    for (int64_t i : order.next_indices())
-      for (int64_t g = 0; g < a.group; ++g) {
-        prompts.push_back(train.examples[static_cast<size_t>(i)].inputs);
-        answers.push_back(train.answers[static_cast<size_t>(i)]);
-      }
-    const auto rows = static_cast<int64_t>(prompts.size());
-    std::vector<kiln::Generator> samplers = align::rollout_generators(a.seed, step, layout.dp_rank() * rows, rows);
-    const kiln::nn::BatchGeneration drawn =
-        kiln::nn::generate_batch(model, prompts, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
-    const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const align::Rollouts r = align::rollouts(prompts, drawn, tok, device);
-    std::vector<double> rewards;
-    for (size_t b = 0; b < prompts.size(); ++b)
-      rewards.push_back(r.ended[b] ? align::exact_answer(r.responses[b], answers[b]) : 0.0);
+    const align::Rollouts r =
+        align::sample_rollouts(model, tok, train, order.next_indices(), a.group, a, step, layout.dp_rank(), device);
+    const std::vector<double>& rewards = r.rule_rewards;
     const Tensor advantages = kiln::nn::group_advantages(kiln::tensor(rewards).to(device), a.group);
 
     Tensor reference_lp, old_lp;
@@ -119,7 +105,7 @@ int run(const Args& a) {
     const std::vector<double> means = align::mean_over(
         *layout.dp_group(), {std::accumulate(rewards.begin(), rewards.end(), 0.0) / static_cast<double>(rewards.size()),
                              static_cast<double>(r.response_tokens) / static_cast<double>(rewards.size()),
-                             static_cast<double>(r.response_tokens) / rollout_seconds, l.loss.item<double>()},
+                             static_cast<double>(r.response_tokens) / r.seconds, l.loss.item<double>()},
         device);
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"reward", means[0]}, {"kl", l.kl}, {"clip_fraction", l.clip_fraction},

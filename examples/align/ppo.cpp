@@ -105,7 +105,6 @@ int run(const Args& a) {
     if (ptx) ptx->seek(critic_state.loader);
     order.seek(state.loader);
   }
-  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
   if (lead)
     fmt::print("ppo: {} training prompts, {} held out; {} steps of {} prompts x {} ranks in mini-batches of {}, "
                "{} new tokens at most; beta {}, clip {}, value clip {}, gamma {}, lambda {}\n",
@@ -121,17 +120,8 @@ int run(const Args& a) {
   }
   for (int64_t step = state.step; step < steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<int64_t>> prompts;
-    std::vector<std::string> answers;
-    for (int64_t i : order.next_indices()) {
-      prompts.push_back(train.examples[static_cast<size_t>(i)].inputs);
-      answers.push_back(train.answers[static_cast<size_t>(i)]);
-    }
-    std::vector<kiln::Generator> samplers = align::rollout_generators(a.seed, step, layout.dp_rank() * a.batch, a.batch);
-    const kiln::nn::BatchGeneration drawn =
-        kiln::nn::generate_batch(actor, prompts, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
-    const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const align::Rollouts r = align::rollouts(prompts, drawn, tok, device);
+    const align::Rollouts r =
+        align::sample_rollouts(actor, tok, train, order.next_indices(), 1, a, step, layout.dp_rank(), device);
 
     // The experience: old log-probabilities and values, the reference's
     // log-probabilities, the scores, and from them the advantages and returns.
@@ -190,14 +180,12 @@ int run(const Args& a) {
         ++updates;
       }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::vector<double> correct;
-    for (size_t b = 0; b < prompts.size(); ++b)
-      correct.push_back(r.ended[b] ? align::exact_answer(r.responses[b], answers[b]) : 0.0);
-    const auto n = static_cast<double>(prompts.size()), u = static_cast<double>(updates);
+    const std::vector<double>& correct = r.rule_rewards;
+    const auto n = static_cast<double>(correct.size()), u = static_cast<double>(updates);
     const std::vector<double> means = align::mean_over(
         *layout.dp_group(),
         {kiln::mean(scores).item<double>(), kl.item<double>(), std::accumulate(correct.begin(), correct.end(), 0.0) / n,
-         static_cast<double>(r.response_tokens) / n, static_cast<double>(r.response_tokens) / rollout_seconds,
+         static_cast<double>(r.response_tokens) / n, static_cast<double>(r.response_tokens) / r.seconds,
          policy_loss / u, value_loss / u, ptx_loss / u},
         device);
     const int64_t done = step + 1;

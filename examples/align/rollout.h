@@ -4,6 +4,7 @@
 // training rows, the rule that checks an answer, and the held-out accuracy.
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -97,43 +98,68 @@ inline kiln::Tensor rollout_log_probs(const kiln::nn::TransformerLM& model, cons
   return kiln::nn::token_log_probs(temperature == 1.0 ? logits : logits * (1.0 / temperature), targets);
 }
 
-// The rule of the generated tasks: 1 when the response is the answer, up to
-// surrounding white space, else 0.
-inline double exact_answer(const std::string& response, const std::string& answer) {
+// A response as text, without its <|end|>, and whether it ended there (not
+// cut by the token limit).
+struct Response {
+  std::string text;
+  bool ended;
+};
+inline Response decode_response(const kiln::data::Tokenizer& tok, const std::vector<int64_t>& tokens) {
+  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
+  const bool ended = !tokens.empty() && tokens.back() == end;
+  return {tok.decode(std::vector<uint32_t>(tokens.begin(), ended ? tokens.end() - 1 : tokens.end())), ended};
+}
+
+// The rule of the generated tasks: 1 when the response ended and is the
+// answer, up to surrounding white space, else 0.
+inline double rule_reward(const Response& response, const std::string& answer) {
   auto trim = [](const std::string& s) {
     const size_t first = s.find_first_not_of(" \t\n"), last = s.find_last_not_of(" \t\n");
     return first == std::string::npos ? std::string() : s.substr(first, last - first + 1);
   };
-  return trim(response) == trim(answer) ? 1.0 : 0.0;
+  return response.ended && trim(response.text) == trim(answer) ? 1.0 : 0.0;
 }
 
-// Responses as training rows: each prompt followed by its response, padded;
-// the targets are the response's tokens (its <|end|> included), -100 elsewhere.
+// A step's rollouts laid out for training: each prompt followed by its
+// response, padded; the targets are the response's tokens (its <|end|>
+// included), -100 elsewhere.
 struct Rollouts {
-  kiln::Tensor inputs, targets, mask;     // (B, T); mask: 1.0 where targets is a response token
-  kiln::Tensor lengths;                   // (B) prompt + response tokens in inputs
+  kiln::Tensor inputs, targets, mask;        // (B, T); mask: 1.0 where targets is a response token
   kiln::Tensor sequences, sequence_lengths;  // (B, T + 1) each whole prompt and response, what a reward model scores
-  std::vector<std::string> responses;     // decoded, up to <|end|>
-  std::vector<bool> ended;                // the response ended with <|end|> (not cut by the token limit)
+  std::vector<double> rule_rewards;          // rule_reward of each response against its prompt's answer
   int64_t response_tokens = 0;
+  double seconds = 0;  // spent generating
 };
-inline Rollouts rollouts(const std::vector<std::vector<int64_t>>& prompts, const kiln::nn::BatchGeneration& drawn,
-                         const kiln::data::Tokenizer& tok, kiln::Device device) {
-  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
+// `group` samples of each prompt in `which` (a prompt's rows adjacent), drawn
+// at --temperature by rollout_generators (rows numbered across the dp_rank's
+// of the whole batch), stopping at <|end|> or --max-new-tokens.
+inline Rollouts sample_rollouts(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
+                                const Prompts& prompts, const std::vector<int64_t>& which, int64_t group,
+                                const RolloutArgs& a, int64_t step, int dp_rank, kiln::Device device) {
+  std::vector<std::vector<int64_t>> ids;
+  std::vector<const std::string*> answers;
+  for (int64_t i : which)
+    for (int64_t g = 0; g < group; ++g) {
+      ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
+      answers.push_back(&prompts.answers[static_cast<size_t>(i)]);
+    }
+  const auto rows = static_cast<int64_t>(ids.size());
+  std::vector<kiln::Generator> samplers = rollout_generators(a.seed, step, dp_rank * rows, rows);
+  const auto t0 = std::chrono::steady_clock::now();
+  const kiln::nn::BatchGeneration drawn = kiln::nn::generate_batch(
+      model, ids, a.max_new_tokens, {.temperature = a.temperature}, samplers, tok.special_id(kiln::data::Special::EndOfTurn));
   Rollouts r;
-  std::vector<kiln::data::ChatExample> rows, whole;
-  for (size_t b = 0; b < prompts.size(); ++b) {
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<kiln::data::ChatExample> training, whole;
+  for (size_t b = 0; b < ids.size(); ++b) {
     const std::vector<int64_t>& response = drawn.tokens[b];
-    std::vector<int64_t> seq = prompts[b];
+    std::vector<int64_t> seq = ids[b];
     seq.insert(seq.end(), response.begin(), response.end());
     kiln::data::ChatExample e{{seq.begin(), seq.end() - 1}, std::vector<int64_t>(seq.size() - 1, -100)};
     std::copy(response.begin(), response.end(), e.targets.end() - static_cast<std::ptrdiff_t>(response.size()));
-    rows.push_back(std::move(e));
+    training.push_back(std::move(e));
     whole.push_back({seq, {}});
-    const bool ended = !response.empty() && response.back() == end;
-    std::vector<uint32_t> text(response.begin(), ended ? response.end() - 1 : response.end());
-    r.responses.push_back(tok.decode(text));
-    r.ended.push_back(ended);
+    r.rule_rewards.push_back(rule_reward(decode_response(tok, response), *answers[b]));
     r.response_tokens += static_cast<int64_t>(response.size());
   }
   auto padded = [&](const std::vector<kiln::data::ChatExample>& examples) {
@@ -141,13 +167,12 @@ inline Rollouts rollouts(const std::vector<std::vector<int64_t>>& prompts, const
     for (const auto& e : examples) views.push_back(&e);
     return kiln::data::pad_examples(views, tok.special_id(kiln::data::Special::Pad), device);
   };
-  kiln::data::ExampleBatch batch = padded(rows), sequences = padded(whole);
-  r.sequences = sequences.inputs;
-  r.sequence_lengths = sequences.lengths;
+  kiln::data::ExampleBatch batch = padded(training), sequences = padded(whole);
   r.inputs = batch.inputs;
   r.targets = batch.targets;
-  r.lengths = batch.lengths;
   r.mask = (batch.targets != -100).to(kiln::kFloat32);
+  r.sequences = sequences.inputs;
+  r.sequence_lengths = sequences.lengths;
   return r;
 }
 
@@ -171,13 +196,11 @@ inline double heldout_accuracy(const kiln::nn::TransformerLM& model, const kiln:
     std::vector<kiln::Generator> greedy(ids.size());
     kiln::nn::BatchGeneration drawn = kiln::nn::generate_batch(model, ids, max_new_tokens, {.temperature = 0}, greedy, end);
     for (size_t b = 0; b < ids.size(); ++b) {
-      std::vector<int64_t>& t = drawn.tokens[b];
-      const bool ended = !t.empty() && t.back() == end;
-      const std::string response = tok.decode(std::vector<uint32_t>(t.begin(), ended ? t.end() - 1 : t.end()));
-      const bool right = ended && exact_answer(response, answers[b]) > 0;
+      const Response response = decode_response(tok, drawn.tokens[b]);
+      const bool right = rule_reward(response, answers[b]) > 0;
       right_and_seen[0] += right ? 1.0 : 0.0;
       right_and_seen[1] += 1;
-      if (graded) graded(which[b], response, right);
+      if (graded) graded(which[b], response.text, right);
     }
     ids.clear();
     answers.clear();

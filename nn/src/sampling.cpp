@@ -20,8 +20,8 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& o, Generator& 
   const double* l = host.data_ptr<double>();
   const int64_t V = host.numel();
   if (o.temperature == 0) return std::max_element(l, l + V) - l;
-  const double top = *std::max_element(l, l + V);
   if (o.top_k == 0 && o.top_p == 1) {  // nothing filtered: no need to rank the candidates
+    const double top = *std::max_element(l, l + V);
     std::vector<double> p(static_cast<size_t>(V));
     double total = 0;
     for (int64_t i = 0; i < V; ++i) total += p[i] = std::exp((l[i] - top) / o.temperature);
