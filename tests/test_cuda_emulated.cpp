@@ -401,3 +401,48 @@ TEST_CASE("emulated cuDNN sequence tables: each packed sequence's lengths and fi
     CHECK(all);
   }
 }
+
+TEST_CASE("emulated MoE dispatch kernels match their CPU twins: gather, combine with drops, the gates' gradient") {
+  Generator gen(41);
+  const int64_t N = 9, k = 2, C = 70;
+  // Choices in a shuffled row order, three of them dropped.
+  std::vector<int64_t> slot(N * k), row_choice;
+  for (int64_t c = 0; c < N * k; ++c) slot[c] = c % 5 == 3 ? -1 : 0;
+  for (int64_t c = N * k - 1; c >= 0; --c)
+    if (slot[c] == 0) {
+      slot[c] = int64_t(row_choice.size());
+      row_choice.push_back(c);
+    }
+  const int64_t R = int64_t(row_choice.size());
+  Tensor slots = tensor(slot).view({N, k}), choices = tensor(row_choice);
+  for (DType dt : {kFloat32, kBFloat16, kFloat64}) {
+    INFO(dtype_name(dt));
+    const DType gate_dtype = dt == kFloat64 ? kFloat64 : kFloat32;
+    Tensor x = randn({N, C}, gen, dt), rows = randn({R, C}, gen, dt), dout = randn({N, C}, gen, dt);
+    Tensor gates = rand({N, k}, gen, gate_dtype);
+    Twin gathered({R, C}, dt), weighted({R, C}, dt), combined({N, C}, dt), summed({N, C}, dt), dgates({N, k}, gate_dtype);
+    cpu::moe_gather(gathered.cpu.buffer(), x.buffer(), choices.buffer(), Buffer{}, k);
+    emu::moe_gather(gathered.emu.buffer(), x.buffer(), choices.buffer(), Buffer{}, k);
+    gathered.check(0, "moe_gather");
+    cpu::moe_gather(weighted.cpu.buffer(), x.buffer(), choices.buffer(), gates.buffer(), k);
+    emu::moe_gather(weighted.emu.buffer(), x.buffer(), choices.buffer(), gates.buffer(), k);
+    weighted.check(tolerance(dt), "moe_gather with gates");
+    cpu::moe_combine(combined.cpu.buffer(), rows.buffer(), slots.buffer(), gates.buffer());
+    emu::moe_combine(combined.emu.buffer(), rows.buffer(), slots.buffer(), gates.buffer());
+    combined.check(tolerance(dt), "moe_combine");
+    cpu::moe_combine(summed.cpu.buffer(), rows.buffer(), slots.buffer(), Buffer{});
+    emu::moe_combine(summed.emu.buffer(), rows.buffer(), slots.buffer(), Buffer{});
+    summed.check(tolerance(dt), "moe_combine without gates");
+    cpu::moe_combine_weights_backward(dgates.cpu.buffer(), dout.buffer(), rows.buffer(), slots.buffer());
+    emu::moe_combine_weights_backward(dgates.emu.buffer(), dout.buffer(), rows.buffer(), slots.buffer());
+    dgates.check(dt == kFloat64 ? 1e-12 : 1e-4, "moe_combine_weights_backward");
+    // A dropped choice's gate gets no gradient; a kept one its row's dot product with the token's gradient.
+    const std::vector<double> dg = values(dgates.cpu), rv = values(rows), dv = values(dout);
+    for (int64_t c = 0; c < N * k; ++c) {
+      double dot = 0;
+      if (slot[c] >= 0)
+        for (int64_t i = 0; i < C; ++i) dot += rv[slot[c] * C + i] * dv[c / k * C + i];
+      CHECK(dg[c] == Approx(dot).margin(1e-3));
+    }
+  }
+}

@@ -131,6 +131,7 @@ double pipeline_train_step(const nn::StagedModel& model, const ParallelState& st
                            const Tensor& targets, const PipelineOptions& options, DistributedDataParallel* ddp) {
   StageRun run(model, state, idx, targets, options.microbatches, ddp);
   const int64_t M = options.microbatches;
+  model.set_aux_loss_scale(1.0 / static_cast<double>(M));  // each micro-batch's weight, as its loss's
   if (options.schedule == PipelineSchedule::GPipe) {
     for (int64_t m = 0; m < M; ++m) run.send_forward(run.forward(m, run.recv_forward()));
     for (int64_t m = 0; m < M; ++m) run.send_backward(run.backward(m, run.recv_backward()));

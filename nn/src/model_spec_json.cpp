@@ -34,6 +34,29 @@ const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
     {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional}};
 const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{{"gelu_tanh", MlpKind::GeluTanh},
                                                                    {"swiglu", MlpKind::SwiGLU}};
+const std::initializer_list<std::pair<const char*, RouterScore>> kScores{
+    {"topk_then_softmax", RouterScore::TopKThenSoftmax}, {"softmax_then_topk", RouterScore::SoftmaxThenTopK}};
+const std::initializer_list<std::pair<const char*, DropPolicy>> kDropPolicies{{"probs", DropPolicy::Probs},
+                                                                              {"position", DropPolicy::Position}};
+
+Json moe_to_json(const std::optional<MoeSpec>& m) {
+  if (!m) return nullptr;
+  return {{"experts", m->experts}, {"top_k", m->top_k}, {"score", enum_name(m->score, kScores)},
+          {"capacity_factor", m->capacity_factor}, {"drop_policy", enum_name(m->drop_policy, kDropPolicies)},
+          {"aux_loss_coeff", m->aux_loss_coeff}, {"z_loss_coeff", m->z_loss_coeff}, {"every", m->every}};
+}
+
+std::optional<MoeSpec> moe_from_json(const Json& j) {
+  if (j.is_null()) return std::nullopt;
+  return MoeSpec{.experts = j.at("experts").get<int64_t>(),
+                 .top_k = j.at("top_k").get<int64_t>(),
+                 .score = enum_from(j, "score", kScores),
+                 .capacity_factor = j.at("capacity_factor").get<double>(),
+                 .drop_policy = enum_from(j, "drop_policy", kDropPolicies),
+                 .aux_loss_coeff = j.at("aux_loss_coeff").get<double>(),
+                 .z_loss_coeff = j.at("z_loss_coeff").get<double>(),
+                 .every = j.at("every").get<int64_t>()};
+}
 
 }  // namespace
 
@@ -61,7 +84,8 @@ std::string spec_to_json(const ModelSpec& s) {
               {"norm", {{"kind", enum_name(b.norm.kind, kNorms)}, {"eps", b.norm.eps}, {"bias", b.norm.bias}}},
               {"placement", enum_name(b.placement, kPlacements)},
               {"attention", attention},
-              {"mlp", {{"kind", enum_name(b.mlp.kind, kMlps)}, {"hidden", b.mlp.hidden}, {"bias", b.mlp.bias}}},
+              {"mlp", {{"kind", enum_name(b.mlp.kind, kMlps)}, {"hidden", b.mlp.hidden}, {"bias", b.mlp.bias},
+                       {"moe", moe_to_json(b.mlp.moe)}}},
               {"dropout", b.dropout},
               {"recompute", b.recompute}}},
             {"learned_positions", s.learned_positions},
@@ -105,7 +129,7 @@ ModelSpec spec_from_json(const std::string& text) {
     }
     if (!a.at("scale").is_null()) s.block.attention.scale = a.at("scale").get<double>();
     s.block.mlp = {enum_from(b.at("mlp"), "kind", kMlps), b.at("mlp").at("hidden").get<int64_t>(),
-                   b.at("mlp").at("bias").get<bool>()};
+                   b.at("mlp").at("bias").get<bool>(), moe_from_json(b.at("mlp").value("moe", Json()))};
     s.block.dropout = b.at("dropout").get<double>();
     s.block.recompute = b.at("recompute").get<bool>();
     s.learned_positions = j.at("learned_positions").get<bool>();

@@ -2,6 +2,7 @@
 
 #include "kiln/autograd.h"
 #include "kiln/nn/init.h"
+#include "kiln/nn/moe.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
@@ -24,6 +25,14 @@ void BlockSpec::check() const {
              a.heads, kv_heads());
   KILN_CHECK(!a.rope || head_dim() % 2 == 0, "[Block] RoPE needs an even head size, got {}", head_dim());
   KILN_CHECK(dropout >= 0 && dropout <= 1, "[Block] dropout must be in [0, 1], got {}", dropout);
+  if (const auto& m = mlp.moe) {
+    KILN_CHECK(m->experts >= 1 && m->top_k >= 1 && m->top_k <= m->experts,
+               "[Block] MoE top-k ({}) must be in [1, experts ({})]", m->top_k, m->experts);
+    KILN_CHECK(m->capacity_factor >= 0 && m->aux_loss_coeff >= 0 && m->z_loss_coeff >= 0 && m->every >= 1,
+               "[Block] MoE capacity factor ({}), loss coefficients ({}, {}) must be >= 0 and every ({}) >= 1",
+               m->capacity_factor, m->aux_loss_coeff, m->z_loss_coeff, m->every);
+    KILN_CHECK(!mlp.bias, "[Block] MoE experts have no biases: set the MLP spec's bias to false");
+  }
 }
 
 std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device) {
@@ -141,15 +150,32 @@ Block::Block(const BlockSpec& spec, const LayerFactory& factory, Generator& drop
   attn_norm = register_module("attn_norm", make_norm(spec.norm, spec.d_model, dtype, device));
   attn = register_module("attn", std::make_shared<Attention>(spec, factory, dropout_gen, dtype, device));
   mlp_norm = register_module("mlp_norm", make_norm(spec.norm, spec.d_model, dtype, device));
-  mlp = register_module("mlp", std::make_shared<Mlp>(spec, factory, dropout_gen, dtype, device));
+  if (spec.mlp.moe) {
+    // The experts are whole on every tensor-parallel rank, which all see the
+    // same tokens; a slice of the sequence would give each rank its own
+    // routing and auxiliary losses.
+    KILN_CHECK(!factory.sequence_parallel(), "[Block] MoE layers do not run with sequence parallelism");
+    moe = register_module("mlp", std::make_shared<MoeLayer>(spec, dropout_gen, dtype, device));
+  } else {
+    mlp = register_module("mlp", std::make_shared<Mlp>(spec, factory, dropout_gen, dtype, device));
+  }
 }
+
+Tensor Block::feed_forward(const Tensor& x) const { return moe ? moe->forward(x) : mlp->forward(x); }
 
 void Block::reset_parameters(Generator& gen, double std, double residual_std) {
   NoGradGuard no_grad;
-  for (LinearLayer* l : {attn->qkv.get(), attn->out.get(), mlp->up.get(), mlp->down.get()}) {
-    const bool residual = l == attn->out.get() || l == mlp->down.get();
+  std::vector<LinearLayer*> linears{attn->qkv.get(), attn->out.get()};
+  if (mlp) linears.insert(linears.end(), {mlp->up.get(), mlp->down.get()});
+  for (LinearLayer* l : linears) {
+    const bool residual = l == attn->out.get() || (mlp && l == mlp->down.get());
     init::normal_(l->weight, 0.0, residual ? residual_std : std, gen);
     if (l->bias.defined()) init::zeros_(l->bias);
+  }
+  if (moe) {
+    init::normal_(moe->router, 0.0, std, gen);
+    init::normal_(moe->up, 0.0, std, gen);
+    init::normal_(moe->down, 0.0, residual_std, gen);
   }
   for (NormLayer* n : {attn_norm.get(), mlp_norm.get()})
     for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
@@ -158,11 +184,11 @@ void Block::reset_parameters(Generator& gen, double std, double residual_std) {
 Tensor Block::run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
   if (spec_.placement == NormPlacement::Post) {
     Tensor h = attn_norm->forward(x + attn->forward(x, cache, inputs));
-    return mlp_norm->forward(h + mlp->forward(h));
+    return mlp_norm->forward(h + feed_forward(h));
   }
   // h = x + attn(norm(x))
   auto [h, normed] = mlp_norm->forward_add(x, attn->forward(attn_norm->forward(x), cache, inputs));
-  return h + mlp->forward(normed);
+  return h + feed_forward(normed);
 }
 
 Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {

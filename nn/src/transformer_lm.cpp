@@ -15,7 +15,13 @@ void ModelSpec::check() const {
   block.check();
 }
 
-int64_t ModelSpec::num_parameters() const {
+BlockSpec ModelSpec::layer_block(int64_t layer) const {
+  BlockSpec b = block;
+  if (b.mlp.moe && layer % b.mlp.moe->every != 0) b.mlp.moe.reset();
+  return b;
+}
+
+int64_t ModelSpec::num_parameters(bool active) const {
   const int64_t C = block.d_model, D = block.head_dim(), H = block.attention.heads, Hkv = block.kv_heads();
   const int64_t hidden = block.mlp_hidden(), padded = (vocab_size + 127) / 128 * 128;
   const bool norm_bias = block.norm.kind == NormKind::LayerNorm && block.norm.bias;
@@ -25,12 +31,16 @@ int64_t ModelSpec::num_parameters() const {
   const int64_t up_width = block.mlp.kind == MlpKind::SwiGLU ? 2 * hidden : hidden;
   const int64_t tables = tie_embeddings || !lm_head ? 1 : 2;
   const int64_t mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
-  return padded * C * tables + (learned_positions ? max_positions * C : 0) +
-         n_layer * (2 * norm + qkv + out + mlp) + norm;
+  int64_t layers = 0;
+  for (int64_t i = 0; i < n_layer; ++i) {
+    const auto& moe = layer_block(i).mlp.moe;
+    layers += 2 * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
+  }
+  return padded * C * tables + (learned_positions ? max_positions * C : 0) + layers + norm;
 }
 
 double ModelSpec::flops_per_token(int64_t seq_len) const {
-  return 6.0 * static_cast<double>(num_parameters()) +
+  return 6.0 * static_cast<double>(num_parameters(/*active=*/true)) +
          12.0 * static_cast<double>(n_layer * block.d_model * seq_len);
 }
 
@@ -73,7 +83,7 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
   }
   layers = register_module("layers", std::make_shared<ModuleList>(static_cast<size_t>(layer_range_.first)));
   for (int64_t i = layer_range_.first; i < layer_range_.second; ++i)
-    layers->push_back(std::make_shared<Block>(spec_.block, f, gen, dtype, device));
+    layers->push_back(std::make_shared<Block>(spec_.layer_block(i), f, gen, dtype, device));
   if (f.is_last_stage()) {
     norm = register_module("norm", make_norm(spec_.block.norm, C, dtype, device));
     if (!spec_.tie_embeddings && spec_.lm_head) lm_head = vocab_table("lm_head");
@@ -251,6 +261,21 @@ std::vector<std::string> TransformerLM::tied_across_stages() const {
   if (spec_.tie_embeddings && spec_.lm_head && factory_->pp_size() > 1 && (is_first_stage() || is_last_stage()))
     return {"embed_tokens.weight"};
   return {};
+}
+
+MoeStats TransformerLM::moe_stats(bool reset) {
+  MoeStats total;
+  for (size_t i = 0; i < layers->size(); ++i)
+    if (const auto& moe = layers->at<Block>(i).moe) {
+      total.add(moe->stats());
+      if (reset) moe->reset_stats();
+    }
+  return total;
+}
+
+void TransformerLM::set_aux_loss_scale(double scale) const {
+  for (size_t i = 0; i < layers->size(); ++i)
+    if (const auto& moe = layers->at<Block>(i).moe) moe->set_aux_loss_scale(scale);
 }
 
 }  // namespace kiln::nn

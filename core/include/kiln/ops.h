@@ -239,6 +239,29 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options = {});
 
+// --- mixture of experts ---------------------------------------------------------
+// The k largest entries along the last dim, largest first (of equal values,
+// the lower index first): values (..., k), which carry the gradient, and
+// their int64 indices.
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);
+
+// Where N tokens' k choices of experts go (choice c = t k + j is token t's
+// j-th): R rows in the experts' order, one per choice kept. nn::route builds it.
+struct MoePermutation {
+  Tensor row_choice;  // (R) int64: the choice each row holds
+  Tensor slot;        // (N, k) int64: the row of each choice, -1 where it was dropped
+};
+// The experts' rows (R, C) from the tokens x (N, C): row r is token row_choice[r] / k.
+Tensor moe_permute(const Tensor& x, const MoePermutation& p);
+// Back to the tokens, (N, C): token t is the sum over its kept choices j of
+// gates[t, j] * rows[slot[t, j]] (zero when all were dropped). gates (N, k)
+// are float32 (float64 beside float64 rows); both rows and gates get gradients.
+Tensor moe_unpermute(const Tensor& rows, const Tensor& gates, const MoePermutation& p);
+// The experts' GEMM: x (R, in) holds consecutive groups of group_rows[e] rows
+// (summing to R), and group e goes through weight[e] (groups, out, in):
+// (R, out) with rows x_e weight[e]^T. One GEMM per group with rows.
+Tensor grouped_linear(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& group_rows);
+
 // --- mixed precision -----------------------------------------------------------------
 // param.to(dtype), differentiable, with the cast kept beside the parameter (a
 // leaf) and redone only after the parameter changes: a float32 master weight

@@ -40,6 +40,9 @@ class StagedModel : public Module {
   // embedding, when they differ): their gradients are summed across the two,
   // and the first stage's copy is the one a checkpoint or a norm counts.
   virtual std::vector<std::string> tied_across_stages() const { return {}; }
+  // The gradient that auxiliary losses (MoE routers') receive in backward:
+  // the weight of one micro-batch in the step's mean loss.
+  virtual void set_aux_loss_scale(double) const {}
 };
 
 }  // namespace kiln::nn

@@ -47,10 +47,48 @@ struct AttentionSpec {
   std::optional<double> scale;  // default 1 / sqrt(head_dim)
 };
 
+// How a token's gates come from its router logits (Megatron-Core's
+// --moe-router-pre-softmax chooses).
+enum class RouterScore {
+  // Softmax over the k largest logits: the gates sum to one. Mixtral, GShard
+  // and GLaM's top-2 (their renormalized top-2 probabilities are the same
+  // numbers); Megatron-Core's default.
+  TopKThenSoftmax,
+  // Softmax over every expert, the k largest probabilities as they are:
+  // Switch Transformer's top-1, Qwen-MoE and DeepSeek-V2.
+  SoftmaxThenTopK,
+};
+// Which choices an expert over capacity drops: those with the smallest gates
+// (Megatron-Core's default "probs"), or the latest tokens ("position").
+enum class DropPolicy { Probs, Position };
+
+// A mixture of experts in place of the MLP (nn/moe.h): experts MLPs of the
+// MLP spec's kind and hidden size (without biases), each token through the
+// top_k experts its router picks, their outputs summed under its gates.
+struct MoeSpec {
+  int64_t experts = 8;
+  int64_t top_k = 2;
+  RouterScore score = RouterScore::TopKThenSoftmax;
+  // Each expert takes at most ceil(tokens top_k / experts capacity_factor)
+  // choices of a forward's tokens; 0: dropless, no limit.
+  double capacity_factor = 0;
+  DropPolicy drop_policy = DropPolicy::Probs;
+  // Switch's load-balancing loss, E sum_i f_i P_i with f_i expert i's share
+  // of the top-k choices and P_i its mean probability (Megatron-Core's
+  // normalization), times this; and ST-MoE's router z-loss, the mean squared
+  // logsumexp of the logits, times z_loss_coeff.
+  double aux_loss_coeff = 1e-2;
+  double z_loss_coeff = 0;
+  // The model's layers 0, every, 2 every, ... take the experts, the others the
+  // dense MLP (Megatron-Core's --moe-layer-freq; GLaM: 2, Mixtral: 1).
+  int64_t every = 1;
+};
+
 struct MlpSpec {
   MlpKind kind = MlpKind::GeluTanh;
   int64_t hidden = 0;  // 0: 4 d_model (GELU), or LLaMA's rule (SwiGLU)
   bool bias = true;
+  std::optional<MoeSpec> moe;  // experts in this MLP's place (in the layers MoeSpec::every picks)
   // LLaMA's hidden size: 2/3 of 4 d_model, times multiplier, rounded up to multiple_of.
   static int64_t swiglu_hidden(int64_t d_model, int64_t multiple_of = 256, double multiplier = 1.0);
 };
@@ -115,6 +153,8 @@ class Attention : public Module {
   int64_t heads_, kv_heads_, head_dim_;  // this rank's
 };
 
+class MoeLayer;
+
 class Mlp : public Module {
  public:
   Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
@@ -146,10 +186,12 @@ class Block : public Module {
 
   std::shared_ptr<NormLayer> attn_norm, mlp_norm;
   std::shared_ptr<Attention> attn;
-  std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<Mlp> mlp;       // the dense MLP, or
+  std::shared_ptr<MoeLayer> moe;  // the experts (spec.mlp.moe), under the name "mlp"
 
  private:
   Tensor run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const;
+  Tensor feed_forward(const Tensor& x) const;
 
   BlockSpec spec_;
   Generator* dropout_gen_;

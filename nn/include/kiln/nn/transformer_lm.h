@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/nn/moe.h"
 #include "kiln/nn/staged_model.h"
 #include "kiln/nn/transformer.h"
 
@@ -46,9 +47,13 @@ struct ModelSpec {
   // dtype, float32 by default); the loss is computed in float32.
   std::optional<DType> compute_dtype;
 
-  // Parameters of the whole model on one process (the padded vocabulary included).
-  int64_t num_parameters() const;
-  // Training FLOPs per token: 6 N + 12 L C T (llm.c, PaLM appendix B).
+  // Layer i's block: the spec's, with the dense MLP in the layers the MoE spec skips.
+  BlockSpec layer_block(int64_t layer) const;
+  // Parameters of the whole model on one process (the padded vocabulary
+  // included); active: those one token goes through (its top-k experts).
+  int64_t num_parameters(bool active = false) const;
+  // Training FLOPs per token: 6 N + 12 L C T (llm.c, PaLM appendix B), N the
+  // active parameters.
   double flops_per_token(int64_t seq_len) const;
   void check() const;
 };
@@ -107,6 +112,11 @@ class TransformerLM : public StagedModel {
   // This rank's share of whole tensors named like its parameters (weights, or
   // optimizer state shaped like them), for the names it holds (those present, when not strict).
   std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full, bool strict = true) const;
+
+  // The MoE layers of this stage: what their training forwards did since
+  // the last reset (summed), and the auxiliary losses' gradient scale.
+  MoeStats moe_stats(bool reset = true);
+  void set_aux_loss_scale(double scale) const override;
 
   const ModelSpec& spec() const { return spec_; }
   // This stage's layers [first, last) of the model's n_layer.

@@ -1,0 +1,146 @@
+#include "kiln/nn/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <fmt/ranges.h>
+
+#include "kiln/autograd.h"
+#include "kiln/ops.h"
+
+namespace kiln::nn {
+
+int64_t expert_capacity(int64_t tokens, const MoeSpec& spec) {
+  return static_cast<int64_t>(std::ceil(static_cast<double>(tokens * spec.top_k) /
+                                        static_cast<double>(spec.experts) * spec.capacity_factor));
+}
+
+Routing route(const Tensor& experts, const Tensor& gates, int64_t num_experts, int64_t capacity, DropPolicy policy) {
+  KILN_CHECK(experts.dim() == 2 && gates.sizes() == experts.sizes(), "[route] expects experts and gates of one "
+             "shape (N, k), got [{}] and [{}]", fmt::join(experts.sizes(), ", "),
+             fmt::join(gates.sizes(), ", "));
+  const int64_t N = experts.size(0), k = experts.size(1);
+  const Tensor chosen_host = experts.to(kCPU, kInt64).contiguous(), gate_host = gates.to(kCPU, kFloat64).contiguous();
+  const int64_t* chosen = chosen_host.data_ptr<int64_t>();
+  const double* gate = gate_host.data_ptr<double>();
+  // Each expert's choices, in token order.
+  std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(num_experts));
+  for (int64_t c = 0; c < N * k; ++c) {
+    KILN_CHECK(chosen[c] >= 0 && chosen[c] < num_experts, "[route] token {} chose expert {} of {}", c / k, chosen[c],
+               num_experts);
+    by_expert[chosen[c]].push_back(c);
+  }
+  Routing r;
+  std::vector<int64_t> row_choice, slot(static_cast<size_t>(N * k), -1);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    std::vector<int64_t>& mine = by_expert[e];
+    r.expert_choices.push_back(static_cast<int64_t>(mine.size()));
+    if (capacity >= 0 && static_cast<int64_t>(mine.size()) > capacity) {
+      if (policy == DropPolicy::Probs) {  // keep the largest gates (the earlier token among equals)
+        std::stable_sort(mine.begin(), mine.end(), [&](int64_t a, int64_t b) { return gate[a] > gate[b]; });
+        mine.resize(static_cast<size_t>(capacity));
+        std::sort(mine.begin(), mine.end());
+      } else {
+        mine.resize(static_cast<size_t>(capacity));
+      }
+    }
+    r.expert_rows.push_back(static_cast<int64_t>(mine.size()));
+    for (int64_t c : mine) {
+      slot[c] = static_cast<int64_t>(row_choice.size());
+      row_choice.push_back(c);
+    }
+  }
+  r.dropped = N * k - static_cast<int64_t>(row_choice.size());
+  const TensorOptions index = TensorOptions(kInt64).device(experts.device());
+  r.permutation = {tensor(row_choice, index), tensor(slot, index).view({N, k})};
+  return r;
+}
+
+void MoeStats::add(const MoeStats& other) {
+  aux_loss += other.aux_loss;
+  z_loss += other.z_loss;
+  if (expert_choices.size() < other.expert_choices.size()) expert_choices.resize(other.expert_choices.size(), 0);
+  for (size_t e = 0; e < other.expert_choices.size(); ++e) expert_choices[e] += other.expert_choices[e];
+  choices += other.choices;
+  dropped += other.dropped;
+  forwards += other.forwards;
+}
+
+namespace {
+
+// out unchanged; in backward, loss (a scalar) receives the gradient `scale`,
+// as if it had been added to the loss that training differentiates.
+Tensor with_auxiliary_loss(const Tensor& out, const Tensor& loss, double scale) {
+  Tensor result = out.detach();
+  autograd::record("MoE auxiliary loss", result, {out, loss}, [scale, dtype = loss.dtype(), device = loss.device()](
+                                                                      const Tensor& g, const autograd::Needs& n) {
+    return autograd::Grads{n[0] ? g : Tensor(), n[1] ? full({}, scale, TensorOptions(dtype).device(device)) : Tensor()};
+  });
+  return result;
+}
+
+}  // namespace
+
+MoeLayer::MoeLayer(const BlockSpec& spec, Generator& dropout_gen, DType dtype, Device device)
+    : spec_(*spec.mlp.moe), kind_(spec.mlp.kind) {
+  const int64_t E = spec_.experts, C = spec.d_model, hidden = spec.mlp_hidden();
+  const TensorOptions o = TensorOptions(dtype).device(device);
+  router = register_parameter("router", empty({E, C}, o));
+  up = register_parameter("up", empty({E, kind_ == MlpKind::SwiGLU ? 2 * hidden : hidden, C}, o));
+  down = register_parameter("down", empty({E, C, hidden}, o));
+  dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
+}
+
+Tensor MoeLayer::forward(const Tensor& x) const {
+  KILN_CHECK(x.dim() == 3 && x.size(2) == router.size(1), "[MoeLayer] expects (B, T, {}), got [{}]", router.size(1),
+             fmt::join(x.sizes(), ", "));
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T, E = spec_.experts, k = spec_.top_k;
+  const DType stat = x.dtype() == kFloat64 ? kFloat64 : kFloat32;
+  Tensor tokens = x.reshape({N, C});
+  // The router's softmax and the gates in float32.
+  Tensor logits = linear(tokens, cast_cached(router, x.dtype())).to(stat);
+  Tensor probs = softmax(logits, -1);
+  auto [top, chosen] = topk(spec_.score == RouterScore::TopKThenSoftmax ? logits : probs, k);
+  Tensor gates = spec_.score == RouterScore::TopKThenSoftmax ? softmax(top, -1) : top;
+  const int64_t capacity = spec_.capacity_factor > 0 ? expert_capacity(N, spec_) : -1;
+  const Routing r = route(chosen, gates.detach(), E, capacity, spec_.drop_policy);
+
+  Tensor rows = moe_permute(tokens, r.permutation);
+  Tensor h = grouped_linear(rows, cast_cached(up, x.dtype()), r.expert_rows);
+  if (kind_ == MlpKind::SwiGLU) {
+    const int64_t hidden = h.size(1) / 2;
+    h = swiglu(h.narrow(1, 0, hidden), h.narrow(1, hidden, hidden));
+  } else {
+    h = gelu(h, "tanh");
+  }
+  Tensor y = grouped_linear(h, cast_cached(down, x.dtype()), r.expert_rows);
+  Tensor out = moe_unpermute(y, gates.to(y.dtype() == kFloat64 ? kFloat64 : kFloat32), r.permutation).view({B, T, C});
+
+  if (!is_training() || !autograd::grad_mode_enabled()) return dropout->forward(out);
+  // Training: the auxiliary losses, and what the layer did.
+  MoeStats now;
+  now.expert_choices = r.expert_choices;
+  now.choices = N * k;
+  now.dropped = r.dropped;
+  now.forwards = 1;
+  Tensor aux;
+  if (spec_.aux_loss_coeff > 0) {
+    std::vector<double> counts(r.expert_choices.begin(), r.expert_choices.end());
+    Tensor f = tensor(counts, TensorOptions(stat).device(x.device()));
+    const double norm = static_cast<double>(E) * spec_.aux_loss_coeff / (static_cast<double>(k * N) * N);
+    Tensor balance = sum(sum(probs, {0}) * f) * norm;
+    now.aux_loss = balance.item<double>();
+    aux = balance;
+  }
+  if (spec_.z_loss_coeff > 0) {
+    Tensor z = mean(pow(logsumexp(logits, -1), 2.0)) * spec_.z_loss_coeff;
+    now.z_loss = z.item<double>();
+    aux = aux.defined() ? aux + z : z;
+  }
+  stats_.add(now);
+  if (aux.defined()) out = with_auxiliary_loss(out, aux, aux_loss_scale_);
+  return dropout->forward(out);
+}
+
+}  // namespace kiln::nn
