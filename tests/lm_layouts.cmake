@@ -4,7 +4,7 @@
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
 # run (each replica half the batch) matches and resumes on one process. Llama
 # (grouped-query heads split across tp 2) at tp=2 x pp=2 matches one process
-# and resumes on one process.
+# and resumes on one process; so does a Llama with MoE layers.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P lm_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -53,6 +53,20 @@ run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
 foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
 endforeach()
+
+# Mixture of experts at tp=2 x pp=2 (the experts whole on both tensor-parallel
+# ranks, MoE layers on both stages), with both auxiliary losses: dropless, and
+# at a capacity where tokens drop. Routing is discontinuous: float32 rounding
+# that differs between layouts may flip a near-tie drop, so that comparison
+# allows 1e-4.
+set(moe ${train} --model llama --moe-experts 4 --moe-every 2 --moe-z-loss-coeff 1e-3)
+set(moe_keys train_loss,grad_norm,val_loss,moe_aux_loss,moe_z_loss,moe_dropped)
+foreach(capacity 0 1.25)
+  run(${moe} --capacity-factor ${capacity} --out ${WORK}/moe_${capacity}_one)
+  run(${mpirun} -np 4 ${moe} --capacity-factor ${capacity} --tp 2 --pp 2 --out ${WORK}/moe_${capacity}_tp2pp2)
+endforeach()
+run(${COMPARE} ${WORK}/moe_0_tp2pp2/metrics.jsonl ${WORK}/moe_0_one/metrics.jsonl 1 1e-5 ${moe_keys})
+run(${COMPARE} ${WORK}/moe_1.25_tp2pp2/metrics.jsonl ${WORK}/moe_1.25_one/metrics.jsonl 1 1e-4 ${moe_keys})
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)

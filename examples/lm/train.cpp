@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -42,6 +43,11 @@ struct Args {
   int64_t layers = 4, channels = 192, heads = 6, kv_heads = 0, block_size = 0, mlp_hidden = 0;
   double rope_theta = 10000.0;
   bool recompute = false;
+  // Mixture of experts (0 experts: dense MLPs).
+  int64_t moe_experts = 0, moe_top_k = 2, moe_every = 1;
+  double capacity_factor = 0, moe_aux_loss_coeff = 1e-2, moe_z_loss_coeff = 0;
+  bool moe_pre_softmax = false;
+  std::string moe_drop_policy = "probs";
   int64_t batch = 16, seq = 128, grad_accum = 1, steps = 600, warmup = 30;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, grad_clip = 1.0, dropout = 0.0;
   double beta1 = 0.9, beta2 = 0.95;
@@ -102,6 +108,16 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
   }
   spec.block.dropout = spec.embedding_dropout = a.dropout;
   spec.block.recompute = a.recompute;
+  if (a.moe_experts > 0) {
+    spec.block.mlp.moe = kiln::nn::MoeSpec{
+        .experts = a.moe_experts, .top_k = a.moe_top_k,
+        .score = a.moe_pre_softmax ? kiln::nn::RouterScore::SoftmaxThenTopK : kiln::nn::RouterScore::TopKThenSoftmax,
+        .capacity_factor = a.capacity_factor,
+        .drop_policy = a.moe_drop_policy == "position" ? kiln::nn::DropPolicy::Position : kiln::nn::DropPolicy::Probs,
+        .aux_loss_coeff = a.moe_aux_loss_coeff, .z_loss_coeff = a.moe_z_loss_coeff, .every = a.moe_every};
+    spec.block.mlp.bias = false;  // experts have none
+    spec.family = "";             // saved in kiln's own format: kiln's names and config
+  }
   if (a.dtype != "float32") spec.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
   return spec;
 }
@@ -133,6 +149,27 @@ void say(bool lead, fmt::format_string<Args...> format, Args&&... args) {
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds);
   return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
+}
+
+// What the MoE layers of every stage and replica did this step: the
+// auxiliary losses per layer forward, the dropped share of the top-k
+// choices, and each expert's share of them relative to an even one (1: balanced).
+nlohmann::json moe_metrics(kiln::nn::TransformerLM& model, const kiln::dist::ParallelState& layout) {
+  const kiln::nn::MoeStats s = model.moe_stats();
+  const int64_t E = model.spec().block.mlp.moe->experts;
+  std::vector<double> packed{s.aux_loss, s.z_loss, double(s.choices), double(s.dropped), double(s.forwards)};
+  for (int64_t e = 0; e < E; ++e) packed.push_back(e < int64_t(s.expert_choices.size()) ? double(s.expert_choices[e]) : 0);
+  Tensor total = kiln::tensor(packed, kiln::TensorOptions(kiln::kFloat64).device(model.parameters()[0].device()));
+  layout.dp_group()->all_reduce(total, kiln::dist::ReduceOp::Sum);
+  layout.pp_group()->all_reduce(total, kiln::dist::ReduceOp::Sum);
+  // (The tensor-parallel ranks hold the same experts and tokens: no sum over them.)
+  const Tensor host = total.to(kiln::kCPU);
+  const double* t = host.data_ptr<double>();
+  const double forwards = std::max(t[4], 1.0), choices = std::max(t[2], 1.0);
+  std::vector<double> load;
+  for (int64_t e = 0; e < E; ++e) load.push_back(t[5 + e] * double(E) / choices);
+  return {{"moe_aux_loss", t[0] / forwards}, {"moe_z_loss", t[1] / forwards}, {"moe_dropped", t[3] / choices},
+          {"moe_load", load}};
 }
 
 int run(const Args& a) {
@@ -204,10 +241,19 @@ int run(const Args& a) {
   }
   const int64_t tokens_per_step = a.batch * a.seq * a.grad_accum * dp;
   const double flops_per_step = spec.flops_per_token(a.seq) * static_cast<double>(tokens_per_step);
-  say(lead, "model: {}, {} layers, {} heads ({} kv), {} channels, vocabulary {} (padded {}), {:.2f}M parameters{}\n",
-      spec.family, spec.n_layer, spec.block.attention.heads, spec.block.kv_heads(), spec.block.d_model,
+  say(lead, "model: {}, {} layers, {} heads ({} kv), {} channels, vocabulary {} (padded {}), {:.2f}M parameters{}{}\n",
+      a.model, spec.n_layer, spec.block.attention.heads, spec.block.kv_heads(), spec.block.d_model,
       spec.vocab_size, (spec.vocab_size + 127) / 128 * 128, static_cast<double>(spec.num_parameters()) / 1e6,
+      spec.block.mlp.moe ? fmt::format(" ({:.2f}M active)", static_cast<double>(spec.num_parameters(true)) / 1e6) : "",
       spec.block.recompute ? ", activations recomputed" : "");
+  if (const auto& moe = spec.block.mlp.moe)
+    say(lead, "experts: {} per MoE layer (layers 0, {}, ...), top-{} ({}), {}, aux loss {:g}, z-loss {:g}\n",
+        moe->experts, moe->every, moe->top_k,
+        moe->score == kiln::nn::RouterScore::TopKThenSoftmax ? "softmax over the top-k" : "top-k of the softmax",
+        moe->capacity_factor > 0 ? fmt::format("capacity factor {:g}, {} dropped first", moe->capacity_factor,
+                                               a.moe_drop_policy == "position" ? "latest tokens" : "smallest gates")
+                                 : std::string("dropless"),
+        moe->aux_loss_coeff, moe->z_loss_coeff);
   say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
       train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
@@ -299,6 +345,14 @@ int run(const Args& a) {
     double tok_per_s = static_cast<double>(tokens_per_step) / seconds;
     nlohmann::json m = {{"step", done}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm},
                         {"tokens_per_second", tok_per_s}};
+    std::string moe;
+    if (spec.block.mlp.moe) {
+      m.update(moe_metrics(model, layout));
+      const std::vector<double> load = m["moe_load"];
+      moe = fmt::format(" | aux {:.4f} | z {:.4f} | dropped {:.1f}% | busiest expert {:.2f}x",
+                        m["moe_aux_loss"].get<double>(), m["moe_z_loss"].get<double>(),
+                        100 * m["moe_dropped"].get<double>(), *std::max_element(load.begin(), load.end()));
+    }
     if (done % a.log_every == 0 || done == a.steps || step == first_step) {
       double avg = window_seconds / static_cast<double>(window_steps);
       std::string mfu = device.is_cuda()
@@ -306,8 +360,8 @@ int run(const Args& a) {
                                           static_cast<double>(kiln::cuda::memory_stats(device.index).peak_in_use) /
                                               (1 << 30))
                             : "";
-      say(lead, "step {:5d}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
-          loss, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
+      say(lead, "step {:5d}/{} | loss {:.4f}{} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s{} | ETA {}\n", done, a.steps,
+          loss, moe, lr, norm, static_cast<double>(tokens_per_step) / avg, mfu,
           format_duration(avg * static_cast<double>(a.steps - done)));
       std::fflush(stdout);
       window_seconds = 0;
@@ -355,6 +409,19 @@ int main(int argc, char** argv) {
   app.add_option("--mlp-hidden", a.mlp_hidden, "Llama: SwiGLU hidden size (default: LLaMA's rule)");
   app.add_option("--rope-theta", a.rope_theta, "Llama: RoPE base")->capture_default_str();
   app.add_flag("--recompute", a.recompute, "recompute each block's activations in backward (less memory)");
+  app.add_option("--moe-experts", a.moe_experts, "experts per MoE layer; 0: dense MLPs (experts have no biases)")
+      ->capture_default_str();
+  app.add_option("--moe-top-k", a.moe_top_k, "experts per token")->capture_default_str();
+  app.add_option("--moe-every", a.moe_every, "layers 0, N, 2N, ... are MoE (GLaM: 2, Mixtral: 1)")->capture_default_str();
+  app.add_option("--capacity-factor", a.capacity_factor,
+                 "expert capacity ceil(tokens k / experts x factor); 0: dropless")->capture_default_str();
+  app.add_option("--moe-drop-policy", a.moe_drop_policy, "over capacity, drop the smallest gates or the latest tokens")
+      ->check(CLI::IsMember({"probs", "position"}))->capture_default_str();
+  app.add_flag("--moe-pre-softmax", a.moe_pre_softmax,
+               "gates: the top-k of the softmax (Switch, Qwen-MoE), not a softmax over the top-k logits (Mixtral)");
+  app.add_option("--moe-aux-loss-coeff", a.moe_aux_loss_coeff, "load-balancing loss coefficient")->capture_default_str();
+  app.add_option("--moe-z-loss-coeff", a.moe_z_loss_coeff, "router z-loss coefficient (ST-MoE: 1e-3)")
+      ->capture_default_str();
   app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)");
   app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--seq,-t", a.seq, "tokens per sequence")->capture_default_str();
