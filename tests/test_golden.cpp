@@ -31,7 +31,7 @@ std::map<std::string, Tensor> initial_weights(const TensorFile& golden) {
   std::map<std::string, Tensor> initial;
   for (auto& [k, v] : golden.tensors)
     if (k.rfind("grad.", 0) != 0 && k.rfind("after.", 0) != 0 && k != "input_ids" && k != "targets" &&
-        k != "logits" && k != "loss")
+        k != "logits" && k != "loss" && k != "balance_layer0")
       initial[k] = v;
   return initial;
 }
@@ -138,4 +138,30 @@ TEST_CASE("Hugging Face checkpoints load with clear errors on mismatch") {
   CHECK_THROWS_WITH(nn::hf::load_weights(mha, weights),
                     Catch::Contains("'model.layers.0.self_attn.q_proj.weight' gives layers.0.attn.qkv.weight of "
                                     "shape [64, 32], the model expects [96, 32]"));
+}
+
+TEST_CASE("tiny Mixtral (4 experts, top-2, GQA) matches PyTorch, and its balancing loss is Hugging Face's over k") {
+  nn::LlamaConfig config{.vocab_size = 100, .hidden_size = 32, .intermediate_size = 24, .num_hidden_layers = 2,
+                         .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                         .rms_norm_eps = 1e-5, .rope_theta = 1e6, .moe = nn::MoeSpec{.experts = 4, .top_k = 2}};
+  // The golden gradients are the cross-entropy's alone.
+  config.moe->aux_loss_coeff = 0;
+  check_golden("mixtral_tiny.safetensors", config.spec(), kFloat64);
+  check_golden("mixtral_tiny.safetensors", config.spec(), kFloat32, "kiln_mixtral_tiny");
+
+  // Megatron-Core's normalization divides by the k choices a token makes;
+  // Hugging Face's load_balancing_loss_func does not.
+  config.moe->aux_loss_coeff = 0.02;
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/mixtral_tiny.safetensors");
+  Generator gen(0);
+  nn::TransformerLM model(config.spec(), gen, kFloat64);
+  nn::hf::load_weights(model, initial_weights(golden));
+  model.forward(golden.tensors.at("input_ids"));
+  const double balance = model.layers->at<nn::Block>(0).moe->stats().aux_loss / 0.02;
+  CHECK(balance * 2 == Approx(golden.tensors.at("balance_layer0").item<double>()).epsilon(1e-6));
+
+  std::map<std::string, Tensor> missing = initial_weights(golden);
+  missing.erase("model.layers.1.block_sparse_moe.experts.3.w3.weight");
+  CHECK_THROWS_WITH(nn::hf::load_weights(model, missing),
+                    Catch::Contains("no 'model.layers.1.block_sparse_moe.experts.3.w3.weight'"));
 }

@@ -116,7 +116,9 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
         .drop_policy = a.moe_drop_policy == "position" ? kiln::nn::DropPolicy::Position : kiln::nn::DropPolicy::Probs,
         .aux_loss_coeff = a.moe_aux_loss_coeff, .z_loss_coeff = a.moe_z_loss_coeff, .every = a.moe_every};
     spec.block.mlp.bias = false;  // experts have none
-    spec.family = "";             // saved in kiln's own format: kiln's names and config
+    // A Llama with Mixtral's experts is saved as Mixtral; other MoE models in
+    // kiln's own format (kiln's names and config).
+    spec.family = spec.family == "llama" && kiln::nn::mixtral_compatible(spec.block) ? "mixtral" : "";
   }
   if (a.dtype != "float32") spec.compute_dtype = a.dtype == "bfloat16" ? kiln::kBFloat16 : kiln::kFloat16;
   return spec;

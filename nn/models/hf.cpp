@@ -27,10 +27,11 @@ LlamaConfig llama_config(const ModelSpec& s) {
           .head_dim = b.head_dim(), .max_position_embeddings = s.max_positions, .rms_norm_eps = b.norm.eps,
           .rope_theta = rope.theta, .rope_scaling = rope.scaling, .tie_word_embeddings = s.tie_embeddings,
           .attention_bias = b.attention.qkv_bias, .mlp_bias = b.mlp.bias, .initializer_range = s.init_std,
-          .dropout = b.dropout};
+          .dropout = b.dropout, .moe = b.mlp.moe};
 }
 
-bool has_mapping(const std::string& family) { return family == "gpt2" || family == "llama"; }
+bool has_mapping(const std::string& family) { return family == "gpt2" || family == "llama" || family == "mixtral"; }
+bool llama_family(const std::string& family) { return family == "llama" || family == "mixtral"; }
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -56,7 +57,7 @@ std::string as_sequence_classifier(const std::string& json) {
 std::string config_json(const ModelSpec& spec) {
   std::string json;
   if (spec.family == "gpt2") json = gpt2::hf_config_json(gpt2_config(spec));
-  else if (spec.family == "llama") json = llama::hf_config_json(llama_config(spec));
+  else if (llama_family(spec.family)) json = llama::hf_config_json(llama_config(spec));
   else return spec_to_json(spec);
   return spec.lm_head ? json : as_sequence_classifier(json);
 }
@@ -74,18 +75,19 @@ ModelSpec spec_from_config(const std::string& json) {
   }
   ModelSpec spec;
   if (type == "gpt2") spec = gpt2::from_hf_config(json).spec();
-  else if (type == "llama") spec = llama::from_hf_config(json).spec();
-  if (type == "gpt2" || type == "llama") {
+  else if (type == "llama" || type == "mixtral") spec = llama::from_hf_config(json).spec();
+  if (type == "gpt2" || type == "llama" || type == "mixtral") {
     spec.lm_head = !classifier;
     return spec;
   }
   if (type == "kiln") return spec_from_json(json);
-  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama and its own (kiln)", type);
+  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral and its own "
+            "(kiln)", type);
 }
 
 std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& full) {
   if (spec.family == "gpt2") return gpt2::to_hf(full);
-  if (spec.family == "llama") return llama::to_hf(full, llama_config(spec));
+  if (llama_family(spec.family)) return llama::to_hf(full, llama_config(spec));
   std::map<std::string, Tensor> out;  // kiln's names
   for (const auto& [name, t] : full) out[name] = t.detach().to(kCPU, kFloat32).contiguous();
   return out;
@@ -93,7 +95,7 @@ std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<s
 
 std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& weights) {
   if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
-  if (spec.family == "llama") return llama::from_hf(weights, llama_config(spec));
+  if (llama_family(spec.family)) return llama::from_hf(weights, llama_config(spec));
   return weights;
 }
 

@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral
       writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
       LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -19,7 +19,9 @@ import os
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                          MixtralConfig, MixtralForCausalLM)
+from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name: (config class, model class, config, tokens per sequence)
@@ -44,8 +46,38 @@ MODELS = {
                     tie_word_embeddings=True, attention_bias=False, mlp_bias=False),
                24),
 }
+# Mixtral: 4 experts, top-2, GQA; its per-layer balancing loss is written too.
+MODELS["mixtral"] = (MixtralConfig, MixtralForCausalLM,
+                     dict(vocab_size=100, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16, rms_norm_eps=1e-5,
+                          rope_theta=1e6, num_local_experts=4, num_experts_per_tok=2, router_aux_loss_coef=0.02,
+                          tie_word_embeddings=False, experts_implementation="eager"),  # grouped_mm has no float64
+                     8)
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 WEIGHT_DECAY = 0.1
+
+
+def disk_names(tensors):
+    """transformers 5 holds a layer's experts fused (mlp.gate, mlp.experts.gate_up_proj and down_proj); its
+    checkpoints, and kiln's mapping, name them as Mixtral's release does (block_sparse_moe.gate, experts.E.w1/w2/w3)."""
+    out = {}
+    for key, t in tensors.items():
+        head, _, rest = key.partition("model.layers.")
+        layer, _, tail = rest.partition(".")
+        prefix = f"{head}model.layers.{layer}.block_sparse_moe"
+        if tail == "mlp.gate.weight":
+            out[f"{prefix}.gate.weight"] = t
+        elif tail == "mlp.experts.gate_up_proj":
+            h = t.shape[1] // 2
+            for e in range(t.shape[0]):
+                out[f"{prefix}.experts.{e}.w1.weight"] = t[e, :h].contiguous()
+                out[f"{prefix}.experts.{e}.w3.weight"] = t[e, h:].contiguous()
+        elif tail == "mlp.experts.down_proj":
+            for e in range(t.shape[0]):
+                out[f"{prefix}.experts.{e}.w2.weight"] = t[e].contiguous()
+        else:
+            out[key] = t
+    return out
 
 
 def make_golden(name):
@@ -64,7 +96,8 @@ def make_golden(name):
     idx = torch.randint(0, config["vocab_size"], (2, tokens))
     targets = torch.randint(0, config["vocab_size"], (2, tokens))
     targets[0, 3] = -100  # an ignored position
-    logits = model(idx).logits
+    out = model(idx, output_router_logits=name == "mixtral")
+    logits = out.logits
     loss = torch.nn.functional.cross_entropy(logits.view(-1, config["vocab_size"]), targets.view(-1))
     loss.backward()
     names = {id(p): n for n, p in model.named_parameters()}
@@ -75,9 +108,12 @@ def make_golden(name):
                              {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
     opt.step()
     after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
-    tensors = dict(initial)
-    tensors.update(grads)
-    tensors.update(after)
+    tensors = disk_names(initial)
+    tensors.update(disk_names(grads))
+    tensors.update(disk_names(after))
+    if name == "mixtral":  # Hugging Face's balancing loss of layer 0 alone (its coefficient not applied)
+        tensors["balance_layer0"] = load_balancing_loss_func(
+            out.router_logits[:1], config["num_local_experts"], config["num_experts_per_tok"]).float().reshape(1)
     tensors["input_ids"] = idx
     tensors["targets"] = targets
     tensors["logits"] = logits.detach().float().contiguous()
@@ -91,7 +127,7 @@ def make_golden(name):
 def check_kiln(directories):
     lines = []
     for directory in directories:
-        model = AutoModelForCausalLM.from_pretrained(directory).double().eval()
+        model = AutoModelForCausalLM.from_pretrained(directory, experts_implementation="eager").double().eval()
         ref = load_file(os.path.join(directory, "kiln_logits.safetensors"))
         with torch.no_grad():
             logits = model(ref["input_ids"]).logits

@@ -2,6 +2,7 @@
 // one projection and gate/up into another, Hugging Face keeps them apart.
 
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "../hf_names.h"
 #include "kiln/autograd.h"
@@ -58,6 +59,78 @@ std::vector<Fused> fused_tensors() {
 
 bool ends_with(const std::string& s, const std::string& suffix) { return s.ends_with("." + suffix); }
 
+// Mixtral's experts: kiln holds a layer's router (E, C), up (E, 2 H, C) with
+// each expert's [gate; up] and down (E, C, H); Hugging Face holds the router
+// as block_sparse_moe.gate and each expert's w1 (gate), w3 (up) and w2 (down).
+const std::regex kKilnExperts(R"(layers\.(\d+)\.mlp\.(router|up|down))");
+const std::regex kHfExperts(R"(model\.layers\.(\d+)\.block_sparse_moe\.(gate\.weight|experts\.(\d+)\.(w[123])\.weight))");
+
+std::string hf_expert(const std::string& layer, int64_t expert, const char* w) {
+  return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", layer, expert, w);
+}
+std::string hf_router(const std::string& layer) {
+  return fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
+}
+
+// Adds the Hugging Face tensors of kiln's expert tensor `name` to out; false
+// when name is not one.
+bool experts_to_hf(const std::string& name, const Tensor& t, std::map<std::string, Tensor>& out) {
+  std::smatch m;
+  if (!std::regex_match(name, m, kKilnExperts)) return false;
+  const std::string layer = m[1], what = m[2];
+  if (what == "router") {
+    out[hf_router(layer)] = t;
+    return true;
+  }
+  for (int64_t e = 0; e < t.size(0); ++e) {
+    Tensor expert = t.select(0, e);
+    if (what == "down") {
+      out[hf_expert(layer, e, "w2")] = expert;
+    } else {
+      const int64_t H = expert.size(0) / 2;
+      out[hf_expert(layer, e, "w1")] = expert.narrow(0, 0, H);
+      out[hf_expert(layer, e, "w3")] = expert.narrow(0, H, H);
+    }
+  }
+  return true;
+}
+
+// kiln's expert tensors from the Hugging Face ones among weights (which are
+// taken out of it), for a model of c's experts.
+std::map<std::string, Tensor> experts_from_hf(std::map<std::string, Tensor>& weights, const LlamaConfig& c) {
+  std::map<std::string, Tensor> out, found;
+  for (auto it = weights.begin(); it != weights.end();) {
+    if (std::regex_match(it->first, kHfExperts)) {
+      found.insert(*it);
+      it = weights.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (found.empty()) return out;
+  KILN_CHECK(c.moe, "[mixtral] the checkpoint has experts ({}), the config none", found.begin()->first);
+  auto take = [&](const std::string& name) {
+    auto it = found.find(name);
+    KILN_CHECK(it != found.end(), "[mixtral] the checkpoint has no '{}'", name);
+    return it->second;
+  };
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    const std::string l = std::to_string(layer);
+    std::vector<Tensor> up, down;
+    for (int64_t e = 0; e < c.moe->experts; ++e) {
+      up.push_back(cat({take(hf_expert(l, e, "w1")), take(hf_expert(l, e, "w3"))}, 0));
+      down.push_back(take(hf_expert(l, e, "w2")));
+    }
+    out["layers." + l + ".mlp.router"] = take(hf_router(l));
+    out["layers." + l + ".mlp.up"] = stack(up);
+    out["layers." + l + ".mlp.down"] = stack(down);
+  }
+  KILN_CHECK(found.size() == static_cast<size_t>(c.num_hidden_layers * (1 + 3 * c.moe->experts)),
+             "[mixtral] the checkpoint has {} expert tensors, a model of {} layers of {} experts {}", found.size(),
+             c.num_hidden_layers, c.moe->experts, c.num_hidden_layers * (1 + 3 * c.moe->experts));
+  return out;
+}
+
 std::vector<int64_t> part_sizes(const std::string& fused, const LlamaConfig& c) {
   const ModelSpec spec = c.spec();
   const int64_t D = spec.block.head_dim(), H = spec.block.attention.heads, Hkv = spec.block.kv_heads();
@@ -70,7 +143,9 @@ std::vector<int64_t> part_sizes(const std::string& fused, const LlamaConfig& c) 
 std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, const LlamaConfig& c) {
   NoGradGuard no_grad;
   std::map<std::string, Tensor> split;
+  std::map<std::string, Tensor> experts;
   for (const auto& [name, t] : full) {
+    if (experts_to_hf(name, t, experts)) continue;
     bool done = false;
     for (const Fused& f : fused_tensors()) {
       if (!ends_with(name, f.name)) continue;
@@ -85,7 +160,9 @@ std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, c
     }
     if (!done) split[name] = t;
   }
-  return hf::rename_to_hf(names(), split);
+  std::map<std::string, Tensor> out = hf::rename_to_hf(names(), split);
+  out.insert(experts.begin(), experts.end());
+  return out;
 }
 
 std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, const LlamaConfig& c) {
@@ -100,8 +177,8 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
     if (name.ends_with(".rotary_emb.inv_freq")) continue;  // a buffer older checkpoints carry
     kept[name] = t;
   }
+  std::map<std::string, Tensor> out = experts_from_hf(kept, c);
   std::map<std::string, Tensor> split = hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama");
-  std::map<std::string, Tensor> out;
   for (auto& [name, t] : split) {
     bool part = false;
     for (const Fused& f : fused_tensors())
@@ -126,6 +203,9 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
 }
 
 std::string hf_name(const std::string& kiln) {
+  std::smatch m;
+  if (std::regex_match(kiln, m, kKilnExperts))  // named by expert 0's first part
+    return m[2] == "router" ? hf_router(m[1]) : hf_expert(m[1], 0, m[2] == "up" ? "w1" : "w2");
   for (const Fused& f : fused_tensors())
     if (ends_with(kiln, f.name)) {  // named by its first part
       auto hf = names().to_hf(kiln.substr(0, kiln.size() - f.name.size()) + f.parts[0]);
@@ -137,6 +217,8 @@ std::string hf_name(const std::string& kiln) {
 
 std::string hf_config_json(const LlamaConfig& c) {
   const ModelSpec spec = c.spec();
+  KILN_CHECK(!c.moe || mixtral_compatible(spec.block), "[mixtral] these experts are not Mixtral's (every layer, a "
+             "softmax over the top-k, dropless): save the model in kiln's format (an empty family)");
   nlohmann::ordered_json j = {{"architectures", {"LlamaForCausalLM"}},
                               {"model_type", "llama"},
                               {"vocab_size", c.vocab_size},
@@ -156,6 +238,16 @@ std::string hf_config_json(const LlamaConfig& c) {
                               {"attention_dropout", 0.0},
                               {"hidden_act", "silu"},
                               {"initializer_range", c.initializer_range}};
+  if (c.moe) {
+    j["architectures"] = {"MixtralForCausalLM"};
+    j["model_type"] = "mixtral";
+    j["num_local_experts"] = c.moe->experts;
+    j["num_experts_per_tok"] = c.moe->top_k;
+    j["router_aux_loss_coef"] = c.moe->aux_loss_coeff;
+    j["router_jitter_noise"] = 0.0;
+    j["output_router_logits"] = false;
+    j["sliding_window"] = nullptr;
+  }
   if (c.rope_scaling)
     j["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", c.rope_scaling->factor},
@@ -182,6 +274,13 @@ LlamaConfig from_hf_config(const std::string& text) {
                   .attention_bias = j.value("attention_bias", false),
                   .mlp_bias = j.value("mlp_bias", false),
                   .initializer_range = j.value("initializer_range", 0.02)};
+    if (j.value("model_type", "") == "mixtral") {
+      KILN_CHECK(j.value("sliding_window", nlohmann::json()).is_null(), "[mixtral] sliding-window attention is "
+                 "not supported");
+      c.moe = MoeSpec{.experts = j.at("num_local_experts").get<int64_t>(),
+                      .top_k = j.at("num_experts_per_tok").get<int64_t>(),
+                      .aux_loss_coeff = j.value("router_aux_loss_coef", 0.001)};
+    }
     // transformers 5 writes rope_parameters (theta and scaling together), earlier ones rope_theta and rope_scaling.
     nlohmann::json scaling = j.contains("rope_scaling") ? j["rope_scaling"] : nlohmann::json();
     if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {

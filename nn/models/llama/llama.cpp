@@ -3,7 +3,7 @@
 namespace kiln::nn {
 
 ModelSpec LlamaConfig::spec() const {
-  return {.family = "llama",
+  ModelSpec s{.family = moe ? "mixtral" : "llama",
           .vocab_size = vocab_size,
           .max_positions = max_position_embeddings,
           .n_layer = num_hidden_layers,
@@ -26,6 +26,14 @@ ModelSpec LlamaConfig::spec() const {
           .init_std = initializer_range,
           .scale_residual_init = false,
           .compute_dtype = compute_dtype};
+  s.block.mlp.moe = moe;
+  return s;
+}
+
+bool mixtral_compatible(const BlockSpec& block) {
+  const auto& m = block.mlp.moe;
+  return m && m->every == 1 && m->score == RouterScore::TopKThenSoftmax && m->capacity_factor == 0 &&
+         block.mlp.kind == MlpKind::SwiGLU && !block.mlp.bias;
 }
 
 LlamaConfig LlamaConfig::llama2_7b() { return {}; }

@@ -8,6 +8,8 @@
 // The config's fields are Hugging Face's LlamaConfig's, and weights load from
 // and save to LlamaForCausalLM ("model.layers.0.self_attn.q_proj.weight"),
 // whose RoPE pairs element i with i + head_dim / 2 (rotate-half), as kiln's does.
+// With experts (Mixtral, Jiang et al. 2024), MixtralForCausalLM's config and
+// names ("model.layers.0.block_sparse_moe.experts.3.w1.weight").
 
 #include <map>
 #include <optional>
@@ -36,6 +38,10 @@ struct LlamaConfig {
   double dropout = 0.0;
   std::optional<DType> compute_dtype;  // see ModelSpec
   bool recompute = false;              // see BlockSpec
+  // Mixtral (MixtralForCausalLM): experts in every layer's MLP, from
+  // num_local_experts, num_experts_per_tok and router_aux_loss_coef; each
+  // expert a SwiGLU MLP of intermediate_size.
+  std::optional<MoeSpec> moe;
 
   ModelSpec spec() const;
   int64_t num_parameters() const { return spec().num_parameters(); }
@@ -51,6 +57,10 @@ struct LlamaConfig {
   // By name: "llama2-7b", "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3.2-1b".
   static LlamaConfig preset(const std::string& name);
 };
+
+// Whether a block's experts are Mixtral's (every layer, softmax over the
+// top-k, dropless, SwiGLU): those a Mixtral checkpoint can hold.
+bool mixtral_compatible(const BlockSpec& block);
 
 class Llama : public TransformerLM {
  public:
