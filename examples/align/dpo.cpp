@@ -9,7 +9,10 @@
 // its tokens under the chat template; the loss is DPO's sigmoid loss (with
 // --label-smoothing, conservative DPO), reported with the implicit rewards'
 // accuracy and margin as TRL reports them, on the training batches and on
-// held-out pairs. The reference is the --init-from checkpoint, frozen. Under
+// held-out pairs. With --rpo-alpha, the chosen answers' mean token negative
+// log-likelihood is added, times alpha (RPO, Pang et al. 2024; TRL's
+// rpo_alpha): DPO alone may lower both answers' likelihood and drift.
+// The reference is the --init-from checkpoint, frozen. Under
 // mpirun the ranks are data-parallel replicas; checkpoints resume exactly.
 
 #include <chrono>
@@ -21,12 +24,12 @@ using kiln::Tensor;
 namespace {
 
 struct Args : align::StageArgs {
-  double beta = 0.1, label_smoothing = 0.0;
+  double beta = 0.1, label_smoothing = 0.0, rpo_alpha = 0.0;
 };
 
-// The summed log-probability of each row's answer tokens: (rows).
-Tensor answer_log_probs(const kiln::nn::TransformerLM& model, const Tensor& x, const Tensor& y) {
-  return kiln::sum(kiln::nn::token_log_probs(model.forward(x), y), {1});
+// The log-probability of each row's answer tokens: (rows, T), 0 elsewhere.
+Tensor answer_token_log_probs(const kiln::nn::TransformerLM& model, const Tensor& x, const Tensor& y) {
+  return kiln::nn::token_log_probs(model.forward(x), y);
 }
 
 int run(const Args& a) {
@@ -88,14 +91,22 @@ int run(const Args& a) {
 
   // DPO's loss on a batch of pairs (rows chosen, rejected, chosen, ...).
   auto dpo = [&](const Tensor& x, const Tensor& y, const Tensor&) {
-    auto [policy_chosen, policy_rejected] = align::chosen_rejected(answer_log_probs(model, x, y));
+    Tensor policy = answer_token_log_probs(model, x, y);
+    auto [policy_chosen, policy_rejected] = align::chosen_rejected(kiln::sum(policy, {1}));
     Tensor ref;
     {
       kiln::NoGradGuard no_grad;
-      ref = answer_log_probs(reference, x, y);
+      ref = kiln::sum(answer_token_log_probs(reference, x, y), {1});
     }
     auto [ref_chosen, ref_rejected] = align::chosen_rejected(ref);
-    return kiln::nn::dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, a.beta, a.label_smoothing);
+    kiln::nn::DPOLoss l =
+        kiln::nn::dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, a.beta, a.label_smoothing);
+    if (a.rpo_alpha > 0) {  // rows chosen, rejected, ...: the even rows' answer tokens
+      const Tensor chosen_tokens = (y.view({-1, 2, y.size(1)}).select(1, 0) != -100).to(policy.dtype());
+      const Tensor chosen_log_probs = policy.view({-1, 2, policy.size(1)}).select(1, 0);
+      l.loss = l.loss - a.rpo_alpha * kiln::sum(chosen_log_probs) / kiln::clamp(kiln::sum(chosen_tokens), 1.0, {});
+    }
+    return l;
   };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
   for (int64_t step = state.step; step < steps; ++step) {
@@ -139,6 +150,8 @@ int main(int argc, char** argv) {
                            "JSON lines of {prompt, chosen, rejected}");
   app.add_option("--beta", a.beta, "DPO's beta: how far from the reference the policy may go")->capture_default_str();
   app.add_option("--label-smoothing", a.label_smoothing, "conservative DPO's label smoothing")->capture_default_str();
+  app.add_option("--rpo-alpha", a.rpo_alpha, "weight of the chosen answers' token NLL added to the loss (RPO)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("dpo", [&] { return run(a); });
 }
