@@ -105,6 +105,17 @@ if(NOT dpo_last LESS 0.6)
 endif()
 metric_values(${WORK}/dpo/metrics.jsonl val_accuracy dpo_accuracy)
 message(STATUS "dpo: held-out loss ${dpo_val}, accuracy ${dpo_accuracy}")
+# RPO: at the first step the policy is its reference, so the DPO loss is
+# log 2 and the rest is alpha times the chosen answers' NLL.
+foreach(alpha 1 2)
+  run(${BIN}/dpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/pairs.jsonl
+      --out ${WORK}/rpo${alpha} --max-steps 1 --batch 8 --rpo-alpha ${alpha})
+  metric_values(${WORK}/rpo${alpha}/metrics.jsonl train_loss rpo${alpha}_loss)
+endforeach()
+if(NOT (rpo1_loss GREATER 0.6932 AND rpo2_loss GREATER rpo1_loss))
+  message(FATAL_ERROR "dpo --rpo-alpha: first losses ${rpo1_loss} (alpha 1) and ${rpo2_loss} (alpha 2) are not "
+                      "log 2 plus a growing NLL term")
+endif()
 
 run(${BIN}/reward --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/refusals.jsonl
     --out ${WORK}/reward --epochs 1 --batch 8 --lr 1e-3 --eval-every 10 --log-every 10)

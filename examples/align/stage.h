@@ -38,9 +38,9 @@ inline void add_stage_options(CLI::App& app, StageArgs& a, const std::string& in
   app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
   app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
   app.add_option("--val-fraction", a.val_fraction, "share of records held out")->capture_default_str();
-  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->capture_default_str();
-  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints")->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints (and one at the end)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
   app.add_option("--tp", a.tp, "tensor-parallel ranks (under mpirun; the rest are data-parallel)")->capture_default_str();
