@@ -84,6 +84,62 @@ TEST_CASE("parallel state builds Megatron's groups") {
   for (int k = 0; k < dp; ++k) CHECK(dp_members[k].item<double>() == ps.tp_rank() + k * tp);
 }
 
+TEST_CASE("all_to_all: equal and variable blocks of rows, and its autograd pair") {
+  auto w = world();
+  const int r = w->rank(), n = w->size();
+  // Equal: rank r sends rank j the row [100 r + j, -(100 r + j)].
+  Tensor in = empty({n, 2}), out = empty({n, 2});
+  for (int j = 0; j < n; ++j) {
+    in[j][0].fill_(100.0 * r + j);
+    in[j][1].fill_(-(100.0 * r + j));
+  }
+  w->all_to_all(out, in);
+  for (int i = 0; i < n; ++i) {
+    CHECK(out[i][0].item<double>() == 100.0 * i + r);
+    CHECK(out[i][1].item<double>() == -(100.0 * i + r));
+  }
+  // Variable: rank r sends rank j (r + j) % 3 rows holding 1000 r + 10 j + row.
+  std::vector<int64_t> in_splits, out_splits;
+  for (int j = 0; j < n; ++j) {
+    in_splits.push_back((r + j) % 3);
+    out_splits.push_back((j + r) % 3);
+  }
+  std::vector<double> sent;
+  for (int j = 0; j < n; ++j)
+    for (int64_t k = 0; k < in_splits[j]; ++k) sent.push_back(1000.0 * r + 10 * j + k);
+  std::vector<double> expect;
+  for (int i = 0; i < n; ++i)
+    for (int64_t k = 0; k < out_splits[i]; ++k) expect.push_back(1000.0 * i + 10 * r + k);
+  Tensor vin = tensor(sent, kFloat64).view({-1, 1}), vout = empty({int64_t(expect.size()), 1}, kFloat64);
+  w->all_to_all(vout, vin.contiguous(), out_splits, in_splits);
+  CHECK(values(vout) == expect);
+  // exchange_rows backward sends each row's gradient back to where the row came from.
+  Tensor x = vin.clone().requires_grad_();
+  Tensor y = dist::exchange_rows(x, *w, out_splits, in_splits);
+  sum(y * y).backward();  // d/dx = 2 x, wherever x went
+  CHECK(values(x.grad()) == values(vin * 2.0));
+  Tensor wrong = empty({1, 2});
+  CHECK_THROWS_WITH(w->all_to_all(wrong, in, {5}, {}), Catch::Contains("[all_to_all]"));
+}
+
+TEST_CASE("expert parallelism carves its groups out of the data-parallel ranks") {
+  auto w = world();
+  const int n = w->size();
+  CHECK_THROWS_WITH(dist::ParallelState(w, 1, 1, n, n + 1), Catch::Contains("must divide the"));
+  const int ep = n % 2 == 0 ? 2 : 1;
+  dist::ParallelState ps(w, 1, 1, n, ep);
+  CHECK(ps.ep_group()->size() == ep);
+  CHECK(ps.expert_dp_group()->size() == n / ep);
+  CHECK(ps.ep_rank() == ps.dp_rank() % ep);
+  Tensor me = full({1}, double(w->rank()));
+  Tensor members = empty({ep});
+  ps.ep_group()->all_gather(members, me);  // consecutive replicas
+  for (int k = 0; k < ep; ++k) CHECK(members[k].item<double>() == w->rank() - ps.ep_rank() + k);
+  Tensor holders = empty({n / ep});
+  ps.expert_dp_group()->all_gather(holders, me);  // the same experts' holders
+  for (int k = 0; k < n / ep; ++k) CHECK(holders[k].item<double>() == ps.ep_rank() + k * ep);
+}
+
 namespace {
 struct Net : nn::Module {
   explicit Net(Generator& gen)

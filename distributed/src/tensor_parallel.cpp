@@ -105,6 +105,27 @@ Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group) {
   return collective("scatter_to_group", x, group, slice, gather);
 }
 
+Tensor exchange_rows(const Tensor& x, ProcessGroup& group, const std::vector<int64_t>& out_splits,
+                     const std::vector<int64_t>& in_splits) {
+  int64_t rows = 0;
+  for (int64_t n : out_splits) rows += n;
+  auto exchange = [](const Tensor& t, ProcessGroup& g, const std::vector<int64_t>& to_splits,
+                     const std::vector<int64_t>& from_splits, int64_t to_rows) {
+    Shape shape = t.sizes();
+    shape[0] = to_rows;
+    Tensor out = empty(shape, TensorOptions(t.dtype()).device(t.device()));
+    g.all_to_all(out, t.contiguous(), to_splits, from_splits);
+    return out;
+  };
+  const int64_t in_rows = x.size(0);
+  return collective(
+      "exchange_rows", x, group,
+      [&](const Tensor& t, ProcessGroup& g) { return exchange(t, g, out_splits, in_splits, rows); },
+      [exchange, out_splits, in_splits, in_rows](const Tensor& t, ProcessGroup& g) {
+        return exchange(t, g, in_splits, out_splits, in_rows);
+      });
+}
+
 Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group) {
   const int64_t d = normalized_dim(x, -2, "gather_from_sequence");
   auto gather = [d](const Tensor& t, ProcessGroup& g) { return all_gathered(t, d, g); };

@@ -51,6 +51,14 @@ class ProcessGroup {
   // to each other at the same time never deadlock (pipeline schedules).
   virtual void send_recv(const std::vector<P2POp>& ops) = 0;
   virtual void barrier() = 0;
+  // Rows exchanged along dim 0 (the other dims alike on every rank): in holds
+  // in_splits[j] rows for rank j, one block after another, and out receives
+  // out_splits[i] rows from each rank i, in rank order. Every rank's
+  // in_splits[j] must be rank j's out_splits[i]. Empty splits: equal ones (in
+  // and out evenly divided among the ranks). Built on send_recv: MPI's
+  // Isend/Irecv, NCCL's grouped sends and receives (its all-to-all).
+  void all_to_all(Tensor& out, const Tensor& in, std::vector<int64_t> out_splits = {},
+                  std::vector<int64_t> in_splits = {});
   // A group of the ranks that pass the same color, ordered by key.
   virtual std::shared_ptr<ProcessGroup> split(int color, int key) = 0;
 };

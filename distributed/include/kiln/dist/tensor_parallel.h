@@ -7,6 +7,7 @@
 //   reduce_from_group  sum forward, identity backward (Megatron's g)
 //   gather_from_group  concatenation along a dim forward, own slice backward
 //   scatter_to_group   own slice forward, concatenation backward
+// and, for expert parallelism, exchange_rows (an all-to-all both ways).
 //
 // ColumnParallelLinear splits the output features, RowParallelLinear the input
 // features; a column layer followed by a row layer (attention, MLP) needs one
@@ -41,6 +42,12 @@ Tensor scatter_to_group(const Tensor& x, int64_t dim, ProcessGroup& group);
 // forward, all-gather backward): the all-reduce's traffic, split in two.
 Tensor gather_from_sequence(const Tensor& x, ProcessGroup& group);
 Tensor reduce_scatter_to_sequence(const Tensor& x, ProcessGroup& group);
+
+// Expert parallelism's dispatch: rows of x (along dim 0) sent in blocks of
+// in_splits[j] to rank j, out_splits[i] received from each rank i
+// (ProcessGroup::all_to_all); backward sends the gradients back the same way.
+Tensor exchange_rows(const Tensor& x, ProcessGroup& group, const std::vector<int64_t>& out_splits,
+                     const std::vector<int64_t>& in_splits);
 
 // Every rank's part of `local`, assembled into the full tensor on the CPU
 // (float32, or float64 for float64 tensors).
