@@ -4,7 +4,8 @@
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
 # run (each replica half the batch) matches and resumes on one process. Llama
 # (grouped-query heads split across tp 2) at tp=2 x pp=2 matches one process
-# and resumes on one process; so does a Llama with MoE layers.
+# and resumes on one process; so does a Llama with MoE layers, and expert
+# parallelism matches data parallelism without it.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P lm_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -67,6 +68,33 @@ foreach(capacity 0 1.25)
 endforeach()
 run(${COMPARE} ${WORK}/moe_0_tp2pp2/metrics.jsonl ${WORK}/moe_0_one/metrics.jsonl 1 1e-5 ${moe_keys})
 run(${COMPARE} ${WORK}/moe_1.25_tp2pp2/metrics.jsonl ${WORK}/moe_1.25_one/metrics.jsonl 1 1e-4 ${moe_keys})
+
+# Expert parallelism: dp 4 with ep 4 and ep 2, dropless and at a capacity
+# where tokens drop, and tp 2 x dp 2 with ep 2, take the steps of the same
+# layout without it (the balancing loss is each replica's, ep or not); an ep 4
+# checkpoint resumes at dp 4 without it. Against one process: without the
+# balancing loss (whose batch statistics are per replica), dp 4 x ep 4 on
+# batches of 4 is one process on batches of 16.
+set(ep_keys train_loss,grad_norm,val_loss,moe_aux_loss,moe_z_loss,moe_dropped)
+foreach(capacity 0 1.25)
+  foreach(ep 1 4)
+    run(${mpirun} -np 4 ${moe} --capacity-factor ${capacity} --ep ${ep} --out ${WORK}/dp4_ep${ep}_${capacity})
+  endforeach()
+  run(${COMPARE} ${WORK}/dp4_ep4_${capacity}/metrics.jsonl ${WORK}/dp4_ep1_${capacity}/metrics.jsonl 1 1e-5 ${ep_keys})
+endforeach()
+run(${mpirun} -np 4 ${moe} --ep 2 --out ${WORK}/dp4_ep2)
+run(${mpirun} -np 4 ${moe} --tp 2 --out ${WORK}/tp2dp2_moe)
+run(${mpirun} -np 4 ${moe} --tp 2 --ep 2 --out ${WORK}/tp2dp2_ep2)
+run(${COMPARE} ${WORK}/dp4_ep2/metrics.jsonl ${WORK}/dp4_ep1_0/metrics.jsonl 1 1e-5 ${ep_keys})
+run(${COMPARE} ${WORK}/tp2dp2_ep2/metrics.jsonl ${WORK}/tp2dp2_moe/metrics.jsonl 1 1e-5 ${ep_keys})
+resume_from(dp4_ep4_0/step-000003 ep4_on_dp4)
+run(${mpirun} -np 4 ${moe} --out ${WORK}/ep4_on_dp4 --resume)
+run(${COMPARE} ${WORK}/ep4_on_dp4/metrics.jsonl ${WORK}/dp4_ep1_0/metrics.jsonl 4 1e-5 ${ep_keys})
+set(no_balance ${common} --model llama --moe-experts 4 --moe-every 2 --moe-z-loss-coeff 1e-3 --moe-aux-loss-coeff 0)
+run(${no_balance} --batch 16 --eval-batches 1 --out ${WORK}/moe_one_b16)
+run(${mpirun} -np 4 ${no_balance} --batch 4 --eval-batches 4 --ep 4 --out ${WORK}/moe_dp4_ep4_b4)
+run(${COMPARE} ${WORK}/moe_dp4_ep4_b4/metrics.jsonl ${WORK}/moe_one_b16/metrics.jsonl 1 1e-5
+    train_loss,grad_norm,val_loss,moe_z_loss,moe_dropped)
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "kiln/autograd.h"
 #include "kiln/ops.h"
@@ -47,6 +48,21 @@ Tensor ModelParallel::vocab_logits(const Tensor& hidden, const Tensor& head, int
   return gather_from_group(logits, -1, tp).narrow(-1, 0, vocab_size);
 }
 
+Tensor ModelParallel::exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>& out_splits,
+                                           const std::vector<int64_t>& in_splits) const {
+  return exchange_rows(rows, *state_->ep_group(), out_splits, in_splits);
+}
+
+Tensor ModelParallel::exchange_expert_counts(const Tensor& counts) const {
+  Tensor out = empty_like(counts);
+  state_->ep_group()->all_to_all(out, counts.contiguous());
+  return out;
+}
+
+bool is_expert_parameter(const nn::StagedModel& model, const std::string& name) {
+  return model.shard_spec(name).experts;
+}
+
 namespace {
 
 // Replaces p's gradient (zeros when it has none) by its sum over the group.
@@ -76,10 +92,11 @@ void sync_gradients(const nn::StagedModel& model, const ParallelState& state) {
 }
 
 std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state) {
-  // Replicated weights on tp rank 0, tied weights on the first stage.
+  // Replicated weights (and experts, whole on every tp rank) on tp rank 0, tied weights on the first stage.
   std::vector<Tensor> counted;
   for (auto& [name, p] : model.named_parameters()) {
-    if (model.shard_spec(name).replicated() && state.tp_rank() != 0) continue;
+    const nn::ShardSpec spec = model.shard_spec(name);
+    if ((spec.replicated() || spec.experts) && state.tp_rank() != 0) continue;
     if (is_tied_copy(model, name)) continue;
     counted.push_back(p);
   }
@@ -88,7 +105,15 @@ std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const Parallel
 
 double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, double max_norm) {
   const Device device = model.parameters().at(0).device();
-  Tensor total = full({1}, optim::grad_squared_sum(norm_parameters(model, state)), TensorOptions(kFloat64).device(device));
+  std::set<const void*> expert_data;
+  for (auto& [name, p] : model.named_parameters())
+    if (is_expert_parameter(model, name)) expert_data.insert(p.data_ptr());
+  std::vector<Tensor> shared, experts;
+  for (const Tensor& p : norm_parameters(model, state)) (expert_data.count(p.data_ptr()) ? experts : shared).push_back(p);
+  // Each rank of the expert-parallel group holds other experts.
+  Tensor expert_total = full({1}, optim::grad_squared_sum(experts), TensorOptions(kFloat64).device(device));
+  state.ep_group()->all_reduce(expert_total);
+  Tensor total = full({1}, optim::grad_squared_sum(shared), TensorOptions(kFloat64).device(device)) + expert_total;
   state.tp_group()->all_reduce(total);
   state.pp_group()->all_reduce(total);
   const double norm = std::sqrt(total.item<double>());
@@ -100,7 +125,13 @@ std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const Pa
                                           const std::map<std::string, Tensor>& local) {
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;
-  if (state.dp_rank() != 0) return out;  // the replicas hold the same values
+  // Experts first, across the expert-parallel group (replicas of the first
+  // ep block take part); then the replicas hold the same values.
+  std::map<std::string, Tensor> experts;
+  for (const auto& [name, t] : local)
+    if (is_expert_parameter(model, name))
+      experts[name] = all_gather_shards(t, model.shard_spec(name), *state.ep_group());
+  if (state.dp_rank() != 0) return out;
   const Device device = model.parameters().at(0).device();
   // Within each stage: assemble across tp. Then stage s's tp rank 0 sends its
   // tensors to world rank 0 (pp rank 0 of the same pp group): a count, then
@@ -109,7 +140,9 @@ std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const Pa
   std::vector<std::pair<std::string, Tensor>> mine;
   for (const auto& [name, t] : local) {
     if (is_tied_copy(model, name)) continue;
-    mine.emplace_back(name, all_gather_shards(t, model.shard_spec(name), *state.tp_group()));
+    auto expert = experts.find(name);
+    mine.emplace_back(name, expert != experts.end() ? expert->second
+                                                    : all_gather_shards(t, model.shard_spec(name), *state.tp_group()));
   }
   if (state.tp_rank() != 0) return out;
   if (state.pp_rank() == 0) {

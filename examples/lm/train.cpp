@@ -56,7 +56,7 @@ struct Args {
   int64_t log_every = 10;
   int64_t vocab_size = 50257;  // without a tokenizer.model (GPT-2's vocabulary)
   int keep = 2;
-  int tp = 1, pp = 1, dp = 0;  // dp 0: the ranks left over by tp and pp
+  int tp = 1, pp = 1, dp = 0, ep = 1;  // dp 0: the ranks left over by tp and pp
   bool zero1 = false, sequence_parallel = false;
   std::string pipeline = "1f1b";
   uint64_t seed = 1337;
@@ -187,7 +187,9 @@ int run(const Args& a) {
   // CUDA tensors travel over NCCL (its id over MPI), CPU tensors over MPI; one process needs neither.
   auto world = device.is_cuda() && ranks > 1 ? kiln::dist::nccl_world(device.index) : mpi;
   KILN_CHECK(ranks % (a.tp * a.pp) == 0, "[train] {} ranks do not split into --tp {} x --pp {}", ranks, a.tp, a.pp);
-  kiln::dist::ParallelState layout(world, a.tp, a.pp, a.dp > 0 ? a.dp : ranks / (a.tp * a.pp));
+  KILN_CHECK(a.ep == 1 || (a.moe_experts > 0 && !a.zero1), "[train] --ep {} shares out experts: it needs "
+             "--moe-experts, and not --zero1", a.ep);
+  kiln::dist::ParallelState layout(world, a.tp, a.pp, a.dp > 0 ? a.dp : ranks / (a.tp * a.pp), a.ep);
   const int dp = layout.dp(), dp_rank = layout.dp_rank();
   // Dropout masks differ between replicas, and agree within one (tensor-parallel ranks).
   const uint64_t rank_offset = static_cast<uint64_t>(dp_rank) << 40;
@@ -218,7 +220,17 @@ int run(const Args& a) {
         groups, layout.dp_group(), [&](std::vector<kiln::optim::ParamGroup> shards) { return make_optimizer(a, shards); });
   } else {
     opt = make_optimizer(a, groups);
-    if (dp > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
+    if (dp > 1) {
+      // The experts' gradients over the replicas holding the same experts
+      // (each already summed over its expert-parallel group by the
+      // all-to-all's backward, hence 1 / ep), the rest over every replica.
+      std::vector<Tensor> shared, experts;
+      for (auto& [name, p] : model.named_parameters())
+        (kiln::dist::is_expert_parameter(model, name) ? experts : shared).push_back(p);
+      std::vector<kiln::dist::GradientShare> shares{{shared, layout.dp_group()}};
+      if (!experts.empty()) shares.push_back({experts, layout.expert_dp_group(), 1.0 / a.ep});
+      ddp = std::make_unique<kiln::dist::DistributedDataParallel>(std::move(shares));
+    }
   }
   gen.set_offset(gen.offset() + rank_offset);
   kiln::optim::LRSchedule schedule{a.lr, a.lr * a.min_lr_ratio, a.warmup, a.steps,
@@ -260,7 +272,8 @@ int run(const Args& a) {
       train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
     say(lead, "parallel over {} ranks: tp {}{} x pp {} x dp {}{}; {} micro-batches per step{}\n", ranks, a.tp,
-        a.sequence_parallel && a.tp > 1 ? " (sequence parallel)" : "", a.pp, dp, zero ? " (ZeRO-1)" : "",
+        a.sequence_parallel && a.tp > 1 ? " (sequence parallel)" : "", a.pp, dp,
+        zero ? " (ZeRO-1)" : a.ep > 1 ? fmt::format(" (experts shared out over {})", a.ep) : "",
         a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
     kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
@@ -432,6 +445,8 @@ int main(int argc, char** argv) {
   app.add_option("--tp", a.tp, "tensor-parallel ranks (heads, MLP and vocabulary split)")->capture_default_str();
   app.add_option("--pp", a.pp, "pipeline stages (layers split)")->capture_default_str();
   app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))");
+  app.add_option("--ep", a.ep, "expert-parallel ranks sharing out each MoE layer's experts; must divide the "
+                 "data-parallel replicas (Megatron-Core's layout)")->capture_default_str();
   app.add_flag("--zero1", a.zero1, "shard the optimizer state across the data-parallel replicas (ZeRO-1)");
   app.add_flag("--sequence-parallel", a.sequence_parallel, "with --tp: norms and dropout on slices of the sequence");
   app.add_option("--schedule", a.pipeline, "pipeline schedule: gpipe | 1f1b")

@@ -114,7 +114,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
     const ShardSpec shard = model.shard_spec(name);
     Shape want = p.sizes();
     if (!shard.replicated()) {
-      want[static_cast<size_t>(shard.dim)] *= model.layout().tp_size();
+      want[static_cast<size_t>(shard.dim)] *= model.layout().shard_ranks(shard);
       if (shard.valid >= 0) want[static_cast<size_t>(shard.dim)] = shard.valid;
     }
     KILN_CHECK(it->second.sizes() == want, "[hf] '{}' gives {} of shape [{}], the model expects [{}]", hf_name(name),

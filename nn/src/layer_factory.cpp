@@ -32,6 +32,14 @@ Tensor LayerFactory::vocab_logits(const Tensor& hidden, const Tensor& head, int6
   return matmul(hidden, head.narrow(0, 0, vocab_size).t());
 }
 
+// One process holds every expert: nothing to exchange.
+Tensor LayerFactory::exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>&,
+                                          const std::vector<int64_t>&) const {
+  return rows;
+}
+
+Tensor LayerFactory::exchange_expert_counts(const Tensor& counts) const { return counts; }
+
 std::pair<int64_t, int64_t> LayerFactory::stage_layers(int64_t n_layers) const {
   const int64_t pp = pp_size(), stage = pp_rank(), base = n_layers / pp, extra = n_layers % pp;
   const int64_t first = stage * base + std::min<int64_t>(stage, extra);

@@ -82,13 +82,60 @@ Tensor with_auxiliary_loss(const Tensor& out, const Tensor& loss, double scale) 
 
 }  // namespace
 
-MoeLayer::MoeLayer(const BlockSpec& spec, Generator& dropout_gen, DType dtype, Device device)
-    : spec_(*spec.mlp.moe), kind_(spec.mlp.kind) {
-  const int64_t E = spec_.experts, C = spec.d_model, hidden = spec.mlp_hidden();
+Tensor MoeLayer::local_experts(const Tensor& rows, const std::vector<int64_t>& expert_rows) const {
+  Tensor h = grouped_linear(rows, cast_cached(up, rows.dtype()), expert_rows);
+  if (kind_ == MlpKind::SwiGLU) {
+    const int64_t hidden = h.size(1) / 2;
+    h = swiglu(h.narrow(1, 0, hidden), h.narrow(1, hidden, hidden));
+  } else {
+    h = gelu(h, "tanh");
+  }
+  return grouped_linear(h, cast_cached(down, rows.dtype()), expert_rows);
+}
+
+Tensor MoeLayer::experts(const Tensor& rows, const std::vector<int64_t>& expert_rows) const {
+  const int64_t ep = factory_->ep_size();
+  if (ep == 1) return local_experts(rows, expert_rows);
+  // Rank j holds experts [j El, (j + 1) El): its rows are one block.
+  const int64_t E = spec_.experts, El = E / ep;
+  std::vector<int64_t> send(static_cast<size_t>(ep), 0), receive(static_cast<size_t>(ep), 0);
+  for (int64_t e = 0; e < E; ++e) send[e / El] += expert_rows[e];
+  // received[i El + l]: the rows rank i sends for local expert l.
+  const Tensor counts = factory_->exchange_expert_counts(tensor(expert_rows, TensorOptions(kInt64).device(rows.device())));
+  const Tensor host = counts.to(kCPU).contiguous();
+  const int64_t* received = host.data_ptr<int64_t>();
+  for (int64_t i = 0; i < ep; ++i)
+    for (int64_t l = 0; l < El; ++l) receive[i] += received[i * El + l];
+  Tensor arrived = factory_->exchange_expert_rows(rows, receive, send);  // by source rank, then local expert
+  // Regrouped by local expert (then source rank) for the grouped GEMM, and back.
+  std::vector<int64_t> start(static_cast<size_t>(ep * El)), order, local_rows(static_cast<size_t>(El), 0);
+  for (int64_t c = 0, at = 0; c < ep * El; ++c) {
+    start[c] = at;
+    at += received[c];
+  }
+  for (int64_t l = 0; l < El; ++l)
+    for (int64_t i = 0; i < ep; ++i)
+      for (int64_t k = 0; k < received[i * El + l]; ++k) {
+        order.push_back(start[i * El + l] + k);
+        ++local_rows[l];
+      }
+  std::vector<int64_t> inverse(order.size());
+  for (size_t k = 0; k < order.size(); ++k) inverse[order[k]] = static_cast<int64_t>(k);
+  const TensorOptions index = TensorOptions(kInt64).device(rows.device());
+  Tensor y = local_experts(index_select(arrived, 0, tensor(order, index)), local_rows);
+  return factory_->exchange_expert_rows(index_select(y, 0, tensor(inverse, index)), send, receive);
+}
+
+MoeLayer::MoeLayer(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype,
+                   Device device)
+    : factory_(&factory), spec_(*spec.mlp.moe), kind_(spec.mlp.kind) {
+  const int64_t E = spec_.experts, C = spec.d_model, hidden = spec.mlp_hidden(), ep = factory.ep_size();
+  KILN_CHECK(E % ep == 0, "[MoeLayer] {} experts do not divide among {} expert-parallel ranks", E, ep);
   const TensorOptions o = TensorOptions(dtype).device(device);
   router = register_parameter("router", empty({E, C}, o));
-  up = register_parameter("up", empty({E, kind_ == MlpKind::SwiGLU ? 2 * hidden : hidden, C}, o));
-  down = register_parameter("down", empty({E, C, hidden}, o));
+  up = register_parameter("up", empty({E / ep, kind_ == MlpKind::SwiGLU ? 2 * hidden : hidden, C}, o));
+  down = register_parameter("down", empty({E / ep, C, hidden}, o));
+  for (const char* name : {"up", "down"}) set_shard_spec(name, {.dim = 0, .experts = true});
   dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
 }
 
@@ -106,15 +153,7 @@ Tensor MoeLayer::forward(const Tensor& x) const {
   const int64_t capacity = spec_.capacity_factor > 0 ? expert_capacity(N, spec_) : -1;
   const Routing r = route(chosen, gates.detach(), E, capacity, spec_.drop_policy);
 
-  Tensor rows = moe_permute(tokens, r.permutation);
-  Tensor h = grouped_linear(rows, cast_cached(up, x.dtype()), r.expert_rows);
-  if (kind_ == MlpKind::SwiGLU) {
-    const int64_t hidden = h.size(1) / 2;
-    h = swiglu(h.narrow(1, 0, hidden), h.narrow(1, hidden, hidden));
-  } else {
-    h = gelu(h, "tanh");
-  }
-  Tensor y = grouped_linear(h, cast_cached(down, x.dtype()), r.expert_rows);
+  Tensor y = experts(moe_permute(tokens, r.permutation), r.expert_rows);
   Tensor out = moe_unpermute(y, gates.to(y.dtype() == kFloat64 ? kFloat64 : kFloat32), r.permutation).view({B, T, C});
 
   if (!is_training() || !autograd::grad_mode_enabled()) return dropout->forward(out);

@@ -155,7 +155,7 @@ Block::Block(const BlockSpec& spec, const LayerFactory& factory, Generator& drop
     // same tokens; a slice of the sequence would give each rank its own
     // routing and auxiliary losses.
     KILN_CHECK(!factory.sequence_parallel(), "[Block] MoE layers do not run with sequence parallelism");
-    moe = register_module("mlp", std::make_shared<MoeLayer>(spec, dropout_gen, dtype, device));
+    moe = register_module("mlp", std::make_shared<MoeLayer>(spec, factory, dropout_gen, dtype, device));
   } else {
     mlp = register_module("mlp", std::make_shared<Mlp>(spec, factory, dropout_gen, dtype, device));
   }

@@ -48,12 +48,12 @@ TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype,
                              std::shared_ptr<const LayerFactory> factory)
     : spec_(spec), factory_(factory ? std::move(factory) : local_layers()) {
   spec.check();
-  const int tp = factory_->tp_size(), pp = factory_->pp_size();
+  const int tp = factory_->tp_size(), pp = factory_->pp_size(), ep = factory_->ep_size();
   KILN_CHECK(spec.n_layer >= pp, "[TransformerLM] {} layers cannot fill {} pipeline stages", spec.n_layer, pp);
   KILN_CHECK(spec.vocab_size >= tp, "[TransformerLM] a vocabulary of {} cannot split among {} tensor-parallel ranks",
              spec.vocab_size, tp);
   build(gen, dtype, device);
-  if (tp == 1 && pp == 1) {
+  if (tp == 1 && pp == 1 && ep == 1) {
     reset_parameters(gen);
   } else {
     // The whole model's initial values; gen ends where one process leaves it.
@@ -91,7 +91,7 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
 }
 
 void TransformerLM::reset_parameters(Generator& gen) {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
              "[TransformerLM] reset_parameters initializes a whole model; at a parallel layout, load a whole "
              "model's values (load_full_state_dict)");
   NoGradGuard no_grad;
@@ -110,7 +110,7 @@ void TransformerLM::reset_parameters(Generator& gen) {
 }
 
 void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
              "[TransformerLM] resize_vocab on one process: resize the whole model, then split it");
   KILN_CHECK(vocab_size >= spec_.vocab_size, "[TransformerLM] resize_vocab grows the vocabulary: {} is below the "
              "model's {}", vocab_size, spec_.vocab_size);
@@ -130,7 +130,7 @@ void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
 }
 
 std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) const {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1,
+  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
              "[TransformerLM] full_state_dict of one rank's part: gather it with dist::full_state_dict");
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;
@@ -148,7 +148,8 @@ std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::stri
     auto it = full.find(name);
     if (it == full.end() && !strict) continue;
     KILN_CHECK(it != full.end(), "[TransformerLM] the whole model's state has no '{}'", name);
-    Tensor mine = shard_spec(name).take(it->second, factory_->tp_rank(), factory_->tp_size());
+    const ShardSpec spec = shard_spec(name);
+    Tensor mine = spec.take(it->second, factory_->shard_rank(spec), factory_->shard_ranks(spec));
     KILN_CHECK(mine.sizes() == p.sizes(), "[TransformerLM] '{}' of shape [{}] gives a part of [{}], this rank holds [{}]",
                name, fmt::join(it->second.sizes(), ", "), fmt::join(mine.sizes(), ", "), fmt::join(p.sizes(), ", "));
     out[name] = mine;

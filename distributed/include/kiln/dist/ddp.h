@@ -16,10 +16,22 @@
 
 namespace kiln::dist {
 
+// Parameters whose gradients are averaged over one group and then scaled.
+struct GradientShare {
+  std::vector<Tensor> params;
+  std::shared_ptr<ProcessGroup> group;
+  double scale = 1.0;
+};
+
 class DistributedDataParallel {
  public:
   // Broadcasts rank 0's parameters and buffers so every replica starts equal.
   DistributedDataParallel(nn::Module& module, std::shared_ptr<ProcessGroup> group, size_t bucket_bytes = 25u << 20);
+  // Each share's parameters over its own group (broadcast from its rank 0
+  // first; buffers are not). Expert parallelism: the experts' over the
+  // expert-data-parallel group scaled by 1 / ep, the rest over the
+  // data-parallel group.
+  explicit DistributedDataParallel(std::vector<GradientShare> shares, size_t bucket_bytes = 25u << 20);
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
@@ -42,6 +54,8 @@ class DistributedDataParallel {
 
  private:
   struct Bucket {
+    ProcessGroup* group;
+    double scale;
     std::vector<Tensor> params;
     size_t ready = 0;
     Tensor flat;
@@ -49,7 +63,7 @@ class DistributedDataParallel {
   };
   void on_grad_ready(size_t bucket);
 
-  std::shared_ptr<ProcessGroup> group_;
+  std::vector<GradientShare> shares_;
   std::vector<Bucket> buckets_;
   bool sync_ = true;
 };

@@ -34,6 +34,8 @@ class ModelParallel : public nn::LayerFactory {
   bool sequence_parallel() const override { return sequence_parallel_; }
   int pp_size() const override { return state_->pp(); }
   int pp_rank() const override { return state_->pp_rank(); }
+  int ep_size() const override { return state_->ep(); }
+  int ep_rank() const override { return state_->ep_rank(); }
 
   std::shared_ptr<nn::LinearLayer> column(const nn::LinearOptions& options,
                                           std::vector<int64_t> segments = {}) const override;
@@ -42,6 +44,9 @@ class ModelParallel : public nn::LayerFactory {
   Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start,
                     const Tensor& targets) const override;
   Tensor vocab_logits(const Tensor& hidden, const Tensor& head, int64_t vocab_size) const override;
+  Tensor exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>& out_splits,
+                              const std::vector<int64_t>& in_splits) const override;
+  Tensor exchange_expert_counts(const Tensor& counts) const override;
 
  private:
   ParallelState* state_;
@@ -54,8 +59,12 @@ class ModelParallel : public nn::LayerFactory {
 // biases after row-parallel layers, positions) over the tp group. Before clipping.
 void sync_gradients(const nn::StagedModel& model, const ParallelState& state);
 // The parameters that a norm over the whole model counts on this rank, so
-// that the sum over the tp and pp groups counts every weight once.
+// that the sum over the tp and pp groups (and, for the experts, the ep
+// group) counts every weight once.
 std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state);
+// Whether a parameter is split across the expert-parallel group (its
+// gradient reduced over the expert-data-parallel group).
+bool is_expert_parameter(const nn::StagedModel& model, const std::string& name);
 // The gradient norm of the whole model (each weight once, over every stage
 // and shard), clipped to max_norm like optim::clip_grad_norm. Returns the
 // norm before clipping.
@@ -63,7 +72,7 @@ double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, 
 
 // Whole tensors under the model's names from this rank's tensors of the same
 // names (its parameters, or optimizer state shaped like them): assembled
-// across tp, collected from every stage on world rank 0; other ranks get an
+// across tp (experts across ep), collected from every stage on world rank 0; other ranks get an
 // empty map. Collective over the world. Vocabulary tables lose their padding.
 std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const ParallelState& state,
                                           const std::map<std::string, Tensor>& local);

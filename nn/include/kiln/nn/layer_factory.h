@@ -32,6 +32,22 @@ class LayerFactory {
   // Pipeline parallelism: this process runs stage pp_rank of pp_size.
   virtual int pp_size() const { return 1; }
   virtual int pp_rank() const { return 0; }
+  // Expert parallelism: how many ranks share out each MoE layer's experts
+  // (whole experts each), and which this is.
+  virtual int ep_size() const { return 1; }
+  virtual int ep_rank() const { return 0; }
+  // The ranks a parameter of this spec is split across, and this one's place among them.
+  int shard_ranks(const ShardSpec& spec) const { return spec.experts ? ep_size() : tp_size(); }
+  int shard_rank(const ShardSpec& spec) const { return spec.experts ? ep_rank() : tp_rank(); }
+
+  // Expert parallelism's all-to-alls (dist::exchange_rows) over the
+  // expert-parallel group: rows in blocks of in_splits[j] go to rank j and
+  // out_splits[i] arrive from rank i, with gradients; and each rank's count
+  // (E) int64 of rows for every expert, of which rank j receives the block of
+  // its own experts: (E), block i from rank i.
+  virtual Tensor exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>& out_splits,
+                                      const std::vector<int64_t>& in_splits) const;
+  virtual Tensor exchange_expert_counts(const Tensor& counts) const;
 
   // A linear layer whose output features are split (Megatron's column
   // parallel: q/k/v, the MLP's first layer): (..., in) -> (..., out / tp).

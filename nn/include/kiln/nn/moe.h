@@ -58,13 +58,18 @@ struct MoeStats {
 
 class MoeLayer : public Module {
  public:
-  MoeLayer(const BlockSpec& spec, Generator& dropout_gen, DType dtype, Device device);
+  // With expert parallelism (factory.ep_size() > 1), this rank holds experts
+  // [ep_rank E / ep, (ep_rank + 1) E / ep); each forward sends every routed
+  // row to its expert's rank and back (two all-to-alls each way).
+  MoeLayer(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
+  MoeLayer(const BlockSpec& spec, Generator& dropout_gen, DType dtype = kFloat32, Device device = kCPU)
+      : MoeLayer(spec, *local_layers(), dropout_gen, dtype, device) {}
   // x (B, T, C) -> (B, T, C).
   Tensor forward(const Tensor& x) const;
 
   Tensor router;  // (E, C)
-  Tensor up;      // (E, hidden, C), or (E, 2 hidden, C) holding [gate; up] for SwiGLU
-  Tensor down;    // (E, C, hidden)
+  Tensor up;      // (local E, hidden, C), or (local E, 2 hidden, C) holding [gate; up] for SwiGLU
+  Tensor down;    // (local E, C, hidden)
   std::shared_ptr<Dropout> dropout;
 
   // The auxiliary losses' gradient: 1 / the micro-batches a step averages.
@@ -73,6 +78,12 @@ class MoeLayer : public Module {
   void reset_stats() { stats_ = {}; }
 
  private:
+  // The routed rows (R, C), in the experts' order, through this rank's
+  // experts: across the expert-parallel group when it has more than one rank.
+  Tensor experts(const Tensor& rows, const std::vector<int64_t>& expert_rows) const;
+  Tensor local_experts(const Tensor& rows, const std::vector<int64_t>& expert_rows) const;
+
+  const LayerFactory* factory_;
   MoeSpec spec_;
   MlpKind kind_;
   mutable double aux_loss_scale_ = 1.0;

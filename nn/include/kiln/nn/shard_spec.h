@@ -26,6 +26,9 @@ struct ShardSpec {
   std::vector<int64_t> segments;  // empty: one segment, the whole dim
   int64_t valid = -1;             // >= 0: the real extent along dim (a single segment)
   int64_t padded = -1;            // with valid: the extent with padding
+  // Split across the expert-parallel group (whole experts along dim 0), not
+  // the tensor-parallel one.
+  bool experts = false;
 
   bool replicated() const { return dim < 0; }
   // Rank `rank`'s part of full.
