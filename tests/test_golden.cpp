@@ -1,4 +1,4 @@
-// kiln's GPT-2 and Llama against PyTorch + Hugging Face (tests/golden/make_golden.py):
+// kiln's GPT-2, Llama and Mixtral against PyTorch + Hugging Face (tests/golden/make_golden.py):
 // logits, loss, every gradient and the parameters after one AdamW step, each
 // to 1e-5 of the tensor's largest magnitude, in float32 and in float64. The
 // golden values come from float64; AdamW's first step divides a gradient by
@@ -6,7 +6,8 @@
 // the Llama's is 4e-9) float32's rounding of it decides the step, and the
 // step is compared in float32 only where the gradient stands clear of eps.
 // Also writes each model as a kiln checkpoint for the script's Hugging Face
-// round-trip check.
+// round-trip check. And Switch Transformer's top-1 router: choices, gates,
+// drops at a small capacity, z-loss and balancing loss.
 
 #include <filesystem>
 
@@ -164,4 +165,42 @@ TEST_CASE("tiny Mixtral (4 experts, top-2, GQA) matches PyTorch, and its balanci
   missing.erase("model.layers.1.block_sparse_moe.experts.3.w3.weight");
   CHECK_THROWS_WITH(nn::hf::load_weights(model, missing),
                     Catch::Contains("no 'model.layers.1.block_sparse_moe.experts.3.w3.weight'"));
+}
+
+TEST_CASE("Switch's top-1 router: choices, gates, drops by position, z-loss and balancing loss as transformers'") {
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/switch_router.safetensors");
+  auto at = [&](const char* name) { return golden.tensors.at(name).to(kFloat64); };
+  const Tensor x = at("x"), weight = at("router.weight");  // (12, 8), (4, 8)
+  // Capacity 2 per expert for 12 tokens: Switch's expert_capacity of the sequence.
+  const nn::MoeSpec spec{.experts = 4, .top_k = 1, .score = nn::RouterScore::SoftmaxThenTopK, .capacity_factor = 0.6,
+                         .drop_policy = nn::DropPolicy::Position, .aux_loss_coeff = 1, .z_loss_coeff = 1};
+  REQUIRE(nn::expert_capacity(12, spec) == 2);
+  const Tensor logits = matmul(x, weight.t());
+  KT_CHECK_CLOSE(logits, kt::values(at("logits")), 1e-5);
+  auto [gates, chosen] = topk(softmax(logits, -1), 1);
+  KT_CHECK_CLOSE(gates.view({12}), kt::values(at("gates")), 1e-5);
+  const nn::Routing routing = nn::route(chosen, gates, 4, 2, nn::DropPolicy::Position);
+  const std::vector<double> slot = kt::values(routing.permutation.slot), expert = kt::values(chosen);
+  std::vector<double> kept(12 * 4, 0.0);
+  for (int64_t t = 0; t < 12; ++t)
+    if (slot[t] >= 0) kept[t * 4 + static_cast<int64_t>(expert[t])] = 1;
+  CHECK(kept == kt::values(at("kept")));
+
+  // The losses, through a layer with this router (coefficients 1).
+  Generator gen(3);
+  nn::MoeLayer layer({.d_model = 8, .attention = {.heads = 1},
+                      .mlp = {.kind = nn::MlpKind::GeluTanh, .hidden = 4, .bias = false, .moe = spec}},
+                     gen, kFloat64);
+  {
+    NoGradGuard no_grad;
+    layer.router.copy_(weight);
+    layer.up.copy_(randn(layer.up.sizes(), gen, kFloat64));
+    layer.down.copy_(randn(layer.down.sizes(), gen, kFloat64));
+  }
+  layer.forward(x.view({1, 12, 8}));
+  CHECK(layer.stats().z_loss == Approx(at("z_loss").item<double>()).epsilon(1e-5));
+  // transformers' balancing loss of the choices before drops (its model passes the choices after them, which
+  // counts a dropped token for expert 0).
+  CHECK(layer.stats().aux_loss == Approx(at("balance").item<double>()).epsilon(1e-5));
+  CHECK(layer.stats().dropped == 12 - 7);
 }

@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
       LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MixtralConfig, MixtralForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+from transformers.models.switch_transformers import modeling_switch_transformers as switch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name: (config class, model class, config, tokens per sequence)
@@ -124,6 +125,25 @@ def make_golden(name):
     print(f"wrote {path}: loss {loss.item():.6f}")
 
 
+def make_switch_router():
+    """Switch Transformer's top-1 router (SwitchTransformersTop1Router) on one sequence of 12 tokens over 4
+    experts at a capacity of 2 per expert, in float32 (its only precision): its logits, the kept one-hot choices (drops by position), the gates,
+    the z-loss and the balancing loss of the choices before any drop."""
+    torch.manual_seed(7)
+    config = switch.SwitchTransformersConfig(num_experts=4, expert_capacity=2, d_model=8, router_dtype="float32")
+    router = switch.SwitchTransformersTop1Router(config)
+    x = torch.randn(1, 12, 8)
+    kept, gates, logits = router(x)
+    probs = torch.softmax(logits, dim=-1)
+    tensors = {"x": x[0], "router.weight": router.classifier.weight.detach(), "logits": logits[0].detach(),
+               "kept": kept[0].double(), "gates": gates[0, :, 0].detach(),
+               "z_loss": switch.router_z_loss_func(logits).detach().reshape(1),
+               "balance": switch.load_balancing_loss_func(probs, logits.argmax(-1)).detach().reshape(1)}
+    path = os.path.join(HERE, "switch_router.safetensors")
+    save_file(tensors, path, metadata={"torch": torch.__version__, "config": str(config.to_dict()["expert_capacity"])})
+    print(f"wrote {path}: {int(kept.sum())} of 12 tokens kept")
+
+
 def check_kiln(directories):
     lines = []
     for directory in directories:
@@ -144,10 +164,12 @@ def check_kiln(directories):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), help="write this model's golden values")
+    parser.add_argument("--model", choices=sorted(MODELS) + ["switch_router"], help="write this model's golden values")
     parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
     args = parser.parse_args()
     if args.check_kiln:
         check_kiln(args.check_kiln)
+    elif args.model == "switch_router":
+        make_switch_router()
     else:
         make_golden(args.model or "gpt2")
