@@ -118,6 +118,10 @@ Tensor ref_mlp(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& bloc
     const int64_t hidden = up.size(-1) / 2;
     Tensor gate = up.narrow(-1, 0, hidden);
     h = gate / (exp(gate * -1.0) + 1.0) * up.narrow(-1, hidden, hidden);
+  } else if (spec.mlp.kind == nn::MlpKind::Gelu) {  // x Phi(x), Phi from std::erf
+    std::vector<double> phi = values(up);
+    for (double& v : phi) v = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
+    h = up * tensor(phi, kFloat64).view(up.sizes());
   } else {
     h = up * 0.5 * (tanh((up + up * up * up * 0.044715) * std::sqrt(2.0 / std::numbers::pi)) + 1.0);
   }
@@ -158,6 +162,9 @@ std::vector<Case> cases() {
   nn::BlockSpec post = gpt2;
   post.placement = nn::NormPlacement::Post;
   post.attention.mask = nn::AttentionMask::Bidirectional;
+  nn::BlockSpec bert = post;
+  bert.mlp.kind = nn::MlpKind::Gelu;
+  bert.norm.eps = 1e-12;
   nn::BlockSpec mqa = llama;
   mqa.attention.kv_heads = 1;
   mqa.attention.head_dim = 6;  // heads * head_dim != d_model
@@ -175,6 +182,7 @@ std::vector<Case> cases() {
   return {{"GPT-2: LayerNorm, pre-norm, MHA, biases, GELU", gpt2},
           {"Llama: RMSNorm, GQA, RoPE 500000, SwiGLU, no biases", llama},
           {"post-norm, bidirectional", post},
+          {"BERT: post-norm, bidirectional, GELU with erf, eps 1e-12", bert, {{}, {7, 5}}},
           {"MQA, head size 6, scale 0.3", mqa},
           {"RoPE with Llama 3 scaling", scaled},
           {"LayerNorm without bias, SwiGLU with biases (default hidden size), RoPE", layer_norm_no_bias},

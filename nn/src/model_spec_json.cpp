@@ -32,8 +32,8 @@ const std::initializer_list<std::pair<const char*, NormPlacement>> kPlacements{{
                                                                                {"post", NormPlacement::Post}};
 const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
     {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional}};
-const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{{"gelu_tanh", MlpKind::GeluTanh},
-                                                                   {"swiglu", MlpKind::SwiGLU}};
+const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{
+    {"gelu_tanh", MlpKind::GeluTanh}, {"gelu", MlpKind::Gelu}, {"swiglu", MlpKind::SwiGLU}};
 const std::initializer_list<std::pair<const char*, RouterScore>> kScores{
     {"topk_then_softmax", RouterScore::TopKThenSoftmax}, {"softmax_then_topk", RouterScore::SoftmaxThenTopK}};
 const std::initializer_list<std::pair<const char*, DropPolicy>> kDropPolicies{{"probs", DropPolicy::Probs},

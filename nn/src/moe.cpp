@@ -88,7 +88,7 @@ Tensor MoeLayer::local_experts(const Tensor& rows, const std::vector<int64_t>& e
     const int64_t hidden = h.size(1) / 2;
     h = swiglu(h.narrow(1, 0, hidden), h.narrow(1, hidden, hidden));
   } else {
-    h = gelu(h, "tanh");
+    h = gelu(h, kind_ == MlpKind::Gelu ? "none" : "tanh");
   }
   return grouped_linear(h, cast_cached(down, rows.dtype()), expert_rows);
 }

@@ -138,6 +138,8 @@ Tensor Mlp::forward(const Tensor& x) const {
     Tensor gate_up = up->forward(x);
     const int64_t hidden = gate_up.size(-1) / 2;
     h = swiglu(gate_up.narrow(-1, 0, hidden), gate_up.narrow(-1, hidden, hidden));
+  } else if (kind_ == MlpKind::Gelu) {
+    h = gelu(up->forward(x));
   } else {
     h = up->forward(x, Activation::GeluTanh);
   }

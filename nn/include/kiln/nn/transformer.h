@@ -27,8 +27,9 @@ enum class NormPlacement { Pre, Post };
 // lengths come with the input). Key padding (AttentionInputs::key_lengths)
 // goes with any of them.
 enum class AttentionMask { Causal, Bidirectional, PrefixLM };
-// GELU-tanh MLP (GPT-2): down(gelu(up(x))). SwiGLU (LLaMA): down(silu(gate(x)) * up(x)).
-enum class MlpKind { GeluTanh, SwiGLU };
+// GELU-tanh MLP (GPT-2): down(gelu_tanh(up(x))); GELU with erf (BERT):
+// down(gelu(up(x))). SwiGLU (LLaMA): down(silu(gate(x)) * up(x)).
+enum class MlpKind { GeluTanh, Gelu, SwiGLU };
 
 struct NormSpec {
   NormKind kind = NormKind::LayerNorm;
