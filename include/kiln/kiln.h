@@ -22,6 +22,7 @@
 #include "kiln/nn/init.h"
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"
+#include "kiln/nn/models/bert.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/hf.h"
 #include "kiln/nn/models/llama.h"

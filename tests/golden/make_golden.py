@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|switch_router
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
       LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -19,8 +19,8 @@ import os
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MixtralConfig, MixtralForCausalLM)
+from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, GPT2Config, GPT2LMHeadModel,
+                          LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.models.switch_transformers import modeling_switch_transformers as switch
 
@@ -125,6 +125,53 @@ def make_golden(name):
     print(f"wrote {path}: loss {loss.item():.6f}")
 
 
+def make_bert():
+    """A tiny BertForPreTraining: two sequences of 10 tokens with two token types, the second padded after 7
+    (attention_mask), masked-LM labels at some positions and next-sentence labels; its logits of both heads,
+    loss, every gradient and the parameters after one AdamW step, in float64, under the checkpoint's names."""
+    torch.manual_seed(4321)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=16, type_vocab_size=2, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    model = BertForPreTraining(config)
+    with torch.no_grad():  # biases and norms away from their initial values, so their gradients are tested
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    model = model.double()
+    initial = {k: v.detach().float().clone().contiguous() for k, v in model.state_dict().items()
+               if not k.endswith("position_ids")}
+    idx = torch.randint(0, 100, (2, 10))
+    types = torch.tensor([[0] * 5 + [1] * 5, [0] * 4 + [1] * 6])
+    lengths = torch.tensor([10, 7])
+    mask = (torch.arange(10)[None, :] < lengths[:, None]).long()
+    labels = torch.full((2, 10), -100)
+    labels[0, [1, 4, 8]] = torch.randint(0, 100, (3,))
+    labels[1, [2, 5]] = torch.randint(0, 100, (2,))
+    nsp = torch.tensor([0, 1])
+    out = model(input_ids=idx, token_type_ids=types, attention_mask=mask, labels=labels, next_sentence_label=nsp)
+    out.loss.backward()
+    names = {id(p): n for n, p in model.named_parameters()}
+    grads = {f"grad.{names[id(p)]}": p.grad.float().contiguous() for p in model.parameters()}
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
+    opt.step()
+    after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
+    tensors = dict(initial)
+    tensors.update(grads)
+    tensors.update(after)
+    tensors.update({"input_ids": idx, "token_type_ids": types, "lengths": lengths, "labels": labels,
+                    "next_sentence_label": nsp, "prediction_logits": out.prediction_logits.detach().float(),
+                    "seq_relationship_logits": out.seq_relationship_logits.detach().float(),
+                    "loss": out.loss.detach().float().reshape(1)})
+    path = os.path.join(HERE, "bert_tiny.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path,
+              metadata={"torch": torch.__version__, "config": str(config.to_dict())})
+    print(f"wrote {path}: loss {out.loss.item():.6f}")
+
+
 def make_switch_router():
     """Switch Transformer's top-1 router (SwitchTransformersTop1Router) on one sequence of 12 tokens over 4
     experts at a capacity of 2 per expert, in float32 (its only precision): its logits, the kept one-hot choices (drops by position), the gates,
@@ -147,10 +194,15 @@ def make_switch_router():
 def check_kiln(directories):
     lines = []
     for directory in directories:
-        model = AutoModelForCausalLM.from_pretrained(directory, experts_implementation="eager").double().eval()
         ref = load_file(os.path.join(directory, "kiln_logits.safetensors"))
-        with torch.no_grad():
-            logits = model(ref["input_ids"]).logits
+        if "bert" in directory:
+            model = BertForPreTraining.from_pretrained(directory).double().eval()
+            with torch.no_grad():
+                logits = model(ref["input_ids"]).prediction_logits
+        else:
+            model = AutoModelForCausalLM.from_pretrained(directory, experts_implementation="eager").double().eval()
+            with torch.no_grad():
+                logits = model(ref["input_ids"]).logits
         kiln = ref["logits"].double()
         err = ((logits - kiln).abs().max() / kiln.abs().max()).item()
         verdict = "PASS" if err <= 1e-5 else "FAIL"
@@ -164,12 +216,15 @@ def check_kiln(directories):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS) + ["switch_router"], help="write this model's golden values")
+    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "switch_router"],
+                        help="write this model's golden values")
     parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
     args = parser.parse_args()
     if args.check_kiln:
         check_kiln(args.check_kiln)
     elif args.model == "switch_router":
         make_switch_router()
+    elif args.model == "bert":
+        make_bert()
     else:
         make_golden(args.model or "gpt2")

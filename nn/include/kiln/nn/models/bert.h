@@ -1,0 +1,95 @@
+#pragma once
+// BERT (Devlin et al. 2019): word, position and token-type embeddings summed
+// and layer-normalized, post-norm bidirectional blocks with the exact (erf)
+// GELU, a pooler (tanh of a linear map of the first token, [CLS]), and the
+// pre-training heads: the masked-LM head (a linear map, GELU and LayerNorm,
+// then the word embeddings' transpose with a bias of its own) and the
+// next-sentence head (two classes from the pooled output).
+//
+// The config's fields are Hugging Face's BertConfig's; weights load from and
+// save to BertForPreTraining ("bert.encoder.layer.0.attention.self.query.weight").
+// Initialized as Hugging Face initializes it: N(0, initializer_range) for
+// matrices and embeddings, zero biases, unit norms.
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "kiln/nn/layers.h"
+#include "kiln/nn/linear.h"
+#include "kiln/nn/transformer.h"
+
+namespace kiln::nn {
+
+struct BertConfig {
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  // [PAD]: its embedding gets no gradient from its lookups (Hugging Face's
+  // padding_idx), only from the tied masked-LM decoder. -1: none.
+  int64_t pad_token_id = 0;
+  double layer_norm_eps = 1e-12;
+  double hidden_dropout_prob = 0.1;  // on the embeddings and every block's attention and MLP outputs
+  double initializer_range = 0.02;
+
+  // The blocks' spec.
+  BlockSpec block() const;
+  // BERT-base (110M parameters) and BERT-large (340M).
+  static BertConfig base();
+  static BertConfig large();
+};
+
+struct BertOutput {
+  Tensor sequence;  // (B, T, C): the last block's output
+  Tensor pooled;    // (B, C): tanh(pooler(sequence[:, 0]))
+};
+
+class Bert : public Module {
+ public:
+  explicit Bert(const BertConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,
+                Device device = kCPU);
+
+  // ids (B, T) int64; token_types (B, T) or undefined (all type 0); padding
+  // through inputs->key_lengths (keys past each row's length are never seen).
+  BertOutput forward(const Tensor& ids, const Tensor& token_types = {}, const AttentionInputs* inputs = nullptr) const;
+  // The masked-LM logits (B, T, vocab) of forward's sequence.
+  Tensor mlm_logits(const Tensor& sequence) const;
+  // The next-sentence logits (B, 2) of forward's pooled output: 0 is "B follows A".
+  Tensor nsp_logits(const Tensor& pooled) const;
+  // BertForPreTraining's loss: the masked-LM cross-entropy over the labelled
+  // positions (mlm_labels (B, T), -100 elsewhere) plus the next-sentence one
+  // (nsp_labels (B), or undefined for none).
+  Tensor pretraining_loss(const Tensor& ids, const Tensor& token_types, const Tensor& mlm_labels,
+                          const Tensor& nsp_labels = {}, const AttentionInputs* inputs = nullptr) const;
+
+  // Initializes every parameter as Hugging Face does.
+  void reset_parameters(Generator& gen);
+  const BertConfig& config() const { return config_; }
+
+  std::shared_ptr<Embedding> embed_tokens, embed_positions, embed_types;
+  std::shared_ptr<LayerNorm> embed_norm;
+  std::shared_ptr<Dropout> drop;
+  std::shared_ptr<ModuleList> layers;
+  std::shared_ptr<Linear> pooler;
+  std::shared_ptr<Linear> transform;  // the masked-LM head's transform, before GELU and its norm
+  std::shared_ptr<LayerNorm> transform_norm;
+  Tensor mlm_bias;  // (vocab): the decoder's bias (its weight is embed_tokens')
+  std::shared_ptr<Linear> nsp;
+
+ private:
+  BertConfig config_;
+};
+
+namespace bert {
+// BertForPreTraining's names and config.json.
+std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& state);
+std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, const BertConfig& config);
+std::string hf_config_json(const BertConfig& config);
+BertConfig from_hf_config(const std::string& json);
+}  // namespace bert
+
+}  // namespace kiln::nn
