@@ -212,3 +212,48 @@ TEST_CASE("the example loader pads each batch to its longest example and keeps g
   CHECK_THROWS_WITH(data::ExampleLoader(std::vector<data::ChatExample>(3), {.group = 2}),
                     Catch::Contains("3 examples do not come in groups of 2"));
 }
+
+TEST_CASE("BERT's masking: round(15%) of each row (capped at 20 per 128), 80/10/10, never [CLS]/[SEP]/padding") {
+  // 400 rows of 128: [CLS] = 1, [SEP] = 2 at the ends, the rest from [10, 1000); every other row padded after 100.
+  const int64_t B = 400, T = 128, cls = 1, sep = 2, mask = 3, pad = 0;
+  Generator gen(8);
+  Tensor tokens = randint(10, 1000, {B, T}, gen);
+  std::vector<int64_t> lens;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t length = b % 2 ? 100 : T;
+    lens.push_back(length);
+    tokens[b][0].fill_(cls);
+    tokens[b][length - 1].fill_(sep);
+    if (length < T) tokens[b].narrow(0, length, T - length).fill_(pad);
+  }
+  const data::MaskingOptions options{.mask_id = mask, .vocab_size = 1000, .never_mask = {cls, sep, pad}};
+  Generator draw(9);
+  const data::MaskedBatch m = data::mask_tokens(tokens, tensor(lens), options, draw);
+  const std::vector<double> in = kt::values(tokens), out = kt::values(m.inputs), lab = kt::values(m.labels);
+  int64_t masked = 0, replaced = 0, kept = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t chosen = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t i = static_cast<size_t>(b * T + t);
+      if (lab[i] == -100) {
+        CHECK(out[i] == in[i]);  // untouched
+        continue;
+      }
+      ++chosen;
+      CHECK(lab[i] == in[i]);
+      CHECK((t > 0 && t < lens[b] - 1));  // never [CLS], [SEP] or padding
+      if (out[i] == mask) ++masked;
+      else if (out[i] == in[i]) ++kept;
+      else ++replaced;
+    }
+    // round(128 x 0.15) = 19 (under the cap of 20); round(100 x 0.15) = 15 (cap round(20 x 100 / 128) = 16).
+    CHECK(chosen == (lens[b] == T ? 19 : 15));
+  }
+  const double total = static_cast<double>(masked + replaced + kept);  // 6800
+  CHECK(masked / total == Approx(0.8).margin(0.02));
+  CHECK(replaced / total == Approx(0.1).margin(0.015));
+  CHECK(kept / total == Approx(0.1).margin(0.015));
+  // The same generator state draws the same corruption.
+  Generator again(9);
+  CHECK(kt::values(data::mask_tokens(tokens, tensor(lens), options, again).inputs) == out);
+}

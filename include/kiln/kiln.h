@@ -7,6 +7,7 @@
 #include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
 #include "kiln/data/example_loader.h"
+#include "kiln/data/masked_lm.h"
 #include "kiln/data/shuffle.h"
 #include "kiln/data/token_file.h"
 #include "kiln/data/tokenizer.h"
