@@ -58,6 +58,19 @@ ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 WEIGHT_DECAY = 0.1
 
 
+def gradients_and_step(model):
+    """Every parameter's gradient ("grad.NAME") and its value after one AdamW step ("after.NAME"), in float32."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    grads = {f"grad.{names[id(p)]}": p.grad.float().contiguous() for p in model.parameters()}
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
+    opt.step()
+    after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
+    return grads, after
+
+
 def disk_names(tensors):
     """transformers 5 holds a layer's experts fused (mlp.gate, mlp.experts.gate_up_proj and down_proj); its
     checkpoints, and kiln's mapping, name them as Mixtral's release does (block_sparse_moe.gate, experts.E.w1/w2/w3)."""
@@ -101,14 +114,7 @@ def make_golden(name):
     logits = out.logits
     loss = torch.nn.functional.cross_entropy(logits.view(-1, config["vocab_size"]), targets.view(-1))
     loss.backward()
-    names = {id(p): n for n, p in model.named_parameters()}
-    grads = {f"grad.{names[id(p)]}": p.grad.float().contiguous() for p in model.parameters()}
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                             {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
-    opt.step()
-    after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
+    grads, after = gradients_and_step(model)
     tensors = disk_names(initial)
     tensors.update(disk_names(grads))
     tensors.update(disk_names(after))
@@ -151,14 +157,7 @@ def make_bert():
     nsp = torch.tensor([0, 1])
     out = model(input_ids=idx, token_type_ids=types, attention_mask=mask, labels=labels, next_sentence_label=nsp)
     out.loss.backward()
-    names = {id(p): n for n, p in model.named_parameters()}
-    grads = {f"grad.{names[id(p)]}": p.grad.float().contiguous() for p in model.parameters()}
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                             {"params": no_decay, "weight_decay": 0.0}], **ADAMW)
-    opt.step()
-    after = {f"after.{names[id(p)]}": p.detach().float().contiguous() for p in model.parameters()}
+    grads, after = gradients_and_step(model)
     tensors = dict(initial)
     tensors.update(grads)
     tensors.update(after)
