@@ -547,6 +547,33 @@ TEST_CASE("a tiny Llama (GQA, RoPE tables on the device, SwiGLU, recomputation) 
   check_trains_like_cpu(cpu, gpu);
 }
 
+TEST_CASE("MoE: topk, permutation both ways, grouped GEMM, and a tiny Mixtral trains the same on the GPU") {
+  Generator gen(23);
+  Tensor experts = tensor(std::vector<int64_t>{2, 0, 1, 2, 0, 3, 3, 1, 2, 1}).view({5, 2});
+  Tensor gates = softmax(randn({5, 2}, gen, kFloat64), -1).to(kFloat32);
+  for (int64_t capacity : {int64_t(-1), int64_t(2)}) {
+    const nn::Routing cpu_plan = nn::route(experts, gates, 4, capacity, nn::DropPolicy::Probs);
+    const nn::Routing gpu_plan = nn::route(experts.to(kGpu), gates.to(kGpu), 4, capacity, nn::DropPolicy::Probs);
+    compare("moe_permute then moe_unpermute",
+            [&](const std::vector<Tensor>& in) {
+              const nn::Routing& plan = in[0].device().is_cpu() ? cpu_plan : gpu_plan;
+              return moe_unpermute(moe_permute(in[0], plan.permutation) * 1.5, in[1], plan.permutation);
+            },
+            {randn({5, 70}, gen), gates}, gpu_tolerance(kFloat32));
+  }
+  const std::vector<int64_t> groups{3, 0, 4, 1};
+  compare("grouped_linear", [&](const std::vector<Tensor>& in) { return grouped_linear(in[0], in[1], groups); },
+          {randn({8, 24}, gen), randn({4, 40, 24}, gen)}, gpu_tolerance(kFloat32));
+  compare("topk", [](const std::vector<Tensor>& in) { return topk(in[0], 2).first; }, {randn({6, 8}, gen)}, gpu_tolerance(kFloat32));
+
+  nn::LlamaConfig config{.vocab_size = 61, .hidden_size = 32, .intermediate_size = 24, .num_hidden_layers = 2,
+                         .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                         .moe = nn::MoeSpec{.experts = 4, .top_k = 2, .z_loss_coeff = 1e-3}};
+  Generator g1(7), g2(7);
+  nn::Llama cpu(config, g1), gpu(config, g2, kFloat32, kGpu);
+  check_trains_like_cpu(cpu, gpu);
+}
+
 TEST_CASE("NCCL at world size 1: collectives are identities") {
   auto group = dist::nccl_world(0);
   REQUIRE(group->size() == 1);
