@@ -307,3 +307,24 @@ TEST_CASE("MoE language models: the spec's layers take experts, and the spec sur
   bad.mlp.bias = true;
   CHECK_THROWS_WITH(bad.check(), Catch::Contains("MoE experts have no biases"));
 }
+
+TEST_CASE("an MoE block recomputed in backward gives the stored activations' gradients, auxiliary losses included") {
+  nn::BlockSpec spec{.d_model = 16, .attention = {.heads = 4},
+                     .mlp = {.kind = nn::MlpKind::SwiGLU, .hidden = 12, .bias = false,
+                             .moe = nn::MoeSpec{.experts = 4, .top_k = 2, .capacity_factor = 1.0,
+                                                .aux_loss_coeff = 0.1, .z_loss_coeff = 0.01}}};
+  auto gradients = [&](bool recompute) {
+    spec.recompute = recompute;
+    Generator init(3), drop(4);
+    nn::Block block(spec, drop, kFloat64);
+    block.reset_parameters(init, 0.3, 0.3);
+    Tensor x = randn({2, 7, 16}, init, kFloat64).requires_grad_();
+    Tensor y = block.forward(x);
+    sum(y * randn(y.sizes(), init, kFloat64)).backward();
+    std::vector<std::vector<double>> out{values(x.grad())};
+    for (const Tensor& p : block.parameters()) out.push_back(values(p.grad()));
+    CHECK(block.moe->stats().forwards == 1);  // the replay's forward, counted once
+    return out;
+  };
+  CHECK(gradients(true) == gradients(false));
+}
