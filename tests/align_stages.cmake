@@ -126,6 +126,23 @@ if(rm_last LESS 0.8)
 endif()
 message(STATUS "reward: held-out accuracy ${rm_accuracy}")
 
+# evaluate --pass-at: at temperature 0 every sample is the greedy answer, so
+# pass@4 and the share of right samples are the greedy accuracy; sampled, a
+# prompt is solved at least as often as a sample is right.
+foreach(temperature 0 1)
+  run(${BIN}/evaluate --model ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model --data ${WORK}/prompts.jsonl
+      --max-new-tokens 4 --pass-at 4 --temperature ${temperature} --json ${WORK}/pass_at_${temperature}.jsonl)
+  file(READ ${WORK}/pass_at_${temperature}.jsonl line)
+  foreach(key accuracy pass_at_4 sample_accuracy)
+    string(JSON ${key}_${temperature} GET "${line}" ${key})
+  endforeach()
+endforeach()
+if(NOT (pass_at_4_0 EQUAL accuracy_0 AND sample_accuracy_0 EQUAL accuracy_0 AND pass_at_4_1 GREATER_EQUAL sample_accuracy_1))
+  message(FATAL_ERROR "evaluate --pass-at: greedy ${accuracy_0}, at temperature 0 pass@4 ${pass_at_4_0} and samples "
+                      "${sample_accuracy_0}; at 1 pass@4 ${pass_at_4_1} below samples ${sample_accuracy_1}")
+endif()
+message(STATUS "evaluate: greedy ${accuracy_0}; at temperature 1 pass@4 ${pass_at_4_1}, samples ${sample_accuracy_1}")
+
 set(grpo_common ${BIN}/grpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tokenizer.model
     --data ${WORK}/prompts.jsonl --val-fraction 0.25 --group 4 --max-new-tokens 4 --lr 1e-3 --eval-every 6
     --checkpoint-every 6 --log-every 6 --keep 10)

@@ -8,7 +8,11 @@
 // --model is a run directory (its newest checkpoint) or one checkpoint;
 // --data is JSON lines of {"prompt": ..., "answer": ...}. Prints the
 // accuracy and, with --json, appends {"model", "accuracy", "prompts"} to a file;
-// --answers writes every prompt's greedy answer beside the right one.
+// --answers writes every prompt's greedy answer beside the right one. With
+// --pass-at K it also samples K answers per prompt at --temperature and
+// reports pass@K (the share of prompts with a right one among them) and the
+// share of right samples: how much a reinforcement-learning stage, which
+// turns right samples into greedy answers, has to work with.
 
 #include <numeric>
 
@@ -18,8 +22,48 @@ namespace {
 
 struct Args {
   std::string model, tokenizer, data, json, answers, device = "cpu";
-  int64_t max_new_tokens = 16, batch = 64;
+  int64_t max_new_tokens = 16, batch = 64, pass_at = 0;
+  double temperature = 1.0;
+  uint64_t seed = 1;
 };
+
+// pass@k and the share of right samples over the prompts, each prompt's k
+// samples drawn from generators of (seed, prompt, sample); data-parallel
+// ranks take every R-th prompt and sum their counts over `group`.
+std::pair<double, double> sampled_accuracy(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
+                                           const align::Prompts& prompts, const Args& a,
+                                           kiln::dist::ProcessGroup& group) {
+  kiln::NoGradGuard no_grad;
+  const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
+  const auto n = static_cast<int64_t>(prompts.examples.size());
+  std::vector<double> counts(3, 0.0);  // prompts solved, right samples, prompts seen
+  const int64_t per_batch = std::max<int64_t>(1, a.batch / a.pass_at);
+  for (int64_t first = group.rank() * per_batch; first < n; first += group.size() * per_batch) {
+    std::vector<std::vector<int64_t>> ids;
+    std::vector<kiln::Generator> samplers;
+    const int64_t last = std::min(n, first + per_batch);
+    for (int64_t i = first; i < last; ++i)
+      for (int64_t k = 0; k < a.pass_at; ++k) {
+        ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
+        samplers.emplace_back(a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i * a.pass_at + k) + 1);
+      }
+    const kiln::nn::BatchGeneration drawn =
+        kiln::nn::generate_batch(model, ids, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
+    for (int64_t i = first; i < last; ++i) {
+      double right = 0;
+      for (int64_t k = 0; k < a.pass_at; ++k)
+        right += align::rule_reward(align::decode_response(tok, drawn.tokens[static_cast<size_t>((i - first) * a.pass_at + k)]),
+                                    prompts.answers[static_cast<size_t>(i)]);
+      counts[0] += right > 0 ? 1.0 : 0.0;
+      counts[1] += right;
+      counts[2] += 1;
+    }
+  }
+  kiln::Tensor total = kiln::tensor(counts).to(model.embed_tokens->weight.device());
+  group.all_reduce(total);
+  const double seen = std::max(1.0, total[2].item<double>());
+  return {total[0].item<double>() / seen, total[1].item<double>() / (seen * static_cast<double>(a.pass_at))};
+}
 
 int run(const Args& a) {
   auto world = kiln::dist::mpi_world();
@@ -46,12 +90,20 @@ int run(const Args& a) {
   };
   const double accuracy = align::heldout_accuracy(model, tok, rendered, a.max_new_tokens, a.batch, *layout.dp_group(),
                                                   a.answers.empty() ? align::GradedAnswer{} : show);
-  if (world->rank() != 0) return 0;
-  fmt::print("{}: held-out accuracy {:.3f} over {} prompts\n", dir, accuracy, prompts.size());
-  if (!a.json.empty()) {
-    std::ofstream out(a.json, std::ios::app);
-    out << nlohmann::json{{"model", dir}, {"accuracy", accuracy}, {"prompts", prompts.size()}}.dump() << '\n';
+  nlohmann::json result{{"model", dir}, {"accuracy", accuracy}, {"prompts", prompts.size()}};
+  if (a.pass_at > 0) {
+    const auto [pass, right] = sampled_accuracy(model, tok, rendered, a, *layout.dp_group());
+    result[fmt::format("pass_at_{}", a.pass_at)] = pass;
+    result["sample_accuracy"] = right;
+    result["temperature"] = a.temperature;
   }
+  if (world->rank() != 0) return 0;
+  fmt::print("{}: held-out accuracy {:.3f} over {} prompts{}\n", dir, accuracy, prompts.size(),
+             a.pass_at > 0 ? fmt::format("; pass@{} {:.3f}, right samples {:.3f} at temperature {}", a.pass_at,
+                                         result[fmt::format("pass_at_{}", a.pass_at)].get<double>(),
+                                         result["sample_accuracy"].get<double>(), a.temperature)
+                           : "");
+  if (!a.json.empty()) std::ofstream(a.json, std::ios::app) << result.dump() << '\n';
   return 0;
 }
 
@@ -67,6 +119,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", a.batch, "prompts generated together")->capture_default_str();
   app.add_option("--json", a.json, "append the result to this JSON-lines file");
   app.add_option("--answers", a.answers, "write each prompt's answer and whether it was right (JSON lines; one process)");
+  app.add_option("--pass-at", a.pass_at, "also sample this many answers per prompt: pass@K and right samples")
+      ->capture_default_str();
+  app.add_option("--temperature", a.temperature, "sampling temperature of --pass-at")->capture_default_str();
+  app.add_option("--seed", a.seed, "samples of --pass-at")->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("evaluate", [&] { return run(a); });
