@@ -5,7 +5,8 @@
 # run (each replica half the batch) matches and resumes on one process. Llama
 # (grouped-query heads split across tp 2) at tp=2 x pp=2 matches one process
 # and resumes on one process; so does a Llama with MoE layers, and expert
-# parallelism matches data parallelism without it.
+# parallelism matches data parallelism without it; BERT pre-training at dp 2
+# matches one process.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P lm_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -95,6 +96,15 @@ run(${no_balance} --batch 16 --eval-batches 1 --out ${WORK}/moe_one_b16)
 run(${mpirun} -np 4 ${no_balance} --batch 4 --eval-batches 4 --ep 4 --out ${WORK}/moe_dp4_ep4_b4)
 run(${COMPARE} ${WORK}/moe_dp4_ep4_b4/metrics.jsonl ${WORK}/moe_one_b16/metrics.jsonl 1 1e-5
     train_loss,grad_norm,val_loss,moe_z_loss,moe_dropped)
+
+# BERT's masked-LM pre-training: two replicas of batch 4 take the steps of one
+# process with batch 8 (each row masked from its place in the whole batch).
+set(bert ${BIN}/pretrain_bert --data ${WORK}/data --layers 2 --channels 32 --heads 4 --seq 18 --steps 6 --warmup 2
+    --eval-every 3 --eval-batches 2 --dropout 0)
+run(${bert} --batch 8 --out ${WORK}/bert_one)
+run(${mpirun} -np 2 ${bert} --batch 4 --out ${WORK}/bert_dp2)
+run(${COMPARE} ${WORK}/bert_dp2/metrics.jsonl ${WORK}/bert_one/metrics.jsonl 1 1e-5
+    train_loss,grad_norm,val_loss,masked_accuracy,val_masked_accuracy)
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)
