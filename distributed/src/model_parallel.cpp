@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "kiln/autograd.h"
 #include "kiln/ops.h"
@@ -91,25 +90,34 @@ void sync_gradients(const nn::StagedModel& model, const ParallelState& state) {
   }
 }
 
-std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state) {
-  // Replicated weights (and experts, whole on every tp rank) on tp rank 0, tied weights on the first stage.
-  std::vector<Tensor> counted;
+namespace {
+
+// The parameters a norm counts on this rank, by name: replicated weights
+// (and experts, whole on every tp rank) on tp rank 0, tied weights on the first stage.
+std::vector<std::pair<std::string, Tensor>> counted_parameters(const nn::StagedModel& model,
+                                                               const ParallelState& state) {
+  std::vector<std::pair<std::string, Tensor>> counted;
   for (auto& [name, p] : model.named_parameters()) {
     const nn::ShardSpec spec = model.shard_spec(name);
     if ((spec.replicated() || spec.experts) && state.tp_rank() != 0) continue;
     if (is_tied_copy(model, name)) continue;
-    counted.push_back(p);
+    counted.emplace_back(name, p);
   }
+  return counted;
+}
+
+}  // namespace
+
+std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state) {
+  std::vector<Tensor> counted;
+  for (auto& [name, p] : counted_parameters(model, state)) counted.push_back(p);
   return counted;
 }
 
 double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, double max_norm) {
   const Device device = model.parameters().at(0).device();
-  std::set<const void*> expert_data;
-  for (auto& [name, p] : model.named_parameters())
-    if (is_expert_parameter(model, name)) expert_data.insert(p.data_ptr());
   std::vector<Tensor> shared, experts;
-  for (const Tensor& p : norm_parameters(model, state)) (expert_data.count(p.data_ptr()) ? experts : shared).push_back(p);
+  for (auto& [name, p] : counted_parameters(model, state)) (is_expert_parameter(model, name) ? experts : shared).push_back(p);
   // Each rank of the expert-parallel group holds other experts.
   Tensor expert_total = full({1}, optim::grad_squared_sum(experts), TensorOptions(kFloat64).device(device));
   state.ep_group()->all_reduce(expert_total);

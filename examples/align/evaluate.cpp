@@ -28,7 +28,7 @@ struct Args {
 };
 
 // pass@k and the share of right samples over the prompts, each prompt's k
-// samples drawn from generators of (seed, prompt, sample); data-parallel
+// samples drawn from rollout_generators of (seed, prompt, sample); data-parallel
 // ranks take every R-th prompt and sum their counts over `group`.
 std::pair<double, double> sampled_accuracy(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
                                            const align::Prompts& prompts, const Args& a,
@@ -40,13 +40,12 @@ std::pair<double, double> sampled_accuracy(const kiln::nn::TransformerLM& model,
   const int64_t per_batch = std::max<int64_t>(1, a.batch / a.pass_at);
   for (int64_t first = group.rank() * per_batch; first < n; first += group.size() * per_batch) {
     std::vector<std::vector<int64_t>> ids;
-    std::vector<kiln::Generator> samplers;
     const int64_t last = std::min(n, first + per_batch);
     for (int64_t i = first; i < last; ++i)
-      for (int64_t k = 0; k < a.pass_at; ++k) {
-        ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
-        samplers.emplace_back(a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i * a.pass_at + k) + 1);
-      }
+      for (int64_t k = 0; k < a.pass_at; ++k) ids.push_back(prompts.examples[static_cast<size_t>(i)].inputs);
+    // Sample k of prompt i is row i k + k of one step's rollouts.
+    std::vector<kiln::Generator> samplers =
+        align::rollout_generators(a.seed, 0, first * a.pass_at, static_cast<int64_t>(ids.size()));
     const kiln::nn::BatchGeneration drawn =
         kiln::nn::generate_batch(model, ids, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
     for (int64_t i = first; i < last; ++i) {

@@ -154,7 +154,7 @@ Tensor MoeLayer::forward(const Tensor& x) const {
   const Routing r = route(chosen, gates.detach(), E, capacity, spec_.drop_policy);
 
   Tensor y = experts(moe_permute(tokens, r.permutation), r.expert_rows);
-  Tensor out = moe_unpermute(y, gates.to(y.dtype() == kFloat64 ? kFloat64 : kFloat32), r.permutation).view({B, T, C});
+  Tensor out = moe_unpermute(y, gates, r.permutation).view({B, T, C});  // gates in stat, as moe_unpermute takes them
 
   if (!is_training() || !autograd::grad_mode_enabled()) return dropout->forward(out);
   // Training: the auxiliary losses, and what the layer did.

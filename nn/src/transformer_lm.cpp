@@ -48,12 +48,12 @@ TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype,
                              std::shared_ptr<const LayerFactory> factory)
     : spec_(spec), factory_(factory ? std::move(factory) : local_layers()) {
   spec.check();
-  const int tp = factory_->tp_size(), pp = factory_->pp_size(), ep = factory_->ep_size();
+  const int tp = factory_->tp_size(), pp = factory_->pp_size();
   KILN_CHECK(spec.n_layer >= pp, "[TransformerLM] {} layers cannot fill {} pipeline stages", spec.n_layer, pp);
   KILN_CHECK(spec.vocab_size >= tp, "[TransformerLM] a vocabulary of {} cannot split among {} tensor-parallel ranks",
              spec.vocab_size, tp);
   build(gen, dtype, device);
-  if (tp == 1 && pp == 1 && ep == 1) {
+  if (factory_->whole_model()) {
     reset_parameters(gen);
   } else {
     // The whole model's initial values; gen ends where one process leaves it.
@@ -91,7 +91,7 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
 }
 
 void TransformerLM::reset_parameters(Generator& gen) {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
+  KILN_CHECK(factory_->whole_model(),
              "[TransformerLM] reset_parameters initializes a whole model; at a parallel layout, load a whole "
              "model's values (load_full_state_dict)");
   NoGradGuard no_grad;
@@ -110,7 +110,7 @@ void TransformerLM::reset_parameters(Generator& gen) {
 }
 
 void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
+  KILN_CHECK(factory_->whole_model(),
              "[TransformerLM] resize_vocab on one process: resize the whole model, then split it");
   KILN_CHECK(vocab_size >= spec_.vocab_size, "[TransformerLM] resize_vocab grows the vocabulary: {} is below the "
              "model's {}", vocab_size, spec_.vocab_size);
@@ -130,7 +130,7 @@ void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
 }
 
 std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) const {
-  KILN_CHECK(factory_->tp_size() == 1 && factory_->pp_size() == 1 && factory_->ep_size() == 1,
+  KILN_CHECK(factory_->whole_model(),
              "[TransformerLM] full_state_dict of one rank's part: gather it with dist::full_state_dict");
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;

@@ -36,6 +36,8 @@ class LayerFactory {
   // (whole experts each), and which this is.
   virtual int ep_size() const { return 1; }
   virtual int ep_rank() const { return 0; }
+  // One process holds the whole model: no tensor, pipeline or expert parallelism.
+  bool whole_model() const { return tp_size() == 1 && pp_size() == 1 && ep_size() == 1; }
   // The ranks a parameter of this spec is split across, and this one's place among them.
   int shard_ranks(const ShardSpec& spec) const { return spec.experts ? ep_size() : tp_size(); }
   int shard_rank(const ShardSpec& spec) const { return spec.experts ? ep_rank() : tp_rank(); }
