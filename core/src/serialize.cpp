@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "dispatch.h"
@@ -54,6 +55,14 @@ void fsync_directory(const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in.good(), "[read_file] cannot read {}", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::filesystem::path target(path);

@@ -106,13 +106,6 @@ std::map<std::string, Tensor> load(const std::string& checkpoint, nn::Transforme
   return local_state;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  KILN_CHECK(in.good(), "[checkpoint] cannot read {}", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
@@ -139,7 +132,7 @@ std::vector<std::string> checkpoint_names(const std::string& dir) {
 std::string latest_checkpoint(const std::string& dir) {
   fs::path pointer = fs::path(dir) / "latest";
   if (!fs::exists(pointer)) return "";
-  std::string name = read_text(pointer);
+  std::string name = read_file(pointer.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
   fs::path ckpt = fs::path(dir) / name;
   KILN_CHECK(fs::is_directory(ckpt), "[checkpoint] {} names {}, which does not exist", pointer.string(), ckpt.string());

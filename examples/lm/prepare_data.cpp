@@ -27,13 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  KILN_CHECK(in.good(), "[prepare_data] cannot read {}", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Text files under each input (directories recursively); for fortune
 // directories, the data files (no .dat/.u8 index files).
@@ -119,7 +112,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> docs;
     std::set<std::string> seen;
     for (const fs::path& f : collect(inputs)) {
-      for (std::string& d : split_documents(read_file(f))) {
+      for (std::string& d : split_documents(kiln::read_file(f.string()))) {
         ++read;
         std::string c = clean(d);
         if (c.empty()) ++empty;

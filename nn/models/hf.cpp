@@ -33,13 +33,6 @@ LlamaConfig llama_config(const ModelSpec& s) {
 bool has_mapping(const std::string& family) { return family == "gpt2" || family == "llama" || family == "mixtral"; }
 bool llama_family(const std::string& family) { return family == "llama" || family == "mixtral"; }
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  KILN_CHECK(in.good(), "[hf] cannot read {}", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
@@ -124,7 +117,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
 }
 
 ModelSpec read_config(const std::string& directory) {
-  return spec_from_config(read_text(std::filesystem::path(directory) / "config.json"));
+  return spec_from_config(read_file((std::filesystem::path(directory) / "config.json").string()));
 }
 
 std::map<std::string, Tensor> read_weights(const std::string& directory) {

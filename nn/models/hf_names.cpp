@@ -1,5 +1,7 @@
 #include "hf_names.h"
 
+#include <algorithm>
+
 #include "kiln/autograd.h"
 #include "kiln/ops.h"
 
@@ -7,6 +9,12 @@ namespace kiln::nn::hf {
 
 namespace {
 const std::string kLayers = "layers.";
+
+// The prefix of "<prefix>.<suffix>", if name is one.
+std::optional<std::string> prefix_of(const std::string& name, const std::string& suffix) {
+  if (!name.ends_with("." + suffix)) return std::nullopt;
+  return name.substr(0, name.size() - suffix.size());
+}
 
 // "<prefix><i>.<rest>" -> (i, rest)
 std::optional<std::pair<int64_t, std::string>> split_layer(const std::string& name, const std::string& prefix) {
@@ -58,6 +66,63 @@ std::map<std::string, Tensor> rename_from_hf(const NameMap& map, const std::map<
     out[kiln->first] = kiln->second ? t.t() : t;
   }
   return out;
+}
+
+std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& state, const std::vector<Fused>& fused,
+                                          const PartSizes& sizes) {
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, t] : state) {
+    auto f = std::find_if(fused.begin(), fused.end(), [&](const Fused& f) { return prefix_of(name, f.name).has_value(); });
+    if (f == fused.end()) {
+      out[name] = t;
+      continue;
+    }
+    const std::string prefix = *prefix_of(name, f->name);
+    std::vector<int64_t> part_sizes = sizes ? sizes(name) : std::vector<int64_t>{};
+    if (part_sizes.empty()) part_sizes.assign(f->parts.size(), t.size(0) / static_cast<int64_t>(f->parts.size()));
+    int64_t at = 0;
+    for (size_t i = 0; i < f->parts.size(); ++i) {
+      out[prefix + f->parts[i]] = t.narrow(0, at, part_sizes[i]);
+      at += part_sizes[i];
+    }
+  }
+  return out;
+}
+
+std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
+                                         const NameMap& map, const char* family) {
+  std::map<std::string, Tensor> out;
+  std::map<std::pair<std::string, const Fused*>, std::map<size_t, Tensor>> found;  // (prefix, fused) -> part index -> tensor
+  for (const auto& [name, t] : parts) {
+    bool part = false;
+    for (const Fused& f : fused)
+      for (size_t i = 0; i < f.parts.size(); ++i)
+        if (auto prefix = prefix_of(name, f.parts[i])) {
+          found[{*prefix, &f}][i] = t;
+          part = true;
+        }
+    if (!part) out[name] = t;
+  }
+  for (const auto& [key, by_index] : found) {
+    const auto& [prefix, f] = key;
+    auto hf_name = [&](size_t i) {
+      auto hf = map.to_hf(prefix + f->parts[i]);
+      return hf ? hf->first : prefix + f->parts[i];
+    };
+    for (size_t i = 0; i < f->parts.size(); ++i)
+      KILN_CHECK(by_index.count(i), "[hf] a {} checkpoint has {} but no {}", family, hf_name(by_index.begin()->first),
+                 hf_name(i));
+    std::vector<Tensor> in_order;
+    for (const auto& [i, t] : by_index) in_order.push_back(t);
+    out[prefix + f->name] = cat(in_order, 0);
+  }
+  return out;
+}
+
+std::string first_part(const std::string& name, const std::vector<Fused>& fused) {
+  for (const Fused& f : fused)
+    if (auto prefix = prefix_of(name, f.name)) return *prefix + f.parts[0];
+  return name;
 }
 
 }  // namespace kiln::nn::hf

@@ -3,6 +3,7 @@
 // the tensors outside the blocks and for each block's ("layers.{i}." in kiln,
 // the family's per-layer prefix in Hugging Face). Private to nn/models.
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -31,5 +32,28 @@ struct NameMap {
 std::map<std::string, Tensor> rename_to_hf(const NameMap& map, const std::map<std::string, Tensor>& full);
 std::map<std::string, Tensor> rename_from_hf(const NameMap& map, const std::map<std::string, Tensor>& weights,
                                              int64_t n_layer, const char* family);
+
+// A kiln tensor that Hugging Face keeps as parts along dim 0 (q, k and v in
+// one projection).
+struct Fused {
+  std::string name;                // kiln suffix after a layer's prefix: "attn.qkv.weight"
+  std::vector<std::string> parts;  // the parts' suffixes, in order: "attn.q.weight", ...
+};
+// The sizes of a fused tensor's parts by its full kiln name; equal parts when
+// not given.
+using PartSizes = std::function<std::vector<int64_t>(const std::string& name)>;
+
+// Every tensor named "<prefix>.<fused name>" cut into its "<prefix>.<part>"s;
+// the others as they are.
+std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& state, const std::vector<Fused>& fused,
+                                          const PartSizes& sizes = {});
+// The parts joined back into their fused tensors; raises, naming `family`
+// and the missing part's name in `map`, when only some of a tensor's parts
+// are there.
+std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
+                                         const NameMap& map, const char* family);
+// The name of a fused tensor's first part ("layers.0.attn.q.weight"), which
+// names it in messages; any other name as it is.
+std::string first_part(const std::string& name, const std::vector<Fused>& fused);
 
 }  // namespace kiln::nn::hf

@@ -33,7 +33,8 @@ const std::initializer_list<std::pair<const char*, NormPlacement>> kPlacements{{
 const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
     {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional}};
 const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{
-    {"gelu_tanh", MlpKind::GeluTanh}, {"gelu", MlpKind::Gelu}, {"swiglu", MlpKind::SwiGLU}};
+    {"gelu_tanh", MlpKind::GeluTanh}, {"gelu", MlpKind::Gelu},     {"relu", MlpKind::Relu},
+    {"swiglu", MlpKind::SwiGLU},       {"geglu", MlpKind::GeGLU}};
 const std::initializer_list<std::pair<const char*, RouterScore>> kScores{
     {"topk_then_softmax", RouterScore::TopKThenSoftmax}, {"softmax_then_topk", RouterScore::SoftmaxThenTopK}};
 const std::initializer_list<std::pair<const char*, DropPolicy>> kDropPolicies{{"probs", DropPolicy::Probs},

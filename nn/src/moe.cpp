@@ -83,13 +83,7 @@ Tensor with_auxiliary_loss(const Tensor& out, const Tensor& loss, double scale) 
 }  // namespace
 
 Tensor MoeLayer::local_experts(const Tensor& rows, const std::vector<int64_t>& expert_rows) const {
-  Tensor h = grouped_linear(rows, cast_cached(up, rows.dtype()), expert_rows);
-  if (kind_ == MlpKind::SwiGLU) {
-    const int64_t hidden = h.size(1) / 2;
-    h = swiglu(h.narrow(1, 0, hidden), h.narrow(1, hidden, hidden));
-  } else {
-    h = gelu(h, kind_ == MlpKind::Gelu ? "none" : "tanh");
-  }
+  Tensor h = mlp_activation(kind_, grouped_linear(rows, cast_cached(up, rows.dtype()), expert_rows));
   return grouped_linear(h, cast_cached(down, rows.dtype()), expert_rows);
 }
 
@@ -133,7 +127,7 @@ MoeLayer::MoeLayer(const BlockSpec& spec, const LayerFactory& factory, Generator
   KILN_CHECK(E % ep == 0, "[MoeLayer] {} experts do not divide among {} expert-parallel ranks", E, ep);
   const TensorOptions o = TensorOptions(dtype).device(device);
   router = register_parameter("router", empty({E, C}, o));
-  up = register_parameter("up", empty({E / ep, kind_ == MlpKind::SwiGLU ? 2 * hidden : hidden, C}, o));
+  up = register_parameter("up", empty({E / ep, is_gated(kind_) ? 2 * hidden : hidden, C}, o));
   down = register_parameter("down", empty({E / ep, C, hidden}, o));
   for (const char* name : {"up", "down"}) set_shard_spec(name, {.dim = 0, .experts = true});
   dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));

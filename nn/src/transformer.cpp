@@ -1,5 +1,7 @@
 #include "kiln/nn/transformer.h"
 
+#include <tuple>
+
 #include "kiln/autograd.h"
 #include "kiln/nn/init.h"
 #include "kiln/nn/moe.h"
@@ -10,6 +12,18 @@ namespace kiln::nn {
 int64_t MlpSpec::swiglu_hidden(int64_t d_model, int64_t multiple_of, double multiplier) {
   const auto hidden = static_cast<int64_t>(multiplier * static_cast<double>(2 * 4 * d_model / 3));
   return (hidden + multiple_of - 1) / multiple_of * multiple_of;
+}
+
+bool is_gated(MlpKind kind) { return kind == MlpKind::SwiGLU || kind == MlpKind::GeGLU; }
+
+Tensor mlp_activation(MlpKind kind, const Tensor& up) {
+  if (is_gated(kind)) {
+    const int64_t hidden = up.size(-1) / 2;
+    Tensor gate = up.narrow(-1, 0, hidden), linear = up.narrow(-1, hidden, hidden);
+    return kind == MlpKind::SwiGLU ? swiglu(gate, linear) : gelu(gate, "tanh") * linear;
+  }
+  if (kind == MlpKind::Relu) return relu(up);
+  return gelu(up, kind == MlpKind::Gelu ? "none" : "tanh");
 }
 
 int64_t BlockSpec::mlp_hidden() const {
@@ -25,6 +39,7 @@ void BlockSpec::check() const {
              a.heads, kv_heads());
   KILN_CHECK(!a.rope || head_dim() % 2 == 0, "[Block] RoPE needs an even head size, got {}", head_dim());
   KILN_CHECK(dropout >= 0 && dropout <= 1, "[Block] dropout must be in [0, 1], got {}", dropout);
+  KILN_CHECK(!(cross_attention && recompute), "[Block] recomputation does not yet replay cross-attention blocks");
   if (const auto& m = mlp.moe) {
     KILN_CHECK(m->experts >= 1 && m->top_k >= 1 && m->top_k <= m->experts,
                "[Block] MoE top-k ({}) must be in [1, experts ({})]", m->top_k, m->experts);
@@ -69,6 +84,7 @@ Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generat
   heads_ = H / tp;
   kv_heads_ = Hkv / tp;
   head_dim_ = D;
+  first_head_ = factory.tp_rank() * heads_;
   qkv = register_module("qkv", factory.column({C, (H + 2 * Hkv) * D, spec_.qkv_bias, dtype, device},
                                               {H * D, Hkv * D, Hkv * D}));
   out = register_module("out", factory.row({H * D, C, spec_.out_bias, dtype, device}));
@@ -116,7 +132,52 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
   }
   if (inputs) options.key_lengths = inputs->key_lengths;
   if (inputs && inputs->key_starts.defined()) options.bias = left_padding_bias(inputs->key_starts, k.size(2), q.dtype());
+  if (inputs && inputs->bias.defined()) {
+    Tensor mine = inputs->bias.size(1) == heads_ ? inputs->bias : inputs->bias.narrow(1, first_head_, heads_);
+    options.bias = options.bias.defined() ? options.bias + mine : mine;
+  }
   Tensor y = scaled_dot_product_attention(q, k, v, options);  // (B, H, T, D)
+  return dropout->forward(out->forward(y.transpose(1, 2).reshape({B, T, heads_ * D})));
+}
+
+CrossAttention::CrossAttention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype,
+                               Device device)
+    : spec_(spec.attention) {
+  const int tp = factory.tp_size();
+  const int64_t C = spec.d_model, D = spec.head_dim(), H = spec.attention.heads, Hkv = spec.kv_heads();
+  check_split("the attention heads", H, tp);
+  check_split("the kv heads", Hkv, tp);
+  heads_ = H / tp;
+  kv_heads_ = Hkv / tp;
+  head_dim_ = D;
+  q = register_module("q", factory.column({C, H * D, spec_.qkv_bias, dtype, device}));
+  kv = register_module("kv", factory.column({C, 2 * Hkv * D, spec_.qkv_bias, dtype, device}, {Hkv * D, Hkv * D}));
+  out = register_module("out", factory.row({H * D, C, spec_.out_bias, dtype, device}));
+  dropout = register_module("dropout", std::make_shared<Dropout>(spec.dropout, dropout_gen));
+}
+
+Tensor CrossAttention::forward(const Tensor& x, const Memory& memory, KVCache* cache) const {
+  KILN_CHECK(memory.states.defined() && memory.states.dim() == 3 && memory.states.size(0) == x.size(0),
+             "[CrossAttention] needs the encoder's output (B, S, C) for the {} rows of x {}, got {}", x.size(0),
+             x.str(), memory.states.defined() ? memory.states.str() : "none");
+  const int64_t B = x.size(0), T = x.size(1), D = head_dim_;
+  Tensor q_x = q->forward(x).view({B, T, heads_, D}).transpose(1, 2);
+  Tensor k, v;
+  if (cache && cache->memory_k.defined()) {
+    k = cache->memory_k;
+    v = cache->memory_v;
+  } else {
+    const int64_t S = memory.states.size(1);
+    Tensor kv_x = kv->forward(memory.states);
+    k = kv_x.narrow(2, 0, kv_heads_ * D).view({B, S, kv_heads_, D}).transpose(1, 2);
+    v = kv_x.narrow(2, kv_heads_ * D, kv_heads_ * D).view({B, S, kv_heads_, D}).transpose(1, 2);
+    if (cache) {
+      cache->memory_k = k.detach();
+      cache->memory_v = v.detach();
+    }
+  }
+  AttentionOptions options{.causal = false, .scale = spec_.scale, .key_lengths = memory.lengths};
+  Tensor y = scaled_dot_product_attention(q_x, k, v, options);  // (B, H, T, D)
   return dropout->forward(out->forward(y.transpose(1, 2).reshape({B, T, heads_ * D})));
 }
 
@@ -124,7 +185,7 @@ Mlp::Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_
     : kind_(spec.mlp.kind) {
   const int64_t C = spec.d_model, hidden = spec.mlp_hidden();
   check_split("the MLP's hidden size", hidden, factory.tp_size());
-  if (kind_ == MlpKind::SwiGLU)
+  if (is_gated(kind_))
     up = register_module("up", factory.column({C, 2 * hidden, spec.mlp.bias, dtype, device}, {hidden, hidden}));
   else
     up = register_module("up", factory.column({C, hidden, spec.mlp.bias, dtype, device}));
@@ -133,16 +194,8 @@ Mlp::Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  Tensor h;
-  if (kind_ == MlpKind::SwiGLU) {
-    Tensor gate_up = up->forward(x);
-    const int64_t hidden = gate_up.size(-1) / 2;
-    h = swiglu(gate_up.narrow(-1, 0, hidden), gate_up.narrow(-1, hidden, hidden));
-  } else if (kind_ == MlpKind::Gelu) {
-    h = gelu(up->forward(x));
-  } else {
-    h = up->forward(x, Activation::GeluTanh);
-  }
+  // GPT-2's activation runs in the up projection's GEMM epilogue.
+  Tensor h = kind_ == MlpKind::GeluTanh ? up->forward(x, Activation::GeluTanh) : mlp_activation(kind_, up->forward(x));
   return dropout->forward(down->forward(h));
 }
 
@@ -151,6 +204,10 @@ Block::Block(const BlockSpec& spec, const LayerFactory& factory, Generator& drop
   spec.check();
   attn_norm = register_module("attn_norm", make_norm(spec.norm, spec.d_model, dtype, device));
   attn = register_module("attn", std::make_shared<Attention>(spec, factory, dropout_gen, dtype, device));
+  if (spec.cross_attention) {
+    cross_norm = register_module("cross_norm", make_norm(spec.norm, spec.d_model, dtype, device));
+    cross_attn = register_module("cross_attn", std::make_shared<CrossAttention>(spec, factory, dropout_gen, dtype, device));
+  }
   mlp_norm = register_module("mlp_norm", make_norm(spec.norm, spec.d_model, dtype, device));
   if (spec.mlp.moe) {
     // The experts are whole on every tensor-parallel rank, which all see the
@@ -168,9 +225,11 @@ Tensor Block::feed_forward(const Tensor& x) const { return moe ? moe->forward(x)
 void Block::reset_parameters(Generator& gen, double std, double residual_std) {
   NoGradGuard no_grad;
   std::vector<LinearLayer*> linears{attn->qkv.get(), attn->out.get()};
+  if (cross_attn) linears.insert(linears.end(), {cross_attn->q.get(), cross_attn->kv.get(), cross_attn->out.get()});
   if (mlp) linears.insert(linears.end(), {mlp->up.get(), mlp->down.get()});
   for (LinearLayer* l : linears) {
-    const bool residual = l == attn->out.get() || (mlp && l == mlp->down.get());
+    const bool residual = l == attn->out.get() || (cross_attn && l == cross_attn->out.get()) ||
+                          (mlp && l == mlp->down.get());
     init::normal_(l->weight, 0.0, residual ? residual_std : std, gen);
     if (l->bias.defined()) init::zeros_(l->bias);
   }
@@ -179,24 +238,30 @@ void Block::reset_parameters(Generator& gen, double std, double residual_std) {
     init::normal_(moe->up, 0.0, std, gen);
     init::normal_(moe->down, 0.0, residual_std, gen);
   }
-  for (NormLayer* n : {attn_norm.get(), mlp_norm.get()})
-    for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
+  for (NormLayer* n : {attn_norm.get(), cross_norm.get(), mlp_norm.get()})
+    if (n)
+      for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
 }
 
-Tensor Block::run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
+Tensor Block::run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs, const Memory* memory) const {
+  if (cross_attn) KILN_CHECK(memory, "[Block] a cross-attention block needs the encoder's output (Memory)");
   if (spec_.placement == NormPlacement::Post) {
     Tensor h = attn_norm->forward(x + attn->forward(x, cache, inputs));
+    if (cross_attn) h = cross_norm->forward(h + cross_attn->forward(h, *memory, cache));
     return mlp_norm->forward(h + feed_forward(h));
   }
-  // h = x + attn(norm(x))
-  auto [h, normed] = mlp_norm->forward_add(x, attn->forward(attn_norm->forward(x), cache, inputs));
+  // h = x + attn(norm(x)) [+ cross_attn(norm(h))], normed = norm(h) from one fused kernel each
+  auto [h, normed] = (cross_attn ? cross_norm : mlp_norm)->forward_add(x, attn->forward(attn_norm->forward(x), cache, inputs));
+  if (cross_attn) std::tie(h, normed) = mlp_norm->forward_add(h, cross_attn->forward(normed, *memory, cache));
   return h + feed_forward(normed);
 }
 
-Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const {
+Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* inputs, const Memory* memory) const {
   std::vector<Tensor> differentiable{x};
   for (const Tensor& p : parameters()) differentiable.push_back(p);
-  if (!spec_.recompute || cache || !autograd::any_requires_grad(differentiable)) return run(x, cache, inputs);
+  if (!spec_.recompute || cache || !autograd::any_requires_grad(differentiable)) return run(x, cache, inputs, memory);
+  KILN_CHECK(!inputs || !inputs->bias.defined() || !inputs->bias.requires_grad(), "[Block] recomputation does not "
+             "yet replay a learned attention bias (T5's relative positions)");
   // Full recomputation: run without a graph, keep the input and where dropout
   // drew from; backward replays the block from there and backpropagates
   // through the replay (its parameters' gradients accumulate as usual).
@@ -204,7 +269,7 @@ Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* in
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = run(x, nullptr, inputs);
+    out = run(x, nullptr, inputs, nullptr);
   }
   autograd::SavedTensor saved(x, "Block recomputation");
   const bool input_grad = x.requires_grad();
@@ -217,7 +282,7 @@ Tensor Block::forward(const Tensor& x, KVCache* cache, const AttentionInputs* in
     Tensor replay;
     {
       autograd::EnableGradGuard grad;
-      replay = run(input, nullptr, &masks);
+      replay = run(input, nullptr, &masks, nullptr);
     }
     dropout_gen_->set_offset(now);
     autograd::backward({replay}, {g});

@@ -13,6 +13,8 @@ void ModelSpec::check() const {
              "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive", vocab_size,
              max_positions, n_layer);
   block.check();
+  KILN_CHECK(!block.cross_attention, "[TransformerLM] a decoder-only model has no encoder for cross-attention "
+             "blocks to read (nn::T5 is an encoder-decoder)");
 }
 
 BlockSpec ModelSpec::layer_block(int64_t layer) const {
@@ -28,7 +30,7 @@ int64_t ModelSpec::num_parameters(bool active) const {
   const int64_t norm = C + (norm_bias ? C : 0);
   const int64_t qkv = C * (H + 2 * Hkv) * D + (block.attention.qkv_bias ? (H + 2 * Hkv) * D : 0);
   const int64_t out = H * D * C + (block.attention.out_bias ? C : 0);
-  const int64_t up_width = block.mlp.kind == MlpKind::SwiGLU ? 2 * hidden : hidden;
+  const int64_t up_width = is_gated(block.mlp.kind) ? 2 * hidden : hidden;
   const int64_t tables = tie_embeddings || !lm_head ? 1 : 2;
   const int64_t mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
   int64_t layers = 0;

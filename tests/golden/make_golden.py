@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|switch_router
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|t5|t5_v1_1|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
       LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -20,7 +20,8 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, GPT2Config, GPT2LMHeadModel,
-                          LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM)
+                          LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM, T5Config,
+                          T5ForConditionalGeneration)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.models.switch_transformers import modeling_switch_transformers as switch
 
@@ -171,6 +172,54 @@ def make_bert():
     print(f"wrote {path}: loss {out.loss.item():.6f}")
 
 
+def make_t5(name):
+    """A tiny T5ForConditionalGeneration: v1.0 (ReLU, the head tied and fed d_model^-0.5 times the decoder's
+    output) or v1.1 (gated GELU, unscaled; transformers 5 ties its head too). Few buckets over a short distance,
+    so that the sequences reach the logarithmic ones; a head size apart from d_model / heads; more decoder layers
+    than encoder ones. Two source rows, the second padded after 9 tokens, and labels with -100 at the end of the
+    second. Its logits, loss, every gradient, the parameters after one AdamW step, and greedy and 3-beam
+    generations of 6 tokens, in float64, under the checkpoint's names."""
+    torch.manual_seed(2468)
+    v1_1 = name == "t5_v1_1"
+    config = T5Config(vocab_size=100, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                      feed_forward_proj="gated-gelu" if v1_1 else "relu", tie_word_embeddings=not v1_1,
+                      decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(config)
+    with torch.no_grad():  # norms away from one, so their gradients are tested
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+        model.shared.weight[0].mul_(0.1)  # else the tied head echoes the decoder's start token (0) forever
+    model = model.double()
+    initial = {k: v.detach().float().clone().contiguous() for k, v in model.state_dict().items()
+               if k not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")}
+    idx = torch.randint(2, 100, (2, 12))
+    lengths = torch.tensor([12, 9])
+    mask = (torch.arange(12)[None, :] < lengths[:, None]).long()
+    idx[1, 9:] = 0
+    labels = torch.randint(2, 100, (2, 7))
+    labels[1, 5:] = -100
+    out = model(input_ids=idx, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    grads, after = gradients_and_step(model)
+    tensors = dict(initial)
+    tensors.update(grads)
+    tensors.update(after)
+    model.load_state_dict({**model.state_dict(), **{k: v.double() for k, v in initial.items()}})
+    with torch.no_grad():
+        greedy = model.generate(input_ids=idx, attention_mask=mask, max_new_tokens=6, do_sample=False, num_beams=1,
+                                use_cache=False)  # its cache holds num_layers, not num_decoder_layers
+        beams = model.generate(input_ids=idx, attention_mask=mask, max_new_tokens=6, do_sample=False, num_beams=3,
+                               length_penalty=1.0, early_stopping=False, use_cache=False)
+    tensors.update({"input_ids": idx, "lengths": lengths, "labels": labels, "logits": out.logits.detach().float(),
+                    "loss": out.loss.detach().float().reshape(1), "greedy": greedy, "beam3": beams})
+    path = os.path.join(HERE, f"{name}_tiny.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path,
+              metadata={"torch": torch.__version__, "config": str(config.to_dict())})
+    print(f"wrote {path}: loss {out.loss.item():.6f}; greedy {greedy.tolist()}, 3 beams {beams.tolist()}")
+
+
 def make_switch_router():
     """Switch Transformer's top-1 router (SwitchTransformersTop1Router) on one sequence of 12 tokens over 4
     experts at a capacity of 2 per expert, in float32 (its only precision): its logits, the kept one-hot choices (drops by position), the gates,
@@ -194,7 +243,12 @@ def check_kiln(directories):
     lines = []
     for directory in directories:
         ref = load_file(os.path.join(directory, "kiln_logits.safetensors"))
-        if "bert" in directory:
+        if "t5" in directory:
+            model = T5ForConditionalGeneration.from_pretrained(directory).double().eval()
+            mask = (torch.arange(ref["input_ids"].shape[1])[None, :] < ref["lengths"][:, None]).long()
+            with torch.no_grad():
+                logits = model(input_ids=ref["input_ids"], attention_mask=mask, labels=ref["labels"]).logits
+        elif "bert" in directory:
             model = BertForPreTraining.from_pretrained(directory).double().eval()
             with torch.no_grad():
                 logits = model(ref["input_ids"]).prediction_logits
@@ -215,7 +269,7 @@ def check_kiln(directories):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "switch_router"],
+    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "t5", "t5_v1_1", "switch_router"],
                         help="write this model's golden values")
     parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
     args = parser.parse_args()
@@ -225,5 +279,7 @@ if __name__ == "__main__":
         make_switch_router()
     elif args.model == "bert":
         make_bert()
+    elif args.model in ("t5", "t5_v1_1"):
+        make_t5(args.model)
     else:
         make_golden(args.model or "gpt2")

@@ -26,5 +26,7 @@ TensorFile load_safetensors(const std::string& path);
 
 // Writes bytes to path atomically: path.tmp, fsync, rename, fsync of the directory.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// A whole file's bytes; raises naming the file when it cannot be read.
+std::string read_file(const std::string& path);
 
 }  // namespace kiln

@@ -50,6 +50,13 @@ const hf::NameMap& names() {
   return map;
 }
 
+const std::vector<hf::Fused>& fused_tensors() {
+  static const std::vector<hf::Fused> fused{
+      {"attn.qkv.weight", {"attn.q.weight", "attn.k.weight", "attn.v.weight"}},
+      {"attn.qkv.bias", {"attn.q.bias", "attn.k.bias", "attn.v.bias"}}};
+  return fused;
+}
+
 const char* kDecoderWeight = "cls.predictions.decoder.weight";
 const char* kDecoderBias = "cls.predictions.decoder.bias";
 
@@ -57,21 +64,7 @@ const char* kDecoderBias = "cls.predictions.decoder.bias";
 
 std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& state) {
   NoGradGuard no_grad;
-  std::map<std::string, Tensor> split;
-  for (const auto& [name, t] : state) {
-    const std::string qkv = "attn.qkv.";
-    const size_t at = name.find(qkv);
-    if (at == std::string::npos) {
-      split[name] = t;
-      continue;
-    }
-    const std::string layer = name.substr(0, at), kind = name.substr(at + qkv.size());
-    std::vector<Tensor> parts = chunk(t, 3, 0);
-    split[layer + "attn.q." + kind] = parts[0];
-    split[layer + "attn.k." + kind] = parts[1];
-    split[layer + "attn.v." + kind] = parts[2];
-  }
-  std::map<std::string, Tensor> out = hf::rename_to_hf(names(), split);
+  std::map<std::string, Tensor> out = hf::rename_to_hf(names(), hf::split_fused(state, fused_tensors()));
   out[kDecoderWeight] = out.at("bert.embeddings.word_embeddings.weight");
   out[kDecoderBias] = out.at("cls.predictions.bias");
   return out;
@@ -90,24 +83,7 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
     if (name.ends_with("position_ids")) continue;  // a buffer some checkpoints carry
     kept[name] = t;
   }
-  std::map<std::string, Tensor> split = hf::rename_from_hf(names(), kept, config.num_hidden_layers, "BERT");
-  std::map<std::string, Tensor> out;
-  for (auto& [name, t] : split) {
-    const size_t at = name.find("attn.q.");
-    if (name.find("attn.k.") != std::string::npos || name.find("attn.v.") != std::string::npos) continue;
-    if (at == std::string::npos) {
-      out[name] = t;
-      continue;
-    }
-    const std::string layer = name.substr(0, at), kind = name.substr(at + 7);
-    auto part = [&](const char* p) {
-      auto it = split.find(layer + p + kind);
-      KILN_CHECK(it != split.end(), "[bert] {} has a query but no {}", layer, p);
-      return it->second;
-    };
-    out[layer + "attn.qkv." + kind] = cat({t, part("attn.k."), part("attn.v.")}, 0);
-  }
-  return out;
+  return hf::join_fused(hf::rename_from_hf(names(), kept, config.num_hidden_layers, "BERT"), fused_tensors(), names(), "BERT");
 }
 
 std::string hf_config_json(const BertConfig& c) {

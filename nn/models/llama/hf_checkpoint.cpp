@@ -41,23 +41,17 @@ const hf::NameMap& names() {
   return map;
 }
 
-// A fused kiln tensor and its parts along dim 0, in order.
-struct Fused {
-  std::string name;  // suffix in kiln ("attn.qkv.weight")
-  std::vector<std::string> parts;
-};
-
-std::vector<Fused> fused_tensors() {
-  std::vector<Fused> out;
-  for (const char* kind : {"weight", "bias"}) {
-    const std::string k = kind;
-    out.push_back({"attn.qkv." + k, {"attn.q." + k, "attn.k." + k, "attn.v." + k}});
-    out.push_back({"mlp.up." + k, {"mlp.gate." + k, "mlp.up_only." + k}});
-  }
-  return out;
+const std::vector<hf::Fused>& fused_tensors() {
+  static const std::vector<hf::Fused> fused = [] {
+    std::vector<hf::Fused> out;
+    for (const std::string k : {"weight", "bias"}) {
+      out.push_back({"attn.qkv." + k, {"attn.q." + k, "attn.k." + k, "attn.v." + k}});
+      out.push_back({"mlp.up." + k, {"mlp.gate." + k, "mlp.up_only." + k}});
+    }
+    return out;
+  }();
+  return fused;
 }
-
-bool ends_with(const std::string& s, const std::string& suffix) { return s.ends_with("." + suffix); }
 
 // Mixtral's experts: kiln holds a layer's router (E, C), up (E, 2 H, C) with
 // each expert's [gate; up] and down (E, C, H); Hugging Face holds the router
@@ -142,25 +136,11 @@ std::vector<int64_t> part_sizes(const std::string& fused, const LlamaConfig& c) 
 
 std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, const LlamaConfig& c) {
   NoGradGuard no_grad;
-  std::map<std::string, Tensor> split;
-  std::map<std::string, Tensor> experts;
-  for (const auto& [name, t] : full) {
-    if (experts_to_hf(name, t, experts)) continue;
-    bool done = false;
-    for (const Fused& f : fused_tensors()) {
-      if (!ends_with(name, f.name)) continue;
-      const std::string layer = name.substr(0, name.size() - f.name.size());
-      int64_t at = 0;
-      const std::vector<int64_t> sizes = part_sizes(name, c);
-      for (size_t i = 0; i < f.parts.size(); ++i) {
-        split[layer + f.parts[i]] = t.narrow(0, at, sizes[i]);
-        at += sizes[i];
-      }
-      done = true;
-    }
-    if (!done) split[name] = t;
-  }
-  std::map<std::string, Tensor> out = hf::rename_to_hf(names(), split);
+  std::map<std::string, Tensor> dense, experts;
+  for (const auto& [name, t] : full)
+    if (!experts_to_hf(name, t, experts)) dense[name] = t;
+  auto sizes = [&](const std::string& name) { return part_sizes(name, c); };
+  std::map<std::string, Tensor> out = hf::rename_to_hf(names(), hf::split_fused(dense, fused_tensors(), sizes));
   out.insert(experts.begin(), experts.end());
   return out;
 }
@@ -178,27 +158,9 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
     kept[name] = t;
   }
   std::map<std::string, Tensor> out = experts_from_hf(kept, c);
-  std::map<std::string, Tensor> split = hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama");
-  for (auto& [name, t] : split) {
-    bool part = false;
-    for (const Fused& f : fused_tensors())
-      for (const std::string& p : f.parts)
-        if (ends_with(name, p)) part = true;
-    if (!part) out[name] = t;
-  }
-  // Each fused tensor whose parts are all there.
-  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    const std::string prefix = fmt::format("layers.{}.", layer);
-    for (const Fused& f : fused_tensors()) {
-      std::vector<Tensor> parts;
-      for (const std::string& p : f.parts)
-        if (auto it = split.find(prefix + p); it != split.end()) parts.push_back(it->second);
-      if (parts.empty()) continue;
-      KILN_CHECK(parts.size() == f.parts.size(), "[llama] layer {} has only some of {}'s parts", layer,
-                 hf_name(prefix + f.parts[0]));
-      out[prefix + f.name] = cat(parts, 0);
-    }
-  }
+  std::map<std::string, Tensor> dense =
+      hf::join_fused(hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama"), fused_tensors(), names(), "Llama");
+  out.insert(dense.begin(), dense.end());
   return out;
 }
 
@@ -206,12 +168,7 @@ std::string hf_name(const std::string& kiln) {
   std::smatch m;
   if (std::regex_match(kiln, m, kKilnExperts))  // named by expert 0's first part
     return m[2] == "router" ? hf_router(m[1]) : hf_expert(m[1], 0, m[2] == "up" ? "w1" : "w2");
-  for (const Fused& f : fused_tensors())
-    if (ends_with(kiln, f.name)) {  // named by its first part
-      auto hf = names().to_hf(kiln.substr(0, kiln.size() - f.name.size()) + f.parts[0]);
-      return hf ? hf->first : kiln;
-    }
-  auto hf = names().to_hf(kiln);
+  auto hf = names().to_hf(hf::first_part(kiln, fused_tensors()));  // a fused tensor by its first part
   return hf ? hf->first : kiln;
 }
 

@@ -68,7 +68,7 @@ class MoeLayer : public Module {
   Tensor forward(const Tensor& x) const;
 
   Tensor router;  // (E, C)
-  Tensor up;      // (local E, hidden, C), or (local E, 2 hidden, C) holding [gate; up] for SwiGLU
+  Tensor up;      // (local E, hidden, C), or (local E, 2 hidden, C) holding [gate; up] for the gated kinds
   Tensor down;    // (local E, C, hidden)
   std::shared_ptr<Dropout> dropout;
 

@@ -2,7 +2,8 @@
 // Transformer blocks built from a small spec, as Megatron-Core's layer specs
 // build them: the norm (kind, eps, bias) and its placement, the attention
 // (heads, grouped-query kv heads, head size, biases, RoPE, mask, scale), the
-// MLP (GELU or SwiGLU, hidden size, biases), dropout and activation
+// MLP (GELU, ReLU, SwiGLU or GeGLU, hidden size, biases), cross-attention
+// over an encoder's output (encoder-decoders), dropout and activation
 // recomputation. The linear layers come from a LayerFactory, so one block
 // class serves one process and every tensor-parallel layout.
 //
@@ -28,8 +29,15 @@ enum class NormPlacement { Pre, Post };
 // goes with any of them.
 enum class AttentionMask { Causal, Bidirectional, PrefixLM };
 // GELU-tanh MLP (GPT-2): down(gelu_tanh(up(x))); GELU with erf (BERT):
-// down(gelu(up(x))). SwiGLU (LLaMA): down(silu(gate(x)) * up(x)).
-enum class MlpKind { GeluTanh, Gelu, SwiGLU };
+// down(gelu(up(x))); ReLU (T5 v1.0): down(relu(up(x))). The gated kinds:
+// SwiGLU (LLaMA) down(silu(gate(x)) * up(x)), GeGLU (T5 v1.1's gated-gelu)
+// down(gelu_tanh(gate(x)) * up(x)).
+enum class MlpKind { GeluTanh, Gelu, Relu, SwiGLU, GeGLU };
+// Whether the MLP's up projection holds [gate; up] (SwiGLU, GeGLU).
+bool is_gated(MlpKind kind);
+// The MLP's hidden activation of its up projection's output (..., hidden),
+// or (..., 2 hidden) holding [gate; up] for the gated kinds.
+Tensor mlp_activation(MlpKind kind, const Tensor& up);
 
 struct NormSpec {
   NormKind kind = NormKind::LayerNorm;
@@ -87,7 +95,7 @@ struct MoeSpec {
 
 struct MlpSpec {
   MlpKind kind = MlpKind::GeluTanh;
-  int64_t hidden = 0;  // 0: 4 d_model (GELU), or LLaMA's rule (SwiGLU)
+  int64_t hidden = 0;  // 0: 4 d_model, or LLaMA's rule (SwiGLU)
   bool bias = true;
   std::optional<MoeSpec> moe;  // experts in this MLP's place (in the layers MoeSpec::every picks)
   // LLaMA's hidden size: 2/3 of 4 d_model, times multiplier, rounded up to multiple_of.
@@ -101,6 +109,9 @@ struct BlockSpec {
   AttentionSpec attention;
   MlpSpec mlp;
   double dropout = 0.0;  // on the attention's and the MLP's outputs
+  // A decoder block of an encoder-decoder (T5): attention over the encoder's
+  // output (Memory) between the self-attention and the MLP, with its own norm.
+  bool cross_attention = false;
   // Keep only the block's input in the forward pass and replay the block in
   // backward (Megatron's full recomputation): the same gradients, less memory.
   bool recompute = false;
@@ -121,17 +132,32 @@ struct BlockSpec {
 // examples sharing a row) bring the examples' bounds in the flattened B T
 // tokens (cu_seqlens, (n + 1) int32/int64 from 0 to B T, on the host): each
 // example attends within itself only (varlen attention), its positions from 0.
+// A bias added to every self-attention's scores (T5's relative position
+// bias, computed once for the stack) is (1 or B, H, Tq, Tk) over all the
+// model's heads; a tensor-parallel rank takes its own.
 struct AttentionInputs {
   Tensor prefix_lengths;
   Tensor key_lengths;
   Tensor key_starts;
   Tensor positions;
   Tensor cu_seqlens;
+  Tensor bias;
 };
 
-// Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D).
+// What a decoder block's cross-attention reads: the encoder's output (B, S, C)
+// and each row's real length (B) int32/int64 (keys past it are padding), or
+// undefined lengths for none.
+struct Memory {
+  Tensor states;
+  Tensor lengths;
+};
+
+// Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D);
+// a decoder block's cross-attention keeps the memory's keys and values,
+// computed once.
 struct KVCache {
   Tensor k, v;
+  Tensor memory_k, memory_v;
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
 
@@ -146,6 +172,27 @@ class Attention : public Module {
   Tensor forward(const Tensor& x, KVCache* cache = nullptr, const AttentionInputs* inputs = nullptr) const;
 
   std::shared_ptr<LinearLayer> qkv;  // C -> (heads + 2 kv_heads) head_dim: q, k, v of every head
+  std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
+  std::shared_ptr<Dropout> dropout;
+
+ private:
+  AttentionSpec spec_;
+  int64_t heads_, kv_heads_, head_dim_;  // this rank's
+  int64_t first_head_;                   // this rank's first head among all
+};
+
+// Attention from a decoder's positions to an encoder's output: queries from
+// x, keys and values from the memory, every key seen but the padding. The
+// spec's heads, head size, biases and scale; no positions.
+class CrossAttention : public Module {
+ public:
+  CrossAttention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
+  // x (B, T, C), memory.states (B, S, C) -> (B, T, C). With a cache, the
+  // memory's keys and values are computed on the first call and kept.
+  Tensor forward(const Tensor& x, const Memory& memory, KVCache* cache = nullptr) const;
+
+  std::shared_ptr<LinearLayer> q;    // C -> heads head_dim
+  std::shared_ptr<LinearLayer> kv;   // C -> 2 kv_heads head_dim: k, v of every head
   std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
   std::shared_ptr<Dropout> dropout;
 
@@ -178,7 +225,9 @@ class Block : public Module {
   // One process, whole layers.
   Block(const BlockSpec& spec, Generator& dropout_gen, DType dtype = kFloat32, Device device = kCPU)
       : Block(spec, *local_layers(), dropout_gen, dtype, device) {}
-  Tensor forward(const Tensor& x, KVCache* cache = nullptr, const AttentionInputs* inputs = nullptr) const;
+  // memory: the encoder's output, for a cross-attention block.
+  Tensor forward(const Tensor& x, KVCache* cache = nullptr, const AttentionInputs* inputs = nullptr,
+                 const Memory* memory = nullptr) const;
   // Linear weights N(0, std), those writing into the residual stream (the
   // attention's output, the MLP's last layer) N(0, residual_std); zero
   // biases; norms at one (their biases zero). One process only.
@@ -187,11 +236,13 @@ class Block : public Module {
 
   std::shared_ptr<NormLayer> attn_norm, mlp_norm;
   std::shared_ptr<Attention> attn;
+  std::shared_ptr<NormLayer> cross_norm;     // spec.cross_attention only
+  std::shared_ptr<CrossAttention> cross_attn;
   std::shared_ptr<Mlp> mlp;       // the dense MLP, or
   std::shared_ptr<MoeLayer> moe;  // the experts (spec.mlp.moe), under the name "mlp"
 
  private:
-  Tensor run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs) const;
+  Tensor run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs, const Memory* memory) const;
   Tensor feed_forward(const Tensor& x) const;
 
   BlockSpec spec_;
