@@ -257,3 +257,49 @@ TEST_CASE("BERT's masking: round(15%) of each row (capped at 20 per 128), 80/10/
   Generator again(9);
   CHECK(kt::values(data::mask_tokens(tokens, tensor(lens), options, again).inputs) == out);
 }
+
+TEST_CASE("T5's span corruption: the layout of a hand-worked mask, sentinels counting down, EOS") {
+  const data::SpanCorruptionOptions options{.vocab_size = 100, .eos_id = 1};
+  //                               10  11  12  13  14  15  16  17  18  19
+  const std::vector<bool> noise{false, true, true, false, false, false, true, false, false, true};
+  const data::SpanCorrupted c = data::span_corrupt({10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, noise, options);
+  CHECK(c.inputs == std::vector<int64_t>{10, 99, 13, 14, 15, 98, 17, 18, 97, 1});
+  CHECK(c.targets == std::vector<int64_t>{99, 11, 12, 98, 16, 97, 19, 1});
+  CHECK_THROWS_WITH(data::span_corrupt({1, 2}, {true}, options), Catch::Contains("2 tokens but a noise mask of 1"));
+}
+
+TEST_CASE("T5's noise masks: the counts of the paper's rule, alternating runs, every layout drawn") {
+  const data::SpanCorruptionOptions options{.vocab_size = 32128};
+  Generator gen(5);
+  // 100 tokens: round(15) noise tokens in round(15 / 3) = 5 spans, the others first.
+  std::vector<double> noise_at(100, 0.0);
+  const int draws = 2000;
+  for (int d = 0; d < draws; ++d) {
+    const std::vector<bool> mask = data::random_spans_noise_mask(100, options, gen);
+    REQUIRE(mask.size() == 100);
+    CHECK(std::count(mask.begin(), mask.end(), true) == 15);
+    int spans = 0;
+    for (size_t i = 0; i < mask.size(); ++i) {
+      spans += mask[i] && (i == 0 || !mask[i - 1]);
+      noise_at[i] += mask[i];
+    }
+    CHECK(spans == 5);
+    CHECK_FALSE(mask.front());
+    CHECK(mask.back());  // the runs alternate and end with noise
+  }
+  // Inside the sequence every position is noise about as often (the ends are pinned).
+  for (size_t i = 20; i < 80; ++i) CHECK(noise_at[i] / draws == Approx(0.15).margin(0.035));
+  // Short sequences still get one span between other tokens.
+  Generator small(1);
+  const std::vector<bool> two = data::random_spans_noise_mask(2, options, small);
+  CHECK(two == std::vector<bool>{false, true});
+  // A batch of equal rows: inputs and targets of one length each, the same for the same seed.
+  Tensor tokens = randint(2, 1000, {3, 64}, gen);
+  Generator a(11), b(11);
+  const data::SpanBatch x = data::span_corruption(tokens, options, a), y = data::span_corruption(tokens, options, b);
+  // 64 tokens: 10 noise in 3 spans; inputs 64 - 10 + 3 + EOS, targets 3 + 10 + EOS.
+  CHECK(x.inputs.sizes() == Shape{3, 58});
+  CHECK(x.labels.sizes() == Shape{3, 14});
+  CHECK(kt::values(x.inputs) == kt::values(y.inputs));
+  CHECK(kt::values(x.labels) == kt::values(y.labels));
+}

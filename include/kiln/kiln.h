@@ -8,6 +8,7 @@
 #include "kiln/data/data_loader.h"
 #include "kiln/data/example_loader.h"
 #include "kiln/data/masked_lm.h"
+#include "kiln/data/span_corruption.h"
 #include "kiln/data/shuffle.h"
 #include "kiln/data/token_file.h"
 #include "kiln/data/tokenizer.h"
