@@ -30,14 +30,20 @@ std::vector<int64_t> random_segmentation(int64_t items, int64_t segments, Genera
   return lengths;
 }
 
-// tokens with each run of masked ones replaced by one sentinel, counting down from vocab_size - 1.
+// tokens with each run of masked ones replaced by the next sentinel.
 std::vector<int64_t> sentinel_runs(const std::vector<int64_t>& tokens, const std::vector<bool>& masked,
-                                   int64_t vocab_size) {
+                                   const SpanCorruptionOptions& o) {
   std::vector<int64_t> out;
-  int64_t sentinel = vocab_size - 1;
+  size_t run = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    if (!masked[i]) out.push_back(tokens[i]);
-    else if (i == 0 || !masked[i - 1]) out.push_back(sentinel--);
+    if (!masked[i]) {
+      out.push_back(tokens[i]);
+    } else if (i == 0 || !masked[i - 1]) {
+      KILN_CHECK(o.sentinel_ids.empty() || run < o.sentinel_ids.size(), "[span_corruption] {} spans need more than "
+                 "the {} sentinels given", run + 1, o.sentinel_ids.size());
+      out.push_back(o.sentinel_ids.empty() ? o.vocab_size - 1 - static_cast<int64_t>(run) : o.sentinel_ids[run]);
+      ++run;
+    }
   }
   return out;
 }
@@ -67,10 +73,11 @@ SpanCorrupted span_corrupt(const std::vector<int64_t>& tokens, const std::vector
                            const SpanCorruptionOptions& o) {
   KILN_CHECK(tokens.size() == noise.size(), "[span_corruption] {} tokens but a noise mask of {}", tokens.size(),
              noise.size());
-  KILN_CHECK(o.vocab_size > 0, "[span_corruption] needs the vocabulary's size for its sentinels");
+  KILN_CHECK(o.vocab_size > 0 || !o.sentinel_ids.empty(), "[span_corruption] needs the sentinels' ids or the "
+             "vocabulary's size they count down from");
   std::vector<bool> kept(noise.size());
   std::transform(noise.begin(), noise.end(), kept.begin(), [](bool n) { return !n; });
-  SpanCorrupted out{sentinel_runs(tokens, noise, o.vocab_size), sentinel_runs(tokens, kept, o.vocab_size)};
+  SpanCorrupted out{sentinel_runs(tokens, noise, o), sentinel_runs(tokens, kept, o)};
   out.inputs.push_back(o.eos_id);
   out.targets.push_back(o.eos_id);
   return out;

@@ -7,8 +7,8 @@
 // random, and the runs alternate, starting with the other tokens. The input
 // keeps the other tokens with each noise span replaced by one sentinel; the
 // target is each sentinel followed by its span. Sentinels count down from
-// the end of the vocabulary (vocab_size - 1 first, T5's <extra_id_0>); EOS
-// closes both.
+// the end of the vocabulary (vocab_size - 1 first, T5's <extra_id_0>), or
+// are a tokenizer's reserved ones; EOS closes both.
 
 #include <vector>
 
@@ -19,6 +19,7 @@ namespace kiln::data {
 
 struct SpanCorruptionOptions {
   int64_t vocab_size = 0;  // sentinels are vocab_size - 1, vocab_size - 2, ...
+  std::vector<int64_t> sentinel_ids;  // or these: <extra_id_0>, <extra_id_1>, ... (Tokenizer::sentinel_id)
   int64_t eos_id = 1;
   double noise_density = 0.15;
   double mean_noise_span_length = 3.0;

@@ -1,0 +1,329 @@
+// pretrain: an encoder's or an encoder-decoder's pre-training on the token
+// files of prepare_data, as windows of the token stream (documents separated
+// by the tokenizer's end of text):
+//   --model bert  BERT's masked LM (RoBERTa's way, no next-sentence pairs):
+//                 each window of T - 2 tokens becomes [CLS] window [SEP],
+//                 corrupted by data::mask_tokens; the loss is the masked-LM
+//                 cross-entropy at the drawn positions, the metric the
+//                 masked-token accuracy. Saved as BertForPreTraining.
+//   --model t5    T5's span corruption (data::span_corruption, the
+//                 tokenizer's sentinels): the encoder reads the window with
+//                 its noise spans replaced by sentinels, the decoder writes
+//                 the spans; the loss is the span loss, the metric the
+//                 accuracy of the spans' tokens. Each validation prints a
+//                 held-out window with the spans the model fills in (greedy).
+//                 Saved as T5ForConditionalGeneration (v1.1: gated GELU, no
+//                 head scaling).
+// Validation corrupts the same windows the same way at every evaluation. The
+// model is written (model.safetensors and config.json) at the end. Under
+// mpirun the ranks are data-parallel replicas; each row is corrupted from a
+// generator of (seed, step, the row's place in the whole batch), so any
+// number of replicas takes the steps of one process.
+//
+//   pretrain --model bert --data data/fortunes --out out/bert --layers 4 --channels 192 --heads 6 --steps 600
+//   pretrain --model t5 --data data/fortunes --out out/t5 --layers 3 --channels 192 --heads 6 --steps 600
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include <kiln/kiln.h>
+
+namespace fs = std::filesystem;
+using kiln::Tensor;
+using kiln::data::Special;
+
+namespace {
+
+struct Args {
+  std::string model = "bert", data, out;  // out: out/<model> unless given
+  int64_t layers = 4, channels = 192, heads = 6, seq = 128, batch = 16, steps = 600, warmup = 30;
+  int64_t eval_every = 100, eval_batches = 20, log_every = 10;
+  double lr = 1e-3, weight_decay = 0.01, grad_clip = 1.0, dropout = 0.1;
+  uint64_t seed = 1337;
+};
+
+// Row r of the batch of `step`: its own generator, whatever the number of replicas.
+kiln::Generator row_generator(uint64_t seed, int64_t step, int64_t row) {
+  return kiln::Generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
+                         static_cast<uint64_t>(row) + 1);
+}
+
+// The accuracy of the argmax of logits (..., V) at the labels that are not -100.
+double label_accuracy(const Tensor& logits, const Tensor& labels) {
+  Tensor flat = logits.reshape({-1, logits.size(-1)}), target = labels.reshape({-1});
+  Tensor chosen = target != -100;
+  const double right = kiln::sum(kiln::logical_and(kiln::argmax(flat, -1) == target, chosen)).item<double>();
+  return right / std::max(1.0, kiln::sum(chosen).item<double>());
+}
+
+// A pre-training objective: its model, its loss and metric on windows of the
+// token stream, and how the model is saved.
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  virtual kiln::nn::Module& model() = 0;
+  virtual const char* name() const = 0;
+  virtual const char* metric() const = 0;
+  // Tokens of the stream per row.
+  virtual int64_t window(int64_t seq) const = 0;
+  // The loss and the metric on window (B, T): row r corrupted from row_generator(seed, step, first_row + r).
+  virtual std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const = 0;
+  // What the model makes of one held-out window, for the progress output (empty: nothing).
+  virtual std::string sample(const Tensor&) const { return ""; }
+  // Writes config.json and model.safetensors into dir.
+  virtual void save(const fs::path& dir) const = 0;
+  virtual const char* format() const = 0;
+};
+
+class MaskedLM : public Objective {
+ public:
+  MaskedLM(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen)
+      : tok_(tok),
+        seed_(a.seed),
+        config_{.vocab_size = static_cast<int64_t>(tok.vocab_size()), .hidden_size = a.channels,
+                .num_hidden_layers = a.layers, .num_attention_heads = a.heads, .intermediate_size = 4 * a.channels,
+                .max_position_embeddings = a.seq, .pad_token_id = tok.special_id(Special::Pad),
+                .hidden_dropout_prob = a.dropout},
+        model_(config_, gen),
+        options_{.mask_id = tok.special_id(Special::Mask), .vocab_size = config_.vocab_size,
+                 .never_mask = {tok.special_id(Special::Cls), tok.special_id(Special::Sep), tok.special_id(Special::Pad)}} {}
+  kiln::nn::Module& model() override { return model_; }
+  const char* name() const override { return "bert"; }
+  const char* metric() const override { return "masked accuracy"; }
+  int64_t window(int64_t seq) const override { return seq - 2; }
+  std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const override {
+    const int64_t B = window.size(0);
+    auto column = [&](Special s) { return kiln::full({B, 1}, static_cast<int64_t>(tok_.special_id(s)), kiln::kInt64); };
+    Tensor rows = kiln::cat({column(Special::Cls), window.to(kiln::kCPU), column(Special::Sep)}, 1);
+    std::vector<Tensor> inputs, labels;
+    for (int64_t r = 0; r < B; ++r) {
+      kiln::Generator gen = row_generator(seed_, step, first_row + r);
+      kiln::data::MaskedBatch one = kiln::data::mask_tokens(rows.narrow(0, r, 1).contiguous(), {}, options_, gen);
+      inputs.push_back(one.inputs);
+      labels.push_back(one.labels);
+    }
+    Tensor label = kiln::cat(labels);
+    Tensor logits = model_.mlm_logits(model_.forward(kiln::cat(inputs)).sequence);
+    return {kiln::cross_entropy(logits.reshape({-1, logits.size(-1)}), label.reshape({-1})),
+            label_accuracy(logits, label)};
+  }
+  void save(const fs::path& dir) const override {
+    {
+      kiln::NoGradGuard no_grad;
+      kiln::save_safetensors((dir / "model.safetensors").string(), kiln::nn::bert::to_hf(model_.state_dict()),
+                             {{"format", "pt"}});
+    }
+    kiln::write_file_atomic((dir / "config.json").string(), kiln::nn::bert::hf_config_json(config_));
+  }
+  const char* format() const override { return "BertForPreTraining"; }
+
+ private:
+  const kiln::data::Tokenizer& tok_;
+  uint64_t seed_;
+  kiln::nn::BertConfig config_;
+  kiln::nn::Bert model_;
+  kiln::data::MaskingOptions options_;
+};
+
+class SpanCorruption : public Objective {
+ public:
+  SpanCorruption(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen)
+      : tok_(tok),
+        seed_(a.seed),
+        config_{.vocab_size = static_cast<int64_t>(tok.vocab_size()), .d_model = a.channels,
+                .d_kv = a.channels / a.heads, .d_ff = 2 * a.channels, .num_layers = a.layers, .num_heads = a.heads,
+                .dropout_rate = a.dropout, .feed_forward_proj = "gated-gelu", .tie_word_embeddings = false,
+                .scale_decoder_outputs = false, .pad_token_id = tok.special_id(Special::Pad),
+                .eos_token_id = tok.eos_id(), .decoder_start_token_id = tok.special_id(Special::Pad)},
+        model_(config_, gen) {}
+  kiln::nn::Module& model() override { return model_; }
+  const char* name() const override { return "t5"; }
+  const char* metric() const override { return "span accuracy"; }
+  int64_t window(int64_t seq) const override { return seq; }
+  std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const override {
+    auto [inputs, labels] = corrupt(window, step, first_row);
+    Tensor logits = model_.decode(model_.decoder_inputs(labels), model_.encode(inputs));
+    return {kiln::cross_entropy(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1})),
+            label_accuracy(logits, labels)};
+  }
+  std::string sample(const Tensor& window) const override {
+    auto [inputs, labels] = corrupt(window.narrow(0, 0, 1), -1, 0);
+    const std::vector<int64_t> fills =
+        kiln::nn::generate(model_, inputs, {}, {.max_new_tokens = labels.size(1)})[0];
+    auto text = [&](const Tensor& row) {
+      std::vector<uint32_t> ids;
+      for (int64_t t = 0; t < row.size(0); ++t) ids.push_back(static_cast<uint32_t>(row[t].item<int64_t>()));
+      return tok_.decode(ids);
+    };
+    std::vector<uint32_t> fill_ids(fills.begin(), fills.end());
+    return fmt::format("input: {}\n  spans: {}\n  model: {}", text(inputs[0]), text(labels[0]), tok_.decode(fill_ids));
+  }
+  void save(const fs::path& dir) const override { kiln::nn::t5::save(dir.string(), model_); }
+  const char* format() const override { return "T5ForConditionalGeneration"; }
+
+ private:
+  kiln::data::SpanBatch corrupt(const Tensor& window, int64_t step, int64_t first_row) const {
+    kiln::data::SpanCorruptionOptions options{.eos_id = static_cast<int64_t>(tok_.eos_id())};
+    for (int i = 0; i < tok_.sentinels(); ++i) options.sentinel_ids.push_back(tok_.sentinel_id(i));
+    Tensor rows = window.to(kiln::kCPU);
+    std::vector<Tensor> inputs, labels;
+    for (int64_t r = 0; r < rows.size(0); ++r) {
+      kiln::Generator gen = row_generator(seed_, step, first_row + r);
+      kiln::data::SpanBatch one = kiln::data::span_corruption(rows.narrow(0, r, 1).contiguous(), options, gen);
+      inputs.push_back(one.inputs);
+      labels.push_back(one.labels);
+    }
+    return {kiln::cat(inputs), kiln::cat(labels)};
+  }
+
+  const kiln::data::Tokenizer& tok_;
+  uint64_t seed_;
+  kiln::nn::T5Config config_;
+  kiln::nn::T5 model_;
+};
+
+std::unique_ptr<Objective> make_objective(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen) {
+  if (a.model == "t5") return std::make_unique<SpanCorruption>(a, tok, gen);
+  return std::make_unique<MaskedLM>(a, tok, gen);
+}
+
+int run(const Args& a) {
+  auto world = kiln::dist::mpi_world();
+  const bool lead = world->rank() == 0;
+  const int ranks = world->size(), rank = world->rank();
+  kiln::data::Tokenizer tok(a.data + "/tokenizer.model");
+  kiln::Generator gen(a.seed);
+  std::unique_ptr<Objective> objective = make_objective(a, tok, gen);
+  kiln::nn::Module& model = objective->model();
+  gen.set_offset(gen.offset() + (static_cast<uint64_t>(rank) << 40));  // each replica's own dropout
+  kiln::optim::AdamW opt(kiln::optim::decay_groups(model.named_parameters(), a.weight_decay), {.lr = a.lr});
+  std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
+  if (ranks > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, world);
+  kiln::optim::LRSchedule schedule{a.lr, a.lr * 0.1, a.warmup, a.steps, kiln::optim::LRSchedule::Decay::Cosine};
+  // --batch rows per replica; replica r reads its share of each whole batch.
+  const int64_t window = objective->window(a.seq);
+  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = window, .rank = rank,
+                                                         .world_size = ranks, .shuffle = true, .seed = a.seed});
+  kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = window, .rank = rank,
+                                                     .world_size = ranks});
+  // Each figure's mean over the replicas (every replica's rows hold as many labels).
+  auto mean_over_ranks = [&](std::vector<double> figures) {
+    Tensor t = kiln::tensor(figures);
+    world->all_reduce(t);
+    for (size_t i = 0; i < figures.size(); ++i) figures[i] = t[static_cast<int64_t>(i)].item<double>() / ranks;
+    return figures;
+  };
+  if (lead)
+    fmt::print("{}: {} layers, {} heads, {} channels, vocabulary {}, {:.2f}M parameters; {} steps of {} x {} x {} "
+               "replicas\n", objective->name(), a.layers, a.heads, a.channels, tok.vocab_size(),
+               static_cast<double>(model.num_parameters()) / 1e6, a.steps, a.batch, a.seq, ranks);
+  std::ofstream metrics;
+  if (lead) {
+    fs::create_directories(a.out);
+    metrics.open(a.out + "/metrics.jsonl");
+  }
+  auto evaluate = [&] {
+    kiln::NoGradGuard no_grad;
+    model.eval();
+    val.seek({});
+    double loss = 0, metric = 0;
+    std::string sample;
+    const int64_t n = std::min(a.eval_batches, val.batches_per_epoch());
+    for (int64_t i = 0; i < n; ++i) {  // every evaluation corrupts the same windows alike (step -1 - i)
+      const Tensor batch = val.next().first;
+      auto [l, m] = objective->loss(batch, -1 - i, rank * a.batch);
+      loss += l.item<double>() / static_cast<double>(n);
+      metric += m / static_cast<double>(n);
+      if (i == 0 && lead) sample = objective->sample(batch);
+    }
+    model.train();
+    const std::vector<double> both = mean_over_ranks({loss, metric});
+    return std::tuple{both[0], both[1], sample};
+  };
+  const std::string metric_key = fmt::format("{}", objective->metric());
+  std::string key = metric_key;
+  std::replace(key.begin(), key.end(), ' ', '_');
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < a.steps; ++step) {
+    opt.set_lr(schedule.at(step));
+    opt.zero_grad();
+    auto [loss, metric] = objective->loss(train.next().first, step, rank * a.batch);
+    loss.backward();
+    if (ddp) ddp->finish();
+    const double norm = kiln::optim::clip_grad_norm(model.parameters(), a.grad_clip);
+    opt.step();
+    const int64_t done = step + 1;
+    const std::vector<double> mean = mean_over_ranks({loss.item<double>(), metric});
+    nlohmann::json m = {{"step", done}, {"train_loss", mean[0]}, {key, mean[1]}, {"grad_norm", norm}};
+    const bool validate = done % a.eval_every == 0 || done == a.steps;
+    std::string sample;
+    if (validate) std::tie(m["val_loss"], m["val_" + key], sample) = evaluate();
+    if (lead && (done % a.log_every == 0 || validate || done == 1)) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      fmt::print("step {:5d}/{} | loss {:.4f} | {} {:.3f}{} | norm {:.3f} | {:.0f} tok/s | ETA {:.0f}s\n", done,
+                 a.steps, mean[0], metric_key, mean[1],
+                 validate ? fmt::format(" | val loss {:.4f} {} {:.3f}", m["val_loss"].get<double>(), metric_key,
+                                        m["val_" + key].get<double>())
+                          : "",
+                 norm, static_cast<double>(done * a.batch * a.seq * ranks) / seconds,
+                 seconds / static_cast<double>(done) * static_cast<double>(a.steps - done));
+      if (!sample.empty()) fmt::print("  {}\n", sample);
+      std::fflush(stdout);
+    }
+    if (lead) metrics << m.dump() << '\n' << std::flush;
+  }
+  if (!lead) return 0;
+  // Written beside, then renamed into place: a reader never sees half a model.
+  const fs::path final_dir = fs::path(a.out) / "model", partial = fs::path(a.out) / "model.partial";
+  fs::remove_all(partial);
+  fs::create_directories(partial);
+  objective->save(partial);
+  fs::remove_all(final_dir);
+  fs::rename(partial, final_dir);
+  fmt::print("saved {} ({}); metrics in {}/metrics.jsonl\n", final_dir.string(), objective->format(), a.out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"BERT's masked-LM or T5's span-corruption pre-training on prepare_data's token files"};
+  Args a;
+  app.add_option("--model", a.model, "bert (masked LM) or t5 (span corruption)")
+      ->check(CLI::IsMember({"bert", "t5"}))->capture_default_str();
+  app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->required();
+  app.add_option("--out", a.out, "metrics and the saved model (default out/<model>)");
+  app.add_option("--layers", a.layers, "layers")->capture_default_str();
+  app.add_option("--channels", a.channels, "width (BERT's MLP is 4 times it, T5's gated one 2 times)")
+      ->capture_default_str();
+  app.add_option("--heads", a.heads, "attention heads")->capture_default_str();
+  app.add_option("--seq,-t", a.seq, "tokens per row (BERT: [CLS] and [SEP] included; T5: before corruption)")
+      ->capture_default_str();
+  app.add_option("--batch,-b", a.batch, "rows per step and replica")->capture_default_str();
+  app.add_option("--steps", a.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate (cosine decay to a tenth)")->capture_default_str();
+  app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
+  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
+  app.add_option("--dropout", a.dropout, "hidden dropout")->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--seed", a.seed, "initialization, data order, corruption and dropout")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (a.out.empty()) a.out = "out/" + a.model;
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    // Under mpirun one failing rank must not leave the others in a collective.
+    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
+    fmt::print(stderr, "pretrain: {}\n", e.what());
+    return 1;
+  }
+}
