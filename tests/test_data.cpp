@@ -266,6 +266,13 @@ TEST_CASE("T5's span corruption: the layout of a hand-worked mask, sentinels cou
   CHECK(c.inputs == std::vector<int64_t>{10, 99, 13, 14, 15, 98, 17, 18, 97, 1});
   CHECK(c.targets == std::vector<int64_t>{99, 11, 12, 98, 16, 97, 19, 1});
   CHECK_THROWS_WITH(data::span_corrupt({1, 2}, {true}, options), Catch::Contains("2 tokens but a noise mask of 1"));
+  // A tokenizer's own sentinels, in order.
+  const data::SpanCorrupted own = data::span_corrupt({10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, noise,
+                                                     {.sentinel_ids = {5, 6, 7}, .eos_id = 2});
+  CHECK(own.inputs == std::vector<int64_t>{10, 5, 13, 14, 15, 6, 17, 18, 7, 2});
+  CHECK(own.targets == std::vector<int64_t>{5, 11, 12, 6, 16, 7, 19, 2});
+  CHECK_THROWS_WITH(data::span_corrupt({10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, noise, {.sentinel_ids = {5, 6}}),
+                    Catch::Contains("3 spans need more than the 2 sentinels given"));
 }
 
 TEST_CASE("T5's noise masks: the counts of the paper's rule, alternating runs, every layout drawn") {
