@@ -111,19 +111,27 @@ Tensor ref_attention(const Tensor& x, const nn::BlockSpec& spec, const nn::Block
   return ref_linear(y, param(block, "attn.out.weight"), param(block, "attn.out.bias"));
 }
 
+Tensor ref_gelu_tanh(const Tensor& x) {
+  return x * 0.5 * (tanh((x + x * x * x * 0.044715) * std::sqrt(2.0 / std::numbers::pi)) + 1.0);
+}
+
 Tensor ref_mlp(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& block) {
   Tensor up = ref_linear(x, param(block, "mlp.up.weight"), param(block, "mlp.up.bias"));
   Tensor h;
+  const int64_t half = up.size(-1) / 2;
   if (spec.mlp.kind == nn::MlpKind::SwiGLU) {
-    const int64_t hidden = up.size(-1) / 2;
-    Tensor gate = up.narrow(-1, 0, hidden);
-    h = gate / (exp(gate * -1.0) + 1.0) * up.narrow(-1, hidden, hidden);
+    Tensor gate = up.narrow(-1, 0, half);
+    h = gate / (exp(gate * -1.0) + 1.0) * up.narrow(-1, half, half);
+  } else if (spec.mlp.kind == nn::MlpKind::GeGLU) {
+    h = ref_gelu_tanh(up.narrow(-1, 0, half)) * up.narrow(-1, half, half);
+  } else if (spec.mlp.kind == nn::MlpKind::Relu) {
+    h = (up + abs(up)) * 0.5;
   } else if (spec.mlp.kind == nn::MlpKind::Gelu) {  // x Phi(x), Phi from std::erf
     std::vector<double> phi = values(up);
     for (double& v : phi) v = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
     h = up * tensor(phi, kFloat64).view(up.sizes());
   } else {
-    h = up * 0.5 * (tanh((up + up * up * up * 0.044715) * std::sqrt(2.0 / std::numbers::pi)) + 1.0);
+    h = ref_gelu_tanh(up);
   }
   return ref_linear(h, param(block, "mlp.down.weight"), param(block, "mlp.down.bias"));
 }
@@ -175,6 +183,10 @@ std::vector<Case> cases() {
   scaled.attention.rope = nn::RopeSpec{10.0, nn::RopeScaling{4.0, 1.0, 4.0, 8}};
   nn::BlockSpec prefix_lm = llama;
   prefix_lm.attention.mask = nn::AttentionMask::PrefixLM;
+  nn::BlockSpec relu = post;
+  relu.mlp = {.kind = nn::MlpKind::Relu, .hidden = 20, .bias = false};
+  nn::BlockSpec geglu = llama;
+  geglu.mlp = {.kind = nn::MlpKind::GeGLU, .hidden = 20, .bias = true};
   nn::BlockSpec layer_norm_no_bias = gpt2;
   layer_norm_no_bias.norm.bias = false;
   layer_norm_no_bias.mlp = {.kind = nn::MlpKind::SwiGLU, .bias = true};
@@ -184,6 +196,8 @@ std::vector<Case> cases() {
           {"post-norm, bidirectional", post},
           {"BERT: post-norm, bidirectional, GELU with erf, eps 1e-12", bert, {{}, {7, 5}}},
           {"MQA, head size 6, scale 0.3", mqa},
+          {"ReLU MLP without biases (T5 v1.0)", relu},
+          {"GeGLU MLP with biases (T5 v1.1's gated GELU)", geglu},
           {"RoPE with Llama 3 scaling", scaled},
           {"LayerNorm without bias, SwiGLU with biases (default hidden size), RoPE", layer_norm_no_bias},
           {"prefix-LM with key padding", prefix_lm, {{3, 0}, {7, 5}}},
