@@ -310,3 +310,48 @@ TEST_CASE("T5's noise masks: the counts of the paper's rule, alternating runs, e
   CHECK(kt::values(x.inputs) == kt::values(y.inputs));
   CHECK(kt::values(x.labels) == kt::values(y.labels));
 }
+
+TEST_CASE("GLM's blank infilling: the layout of a hand-worked example, two position streams, the prefix") {
+  const data::BlankInfillingOptions o{.mask_id = 3, .start_id = 4, .end_id = 5};
+  // Spans [5, 7) then [1, 3) in part B's order.
+  const data::GlmExample ex = data::glm_layout({10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, {{5, 7}, {1, 3}}, o);
+  CHECK(ex.prefix == 8);
+  CHECK(ex.tokens == std::vector<int64_t>{10, 3, 13, 14, 3, 17, 18, 19, 4, 15, 16, 4, 11, 12});
+  CHECK(ex.labels == std::vector<int64_t>{-100, -100, -100, -100, -100, -100, -100, -100, 15, 16, 5, 11, 12, 5});
+  CHECK(ex.positions == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 4, 4, 4, 1, 1, 1});
+  CHECK(ex.block_positions == std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3});
+  CHECK_THROWS_WITH(data::glm_layout({1, 2, 3, 4}, {{0, 2}, {2, 3}}, o), Catch::Contains("touches another"));
+}
+
+TEST_CASE("GLM's spans: Poisson(3) lengths covering 15%, apart, shuffled; the generation span runs to the end") {
+  const data::BlankInfillingOptions o{.mask_id = 3, .start_id = 4, .end_id = 5};
+  Generator gen(3);
+  double lengths = 0, spans = 0;
+  bool shuffled = false;
+  for (int d = 0; d < 500; ++d) {
+    const auto drawn = data::blank_spans(200, o, gen);
+    int64_t covered = 0;
+    for (const auto& [s, e] : drawn) covered += e - s;
+    CHECK(covered >= 30);  // int(0.15 x 200)
+    CHECK(covered < 30 + o.max_span);  // the last span drawn crossed the line
+    auto in_text = drawn;
+    std::sort(in_text.begin(), in_text.end());
+    shuffled = shuffled || in_text != drawn;
+    for (size_t i = 0; i < in_text.size(); ++i) {
+      CHECK(in_text[i].first < in_text[i].second);
+      CHECK(in_text[i].second <= 200);
+      if (i > 0) CHECK(in_text[i - 1].second < in_text[i].first);
+    }
+    lengths += static_cast<double>(covered);
+    spans += static_cast<double>(drawn.size());
+  }
+  CHECK(shuffled);
+  // Poisson(3) without zero: mean 3 / (1 - e^-3) = 3.157.
+  CHECK(lengths / spans == Approx(3.157).margin(0.25));
+  for (int d = 0; d < 100; ++d) {
+    const auto [start, end] = data::generation_span(40, o, gen);
+    CHECK(end == 40);
+    CHECK(end - start >= 20);
+    CHECK(end - start <= 38);
+  }
+}

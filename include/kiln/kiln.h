@@ -7,6 +7,7 @@
 #include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
 #include "kiln/data/example_loader.h"
+#include "kiln/data/blank_infilling.h"
 #include "kiln/data/masked_lm.h"
 #include "kiln/data/span_corruption.h"
 #include "kiln/data/shuffle.h"
