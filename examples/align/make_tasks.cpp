@@ -5,10 +5,13 @@
 //
 //   make_tasks --out out/align/tasks --heldout 600
 //   make_tasks --out out/align/tasks --tasks count --per-task 3000   # one task
+//   make_tasks ... --demonstrations 300   # answers written out for 300 of them
 //
 // Every question is asked once: a held-out share of each task is kept apart
 // from everything trained on. Writes, as JSON lines (kiln/data/conversations.h):
-//   sft.jsonl      the training questions with their answers (messages)
+//   sft.jsonl      the training questions with their answers (messages): all,
+//                  or the first --demonstrations of each task (InstructGPT's
+//                  setting: demonstrations are scarcer than comparisons)
 //   prompts.jsonl  the same questions with "answer", for the RL stages
 //   pairs.jsonl    each training question with the right answer chosen over a
 //                  near miss (a sum off by one, two letters swapped)
@@ -88,13 +91,15 @@ void write_lines(const std::string& path, const std::vector<nlohmann::json>& rec
 int main(int argc, char** argv) {
   CLI::App app{"Instruction tasks with checkable answers, for the alignment stages"};
   std::string out = "out/align/tasks", words_dir = "/usr/share/games/fortunes";
-  int64_t heldout = 600, per_task = 2000;
+  int64_t heldout = 600, per_task = 2000, demonstrations = -1;
   uint64_t seed = 1;
   std::vector<std::string> chosen = {"sum", "difference", "count", "reverse"};
   app.add_option("--out", out, "directory of the JSON-lines files")->capture_default_str();
   app.add_option("--words", words_dir, "text whose words are counted and reversed")->capture_default_str();
   app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")->capture_default_str();
   app.add_option("--per-task", per_task, "training questions per task at most")->capture_default_str();
+  app.add_option("--demonstrations", demonstrations, "training questions per task whose answer is written out for "
+                 "SFT (-1: all); pairs and prompts cover every training question")->capture_default_str();
   app.add_option("--tasks", chosen, "which tasks: sum difference count reverse")->capture_default_str();
   app.add_option("--seed", seed, "which questions are held out, and the near misses")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -118,8 +123,9 @@ int main(int argc, char** argv) {
           held.push_back({{"prompt", t.question}, {"answer", t.answer}});
           continue;
         }
-        sft.push_back({{"messages", {{{"role", "user"}, {"content", t.question}},
-                                     {{"role", "assistant"}, {"content", t.answer}}}}});
+        if (demonstrations < 0 || i - each < demonstrations)
+          sft.push_back({{"messages", {{{"role", "user"}, {"content", t.question}},
+                                       {{"role", "assistant"}, {"content", t.answer}}}}});
         prompts.push_back({{"prompt", t.question}, {"answer", t.answer}});
         pairs.push_back({{"prompt", t.question}, {"chosen", t.answer}, {"rejected", t.near_miss}});
       }
@@ -129,7 +135,8 @@ int main(int argc, char** argv) {
     write_lines(out + "/prompts.jsonl", prompts);
     write_lines(out + "/pairs.jsonl", pairs);
     write_lines(out + "/heldout.jsonl", held);
-    fmt::print("make_tasks: {} training questions, {} held out, in {}\n", sft.size(), held.size(), out);
+    fmt::print("make_tasks: {} training questions ({} with written answers), {} held out, in {}\n", prompts.size(),
+               sft.size(), held.size(), out);
   } catch (const std::exception& e) {
     fmt::print(stderr, "make_tasks: {}\n", e.what());
     return 1;
