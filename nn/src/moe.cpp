@@ -163,17 +163,31 @@ Tensor MoeLayer::forward(const Tensor& x) const {
     Tensor f = tensor(counts, TensorOptions(stat).device(x.device()));
     const double norm = static_cast<double>(E) * spec_.aux_loss_coeff / (static_cast<double>(k * N) * N);
     Tensor balance = sum(sum(probs, {0}) * f) * norm;
-    now.aux_loss = balance.item<double>();
+    pending_aux_ = pending_aux_.defined() ? pending_aux_ + balance.detach() : balance.detach();
     aux = balance;
   }
   if (spec_.z_loss_coeff > 0) {
     Tensor z = mean(pow(logsumexp(logits, -1), 2.0)) * spec_.z_loss_coeff;
-    now.z_loss = z.item<double>();
+    pending_z_ = pending_z_.defined() ? pending_z_ + z.detach() : z.detach();
     aux = aux.defined() ? aux + z : z;
   }
   stats_.add(now);
   if (aux.defined()) out = with_auxiliary_loss(out, aux, aux_loss_scale_);
   return dropout->forward(out);
+}
+
+const MoeStats& MoeLayer::stats() const {
+  for (auto [pending, total] : {std::pair{&pending_aux_, &stats_.aux_loss}, std::pair{&pending_z_, &stats_.z_loss}})
+    if (pending->defined()) {
+      *total += pending->item<double>();
+      *pending = Tensor();
+    }
+  return stats_;
+}
+
+void MoeLayer::reset_stats() {
+  stats_ = {};
+  pending_aux_ = pending_z_ = Tensor();
 }
 
 }  // namespace kiln::nn

@@ -74,8 +74,10 @@ class MoeLayer : public Module {
 
   // The auxiliary losses' gradient: 1 / the micro-batches a step averages.
   void set_aux_loss_scale(double scale) const { aux_loss_scale_ = scale; }
-  const MoeStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
+  // What the layer did in training forwards since reset_stats (the losses are
+  // read from the device here, not in every forward).
+  const MoeStats& stats() const;
+  void reset_stats();
 
  private:
   // The routed rows (R, C), in the experts' order, through this rank's
@@ -88,6 +90,7 @@ class MoeLayer : public Module {
   MlpKind kind_;
   mutable double aux_loss_scale_ = 1.0;
   mutable MoeStats stats_;
+  mutable Tensor pending_aux_, pending_z_;  // losses of forwards stats() has not read yet
 };
 
 }  // namespace kiln::nn
