@@ -73,9 +73,7 @@ inline PromptSplit read_prompt_split(const RolloutArgs& a, const kiln::data::Tok
 // process draws.
 inline std::vector<kiln::Generator> rollout_generators(uint64_t seed, int64_t step, int64_t first_row, int64_t rows) {
   std::vector<kiln::Generator> out;
-  for (int64_t r = first_row; r < first_row + rows; ++r)
-    out.emplace_back(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
-                     static_cast<uint64_t>(r) + 1);
+  for (int64_t r = first_row; r < first_row + rows; ++r) out.push_back(kiln::row_generator(seed, step, r));
   return out;
 }
 

@@ -46,12 +46,6 @@ struct Args {
   uint64_t seed = 1337;
 };
 
-// Row r of the batch of `step`: its own generator, whatever the number of replicas.
-kiln::Generator row_generator(uint64_t seed, int64_t step, int64_t row) {
-  return kiln::Generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
-                         static_cast<uint64_t>(row) + 1);
-}
-
 // The accuracy of the argmax of logits (..., V) at the labels that are not -100.
 double label_accuracy(const Tensor& logits, const Tensor& labels) {
   Tensor flat = logits.reshape({-1, logits.size(-1)}), target = labels.reshape({-1});
@@ -70,7 +64,7 @@ class Objective {
   virtual const char* metric() const = 0;
   // Tokens of the stream per row.
   virtual int64_t window(int64_t seq) const = 0;
-  // The loss and the metric on window (B, T): row r corrupted from row_generator(seed, step, first_row + r).
+  // The loss and the metric on window (B, T): row r corrupted from kiln::row_generator(seed, step, first_row + r).
   virtual std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const = 0;
   // What the model makes of one held-out window, for the progress output (empty: nothing).
   virtual std::string sample(const Tensor&) const { return ""; }
@@ -101,7 +95,7 @@ class MaskedLM : public Objective {
     Tensor rows = kiln::cat({column(Special::Cls), window.to(kiln::kCPU), column(Special::Sep)}, 1);
     std::vector<Tensor> inputs, labels;
     for (int64_t r = 0; r < B; ++r) {
-      kiln::Generator gen = row_generator(seed_, step, first_row + r);
+      kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
       kiln::data::MaskedBatch one = kiln::data::mask_tokens(rows.narrow(0, r, 1).contiguous(), {}, options_, gen);
       inputs.push_back(one.inputs);
       labels.push_back(one.labels);
@@ -172,7 +166,7 @@ class SpanCorruption : public Objective {
     Tensor rows = window.to(kiln::kCPU);
     std::vector<Tensor> inputs, labels;
     for (int64_t r = 0; r < rows.size(0); ++r) {
-      kiln::Generator gen = row_generator(seed_, step, first_row + r);
+      kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
       kiln::data::SpanBatch one = kiln::data::span_corruption(rows.narrow(0, r, 1).contiguous(), options, gen);
       inputs.push_back(one.inputs);
       labels.push_back(one.labels);

@@ -36,4 +36,12 @@ class Generator {
 Generator& default_generator();
 void manual_seed(uint64_t seed);
 
+// The generator of row `row` of step `step`'s whole batch: what a row draws
+// (its corruption, its samples) depends on its place in the batch, not on how
+// many data-parallel replicas share the batch.
+inline Generator row_generator(uint64_t seed, int64_t step, int64_t row) {
+  return Generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0x100000001B3ull +
+                   static_cast<uint64_t>(row) + 1);
+}
+
 }  // namespace kiln
