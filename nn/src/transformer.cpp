@@ -61,6 +61,13 @@ void check_split(const char* what, int64_t n, int tp) {
   KILN_CHECK(n % tp == 0, "[Block] {} ({}) must divide among {} tensor-parallel ranks", what, n, tp);
 }
 
+// This rank's attention heads and kv heads, checked to divide among the tensor-parallel ranks.
+std::pair<int64_t, int64_t> rank_heads(const BlockSpec& spec, int tp) {
+  check_split("the attention heads", spec.attention.heads, tp);
+  check_split("the kv heads", spec.kv_heads(), tp);
+  return {spec.attention.heads / tp, spec.kv_heads() / tp};
+}
+
 // The scores' bias (B, 1, 1, Tk) that hides each row's keys before key_starts[b]:
 // a large finite negative rather than -inf, so that a padding query (which
 // sees only padding) stays finite and nothing NaN reaches the real rows.
@@ -77,12 +84,8 @@ Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generat
                      Device device)
     : spec_(spec.attention) {
   spec.check();
-  const int tp = factory.tp_size();
   const int64_t C = spec.d_model, D = spec.head_dim(), H = spec.attention.heads, Hkv = spec.kv_heads();
-  check_split("the attention heads", H, tp);
-  check_split("the kv heads", Hkv, tp);
-  heads_ = H / tp;
-  kv_heads_ = Hkv / tp;
+  std::tie(heads_, kv_heads_) = rank_heads(spec, factory.tp_size());
   head_dim_ = D;
   first_head_ = factory.tp_rank() * heads_;
   qkv = register_module("qkv", factory.column({C, (H + 2 * Hkv) * D, spec_.qkv_bias, dtype, device},
@@ -143,12 +146,8 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
 CrossAttention::CrossAttention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype,
                                Device device)
     : spec_(spec.attention) {
-  const int tp = factory.tp_size();
   const int64_t C = spec.d_model, D = spec.head_dim(), H = spec.attention.heads, Hkv = spec.kv_heads();
-  check_split("the attention heads", H, tp);
-  check_split("the kv heads", Hkv, tp);
-  heads_ = H / tp;
-  kv_heads_ = Hkv / tp;
+  std::tie(heads_, kv_heads_) = rank_heads(spec, factory.tp_size());
   head_dim_ = D;
   q = register_module("q", factory.column({C, H * D, spec_.qkv_bias, dtype, device}));
   kv = register_module("kv", factory.column({C, 2 * Hkv * D, spec_.qkv_bias, dtype, device}, {Hkv * D, Hkv * D}));
