@@ -345,3 +345,31 @@ TEST_CASE("T5's relative position buckets: exact up to half the buckets, then lo
   CHECK(bucket(-20, false) == 17);  // 16 + floor(16 log(20/16) / log 8) = 16 + 1
   CHECK(bucket(-1000, false) == 31);
 }
+
+TEST_CASE("T5 checkpoints and configs load with clear errors on mismatch") {
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/t5_tiny.safetensors");
+  const nn::T5Config config{.vocab_size = 100, .d_model = 32, .d_kv = 12, .d_ff = 48, .num_layers = 2,
+                            .num_decoder_layers = 3, .num_heads = 4, .relative_attention_num_buckets = 8,
+                            .relative_attention_max_distance = 20, .dropout_rate = 0.0};
+  auto weights = initial_weights(golden);
+  auto no_v = weights;
+  no_v.erase("decoder.block.2.layer.1.EncDecAttention.v.weight");
+  CHECK_THROWS_WITH(nn::t5::from_hf(no_v, config), Catch::Contains("has decoder.block.2.layer.1.EncDecAttention.k."
+                                                                   "weight but no decoder.block.2.layer.1.EncDecAttention.v.weight"));
+  auto extra = weights;
+  extra["decoder.block.3.layer.0.layer_norm.weight"] = ones({32});
+  CHECK_THROWS_WITH(nn::t5::from_hf(extra, config),
+                    Catch::Contains("unexpected key 'decoder.block.3.layer.0.layer_norm.weight' in a T5 checkpoint of 3 layers"));
+  auto untied = weights;
+  untied["lm_head.weight"] = zeros({100, 32});
+  CHECK_THROWS_WITH(nn::t5::from_hf(untied, config), Catch::Contains("lm_head.weight differs from shared.weight"));
+  CHECK_THROWS_WITH(nn::t5::from_hf_config(R"({"vocab_size": 100, "d_model": 32, "d_kv": 8, "d_ff": 64,
+                                              "num_layers": 2, "num_heads": 4, "feed_forward_proj": "gated-silu"})"),
+                    Catch::Contains("feed_forward_proj 'gated-silu'"));
+  CHECK_THROWS_WITH(nn::t5::from_hf_config(R"({"d_model": 32})"), Catch::Contains("not a T5 config.json"));
+  Generator gen(0);
+  nn::T5 model(config, gen);
+  CHECK_THROWS_WITH(model.encode(tensor(std::vector<int64_t>{1, 2, 3})), Catch::Contains("expects ids (B, S) int64"));
+  CHECK_THROWS_WITH(nn::generate(model, zeros({1, 4}, TensorOptions(kInt64)), {}, {.beams = 0}),
+                    Catch::Contains("beams (0) and max_new_tokens (32) must be at least 1"));
+}

@@ -90,7 +90,8 @@ std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& s
 }
 
 std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
-                                         const NameMap& map, const char* family) {
+                                         const std::function<std::string(const std::string&)>& hf_name,
+                                         const char* family) {
   std::map<std::string, Tensor> out;
   std::map<std::pair<std::string, const Fused*>, std::map<size_t, Tensor>> found;  // (prefix, fused) -> part index -> tensor
   for (const auto& [name, t] : parts) {
@@ -105,18 +106,20 @@ std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& pa
   }
   for (const auto& [key, by_index] : found) {
     const auto& [prefix, f] = key;
-    auto hf_name = [&](size_t i) {
-      auto hf = map.to_hf(prefix + f->parts[i]);
-      return hf ? hf->first : prefix + f->parts[i];
-    };
+    auto part = [&](size_t i) { return hf_name(prefix + f->parts[i]); };
     for (size_t i = 0; i < f->parts.size(); ++i)
-      KILN_CHECK(by_index.count(i), "[hf] a {} checkpoint has {} but no {}", family, hf_name(by_index.begin()->first),
-                 hf_name(i));
+      KILN_CHECK(by_index.count(i), "[hf] a {} checkpoint has {} but no {}", family, part(by_index.begin()->first),
+                 part(i));
     std::vector<Tensor> in_order;
     for (const auto& [i, t] : by_index) in_order.push_back(t);
     out[prefix + f->name] = cat(in_order, 0);
   }
   return out;
+}
+
+std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln) {
+  auto hf = map.to_hf(kiln);
+  return hf ? hf->first : kiln;
 }
 
 std::string first_part(const std::string& name, const std::vector<Fused>& fused) {

@@ -48,10 +48,13 @@ using PartSizes = std::function<std::vector<int64_t>(const std::string& name)>;
 std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& state, const std::vector<Fused>& fused,
                                           const PartSizes& sizes = {});
 // The parts joined back into their fused tensors; raises, naming `family`
-// and the missing part's name in `map`, when only some of a tensor's parts
-// are there.
+// and the missing part by its Hugging Face name (hf_name of its kiln name),
+// when only some of a tensor's parts are there.
 std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
-                                         const NameMap& map, const char* family);
+                                         const std::function<std::string(const std::string&)>& hf_name,
+                                         const char* family);
+// A map's Hugging Face name for a kiln name, or the kiln name when no rule knows it.
+std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln);
 // The name of a fused tensor's first part ("layers.0.attn.q.weight"), which
 // names it in messages; any other name as it is.
 std::string first_part(const std::string& name, const std::vector<Fused>& fused);

@@ -83,7 +83,8 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
     if (name.ends_with("position_ids")) continue;  // a buffer some checkpoints carry
     kept[name] = t;
   }
-  return hf::join_fused(hf::rename_from_hf(names(), kept, config.num_hidden_layers, "BERT"), fused_tensors(), names(), "BERT");
+  return hf::join_fused(hf::rename_from_hf(names(), kept, config.num_hidden_layers, "BERT"), fused_tensors(),
+                        [](const std::string& name) { return hf::hf_name_or_kiln(names(), name); }, "BERT");
 }
 
 std::string hf_config_json(const BertConfig& c) {

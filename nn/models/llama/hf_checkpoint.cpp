@@ -159,7 +159,7 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
   }
   std::map<std::string, Tensor> out = experts_from_hf(kept, c);
   std::map<std::string, Tensor> dense =
-      hf::join_fused(hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama"), fused_tensors(), names(), "Llama");
+      hf::join_fused(hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama"), fused_tensors(), hf_name, "Llama");
   out.insert(dense.begin(), dense.end());
   return out;
 }
@@ -168,8 +168,7 @@ std::string hf_name(const std::string& kiln) {
   std::smatch m;
   if (std::regex_match(kiln, m, kKilnExperts))  // named by expert 0's first part
     return m[2] == "router" ? hf_router(m[1]) : hf_expert(m[1], 0, m[2] == "up" ? "w1" : "w2");
-  auto hf = names().to_hf(hf::first_part(kiln, fused_tensors()));  // a fused tensor by its first part
-  return hf ? hf->first : kiln;
+  return hf::hf_name_or_kiln(names(), hf::first_part(kiln, fused_tensors()));  // a fused tensor by its first part
 }
 
 std::string hf_config_json(const LlamaConfig& c) {

@@ -111,7 +111,11 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
   // transformers 5 ties every T5's head and writes no lm_head.weight, the
   // unscaled (v1.1) ones too: an untied head starts as the embedding.
   if (!config.tie_word_embeddings && !kiln.count("lm_head.weight")) kiln["lm_head.weight"] = shared->second;
-  return hf::join_fused(kiln, fused_tensors(config), all[0].names, "T5");
+  auto hf_name = [&](const std::string& name) {
+    const Part& p = part_of(all, name);
+    return hf::hf_name_or_kiln(p.names, name.substr(p.prefix.size()));
+  };
+  return hf::join_fused(kiln, fused_tensors(config), hf_name, "T5");
 }
 
 std::string hf_config_json(const T5Config& c) {
