@@ -31,9 +31,11 @@ void check_tensor(const std::string& name, const Tensor& actual, const Tensor& e
 // The golden file's initial weights: every tensor not named by the script's other entries.
 std::map<std::string, Tensor> initial_weights(const TensorFile& golden) {
   std::map<std::string, Tensor> initial;
-  static const std::set<std::string> not_weights{"input_ids", "targets", "logits", "loss", "balance_layer0",
-                                                  "token_type_ids", "lengths", "labels", "next_sentence_label",
-                                                  "prediction_logits", "seq_relationship_logits", "greedy", "beam3"};
+  static const std::set<std::string> not_weights{
+      "input_ids",         "targets", "logits",          "loss",           "balance_layer0",
+      "token_type_ids",    "lengths", "labels",          "next_sentence_label",
+      "prediction_logits", "seq_relationship_logits",    "greedy",         "beam3",
+      "positions",         "block_positions",            "prefix_lengths"};
   for (auto& [k, v] : golden.tensors)
     if (k.rfind("grad.", 0) != 0 && k.rfind("after.", 0) != 0 && !not_weights.count(k)) initial[k] = v;
   return initial;
@@ -372,4 +374,55 @@ TEST_CASE("T5 checkpoints and configs load with clear errors on mismatch") {
   CHECK_THROWS_WITH(model.encode(tensor(std::vector<int64_t>{1, 2, 3})), Catch::Contains("expects ids (B, S) int64"));
   CHECK_THROWS_WITH(nn::generate(model, zeros({1, 4}, TensorOptions(kInt64)), {}, {.beams = 0}),
                     Catch::Contains("beams (0) and max_new_tokens (32) must be at least 1"));
+}
+
+TEST_CASE("tiny GLM (blank infilling: two position streams, part A bidirectional) matches THUDM's model") {
+  // tests/golden/make_golden.py --model glm: a transcription of THUDM's GLMModel with block positions.
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/glm_tiny.safetensors");
+  auto at = [&](const std::string& name) { return golden.tensors.at(name); };
+  nn::ModelSpec spec = nn::GPTConfig{.vocab_size = 128, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 32}.spec();
+  spec.family = "";
+  spec.block.attention.mask = nn::AttentionMask::PrefixLM;
+  spec.block_positions = true;
+  // The transcription's names -> kiln's: the same tensors, THUDM's layer names.
+  auto kiln_name = [](const std::string& name) {
+    static const std::map<std::string, std::string> renamed{
+        {"word_embeddings", "embed_tokens"}, {"position_embeddings", "embed_positions"},
+        {"block_position_embeddings", "embed_block_positions"}, {"final_layernorm", "norm"},
+        {"input_layernorm", "attn_norm"}, {"query_key_value", "attn.qkv"}, {"dense", "attn.out"},
+        {"post_attention_layernorm", "mlp_norm"}, {"dense_h_to_4h", "mlp.up"}, {"dense_4h_to_h", "mlp.down"}};
+    const size_t kind = name.rfind('.'), module = name.rfind('.', kind - 1);
+    const size_t start = module == std::string::npos ? 0 : module + 1;
+    return name.substr(0, start) + renamed.at(name.substr(start, kind - start)) + name.substr(kind);
+  };
+  for (DType dtype : {kFloat64, kFloat32}) {
+    INFO(fmt::format("{}", dtype));
+    Generator gen(0);
+    nn::TransformerLM model(spec, gen, dtype);
+    std::map<std::string, Tensor> state;
+    for (auto& [name, t] : initial_weights(golden)) state[kiln_name(name)] = t;
+    model.load_state_dict(state);
+    nn::AttentionInputs inputs{.prefix_lengths = at("prefix_lengths"), .positions = at("positions"),
+                               .block_positions = at("block_positions")};
+    Tensor logits = model.forward(at("input_ids"), nullptr, &inputs);
+    check_tensor("logits", logits, at("logits"));
+    Tensor loss = cross_entropy(logits.reshape({-1, 128}), at("labels").reshape({-1}));
+    check_tensor("loss", loss.reshape({1}), at("loss"));
+    loss.backward();
+    optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1),
+                     {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8});
+    opt.step();
+    std::map<std::string, Tensor> params;
+    for (auto& [name, p] : model.named_parameters()) params[name] = p;
+    for (auto& [name, t] : initial_weights(golden)) {
+      INFO(name);
+      const Tensor p = params.at(kiln_name(name));
+      check_tensor("grad." + name, p.grad(), at("grad." + name));
+      if (min(abs(at("grad." + name))).item<double>() >= 1e-6) check_tensor("after." + name, p, at("after." + name));
+    }
+  }
+  // Without the block positions the model says what it needs.
+  Generator gen(0);
+  nn::TransformerLM model(spec, gen);
+  CHECK_THROWS_WITH(model.forward(at("input_ids")), Catch::Contains("needs each token's (AttentionInputs::block_positions)"));
 }

@@ -31,7 +31,8 @@ const std::initializer_list<std::pair<const char*, NormKind>> kNorms{{"layer_nor
 const std::initializer_list<std::pair<const char*, NormPlacement>> kPlacements{{"pre", NormPlacement::Pre},
                                                                                {"post", NormPlacement::Post}};
 const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
-    {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional}};
+    {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional},
+    {"prefix_lm", AttentionMask::PrefixLM}};
 const std::initializer_list<std::pair<const char*, MlpKind>> kMlps{
     {"gelu_tanh", MlpKind::GeluTanh}, {"gelu", MlpKind::Gelu},     {"relu", MlpKind::Relu},
     {"swiglu", MlpKind::SwiGLU},       {"geglu", MlpKind::GeGLU}};
@@ -90,6 +91,7 @@ std::string spec_to_json(const ModelSpec& s) {
               {"dropout", b.dropout},
               {"recompute", b.recompute}}},
             {"learned_positions", s.learned_positions},
+            {"block_positions", s.block_positions},
             {"tie_embeddings", s.tie_embeddings},
             {"lm_head", s.lm_head},
             {"embedding_dropout", s.embedding_dropout},
@@ -134,6 +136,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.block.dropout = b.at("dropout").get<double>();
     s.block.recompute = b.at("recompute").get<bool>();
     s.learned_positions = j.at("learned_positions").get<bool>();
+    s.block_positions = j.value("block_positions", false);
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();
     s.lm_head = j.value("lm_head", true);
     s.embedding_dropout = j.at("embedding_dropout").get<double>();

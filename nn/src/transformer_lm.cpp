@@ -38,7 +38,8 @@ int64_t ModelSpec::num_parameters(bool active) const {
     const auto& moe = layer_block(i).mlp.moe;
     layers += 2 * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
   }
-  return padded * C * tables + (learned_positions ? max_positions * C : 0) + layers + norm;
+  const int64_t position_tables = (learned_positions ? 1 : 0) + (block_positions ? 1 : 0);
+  return padded * C * tables + position_tables * max_positions * C + layers + norm;
 }
 
 double ModelSpec::flops_per_token(int64_t seq_len) const {
@@ -81,6 +82,10 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
     if (spec_.learned_positions)
       embed_positions = register_module(
           "embed_positions", std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions, C, dtype, device}, nullptr));
+    if (spec_.block_positions)
+      embed_block_positions = register_module(
+          "embed_block_positions",
+          std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions, C, dtype, device}, nullptr));
     drop = register_module("drop", std::make_shared<Dropout>(spec_.embedding_dropout, gen));
   }
   layers = register_module("layers", std::make_shared<ModuleList>(static_cast<size_t>(layer_range_.first)));
@@ -106,6 +111,7 @@ void TransformerLM::reset_parameters(Generator& gen) {
   };
   vocab_table(*embed_tokens);
   if (embed_positions) init::normal_(embed_positions->weight, 0.0, std, gen);
+  if (embed_block_positions) init::normal_(embed_block_positions->weight, 0.0, std, gen);
   for (size_t i = 0; i < layers->size(); ++i) layers->at<Block>(i).reset_parameters(gen, std, residual_std);
   if (lm_head) vocab_table(*lm_head);
   for (auto& [name, p] : norm->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
@@ -198,6 +204,14 @@ Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* c
       const int64_t local = f.sequence_parallel() ? T / tp : T;
       const int64_t first = past + (f.sequence_parallel() ? f.tp_rank() * local : 0);
       x = x + embed_positions->forward(arange(first, first + local, 1, TensorOptions(kInt64).device(input.device())));
+    }
+    if (embed_block_positions) {
+      KILN_CHECK(inputs && inputs->block_positions.defined() && inputs->block_positions.sizes() == input.sizes(),
+                 "[TransformerLM] a model with block positions (GLM) needs each token's (AttentionInputs::"
+                 "block_positions) of the ids' shape [{}]", fmt::join(input.sizes(), ", "));
+      KILN_CHECK(max(inputs->block_positions).item<int64_t>() < spec_.max_positions,
+                 "[TransformerLM] a block position is past max_positions {}", spec_.max_positions);
+      x = x + embed_block_positions->forward(inputs->block_positions);
     }
     if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
     x = drop->forward(x);

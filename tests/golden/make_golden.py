@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|t5|t5_v1_1|switch_router
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|t5|t5_v1_1|glm|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
       LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -15,6 +15,7 @@ Never run by the build or CI; it needs torch, transformers and safetensors
       and compares their logits with kiln's; writes tests/golden/hf_roundtrip.txt.
 """
 import argparse
+import math
 import os
 
 import torch
@@ -220,6 +221,87 @@ def make_t5(name):
     print(f"wrote {path}: loss {out.loss.item():.6f}; greedy {greedy.tolist()}, 3 beams {beams.tolist()}")
 
 
+class GLMTranscription(torch.nn.Module):
+    """THUDM's GLMModel with block position encoding (model/modeling_glm.py, mpu/transformers.py's
+    GPT2ParallelTransformer) on one process: word, position and block-position embeddings summed; pre-norm
+    layers of fused query_key_value attention, scores q k^T / sqrt(d) masked by the sep mask (every query sees
+    part A, part B causally) as scores * m - 10000 (1 - m), and the tanh-GELU MLP; a final LayerNorm; logits
+    against the word embeddings."""
+
+    def __init__(self, vocab, hidden, layers, heads, max_positions):
+        super().__init__()
+        self.heads = heads
+        self.word_embeddings = torch.nn.Embedding(vocab, hidden)
+        self.position_embeddings = torch.nn.Embedding(max_positions, hidden)
+        self.block_position_embeddings = torch.nn.Embedding(max_positions, hidden)
+        self.layers = torch.nn.ModuleList()
+        for _ in range(layers):
+            layer = torch.nn.Module()
+            layer.input_layernorm = torch.nn.LayerNorm(hidden, eps=1e-5)
+            layer.query_key_value = torch.nn.Linear(hidden, 3 * hidden)
+            layer.dense = torch.nn.Linear(hidden, hidden)
+            layer.post_attention_layernorm = torch.nn.LayerNorm(hidden, eps=1e-5)
+            layer.dense_h_to_4h = torch.nn.Linear(hidden, 4 * hidden)
+            layer.dense_4h_to_h = torch.nn.Linear(4 * hidden, hidden)
+            self.layers.append(layer)
+        self.final_layernorm = torch.nn.LayerNorm(hidden, eps=1e-5)
+
+    def forward(self, ids, positions, block_positions, sep):
+        B, T = ids.shape
+        h = self.word_embeddings(ids) + self.position_embeddings(positions) + self.block_position_embeddings(block_positions)
+        m = torch.tril(torch.ones(T, T, dtype=h.dtype)).expand(B, T, T).clone()
+        m = m.masked_fill((torch.arange(T)[None, :] < sep[:, None]).unsqueeze(1).expand_as(m), 1).unsqueeze(1)
+        for layer in self.layers:
+            x = layer.input_layernorm(h)
+            q, k, v = layer.query_key_value(x).split(x.shape[-1], dim=-1)
+            split = lambda t: t.view(B, T, self.heads, -1).transpose(1, 2)
+            q, k, v = split(q), split(k), split(v)
+            scores = torch.matmul(q / math.sqrt(q.shape[-1]), k.transpose(-1, -2))
+            scores = scores * m - 10000.0 * (1.0 - m)
+            context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(B, T, -1)
+            h = h + layer.dense(context)
+            x = layer.post_attention_layernorm(h)
+            h = h + layer.dense_4h_to_h(torch.nn.functional.gelu(layer.dense_h_to_4h(x), approximate="tanh"))
+        return torch.nn.functional.linear(self.final_layernorm(h), self.word_embeddings.weight)
+
+
+def make_glm():
+    """A tiny GLM on two rows laid out for blank infilling (part A of 6 and 5 tokens, then the spans), its
+    logits, the loss over part B (THUDM's loss mask), every gradient and the parameters after one AdamW step,
+    in float64, under THUDM's names."""
+    torch.manual_seed(1357)
+    model = GLMTranscription(vocab=128, hidden=32, layers=2, heads=4, max_positions=16)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(0.02 * torch.randn_like(p) if p.dim() == 2 else 0.1 * torch.randn_like(p))
+        for layer in model.layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.add_(1.0)
+        model.final_layernorm.weight.add_(1.0)
+    model = model.double()
+    initial = {k: v.detach().float().clone().contiguous() for k, v in model.state_dict().items()}
+    # Row 0: 8 tokens, spans [1, 3) and [5, 6) -> part A of 6 tokens, part B of 3 + 2.
+    # Row 1: 8 tokens, span [4, 7) -> part A of 6 (one mask), part B of 4, one padding token at the end.
+    ids = torch.tensor([[10, 3, 13, 14, 3, 17, 4, 11, 12, 4, 15],
+                        [20, 21, 22, 23, 3, 27, 4, 24, 25, 26, 0]])
+    labels = torch.tensor([[-100] * 6 + [11, 12, 5, 15, 5], [-100] * 6 + [24, 25, 26, 5, -100]])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 1, 1, 1, 4, 4], [0, 1, 2, 3, 4, 5, 4, 4, 4, 4, 0]])
+    block_positions = torch.tensor([[0] * 6 + [1, 2, 3, 1, 2], [0] * 6 + [1, 2, 3, 4, 0]])
+    sep = torch.tensor([6, 6])
+    logits = model(ids, positions, block_positions, sep)
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, 128), labels.view(-1))
+    loss.backward()
+    grads, after = gradients_and_step(model)
+    tensors = dict(initial)
+    tensors.update(grads)
+    tensors.update(after)
+    tensors.update({"input_ids": ids, "labels": labels, "positions": positions, "block_positions": block_positions,
+                    "prefix_lengths": sep, "logits": logits.detach().float(), "loss": loss.detach().float().reshape(1)})
+    path = os.path.join(HERE, "glm_tiny.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"torch": torch.__version__})
+    print(f"wrote {path}: loss {loss.item():.6f}")
+
+
 def make_switch_router():
     """Switch Transformer's top-1 router (SwitchTransformersTop1Router) on one sequence of 12 tokens over 4
     experts at a capacity of 2 per expert, in float32 (its only precision): its logits, the kept one-hot choices (drops by position), the gates,
@@ -269,7 +351,7 @@ def check_kiln(directories):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "t5", "t5_v1_1", "switch_router"],
+    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "t5", "t5_v1_1", "glm", "switch_router"],
                         help="write this model's golden values")
     parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
     args = parser.parse_args()
@@ -279,6 +361,8 @@ if __name__ == "__main__":
         make_switch_router()
     elif args.model == "bert":
         make_bert()
+    elif args.model == "glm":
+        make_glm()
     elif args.model in ("t5", "t5_v1_1"):
         make_t5(args.model)
     else:

@@ -132,6 +132,8 @@ struct BlockSpec {
 // examples sharing a row) bring the examples' bounds in the flattened B T
 // tokens (cu_seqlens, (n + 1) int32/int64 from 0 to B T, on the host): each
 // example attends within itself only (varlen attention), its positions from 0.
+// GLM's rows bring each token's place inside its span (block_positions, (B,
+// T) int64; 0 outside the spans) beside its position.
 // A bias added to every self-attention's scores (T5's relative position
 // bias, computed once for the stack) is (1 or B, H, Tq, Tk) over all the
 // model's heads; a tensor-parallel rank takes its own.
@@ -141,6 +143,7 @@ struct AttentionInputs {
   Tensor key_starts;
   Tensor positions;
   Tensor cu_seqlens;
+  Tensor block_positions;
   Tensor bias;
 };
 
