@@ -97,10 +97,10 @@ run(${mpirun} -np 4 ${no_balance} --batch 4 --eval-batches 4 --ep 4 --out ${WORK
 run(${COMPARE} ${WORK}/moe_dp4_ep4_b4/metrics.jsonl ${WORK}/moe_one_b16/metrics.jsonl 1 1e-5
     train_loss,grad_norm,val_loss,moe_z_loss,moe_dropped)
 
-# BERT's masked LM and T5's span corruption: two replicas of batch 4 take the
+# BERT's masked LM, T5's span corruption and GLM's blank infilling: two replicas of batch 4 take the
 # steps of one process with batch 8 (each row corrupted from its place in the
 # whole batch).
-foreach(model bert t5)
+foreach(model bert t5 glm)
   set(pretrain ${BIN}/pretrain --model ${model} --data ${WORK}/data --layers 2 --channels 32 --heads 4 --seq 18
       --steps 6 --warmup 2 --eval-every 3 --eval-batches 2 --dropout 0)
   run(${pretrain} --batch 8 --out ${WORK}/${model}_one)
@@ -108,8 +108,10 @@ foreach(model bert t5)
 endforeach()
 run(${COMPARE} ${WORK}/bert_dp2/metrics.jsonl ${WORK}/bert_one/metrics.jsonl 1 1e-5
     train_loss,grad_norm,val_loss,masked_accuracy,val_masked_accuracy)
-run(${COMPARE} ${WORK}/t5_dp2/metrics.jsonl ${WORK}/t5_one/metrics.jsonl 1 1e-5
-    train_loss,grad_norm,val_loss,span_accuracy,val_span_accuracy)
+foreach(model t5 glm)
+  run(${COMPARE} ${WORK}/${model}_dp2/metrics.jsonl ${WORK}/${model}_one/metrics.jsonl 1 1e-5
+      train_loss,grad_norm,val_loss,span_accuracy,val_span_accuracy)
+endforeach()
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/one/metrics.jsonl 1 1e-5)

@@ -14,6 +14,12 @@
 //                 held-out window with the spans the model fills in (greedy).
 //                 Saved as T5ForConditionalGeneration (v1.1: gated GELU, no
 //                 head scaling).
+//   --model glm   GLM's blank infilling (data::blank_spans, glm_layout):
+//                 a GPT-2 under the prefix-LM mask with block positions;
+//                 the loss and the metric over part B, each row's mean
+//                 weighing the same (part B's length varies; THUDM's code
+//                 averages a batch's tokens). Each validation prints
+//                 a held-out blank filled in greedily. Saved in kiln's format.
 // Validation corrupts the same windows the same way at every evaluation. The
 // model is written (model.safetensors and config.json) at the end. Under
 // mpirun the ranks are data-parallel replicas; each row is corrupted from a
@@ -22,6 +28,7 @@
 //
 //   pretrain --model bert --data data/fortunes --out out/bert --layers 4 --channels 192 --heads 6 --steps 600
 //   pretrain --model t5 --data data/fortunes --out out/t5 --layers 3 --channels 192 --heads 6 --steps 600
+//   pretrain --model glm --data data/fortunes --out out/glm --steps 600
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -180,8 +187,130 @@ class SpanCorruption : public Objective {
   kiln::nn::T5 model_;
 };
 
+class BlankInfilling : public Objective {
+ public:
+  BlankInfilling(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen)
+      : tok_(tok), seed_(a.seed), spec_(glm_spec(a, tok)), model_(spec_, gen),
+        options_{.mask_id = tok.special_id(Special::Mask), .start_id = tok.special_id(Special::StartOfPiece),
+                 .end_id = tok.special_id(Special::EndOfPiece),
+                 .max_span = std::min<int64_t>(40, a.seq / 2)} {}  // block positions stay inside the table
+  kiln::nn::Module& model() override { return model_; }
+  const char* name() const override { return "glm"; }
+  const char* metric() const override { return "span accuracy"; }
+  int64_t window(int64_t seq) const override { return seq; }
+  std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const override {
+    // Each row weighs the same (the mean over its part B, whose length varies),
+    // so that replicas holding some of the rows take one process's steps.
+    Batch b = layout(window, step, first_row);
+    Tensor logits = model_.forward(b.ids, nullptr, &b.inputs);
+    const int64_t B = logits.size(0), L = logits.size(1);
+    Tensor per_token = kiln::cross_entropy(logits.reshape({-1, logits.size(-1)}), b.labels.reshape({-1}), -100,
+                                           kiln::Reduction::None).view({B, L});
+    Tensor labelled = (b.labels != -100).to(per_token.dtype());
+    Tensor counts = kiln::sum(labelled, {1});
+    Tensor right = kiln::sum((kiln::argmax(logits, -1) == b.labels).to(per_token.dtype()) * labelled, {1});
+    return {kiln::mean(kiln::sum(per_token, {1}) / counts), kiln::mean(right / counts).item<double>()};
+  }
+  // The first blank of the first row, filled greedily after part A.
+  std::string sample(const Tensor& window) const override {
+    const Tensor row = window.narrow(0, 0, 1).to(kiln::kCPU).contiguous();
+    const int64_t* t = row.data_ptr<int64_t>();
+    std::vector<int64_t> tokens(t, t + row.size(1));
+    kiln::Generator gen = kiln::row_generator(seed_, -1, 0);
+    const auto span = kiln::data::blank_spans(static_cast<int64_t>(tokens.size()), options_, gen).front();
+    kiln::data::GlmExample ex = kiln::data::glm_layout(tokens, {span}, options_);
+    ex.tokens.resize(static_cast<size_t>(ex.prefix) + 1);  // part A and [START]
+    ex.positions.resize(ex.tokens.size());
+    ex.block_positions.resize(ex.tokens.size());
+    std::vector<uint32_t> fill;
+    for (int64_t i = 0; i < span.second - span.first + 8 && ex.block_positions.back() < spec_.max_positions - 1; ++i) {
+      auto as_row = [](const std::vector<int64_t>& v) { return kiln::tensor(v).view({1, static_cast<int64_t>(v.size())}); };
+      kiln::nn::AttentionInputs in{.prefix_lengths = kiln::tensor(std::vector<int64_t>{ex.prefix}),
+                                   .positions = as_row(ex.positions), .block_positions = as_row(ex.block_positions)};
+      Tensor logits = model_.forward(as_row(ex.tokens), nullptr, &in);
+      const int64_t next = kiln::argmax(logits.select(1, logits.size(1) - 1).reshape({-1})).item<int64_t>();
+      if (next == options_.end_id) break;
+      fill.push_back(static_cast<uint32_t>(next));
+      ex.tokens.push_back(next);
+      ex.positions.push_back(ex.positions.back());
+      ex.block_positions.push_back(ex.block_positions.back() + 1);
+    }
+    std::vector<uint32_t> part_a(ex.tokens.begin(), ex.tokens.begin() + ex.prefix), blank(tokens.begin() + span.first,
+                                                                                          tokens.begin() + span.second);
+    return fmt::format("input: {}\n  blank: {}\n  model: {}", tok_.decode(part_a), tok_.decode(blank), tok_.decode(fill));
+  }
+  void save(const fs::path& dir) const override {
+    {
+      kiln::NoGradGuard no_grad;
+      kiln::save_safetensors((dir / "model.safetensors").string(),
+                             kiln::nn::hf::to_weights(spec_, model_.full_state_dict()), {{"format", "pt"}});
+    }
+    kiln::write_file_atomic((dir / "config.json").string(), kiln::nn::hf::config_json(spec_));
+  }
+  const char* format() const override { return "kiln's format (GLM has no Hugging Face class)"; }
+
+ private:
+  struct Batch {
+    Tensor ids, labels;
+    kiln::nn::AttentionInputs inputs;
+  };
+
+  // GPT-2's blocks under the prefix-LM mask, with block positions.
+  static kiln::nn::ModelSpec glm_spec(const Args& a, const kiln::data::Tokenizer& tok) {
+    kiln::nn::ModelSpec spec = kiln::nn::GPTConfig{.vocab_size = tok.vocab_size(), .block_size = a.seq,
+                                                   .n_layer = a.layers, .n_head = a.heads, .n_embd = a.channels,
+                                                   .dropout = a.dropout}
+                                   .spec();
+    spec.family = "";
+    spec.block.attention.mask = kiln::nn::AttentionMask::PrefixLM;
+    spec.block_positions = true;
+    return spec;
+  }
+
+  // Each row laid out with its own spans, the rows padded to the longest (labels -100).
+  Batch layout(const Tensor& window, int64_t step, int64_t first_row) const {
+    const Tensor rows = window.to(kiln::kCPU).contiguous();
+    const int64_t B = rows.size(0), T = rows.size(1);
+    std::vector<kiln::data::GlmExample> examples;
+    size_t longest = 0;
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t* t = rows.data_ptr<int64_t>() + r * T;
+      std::vector<int64_t> tokens(t, t + T);
+      kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
+      examples.push_back(kiln::data::glm_layout(tokens, kiln::data::blank_spans(T, options_, gen), options_));
+      longest = std::max(longest, examples.back().tokens.size());
+    }
+    std::vector<int64_t> ids, labels, positions, blocks, prefixes;
+    for (const auto& ex : examples) {
+      const size_t pad = longest - ex.tokens.size();
+      auto append = [&](std::vector<int64_t>& to, const std::vector<int64_t>& from, int64_t fill) {
+        to.insert(to.end(), from.begin(), from.end());
+        to.insert(to.end(), pad, fill);
+      };
+      append(ids, ex.tokens, tok_.special_id(Special::Pad));
+      append(labels, ex.labels, -100);
+      append(positions, ex.positions, 0);
+      append(blocks, ex.block_positions, 0);
+      prefixes.push_back(ex.prefix);
+    }
+    const auto L = static_cast<int64_t>(longest);
+    Batch b{kiln::tensor(ids).view({B, L}), kiln::tensor(labels).view({B, L}), {}};
+    b.inputs.prefix_lengths = kiln::tensor(prefixes);
+    b.inputs.positions = kiln::tensor(positions).view({B, L});
+    b.inputs.block_positions = kiln::tensor(blocks).view({B, L});
+    return b;
+  }
+
+  const kiln::data::Tokenizer& tok_;
+  uint64_t seed_;
+  kiln::nn::ModelSpec spec_;
+  kiln::nn::TransformerLM model_;
+  kiln::data::BlankInfillingOptions options_;
+};
+
 std::unique_ptr<Objective> make_objective(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen) {
   if (a.model == "t5") return std::make_unique<SpanCorruption>(a, tok, gen);
+  if (a.model == "glm") return std::make_unique<BlankInfilling>(a, tok, gen);
   return std::make_unique<MaskedLM>(a, tok, gen);
 }
 
@@ -287,8 +416,8 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   CLI::App app{"BERT's masked-LM or T5's span-corruption pre-training on prepare_data's token files"};
   Args a;
-  app.add_option("--model", a.model, "bert (masked LM) or t5 (span corruption)")
-      ->check(CLI::IsMember({"bert", "t5"}))->capture_default_str();
+  app.add_option("--model", a.model, "bert (masked LM), t5 (span corruption) or glm (blank infilling)")
+      ->check(CLI::IsMember({"bert", "t5", "glm"}))->capture_default_str();
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->required();
   app.add_option("--out", a.out, "metrics and the saved model (default out/<model>)");
   app.add_option("--layers", a.layers, "layers")->capture_default_str();
