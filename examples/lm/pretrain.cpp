@@ -61,6 +61,22 @@ double label_accuracy(const Tensor& logits, const Tensor& labels) {
   return right / std::max(1.0, kiln::sum(chosen).item<double>());
 }
 
+// Each row of rows (B, T) on the CPU corrupted alone by corrupt(row (1, T),
+// generator) from kiln::row_generator(seed, step, first_row + r), the rows'
+// inputs and labels joined again.
+template <typename Corrupt>
+std::pair<Tensor, Tensor> corrupt_rows(const Tensor& rows, uint64_t seed, int64_t step, int64_t first_row,
+                                       Corrupt corrupt) {
+  std::vector<Tensor> inputs, labels;
+  for (int64_t r = 0; r < rows.size(0); ++r) {
+    kiln::Generator gen = kiln::row_generator(seed, step, first_row + r);
+    auto one = corrupt(rows.narrow(0, r, 1).contiguous(), gen);
+    inputs.push_back(one.inputs);
+    labels.push_back(one.labels);
+  }
+  return {kiln::cat(inputs), kiln::cat(labels)};
+}
+
 // A pre-training objective: its model, its loss and metric on windows of the
 // token stream, and how the model is saved.
 class Objective {
@@ -100,15 +116,10 @@ class MaskedLM : public Objective {
     const int64_t B = window.size(0);
     auto column = [&](Special s) { return kiln::full({B, 1}, static_cast<int64_t>(tok_.special_id(s)), kiln::kInt64); };
     Tensor rows = kiln::cat({column(Special::Cls), window.to(kiln::kCPU), column(Special::Sep)}, 1);
-    std::vector<Tensor> inputs, labels;
-    for (int64_t r = 0; r < B; ++r) {
-      kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
-      kiln::data::MaskedBatch one = kiln::data::mask_tokens(rows.narrow(0, r, 1).contiguous(), {}, options_, gen);
-      inputs.push_back(one.inputs);
-      labels.push_back(one.labels);
-    }
-    Tensor label = kiln::cat(labels);
-    Tensor logits = model_.mlm_logits(model_.forward(kiln::cat(inputs)).sequence);
+    auto [inputs, label] = corrupt_rows(rows, seed_, step, first_row, [&](const Tensor& row, kiln::Generator& gen) {
+      return kiln::data::mask_tokens(row, {}, options_, gen);
+    });
+    Tensor logits = model_.mlm_logits(model_.forward(inputs).sequence);
     return {kiln::cross_entropy(logits.reshape({-1, logits.size(-1)}), label.reshape({-1})),
             label_accuracy(logits, label)};
   }
@@ -140,7 +151,10 @@ class SpanCorruption : public Objective {
                 .dropout_rate = a.dropout, .feed_forward_proj = "gated-gelu", .tie_word_embeddings = false,
                 .scale_decoder_outputs = false, .pad_token_id = tok.special_id(Special::Pad),
                 .eos_token_id = tok.eos_id(), .decoder_start_token_id = tok.special_id(Special::Pad)},
-        model_(config_, gen) {}
+        model_(config_, gen),
+        options_{.eos_id = static_cast<int64_t>(tok.eos_id())} {
+    for (int i = 0; i < tok.sentinels(); ++i) options_.sentinel_ids.push_back(tok.sentinel_id(i));
+  }
   kiln::nn::Module& model() override { return model_; }
   const char* name() const override { return "t5"; }
   const char* metric() const override { return "span accuracy"; }
@@ -167,24 +181,17 @@ class SpanCorruption : public Objective {
   const char* format() const override { return "T5ForConditionalGeneration"; }
 
  private:
-  kiln::data::SpanBatch corrupt(const Tensor& window, int64_t step, int64_t first_row) const {
-    kiln::data::SpanCorruptionOptions options{.eos_id = static_cast<int64_t>(tok_.eos_id())};
-    for (int i = 0; i < tok_.sentinels(); ++i) options.sentinel_ids.push_back(tok_.sentinel_id(i));
-    Tensor rows = window.to(kiln::kCPU);
-    std::vector<Tensor> inputs, labels;
-    for (int64_t r = 0; r < rows.size(0); ++r) {
-      kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
-      kiln::data::SpanBatch one = kiln::data::span_corruption(rows.narrow(0, r, 1).contiguous(), options, gen);
-      inputs.push_back(one.inputs);
-      labels.push_back(one.labels);
-    }
-    return {kiln::cat(inputs), kiln::cat(labels)};
+  std::pair<Tensor, Tensor> corrupt(const Tensor& window, int64_t step, int64_t first_row) const {
+    return corrupt_rows(window.to(kiln::kCPU), seed_, step, first_row, [&](const Tensor& row, kiln::Generator& gen) {
+      return kiln::data::span_corruption(row, options_, gen);
+    });
   }
 
   const kiln::data::Tokenizer& tok_;
   uint64_t seed_;
   kiln::nn::T5Config config_;
   kiln::nn::T5 model_;
+  kiln::data::SpanCorruptionOptions options_;  // the tokenizer's sentinels and EOS
 };
 
 class BlankInfilling : public Objective {
