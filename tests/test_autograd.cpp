@@ -301,7 +301,7 @@ struct Cube : autograd::Function<Cube> {
     return x * x * x * scale;
   }
   static autograd::Grads backward(autograd::AutogradContext& ctx, const Tensor& g) {
-    Tensor x = ctx.saved()[0];
+    const Tensor& x = ctx.saved()[0];  // as autograd.h documents it: a reference into the context
     return {g * 3.0 * ctx.saved_values[0] * x * x};
   }
 };
@@ -312,7 +312,7 @@ struct MulAdd : autograd::Function<MulAdd> {
     return a * b + a;
   }
   static autograd::Grads backward(autograd::AutogradContext& ctx, const Tensor& g) {
-    auto s = ctx.saved();
+    const auto& s = ctx.saved();
     return {ctx.needs_input_grad(0) ? g * (s[1] + 1.0) : Tensor(), ctx.needs_input_grad(1) ? g * s[0] : Tensor()};
   }
 };

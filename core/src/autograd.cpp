@@ -204,10 +204,10 @@ void AutogradContext::save_for_backward(const std::vector<Tensor>& tensors) {
   for (const Tensor& t : tensors) saved_.emplace_back(t, "a custom Function");
 }
 
-std::vector<Tensor> AutogradContext::saved() const {
-  std::vector<Tensor> out;
-  for (const SavedTensor& s : saved_) out.push_back(s.get());
-  return out;
+const std::vector<Tensor>& AutogradContext::saved() const {
+  unpacked_.clear();
+  for (const SavedTensor& s : saved_) unpacked_.push_back(s.get());
+  return unpacked_;
 }
 
 Tensor FunctionRecorder::record(const char* name, std::shared_ptr<AutogradContext> ctx, Tensor out,

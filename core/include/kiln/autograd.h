@@ -118,11 +118,11 @@ void zero_grad(const std::vector<Tensor>& params, bool set_to_none = true);
 // --- user-defined differentiable functions ----------------------------------
 //
 //   struct Cube : kiln::autograd::Function<Cube> {
-//     static Tensor forward(AutogradContext& ctx, const Tensor& x) {
+//     static Tensor forward(kiln::autograd::AutogradContext& ctx, const Tensor& x) {
 //       ctx.save_for_backward({x});
 //       return x * x * x;
 //     }
-//     static Grads backward(AutogradContext& ctx, const Tensor& g) {
+//     static kiln::autograd::Grads backward(kiln::autograd::AutogradContext& ctx, const Tensor& g) {
 //       const Tensor& x = ctx.saved()[0];
 //       return {g * 3.0 * x * x};
 //     }
@@ -136,7 +136,8 @@ class AutogradContext {
  public:
   void save_for_backward(const std::vector<Tensor>& tensors);
   // The saved tensors; raises if one was modified in place since it was saved.
-  std::vector<Tensor> saved() const;
+  // The reference stays valid until the next call.
+  const std::vector<Tensor>& saved() const;
   bool needs_input_grad(size_t i) const { return i < needs_.size() && needs_[i]; }
   // Non-tensor values for backward (shapes, flags, scalars).
   std::vector<double> saved_values;
@@ -144,6 +145,7 @@ class AutogradContext {
  private:
   friend struct FunctionRecorder;
   std::vector<SavedTensor> saved_;
+  mutable std::vector<Tensor> unpacked_;
   Needs needs_;
 };
 
