@@ -327,3 +327,34 @@ TEST_CASE("Sequential applies its children in order; frozen parameters get no gr
   auto groups = optim::decay_groups(net.named_parameters(), 0.1);
   CHECK(groups[0].params.size() == 1);  // fc2.weight only: the frozen weight is left out
 }
+
+TEST_CASE("named_modules, children and apply walk the tree; a printout shows it as PyTorch does") {
+  Generator gen(9);
+  Net net(gen);
+  std::vector<std::string> names;
+  for (auto& [name, m] : net.named_modules()) names.push_back(name + ":" + m->type_name());
+  CHECK(names == std::vector<std::string>{":Net", "first:Block", "first.fc:Linear", "second:Block", "second.fc:Linear"});
+  CHECK(net.children() == std::vector<nn::Module*>{net.first.get(), net.second.get()});
+  CHECK(net.named_children()[1].first == "second");
+  std::vector<std::string> order;  // children before their parent
+  net.apply([&](nn::Module& m) { order.push_back(m.type_name()); });
+  CHECK(order == std::vector<std::string>{"Linear", "Block", "Linear", "Block", "Net"});
+
+  nn::ModuleList list;
+  for (int i = 0; i < 3; ++i) list.push_back(std::make_shared<Block>(gen));
+  list.push_back(std::make_shared<nn::Dropout>(0.1, gen));
+  list.push_back(std::make_shared<nn::LayerNorm>(nn::NormOptions{.normalized_shape = {4}, .bias = false}));
+  CHECK(nn::to_string(list) ==
+        "ModuleList(\n"
+        "  (0-2): 3 x Block(\n"
+        "    (fc): Linear(in_features=3, out_features=2, bias=true)\n"
+        "  )\n"
+        "  (3): Dropout(p=0.1)\n"
+        "  (4): LayerNorm([4], eps=1e-05, affine=true, bias=false)\n"
+        ")");
+  CHECK(&list.at<Block>(1) == list.children()[1]);
+  CHECK_THROWS_WITH(list.at<nn::Linear>(3), Catch::Contains("[ModuleList] item 3 is a Dropout, not a Linear"));
+  CHECK_THROWS_WITH(list.at<Block>(5), Catch::Contains("index 5 out of range for 5 modules"));
+  static_assert(!std::is_copy_constructible_v<nn::Linear> && !std::is_copy_assignable_v<Net>,
+                "a copy of a module would share its parameters");
+}

@@ -16,6 +16,20 @@ Embedding::Embedding(const EmbeddingOptions& o, Generator* gen) {
 
 Tensor Embedding::forward(const Tensor& indices) const { return embedding(weight, indices); }
 
+std::string EmbeddingLayer::extra_repr() const { return fmt::format("{}, {}", weight.size(0), weight.size(1)); }
+
+namespace {
+std::string norm_repr(const NormOptions& o) {
+  return fmt::format("[{}], eps={}, affine={}", fmt::join(o.normalized_shape, ", "), o.eps, o.affine);
+}
+}  // namespace
+
+std::string LayerNorm::extra_repr() const { return fmt::format("{}, bias={}", norm_repr(options_), bias.defined()); }
+
+std::string RMSNorm::extra_repr() const { return norm_repr(options_); }
+
+std::string Dropout::extra_repr() const { return fmt::format("p={}", p_); }
+
 LayerNorm::LayerNorm(const NormOptions& o) : options_(o) {
   KILN_CHECK(!o.normalized_shape.empty(), "[LayerNorm] normalized_shape must not be empty");
   TensorOptions t = TensorOptions(o.dtype).device(o.device);

@@ -35,4 +35,8 @@ Tensor Linear::forward(const Tensor& x, Activation activation) const {
                 activation);
 }
 
+std::string LinearLayer::extra_repr() const {
+  return fmt::format("in_features={}, out_features={}, bias={}", weight.size(1), weight.size(0), bias.defined());
+}
+
 }  // namespace kiln::nn

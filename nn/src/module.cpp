@@ -1,6 +1,10 @@
 #include "kiln/nn/module.h"
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <ostream>
 #include <set>
 
 #include "kiln/autograd.h"
@@ -128,5 +132,82 @@ ShardSpec Module::shard_spec(const std::string& name) const {
 }
 
 void Module::zero_grad(bool set_to_none) { autograd::zero_grad(parameters(), set_to_none); }
+
+std::string unqualified_name(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status),
+                                                   std::free);
+  std::string name = status == 0 ? demangled.get() : type.name();
+  // The namespaces end at the last "::" before any template arguments.
+  const size_t scope = name.rfind("::", name.find('<'));
+  return scope == std::string::npos ? name : name.substr(scope + 2);
+}
+
+std::string Module::type_name() const { return unqualified_name(typeid(*this)); }
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out;
+  std::set<const Module*> seen;
+  visit("", [&](const std::string& prefix, const Module& m) {
+    if (seen.insert(&m).second) out.emplace_back(prefix.empty() ? "" : prefix.substr(0, prefix.size() - 1),
+                                                 const_cast<Module*>(&m));
+  });
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_children() {
+  std::vector<std::pair<std::string, Module*>> out;
+  for (const auto& [name, child] : children_) out.emplace_back(name, child.get());
+  return out;
+}
+
+std::vector<Module*> Module::children() {
+  std::vector<Module*> out;
+  for (const auto& [_, child] : children_) out.push_back(child.get());
+  return out;
+}
+
+void Module::apply(const std::function<void(Module&)>& fn) {
+  for (const auto& [_, child] : children_) child->apply(fn);
+  fn(*this);
+}
+
+namespace {
+
+bool is_index(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string indented(const std::string& text) {
+  std::string out;
+  for (char c : text) out += c == '\n' ? std::string("\n  ") : std::string(1, c);
+  return out;
+}
+
+}  // namespace
+
+std::string to_string(const Module& m) {
+  const auto children = const_cast<Module&>(m).named_children();
+  if (children.empty()) return m.type_name() + "(" + m.extra_repr() + ")";
+  std::string out = m.type_name() + "(";
+  if (!m.extra_repr().empty()) out += "\n  " + m.extra_repr();
+  // Runs of children numbered one after another and printing the same are printed once.
+  for (size_t i = 0; i < children.size();) {
+    const std::string text = to_string(*children[i].second);
+    size_t end = i + 1;
+    while (end < children.size() && is_index(children[end].first) && is_index(children[end - 1].first) &&
+           std::stoll(children[end].first) == std::stoll(children[end - 1].first) + 1 &&
+           to_string(*children[end].second) == text)
+      ++end;
+    const size_t run = end - i;
+    out += run == 1 ? fmt::format("\n  ({}): ", children[i].first)
+                    : fmt::format("\n  ({}-{}): {} x ", children[i].first, children[end - 1].first, run);
+    out += indented(text);
+    i = end;
+  }
+  return out + "\n)";
+}
+
+std::ostream& operator<<(std::ostream& os, const Module& m) { return os << to_string(m); }
 
 }  // namespace kiln::nn

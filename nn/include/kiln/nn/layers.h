@@ -21,6 +21,7 @@ class EmbeddingLayer : public Module {
   virtual Tensor forward(const Tensor& indices) const = 0;
   // The first row this rank holds.
   virtual int64_t vocab_start() const { return 0; }
+  std::string extra_repr() const override;
 
   Tensor weight;  // (num_embeddings, embedding_dim), or this rank's rows
 };
@@ -58,6 +59,7 @@ class LayerNorm : public NormLayer {
   Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_layer_norm).
   std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
+  std::string extra_repr() const override;
   Tensor bias;
 
  private:
@@ -70,6 +72,7 @@ class RMSNorm : public NormLayer {
   Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_rms_norm).
   std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
+  std::string extra_repr() const override;
 
  private:
   NormOptions options_;
@@ -81,6 +84,7 @@ class Dropout : public Module {
   explicit Dropout(double p, Generator& gen = default_generator());
   Tensor forward(const Tensor& x) const;
   double p() const { return p_; }
+  std::string extra_repr() const override;
 
  private:
   double p_;

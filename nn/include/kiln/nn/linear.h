@@ -23,6 +23,8 @@ class LinearLayer : public Module {
  public:
   // x (..., in) -> (..., out) in x's dtype, the activation applied in the same pass.
   virtual Tensor forward(const Tensor& x, Activation activation = Activation::None) const = 0;
+  // This rank's part: a split layer shows its share.
+  std::string extra_repr() const override;
 
   Tensor weight;  // (out, in), or this rank's part
   Tensor bias;    // (out), undefined without bias

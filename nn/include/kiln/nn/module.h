@@ -4,10 +4,12 @@
 // ("blocks.0.attn.weight"), which is what checkpoints rely on.
 
 #include <functional>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -16,8 +18,16 @@
 
 namespace kiln::nn {
 
+// A C++ type's name as written, without its namespaces ("Linear", "ModuleList").
+std::string unqualified_name(const std::type_info& type);
+
 class Module {
  public:
+  Module() = default;
+  // A copy would share its parameters with the original (PyTorch's modules
+  // are references too): models offer clone() for a deep copy where they can.
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
   virtual ~Module() = default;
 
   // Every parameter with its dotted name: a module's own first, then its
@@ -41,6 +51,20 @@ class Module {
   void to(Device device, std::optional<DType> dtype = std::nullopt);
   // Number of elements over the unique parameters.
   int64_t num_parameters() const;
+
+  // This module ("") and every module under it with its dotted name, parents
+  // before children, in registration order; a module held twice is listed once.
+  std::vector<std::pair<std::string, Module*>> named_modules();
+  // The direct children, by name.
+  std::vector<std::pair<std::string, Module*>> named_children();
+  std::vector<Module*> children();
+  // Calls fn on every module under this one and then on this one (PyTorch's order).
+  void apply(const std::function<void(Module&)>& fn);
+
+  // The class's name, unqualified ("Linear"), and what a printout of the
+  // module shows of its settings ("in_features=192, out_features=576, bias=true").
+  virtual std::string type_name() const;
+  virtual std::string extra_repr() const { return ""; }
 
   // How each parameter is split under tensor parallelism (replicated unless
   // its layer says otherwise), by dotted name; checkpoints and layout changes
@@ -85,7 +109,9 @@ class ModuleList : public Module {
   template <typename M>
   M& at(size_t i) const {
     KILN_CHECK(i < items_.size(), "[ModuleList] index {} out of range for {} modules", i, items_.size());
-    return static_cast<M&>(*items_[i]);
+    auto* item = dynamic_cast<M*>(items_[i].get());
+    KILN_CHECK(item, "[ModuleList] item {} is a {}, not a {}", i, items_[i]->type_name(), unqualified_name(typeid(M)));
+    return *item;
   }
 
  private:
@@ -124,5 +150,10 @@ class Lambda : public Module {
  private:
   std::function<Tensor(const Tensor&)> fn_;
 };
+
+// Prints the module tree as PyTorch does: each module's type and settings,
+// its children indented, runs of identical numbered children as "(0-11): 12 x Block(...)".
+std::ostream& operator<<(std::ostream& os, const Module& m);
+std::string to_string(const Module& m);
 
 }  // namespace kiln::nn
