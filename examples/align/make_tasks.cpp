@@ -7,15 +7,17 @@
 //   make_tasks --out out/align/tasks --tasks count --per-task 3000   # one task
 //   make_tasks ... --demonstrations 300   # answers written out for 300 of them
 //
-// Every question is asked once: a held-out share of each task is kept apart
-// from everything trained on. Writes, as JSON lines (kiln/data/conversations.h):
+// Every question is asked once: a held-out and a validation share of each
+// task are kept apart from everything trained on. Writes, as JSON lines (kiln/data/conversations.h):
 //   sft.jsonl      the training questions with their answers (messages): all,
 //                  or the first --demonstrations of each task (InstructGPT's
 //                  setting: demonstrations are scarcer than comparisons)
 //   prompts.jsonl  the same questions with "answer", for the RL stages
 //   pairs.jsonl    each training question with the right answer chosen over a
 //                  near miss (a sum off by one, two letters swapped)
-//   heldout.jsonl  the held-out questions with "answer"
+//   validation.jsonl  more questions with "answer" kept apart, the stages'
+//                  --eval-data: settings are chosen on these, never on heldout
+//   heldout.jsonl  the held-out questions with "answer": the figure reported
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -91,12 +93,13 @@ void write_lines(const std::string& path, const std::vector<nlohmann::json>& rec
 int main(int argc, char** argv) {
   CLI::App app{"Instruction tasks with checkable answers, for the alignment stages"};
   std::string out = "out/align/tasks", words_dir = "/usr/share/games/fortunes";
-  int64_t heldout = 600, per_task = 2000, demonstrations = -1;
+  int64_t heldout = 600, validation = 300, per_task = 2000, demonstrations = -1;
   uint64_t seed = 1;
   std::vector<std::string> chosen = {"sum", "difference", "count", "reverse"};
   app.add_option("--out", out, "directory of the JSON-lines files")->capture_default_str();
   app.add_option("--words", words_dir, "text whose words are counted and reversed")->capture_default_str();
   app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")->capture_default_str();
+  app.add_option("--validation", validation, "validation questions, shared equally among the tasks")->capture_default_str();
   app.add_option("--per-task", per_task, "training questions per task at most")->capture_default_str();
   app.add_option("--demonstrations", demonstrations, "training questions per task whose answer is written out for "
                  "SFT (-1: all); pairs and prompts cover every training question")->capture_default_str();
@@ -111,19 +114,20 @@ int main(int argc, char** argv) {
       KILN_CHECK(every.count(name), "[make_tasks] no task named '{}' (sum, difference, count, reverse)", name);
       tasks.push_back(every.at(name));
     }
-    const int64_t each = (heldout + static_cast<int64_t>(tasks.size()) - 1) / static_cast<int64_t>(tasks.size());
-    std::vector<nlohmann::json> sft, prompts, pairs, held;
+    const auto share = [&](int64_t n) { return (n + static_cast<int64_t>(tasks.size()) - 1) / static_cast<int64_t>(tasks.size()); };
+    const int64_t each = share(heldout), kept = each + share(validation);
+    std::vector<nlohmann::json> sft, prompts, pairs, held, val;
     for (std::vector<Task>& task : tasks) {
-      KILN_CHECK(static_cast<int64_t>(task.size()) > each, "[make_tasks] a task has {} questions, fewer than the {} "
-                 "to hold out: give --words a larger corpus", task.size(), each);
+      KILN_CHECK(static_cast<int64_t>(task.size()) > kept, "[make_tasks] a task has {} questions, fewer than the {} "
+                 "to keep apart: give --words a larger corpus", task.size(), kept);
       std::shuffle(task.begin(), task.end(), rng);
-      for (int64_t i = 0; i < std::min<int64_t>(static_cast<int64_t>(task.size()), each + per_task); ++i) {
+      for (int64_t i = 0; i < std::min<int64_t>(static_cast<int64_t>(task.size()), kept + per_task); ++i) {
         const Task& t = task[static_cast<size_t>(i)];
-        if (i < each) {
-          held.push_back({{"prompt", t.question}, {"answer", t.answer}});
+        if (i < kept) {
+          (i < each ? held : val).push_back({{"prompt", t.question}, {"answer", t.answer}});
           continue;
         }
-        if (demonstrations < 0 || i - each < demonstrations)
+        if (demonstrations < 0 || i - kept < demonstrations)
           sft.push_back({{"messages", {{{"role", "user"}, {"content", t.question}},
                                        {{"role", "assistant"}, {"content", t.answer}}}}});
         prompts.push_back({{"prompt", t.question}, {"answer", t.answer}});
@@ -134,9 +138,10 @@ int main(int argc, char** argv) {
     write_lines(out + "/sft.jsonl", sft);
     write_lines(out + "/prompts.jsonl", prompts);
     write_lines(out + "/pairs.jsonl", pairs);
+    write_lines(out + "/validation.jsonl", val);
     write_lines(out + "/heldout.jsonl", held);
-    fmt::print("make_tasks: {} training questions ({} with written answers), {} held out, in {}\n", prompts.size(),
-               sft.size(), held.size(), out);
+    fmt::print("make_tasks: {} training questions ({} with written answers), {} for validation, {} held out, in {}\n",
+               prompts.size(), sft.size(), val.size(), held.size(), out);
   } catch (const std::exception& e) {
     fmt::print(stderr, "make_tasks: {}\n", e.what());
     return 1;
