@@ -120,8 +120,8 @@ inline int atomicCAS(int* address, int compare, int value) {
 }
 
 // CUDA's math functions are overloaded for float in the global namespace.
-using std::erf, std::exp, std::exp2, std::fabs, std::fmax, std::fmin, std::isinf, std::isnan, std::log, std::pow,
-    std::sqrt, std::tanh;
+using std::ceil, std::cos, std::erf, std::exp, std::exp2, std::fabs, std::floor, std::fmax, std::fmin, std::isinf,
+    std::isnan, std::log, std::pow, std::rint, std::sin, std::sqrt, std::tanh;
 inline float rsqrt(float x) { return 1.f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }

@@ -99,6 +99,9 @@ TEST_CASE("elementwise ops with broadcasting match the CPU") {
              abs(v[0]) + sign(v[0]) - v[0] + pow(v[0], 3) + clamp(v[0], -0.5, 0.5);
     }, {a}, 2 * tol);
     compare("activations", [](auto& v) { return relu(v[0]) + gelu(v[0]) + gelu(v[0], "tanh") + silu(v[0]); }, {c}, tol);
+    compare("trigonometry and rounding", [](auto& v) {
+      return sin(v[0]) + cos(v[0]) + floor(v[0] * 4.0) + ceil(v[0] * 4.0) + round(v[0] * 4.0) + tril(v[1], 1);
+    }, {a, b}, tol);
     compare("where", [](auto& v) { return where(v[0] > v[1], v[0], v[1] * 2.0) + masked_fill(v[2], v[2] < 0, 1.5); },
             {a, b, c}, tol);
     CHECK(values((a.to(kGpu) > b.to(kGpu)).to(kCPU)) == values(a > b));

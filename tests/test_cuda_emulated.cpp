@@ -216,13 +216,15 @@ TEST_CASE("emulated elementwise, reduction, indexing and optimizer kernels match
     // Contiguous operands take the vector kernel (and its remainder), a transposed one the strided kernel.
     Tensor a = randn({5, 203}, gen, dt), b = randn({5, 203}, gen, dt), bt = randn({203, 5}, gen, dt).t();
     for (const Tensor& rhs : {b, bt}) {
-      Twin sum_ab({5, 203}, dt), gelu({5, 203}, dt);
+      Twin sum_ab({5, 203}, dt), unary({5, 203}, dt);
       cpu::binary(BinaryOp::Add, sum_ab.cpu.buffer(), a.buffer(), rhs.buffer());
       emu::binary(BinaryOp::Add, sum_ab.emu.buffer(), a.buffer(), rhs.buffer());
       sum_ab.check(tol, "add");
-      cpu::unary(UnaryOp::GeluTanh, gelu.cpu.buffer(), rhs.buffer(), 0, 0);
-      emu::unary(UnaryOp::GeluTanh, gelu.emu.buffer(), rhs.buffer(), 0, 0);
-      gelu.check(tol, "gelu");
+      for (UnaryOp op : {UnaryOp::GeluTanh, UnaryOp::Sin, UnaryOp::Cos, UnaryOp::Floor, UnaryOp::Ceil, UnaryOp::Round}) {
+        cpu::unary(op, unary.cpu.buffer(), rhs.buffer(), 0, 0);
+        emu::unary(op, unary.emu.buffer(), rhs.buffer(), 0, 0);
+        unary.check(tol, fmt::format("unary op {}", static_cast<int>(op)).c_str());
+      }
     }
     Twin cast({5, 203});
     cpu::copy(cast.cpu.buffer(), a.buffer());

@@ -144,6 +144,11 @@ TEST_CASE("unary ops and activations match float64") {
       {"pow 0.5", [](auto& x) { return pow(abs(x), 0.5); }, [](double x) { return std::sqrt(std::abs(x)); }},
       {"clamp", [](auto& x) { return clamp(x, -0.5, 0.7); }, [](double x) { return std::clamp(x, -0.5, 0.7); }},
       {"clamp min", [](auto& x) { return clamp(x, 0.1, std::nullopt); }, [](double x) { return std::max(x, 0.1); }},
+      {"sin", [](auto& x) { return sin(x * 3.0); }, [](double x) { return std::sin(x * 3); }},
+      {"cos", [](auto& x) { return cos(x * 3.0); }, [](double x) { return std::cos(x * 3); }},
+      {"floor", [](auto& x) { return floor(x * 4.0); }, [](double x) { return std::floor(x * 4); }},
+      {"ceil", [](auto& x) { return ceil(x * 4.0); }, [](double x) { return std::ceil(x * 4); }},
+      {"round", [](auto& x) { return round(x * 4.0); }, [](double x) { return std::nearbyint(x * 4); }},
   };
   for (const auto& c : cases) {
     for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
@@ -159,6 +164,80 @@ TEST_CASE("unary ops and activations match float64") {
   CHECK(exp(ones({2}, kInt32)).dtype() == kFloat32);
   CHECK(values(relu(tensor(std::vector<int64_t>{-2, 3}))) == std::vector<double>{0, 3});
   CHECK(values(clamp(tensor(std::vector<int32_t>{-5, 0, 5}), -1, 2)) == std::vector<double>{-1, 0, 2});
+}
+
+TEST_CASE("rounding takes halves to even and leaves integers; its gradient is zero") {
+  Tensor x = tensor({-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 2.7, -2.7}).requires_grad_();
+  CHECK(values(round(x)) == std::vector<double>{-2, -2, -0, 0, 2, 2, 3, -3});
+  CHECK(values(floor(x)) == std::vector<double>{-3, -2, -1, 0, 1, 2, 2, -3});
+  CHECK(values(ceil(x)) == std::vector<double>{-2, -1, -0, 1, 2, 3, 3, -2});
+  sum(round(x) + floor(x) + ceil(x)).backward();
+  CHECK(values(x.grad()) == std::vector<double>(8, 0.0));
+  Tensor whole = tensor(std::vector<int64_t>{-3, 4});
+  CHECK(round(whole).dtype() == kInt64);
+  CHECK(values(floor(whole)) == values(whole));
+}
+
+TEST_CASE("tril, triu and one_hot against loops; randperm is a permutation fixed by the seed") {
+  Generator gen(12);
+  Tensor x = randn({2, 4, 5}, gen, kFloat64);
+  Ref r(x);
+  for (int64_t k : {-2, -1, 0, 1, 3}) {
+    INFO("diagonal " << k);
+    std::vector<double> lower, upper;
+    for_each_index(x.sizes(), [&](const Shape& i) {
+      lower.push_back(i[2] - i[1] <= k ? r.at(i) : 0.0);
+      upper.push_back(i[2] - i[1] >= k ? r.at(i) : 0.0);
+    });
+    CHECK(values(tril(x, k)) == lower);
+    CHECK(values(triu(x, k)) == upper);
+  }
+  CHECK_THROWS_WITH(tril(ones({3})), Catch::Contains("[tril] needs at least 2 dims"));
+
+  Tensor hot = one_hot(tensor(std::vector<int64_t>{2, 0, 3, 2}).view({2, 2}));
+  CHECK(hot.sizes() == Shape{2, 2, 4});
+  CHECK(hot.dtype() == kInt64);
+  CHECK(values(hot) == std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0});
+  CHECK(one_hot(tensor(std::vector<int64_t>{1}), 5).sizes() == Shape{1, 5});
+  CHECK_THROWS_WITH(one_hot(tensor(std::vector<int64_t>{4}), 3), Catch::Contains("index 4 is out of range for 3 classes"));
+  CHECK_THROWS_WITH(one_hot(tensor(std::vector<int64_t>{-1})), Catch::Contains("indices must be >= 0, found -1"));
+
+  Generator a(5), b(5), c(6);
+  Tensor p = randperm(50, a);
+  std::vector<double> sorted = values(p);
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(sorted == values(arange(50)));
+  CHECK(values(p) != values(arange(50)));
+  CHECK(values(randperm(50, b)) == values(p));
+  CHECK(values(randperm(50, c)) != values(p));
+  CHECK(randperm(0, a).numel() == 0);
+  CHECK(randperm(7, a, kInt32).dtype() == kInt32);
+}
+
+TEST_CASE("scatter_add adds src at index along dim, and its gradients reach input and src") {
+  std::mt19937 rng(13);
+  Generator gen(13);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    Shape s = random_shape(rng, 1, 3);
+    const int64_t dim = rng() % s.size();
+    Shape ss = s;
+    for (auto& d : ss) d = 1 + rng() % d;
+    ss[dim] = 1 + rng() % 6;
+    Tensor x = randn(s, gen, kFloat64), src = randn(ss, gen, kFloat64), index = randint(0, s[dim], ss, gen);
+    std::vector<double> ref = values(x), sv = values(src), iv = values(index);
+    const Shape strides = contiguous_strides(s);
+    int64_t k = 0;
+    for_each_index(ss, [&](const Shape& i) {
+      int64_t at = 0;
+      for (size_t d = 0; d < s.size(); ++d) at += (d == size_t(dim) ? int64_t(iv[k]) : i[d]) * strides[d];
+      ref[at] += sv[k++];
+    });
+    KT_CHECK_CLOSE(scatter_add(x, dim, index, src), ref, 1e-12);
+  }
+  Tensor x = kt::leaf({3, 4}, gen), src = kt::leaf({2, 4}, gen);
+  Tensor index = tensor(std::vector<int64_t>{0, 2, 2, 1, 1, 1, 0, 2}).view({2, 4});
+  kt::gradcheck([&](const std::vector<Tensor>& v) { return scatter_add(v[0], 0, index, v[1]) * v[0]; }, {x, src});
+  CHECK_THROWS_WITH(scatter_add(x, 0, index, ones({2, 3}, kFloat64)), Catch::Contains("must have src's shape"));
 }
 
 TEST_CASE("comparisons, where and masked_fill") {

@@ -120,4 +120,20 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opti
   return randint(low, high, shape, default_generator(), options);
 }
 
+Tensor randperm(int64_t n, Generator& gen, TensorOptions options) {
+  KILN_CHECK(n >= 0, "[randperm] n must be >= 0, got {}", n);
+  KILN_CHECK(!is_floating(options.dtype_) && options.dtype_ != kBool, "[randperm] needs an integer dtype, got {}",
+             dtype_name(options.dtype_));
+  // Fisher-Yates on the host from one draw of n uniforms, whatever the device.
+  const Tensor u = rand({n}, gen, kFloat64);
+  const double* draw = u.data_ptr<double>();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i)
+    std::swap(order[static_cast<size_t>(i)],
+              order[static_cast<size_t>(std::min<int64_t>(i, static_cast<int64_t>(draw[i] * static_cast<double>(i + 1))))]);
+  return tensor(order).to(options.device_, options.dtype_);
+}
+Tensor randperm(int64_t n, TensorOptions options) { return randperm(n, default_generator(), options); }
+
 }  // namespace kiln

@@ -278,6 +278,31 @@ Tensor tanh(const Tensor& x) {
   });
 }
 
+Tensor sin(const Tensor& x) {
+  return unary_op(UnaryOp::Sin, x, "sin", float_dtype(x), [](const Tensor& g, const Tensor& v, const Tensor&) {
+    return g * cos(v);
+  });
+}
+
+Tensor cos(const Tensor& x) {
+  return unary_op(UnaryOp::Cos, x, "cos", float_dtype(x), [](const Tensor& g, const Tensor& v, const Tensor&) {
+    return -g * sin(v);
+  });
+}
+
+namespace {
+// Integers are whole already (a copy, as PyTorch returns); the gradient is zero everywhere.
+Tensor rounding(UnaryOp op, const Tensor& x, const char* name) {
+  detail::check_defined(x, name, "self");
+  if (!is_floating(x.dtype())) return x.clone();
+  return unary_op(op, x, name, x.dtype(), [](const Tensor& g, const Tensor&, const Tensor&) { return zeros_like(g); });
+}
+}  // namespace
+
+Tensor floor(const Tensor& x) { return rounding(UnaryOp::Floor, x, "floor"); }
+Tensor ceil(const Tensor& x) { return rounding(UnaryOp::Ceil, x, "ceil"); }
+Tensor round(const Tensor& x) { return rounding(UnaryOp::Round, x, "round"); }
+
 Tensor sigmoid(const Tensor& x) {
   detail::check_defined(x, "sigmoid", "self");
   return unary_op(UnaryOp::Sigmoid, x, "sigmoid", float_dtype(x),

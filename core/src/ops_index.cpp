@@ -1,5 +1,5 @@
 // Joining, splitting and indexing: cat, stack, split, chunk, index_select,
-// gather, embedding.
+// gather, scatter_add, embedding, one_hot, tril and triu.
 
 #include "dispatch.h"
 
@@ -152,6 +152,58 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   }
   return out;
 }
+
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  check_index(x, index, "scatter_add");
+  KILN_CHECK(src.dtype() == x.dtype() && src.device() == x.device(),
+             "[scatter_add] src {} must have the input's dtype and device ({})", describe(src), describe(x));
+  KILN_CHECK(index.sizes() == src.sizes(), "[scatter_add] index {} must have src's shape {}", describe(index),
+             describe(src));
+  dim = wrap_dim(dim, x.dim(), "scatter_add");
+  KILN_CHECK(src.dim() == x.dim(), "[scatter_add] src {} must have as many dims as the input {}", describe(src),
+             describe(x));
+  for (int64_t d = 0; d < x.dim(); ++d)
+    KILN_CHECK(d == dim || src.size(d) <= x.size(d), "[scatter_add] src {} is larger than the input {} in dim {}",
+               describe(src), describe(x), d);
+  Tensor out = x.detach().clone();
+  KILN_DISPATCH(x.device(), scatter_add, out.buffer(), static_cast<int>(dim), index.buffer(), src.buffer());
+  if (autograd::any_requires_grad({x, src}))
+    autograd::record("scatter_add", out, {x, src}, [dim, si = save(index, "scatter_add")](const Tensor& g, const Needs&) {
+      return Grads{g, gather(g, dim, si.get())};
+    });
+  return out;
+}
+
+Tensor one_hot(const Tensor& indices, int64_t num_classes) {
+  detail::check_defined(indices, "one_hot", "indices");
+  KILN_CHECK(indices.dtype() == kInt64 || indices.dtype() == kInt32, "[one_hot] indices {} must be int64 or int32",
+             describe(indices));
+  if (indices.numel() > 0) {
+    const int64_t low = min(indices).item<int64_t>(), high = max(indices).item<int64_t>();
+    KILN_CHECK(low >= 0, "[one_hot] indices must be >= 0, found {}", low);
+    if (num_classes < 0) num_classes = high + 1;
+    KILN_CHECK(high < num_classes, "[one_hot] index {} is out of range for {} classes", high, num_classes);
+  }
+  KILN_CHECK(num_classes >= 0, "[one_hot] num_classes must be given for an empty tensor");
+  Shape shape = indices.sizes();
+  shape.push_back(1);
+  return eq(indices.to(kInt64).view(shape), arange(num_classes, TensorOptions(kInt64).device(indices.device())))
+      .to(kInt64);
+}
+
+namespace {
+// Keeps entries whose column - row is within the bound the triangle sets.
+Tensor triangle(const Tensor& x, int64_t diagonal, bool lower, const char* name) {
+  detail::check_defined(x, name, "self");
+  KILN_CHECK(x.dim() >= 2, "[{}] needs at least 2 dims, got {}", name, describe(x));
+  const TensorOptions at = TensorOptions(kInt64).device(x.device());
+  const Tensor offset = arange(x.size(-1), at) - arange(x.size(-2), at).view({-1, 1});  // column - row
+  return where(lower ? offset <= diagonal : offset >= diagonal, x, 0);
+}
+}  // namespace
+
+Tensor tril(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, true, "tril"); }
+Tensor triu(const Tensor& x, int64_t diagonal) { return triangle(x, diagonal, false, "triu"); }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
   check_index(weight, indices, "embedding");

@@ -44,6 +44,9 @@ Tensor randn(const Shape& shape, Generator& gen, TensorOptions options = {});
 Tensor randn(const Shape& shape, TensorOptions options = {});
 Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen, TensorOptions options = kInt64);
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions options = kInt64);
+// 0 .. n-1 in an order drawn from gen: the same for a seed on every device.
+Tensor randperm(int64_t n, Generator& gen, TensorOptions options = kInt64);
+Tensor randperm(int64_t n, TensorOptions options = kInt64);
 
 // --- type promotion (PyTorch's rules) ----------------------------------------
 DType promote_types(DType a, DType b);
@@ -73,6 +76,13 @@ Tensor sqrt(const Tensor& x);
 Tensor rsqrt(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+// To whole numbers, in x's dtype (integers come back as they are); round
+// takes halves to the even neighbour, as PyTorch does. The gradient is zero.
+Tensor floor(const Tensor& x);
+Tensor ceil(const Tensor& x);
+Tensor round(const Tensor& x);
 Tensor relu(const Tensor& x);
 // approximate: "none" (erf) or "tanh".
 Tensor gelu(const Tensor& x, std::string_view approximate = "none");
@@ -143,6 +153,15 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // Rows of weight (num, dim) at indices of any shape: (*indices, dim).
 Tensor embedding(const Tensor& weight, const Tensor& indices);
+// x with src added at index along dim: out[index[i][j]][j] += src[i][j] (dim
+// 0), etc.; index has src's shape, at most x's. Gradients flow to x and src.
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
+// (*indices, num_classes) int64 with a 1 at each index (num_classes -1: the largest index + 1).
+Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);
+// The lower (upper) triangle of the last two dims: entries on and below
+// (above) the diagonal-th diagonal kept (0: the main one, > 0 above it), the rest zero.
+Tensor tril(const Tensor& x, int64_t diagonal = 0);
+Tensor triu(const Tensor& x, int64_t diagonal = 0);
 
 // --- neural-network functions ------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -174,6 +174,11 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
       case UnaryOp::GeluTanh: return map_unary<T>(out, x, [](A v) { return gelu_tanh(v); });
       case UnaryOp::Silu: return map_unary<T>(out, x, [](A v) { return v * sigmoid(v); });
       case UnaryOp::PowScalar: return map_unary<T>(out, x, [&](A v) { return A(std::pow(v, A(a))); });
+      case UnaryOp::Sin: return map_unary<T>(out, x, [](A v) { return std::sin(v); });
+      case UnaryOp::Cos: return map_unary<T>(out, x, [](A v) { return std::cos(v); });
+      case UnaryOp::Floor: return map_unary<T>(out, x, [](A v) { return std::floor(v); });
+      case UnaryOp::Ceil: return map_unary<T>(out, x, [](A v) { return std::ceil(v); });
+      case UnaryOp::Round: return map_unary<T>(out, x, [](A v) { return std::nearbyint(v); });
       case UnaryOp::Neg: case UnaryOp::Abs: case UnaryOp::Sign: case UnaryOp::Clamp: break;
     }
   });

@@ -169,6 +169,11 @@ struct GeluTanh {
   }
 };
 struct Silu { template <typename A> __device__ A operator()(A x) const { return x / (A(1) + exp(-x)); } };
+struct Sin { template <typename A> __device__ A operator()(A x) const { return sin(x); } };
+struct Cos { template <typename A> __device__ A operator()(A x) const { return cos(x); } };
+struct Floor { template <typename A> __device__ A operator()(A x) const { return floor(x); } };
+struct Ceil { template <typename A> __device__ A operator()(A x) const { return ceil(x); } };
+struct Round { template <typename A> __device__ A operator()(A x) const { return rint(x); } };  // half to even
 struct PowScalar {
   double p;
   template <typename A>
@@ -380,6 +385,11 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
     case UnaryOp::GeluTanh: return floating(GeluTanh{});
     case UnaryOp::Silu: return floating(Silu{});
     case UnaryOp::PowScalar: return floating(PowScalar{a});
+    case UnaryOp::Sin: return floating(Sin{});
+    case UnaryOp::Cos: return floating(Cos{});
+    case UnaryOp::Floor: return floating(Floor{});
+    case UnaryOp::Ceil: return floating(Ceil{});
+    case UnaryOp::Round: return floating(Round{});
   }
 }
 

@@ -9,7 +9,8 @@ namespace kiln {
 
 // out = f(x; a, b). The float-only members run on floating dtypes; the front-end casts.
 enum class UnaryOp : uint8_t {
-  Neg, Abs, Sign, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, GeluErf, GeluTanh, Silu,
+  Neg, Abs, Sign, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, GeluErf, GeluTanh, Silu, Sin, Cos,
+  Floor, Ceil, Round,  // Round: half to even
   PowScalar,  // x ^ a
   Clamp,      // min(max(x, a), b)
 };
