@@ -230,3 +230,48 @@ TEST_CASE("random draws follow kiln's Philox layout") {
     CHECK(*std::max_element(r.begin(), r.end()) == 3);
   }
 }
+
+TEST_CASE("index and index_put_ as libtorch writes them") {
+  using namespace kiln::indexing;
+  Tensor x = arange(24, kFloat64).view({2, 3, 4});
+  CHECK(values(x.index({1})) == values(x[1]));
+  CHECK(values(x.index({Ellipsis, -1})) == values(x.select(2, 3)));
+  CHECK(values(x.index({Slice(), Slice(None, None, 2), 1})) == std::vector<double>{1, 9, 13, 21});
+  CHECK(values(x.index({0, Slice(1, None), Slice(-2, None)})) == std::vector<double>{6, 7, 10, 11});
+  CHECK(x.index({None, Ellipsis, None}).sizes() == Shape{1, 2, 3, 4, 1});
+  CHECK(x.index({1, None, 2}).sizes() == Shape{1, 4});
+  CHECK(x.index({0}).storage() == x.storage());  // a view
+  Tensor picked = x.index({Slice(), tensor(std::vector<int64_t>{2, 0})});
+  CHECK(picked.sizes() == Shape{2, 2, 4});
+  CHECK(values(picked[1][0]) == values(x[1][2]));
+  CHECK_THROWS_WITH(x.index({0, 0, 0, 0}), Catch::Contains("[index] 4 indices for a tensor of 3 dims"));
+  CHECK_THROWS_WITH(x.index({Ellipsis, Ellipsis}), Catch::Contains("at most one Ellipsis"));
+  CHECK_THROWS_WITH(x.index({5}), Catch::Contains("index 5 is out of range for dim 0 of size 2"));
+  CHECK_THROWS_WITH(x.index({x > 3.0}), Catch::Contains("index_put_ takes one as its last index"));
+
+  Tensor y = zeros({3, 4}, kFloat64);
+  y.index_put_({Slice(1, None), 0}, 7.0);
+  y.index_put_({0}, arange(4, kFloat64));
+  CHECK(values(y) == std::vector<double>{0, 1, 2, 3, 7, 0, 0, 0, 7, 0, 0, 0});
+  y.index_put_({y > 2.0}, -1.0);  // a mask over every dim
+  CHECK(values(y) == std::vector<double>{0, 1, 2, -1, -1, 0, 0, 0, -1, 0, 0, 0});
+  y.index_put_({Slice(), tensor(std::vector<double>{1, 0, 1, 0}) > 0.5}, ones({3, 4}, kFloat64) * 5.0);
+  CHECK(values(y) == std::vector<double>{5, 1, 5, -1, 5, 0, 5, 0, 5, 0, 5, 0});
+  CHECK_THROWS_WITH(y.index_put_({ones({2}, kBool)}, 0.0), Catch::Contains("must match the trailing dims"));
+  CHECK_THROWS_WITH(y.index_put_({tensor(std::vector<int64_t>{0})}, 0.0), Catch::Contains("would write into a copy"));
+}
+
+TEST_CASE("op methods are the free functions") {
+  Generator gen(4);
+  Tensor x = randn({3, 4}, gen, kFloat64), w = randn({4, 2}, gen, kFloat64);
+  CHECK(values(x.sum({1})) == values(sum(x, {1})));
+  CHECK(values(x.mean({0}, true)) == values(mean(x, {0}, true)));
+  CHECK(values(x.exp().log()) == values(log(exp(x))));
+  CHECK(values(x.matmul(w)) == values(matmul(x, w)));
+  CHECK(values(x.softmax(-1)) == values(softmax(x, -1)));
+  CHECK(values(x.clamp(-0.5, std::nullopt)) == values(clamp(x, -0.5, std::nullopt)));
+  CHECK(values(x.abs().pow(0.5)) == values(pow(abs(x), 0.5)));
+  CHECK(values(x.argmax(1)) == values(argmax(x, 1)));
+  CHECK(values(x.tril(-1)) == values(tril(x, -1)));
+  CHECK(x.max().item<double>() == max(x).item<double>());
+}

@@ -6,6 +6,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,7 @@ struct TensorOptions {
 };
 
 class Tensor;
+class TensorIndex;
 using GradHook = std::function<void(const Tensor&)>;
 
 struct AutogradMeta;
@@ -147,6 +149,51 @@ class Tensor {
   Tensor& div_(const Tensor& other);
   Tensor& div_(Scalar other);
 
+  // --- ops as methods, as libtorch writes them (the free functions of ops.h) -----
+  Tensor sum() const;
+  Tensor sum(const Shape& dims, bool keepdim = false) const;
+  Tensor mean() const;
+  Tensor mean(const Shape& dims, bool keepdim = false) const;
+  Tensor max() const;
+  Tensor max(int64_t dim, bool keepdim = false) const;
+  Tensor min() const;
+  Tensor min(int64_t dim, bool keepdim = false) const;
+  Tensor argmax(int64_t dim, bool keepdim = false) const;
+  Tensor abs() const;
+  Tensor exp() const;
+  Tensor log() const;
+  Tensor sqrt() const;
+  Tensor rsqrt() const;
+  Tensor tanh() const;
+  Tensor sigmoid() const;
+  Tensor relu() const;
+  Tensor sin() const;
+  Tensor cos() const;
+  Tensor floor() const;
+  Tensor ceil() const;
+  Tensor round() const;
+  Tensor pow(Scalar exponent) const;
+  Tensor pow(const Tensor& exponent) const;
+  Tensor clamp(std::optional<Scalar> min, std::optional<Scalar> max) const;
+  Tensor matmul(const Tensor& other) const;
+  Tensor softmax(int64_t dim) const;
+  Tensor log_softmax(int64_t dim) const;
+  Tensor masked_fill(const Tensor& mask, Scalar value) const;
+  Tensor index_select(int64_t dim, const Tensor& index) const;
+  Tensor gather(int64_t dim, const Tensor& index) const;
+  Tensor tril(int64_t diagonal = 0) const;
+  Tensor triu(int64_t diagonal = 0) const;
+
+  // --- indexing, as libtorch's x.index({Slice(), 0}) (kiln/indexing.h) ---------
+  // Integers select (the dim goes), Slice(start, stop, step) slices, None
+  // inserts a dim, Ellipsis stands for the dims not named: a view. A 1-D
+  // integer tensor picks entries along its dim (index_select: a copy).
+  Tensor index(std::initializer_list<TensorIndex> indices) const;
+  // Writes value (broadcast) into index(indices). The last index may be a
+  // bool tensor over the remaining dims: only where it is true.
+  Tensor& index_put_(std::initializer_list<TensorIndex> indices, const Tensor& value);
+  Tensor& index_put_(std::initializer_list<TensorIndex> indices, Scalar value);
+
   // PyTorch-style text: tensor([[1.0000, 2.0000]], dtype=...).
   std::string str() const;
 
@@ -234,3 +281,5 @@ struct fmt::formatter<kiln::Tensor> : fmt::formatter<std::string_view> {
     return fmt::formatter<std::string_view>::format(t.str(), ctx);
   }
 };
+
+#include "kiln/indexing.h"
