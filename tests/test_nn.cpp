@@ -283,7 +283,7 @@ TEST_CASE("decay groups, schedules, clipping") {
   optim::LRSchedule lin{.max_lr = 1.0, .min_lr = 0.0, .warmup = 0, .total = 100, .decay = optim::LRSchedule::Decay::Linear};
   CHECK(lin.at(25) == Approx(0.75));
   CHECK(optim::LRSchedule::parse("linear") == optim::LRSchedule::Decay::Linear);
-  CHECK_THROWS_WITH(optim::LRSchedule::parse("step"), Catch::Contains("unknown schedule 'step'"));
+  CHECK_THROWS_WITH(optim::LRSchedule::parse("steps"), Catch::Contains("unknown schedule 'steps'"));
 
   Tensor a = zeros({2}, kFloat64).requires_grad_(), b = zeros({1}, kFloat64).requires_grad_();
   a.set_grad(tensor({3.0, 0.0}, kFloat64));
@@ -357,4 +357,57 @@ TEST_CASE("named_modules, children and apply walk the tree; a printout shows it 
   CHECK_THROWS_WITH(list.at<Block>(5), Catch::Contains("index 5 out of range for 5 modules"));
   static_assert(!std::is_copy_constructible_v<nn::Linear> && !std::is_copy_assignable_v<Net>,
                 "a copy of a module would share its parameters");
+}
+
+TEST_CASE("optimizers from a parameter list, rates per group, and another optimizer's state refused") {
+  Tensor a = ones({2}, kFloat64).requires_grad_(), b = ones({2}, kFloat64).requires_grad_();
+  optim::SGD sgd({{{a}, 0.0, 1.0}, {{b}, 0.0, 0.5}}, {.lr = 0.1});  // b's group at half the rate
+  sum(a * 2.0 + b * 2.0).backward();
+  sgd.step();
+  CHECK(values(a) == std::vector<double>{0.8, 0.8});
+  CHECK(values(b) == std::vector<double>{0.9, 0.9});
+
+  Tensor p = ones({3}, kFloat64).requires_grad_();
+  optim::AdamW adamw(std::vector<Tensor>{p}, {.lr = 0.01});
+  optim::Lion lion(std::vector<Tensor>{p}, {.lr = 0.01});
+  optim::SGD momentum(std::vector<Tensor>{p}, {.lr = 0.01, .momentum = 0.9});
+  for (optim::Optimizer* o : std::initializer_list<optim::Optimizer*>{&adamw, &lion, &momentum}) {
+    sum(p * p).backward();
+    o->step();
+    o->zero_grad();
+  }
+  CHECK_THROWS_WITH(adamw.load_state_dict(momentum.state_dict()),
+                    Catch::Contains("[AdamW] optimizer state '0.momentum' is not one of AdamW's (exp_avg, exp_avg_sq)"));
+  CHECK_THROWS_WITH(adamw.load_state_dict(lion.state_dict()),
+                    Catch::Contains("[AdamW] optimizer state of parameter 0 lacks 'exp_avg_sq'"));
+  CHECK_THROWS_WITH(lion.load_state_dict(adamw.state_dict()), Catch::Contains("'0.exp_avg_sq' is not one of Lion's"));
+  const std::vector<double> m = values(adamw.state_dict().at("0.exp_avg"));
+  adamw.load_state_dict(adamw.state_dict());  // its own loads; the refusals above changed nothing
+  CHECK(values(adamw.state_dict().at("0.exp_avg")) == m);
+  CHECK(adamw.steps() == 1);
+}
+
+TEST_CASE("StepLR and ReduceLROnPlateau as torch's") {
+  optim::LRSchedule step{.max_lr = 1.0, .warmup = 2, .decay = optim::LRSchedule::Decay::Step, .step_size = 3,
+                         .gamma = 0.5};
+  std::vector<double> rates;
+  for (int64_t s = 0; s < 10; ++s) rates.push_back(step.at(s));
+  CHECK(rates == std::vector<double>{0.5, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25});
+  CHECK(optim::LRSchedule::parse("step") == optim::LRSchedule::Decay::Step);
+
+  Tensor p = ones({1}).requires_grad_();
+  optim::SGD sgd(std::vector<Tensor>{p}, {.lr = 1.0});
+  optim::ReduceLROnPlateau plateau(sgd, {.factor = 0.5, .patience = 2, .cooldown = 1, .min_lr = 0.2});
+  std::vector<bool> reduced;
+  std::vector<double> lr;
+  for (double metric : {10.0, 9.0, 9.5, 9.2, 9.1, 9.3, 9.4, 9.4, 9.4, 8.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0}) {
+    reduced.push_back(plateau.step(metric));
+    lr.push_back(sgd.lr());
+  }
+  // Reductions on the third evaluation past the best (patience 2); the
+  // cooldown skips one evaluation; min_lr 0.2 caps the third and stops a fourth.
+  CHECK(reduced == std::vector<bool>{false, false, false, false, true, false, false, false, true, false, false, false,
+                                     true, false, false, false, false, false});
+  CHECK(lr.back() == 0.2);
+  CHECK(plateau.best() == 8.0);
 }

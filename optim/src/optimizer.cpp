@@ -1,5 +1,6 @@
 #include "kiln/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kiln/autograd.h"
@@ -23,6 +24,8 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr, const char* name
   size_t n = 0;
   for (const ParamGroup& g : groups_) {
     KILN_CHECK(g.weight_decay >= 0, "[{}] weight_decay must be >= 0, got {}", name_, g.weight_decay);
+    KILN_CHECK(g.lr_scale >= 0 && std::isfinite(g.lr_scale), "[{}] a group's lr_scale must be finite and >= 0, got {}",
+               name_, g.lr_scale);
     for (const Tensor& p : g.params)
       KILN_CHECK(p.defined() && p.is_leaf() && p.requires_grad(),
                  "[{}] parameters must be leaf tensors that require grad", name_);
@@ -50,7 +53,7 @@ void Optimizer::step() {
       grads.push_back(p.grad());
       states.push_back(&state);
     }
-    if (!params.empty()) update(params, grads, states, group.weight_decay);
+    if (!params.empty()) update(params, grads, states, lr_ * group.lr_scale, group.weight_decay);
   }
 }
 
@@ -76,11 +79,10 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
   NoGradGuard no_grad;
   auto it = state.find("step");
   KILN_CHECK(it != state.end(), "[{}] optimizer state has no 'step'", name_);
-  steps_ = it->second.item<int64_t>();
-  std::vector<const Tensor*> params;
-  for (const ParamGroup& g : groups_)
-    for (const Tensor& p : g.params) params.push_back(&p);
-  for (auto& s : state_) s.clear();
+  const std::vector<Tensor> all = params();
+  const std::vector<std::string> names = state_names();
+  // Checked whole before anything changes: a refused state leaves this optimizer as it was.
+  std::vector<std::map<std::string, Tensor>> loaded(state_.size());
   for (const auto& [key, t] : state) {
     if (key == "step") continue;
     size_t dot = key.find('.');
@@ -90,13 +92,26 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
     } catch (const std::exception&) {
       KILN_FAIL("[{}] unexpected optimizer state key '{}'", name_, key);
     }
-    KILN_CHECK(dot != std::string::npos && index < params.size(),
-               "[{}] optimizer state key '{}' names parameter {} of {}", name_, key, index, params.size());
-    const Tensor& p = *params[index];
+    KILN_CHECK(dot != std::string::npos && index < all.size(),
+               "[{}] optimizer state key '{}' names parameter {} of {}", name_, key, index, all.size());
+    const Tensor& p = all[index];
+    const std::string what = key.substr(dot + 1);
+    KILN_CHECK(std::find(names.begin(), names.end(), what) != names.end(),
+               "[{}] optimizer state '{}' is not one of {}'s ({}): the state of another optimizer, or other settings?",
+               name_, key, name_, names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", ")));
     KILN_CHECK(t.sizes() == p.sizes(), "[{}] state '{}' has shape [{}], parameter {} has [{}]", name_, key,
                fmt::join(t.sizes(), ", "), index, fmt::join(p.sizes(), ", "));
-    state_[index][key.substr(dot + 1)] = t.to(p.device()).clone();
+    loaded[index][what] = t;
   }
+  // A parameter that has stepped has all of this optimizer's state (Lion's exp_avg alone is not AdamW's).
+  for (size_t i = 0; i < loaded.size(); ++i)
+    for (const std::string& name : names)
+      KILN_CHECK(loaded[i].empty() || loaded[i].count(name), "[{}] optimizer state of parameter {} lacks '{}': "
+                 "the state of another optimizer?", name_, i, name);
+  for (size_t i = 0; i < loaded.size(); ++i)
+    for (auto& [name, t] : loaded[i]) t = t.to(all[i].device()).clone();
+  state_ = std::move(loaded);
+  steps_ = it->second.item<int64_t>();
 }
 
 }  // namespace kiln::optim

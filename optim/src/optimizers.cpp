@@ -37,7 +37,7 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& o) : Optimizer(std::m
 }
 
 void SGD::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                 const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
+                 const std::vector<std::map<std::string, Tensor>*>& states, double lr, double wd) {
   const SGDOptions& o = options_;
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor p = params[i];
@@ -52,8 +52,12 @@ void SGD::update(const std::vector<Tensor>& params, const std::vector<Tensor>& g
       }
       g = o.nesterov ? g + it->second * o.momentum : it->second;
     }
-    p.add_(g, -lr());
+    p.add_(g, -lr);
   }
+}
+
+std::vector<std::string> SGD::state_names() const {
+  return options_.momentum != 0 ? std::vector<std::string>{"momentum"} : std::vector<std::string>{};
 }
 
 AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
@@ -64,10 +68,10 @@ AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
 }
 
 void AdamW::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                   const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
+                   const std::vector<std::map<std::string, Tensor>*>& states, double lr, double wd) {
   const AdamWOptions& o = options_;
   const double t = static_cast<double>(steps());
-  const AdamWStep step{lr(), o.beta1, o.beta2, o.eps, wd, 1 - std::pow(o.beta1, t), 1 - std::pow(o.beta2, t)};
+  const AdamWStep step{lr, o.beta1, o.beta2, o.eps, wd, 1 - std::pow(o.beta1, t), 1 - std::pow(o.beta2, t)};
   for_each_kind(params, grads, [&](const std::vector<size_t>& idx) {
     std::vector<Tensor> p, g, m, v;
     for (size_t i : idx) {
@@ -80,13 +84,15 @@ void AdamW::update(const std::vector<Tensor>& params, const std::vector<Tensor>&
   });
 }
 
+std::vector<std::string> AdamW::state_names() const { return {"exp_avg", "exp_avg_sq"}; }
+
 Lion::Lion(std::vector<ParamGroup> groups, const LionOptions& o) : Optimizer(std::move(groups), o.lr, "Lion"), options_(o) {
   check_beta(o.beta1, "beta1", "Lion");
   check_beta(o.beta2, "beta2", "Lion");
 }
 
 void Lion::update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                  const std::vector<std::map<std::string, Tensor>*>& states, double wd) {
+                  const std::vector<std::map<std::string, Tensor>*>& states, double lr, double wd) {
   const LionOptions& o = options_;
   for_each_kind(params, grads, [&](const std::vector<size_t>& idx) {
     std::vector<Tensor> p, g, m;
@@ -95,8 +101,10 @@ void Lion::update(const std::vector<Tensor>& params, const std::vector<Tensor>& 
       g.push_back(grads[i]);
       m.push_back(state_of(*states[i], "exp_avg", params[i]));
     }
-    lion_update_(p, g, m, {lr(), o.beta1, o.beta2, wd});
+    lion_update_(p, g, m, {lr, o.beta1, o.beta2, wd});
   });
 }
+
+std::vector<std::string> Lion::state_names() const { return {"exp_avg"}; }
 
 }  // namespace kiln::optim

@@ -14,6 +14,9 @@ namespace kiln::optim {
 struct ParamGroup {
   std::vector<Tensor> params;
   double weight_decay = 0.0;
+  // The group steps at lr() * lr_scale: rates per group (layer-wise decay,
+  // a slower embedding) that a schedule, which sets lr(), scales alike.
+  double lr_scale = 1.0;
 };
 
 // nanoGPT's and llm.c's default split: tensors of 2+ dims (matmul weights,
@@ -37,16 +40,20 @@ class Optimizer {
   std::vector<Tensor> params() const;
 
   // The step count and every state tensor, named "<param index>.<state name>"
-  // with parameters numbered across groups in order.
+  // with parameters numbered across groups in order. Loading checks the
+  // names: another optimizer's state (SGD's into AdamW) is refused.
   std::map<std::string, Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, Tensor>& state);
+  const char* name() const { return name_; }
 
  protected:
   // Updates a group's parameters that have gradients: params[i] from grads[i],
   // with states[i] holding its tensors (one call per group, so that fused
-  // multi-tensor kernels update them all at once).
+  // multi-tensor kernels update them all at once), at the group's rate.
   virtual void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                      const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) = 0;
+                      const std::vector<std::map<std::string, Tensor>*>& states, double lr, double weight_decay) = 0;
+  // The names of the state tensors a parameter has once it has stepped.
+  virtual std::vector<std::string> state_names() const = 0;
 
  private:
   std::vector<ParamGroup> groups_;

@@ -22,7 +22,8 @@ class SGD : public Optimizer {
 
  protected:
   void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
+              const std::vector<std::map<std::string, Tensor>*>& states, double lr, double weight_decay) override;
+  std::vector<std::string> state_names() const override;
 
  private:
   SGDOptions options_;
@@ -40,10 +41,13 @@ struct AdamWOptions {
 class AdamW : public Optimizer {
  public:
   AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options);
+  AdamW(std::vector<Tensor> params, const AdamWOptions& options, double weight_decay = 0.0)
+      : AdamW(std::vector<ParamGroup>{{std::move(params), weight_decay}}, options) {}
 
  protected:
   void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
+              const std::vector<std::map<std::string, Tensor>*>& states, double lr, double weight_decay) override;
+  std::vector<std::string> state_names() const override;
 
  private:
   AdamWOptions options_;
@@ -60,10 +64,13 @@ struct LionOptions {
 class Lion : public Optimizer {
  public:
   Lion(std::vector<ParamGroup> groups, const LionOptions& options);
+  Lion(std::vector<Tensor> params, const LionOptions& options, double weight_decay = 0.0)
+      : Lion(std::vector<ParamGroup>{{std::move(params), weight_decay}}, options) {}
 
  protected:
   void update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-              const std::vector<std::map<std::string, Tensor>*>& states, double weight_decay) override;
+              const std::vector<std::map<std::string, Tensor>*>& states, double lr, double weight_decay) override;
+  std::vector<std::string> state_names() const override;
 
  private:
   LionOptions options_;
