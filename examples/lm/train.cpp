@@ -456,7 +456,9 @@ int main(int argc, char** argv) {
   app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr-ratio", a.min_lr_ratio, "final learning rate / peak")->capture_default_str();
   app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
-  app.add_option("--lr-schedule", a.lr_schedule, "cosine | linear | constant")->check(CLI::IsMember({"cosine", "linear", "constant"}))->capture_default_str();
+  app.add_option("--lr-schedule", a.lr_schedule, "cosine | linear | constant")
+      ->check(CLI::IsMember({"cosine", "linear", "constant"}))
+      ->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "adamw | lion | sgd")->capture_default_str();
   app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
   app.add_option("--beta1", a.beta1, "AdamW/Lion beta1 (SGD momentum)")->capture_default_str();
