@@ -201,6 +201,8 @@ TEST_CASE("safetensors round trip and corrupt files") {
   CHECK_THROWS_WITH(load_safetensors(path), Catch::Contains("outside the"));
   write_file_atomic(path, std::string("\x10\0\0\0\0\0\0\0{not json}      ", 24));
   CHECK_THROWS_WITH(load_safetensors(path), Catch::Contains("not valid JSON"));
+  write_file_atomic(path, std::string("PK\x03\x04 a zip, as PyTorch's .bin files are"));
+  CHECK_THROWS_WITH(load_safetensors(path), Catch::Contains(path + " is not a safetensors file"));
   CHECK_THROWS_WITH(load_safetensors((dir / "missing").string()), Catch::Contains("cannot open"));
   std::filesystem::remove_all(dir);
 }

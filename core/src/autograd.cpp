@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "dispatch.h"
+#include "kiln/base/type_name.h"
 
 namespace kiln::autograd {
 
@@ -210,9 +211,11 @@ const std::vector<Tensor>& AutogradContext::saved() const {
   return unpacked_;
 }
 
-Tensor FunctionRecorder::record(const char* name, std::shared_ptr<AutogradContext> ctx, Tensor out,
+Tensor FunctionRecorder::record(const std::type_info& function, std::shared_ptr<AutogradContext> ctx, Tensor out,
                                 const std::vector<Tensor>& inputs,
                                 std::function<Grads(AutogradContext&, const Tensor&)> backward) {
+  const std::string type = unqualified_name(function);
+  const char* name = type.c_str();
   KILN_CHECK(out.defined(), "[{}] forward returned an undefined tensor", name);
   if (!any_requires_grad(inputs)) return out;
   // The output must not alias a tensor with history of its own.

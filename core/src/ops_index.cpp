@@ -210,7 +210,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   KILN_CHECK(weight.dim() == 2, "[embedding] weight must be 2-D (num_embeddings, dim), got {}", describe(weight));
   Shape shape = indices.sizes();
   shape.push_back(weight.size(1));
-  return index_select(weight, 0, indices.reshape({-1})).view(shape);
+  try {
+    return index_select(weight, 0, indices.reshape({-1})).view(shape);
+  } catch (const Error& e) {  // the kernel names index_select: say which call of the user's it was
+    KILN_FAIL("[embedding] indices {} into weight {}: {}", describe(indices), describe(weight), e.what());
+  }
 }
 
 }  // namespace kiln

@@ -120,8 +120,11 @@ TensorFile load_safetensors(const std::string& path) {
   uint64_t header_len = 0;
   KILN_CHECK(file_size >= 8 && in.read(reinterpret_cast<char*>(&header_len), 8),
              "[load_safetensors] {} is too short to be a safetensors file ({} bytes)", path, file_size);
-  KILN_CHECK(header_len <= file_size - 8, "[load_safetensors] {}: header of {} bytes does not fit in a {}-byte file",
-             path, header_len, file_size);
+  // A safetensors header is JSON: an object right after its 8-byte length.
+  KILN_CHECK(file_size > 8 && in.peek() == '{', "[load_safetensors] {} is not a safetensors file (no JSON header "
+             "after the first 8 bytes: a PyTorch .bin, a zip or another format?)", path);
+  KILN_CHECK(header_len <= file_size - 8, "[load_safetensors] {}: header of {} bytes does not fit in a {}-byte file "
+             "(truncated?)", path, header_len, file_size);
   std::string json(header_len, '\0');
   in.read(json.data(), static_cast<std::streamsize>(header_len));
   nlohmann::json header;

@@ -1,9 +1,6 @@
 #include "kiln/nn/module.h"
 
-#include <cxxabi.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <ostream>
 #include <set>
 
@@ -132,16 +129,6 @@ ShardSpec Module::shard_spec(const std::string& name) const {
 }
 
 void Module::zero_grad(bool set_to_none) { autograd::zero_grad(parameters(), set_to_none); }
-
-std::string unqualified_name(const std::type_info& type) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status),
-                                                   std::free);
-  std::string name = status == 0 ? demangled.get() : type.name();
-  // The namespaces end at the last "::" before any template arguments.
-  const size_t scope = name.rfind("::", name.find('<'));
-  return scope == std::string::npos ? name : name.substr(scope + 2);
-}
 
 std::string Module::type_name() const { return unqualified_name(typeid(*this)); }
 

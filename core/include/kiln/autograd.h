@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include "kiln/tensor.h"
@@ -150,7 +151,7 @@ class AutogradContext {
 };
 
 struct FunctionRecorder {
-  static Tensor record(const char* name, std::shared_ptr<AutogradContext> ctx, Tensor out,
+  static Tensor record(const std::type_info& function, std::shared_ptr<AutogradContext> ctx, Tensor out,
                        const std::vector<Tensor>& inputs,
                        std::function<Grads(AutogradContext&, const Tensor&)> backward);
 };
@@ -167,7 +168,7 @@ struct Function {
       NoGradGuard no_grad;
       out = Derived::forward(*ctx, std::forward<Args>(args)...);
     }
-    return FunctionRecorder::record(typeid(Derived).name(), std::move(ctx), std::move(out), inputs,
+    return FunctionRecorder::record(typeid(Derived), std::move(ctx), std::move(out), inputs,
                                     [](AutogradContext& c, const Tensor& g) { return Derived::backward(c, g); });
   }
 

@@ -54,11 +54,15 @@ void element_indexed(const Buffer& target, const Buffer& other, const Buffer& in
   visit_index(index.dtype, op, [&](auto itag) {
     using I = decltype(itag);
     bool bad = false;
+    int64_t offending = 0;
     for_each<1>({&index}, [&](auto off, int64_t n, auto st) {
       const I* ip = index.ptr<I>() + off[0];
-      for (int64_t k = 0; k < n; ++k) bad |= ip[k * st[0]] < 0 || ip[k * st[0]] >= size;
+      for (int64_t k = 0; k < n && !bad; ++k) {
+        offending = static_cast<int64_t>(ip[k * st[0]]);
+        bad = offending < 0 || offending >= size;
+      }
     }, /*serial=*/true);
-    KILN_CHECK(!bad, "[{}] an index is out of range for a dimension of size {}", op, size);
+    KILN_CHECK(!bad, "[{}] index {} is out of range for a dimension of size {}", op, offending, size);
     visit_dtype(target.dtype, "gather", [&](auto tag) {
       using T = decltype(tag);
       for_each<3>({&t, &other, &index}, [&](auto off, int64_t n, auto st) {

@@ -13,13 +13,11 @@
 #include <utility>
 #include <vector>
 
+#include "kiln/base/type_name.h"
 #include "kiln/nn/shard_spec.h"
 #include "kiln/tensor.h"
 
 namespace kiln::nn {
-
-// A C++ type's name as written, without its namespaces ("Linear", "ModuleList").
-std::string unqualified_name(const std::type_info& type);
 
 class Module {
  public:

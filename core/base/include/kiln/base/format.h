@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <ostream>
+
 #include "kiln/base/device.h"
 #include "kiln/base/dtype.h"
 
@@ -21,3 +23,8 @@ struct fmt::formatter<kiln::Device> : fmt::formatter<std::string_view> {
     return fmt::formatter<std::string_view>::format(d.str(), ctx);
   }
 };
+
+namespace kiln {
+inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
+inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+}  // namespace kiln
