@@ -164,6 +164,10 @@ TEST_CASE("unary ops and activations match float64") {
   CHECK(exp(ones({2}, kInt32)).dtype() == kFloat32);
   CHECK(values(relu(tensor(std::vector<int64_t>{-2, 3}))) == std::vector<double>{0, 3});
   CHECK(values(clamp(tensor(std::vector<int32_t>{-5, 0, 5}), -1, 2)) == std::vector<double>{-1, 0, 2});
+  Tensor x = tensor({-1.0, 0.0, 1.0, 3.0}, kFloat64).requires_grad_();
+  CHECK(values(clamp(x, 2, 1)) == std::vector<double>{1, 1, 1, 1});  // min > max: max everywhere, as PyTorch
+  sum(clamp(x, 0, 1) + clamp(x, 2, 1)).backward();
+  CHECK(values(x.grad()) == std::vector<double>{0, 1, 1, 0});  // bounds included; nothing passes min > max
 }
 
 TEST_CASE("rounding takes halves to even and leaves integers; its gradient is zero") {

@@ -87,6 +87,9 @@ Tensor relu(const Tensor& x);
 // approximate: "none" (erf) or "tanh".
 Tensor gelu(const Tensor& x, std::string_view approximate = "none");
 Tensor silu(const Tensor& x);
+// min(max(x, min), max), as PyTorch: min > max gives max everywhere; NaN
+// stays NaN. The gradient passes where min <= x <= max, bounds included
+// (PyTorch's), so it is zero everywhere when min > max.
 Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> max);
 
 // Comparisons give bool tensors.
@@ -216,9 +219,11 @@ Tensor rope(const Tensor& x, int64_t offset = 0, double theta = 10000.0);
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 // Which keys each query sees, and what is added to its scores. Every mask is
-// aligned bottom-right when there are fewer queries than keys (decoding with a
-// KV cache): query i stands at key position i + Tk - Tq. A query that sees no
-// key gets a row of zeros (and a logsumexp of -inf).
+// aligned BOTTOM-RIGHT when there are fewer queries than keys (decoding with a
+// KV cache): query i stands at key position i + Tk - Tq. PyTorch's
+// is_causal=True is top-left (query i sees keys j <= i) and differs whenever
+// Tq < Tk; for its behaviour, pass a bias of -inf above the top-left diagonal
+// instead. A query that sees no key gets a row of zeros (and a logsumexp of -inf).
 struct AttentionOptions {
   bool causal = false;          // key j seen by query i when j <= i + Tk - Tq
   std::optional<double> scale;  // default 1 / sqrt(head_dim)

@@ -153,8 +153,8 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
         map_unary<decltype(t)>(out, x, [&](A v) {
           if constexpr (std::is_floating_point_v<A>)
             if (std::isnan(v)) return v;
-          double r = static_cast<double>(v);
-          return A(r < a ? a : (r > b ? b : r));
+          const double r = std::max(static_cast<double>(v), a);  // then the max: PyTorch's order when a > b
+          return A(r > b ? b : r);
         });
       });
     default: break;

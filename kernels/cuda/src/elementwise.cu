@@ -148,7 +148,8 @@ struct Clamp {
     if constexpr (std::is_floating_point_v<A>)
       if (isnan(x)) return x;
     double r = static_cast<double>(x);
-    return A(r < lo ? lo : (r > hi ? hi : r));
+    r = r < lo ? lo : r;  // then the max: PyTorch's order when lo > hi
+    return A(r > hi ? hi : r);
   }
 };
 struct Exp { template <typename A> __device__ A operator()(A x) const { return exp(x); } };
