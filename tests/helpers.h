@@ -104,41 +104,10 @@ inline Tensor random_tensor(const Shape& shape, kiln::Generator& gen, kiln::DTyp
   return kiln::randn(swapped, gen, dtype).transpose(0, 1);
 }
 
-// Checks the gradients of f at inputs (float64) against central differences of
-// sum(f(x) * w) for a fixed random w. Inputs not requiring grad are held fixed.
-inline void gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs,
+// kiln::gradcheck as a test assertion: a failure is reported with its message.
+inline void check_grad(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs,
                       double eps = 1e-6, double tol = 1e-6) {
-  kiln::Generator gen(99);
-  Tensor out = f(inputs);
-  Tensor w = kiln::randn(out.sizes(), gen, kiln::kFloat64);
-  for (Tensor& x : inputs)
-    if (x.requires_grad()) x.set_grad(Tensor());
-  kiln::sum(out * w).backward();
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    Tensor x = inputs[k];
-    if (!x.requires_grad()) continue;
-    INFO("input " << k << " of shape " << x.str());
-    REQUIRE((x.is_contiguous() && x.dtype() == kiln::kFloat64));
-    std::vector<double> numeric(static_cast<size_t>(x.numel()));
-    for (int64_t i = 0; i < x.numel(); ++i) {
-      double* p = x.detach().data_ptr<double>();  // inputs are contiguous float64
-      double saved = p[i];
-      auto loss = [&] {
-        kiln::NoGradGuard no_grad;
-        return kiln::sum(f(inputs) * w).item<double>();
-      };
-      p[i] = saved + eps;
-      double up = loss();
-      p[i] = saved - eps;
-      double down = loss();
-      p[i] = saved;
-      numeric[static_cast<size_t>(i)] = (up - down) / (2 * eps);
-    }
-    REQUIRE(x.grad().defined());
-    double err = rel_error(values(x.grad()), numeric);
-    INFO("gradcheck relative error " << err);
-    CHECK(err <= tol);
-  }
+  CHECK_NOTHROW(kiln::gradcheck(f, std::move(inputs), {.eps = eps, .tol = tol}));
 }
 
 // A contiguous float64 leaf requiring grad.

@@ -5,7 +5,7 @@
 #include "helpers.h"
 
 using namespace kiln;
-using kt::gradcheck;
+using kt::check_grad;
 using kt::leaf;
 using kt::values;
 using Inputs = std::vector<Tensor>;
@@ -13,54 +13,54 @@ using Inputs = std::vector<Tensor>;
 TEST_CASE("gradcheck: elementwise ops with broadcasting") {
   Generator gen(1);
   Tensor a = leaf({3, 4}, gen), b = leaf({4}, gen), c = leaf({3, 1}, gen);
-  gradcheck([](const Inputs& x) { return x[0] + x[1]; }, {a, b});
-  gradcheck([](const Inputs& x) { return add(x[0], x[1], -1.5); }, {a, c});
-  gradcheck([](const Inputs& x) { return x[0] - x[1]; }, {a, c});
-  gradcheck([](const Inputs& x) { return x[0] * x[1]; }, {a, b});
-  gradcheck([](const Inputs& x) { return x[0] / (x[1] * x[1] + 1.0); }, {a, b});
-  gradcheck([](const Inputs& x) { return pow(abs(x[0]) + 0.5, x[1]); }, {a, b});
-  gradcheck([](const Inputs& x) { return pow(x[0], 3); }, {a});
-  gradcheck([](const Inputs& x) { return maximum(x[0], x[1]); }, {a, b});
-  gradcheck([](const Inputs& x) { return minimum(x[0], x[1]); }, {a, c});
-  gradcheck([](const Inputs& x) { return 2.0 - x[0] / 3.0 + 1.0 / (x[0] * x[0] + 1.0); }, {a});
+  check_grad([](const Inputs& x) { return x[0] + x[1]; }, {a, b});
+  check_grad([](const Inputs& x) { return add(x[0], x[1], -1.5); }, {a, c});
+  check_grad([](const Inputs& x) { return x[0] - x[1]; }, {a, c});
+  check_grad([](const Inputs& x) { return x[0] * x[1]; }, {a, b});
+  check_grad([](const Inputs& x) { return x[0] / (x[1] * x[1] + 1.0); }, {a, b});
+  check_grad([](const Inputs& x) { return pow(abs(x[0]) + 0.5, x[1]); }, {a, b});
+  check_grad([](const Inputs& x) { return pow(x[0], 3); }, {a});
+  check_grad([](const Inputs& x) { return maximum(x[0], x[1]); }, {a, b});
+  check_grad([](const Inputs& x) { return minimum(x[0], x[1]); }, {a, c});
+  check_grad([](const Inputs& x) { return 2.0 - x[0] / 3.0 + 1.0 / (x[0] * x[0] + 1.0); }, {a});
 }
 
 TEST_CASE("gradcheck: unary ops and activations") {
   Generator gen(2);
   Tensor x = leaf({2, 5}, gen);
-  gradcheck([](const Inputs& v) { return neg(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return abs(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return exp(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return log(v[0] * v[0] + 0.5); }, {x});
-  gradcheck([](const Inputs& v) { return sqrt(v[0] * v[0] + 0.5); }, {x});
-  gradcheck([](const Inputs& v) { return rsqrt(v[0] * v[0] + 0.5); }, {x});
-  gradcheck([](const Inputs& v) { return tanh(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return sigmoid(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return relu(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return gelu(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return gelu(v[0], "tanh"); }, {x});
-  gradcheck([](const Inputs& v) { return silu(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return sin(v[0]) * cos(v[0] * 2.0); }, {x});
-  gradcheck([](const Inputs& v) { return tril(v[0], 1) + triu(v[0] * 3.0, -1); }, {x});
-  gradcheck([](const Inputs& v) { return clamp(v[0], -0.3, 0.4); }, {x});
-  gradcheck([](const Inputs& v) { return where(v[0] > 0, v[0] * 2.0, exp(v[0])); }, {x});
-  gradcheck([](const Inputs& v) { return masked_fill(v[0], v[0] < -0.5, 3.0); }, {x});
+  check_grad([](const Inputs& v) { return neg(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return abs(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return exp(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return log(v[0] * v[0] + 0.5); }, {x});
+  check_grad([](const Inputs& v) { return sqrt(v[0] * v[0] + 0.5); }, {x});
+  check_grad([](const Inputs& v) { return rsqrt(v[0] * v[0] + 0.5); }, {x});
+  check_grad([](const Inputs& v) { return tanh(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return sigmoid(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return relu(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return gelu(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return gelu(v[0], "tanh"); }, {x});
+  check_grad([](const Inputs& v) { return silu(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return sin(v[0]) * cos(v[0] * 2.0); }, {x});
+  check_grad([](const Inputs& v) { return tril(v[0], 1) + triu(v[0] * 3.0, -1); }, {x});
+  check_grad([](const Inputs& v) { return clamp(v[0], -0.3, 0.4); }, {x});
+  check_grad([](const Inputs& v) { return where(v[0] > 0, v[0] * 2.0, exp(v[0])); }, {x});
+  check_grad([](const Inputs& v) { return masked_fill(v[0], v[0] < -0.5, 3.0); }, {x});
 }
 
 TEST_CASE("gradcheck: reductions") {
   Generator gen(3);
   Tensor x = leaf({3, 4, 5}, gen);
-  gradcheck([](const Inputs& v) { return sum(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return sum(v[0], {0, 2}); }, {x});
-  gradcheck([](const Inputs& v) { return sum(v[0], {1}, true); }, {x});
-  gradcheck([](const Inputs& v) { return mean(v[0], {-1}); }, {x});
-  gradcheck([](const Inputs& v) { return mean(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return max(v[0], 1); }, {x});
-  gradcheck([](const Inputs& v) { return min(v[0], 2, true); }, {x});
-  gradcheck([](const Inputs& v) { return max(v[0]); }, {x});
-  gradcheck([](const Inputs& v) { return var(v[0], {0, 1}); }, {x});
-  gradcheck([](const Inputs& v) { return var(v[0], {2}, 0, true); }, {x});
-  gradcheck([](const Inputs& v) { return logsumexp(v[0], 1); }, {x});
+  check_grad([](const Inputs& v) { return sum(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return sum(v[0], {0, 2}); }, {x});
+  check_grad([](const Inputs& v) { return sum(v[0], {1}, true); }, {x});
+  check_grad([](const Inputs& v) { return mean(v[0], {-1}); }, {x});
+  check_grad([](const Inputs& v) { return mean(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return max(v[0], 1); }, {x});
+  check_grad([](const Inputs& v) { return min(v[0], 2, true); }, {x});
+  check_grad([](const Inputs& v) { return max(v[0]); }, {x});
+  check_grad([](const Inputs& v) { return var(v[0], {0, 1}); }, {x});
+  check_grad([](const Inputs& v) { return var(v[0], {2}, 0, true); }, {x});
+  check_grad([](const Inputs& v) { return logsumexp(v[0], 1); }, {x});
   // ties share the gradient evenly
   Tensor t = tensor({1.0, 3.0, 3.0}, kFloat64).requires_grad_();
   max(t).backward();
@@ -70,14 +70,14 @@ TEST_CASE("gradcheck: reductions") {
 TEST_CASE("gradcheck: views") {
   Generator gen(4);
   Tensor x = leaf({3, 4, 2}, gen);
-  gradcheck([](const Inputs& v) { return v[0].transpose(0, 2) * 2.0; }, {x});
-  gradcheck([](const Inputs& v) { return v[0].permute({2, 0, 1}).reshape({2, 12}); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].slice(1, 1, 4, 2); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].select(0, -1) + v[0].select(0, 0); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].narrow(2, 1, 1).squeeze(2).unsqueeze(0); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].slice(0, 0, 1).expand({5, 4, 2}); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].transpose(0, 1).contiguous().view({-1}); }, {x});
-  gradcheck([](const Inputs& v) { return v[0].flatten(1) * 1.5; }, {x});
+  check_grad([](const Inputs& v) { return v[0].transpose(0, 2) * 2.0; }, {x});
+  check_grad([](const Inputs& v) { return v[0].permute({2, 0, 1}).reshape({2, 12}); }, {x});
+  check_grad([](const Inputs& v) { return v[0].slice(1, 1, 4, 2); }, {x});
+  check_grad([](const Inputs& v) { return v[0].select(0, -1) + v[0].select(0, 0); }, {x});
+  check_grad([](const Inputs& v) { return v[0].narrow(2, 1, 1).squeeze(2).unsqueeze(0); }, {x});
+  check_grad([](const Inputs& v) { return v[0].slice(0, 0, 1).expand({5, 4, 2}); }, {x});
+  check_grad([](const Inputs& v) { return v[0].transpose(0, 1).contiguous().view({-1}); }, {x});
+  check_grad([](const Inputs& v) { return v[0].flatten(1) * 1.5; }, {x});
   autograd::zero_grad({x});
   // a dtype round trip passes the gradient back in the input's dtype
   Tensor y = x.to(kFloat32);
@@ -88,98 +88,98 @@ TEST_CASE("gradcheck: views") {
 
 TEST_CASE("gradcheck: matmul in all its shapes") {
   Generator gen(5);
-  gradcheck([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, gen), leaf({4, 2}, gen)});
-  gradcheck([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({2, 3, 4}, gen), leaf({4, 5}, gen)});
-  gradcheck([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({2, 1, 3, 4}, gen), leaf({3, 4, 2}, gen)});
-  gradcheck([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({4}, gen), leaf({2, 4, 3}, gen)});
-  gradcheck([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, gen), leaf({4}, gen)});
-  gradcheck([](const Inputs& v) { return matmul(v[0].t(), v[1]); }, {leaf({4, 3}, gen), leaf({4, 2}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, gen), leaf({4, 2}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({2, 3, 4}, gen), leaf({4, 5}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({2, 1, 3, 4}, gen), leaf({3, 4, 2}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({4}, gen), leaf({2, 4, 3}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0], v[1]); }, {leaf({3, 4}, gen), leaf({4}, gen)});
+  check_grad([](const Inputs& v) { return matmul(v[0].t(), v[1]); }, {leaf({4, 3}, gen), leaf({4, 2}, gen)});
 }
 
 TEST_CASE("gradcheck: cat, stack, split, indexing") {
   Generator gen(6);
   Tensor a = leaf({2, 3}, gen), b = leaf({2, 1}, gen), c = leaf({2, 3}, gen);
-  gradcheck([](const Inputs& v) { return cat({v[0], v[1], v[0]}, 1); }, {a, b});
-  gradcheck([](const Inputs& v) { return stack({v[0], v[1] * 2.0}, 2); }, {a, c});
-  gradcheck([](const Inputs& v) { return split(v[0], 2, 1)[1] * 3.0 + chunk(v[0], 2, 1)[1]; }, {a});
+  check_grad([](const Inputs& v) { return cat({v[0], v[1], v[0]}, 1); }, {a, b});
+  check_grad([](const Inputs& v) { return stack({v[0], v[1] * 2.0}, 2); }, {a, c});
+  check_grad([](const Inputs& v) { return split(v[0], 2, 1)[1] * 3.0 + chunk(v[0], 2, 1)[1]; }, {a});
   Tensor idx = tensor(std::vector<int64_t>{2, 0, 2, 1});
-  gradcheck([&](const Inputs& v) { return index_select(v[0], 1, idx); }, {a});
+  check_grad([&](const Inputs& v) { return index_select(v[0], 1, idx); }, {a});
   Tensor gidx = tensor(std::vector<int64_t>{0, 2, 2, 1, 0, 0}).view({2, 3});
-  gradcheck([&](const Inputs& v) { return gather(v[0], 1, gidx); }, {a});
+  check_grad([&](const Inputs& v) { return gather(v[0], 1, gidx); }, {a});
   Tensor w = leaf({5, 3}, gen);
   Tensor tokens = tensor(std::vector<int64_t>{4, 1, 4, 4, 0, 2}).view({2, 3});
-  gradcheck([&](const Inputs& v) { return embedding(v[0], tokens); }, {w});
+  check_grad([&](const Inputs& v) { return embedding(v[0], tokens); }, {w});
 }
 
 TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropout, attention") {
   Generator gen(7);
   Tensor x = leaf({3, 5}, gen), x3 = leaf({2, 3, 4}, gen);
-  gradcheck([](const Inputs& v) { return softmax(v[0], 1); }, {x});
-  gradcheck([](const Inputs& v) { return softmax(v[0], 0); }, {x3});
-  gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {x3});               // Tq 3 < Tk 4
-  gradcheck([](const Inputs& v) {
+  check_grad([](const Inputs& v) { return softmax(v[0], 1); }, {x});
+  check_grad([](const Inputs& v) { return softmax(v[0], 0); }, {x3});
+  check_grad([](const Inputs& v) { return causal_softmax(v[0]); }, {x3});               // Tq 3 < Tk 4
+  check_grad([](const Inputs& v) {
     return scaled_dot_product_attention_varlen(v[0], v[1], v[2], tensor(std::vector<int64_t>{0, 2, 5}),
                                                tensor(std::vector<int64_t>{0, 3, 4}), {.causal = true});
   }, {leaf({5, 2, 3}, gen), leaf({4, 1, 3}, gen), leaf({4, 1, 3}, gen)});
-  gradcheck([](const Inputs& v) { return causal_softmax(v[0]); }, {leaf({2, 5, 3}, gen)});  // Tq 5 > Tk 3
-  gradcheck([](const Inputs& v) { return log_softmax(v[0], -1); }, {x3});
-  gradcheck([](const Inputs& v) { return log_softmax(v[0], 1); }, {x3});
+  check_grad([](const Inputs& v) { return causal_softmax(v[0]); }, {leaf({2, 5, 3}, gen)});  // Tq 5 > Tk 3
+  check_grad([](const Inputs& v) { return log_softmax(v[0], -1); }, {x3});
+  check_grad([](const Inputs& v) { return log_softmax(v[0], 1); }, {x3});
   Tensor w = leaf({4}, gen), b = leaf({4}, gen), w2 = leaf({3, 4}, gen);
-  gradcheck([](const Inputs& v) { return layer_norm(v[0], {4}, v[1], v[2]); }, {x3, w, b});
-  gradcheck([](const Inputs& v) { return layer_norm(v[0], {3, 4}, v[1]); }, {x3, w2});
-  gradcheck([](const Inputs& v) { return layer_norm(v[0], {4}); }, {x3});
-  gradcheck([](const Inputs& v) { return layer_norm(v[0], {4}, {}, v[1]); }, {x3, b});
-  gradcheck([](const Inputs& v) { return rms_norm(v[0], {4}, v[1]); }, {x3, w});
-  gradcheck([](const Inputs& v) { return rms_norm(v[0], {3, 4}); }, {x3});
+  check_grad([](const Inputs& v) { return layer_norm(v[0], {4}, v[1], v[2]); }, {x3, w, b});
+  check_grad([](const Inputs& v) { return layer_norm(v[0], {3, 4}, v[1]); }, {x3, w2});
+  check_grad([](const Inputs& v) { return layer_norm(v[0], {4}); }, {x3});
+  check_grad([](const Inputs& v) { return layer_norm(v[0], {4}, {}, v[1]); }, {x3, b});
+  check_grad([](const Inputs& v) { return rms_norm(v[0], {4}, v[1]); }, {x3, w});
+  check_grad([](const Inputs& v) { return rms_norm(v[0], {3, 4}); }, {x3});
   Tensor target = tensor(std::vector<int64_t>{4, -100, 0});
-  gradcheck([&](const Inputs& v) { return cross_entropy(v[0], target); }, {x});
-  gradcheck([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::Sum); }, {x});
-  gradcheck([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::None); }, {x});
+  check_grad([&](const Inputs& v) { return cross_entropy(v[0], target); }, {x});
+  check_grad([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::Sum); }, {x});
+  check_grad([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::None); }, {x});
   Tensor t3 = tensor(std::vector<int64_t>{0, 2, 1, 1, 0, 2, 2, 1}).view({2, 4});
-  gradcheck([&](const Inputs& v) { return cross_entropy(v[0], t3); }, {x3});
-  gradcheck([](const Inputs& v) {
+  check_grad([&](const Inputs& v) { return cross_entropy(v[0], t3); }, {x3});
+  check_grad([](const Inputs& v) {
     Generator g(3);  // the same mask at every evaluation
     return dropout(v[0], 0.4, true, g);
   }, {x3});
   Tensor res = leaf({2, 3, 4}, gen);
   for (int part : {0, 1}) {  // the sum and the normalized sum, each differentiated
-    gradcheck([part](const Inputs& v) {
+    check_grad([part](const Inputs& v) {
       auto [s, y] = add_layer_norm(v[0], v[1], {4}, v[2], v[3]);
       return part == 0 ? s * y : y;
     }, {x3, res, w, b});
-    gradcheck([part](const Inputs& v) {
+    check_grad([part](const Inputs& v) {
       auto [s, y] = add_rms_norm(v[0], v[1], {4}, v[2]);
       return part == 0 ? s * y : y;
     }, {x3, res, w});
   }
   Tensor lw = leaf({5, 4}, gen), lb = leaf({5}, gen);
-  gradcheck([](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {x3, lw, lb});
-  gradcheck([](const Inputs& v) { return linear(v[0], v[1]); }, {x3, lw});
-  gradcheck([](const Inputs& v) { return linear(v[0], v[1], v[2], Activation::GeluTanh); }, {x3, lw, lb});
-  gradcheck([](const Inputs& v) { return linear(v[0], v[1], {}, Activation::GeluTanh); }, {x3, lw});
+  check_grad([](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {x3, lw, lb});
+  check_grad([](const Inputs& v) { return linear(v[0], v[1]); }, {x3, lw});
+  check_grad([](const Inputs& v) { return linear(v[0], v[1], v[2], Activation::GeluTanh); }, {x3, lw, lb});
+  check_grad([](const Inputs& v) { return linear(v[0], v[1], {}, Activation::GeluTanh); }, {x3, lw});
   Tensor gate = leaf({2, 3}, gen), up = leaf({2, 3}, gen);
-  gradcheck([](const Inputs& v) { return swiglu(v[0], v[1]); }, {gate, up});
+  check_grad([](const Inputs& v) { return swiglu(v[0], v[1]); }, {gate, up});
   Tensor head = leaf({6, 5}, gen);
   Tensor rows = tensor(std::vector<int64_t>{4, -100, 0, 5, 1});
   Tensor feats = leaf({5, 5}, gen);
   for (int64_t chunk : {0, 2})
-    gradcheck([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk); }, {feats, head});
+    check_grad([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk); }, {feats, head});
   for (bool causal : {false, true}) {
     // The fused kernel pair (head dims of q and v equal), padded and packed.
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v2 = leaf({1, 2, 5, 2}, gen);
     SettingsGuard guard;
     settings().attention = AttentionBackend::Fused;
-    gradcheck([&](const Inputs& in) {
+    check_grad([&](const Inputs& in) {
       return scaled_dot_product_attention(in[0], in[1], in[2], {.causal = causal});
     }, {q, k, v2});
-    gradcheck([&](const Inputs& in) {  // sequences of 2, 0 and 3 queries against 3, 1 and 2 keys
+    check_grad([&](const Inputs& in) {  // sequences of 2, 0 and 3 queries against 3, 1 and 2 keys
       return scaled_dot_product_attention_varlen(in[0], in[1], in[2], tensor(std::vector<int64_t>{0, 2, 2, 5}),
                                                  tensor(std::vector<int64_t>{0, 3, 4, 6}), {.causal = causal});
     }, {leaf({5, 4, 2}, gen), leaf({6, 2, 2}, gen), leaf({6, 2, 2}, gen)});
   }
   for (bool causal : {false, true}) {
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v = leaf({1, 2, 5, 3}, gen);
-    gradcheck([&](const Inputs& in) {
+    check_grad([&](const Inputs& in) {
       return scaled_dot_product_attention(in[0], in[1], in[2], {.causal = causal});
     }, {q, k, v});
   }
@@ -320,10 +320,30 @@ struct MulAdd : autograd::Function<MulAdd> {
 };
 }  // namespace
 
+namespace {
+struct WrongSquare : autograd::Function<WrongSquare> {  // backward forgets the factor 2
+  static Tensor forward(autograd::AutogradContext& ctx, const Tensor& x) {
+    ctx.save_for_backward({x});
+    return x * x;
+  }
+  static autograd::Grads backward(autograd::AutogradContext& ctx, const Tensor& g) { return {g * ctx.saved()[0]}; }
+};
+}  // namespace
+
+TEST_CASE("the public gradcheck passes a right gradient and names a wrong one") {
+  Generator gen(9);
+  Tensor x = leaf({2, 3}, gen);
+  CHECK(kiln::gradcheck([](const Inputs& v) { return Cube::apply(v[0], 2.0); }, {x}) < 1e-7);
+  CHECK_THROWS_WITH(kiln::gradcheck([](const Inputs& v) { return WrongSquare::apply(v[0]); }, {x}),
+                    Catch::Contains("[gradcheck] input 0 (float64[2, 3] on cpu): the gradient is off by 0.5 relative"));
+  CHECK_THROWS_WITH(kiln::gradcheck([](const Inputs& v) { return v[0] * 2.0; }, {randn({2}, gen).requires_grad_()}),
+                    Catch::Contains("must be contiguous float64 on the CPU"));
+}
+
 TEST_CASE("user-defined differentiable functions") {
   Generator gen(8);
-  gradcheck([](const Inputs& v) { return Cube::apply(v[0], 0.5); }, {leaf({3, 2}, gen)});
-  gradcheck([](const Inputs& v) { return MulAdd::apply(v[0], v[1]); }, {leaf({4}, gen), leaf({4}, gen)});
+  check_grad([](const Inputs& v) { return Cube::apply(v[0], 0.5); }, {leaf({3, 2}, gen)});
+  check_grad([](const Inputs& v) { return MulAdd::apply(v[0], v[1]); }, {leaf({4}, gen), leaf({4}, gen)});
   Tensor a = leaf({4}, gen);
   Tensor b = randn({4}, gen, kFloat64);  // does not require grad
   sum(MulAdd::apply(a, b)).backward();

@@ -169,7 +169,7 @@ TEST_CASE("rope rotates pairs (i, i + D/2) by position-dependent angles") {
         ref[base + i + 3] = x2 * std::cos(a) + x1 * std::sin(a);
       }
   KT_CHECK_CLOSE(y, ref, 1e-14);
-  kt::gradcheck([](const std::vector<Tensor>& v) { return rope(v[0], 1); }, {kt::leaf({1, 1, 3, 4}, gen)});
+  kt::check_grad([](const std::vector<Tensor>& v) { return rope(v[0], 1); }, {kt::leaf({1, 1, 3, 4}, gen)});
   // A strided (B, T, H, D) -> (B, H, T, D) view, as attention passes it; lower precisions round the float64 result.
   Tensor bthd = randn({2, 5, 3, 8}, gen);
   KT_CHECK_CLOSE(rope(bthd.transpose(1, 2), 2), values(rope(bthd.transpose(1, 2).contiguous().to(kFloat64), 2)), 1e-6);

@@ -143,7 +143,7 @@ TEST_CASE("topk: the largest first, the lower index first among equals, gradient
   CHECK(values(v) == std::vector<double>{5, 5, 3, 0.5, 0.5, 0.25});
   CHECK(ints(i) == std::vector<int64_t>{1, 3, 2, 1, 2, 3});
   Generator gen(5);
-  kt::gradcheck([](const std::vector<Tensor>& in) { return topk(in[0], 2).first; }, {kt::leaf({3, 5}, gen)});
+  kt::check_grad([](const std::vector<Tensor>& in) { return topk(in[0], 2).first; }, {kt::leaf({3, 5}, gen)});
   CHECK_THROWS_WITH(topk(x, 5), Catch::Contains("[topk] k (5) must be in [1, 4]"));
 }
 
@@ -187,7 +187,7 @@ TEST_CASE("permute and unpermute: a round trip under gates summing to one, gradi
   REQUIRE(dropped.dropped == 4);
   for (const nn::Routing* plan : {&r, &dropped}) {
     Tensor scale = randn({plan->permutation.row_choice.size(0), 1}, gen, kFloat64);
-    kt::gradcheck(
+    kt::check_grad(
         [&](const std::vector<Tensor>& in) {
           return moe_unpermute(moe_permute(in[0], plan->permutation) * scale, in[1], plan->permutation);
         },
@@ -204,7 +204,7 @@ TEST_CASE("grouped_linear: each group through its own weight, an empty group inc
   Tensor y = grouped_linear(x, w, groups);
   Tensor expect = cat({matmul(x.narrow(0, 0, 3), w.select(0, 0).t()), matmul(x.narrow(0, 3, 4), w.select(0, 2).t())});
   KT_CHECK_CLOSE(y, values(expect), 1e-12);
-  kt::gradcheck([&](const std::vector<Tensor>& in) { return grouped_linear(in[0], in[1], groups); }, {x, w});
+  kt::check_grad([&](const std::vector<Tensor>& in) { return grouped_linear(in[0], in[1], groups); }, {x, w});
   CHECK_THROWS_WITH(grouped_linear(x, w, {3, 3, 3}), Catch::Contains("3 groups of rows summing to 9"));
 }
 

@@ -240,7 +240,7 @@ TEST_CASE("scatter_add adds src at index along dim, and its gradients reach inpu
   }
   Tensor x = kt::leaf({3, 4}, gen), src = kt::leaf({2, 4}, gen);
   Tensor index = tensor(std::vector<int64_t>{0, 2, 2, 1, 1, 1, 0, 2}).view({2, 4});
-  kt::gradcheck([&](const std::vector<Tensor>& v) { return scatter_add(v[0], 0, index, v[1]) * v[0]; }, {x, src});
+  kt::check_grad([&](const std::vector<Tensor>& v) { return scatter_add(v[0], 0, index, v[1]) * v[0]; }, {x, src});
   CHECK_THROWS_WITH(scatter_add(x, 0, index, ones({2, 3}, kFloat64)), Catch::Contains("must have src's shape"));
 }
 
@@ -916,7 +916,7 @@ TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a
       g.bias = o.bias.defined() ? o.bias.detach().contiguous().requires_grad_() : Tensor();
       std::vector<Tensor> inputs{q.requires_grad_(), k.requires_grad_(), v.requires_grad_()};
       if (g.bias.defined()) inputs.push_back(g.bias);
-      kt::gradcheck([&](const std::vector<Tensor>& x) {
+      kt::check_grad([&](const std::vector<Tensor>& x) {
         AttentionOptions with = g;
         if (x.size() > 3) with.bias = x[3];
         return scaled_dot_product_attention(x[0], x[1], x[2], with);

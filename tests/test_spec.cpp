@@ -241,7 +241,7 @@ TEST_CASE("block gradients match finite differences") {
     std::vector<Tensor> inputs{kt::leaf({2, 7, 16}, gen)};
     for (const Tensor& p : block.parameters()) inputs.push_back(p);
     const nn::AttentionInputs in = inputs_of(c.lengths);
-    kt::gradcheck([&](const std::vector<Tensor>& v) { return block.forward(v[0], nullptr, &in); }, inputs);
+    kt::check_grad([&](const std::vector<Tensor>& v) { return block.forward(v[0], nullptr, &in); }, inputs);
   }
 }
 

@@ -22,6 +22,7 @@
 #include "kiln/dist/process_group.h"
 #include "kiln/dist/tensor_parallel.h"
 #include "kiln/dist/zero.h"
+#include "kiln/gradcheck.h"
 #include "kiln/nn/init.h"
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"

@@ -1,5 +1,6 @@
 # Installs kiln from KILN_BUILD_DIR into a fresh prefix, then configures,
-# builds and runs the consumer project against it.
+# builds and runs the consumer project against it; with KILN_TOOLS, the
+# installed tools must run from the prefix too.
 file(REMOVE_RECURSE ${WORK_DIR})
 function(run)
   execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc)
@@ -12,3 +13,8 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -DCMAKE_PREF
     -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
+if(KILN_TOOLS)
+  foreach(tool prepare_data train pretrain generate)
+    run(${WORK_DIR}/prefix/bin/${tool} --help OUTPUT_QUIET)
+  endforeach()
+endif()
