@@ -137,6 +137,10 @@ TEST_CASE("a model of no Hugging Face family is saved with kiln's names and conf
   nn::TransformerLM restored(nn::hf::read_config(path), other);
   dist::load_checkpoint(path, restored);
   for (auto& [name, t] : model.state_dict()) CHECK(kt::values(restored.state_dict().at(name)) == kt::values(t));
+  const std::unique_ptr<nn::TransformerLM> loaded = dist::load_model(dir.string());  // the run: its latest
+  CHECK(!loaded->is_training());
+  CHECK(nn::spec_to_json(loaded->spec()) == nn::spec_to_json(spec));
+  for (auto& [name, t] : model.state_dict()) CHECK(kt::values(loaded->state_dict().at(name)) == kt::values(t));
   CHECK_THROWS_WITH(nn::spec_from_json(R"({"model_type": "kiln", "family": "x"})"),
                     Catch::Contains("not a kiln model config"));
   fs::remove_all(dir);

@@ -151,4 +151,15 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, Ze
   opt.load_state_dict(load(checkpoint, model, opt.params(), state));
 }
 
+std::unique_ptr<nn::TransformerLM> load_model(const std::string& run_or_checkpoint, Device device, DType dtype) {
+  const std::string latest = latest_checkpoint(run_or_checkpoint);
+  const std::string dir = latest.empty() ? run_or_checkpoint : latest;
+  // The default generator only draws the start values the weights replace
+  // (and stays the dropout's, as for any model built without one).
+  auto model = std::make_unique<nn::TransformerLM>(nn::hf::read_config(dir), default_generator(), dtype, device);
+  load_checkpoint(dir, *model);
+  model->eval();
+  return model;
+}
+
 }  // namespace kiln::dist

@@ -12,6 +12,7 @@
 // pipeline-parallel rank through each parameter's ShardSpec), so a run saved
 // at one layout resumes at any other, bit for bit.
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,5 +52,12 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, op
                      TrainingState* state = nullptr);
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
                      TrainingState& state);
+
+// The causal model a directory holds, built from its config.json (GPT-2,
+// LLaMA, Mixtral, GLM or kiln's own spec) with its weights, in eval mode, on
+// one process: from_pretrained's job. A run directory gives its latest
+// checkpoint; a checkpoint or a Hugging Face model directory gives itself.
+std::unique_ptr<nn::TransformerLM> load_model(const std::string& run_or_checkpoint, Device device = kCPU,
+                                              DType dtype = kFloat32);
 
 }  // namespace kiln::dist
