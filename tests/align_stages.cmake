@@ -147,8 +147,25 @@ set(grpo_common ${BIN}/grpo --init-from ${WORK}/sft --tokenizer ${WORK}/data/tok
     --data ${WORK}/prompts.jsonl --val-fraction 0.25 --group 4 --max-new-tokens 4 --lr 1e-3 --eval-every 6
     --checkpoint-every 6 --log-every 6 --keep 10)
 set(grpo ${grpo_common} --batch 4)
-run(${grpo} --out ${WORK}/grpo)
+run(${grpo} --out ${WORK}/grpo --keep-best)
 check_resume(grpo ${WORK}/grpo train_loss 6)
+# --keep-best: OUT/best holds the step of the best held-out accuracy (the first of equals).
+file(STRINGS ${WORK}/grpo/metrics.jsonl lines)
+set(best -1)
+foreach(line IN LISTS lines)
+  string(JSON accuracy ERROR_VARIABLE missing GET "${line}" val_accuracy)
+  if(NOT missing AND accuracy GREATER best)
+    set(best ${accuracy})
+    string(JSON best_step GET "${line}" step)
+  endif()
+endforeach()
+file(READ ${WORK}/grpo/best/latest kept)
+string(STRIP "${kept}" kept)
+string(REGEX REPLACE "^step-0*([0-9]+)$" "\\1" kept_step "${kept}")
+if(NOT kept_step EQUAL best_step)
+  message(FATAL_ERROR "grpo --keep-best kept ${kept}; the best held-out accuracy ${best} was at step ${best_step}")
+endif()
+message(STATUS "grpo --keep-best: ${kept}, held-out accuracy ${best}")
 
 set(ppo_common ${BIN}/ppo --init-from ${WORK}/sft --reward-model ${WORK}/reward --tokenizer ${WORK}/data/tokenizer.model
     --data ${WORK}/prompts.jsonl --eval-data ${WORK}/prompts.jsonl --ppo-epochs 2 --max-new-tokens 4 --lr 1e-4

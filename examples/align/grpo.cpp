@@ -16,7 +16,8 @@
 // several steps on one batch of rollouts against the log-probabilities of
 // the policy that drew them. The held-out accuracy is that of greedy answers
 // to --eval-data (or a --val-fraction share of --data), before the first
-// step and every --eval-every steps. Under mpirun the ranks are
+// step and every --eval-every steps; --keep-best keeps the policy of the best
+// one in OUT/best. Under mpirun the ranks are
 // data-parallel replicas; each step's samples come from a generator seeded
 // by step and rank, so a checkpoint resumes exactly.
 
@@ -70,10 +71,12 @@ int run(const Args& a) {
 
   auto accuracy = [&] { return align::heldout_accuracy(model, tok, val, a.max_new_tokens, a.eval_batch, *layout.dp_group()); };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
+  align::BestPolicy best(a, state.step);
   if (!a.resume) {
     const double before = accuracy();
     progress.record({{"step", 0}, {"val_accuracy", before}});
     if (lead) fmt::print("held-out accuracy before training: {:.3f}\n", before);
+    best.offer(before, 0, model, layout, opt, order.position());
   }
   for (int64_t step = state.step; step < steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
@@ -120,6 +123,7 @@ int run(const Args& a) {
                                    norm),
                     validate);
     align::maybe_checkpoint(a, done, steps, model, layout, opt, order);
+    if (validate) best.offer(m["val_accuracy"].get<double>(), done, model, layout, opt, order.position());
   }
   return 0;
 }

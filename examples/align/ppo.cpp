@@ -16,7 +16,8 @@
 // (actor) and the clipped value loss (critic). --data is JSON lines of
 // {"prompt": ...}; an "answer" serves only the held-out accuracy, the share of
 // greedy answers to --eval-data (or a --val-fraction share of --data) that
-// are exactly right. With --ptx-data (PPO-ptx), each actor update adds
+// are exactly right (--keep-best keeps the actor of the best one in
+// OUT/best). With --ptx-data (PPO-ptx), each actor update adds
 // --ptx-coef times the language-model loss of a batch of pretraining text,
 // InstructGPT's guard against forgetting it. Under
 // mpirun the ranks are data-parallel replicas; the actor and the critic
@@ -113,10 +114,12 @@ int run(const Args& a) {
 
   auto accuracy = [&] { return align::heldout_accuracy(actor, tok, val, a.max_new_tokens, a.eval_batch, *layout.dp_group()); };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
+  align::BestPolicy best(a, state.step);
   if (!a.resume && graded) {
     const double before = accuracy();
     progress.record({{"step", 0}, {"val_accuracy", before}});
     if (lead) fmt::print("held-out accuracy before training: {:.3f}\n", before);
+    best.offer(before, 0, actor, layout, actor_opt, order.position());
   }
   for (int64_t step = state.step; step < steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
@@ -210,6 +213,7 @@ int run(const Args& a) {
                                   {done, ptx ? ptx->position() : kiln::data::LoaderPosition{}, 0}, a.keep);
       if (lead) fmt::print("checkpoint: {} (and its critic)\n", path);
     }
+    if (validate) best.offer(m["val_accuracy"].get<double>(), done, actor, layout, actor_opt, order.position());
   }
   return 0;
 }

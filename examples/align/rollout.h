@@ -38,6 +38,7 @@ struct RolloutArgs : StageArgs {
   std::string eval_data;
   int64_t max_new_tokens = 16, eval_batch = 64;
   double temperature = 1.0, clip = 0.2;
+  bool keep_best = false;
 };
 inline void add_rollout_options(CLI::App& app, RolloutArgs& a) {
   app.add_option("--eval-data", a.eval_data, "held-out prompts with answers (default: a --val-fraction share of --data)");
@@ -45,7 +46,35 @@ inline void add_rollout_options(CLI::App& app, RolloutArgs& a) {
   app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")->capture_default_str();
   app.add_option("--clip", a.clip, "the policy ratio's clip epsilon")->capture_default_str();
   app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")->capture_default_str();
+  app.add_flag("--keep-best", a.keep_best, "also keep the policy of the best held-out accuracy so far, in OUT/best");
 }
+
+// --keep-best: the policy whose held-out accuracy is the highest so far (the
+// start's included, so there always is one) saved under out/best, one
+// checkpoint: the step is chosen on --eval-data rather than being the last.
+class BestPolicy {
+ public:
+  BestPolicy(const RolloutArgs& a, int64_t resumed_step) : a_(a) {
+    if (!a.keep_best || !a.resume) return;
+    std::ifstream in(a.out + "/metrics.jsonl");  // the best before the resumed step
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json m = nlohmann::json::parse(line, nullptr, false);
+      if (m.is_object() && m.contains("val_accuracy") && m.value("step", int64_t{0}) <= resumed_step)
+        best_ = std::max(best_, m["val_accuracy"].get<double>());
+    }
+  }
+  void offer(double accuracy, int64_t step, const kiln::nn::TransformerLM& model, const kiln::dist::ParallelState& layout,
+             const kiln::optim::Optimizer& opt, const kiln::data::LoaderPosition& at) {
+    if (!a_.keep_best || accuracy <= best_) return;
+    best_ = accuracy;
+    const std::string path = kiln::dist::save_checkpoint(a_.out + "/best", model, layout, opt, {step, at, 0}, 1);
+    if (!path.empty()) fmt::print("best held-out accuracy so far ({:.3f}): {}\n", accuracy, path);
+  }
+
+ private:
+  const RolloutArgs& a_;
+  double best_ = -1;
+};
 
 // The training prompts and the held-out ones (--eval-data, or a seeded
 // --val-fraction share of --data), rendered for a model of max_positions.
