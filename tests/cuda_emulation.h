@@ -113,6 +113,17 @@ V __shfl_down_sync(unsigned, V v, unsigned delta) {
   return kiln_emulation::warp_exchange(v, kiln_emulation::lane() + delta);
 }
 
+// Below lane 0 the source wraps past the warp: the lane keeps its own value, as on CUDA.
+template <typename V>
+V __shfl_up_sync(unsigned, V v, unsigned delta) {
+  return kiln_emulation::warp_exchange(v, kiln_emulation::lane() - delta);
+}
+
+template <typename V>
+V __shfl_sync(unsigned, V v, int source) {
+  return kiln_emulation::warp_exchange(v, static_cast<unsigned>(source));
+}
+
 inline int atomicCAS(int* address, int compare, int value) {
   std::atomic_ref<int> ref(*address);
   ref.compare_exchange_strong(compare, value);

@@ -42,6 +42,7 @@ TEST_CASE("gradcheck: unary ops and activations") {
   check_grad([](const Inputs& v) { return silu(v[0]); }, {x});
   check_grad([](const Inputs& v) { return sin(v[0]) * cos(v[0] * 2.0); }, {x});
   check_grad([](const Inputs& v) { return tril(v[0], 1) + triu(v[0] * 3.0, -1); }, {x});
+  check_grad([](const Inputs& v) { return cumsum(v[0], 1) * cumsum(v[0], 0); }, {x});
   check_grad([](const Inputs& v) { return clamp(v[0], -0.3, 0.4); }, {x});
   check_grad([](const Inputs& v) { return where(v[0] > 0, v[0] * 2.0, exp(v[0])); }, {x});
   check_grad([](const Inputs& v) { return masked_fill(v[0], v[0] < -0.5, 3.0); }, {x});

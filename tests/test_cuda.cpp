@@ -99,6 +99,7 @@ TEST_CASE("elementwise ops with broadcasting match the CPU") {
              abs(v[0]) + sign(v[0]) - v[0] + pow(v[0], 3) + clamp(v[0], -0.5, 0.5);
     }, {a}, 2 * tol);
     compare("activations", [](auto& v) { return relu(v[0]) + gelu(v[0]) + gelu(v[0], "tanh") + silu(v[0]); }, {c}, tol);
+    compare("cumsum", [](auto& v) { return cumsum(v[0], 2) + cumsum(v[1], 0); }, {a, b}, 4 * tol);
     compare("trigonometry and rounding", [](auto& v) {
       return sin(v[0]) + cos(v[0]) + floor(v[0] * 4.0) + ceil(v[0] * 4.0) + round(v[0] * 4.0) + tril(v[1], 1);
     }, {a, b}, tol);

@@ -226,6 +226,18 @@ TEST_CASE("emulated elementwise, reduction, indexing and optimizer kernels match
         unary.check(tol, fmt::format("unary op {}", static_cast<int>(op)).c_str());
       }
     }
+    // Running sums over rows of 203: six chunks of a warp, the last one partial.
+    for (bool reverse : {false, true}) {
+      Twin scan({5, 203}, dt);
+      cpu::cumsum(scan.cpu.buffer(), a.buffer(), reverse);
+      emu::cumsum(scan.emu.buffer(), a.buffer(), reverse);
+      scan.check(8 * tol, reverse ? "cumsum reversed" : "cumsum");
+    }
+    Tensor counts = randint(-9, 9, {3, 70}, gen);
+    Twin int_scan({3, 70}, kInt64);
+    cpu::cumsum(int_scan.cpu.buffer(), counts.buffer(), false);
+    emu::cumsum(int_scan.emu.buffer(), counts.buffer(), false);
+    int_scan.check(0, "cumsum int64");
     Twin cast({5, 203});
     cpu::copy(cast.cpu.buffer(), a.buffer());
     emu::copy(cast.emu.buffer(), a.buffer());

@@ -218,6 +218,32 @@ TEST_CASE("tril, triu and one_hot against loops; randperm is a permutation fixed
   CHECK(randperm(7, a, kInt32).dtype() == kInt32);
 }
 
+TEST_CASE("cumsum along any dim against a loop; integers sum in int64") {
+  std::mt19937 rng(14);
+  Generator gen(14);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16, kInt32}) {
+    for (int trial = 0; trial < kTrials / 2; ++trial) {
+      Shape s = random_shape(rng, 1, 3);
+      const int64_t dim = rng() % s.size();
+      Tensor x = dt == kInt32 ? randint(-50, 50, s, gen, kInt32) : random_tensor(s, gen, dt, trial % 2 == 0);
+      INFO(dtype_name(dt) << " " << x.str() << " dim " << dim);
+      Ref r(x);
+      std::vector<double> ref;
+      for_each_index(s, [&](const Shape& i) {
+        Shape j = i;
+        double total = 0;
+        for (j[dim] = 0; j[dim] <= i[dim]; ++j[dim]) total += r.at(j);
+        ref.push_back(total);
+      });
+      Tensor y = cumsum(x, dim - static_cast<int64_t>(s.size()));  // a negative dim
+      CHECK(y.dtype() == (dt == kInt32 ? kInt64 : dt));
+      KT_CHECK_CLOSE(y, ref, dt == kInt32 ? 0.0 : 8 * kt::tolerance(dt));
+    }
+  }
+  CHECK(values(cumsum(tensor(std::vector<int64_t>{3, 1, 4}).to(kBool), 0)) == std::vector<double>{1, 2, 3});
+  CHECK(cumsum(scalar_tensor(2.5), 0).item<double>() == 2.5);
+}
+
 TEST_CASE("scatter_add adds src at index along dim, and its gradients reach input and src") {
   std::mt19937 rng(13);
   Generator gen(13);

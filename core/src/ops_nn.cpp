@@ -80,6 +80,29 @@ Tensor shaped(const Tensor& g, const Shape& shape) { return g.defined() ? g.view
 
 }  // namespace
 
+namespace {
+// The row kernel's running sum along dim, not recorded.
+Tensor running_sum(const Tensor& x, int64_t dim, bool reverse) {
+  const int64_t last = x.dim() - 1, C = x.size(dim);
+  Tensor xt = x.movedim(dim, last).contiguous();
+  Tensor yt = empty_like(xt);
+  if (xt.numel() > 0) KILN_DISPATCH(x.device(), cumsum, rows_view(yt, C), rows_view(xt, C), reverse);
+  return dim == last ? yt : yt.movedim(last, dim);
+}
+}  // namespace
+
+Tensor cumsum(const Tensor& x, int64_t dim) {
+  detail::check_defined(x, "cumsum", "self");
+  if (x.dim() == 0) return cumsum(x.reshape({1}), dim).reshape({});
+  dim = wrap_dim(dim, x.dim(), "cumsum");
+  Tensor out = running_sum(is_floating(x.dtype()) ? x.detach() : x.detach().to(kInt64), dim, false);
+  if (autograd::any_requires_grad({x}))
+    autograd::record("cumsum", out, {x}, [dim](const Tensor& g, const Needs&) {
+      return Grads{running_sum(g, dim, true)};
+    });
+  return out;
+}
+
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
 

@@ -124,6 +124,10 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false);
 // Variance dividing by n - correction (1: unbiased, as PyTorch's default).
 Tensor var(const Tensor& x, const Shape& dims, int64_t correction = 1, bool keepdim = false);
+// The running sum along dim (torch.cumsum): floating inputs keep their
+// dtype, integer and bool ones give int64. The gradient is the running sum
+// of the incoming one from the end.
+Tensor cumsum(const Tensor& x, int64_t dim);
 // log(sum(exp(x))) over dim, stable.
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 // Sums x down to shape (the reverse of broadcasting).

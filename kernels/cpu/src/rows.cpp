@@ -77,6 +77,25 @@ void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   });
 }
 
+void cumsum(const Buffer& y, const Buffer& x, bool reverse) {
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  visit_numeric(x.dtype, "cumsum", [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for(rows, C, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = x.ptr<T>() + r * C;
+        T* yr = y.ptr<T>() + r * C;
+        row_acc_t<T> running = 0;
+        for (int64_t k = 0; k < C; ++k) {
+          const int64_t c = reverse ? C - 1 - k : k;
+          running += load(xr, c);
+          store(yr, c, running);
+        }
+      }
+    });
+  });
+}
+
 void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool log) {
   const int64_t rows = y.sizes[0], C = y.sizes[1];
   visit_floating(y.dtype, "softmax_backward", [&](auto tag) {

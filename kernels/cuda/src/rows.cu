@@ -70,6 +70,29 @@ __global__ void softmax_kernel(T* y, const T* x, RowAccess<T> row, bool log_spac
   }, xr);
 }
 
+// One warp per row, 32 columns at a time: a warp-wide inclusive scan of each
+// chunk (Hillis-Steele over shuffles) plus the total of the chunks before it.
+template <typename T>
+__global__ void cumsum_kernel(T* y, const T* x, int64_t rows, int64_t C, bool reverse) {
+  using A = std::conditional_t<std::is_integral_v<T>, T, row_acc_t<T>>;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (r >= rows) return;  // whole warps: every lane of a warp has the same row
+  const T* xr = x + r * C;
+  T* yr = y + r * C;
+  A before = 0;
+  for (int64_t first = 0; first < C; first += 32) {
+    const int64_t k = first + lane, c = reverse ? C - 1 - k : k;
+    A v = k < C ? A(load(xr + c)) : A(0);
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const A up = __shfl_up_sync(0xffffffffu, v, offset);
+      if (lane >= offset) v += up;
+    }
+    if (k < C) store(yr + c, before + v);
+    before += __shfl_sync(0xffffffffu, v, 31);
+  }
+}
+
 template <typename T>
 __global__ void softmax_backward_kernel(T* dx, const T* dy, const T* y, RowAccess<T> row, bool log_space) {
   using A = row_acc_t<T>;
@@ -259,6 +282,18 @@ void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
     using T = decltype(tag);
     const RowAccess<T> row{C, packs_fit<T>(C, {y.data, x.data})};
     launch("softmax_kernel", softmax_kernel<T>, grid(rows), kThreads, 0, y.ptr<T>(), x.ptr<T>(), row, log, causal_tq);
+  });
+}
+
+void cumsum(const Buffer& y, const Buffer& x, bool reverse) {
+  NvtxRange range("kiln::cumsum");
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  if (rows == 0) return;
+  visit_numeric(x.dtype, "cumsum", [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int kWarps = kThreads / 32;
+    launch("cumsum_kernel", cumsum_kernel<T>, static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0,
+           y.ptr<T>(), x.ptr<T>(), rows, C, reverse);
   });
 }
 

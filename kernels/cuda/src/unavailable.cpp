@@ -57,6 +57,7 @@ void reduce(ReduceOp, const Buffer&, const Buffer&, uint32_t, int64_t) { missing
 void matmul(const Buffer&, const Buffer&, const Buffer&, const GemmOptions&) { missing("matmul"); }
 void softmax(const Buffer&, const Buffer&, bool, int64_t) { missing("softmax"); }
 void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
+void cumsum(const Buffer&, const Buffer&, bool) { missing("cumsum"); }
 void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
                 const Buffer&, double) {
   missing("layer_norm");
