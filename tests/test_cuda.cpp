@@ -100,6 +100,8 @@ TEST_CASE("elementwise ops with broadcasting match the CPU") {
     }, {a}, 2 * tol);
     compare("activations", [](auto& v) { return relu(v[0]) + gelu(v[0]) + gelu(v[0], "tanh") + silu(v[0]); }, {c}, tol);
     compare("cumsum", [](auto& v) { return cumsum(v[0], 2) + cumsum(v[1], 0); }, {a, b}, 4 * tol);
+    compare("sort", [](auto& v) { return sort(v[0], 2).first + sort(v[1], 0, true).first; }, {a, b}, tol);
+    CHECK(values(argsort(a.to(kGpu), 0, true).to(kCPU)) == values(argsort(a, 0, true)));
     compare("trigonometry and rounding", [](auto& v) {
       return sin(v[0]) + cos(v[0]) + floor(v[0] * 4.0) + ceil(v[0] * 4.0) + round(v[0] * 4.0) + tril(v[1], 1);
     }, {a, b}, tol);

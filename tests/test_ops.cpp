@@ -244,6 +244,44 @@ TEST_CASE("cumsum along any dim against a loop; integers sum in int64") {
   CHECK(cumsum(scalar_tensor(2.5), 0).item<double>() == 2.5);
 }
 
+TEST_CASE("sort is stable along any dim, either way, NaN largest; its values carry the gradient") {
+  std::mt19937 rng(15);
+  Generator gen(15);
+  for (DType dt : {kFloat64, kFloat32, kBFloat16, kInt64}) {
+    for (int trial = 0; trial < kTrials / 2; ++trial) {
+      Shape s = random_shape(rng, 1, 3);
+      const int64_t dim = rng() % s.size();
+      const bool descending = trial % 2;
+      // Few distinct values, so that ties are many.
+      Tensor x = dt == kInt64 ? randint(-3, 3, s, gen) : round(randn(s, gen, kFloat64) * 2.0).to(dt);
+      INFO(dtype_name(dt) << " " << x.str() << " dim " << dim << (descending ? " descending" : ""));
+      auto [v, i] = sort(x, dim, descending);
+      Ref r(x);
+      std::vector<double> ref_v, ref_i;
+      for_each_index(s, [&](const Shape& at) {
+        // The rank of at[dim] in its line: a stable sort's position, computed by counting.
+        std::vector<std::pair<double, int64_t>> line;
+        Shape j = at;
+        for (j[dim] = 0; j[dim] < s[dim]; ++j[dim]) line.emplace_back(r.at(j), j[dim]);
+        std::stable_sort(line.begin(), line.end(), [&](auto& a, auto& b) {
+          return descending ? a.first > b.first : a.first < b.first;
+        });
+        ref_v.push_back(line[at[dim]].first);
+        ref_i.push_back(static_cast<double>(line[at[dim]].second));
+      });
+      CHECK(values(v) == ref_v);
+      CHECK(values(i) == ref_i);
+      CHECK(values(argsort(x, dim, descending)) == ref_i);
+    }
+  }
+  const double nan = std::nan("");
+  auto [up, order] = sort(tensor({2.0, nan, -1.0, 5.0}));
+  CHECK(values(order) == std::vector<double>{2, 0, 3, 1});
+  CHECK(values(sort(tensor({2.0, nan, -1.0}), 0, true).second) == std::vector<double>{1, 0, 2});
+  Tensor x = kt::leaf({3, 4}, gen);
+  kt::check_grad([](const std::vector<Tensor>& v) { return sort(v[0], 1, true).first * v[0]; }, {x});
+}
+
 TEST_CASE("scatter_add adds src at index along dim, and its gradients reach input and src") {
   std::mt19937 rng(13);
   Generator gen(13);

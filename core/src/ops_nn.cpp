@@ -103,6 +103,25 @@ Tensor cumsum(const Tensor& x, int64_t dim) {
   return out;
 }
 
+Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
+  detail::check_defined(x, "sort", "self");
+  KILN_CHECK(x.dtype() != kBool, "[sort] does not sort bool tensors: convert them first");
+  if (x.dim() == 0) return zeros({}, TensorOptions(kInt64).device(x.device()));
+  dim = wrap_dim(dim, x.dim(), "sort");
+  const int64_t last = x.dim() - 1, C = x.size(dim);
+  const bool narrow = x.dtype() == kBFloat16 || x.dtype() == kFloat16;  // sorted as float32: exact, same order
+  Tensor xt = (narrow ? x.detach().to(kFloat32) : x.detach()).movedim(dim, last).contiguous();
+  Tensor indices = empty(xt.sizes(), TensorOptions(kInt64).device(x.device()));
+  if (xt.numel() > 0) KILN_DISPATCH(x.device(), argsort, rows_view(indices, C), rows_view(xt, C), descending);
+  return dim == last ? indices : indices.movedim(last, dim).contiguous();
+}
+
+std::pair<Tensor, Tensor> sort(const Tensor& x, int64_t dim, bool descending) {
+  Tensor indices = argsort(x, dim, descending);
+  if (x.dim() == 0) return {x.clone(), indices};
+  return {gather(x, dim, indices), indices};
+}
+
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
 

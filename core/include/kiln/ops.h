@@ -128,6 +128,11 @@ Tensor var(const Tensor& x, const Shape& dims, int64_t correction = 1, bool keep
 // dtype, integer and bool ones give int64. The gradient is the running sum
 // of the incoming one from the end.
 Tensor cumsum(const Tensor& x, int64_t dim);
+// x sorted along dim, stably (equal values keep their order): the values,
+// which carry the gradient, and their int64 indices. 16-bit floats sort as
+// float32. NaN: the largest value on the CPU; on CUDA by its sign bit.
+std::pair<Tensor, Tensor> sort(const Tensor& x, int64_t dim = -1, bool descending = false);
+Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
 // log(sum(exp(x))) over dim, stable.
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 // Sums x down to shape (the reverse of broadcasting).

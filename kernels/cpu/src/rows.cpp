@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "kiln/kernels/cpu.h"
@@ -91,6 +92,29 @@ void cumsum(const Buffer& y, const Buffer& x, bool reverse) {
           running += load(xr, c);
           store(yr, c, running);
         }
+      }
+    });
+  });
+}
+
+void argsort(const Buffer& indices, const Buffer& x, bool descending) {
+  const int64_t rows = x.sizes[0], C = x.sizes[1];
+  visit_numeric(x.dtype, "sort", [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for(rows, C * 8, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const T* xr = x.ptr<T>() + r * C;
+        int64_t* order = indices.ptr<int64_t>() + r * C;
+        std::iota(order, order + C, int64_t{0});
+        // NaN above every number, as PyTorch orders it.
+        auto before = [&](int64_t i, int64_t j) {
+          const auto a = load(xr, i), c = load(xr, j);
+          if constexpr (std::is_floating_point_v<decltype(a)>)
+            if (std::isnan(a) || std::isnan(c))
+              return descending ? std::isnan(a) && !std::isnan(c) : !std::isnan(a) && std::isnan(c);
+          return descending ? a > c : a < c;
+        };
+        std::stable_sort(order, order + C, before);
       }
     });
   });

@@ -58,6 +58,7 @@ void matmul(const Buffer&, const Buffer&, const Buffer&, const GemmOptions&) { m
 void softmax(const Buffer&, const Buffer&, bool, int64_t) { missing("softmax"); }
 void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
 void cumsum(const Buffer&, const Buffer&, bool) { missing("cumsum"); }
+void argsort(const Buffer&, const Buffer&, bool) { missing("sort"); }
 void layer_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
                 const Buffer&, double) {
   missing("layer_norm");
