@@ -12,16 +12,20 @@
 // --pass-at K it also samples K answers per prompt at --temperature and
 // reports pass@K (the share of prompts with a right one among them) and the
 // share of right samples: how much a reinforcement-learning stage, which
-// turns right samples into greedy answers, has to work with.
+// turns right samples into greedy answers, has to work with. --comparisons
+// then writes preference pairs ranked by the rule from those samples, as
+// InstructGPT's labelers rank the SFT model's outputs: for each prompt, a
+// right sample (or the given answer when none is) over each distinct wrong one.
 
 #include <numeric>
+#include <set>
 
 #include "rollout.h"
 
 namespace {
 
 struct Args {
-  std::string model, tokenizer, data, json, answers, device = "cpu";
+  std::string model, tokenizer, data, json, answers, comparisons, device = "cpu";
   int64_t max_new_tokens = 16, batch = 64, pass_at = 0;
   double temperature = 1.0;
   uint64_t seed = 1;
@@ -30,9 +34,11 @@ struct Args {
 // pass@k and the share of right samples over the prompts, each prompt's k
 // samples drawn from rollout_generators of (seed, prompt, sample); data-parallel
 // ranks take every R-th prompt and sum their counts over `group`.
+// Each prompt's samples, for --comparisons: f(prompt index, responses, rights).
+using Samples = std::function<void(int64_t, const std::vector<align::Response>&, const std::vector<bool>&)>;
 std::pair<double, double> sampled_accuracy(const kiln::nn::TransformerLM& model, const kiln::data::Tokenizer& tok,
                                            const align::Prompts& prompts, const Args& a,
-                                           kiln::dist::ProcessGroup& group) {
+                                           kiln::dist::ProcessGroup& group, const Samples& samples) {
   kiln::NoGradGuard no_grad;
   const int64_t end = tok.special_id(kiln::data::Special::EndOfTurn);
   const auto n = static_cast<int64_t>(prompts.examples.size());
@@ -50,9 +56,15 @@ std::pair<double, double> sampled_accuracy(const kiln::nn::TransformerLM& model,
         kiln::nn::generate_batch(model, ids, a.max_new_tokens, {.temperature = a.temperature}, samplers, end);
     for (int64_t i = first; i < last; ++i) {
       double right = 0;
-      for (int64_t k = 0; k < a.pass_at; ++k)
-        right += align::rule_reward(align::decode_response(tok, drawn.tokens[static_cast<size_t>((i - first) * a.pass_at + k)]),
-                                    prompts.answers[static_cast<size_t>(i)]);
+      std::vector<align::Response> responses;
+      std::vector<bool> rights;
+      for (int64_t k = 0; k < a.pass_at; ++k) {
+        responses.push_back(
+            align::decode_response(tok, drawn.tokens[static_cast<size_t>((i - first) * a.pass_at + k)]));
+        rights.push_back(align::rule_reward(responses.back(), prompts.answers[static_cast<size_t>(i)]) > 0);
+        right += rights.back() ? 1.0 : 0.0;
+      }
+      if (samples) samples(i, responses, rights);
       counts[0] += right > 0 ? 1.0 : 0.0;
       counts[1] += right;
       counts[2] += 1;
@@ -90,8 +102,29 @@ int run(const Args& a) {
   const double accuracy = align::heldout_accuracy(model, tok, rendered, a.max_new_tokens, a.batch, *layout.dp_group(),
                                                   a.answers.empty() ? align::GradedAnswer{} : show);
   nlohmann::json result{{"model", dir}, {"accuracy", accuracy}, {"prompts", prompts.size()}};
+  std::ofstream comparisons;
+  int64_t pairs = 0;
+  Samples rank_samples;
+  if (!a.comparisons.empty()) {
+    KILN_CHECK(a.pass_at > 0 && world->size() == 1, "[evaluate] --comparisons needs --pass-at and one process");
+    comparisons.open(a.comparisons);
+    KILN_CHECK(comparisons.good(), "[evaluate] cannot write {}", a.comparisons);
+    rank_samples = [&](int64_t i, const std::vector<align::Response>& responses, const std::vector<bool>& rights) {
+      const kiln::data::Prompt& p = prompts[static_cast<size_t>(i)];
+      const auto first_right = std::find(rights.begin(), rights.end(), true);
+      const std::string chosen = first_right == rights.end() ? p.answer : responses[first_right - rights.begin()].text;
+      std::set<std::string> wrong{chosen};  // an unfinished right answer reads as the right one: no pair
+      for (size_t k = 0; k < responses.size(); ++k)
+        if (!rights[k] && wrong.insert(responses[k].text).second) {
+          comparisons << nlohmann::json{{"prompt", p.prompt.back().content}, {"chosen", chosen},
+                                        {"rejected", responses[k].text}}.dump()
+                      << '\n';
+          ++pairs;
+        }
+    };
+  }
   if (a.pass_at > 0) {
-    const auto [pass, right] = sampled_accuracy(model, tok, rendered, a, *layout.dp_group());
+    const auto [pass, right] = sampled_accuracy(model, tok, rendered, a, *layout.dp_group(), rank_samples);
     result[fmt::format("pass_at_{}", a.pass_at)] = pass;
     result["sample_accuracy"] = right;
     result["temperature"] = a.temperature;
@@ -103,6 +136,7 @@ int run(const Args& a) {
                                          result["sample_accuracy"].get<double>(), a.temperature)
                            : "");
   if (!a.json.empty()) std::ofstream(a.json, std::ios::app) << result.dump() << '\n';
+  if (comparisons.is_open()) fmt::print("{} preference pairs ranked by the rule in {}\n", pairs, a.comparisons);
   return 0;
 }
 
@@ -122,6 +156,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--temperature", a.temperature, "sampling temperature of --pass-at")->capture_default_str();
   app.add_option("--seed", a.seed, "samples of --pass-at")->capture_default_str();
+  app.add_option("--comparisons", a.comparisons, "write pairs of --pass-at samples ranked by the rule (JSON lines of "
+                 "{prompt, chosen, rejected}; one process)");
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("evaluate", [&] { return run(a); });
