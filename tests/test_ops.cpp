@@ -921,7 +921,7 @@ TEST_CASE("scaled_dot_product_attention matches a naive loop") {
   KT_CHECK_CLOSE(res.out[0][0][2], (std::vector<double>{1, 1}), 1e-6);
 }
 
-TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a naive loop, gradients included") {
+TEST_CASE("attention masks (prefix-LM, key padding, any bool mask) and an additive bias match a naive loop, gradients included") {
   std::mt19937 rng(17);
   Generator gen(17);
   for (int trial = 0; trial < 2 * kTrials; ++trial) {
@@ -938,10 +938,12 @@ TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a
     if (kind == 1 || kind == 3) o.key_lengths = tensor(keys).to(kInt32);
     Shape bias_shape = trial % 2 ? Shape{1, Hq, Tq, Tk} : Shape{B, 1, 1, Tk};  // relative bias; per-key bias
     if (kind >= 2) o.bias = randn(bias_shape, gen, kFloat64);
+    if (kind == 3) o.mask = rand(trial % 2 ? Shape{B, 1, Tq, Tk} : Shape{1, Hq, Tq, Tk}, gen) > 0.3;
     Tensor q = randn({B, Hq, Tq, D}, gen, kFloat64), k = randn({B, Hkv, Tk, D}, gen, kFloat64),
            v = randn({B, Hkv, Tk, D}, gen, kFloat64);
     std::vector<double> qv = values(q), kv = values(k), vv = values(v), out, lse;
     std::vector<double> bv = o.bias.defined() ? values(o.bias.expand({B, Hq, Tq, Tk}).contiguous()) : std::vector<double>{};
+    std::vector<double> mv = o.mask.defined() ? values(o.mask.expand({B, Hq, Tq, Tk}).contiguous()) : std::vector<double>{};
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < Hq; ++h)
         for (int64_t i = 0; i < Tq; ++i) {
@@ -951,6 +953,7 @@ TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a
           for (int64_t j = 0; j < Tk; ++j) {
             bool seen = !o.causal || j <= i + Tk - Tq || (o.prefix_lengths.defined() && j < prefix[b]);
             if (o.key_lengths.defined() && j >= keys[b]) seen = false;
+            if (!mv.empty() && mv[((b * Hq + h) * Tq + i) * Tk + j] == 0) seen = false;
             if (!seen) continue;
             double dot = 0;
             for (int64_t d = 0; d < D; ++d)
@@ -996,6 +999,8 @@ TEST_CASE("attention masks (prefix-LM, key padding) and an additive bias match a
                     Catch::Contains("key_lengths must be (B) = (2) integers"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.bias = randn({2, 2, 3, 5}, gen, kFloat64)}),
                     Catch::Contains("bias must be in the query's dtype"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.mask = ones({1, 1, 3, 5})}),
+                    Catch::Contains("mask must be bool (true: seen)"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.bias = randn({3, 5}, gen).view({1, 1, 3, 5}).expand({1, 1, 3, 5}).narrow(3, 0, 4)}),
                     Catch::Contains("broadcast"));
   CHECK_THROWS_WITH(scaled_dot_product_attention_varlen(q[0].transpose(0, 1), k[0].transpose(0, 1), k[0].transpose(0, 1),

@@ -474,7 +474,7 @@ void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, 
 }
 
 bool has_masks_or_bias(const AttentionOptions& o) {
-  return o.prefix_lengths.defined() || o.key_lengths.defined() || o.bias.defined();
+  return o.prefix_lengths.defined() || o.key_lengths.defined() || o.bias.defined() || o.mask.defined();
 }
 
 // Checks per-batch lengths (B) of an integer dtype in [0, limit].
@@ -488,7 +488,7 @@ void check_lengths(const char* what, const Tensor& lengths, int64_t B, int64_t l
     KILN_CHECK(l[b] >= 0 && l[b] <= limit, "[{}] {}[{}] = {} is outside [0, {}]", op, what, b, l[b], limit);
 }
 
-// Which keys each query sees under options' masks: (B or 1, 1, Tq, Tk) bool.
+// Which keys each query sees under options' masks: bool, broadcastable to (B, Hq, Tq, Tk).
 Tensor visible_keys(const AttentionOptions& o, int64_t B, int64_t Tq, int64_t Tk, Device device) {
   const TensorOptions index = TensorOptions(kInt64).device(device);
   Tensor i = arange(Tq, index).view({1, 1, Tq, 1}), j = arange(Tk, index).view({1, 1, 1, Tk});
@@ -498,6 +498,7 @@ Tensor visible_keys(const AttentionOptions& o, int64_t B, int64_t Tq, int64_t Tk
     if (o.prefix_lengths.defined()) seen = logical_or(seen, j < o.prefix_lengths.to(device, kInt64).view({B, 1, 1, 1}));
   }
   if (o.key_lengths.defined()) seen = logical_and(seen, j < o.key_lengths.to(device, kInt64).view({B, 1, 1, 1}));
+  if (o.mask.defined()) seen = logical_and(seen, o.mask);
   return seen;
 }
 
@@ -523,6 +524,13 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
                      broadcast_shapes(bias.sizes(), {B, Hq, Tq, Tk}, op) == Shape({B, Hq, Tq, Tk}),
                  "[{}] bias must be in the query's dtype and broadcast to (B, Hq, Tq, Tk) = ({}, {}, {}, {}), got {}",
                  op, B, Hq, Tq, Tk, describe(bias));
+    }
+    if (const Tensor& mask = options.mask; mask.defined()) {
+      detail::check_same_device(op, {q, mask});
+      KILN_CHECK(mask.dtype() == kBool && mask.dim() <= 4 &&
+                     broadcast_shapes(mask.sizes(), {B, Hq, Tq, Tk}, op) == Shape({B, Hq, Tq, Tk}),
+                 "[{}] mask must be bool (true: seen) and broadcast to (B, Hq, Tq, Tk) = ({}, {}, {}, {}), got {}",
+                 op, B, Hq, Tq, Tk, describe(mask));
     }
   }
   const AttentionImpl impl = general ? AttentionImpl::Composed : attention_impl(q, v, D, op);

@@ -242,6 +242,10 @@ struct AttentionOptions {
   Tensor prefix_lengths;
   // Key padding: batch b's keys from key_lengths[b] on are never seen. (B) int32/int64.
   Tensor key_lengths;
+  // Any mask: bool, broadcastable to (B, Hq, Tq, Tk), true where the query
+  // sees the key (PyTorch's boolean attn_mask); it narrows the masks above.
+  // An additive mask is a bias of 0 and -inf.
+  Tensor mask;
   // Added to the scaled scores, broadcastable to (B, Hq, Tq, Tk), in the
   // query's dtype: T5's relative position bias, ALiBi. It receives a gradient.
   Tensor bias;
