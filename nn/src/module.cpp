@@ -178,13 +178,14 @@ std::string to_string(const Module& m) {
   if (children.empty()) return m.type_name() + "(" + m.extra_repr() + ")";
   std::string out = m.type_name() + "(";
   if (!m.extra_repr().empty()) out += "\n  " + m.extra_repr();
+  std::vector<std::string> texts;
+  for (const auto& [_, child] : children) texts.push_back(to_string(*child));
   // Runs of children numbered one after another and printing the same are printed once.
   for (size_t i = 0; i < children.size();) {
-    const std::string text = to_string(*children[i].second);
+    const std::string& text = texts[i];
     size_t end = i + 1;
     while (end < children.size() && is_index(children[end].first) && is_index(children[end - 1].first) &&
-           std::stoll(children[end].first) == std::stoll(children[end - 1].first) + 1 &&
-           to_string(*children[end].second) == text)
+           std::stoll(children[end].first) == std::stoll(children[end - 1].first) + 1 && texts[end] == text)
       ++end;
     const size_t run = end - i;
     out += run == 1 ? fmt::format("\n  ({}): ", children[i].first)
