@@ -64,6 +64,9 @@ struct Pack : Vec<T, 16 / sizeof(T)> {
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Bytes rounded up to 256: the pieces carved from one scratch allocation stay aligned.
+inline size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 constexpr int kThreads = 256;
 
 // Blocks for a grid-stride loop over n elements.

@@ -18,8 +18,6 @@ __global__ void row_columns_kernel(int64_t* columns, int* offsets, int64_t rows,
   if (i <= rows) offsets[i] = static_cast<int>(i * C);
 }
 
-size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
 }  // namespace
 
 void argsort(const Buffer& indices, const Buffer& x, bool descending) {

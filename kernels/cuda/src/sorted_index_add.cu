@@ -51,8 +51,6 @@ struct SortScratch {
   size_t temp_bytes;
 };
 
-size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
 }  // namespace
 
 bool index_add_sorted(const Buffer& out, const Buffer& index, const Buffer& src) {
