@@ -1,7 +1,8 @@
 // MoE layer benchmark: forward + backward of one mixture-of-experts layer
 // (router, permutation, the experts' grouped GEMMs, unpermutation), of its
-// expert GEMMs alone, and of the dense SwiGLU MLP with the same active FLOPs
-// (hidden size top_k x the experts'), beside one plain GEMM of the same FLOPs
+// expert GEMMs alone (on CUDA also as one cuBLAS grouped launch), and of the
+// dense SwiGLU MLP with the same active FLOPs (hidden size top_k x the
+// experts'), beside one plain GEMM of the same FLOPs
 // measured in the same run: the ceiling the layer is compared with.
 //
 //   bench_moe                                  # CPU-sized defaults
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include <kiln/kiln.h>
 
@@ -87,12 +89,19 @@ int main(int argc, char** argv) {
     kiln::Tensor rows_in = kiln::randn({tokens * top_k, channels}, gen, dt).to(device).requires_grad_();
     kiln::Tensor up = layer.up.detach().requires_grad_(), down = layer.down.detach().requires_grad_();
     kiln::Tensor drows = kiln::randn({tokens * top_k, channels}, gen, dt).to(device);
-    const Timing grouped{seconds_of([&] {
-                           kiln::Tensor h = kiln::grouped_linear(rows_in, up, groups);
-                           h = kiln::swiglu(h.narrow(1, 0, ffn), h.narrow(1, ffn, ffn));
-                           kiln::autograd::backward({kiln::grouped_linear(h, down, groups)}, {drows});
-                         }),
-                         expert_flops};
+    auto expert_gemms = [&] {
+      kiln::Tensor h = kiln::grouped_linear(rows_in, up, groups);
+      h = kiln::swiglu(h.narrow(1, 0, ffn), h.narrow(1, ffn, ffn));
+      kiln::autograd::backward({kiln::grouped_linear(h, down, groups)}, {drows});
+    };
+    const Timing grouped{seconds_of(expert_gemms), expert_flops};
+    // On CUDA, the same GEMMs as one cuBLAS grouped launch each instead of one launch per expert.
+    std::optional<Timing> one_launch;
+    if (device.is_cuda()) {
+      kiln::SettingsGuard guard;
+      kiln::settings().grouped_gemm_one_launch = true;
+      one_launch = Timing{seconds_of(expert_gemms), expert_flops};
+    }
 
     // The dense MLP of the same active FLOPs: hidden top_k x ffn.
     kiln::nn::BlockSpec dense_spec = spec;
@@ -119,13 +128,15 @@ int main(int argc, char** argv) {
                  unit_name, 100 * t.rate() / gemm.rate());
     };
     row("MoE layer forward + backward", moe);
-    row("expert GEMMs alone (grouped)", grouped);
+    row("expert GEMMs alone (per expert)", grouped);
+    if (one_launch) row("expert GEMMs alone (one launch)", *one_launch);
     row("dense MLP of equal active FLOPs", mlp);
     row("one GEMM of those FLOPs (forward)", gemm);
     std::ofstream(json_path) << nlohmann::json{{"tokens", tokens}, {"channels", channels}, {"ffn", ffn},
                                                {"experts", experts}, {"top_k", top_k}, {"device", device_name},
                                                {"dtype", dtype}, {"moe_seconds", moe.seconds},
                                                {"grouped_seconds", grouped.seconds}, {"dense_seconds", mlp.seconds},
+                                               {"one_launch_seconds", one_launch ? nlohmann::json(one_launch->seconds) : nlohmann::json()},
                                                {"gemm_flops_per_second", gemm.rate()},
                                                {"moe_flops_per_second", moe.rate()}}
                                     .dump(2)

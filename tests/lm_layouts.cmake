@@ -71,7 +71,7 @@ run(${COMPARE} ${WORK}/moe_0_tp2pp2/metrics.jsonl ${WORK}/moe_0_one/metrics.json
 run(${COMPARE} ${WORK}/moe_1.25_tp2pp2/metrics.jsonl ${WORK}/moe_1.25_one/metrics.jsonl 1 1e-4 ${moe_keys})
 
 # Expert parallelism: dp 4 with ep 4 and ep 2, dropless and at a capacity
-# where tokens drop, and tp 2 x dp 2 with ep 2, take the steps of the same
+# where tokens drop, and tp 2 x dp 2 and pp 2 x dp 2 with ep 2, take the steps of the same
 # layout without it (the balancing loss is each replica's, ep or not); an ep 4
 # checkpoint resumes at dp 4 without it. Against one process: without the
 # balancing loss (whose batch statistics are per replica), dp 4 x ep 4 on
@@ -88,6 +88,9 @@ run(${mpirun} -np 4 ${moe} --tp 2 --out ${WORK}/tp2dp2_moe)
 run(${mpirun} -np 4 ${moe} --tp 2 --ep 2 --out ${WORK}/tp2dp2_ep2)
 run(${COMPARE} ${WORK}/dp4_ep2/metrics.jsonl ${WORK}/dp4_ep1_0/metrics.jsonl 1 1e-5 ${ep_keys})
 run(${COMPARE} ${WORK}/tp2dp2_ep2/metrics.jsonl ${WORK}/tp2dp2_moe/metrics.jsonl 1 1e-5 ${ep_keys})
+# With pipeline stages: pp 2 x dp 2 with ep 2 holds the replicas of tp 2 x dp 2.
+run(${mpirun} -np 4 ${moe} --pp 2 --ep 2 --out ${WORK}/pp2dp2_ep2)
+run(${COMPARE} ${WORK}/pp2dp2_ep2/metrics.jsonl ${WORK}/tp2dp2_moe/metrics.jsonl 1 1e-5 ${ep_keys})
 resume_from(dp4_ep4_0/step-000003 ep4_on_dp4)
 run(${mpirun} -np 4 ${moe} --out ${WORK}/ep4_on_dp4 --resume)
 run(${COMPARE} ${WORK}/ep4_on_dp4/metrics.jsonl ${WORK}/dp4_ep1_0/metrics.jsonl 4 1e-5 ${ep_keys})

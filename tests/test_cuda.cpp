@@ -568,8 +568,14 @@ TEST_CASE("MoE: topk, permutation both ways, grouped GEMM, and a tiny Mixtral tr
             {randn({5, 70}, gen), gates}, gpu_tolerance(kFloat32));
   }
   const std::vector<int64_t> groups{3, 0, 4, 1};
-  compare("grouped_linear", [&](const std::vector<Tensor>& in) { return grouped_linear(in[0], in[1], groups); },
-          {randn({8, 24}, gen), randn({4, 40, 24}, gen)}, gpu_tolerance(kFloat32));
+  for (bool one_launch : {false, true})
+    for (DType dt : {kFloat32, kBFloat16}) {
+      INFO("one cuBLAS grouped launch: " << one_launch << ", " << dt);
+      SettingsGuard guard;
+      settings().grouped_gemm_one_launch = one_launch;
+      compare("grouped_linear", [&](const std::vector<Tensor>& in) { return grouped_linear(in[0], in[1], groups); },
+              {randn({8, 24}, gen).to(dt), randn({4, 40, 24}, gen).to(dt)}, gpu_tolerance(dt));
+    }
   compare("topk", [](const std::vector<Tensor>& in) { return topk(in[0], 2).first; }, {randn({6, 8}, gen)}, gpu_tolerance(kFloat32));
 
   nn::LlamaConfig config{.vocab_size = 61, .hidden_size = 32, .intermediate_size = 24, .num_hidden_layers = 2,

@@ -2,6 +2,7 @@
 // back (moe_permute / moe_unpermute over the kernels of kernel_api.inc) and
 // the experts' grouped GEMM.
 
+#include <array>
 #include <limits>
 
 #include "dispatch.h"
@@ -102,18 +103,31 @@ Tensor moe_unpermute(const Tensor& rows, const Tensor& gates, const MoePermutati
 
 namespace {
 
-// out[rows of group e] = a[rows of group e] @ b[e] for each group with rows:
-// a (R, m), b (E, m, n) (any strides), out (R, n). One GEMM per group.
-void grouped_gemm(const Tensor& out, const Tensor& a, const Tensor& b, const std::vector<int64_t>& group_rows) {
+// The experts' products as one grouped_matmul: for each group e with rows
+// (n of them from row `at`), product(e, at, n) gives its (out, a, b) matrices.
+template <typename Product>
+void grouped_gemm(Device device, const std::vector<int64_t>& group_rows, Product product) {
+  std::vector<Buffer> out, a, b;
   int64_t at = 0;
   for (size_t e = 0; e < group_rows.size(); ++e) {
     const int64_t n = group_rows[e];
-    if (n > 0)
-      KILN_DISPATCH(out.device(), matmul, out.narrow(0, at, n).unsqueeze(0).buffer(),
-                    a.narrow(0, at, n).unsqueeze(0).buffer(), b.select(0, int64_t(e)).unsqueeze(0).buffer(),
-                    GemmOptions{settings().allow_tf32, {}});
+    if (n > 0) {
+      const auto [o, x, w] = product(static_cast<int64_t>(e), at, n);
+      out.push_back(o.unsqueeze(0).buffer());
+      a.push_back(x.unsqueeze(0).buffer());
+      b.push_back(w.unsqueeze(0).buffer());
+    }
     at += n;
   }
+  KILN_DISPATCH(device, grouped_matmul, out, a, b, GemmOptions{settings().allow_tf32, {}},
+                settings().grouped_gemm_one_launch);
+}
+
+// out[rows of group e] = a[rows of group e] @ b[e]: a (R, m), b (E, m, n) (any strides), out (R, n).
+void grouped_rows_gemm(const Tensor& out, const Tensor& a, const Tensor& b, const std::vector<int64_t>& group_rows) {
+  grouped_gemm(out.device(), group_rows, [&](int64_t e, int64_t at, int64_t n) {
+    return std::array<Tensor, 3>{out.narrow(0, at, n), a.narrow(0, at, n), b.select(0, e)};
+  });
 }
 
 }  // namespace
@@ -137,7 +151,7 @@ Tensor grouped_linear(const Tensor& x, const Tensor& weight, const std::vector<i
   const TensorOptions options = TensorOptions(x.dtype()).device(x.device());
   Tensor xd = x.detach(), wd = weight.detach();
   Tensor out = empty({x.size(0), weight.size(1)}, options);
-  grouped_gemm(out, xd, wd.transpose(1, 2), group_rows);
+  grouped_rows_gemm(out, xd, wd.transpose(1, 2), group_rows);
   if (autograd::any_requires_grad({x, weight}))
     autograd::record("grouped_linear", out, {x, weight},
                      [group_rows, sx = save(xd, "grouped_linear"), sw = save(wd, "grouped_linear")](
@@ -148,20 +162,13 @@ Tensor grouped_linear(const Tensor& x, const Tensor& weight, const std::vector<i
                        Tensor dx, dw;
                        if (nd[0]) {  // dx_e = g_e w_e
                          dx = empty(xs.sizes(), o);
-                         grouped_gemm(dx, g, ws, group_rows);
+                         grouped_rows_gemm(dx, g, ws, group_rows);
                        }
                        if (nd[1]) {  // dw_e = g_e^T x_e; an expert without rows gets zeros
                          dw = zeros(ws.sizes(), o);
-                         int64_t at = 0;
-                         for (size_t e = 0; e < group_rows.size(); ++e) {
-                           const int64_t n = group_rows[e];
-                           if (n > 0)
-                             KILN_DISPATCH(g.device(), matmul, dw.select(0, int64_t(e)).unsqueeze(0).buffer(),
-                                           g.narrow(0, at, n).t().unsqueeze(0).buffer(),
-                                           xs.narrow(0, at, n).unsqueeze(0).buffer(),
-                                           GemmOptions{settings().allow_tf32, {}});
-                           at += n;
-                         }
+                         grouped_gemm(g.device(), group_rows, [&](int64_t e, int64_t at, int64_t n) {
+                           return std::array<Tensor, 3>{dw.select(0, e), g.narrow(0, at, n).t(), xs.narrow(0, at, n)};
+                         });
                        }
                        return Grads{dx, dw};
                      });

@@ -22,6 +22,11 @@ struct Settings {
   bool allow_tf32 = false;
   // Which implementation scaled_dot_product_attention runs.
   AttentionBackend attention = AttentionBackend::Auto;
+  // CUDA: the experts' GEMMs of a mixture-of-experts layer (grouped_linear) as
+  // one cuBLAS grouped launch (float32, bfloat16, float16) instead of one
+  // cuBLASLt launch per expert. Off until a GPU run shows where it pays;
+  // bench_moe times both.
+  bool grouped_gemm_one_launch = false;
 };
 
 Settings& settings();

@@ -137,4 +137,9 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
   });
 }
 
+void grouped_matmul(const std::vector<Buffer>& out, const std::vector<Buffer>& a, const std::vector<Buffer>& b,
+                    const GemmOptions& options, bool) {
+  for (size_t i = 0; i < out.size(); ++i) matmul(out[i], a[i], b[i], options);
+}
+
 }  // namespace kiln::kernels::cpu

@@ -4,10 +4,12 @@
 // Row-major C = A B is computed as column-major C^T = B^T A^T, so a row-major
 // operand passes untransposed and a column-major one transposed; an operand
 // with neither layout is copied first. One handle and one 32 MiB workspace
-// per device.
+// per device. The experts' grouped GEMM may go to cuBLAS's grouped launch.
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 
+#include <climits>
 #include <mutex>
 #include <vector>
 
@@ -176,6 +178,74 @@ bool lt_matmul(const Buffer& out, const Operand& A, const Operand& B, int64_t ba
   return true;
 }
 
+// The cuBLAS handle of a device, for the grouped launch.
+cublasHandle_t blas(int device) {
+  static std::mutex mu;
+  static std::vector<cublasHandle_t> handles;
+  std::lock_guard<std::mutex> lock(mu);
+  if (handles.size() <= static_cast<size_t>(device)) handles.resize(device + 1, nullptr);
+  if (!handles[device]) check(cublasCreate(&handles[device]), "cublasCreate");
+  return handles[device];
+}
+
+// The products as one cublasGemmGroupedBatchedEx, each a group of one; false
+// when the dtype, a layout, an empty product or a size past cuBLAS's int keeps
+// them apart.
+bool grouped_launch(const std::vector<Buffer>& out, const std::vector<Buffer>& a, const std::vector<Buffer>& b,
+                    const GemmOptions& options) {
+  const DType t = out[0].dtype;
+  if (t != DType::Float32 && t != DType::BFloat16 && t != DType::Float16) return false;
+  const size_t count = out.size();
+  std::vector<cublasOperation_t> ta(count), tb(count);
+  std::vector<int> m(count), n(count), k(count), lda(count), ldb(count), ldc(count), group_sizes(count, 1);
+  const std::vector<float> alpha(count, 1.0f), beta(count, 0.0f);
+  // Device pointers in cuBLAS's order: its A's (kiln's b), B's (kiln's a), C's.
+  std::vector<const void*> pointers(3 * count);
+  auto fits = [](int64_t v) { return v <= INT_MAX; };
+  for (size_t i = 0; i < count; ++i) {
+    const Buffer &o = out[i], &x = a[i], &w = b[i];
+    const int64_t rows = o.sizes[1], cols = o.sizes[2], inner = x.sizes[2];
+    const GemmLayout lx = gemm_layout(rows, inner, x.strides[1], x.strides[2]);
+    const GemmLayout lw = gemm_layout(inner, cols, w.strides[1], w.strides[2]);
+    if (rows == 0 || cols == 0 || inner == 0 || !lx.ok || !lw.ok || (cols > 1 && o.strides[2] != 1) || !fits(rows) || !fits(cols) || !fits(inner) ||
+        !fits(lx.ld) || !fits(lw.ld) || !fits(o.strides[1]))
+      return false;
+    // Column-major C^T (cols, rows) = op(w) (cols, inner) * op(x) (inner, rows), as in lt_matmul.
+    ta[i] = lw.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+    tb[i] = lx.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+    m[i] = static_cast<int>(cols);
+    n[i] = static_cast<int>(rows);
+    k[i] = static_cast<int>(inner);
+    lda[i] = static_cast<int>(lw.ld);
+    ldb[i] = static_cast<int>(lx.ld);
+    ldc[i] = static_cast<int>(rows == 1 ? (cols < 1 ? 1 : cols) : o.strides[1]);
+    pointers[i] = w.data;
+    pointers[count + i] = x.data;
+    pointers[2 * count + i] = o.data;
+  }
+  const int device = out[0].device.index;
+  const size_t bytes = pointers.size() * sizeof(void*);
+  void* table = allocate(bytes, device);
+  // From pageable memory: the call returns once the table is staged.
+  if (cudaMemcpyAsync(table, pointers.data(), bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess)
+    fail("grouped_matmul", "cannot copy the pointer table to the device");
+  const cublasHandle_t h = blas(device);
+  check(cublasSetStream(h, current_stream()), "cublasSetStream");
+  const cudaDataType_t type = data_type(t);
+  const cublasComputeType_t compute =
+      t == DType::Float32 && options.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const void* const* table_in = static_cast<const void* const*>(table);
+  void* const* table_out = static_cast<void* const*>(table) + 2 * count;
+  const cublasStatus_t status = cublasGemmGroupedBatchedEx(
+      h, ta.data(), tb.data(), m.data(), n.data(), k.data(), alpha.data(), table_in, type, lda.data(),
+      table_in + count, type, ldb.data(), beta.data(), table_out, type, ldc.data(), static_cast<int>(count),
+      group_sizes.data(), compute);
+  deallocate(table, device);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+  check(status, "cublasGemmGroupedBatchedEx");
+  return true;
+}
+
 template <typename T, typename A>
 __global__ void integer_matmul_kernel(T* c, const T* a, const T* b, int64_t batch, int64_t m, int64_t n, int64_t k,
                                       int64_t sa0, int64_t sa1, int64_t sa2, int64_t sb0, int64_t sb1, int64_t sb2) {
@@ -243,6 +313,14 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
     if (pre.data) copy(pre, out);
     unary(UnaryOp::GeluTanh, out, out, 0, 0);
   }
+}
+
+void grouped_matmul(const std::vector<Buffer>& out, const std::vector<Buffer>& a, const std::vector<Buffer>& b,
+                    const GemmOptions& options, bool one_launch) {
+  NvtxRange range("kiln::grouped_matmul");
+  if (out.empty()) return;
+  if (one_launch && grouped_launch(out, a, b, options)) return;
+  for (size_t i = 0; i < out.size(); ++i) matmul(out[i], a[i], b[i], options);
 }
 
 }  // namespace kiln::kernels::cuda

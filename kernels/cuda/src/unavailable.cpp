@@ -55,6 +55,10 @@ void swiglu_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&,
 void squared_norms(const Buffer&, const std::vector<Buffer>&) { missing("squared_norms"); }
 void reduce(ReduceOp, const Buffer&, const Buffer&, uint32_t, int64_t) { missing("reduce"); }
 void matmul(const Buffer&, const Buffer&, const Buffer&, const GemmOptions&) { missing("matmul"); }
+void grouped_matmul(const std::vector<Buffer>&, const std::vector<Buffer>&, const std::vector<Buffer>&,
+                    const GemmOptions&, bool) {
+  missing("grouped_matmul");
+}
 void softmax(const Buffer&, const Buffer&, bool, int64_t) { missing("softmax"); }
 void softmax_backward(const Buffer&, const Buffer&, const Buffer&, bool) { missing("softmax_backward"); }
 void cumsum(const Buffer&, const Buffer&, bool) { missing("cumsum"); }
