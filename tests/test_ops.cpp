@@ -700,19 +700,22 @@ TEST_CASE("the fused attention kernel equals the composed reference, values, lse
   struct Case {
     int64_t B, Hq, Hkv, Tq, Tk, D;
     bool causal;
+    std::vector<int64_t> prefix = {};  // a prefix-LM mask's lengths per batch; empty for none
   };
   for (const Case& c : {Case{2, 4, 2, 5, 7, 8, true}, Case{1, 3, 3, 9, 9, 16, false}, Case{1, 2, 1, 6, 3, 4, true},
-                        Case{2, 2, 2, 1, 11, 5, true}, Case{1, 1, 1, 4, 4, 3, false}})
+                        Case{2, 2, 2, 1, 11, 5, true}, Case{1, 1, 1, 4, 4, 3, false},
+                        Case{3, 2, 1, 9, 9, 8, true, {4, 0, 9}}, Case{2, 2, 2, 3, 10, 5, true, {8, 2}}})
     for (DType dt : {kFloat64, kFloat32}) {
       INFO("B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D
-                << " causal " << c.causal << " " << dtype_name(dt));
+                << " causal " << c.causal << " prefix " << c.prefix.size() << " " << dtype_name(dt));
       Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt),
              v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
       auto run = [&](AttentionBackend backend) {
         SettingsGuard guard;
         settings().attention = backend;
         Tensor qr = q.detach().requires_grad_(), kr = k.detach().requires_grad_(), vr = v.detach().requires_grad_();
-        AttentionOutput o = scaled_dot_product_attention_with_lse(qr, kr, vr, {.causal = c.causal});
+        AttentionOutput o = scaled_dot_product_attention_with_lse(
+            qr, kr, vr, {.causal = c.causal, .prefix_lengths = c.prefix.empty() ? Tensor() : tensor(c.prefix)});
         sum(o.out * w).backward();
         return std::vector<Tensor>{o.out, o.lse, qr.grad(), kr.grad(), vr.grad()};
       };

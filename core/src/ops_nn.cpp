@@ -411,8 +411,8 @@ AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D, const 
 
 // The fused kernel pair (kiln's or cuDNN's) over `geometry`'s layout (q, k, v
 // checked by the caller), recorded as one autograd node. `offsets` are the
-// tensors behind a packed geometry's cu_q and cu_k, kept alive as long as the
-// node.
+// tensors behind a packed geometry's cu_q and cu_k or its prefix lengths,
+// kept alive as long as the node.
 AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionGeometry& geometry,
                                 const std::vector<Tensor>& offsets, double scale, bool with_lse, bool cudnn) {
   Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
@@ -533,11 +533,21 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
                  op, B, Hq, Tq, Tk, describe(mask));
     }
   }
-  const AttentionImpl impl = general ? AttentionImpl::Composed : attention_impl(q, v, D, op);
-  if (impl != AttentionImpl::Composed)
-    return fused_attention(q, k, v, {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
-                                     .causal = options.causal},
-                           {}, scale, with_lse, impl == AttentionImpl::Cudnn);
+  // The fused kernels take the prefix-LM mask (cuDNN's do not: kiln's run it);
+  // key lengths, a mask or a bias go through the composed ops.
+  const bool prefix_only = options.prefix_lengths.defined() && !options.key_lengths.defined() &&
+                           !options.bias.defined() && !options.mask.defined();
+  AttentionImpl impl = AttentionImpl::Composed;
+  if (!general || prefix_only) impl = attention_impl(q, v, D, op);
+  if (prefix_only && impl == AttentionImpl::Cudnn) impl = D <= 256 ? AttentionImpl::Fused : AttentionImpl::Composed;
+  if (impl != AttentionImpl::Composed) {
+    const Tensor prefix = prefix_only ? options.prefix_lengths.to(q.device(), kInt64).contiguous() : Tensor();
+    return fused_attention(q, k, v,
+                           {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
+                            .causal = options.causal, .prefix = prefix_only ? prefix.data_ptr<int64_t>() : nullptr},
+                           prefix_only ? std::vector<Tensor>{prefix} : std::vector<Tensor>{}, scale, with_lse,
+                           impl == AttentionImpl::Cudnn);
+  }
   // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
   auto repeat = [&](const Tensor& t) {
     if (group == 1) return t;

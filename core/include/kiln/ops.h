@@ -256,8 +256,9 @@ struct AttentionOutput {
 };
 // q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) with Hq a multiple of Hkv (grouped
 // queries); masks and bias as AttentionOptions says. The fused kernels take
-// causal or bidirectional attention; prefix lengths, key lengths or a bias
-// run on the composed path.
+// causal, prefix-LM or bidirectional attention (cuDNN's backend leaves the
+// prefix-LM mask to kiln's kernels); key lengths, a mask or a bias run on the
+// composed path.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
 // Attention over a packed batch of sequences of different lengths (packed

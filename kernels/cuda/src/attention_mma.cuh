@@ -511,9 +511,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   i_begin -= i_begin % kTile;
   for (int64_t hq = hk * group; hq < (hk + 1) * group; ++hq) {
     const AttentionSequence seq = s.g.sequence(b, hq);
-    // Query i sees keys <= i + shift (seq.last_key, hoisted out of the score loop: calling it there costs
-    // the kernel 4 to 56 more registers, 252 at D 128 on sm_90a).
-    const int64_t Tq = seq.Tq, shift = s.g.causal ? Tk - Tq : Tk;
+    // Query i sees keys <= i + shift and those < prefix (seq.last_key, hoisted out of the score loop: calling
+    // it there costs the kernel 4 to 56 more registers, 252 at D 128 on sm_90a).
+    const int64_t Tq = seq.Tq, shift = s.g.causal ? Tk - Tq : Tk, prefix = seq.prefix;
     const TileStages<T, D> stages{staged,      q + seq.q_base * D, dout + seq.q_base * D, seq.q_step * D, Tq,
                                   lse + seq.q_base, delta + seq.q_base, seq.q_step};
     stages.for_each(i_begin, Tq - 1, [&](const T* qs, const T* dos, const float* stats, int64_t i0) {
@@ -533,7 +533,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
         for (int e = 0; e < 4; ++e) {
           const int col = nt * 8 + 2 * t + (e & 1);  // the query's place in the tile
           const int64_t query = i0 + col, key = keys[e / 2];
-          const bool seen = query < Tq && key < Tk && key <= query + shift;
+          const bool seen = query < Tq && key < Tk && (key <= query + shift || key < prefix);
           const float prob = seen ? exp2f(p[nt][e] * s.scale_log2 - stats[col] * kLog2e) : 0.f;
           p[nt][e] = prob;                                                   // P^T
           dp[nt][e] = seen ? prob * (dp[nt][e] - stats[kTile + col]) : 0.f;  // dS^T

@@ -36,6 +36,7 @@ AttentionProblem problem_of(const AttentionGeometry& g, const Buffer& q, const B
              "[{}] the cuDNN backend takes bfloat16 or float16, got {}", op, dtype_name(q.dtype));
   KILN_CHECK(g.head_dim % 8 == 0 && g.head_dim <= 256, "[{}] the cuDNN backend takes head dims of 8 .. 256 in steps "
              "of 8, got {}", op, g.head_dim);
+  KILN_CHECK(!g.prefix, "[{}] the cuDNN backend has no prefix-LM mask: kiln's fused kernel takes it", op);
   const cudnnDataType_t dtype = q.dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
   if (g.cu_q) {
     // cuDNN reads packed sequences' starts as int32 element offsets.

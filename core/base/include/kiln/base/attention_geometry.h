@@ -21,13 +21,18 @@ struct AttentionSequence {
   int64_t q_base, q_step, Tq;  // query i is row q_base + i * q_step
   int64_t k_base, k_step, Tk;  // key j is row k_base + j * k_step
   bool causal;
+  int64_t prefix = 0;  // causal only: every query also sees keys j < prefix (a prefix LM)
 
   KILN_HOST_DEVICE int64_t query(int64_t i) const { return q_base + i * q_step; }
   KILN_HOST_DEVICE int64_t key(int64_t j) const { return k_base + j * k_step; }
   // The last key query i sees (-1: none). Causal is aligned bottom-right: query
-  // i sees keys j <= i + Tk - Tq.
+  // i sees keys j <= i + Tk - Tq, and the prefix's. Never falls as i grows.
   KILN_HOST_DEVICE int64_t last_key(int64_t i) const {
-    const int64_t last = causal ? i + Tk - Tq : Tk - 1;
+    int64_t last = Tk - 1;
+    if (causal) {
+      last = i + Tk - Tq;
+      if (last < prefix - 1) last = prefix - 1;
+    }
     return last < Tk - 1 ? last : Tk - 1;
   }
   // The last key any of queries first .. first + n - 1 sees (-1: none is a query).
@@ -35,9 +40,10 @@ struct AttentionSequence {
     if (first >= Tq) return -1;
     return last_key(first + n - 1 < Tq - 1 ? first + n - 1 : Tq - 1);
   }
-  // The first query that sees key j (its inverse: i >= j - (Tk - Tq) when causal).
+  // The first query that sees key j (its inverse: every query for a prefix
+  // key, else i >= j - (Tk - Tq) when causal). Never falls as j grows.
   KILN_HOST_DEVICE int64_t first_query(int64_t j) const {
-    const int64_t first = causal ? j - (Tk - Tq) : 0;
+    const int64_t first = causal && j >= prefix ? j - (Tk - Tq) : 0;
     return first > 0 ? first : 0;
   }
 };
@@ -50,6 +56,10 @@ struct AttentionGeometry {
   const int64_t* cu_q = nullptr;
   const int64_t* cu_k = nullptr;
   bool causal = false;
+  // Causal only: per sequence (batch), in the memory of the op's device, the
+  // keys j < prefix[b] every query sees besides its causal ones (a prefix LM,
+  // GLM's part A); null for none. Padded batches only.
+  const int64_t* prefix = nullptr;
 
   KILN_HOST_DEVICE int64_t group() const { return heads_q / heads_kv; }
   // Query head h of sequence b (its kv head is h / group()).
@@ -57,8 +67,8 @@ struct AttentionGeometry {
     const int64_t hk = h / group();
     if (cu_q)
       return {cu_q[b] * heads_q + h, heads_q, cu_q[b + 1] - cu_q[b],
-              cu_k[b] * heads_kv + hk, heads_kv, cu_k[b + 1] - cu_k[b], causal};
-    return {(b * heads_q + h) * Tq, 1, Tq, (b * heads_kv + hk) * Tk, 1, Tk, causal};
+              cu_k[b] * heads_kv + hk, heads_kv, cu_k[b + 1] - cu_k[b], causal, 0};
+    return {(b * heads_q + h) * Tq, 1, Tq, (b * heads_kv + hk) * Tk, 1, Tk, causal, prefix ? prefix[b] : 0};
   }
 };
 
