@@ -1,6 +1,7 @@
 # End to end through the example programs, for GPT-2 and for Llama: prepare a
 # small corpus, train 8 steps with a checkpoint at step 4, resume a copy of the
 # run from step 4, and require the losses of steps 5..8 to be bit-identical.
+# The same for BERT's, T5's and GLM's pre-training (6 steps, resumed at 3).
 #   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P lm_resume.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -26,6 +27,13 @@ function(losses file out_var)
   set(${out_var} "${kept}" PARENT_SCOPE)
 endfunction()
 
+# A copy of run's full/<step> as the only checkpoint of run's resumed/.
+function(resume_copy run step)
+  file(MAKE_DIRECTORY ${WORK}/${run}/resumed)
+  file(COPY ${WORK}/${run}/full/${step} DESTINATION ${WORK}/${run}/resumed)
+  file(WRITE ${WORK}/${run}/resumed/latest "${step}\n")
+endfunction()
+
 foreach(model gpt2 llama)
   set(train ${BIN}/train --model ${model} --data ${WORK}/data --layers 2 --channels 32 --heads 2 --seq 16 --batch 4
       --steps 8 --warmup 2 --dropout 0.1 --eval-every 4 --eval-batches 2 --sample-every 0 --checkpoint-every 4 --keep 5)
@@ -33,9 +41,7 @@ foreach(model gpt2 llama)
     list(APPEND train --kv-heads 1 --recompute)
   endif()
   run(${train} --out ${WORK}/${model}/full)
-  file(MAKE_DIRECTORY ${WORK}/${model}/resumed)
-  file(COPY ${WORK}/${model}/full/step-000004 DESTINATION ${WORK}/${model}/resumed)
-  file(WRITE ${WORK}/${model}/resumed/latest "step-000004\n")
+  resume_copy(${model} step-000004)
   run(${train} --out ${WORK}/${model}/resumed --resume)
 
   losses(${WORK}/${model}/full/metrics.jsonl full)
@@ -47,3 +53,20 @@ foreach(model gpt2 llama)
   endif()
   message(STATUS "${model}: resumed losses are bit-identical: ${resumed}")
 endforeach()
+
+# Pre-training: each objective's corruption, dropout and data order resume exactly.
+foreach(model bert t5 glm)
+  set(pretrain ${BIN}/pretrain --model ${model} --data ${WORK}/data --layers 2 --channels 32 --heads 2 --seq 18
+      --batch 4 --steps 6 --warmup 2 --dropout 0.1 --eval-every 3 --eval-batches 2 --checkpoint-every 3 --keep 5)
+  run(${pretrain} --out ${WORK}/${model}/full)
+  resume_copy(${model} step-000003)
+  run(${pretrain} --out ${WORK}/${model}/resumed --resume)
+  file(STRINGS ${WORK}/${model}/full/metrics.jsonl full)
+  file(STRINGS ${WORK}/${model}/resumed/metrics.jsonl resumed)
+  list(SUBLIST full 3 3 full_tail)
+  if(NOT "${full_tail}" STREQUAL "${resumed}")
+    message(FATAL_ERROR "${model}: resumed pre-training differs:\nuninterrupted: ${full_tail}\nresumed:       ${resumed}")
+  endif()
+  message(STATUS "${model}: resumed pre-training is bit-identical: ${resumed}")
+endforeach()
+

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "kiln/dist/model_parallel.h"
@@ -39,27 +40,34 @@ std::map<std::string, std::map<std::string, Tensor>> by_state(const std::map<std
   return out;
 }
 
-// Writes the checkpoint of a model and its optimizer's state ("<index>.<state>"
-// in the numbering of params).
-std::string save(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
-                 const std::vector<Tensor>& params, const std::map<std::string, Tensor>& opt_state,
-                 const TrainingState& state, int keep) {
-  // Gather on every rank, write on rank 0.
-  std::map<std::string, Tensor> weights = full_state_dict(model, layout);
+// The optimizer state in the numbering of params ("<index>.<state>", this
+// rank's shares) as whole tensors under the parameters' names
+// ("<name>.<state>"), and the state kinds it holds ("exp_avg,exp_avg_sq").
+// gather makes a state kind's local tensors whole.
+template <typename Gather>
+std::pair<std::map<std::string, Tensor>, std::string> whole_optimizer_state(
+    const std::map<std::string, Tensor>& opt_state, const std::vector<std::string>& names, Gather gather) {
   std::map<std::string, Tensor> full_state{{"step", opt_state.at("step")}};
   std::string kinds;
-  for (auto& [kind, local] : by_state(opt_state, optimizer_param_names(model, params))) {
-    for (auto& [name, t] : gather_full(model, layout, local)) full_state[name + "." + kind] = t;
+  for (auto& [kind, local] : by_state(opt_state, names)) {
+    for (auto& [name, t] : gather(local)) full_state[name + "." + kind] = t;
     kinds += (kinds.empty() ? "" : ",") + kind;
   }
-  if (layout.world()->rank() != 0) return "";
+  return {full_state, kinds};
+}
 
+// Writes dir/step-N through its .tmp twin: write_model(tmp) puts the weights
+// and config there, then the optimizer state and the training state go to
+// state.safetensors; renamed into place, `latest` pointed at it, the newest
+// `keep` kept. Returns its path.
+std::string write_checkpoint(const std::string& dir, const std::function<void(const fs::path&)>& write_model,
+                             const std::map<std::string, Tensor>& full_state, const std::string& kinds,
+                             const TrainingState& state, int keep) {
   const std::string name = fmt::format("step-{:06d}", state.step);
   const fs::path final_dir = fs::path(dir) / name, tmp = fs::path(dir) / (name + ".tmp");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_safetensors((tmp / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights), {{"format", "pt"}});
-  write_file_atomic((tmp / "config.json").string(), nn::hf::config_json(model.spec()));
+  write_model(tmp);
   save_safetensors((tmp / "state.safetensors").string(), full_state,
                    {{"step", std::to_string(state.step)},
                     {"optimizer_state", kinds},
@@ -76,11 +84,36 @@ std::string save(const std::string& dir, const nn::TransformerLM& model, const P
   return final_dir.string();
 }
 
-// Loads the weights and the training state, and returns this rank's share of
-// the optimizer state in the numbering of params.
-std::map<std::string, Tensor> load(const std::string& checkpoint, nn::TransformerLM& model,
-                                   const std::vector<Tensor>& params, TrainingState& state) {
-  nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
+// Writes the checkpoint of a model and its optimizer's state ("<index>.<state>"
+// in the numbering of params).
+std::string save(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
+                 const std::vector<Tensor>& params, const std::map<std::string, Tensor>& opt_state,
+                 const TrainingState& state, int keep) {
+  // Gather on every rank, write on rank 0.
+  std::map<std::string, Tensor> weights = full_state_dict(model, layout);
+  auto [full_state, kinds] = whole_optimizer_state(
+      opt_state, optimizer_param_names(model, params),
+      [&](const std::map<std::string, Tensor>& local) { return gather_full(model, layout, local); });
+  if (layout.world()->rank() != 0) return "";
+  auto write_model = [&](const fs::path& tmp) {
+    save_safetensors((tmp / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights),
+                     {{"format", "pt"}});
+    write_file_atomic((tmp / "config.json").string(), nn::hf::config_json(model.spec()));
+  };
+  return write_checkpoint(dir, write_model, full_state, kinds, state, keep);
+}
+
+// A checkpoint's whole optimizer state: its step count, and each state kind's
+// tensors by parameter name.
+struct StoredState {
+  Tensor step;
+  std::map<std::string, std::map<std::string, Tensor>> by_kind;
+};
+
+// Reads the training state into `state` and returns the optimizer state of
+// the parameters `names` (of those that have any: the optimizer's load checks
+// that each has all of its kinds).
+StoredState read_state(const std::string& checkpoint, const std::vector<std::string>& names, TrainingState& state) {
   TensorFile f = load_safetensors((fs::path(checkpoint) / "state.safetensors").string());
   auto meta = [&](const char* key) -> std::string {
     auto it = f.metadata.find(key);
@@ -90,22 +123,37 @@ std::map<std::string, Tensor> load(const std::string& checkpoint, nn::Transforme
   state.step = std::stoll(meta("step"));
   state.loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
   state.rng_offset = std::stoull(meta("rng_offset"));
-  const std::vector<std::string> names = optimizer_param_names(model, params);
-  std::map<std::string, Tensor> local_state{{"step", f.tensors.at("step")}};
+  StoredState stored{f.tensors.at("step"), {}};
   std::stringstream kinds(meta("optimizer_state"));
-  for (std::string kind; std::getline(kinds, kind, ',');) {
-    std::map<std::string, Tensor> full;
-    for (const std::string& name : names) {
-      auto it = f.tensors.find(name + "." + kind);
-      KILN_CHECK(it != f.tensors.end(), "[checkpoint] {} has no optimizer state '{}.{}'", checkpoint, name, kind);
-      full[name] = it->second;
-    }
-    std::map<std::string, Tensor> mine = model.take_local(full);
-    for (size_t i = 0; i < names.size(); ++i) local_state[fmt::format("{}.{}", i, kind)] = mine.at(names[i]);
+  for (std::string kind; std::getline(kinds, kind, ',');)
+    for (const std::string& name : names)  // a parameter that never had a gradient has no state
+      if (auto it = f.tensors.find(name + "." + kind); it != f.tensors.end()) stored.by_kind[kind][name] = it->second;
+  return stored;
+}
+
+// The stored optimizer state in the numbering of names, "<index>.<state>";
+// take keeps this rank's share of each kind's whole tensors.
+template <typename Take>
+std::map<std::string, Tensor> numbered_state(const StoredState& stored, const std::vector<std::string>& names,
+                                             Take take) {
+  std::map<std::string, Tensor> local_state{{"step", stored.step}};
+  for (const auto& [kind, full] : stored.by_kind) {
+    std::map<std::string, Tensor> mine = take(full);
+    for (size_t i = 0; i < names.size(); ++i)
+      if (auto it = mine.find(names[i]); it != mine.end()) local_state[fmt::format("{}.{}", i, kind)] = it->second;
   }
   return local_state;
 }
 
+// Loads the weights and the training state, and returns this rank's share of
+// the optimizer state in the numbering of params.
+std::map<std::string, Tensor> load(const std::string& checkpoint, nn::TransformerLM& model,
+                                   const std::vector<Tensor>& params, TrainingState& state) {
+  nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
+  const std::vector<std::string> names = optimizer_param_names(model, params);
+  return numbered_state(read_state(checkpoint, names, state), names,
+                        [&](const std::map<std::string, Tensor>& full) { return model.take_local(full, false); });
+}
 
 }  // namespace
 
@@ -149,6 +197,22 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, op
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
                      TrainingState& state) {
   opt.load_state_dict(load(checkpoint, model, opt.params(), state));
+}
+
+std::string save_checkpoint(const std::string& dir, const nn::Module& model, const ModelWriter& write_model,
+                            const optim::Optimizer& opt, const TrainingState& state, int keep) {
+  auto whole = [](const std::map<std::string, Tensor>& local) { return local; };
+  auto [full_state, kinds] =
+      whole_optimizer_state(opt.state_dict(), optimizer_param_names(model, opt.params()), whole);
+  return write_checkpoint(dir, write_model, full_state, kinds, state, keep);
+}
+
+void load_checkpoint(const std::string& checkpoint, nn::Module& model, const ModelReader& read_model,
+                     optim::Optimizer& opt, TrainingState& state) {
+  read_model(checkpoint);
+  const std::vector<std::string> names = optimizer_param_names(model, opt.params());
+  opt.load_state_dict(numbered_state(read_state(checkpoint, names, state), names,
+                                     [](const std::map<std::string, Tensor>& full) { return full; }));
 }
 
 std::unique_ptr<nn::TransformerLM> load_model(const std::string& run_or_checkpoint, Device device, DType dtype) {
