@@ -320,7 +320,45 @@ TEST_CASE("GLM's blank infilling: the layout of a hand-worked example, two posit
   CHECK(ex.labels == std::vector<int64_t>{-100, -100, -100, -100, -100, -100, -100, -100, 15, 16, 5, 11, 12, 5});
   CHECK(ex.positions == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 4, 4, 4, 1, 1, 1});
   CHECK(ex.block_positions == std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3});
-  CHECK_THROWS_WITH(data::glm_layout({1, 2, 3, 4}, {{0, 2}, {2, 3}}, o), Catch::Contains("touches another"));
+  // Adjacent spans (two sentences) are two blanks.
+  const data::GlmExample two = data::glm_layout({10, 11, 12, 13, 14, 15}, {{1, 3}, {3, 4}}, o);
+  CHECK(two.prefix == 5);
+  CHECK(two.tokens == std::vector<int64_t>{10, 3, 3, 14, 15, 4, 11, 12, 4, 13});
+  CHECK(two.labels == std::vector<int64_t>{-100, -100, -100, -100, -100, 11, 12, 5, 13, 5});
+  CHECK(two.positions == std::vector<int64_t>{0, 1, 2, 3, 4, 1, 1, 1, 2, 2});
+  CHECK(two.block_positions == std::vector<int64_t>{0, 0, 0, 0, 0, 1, 2, 3, 1, 2});
+  CHECK_THROWS_WITH(data::glm_layout({1, 2, 3, 4}, {{0, 2}, {1, 3}}, o), Catch::Contains("overlaps another"));
+}
+
+TEST_CASE("GLM's gap sentences: whole sentences, shuffled, until they cover the ratio; EOS in none") {
+  // Sentences end at id 7; 9 is EOS: [0, 3), [3, 5), [6, 10), [10, 11).
+  const std::vector<int64_t> tokens{1, 2, 7, 3, 7, 9, 4, 5, 6, 7, 8};
+  std::vector<bool> ends(9, false);
+  ends[7] = true;
+  const std::set<std::pair<int64_t, int64_t>> sentences{{0, 3}, {3, 5}, {6, 10}, {10, 11}};
+  data::BlankInfillingOptions o{.mask_id = 3, .start_id = 4, .end_id = 5, .ratio = 0.5};
+  Generator gen(5);
+  std::set<std::pair<int64_t, int64_t>> firsts;
+  for (int d = 0; d < 200; ++d) {
+    const auto spans = data::sentence_spans(tokens, ends, 9, o, gen);
+    REQUIRE(!spans.empty());
+    firsts.insert(spans.front());
+    int64_t covered = 0;
+    for (size_t i = 0; i < spans.size(); ++i) {
+      CHECK(sentences.count(spans[i]) == 1);
+      if (i + 1 < spans.size()) CHECK(covered + spans[i].second - spans[i].first < 5);  // int(0.5 x 11)
+      covered += spans[i].second - spans[i].first;
+    }
+    CHECK(covered >= 5);
+    CHECK(std::set<std::pair<int64_t, int64_t>>(spans.begin(), spans.end()).size() == spans.size());
+    data::glm_layout(tokens, spans, o);  // a valid layout
+  }
+  CHECK(firsts == sentences);  // every sentence comes first sometimes
+  // All of them to cover 99%; a sentence of max_span tokens or more is passed over.
+  o.ratio = 0.99;
+  CHECK(data::sentence_spans(tokens, ends, 9, o, gen).size() == 4);
+  o.max_span = 4;
+  for (const auto& span : data::sentence_spans(tokens, ends, 9, o, gen)) CHECK(span != std::pair<int64_t, int64_t>{6, 10});
 }
 
 TEST_CASE("GLM's spans: Poisson(3) lengths covering 15%, apart, shuffled; the generation span runs to the end") {

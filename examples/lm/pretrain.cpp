@@ -16,12 +16,17 @@
 //                 head scaling).
 //   --model glm   GLM's blank infilling (data::blank_spans, glm_layout):
 //                 a GPT-2 under the prefix-LM mask with block positions;
+//                 --glm-sentences and --glm-generation give shares of the
+//                 rows to the [sMASK] (whole sentences) and [gMASK] (a span
+//                 to the end) objectives;
 //                 the loss and the metric over part B, each row's mean
 //                 weighing the same (part B's length varies; THUDM's code
 //                 averages a batch's tokens). Each validation prints
 //                 a held-out blank filled in greedily. Saved in kiln's format.
-// Validation corrupts the same windows the same way at every evaluation. The
-// model is written (model.safetensors and config.json) at the end. Under
+// Validation corrupts the same windows the same way at every evaluation.
+// Checkpoints (--checkpoint-every, in the model's own format with the
+// optimizer and data state) resume exactly with --resume. The model is
+// written (model.safetensors and config.json) at the end. Under
 // mpirun the ranks are data-parallel replicas; each row is corrupted from a
 // generator of (seed, step, the row's place in the whole batch), so any
 // number of replicas takes the steps of one process.
@@ -48,8 +53,11 @@ namespace {
 struct Args {
   std::string model = "bert", data, out;  // out: out/<model> unless given
   int64_t layers = 4, channels = 192, heads = 6, seq = 128, batch = 16, steps = 600, warmup = 30;
-  int64_t eval_every = 100, eval_batches = 20, log_every = 10;
+  int64_t eval_every = 100, eval_batches = 20, log_every = 10, checkpoint_every = 200;
+  int keep = 2;
+  bool resume = false;
   double lr = 1e-3, weight_decay = 0.01, grad_clip = 1.0, dropout = 0.1;
+  double glm_sentences = 0, glm_generation = 0;  // GLM's shares of rows with [sMASK] and [gMASK] objectives
   uint64_t seed = 1337;
 };
 
@@ -91,8 +99,9 @@ class Objective {
   virtual std::pair<Tensor, double> loss(const Tensor& window, int64_t step, int64_t first_row) const = 0;
   // What the model makes of one held-out window, for the progress output (empty: nothing).
   virtual std::string sample(const Tensor&) const { return ""; }
-  // Writes config.json and model.safetensors into dir.
+  // Writes config.json and model.safetensors into dir, and reads them back.
   virtual void save(const fs::path& dir) const = 0;
+  virtual void load(const std::string& dir) = 0;
   virtual const char* format() const = 0;
 };
 
@@ -130,6 +139,9 @@ class MaskedLM : public Objective {
                              {{"format", "pt"}});
     }
     kiln::write_file_atomic((dir / "config.json").string(), kiln::nn::bert::hf_config_json(config_));
+  }
+  void load(const std::string& dir) override {
+    model_.load_state_dict(kiln::nn::bert::from_hf(kiln::load_safetensors(dir + "/model.safetensors").tensors, config_));
   }
   const char* format() const override { return "BertForPreTraining"; }
 
@@ -178,6 +190,7 @@ class SpanCorruption : public Objective {
     return fmt::format("input: {}\n  spans: {}\n  model: {}", text(inputs[0]), text(labels[0]), tok_.decode(fill_ids));
   }
   void save(const fs::path& dir) const override { kiln::nn::t5::save(dir.string(), model_); }
+  void load(const std::string& dir) override { kiln::nn::t5::read_weights(model_, dir); }
   const char* format() const override { return "T5ForConditionalGeneration"; }
 
  private:
@@ -200,7 +213,18 @@ class BlankInfilling : public Objective {
       : tok_(tok), seed_(a.seed), spec_(glm_spec(a, tok)), model_(spec_, gen),
         options_{.mask_id = tok.special_id(Special::Mask), .start_id = tok.special_id(Special::StartOfPiece),
                  .end_id = tok.special_id(Special::EndOfPiece),
-                 .max_span = std::min<int64_t>(40, a.seq / 2)} {}  // block positions stay inside the table
+                 .max_span = std::min<int64_t>(40, a.seq / 2)},  // block positions stay inside the table
+        sentence_prob_(a.glm_sentences),
+        generation_prob_(a.glm_generation) {
+    // THUDM's sentence ends: a piece holding . ? ! ; : ... or a newline (or their CJK forms).
+    for (int id = 0; id < tok.vocab_size(); ++id) {
+      const std::string p = tok.piece(static_cast<uint32_t>(id));
+      bool end = false;
+      for (const char* mark : {".", "?", "!", ";", ":", "\n", "\u2026", "\u3002", "\uff1f", "\uff01", "\uff1b"})
+        end = end || p.find(mark) != std::string::npos;
+      ends_sentence_.push_back(end);
+    }
+  }
   kiln::nn::Module& model() override { return model_; }
   const char* name() const override { return "glm"; }
   const char* metric() const override { return "span accuracy"; }
@@ -254,6 +278,7 @@ class BlankInfilling : public Objective {
     }
     kiln::write_file_atomic((dir / "config.json").string(), kiln::nn::hf::config_json(spec_));
   }
+  void load(const std::string& dir) override { kiln::nn::hf::load_weights(model_, kiln::nn::hf::read_weights(dir)); }
   const char* format() const override { return "kiln's format (GLM has no Hugging Face class)"; }
 
  private:
@@ -274,6 +299,26 @@ class BlankInfilling : public Objective {
     return spec;
   }
 
+  // One row's layout under the objective drawn for it: gap sentences with
+  // [sMASK], generation with [gMASK], else blank infilling with [MASK]
+  // (THUDM draws one objective per batch; a draw per row keeps replicas
+  // exact). A row without a sentence that fits is blank-filled.
+  kiln::data::GlmExample corrupt(const std::vector<int64_t>& tokens, kiln::Generator& gen) const {
+    const auto T = static_cast<int64_t>(tokens.size());
+    const double u = sentence_prob_ + generation_prob_ > 0 ? kiln::rand({1}, gen, kiln::kFloat64).item<double>() : 1.0;
+    kiln::data::BlankInfillingOptions o = options_;
+    if (u < sentence_prob_) {
+      o.mask_id = tok_.special_id(Special::SMask);
+      const auto spans = kiln::data::sentence_spans(tokens, ends_sentence_, tok_.eos_id(), o, gen);
+      if (!spans.empty()) return kiln::data::glm_layout(tokens, spans, o);
+      o.mask_id = options_.mask_id;
+    } else if (u < sentence_prob_ + generation_prob_) {
+      o.mask_id = tok_.special_id(Special::GMask);
+      return kiln::data::glm_layout(tokens, {kiln::data::generation_span(T, o, gen)}, o);
+    }
+    return kiln::data::glm_layout(tokens, kiln::data::blank_spans(T, o, gen), o);
+  }
+
   // Each row laid out with its own spans, the rows padded to the longest (labels -100).
   Batch layout(const Tensor& window, int64_t step, int64_t first_row) const {
     const Tensor rows = window.to(kiln::kCPU).contiguous();
@@ -284,7 +329,7 @@ class BlankInfilling : public Objective {
       const int64_t* t = rows.data_ptr<int64_t>() + r * T;
       std::vector<int64_t> tokens(t, t + T);
       kiln::Generator gen = kiln::row_generator(seed_, step, first_row + r);
-      examples.push_back(kiln::data::glm_layout(tokens, kiln::data::blank_spans(T, options_, gen), options_));
+      examples.push_back(corrupt(tokens, gen));
       longest = std::max(longest, examples.back().tokens.size());
     }
     std::vector<int64_t> ids, labels, positions, blocks, prefixes;
@@ -313,6 +358,8 @@ class BlankInfilling : public Objective {
   kiln::nn::ModelSpec spec_;
   kiln::nn::TransformerLM model_;
   kiln::data::BlankInfillingOptions options_;
+  double sentence_prob_, generation_prob_;
+  std::vector<bool> ends_sentence_;  // by token id
 };
 
 std::unique_ptr<Objective> make_objective(const Args& a, const kiln::data::Tokenizer& tok, kiln::Generator& gen) {
@@ -322,6 +369,8 @@ std::unique_ptr<Objective> make_objective(const Args& a, const kiln::data::Token
 }
 
 int run(const Args& a) {
+  KILN_CHECK(a.glm_sentences + a.glm_generation <= 1, "[pretrain] --glm-sentences {} and --glm-generation {} share "
+             "the rows: they add up to at most 1", a.glm_sentences, a.glm_generation);
   auto world = kiln::dist::mpi_world();
   const bool lead = world->rank() == 0;
   const int ranks = world->size(), rank = world->rank();
@@ -329,10 +378,9 @@ int run(const Args& a) {
   kiln::Generator gen(a.seed);
   std::unique_ptr<Objective> objective = make_objective(a, tok, gen);
   kiln::nn::Module& model = objective->model();
-  gen.set_offset(gen.offset() + (static_cast<uint64_t>(rank) << 40));  // each replica's own dropout
+  const uint64_t rank_offset = static_cast<uint64_t>(rank) << 40;
+  gen.set_offset(gen.offset() + rank_offset);  // each replica's own dropout
   kiln::optim::AdamW opt(kiln::optim::decay_groups(model.named_parameters(), a.weight_decay), {.lr = a.lr});
-  std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
-  if (ranks > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, world);
   kiln::optim::LRSchedule schedule{a.lr, a.lr * 0.1, a.warmup, a.steps, kiln::optim::LRSchedule::Decay::Cosine};
   // --batch rows per replica; replica r reads its share of each whole batch.
   const int64_t window = objective->window(a.seq);
@@ -340,6 +388,19 @@ int run(const Args& a) {
                                                          .world_size = ranks, .shuffle = true, .seed = a.seed});
   kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = window, .rank = rank,
                                                      .world_size = ranks});
+  // Checkpoints hold the model in its own format, the optimizer, the data
+  // position and the dropout generator's: a resumed run takes the same steps.
+  kiln::dist::TrainingState state;
+  if (a.resume) {
+    const std::string ckpt = kiln::dist::latest_checkpoint(a.out);
+    KILN_CHECK(!ckpt.empty(), "[pretrain] --resume: no checkpoint in {}", a.out);
+    kiln::dist::load_checkpoint(ckpt, model, [&](const std::string& dir) { objective->load(dir); }, opt, state);
+    train.seek(state.loader);
+    gen.set_offset(state.rng_offset + rank_offset);
+    if (lead) fmt::print("resumed from {} at step {}\n", ckpt, state.step);
+  }
+  std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
+  if (ranks > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, world);
   // Each figure's mean over the replicas (every replica's rows hold as many labels).
   auto mean_over_ranks = [&](std::vector<double> figures) {
     Tensor t = kiln::tensor(figures);
@@ -354,7 +415,7 @@ int run(const Args& a) {
   std::ofstream metrics;
   if (lead) {
     fs::create_directories(a.out);
-    metrics.open(a.out + "/metrics.jsonl");
+    metrics.open(a.out + "/metrics.jsonl", a.resume ? std::ios::app : std::ios::trunc);
   }
   auto evaluate = [&] {
     kiln::NoGradGuard no_grad;
@@ -378,7 +439,7 @@ int run(const Args& a) {
   std::string key = metric_key;
   std::replace(key.begin(), key.end(), ' ', '_');
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < a.steps; ++step) {
+  for (int64_t step = state.step; step < a.steps; ++step) {
     opt.set_lr(schedule.at(step));
     opt.zero_grad();
     auto [loss, metric] = objective->loss(train.next().first, step, rank * a.batch);
@@ -399,12 +460,18 @@ int run(const Args& a) {
                  validate ? fmt::format(" | val loss {:.4f} {} {:.3f}", m["val_loss"].get<double>(), metric_key,
                                         m["val_" + key].get<double>())
                           : "",
-                 norm, static_cast<double>(done * a.batch * a.seq * ranks) / seconds,
-                 seconds / static_cast<double>(done) * static_cast<double>(a.steps - done));
+                 norm, static_cast<double>((done - state.step) * a.batch * a.seq * ranks) / seconds,
+                 seconds / static_cast<double>(done - state.step) * static_cast<double>(a.steps - done));
       if (!sample.empty()) fmt::print("  {}\n", sample);
       std::fflush(stdout);
     }
     if (lead) metrics << m.dump() << '\n' << std::flush;
+    if (lead && a.checkpoint_every > 0 && (done % a.checkpoint_every == 0 || done == a.steps)) {
+      const kiln::dist::TrainingState now{done, train.position(), gen.offset() - rank_offset};
+      const std::string path = kiln::dist::save_checkpoint(
+          a.out, model, [&](const fs::path& dir) { objective->save(dir); }, opt, now, a.keep);
+      fmt::print("checkpoint: {}\n", path);
+    }
   }
   if (!lead) return 0;
   // Written beside, then renamed into place: a reader never sees half a model.
@@ -440,12 +507,21 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
   app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
   app.add_option("--dropout", a.dropout, "hidden dropout")->capture_default_str();
+  app.add_option("--glm-sentences", a.glm_sentences, "GLM: share of rows blanking whole sentences with [sMASK]")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--glm-generation", a.glm_generation,
+                 "GLM: share of rows blanking a span to the end with [gMASK] (the rest: [MASK] spans)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
   app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--seed", a.seed, "initialization, data order, corruption and dropout")->capture_default_str();
+  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints in --out, 0 for none")
+      ->capture_default_str();
+  app.add_option("--keep", a.keep, "checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("--resume", a.resume, "continue exactly from the latest checkpoint in --out");
   CLI11_PARSE(app, argc, argv);
   if (a.out.empty()) a.out = "out/" + a.model;
   try {

@@ -25,6 +25,19 @@ int64_t span_length(const BlankInfillingOptions& o, Generator& gen) {
   return static_cast<int64_t>(std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin()) + 1;
 }
 
+// spans in a random order (uniform keys, stably sorted).
+std::vector<std::pair<int64_t, int64_t>> shuffled(const std::vector<std::pair<int64_t, int64_t>>& spans,
+                                                  Generator& gen) {
+  std::vector<double> keys;
+  for (size_t i = 0; i < spans.size(); ++i) keys.push_back(uniform(gen));
+  std::vector<size_t> order(spans.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return keys[x] < keys[y]; });
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (size_t i : order) out.push_back(spans[i]);
+  return out;
+}
+
 }  // namespace
 
 GlmExample glm_layout(const std::vector<int64_t>& tokens, const std::vector<std::pair<int64_t, int64_t>>& spans,
@@ -34,8 +47,8 @@ GlmExample glm_layout(const std::vector<int64_t>& tokens, const std::vector<std:
   std::sort(in_text.begin(), in_text.end());
   for (size_t i = 0; i < in_text.size(); ++i) {
     const auto [start, end] = in_text[i];
-    KILN_CHECK(start >= 0 && start < end && end <= n && (i == 0 || in_text[i - 1].second < start),
-               "[blank_infilling] span [{}, {}) of {} tokens is empty, out of bounds or touches another", start, end, n);
+    KILN_CHECK(start >= 0 && start < end && end <= n && (i == 0 || in_text[i - 1].second <= start),
+               "[blank_infilling] span [{}, {}) of {} tokens is empty, out of bounds or overlaps another", start, end, n);
   }
   // Position in part A: a span's tokens all stand at its mask's place.
   std::vector<int64_t> position(static_cast<size_t>(n), 1);
@@ -99,15 +112,38 @@ std::vector<std::pair<int64_t, int64_t>> blank_spans(int64_t length, const Blank
     spans.emplace_back(offset + places[i], offset + places[i] + lengths[i]);
     offset += lengths[i] + 1;
   }
-  // Part B's order: a shuffle.
-  std::vector<double> keys;
-  for (size_t i = 0; i < spans.size(); ++i) keys.push_back(uniform(gen));
-  std::vector<size_t> order(spans.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return keys[x] < keys[y]; });
-  std::vector<std::pair<int64_t, int64_t>> shuffled;
-  for (size_t i : order) shuffled.push_back(spans[i]);
-  return shuffled;
+  return shuffled(spans, gen);  // part B's order
+}
+
+std::vector<std::pair<int64_t, int64_t>> sentence_spans(const std::vector<int64_t>& tokens,
+                                                        const std::vector<bool>& ends_sentence, int64_t eos_id,
+                                                        const BlankInfillingOptions& o, Generator& gen) {
+  std::vector<std::pair<int64_t, int64_t>> sentences;
+  const auto n = static_cast<int64_t>(tokens.size());
+  int64_t first = 0;
+  auto add = [&](int64_t end) {
+    if (first < end && end - first < o.max_span) sentences.emplace_back(first, end);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = tokens[static_cast<size_t>(i)];
+    KILN_CHECK(t >= 0 && (t == eos_id || t < static_cast<int64_t>(ends_sentence.size())),
+               "[blank_infilling] token {} is outside the {} ids ends_sentence marks", t, ends_sentence.size());
+    if (t == eos_id) {
+      first = i + 1;
+    } else if (ends_sentence[static_cast<size_t>(t)]) {
+      add(i + 1);
+      first = i + 1;
+    }
+  }
+  add(n);
+  std::vector<std::pair<int64_t, int64_t>> taken;
+  int64_t covered = 0;
+  for (const auto& span : shuffled(sentences, gen)) {
+    taken.push_back(span);
+    covered += span.second - span.first;
+    if (covered >= static_cast<int64_t>(o.ratio * static_cast<double>(n))) break;
+  }
+  return taken;
 }
 
 std::pair<int64_t, int64_t> generation_span(int64_t length, const BlankInfillingOptions& o, Generator& gen) {

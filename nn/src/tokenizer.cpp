@@ -114,6 +114,12 @@ std::optional<uint32_t> Tokenizer::piece_id(std::string_view piece) const {
   return static_cast<uint32_t>(id);
 }
 
+std::string Tokenizer::piece(uint32_t id) const {
+  KILN_CHECK(id < static_cast<uint32_t>(sp_->GetPieceSize()), "[Tokenizer] id {} is outside the vocabulary of {}", id,
+             sp_->GetPieceSize());
+  return replace_all(sp_->IdToPiece(static_cast<int>(id)), kNewline, "\n");
+}
+
 uint32_t Tokenizer::special_id(Special s) const {
   auto id = piece_id(special_piece(s));
   KILN_CHECK(id, "[Tokenizer] {} has no '{}': it was trained without kiln's special symbols (prepare_data reserves "

@@ -12,8 +12,9 @@
 // Blank infilling draws span lengths from Poisson(mean_span) (1 to
 // max_span - 1) until ratio of the tokens are covered, places them at random
 // with at least one token between two, and masks them with [MASK]. The
-// generation objective blanks one span that runs to the end of the sequence
-// (at least min_generation_ratio of it) with [gMASK].
+// gap-sentence objective blanks whole sentences with [sMASK], the generation
+// objective one span that runs to the end of the sequence (at least
+// min_generation_ratio of it) with [gMASK].
 
 #include <utility>
 #include <vector>
@@ -43,12 +44,21 @@ struct GlmExample {
 
 // The layout of tokens with the spans [start, end) blanked by options.mask_id;
 // part B takes the spans in the order given. Spans must be nonempty, in
-// bounds and apart.
+// bounds and must not overlap (adjacent sentences are two blanks).
 GlmExample glm_layout(const std::vector<int64_t>& tokens, const std::vector<std::pair<int64_t, int64_t>>& spans,
                       const BlankInfillingOptions& options);
 
 // Random spans of GLM's blank infilling over `length` tokens, in part B's (shuffled) order.
 std::vector<std::pair<int64_t, int64_t>> blank_spans(int64_t length, const BlankInfillingOptions& options, Generator& gen);
+// GLM's gap-sentence spans (THUDM's construct_blocks): the sentences of
+// tokens, each running to a token whose id is marked in ends_sentence (or to
+// the end; an eos_id ends one and stands in none), shuffled and taken until
+// they cover int(ratio x length) tokens, in the order taken (part B's).
+// Sentences longer than max_span - 1 tokens are passed over (the block
+// positions bound a span); empty when no sentence fits.
+std::vector<std::pair<int64_t, int64_t>> sentence_spans(const std::vector<int64_t>& tokens,
+                                                        const std::vector<bool>& ends_sentence, int64_t eos_id,
+                                                        const BlankInfillingOptions& options, Generator& gen);
 // The generation objective's span: from a random point to the end.
 std::pair<int64_t, int64_t> generation_span(int64_t length, const BlankInfillingOptions& options, Generator& gen);
 

@@ -56,6 +56,9 @@ class Tokenizer {
   uint32_t eos_id() const;
   // The id of a piece, if the vocabulary has it.
   std::optional<uint32_t> piece_id(std::string_view piece) const;
+  // The piece of an id as text (sentencepiece's U+2581 for a leading space; a
+  // newline as "\n").
+  std::string piece(uint32_t id) const;
   // A reserved symbol's id; raises, naming the symbol and the model file, when
   // the tokenizer was trained without it.
   uint32_t special_id(Special s) const;
