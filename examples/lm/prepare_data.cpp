@@ -19,14 +19,12 @@
 #include <fstream>
 #include <numeric>
 #include <set>
-#include <sstream>
 
 #include <kiln/kiln.h>
 
 namespace fs = std::filesystem;
 
 namespace {
-
 
 // Text files under each input (directories recursively); for fortune
 // directories, the data files (no .dat/.u8 index files).
@@ -48,42 +46,6 @@ std::vector<fs::path> collect(const std::vector<std::string>& inputs) {
   std::sort(files.begin(), files.end());
   KILN_CHECK(!files.empty(), "[prepare_data] no text files found in the inputs");
   return files;
-}
-
-// Strips trailing spaces on every line and blank lines at both ends.
-std::string clean(const std::string& doc) {
-  std::vector<std::string> lines;
-  std::stringstream ss(doc);
-  for (std::string line; std::getline(ss, line);) {
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r')) line.pop_back();
-    lines.push_back(line);
-  }
-  while (!lines.empty() && lines.back().empty()) lines.pop_back();
-  size_t first = 0;
-  while (first < lines.size() && lines[first].empty()) ++first;
-  std::string out;
-  for (size_t i = first; i < lines.size(); ++i) out += (i > first ? "\n" : "") + lines[i];
-  return out;
-}
-
-// Fortune files separate documents by lines holding only "%"; other text by blank lines.
-std::vector<std::string> split_documents(const std::string& text) {
-  std::vector<std::string> docs;
-  bool fortune = text.rfind("%\n", 0) == 0 || text.find("\n%\n") != std::string::npos;
-  std::stringstream ss(text);
-  std::string current;
-  for (std::string line; std::getline(ss, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    bool boundary = fortune ? line == "%" : line.empty();
-    if (boundary) {
-      docs.push_back(current);
-      current.clear();
-    } else {
-      current += line + "\n";
-    }
-  }
-  docs.push_back(current);
-  return docs;
 }
 
 }  // namespace
@@ -112,9 +74,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> docs;
     std::set<std::string> seen;
     for (const fs::path& f : collect(inputs)) {
-      for (std::string& d : split_documents(kiln::read_file(f.string()))) {
+      for (std::string& d : kiln::data::split_documents(kiln::read_file(f.string()))) {
         ++read;
-        std::string c = clean(d);
+        std::string c = kiln::data::clean_document(d);
         if (c.empty()) ++empty;
         else if (seen.insert(c).second) docs.push_back(std::move(c));
       }
