@@ -31,6 +31,7 @@ struct Args {
   std::string model, tokenizer, out = "out/classify";
   std::vector<std::string> files{"/usr/share/games/fortunes/computers", "/usr/share/games/fortunes/politics"};
   int64_t seq = 128, batch = 16, epochs = 3, log_every = 20;
+  int64_t layers = 4, channels = 192, heads = 6;  // --scratch's BERT
   double lr = 1e-4, weight_decay = 0.01, held_out = 0.2;
   uint64_t seed = 1337;
   bool scratch = false;
@@ -107,9 +108,9 @@ int run(const Args& a) {
   kiln::data::Tokenizer tok(a.tokenizer);
   kiln::nn::BertConfig config;
   if (a.scratch) {
-    config = {.vocab_size = static_cast<int64_t>(tok.vocab_size()), .hidden_size = 192, .num_hidden_layers = 4,
-              .num_attention_heads = 6, .intermediate_size = 768, .max_position_embeddings = a.seq,
-              .pad_token_id = tok.special_id(Special::Pad)};
+    config = {.vocab_size = static_cast<int64_t>(tok.vocab_size()), .hidden_size = a.channels,
+              .num_hidden_layers = a.layers, .num_attention_heads = a.heads, .intermediate_size = 4 * a.channels,
+              .max_position_embeddings = a.seq, .pad_token_id = tok.special_id(Special::Pad)};
   } else {
     config = kiln::nn::bert::from_hf_config(kiln::read_file(a.model + "/config.json"));
     KILN_CHECK(config.vocab_size == static_cast<int64_t>(tok.vocab_size()),
@@ -232,7 +233,10 @@ int main(int argc, char** argv) {
   CLI::App app{"Fine-tune pretrain's BERT to tell which fortune file a fortune comes from"};
   Args a;
   app.add_option("--model", a.model, "pretrain's BERT (a BertForPreTraining directory)");
-  app.add_flag("--scratch", a.scratch, "start from random weights instead (4 layers, 192 channels)");
+  app.add_flag("--scratch", a.scratch, "start from random weights instead (of --layers, --channels, --heads)");
+  app.add_option("--layers", a.layers, "--scratch: layers")->capture_default_str();
+  app.add_option("--channels", a.channels, "--scratch: width (the MLP is 4 times it)")->capture_default_str();
+  app.add_option("--heads", a.heads, "--scratch: attention heads")->capture_default_str();
   app.add_option("--tokenizer", a.tokenizer, "the sentencepiece model the BERT was trained with")->required();
   app.add_option("--files", a.files, "text files, one class each (fortune files split at '%' lines)")
       ->capture_default_str();
