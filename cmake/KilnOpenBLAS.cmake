@@ -1,6 +1,7 @@
-# kiln::openblas: OpenBLAS's CBLAS interface. The OpenMP build (Debian:
-# libopenblas-openmp-dev) shares kiln's OpenMP thread pool; the pthreads build
-# would start a second pool that spins against it on small machines. Searched
+# kiln::openblas: OpenBLAS's CBLAS interface. kiln runs it single-threaded
+# inside its own pool's split of each GEMM, so the build's threading is never
+# started; the OpenMP build (Debian: libopenblas-openmp-dev) is looked for
+# first, as the pthreads build reserves a server of its own. Searched
 # under CMAKE_PREFIX_PATH first (a prefix of unpacked packages on machines
 # without them), then the system.
 set(_kiln_blas_roots ${CMAKE_PREFIX_PATH} /usr /usr/local)

@@ -45,4 +45,5 @@
 #include "kiln/random.h"
 #include "kiln/serialize.h"
 #include "kiln/settings.h"
+#include "kiln/threads.h"
 #include "kiln/tensor.h"

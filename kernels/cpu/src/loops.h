@@ -2,6 +2,7 @@
 // Building blocks of the CPU kernels: dispatch over dtypes, and one strided
 // N-operand loop that coalesces dimensions and parallelizes the outer ones.
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <type_traits>
@@ -11,10 +12,8 @@
 #include "kiln/base/half.h"
 #include "kiln/base/strided.h"
 #include "kiln/base/visit.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "kiln/kernels/cpu.h"
+#include "thread_pool.h"
 
 namespace kiln::kernels::cpu {
 
@@ -50,29 +49,25 @@ void for_each(const std::array<const Buffer*, N>& bufs, F&& body, bool serial = 
     it.offsets(o, off.data(), /*skip=*/it.ndim > 0 ? 1 : 0);
     body(off, n_inner, inner);
   };
-  if (!serial && total >= kParallelGrain && n_outer > 1) {
-#pragma omp parallel for schedule(static)
-    for (int64_t o = 0; o < n_outer; ++o) run(o);
+  const int64_t parts = !serial && total >= kParallelGrain ? std::min<int64_t>(num_threads(), n_outer) : 1;
+  if (parts > 1) {
+    parallel_tasks(parts, [&](int64_t p) {
+      for (int64_t o = p * n_outer / parts; o < (p + 1) * n_outer / parts; ++o) run(o);
+    });
   } else {
     for (int64_t o = 0; o < n_outer; ++o) run(o);
   }
 }
 
 // Runs f(begin, end) over [0, n) split across threads when the work is large.
+// The split depends only on n and the thread count: results are the same
+// from run to run.
 template <typename F>
 void parallel_for(int64_t n, int64_t work_per_item, F&& f) {
-  if (n * work_per_item >= kParallelGrain && n > 1) {
-#pragma omp parallel
-    {
-#ifdef _OPENMP
-      int nt = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-      int nt = 1, t = 0;
-#endif
-      int64_t chunk = (n + nt - 1) / nt;
-      int64_t b = t * chunk, e = b + chunk < n ? b + chunk : n;
-      if (b < e) f(b, e);
-    }
+  const int64_t threads = n * work_per_item >= kParallelGrain && n > 1 ? num_threads() : 1;
+  if (threads > 1) {
+    const int64_t chunk = (n + threads - 1) / threads;
+    parallel_tasks((n + chunk - 1) / chunk, [&](int64_t t) { f(t * chunk, std::min(n, (t + 1) * chunk)); });
   } else {
     f(0, n);
   }

@@ -1,8 +1,10 @@
-// Batched matmul: float32/float64 through OpenBLAS's GEMM, bfloat16/float16
-// widened to float32 for it, integers through a plain loop in int64.
+// Batched matmul: float32/float64 through OpenBLAS's GEMM (single-threaded,
+// split over kiln's thread pool), bfloat16/float16 widened to float32 for it,
+// integers through a plain loop in int64.
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "kiln/base/gemm_layout.h"
@@ -33,6 +35,9 @@ const T* as_blas(const T* p, int64_t rows, int64_t cols, int64_t srow, int64_t s
   l = {CblasNoTrans, std::max<int64_t>(cols, 1)};
   return scratch.data();
 }
+
+// The fewest FLOPs of a GEMM worth another thread.
+constexpr double kGemmGrain = 1 << 21;
 
 template <typename T>
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
@@ -82,14 +87,43 @@ void matmul(const Buffer& out, const Buffer& a, const Buffer& b, const GemmOptio
       return gelu_epilogue(out, options);
     }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      std::vector<T> sa, sb;
-      for (int64_t p = 0; p < batch; ++p) {
-        Layout la, lb;
-        const T* pa = as_blas(a.ptr<T>() + p * a.strides[0], m, k, a.strides[1], a.strides[2], la, sa);
-        const T* pb = as_blas(b.ptr<T>() + p * b.strides[0], k, n, b.strides[1], b.strides[2], lb, sb);
-        T* pc = c + p * out.strides[0];
-        if (m == 0 || n == 0) continue;
-        gemm<T>(la.trans, lb.trans, m, n, k, pa, la.ld, pb, lb.ld, pc, out.strides[1]);
+      // Operands as BLAS takes them (copied when their strides do not allow).
+      std::vector<std::vector<T>> sa(static_cast<size_t>(batch)), sb(static_cast<size_t>(batch));
+      std::vector<const T*> pa(static_cast<size_t>(batch)), pb(static_cast<size_t>(batch));
+      std::vector<Layout> la(static_cast<size_t>(batch)), lb(static_cast<size_t>(batch));
+      for (size_t p = 0; p < static_cast<size_t>(batch); ++p) {
+        const auto q = static_cast<int64_t>(p);
+        pa[p] = as_blas(a.ptr<T>() + q * a.strides[0], m, k, a.strides[1], a.strides[2], la[p], sa[p]);
+        pb[p] = as_blas(b.ptr<T>() + q * b.strides[0], k, n, b.strides[1], b.strides[2], lb[p], sb[p]);
+      }
+      // Each product's rows (or columns, when it has fewer rows) in parts
+      // over the threads, the parts of every product of the batch as tasks;
+      // BLAS runs single-threaded in each. Products too small to split are
+      // spread over the batch.
+      const bool by_rows = m >= n;
+      const int64_t extent = by_rows ? m : n;
+      const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+      const int64_t parts =
+          std::clamp<int64_t>(static_cast<int64_t>(flops / kGemmGrain), 1, std::min<int64_t>(num_threads(), extent));
+      auto part = [&](int64_t task) {
+        const auto p = static_cast<size_t>(task / parts);
+        const int64_t lo = task % parts * extent / parts, hi = (task % parts + 1) * extent / parts;
+        T* pc = c + static_cast<int64_t>(p) * out.strides[0];
+        if (hi == lo) return;
+        if (by_rows)
+          gemm<T>(la[p].trans, lb[p].trans, hi - lo, n, k, pa[p] + (la[p].trans == CblasNoTrans ? lo * la[p].ld : lo),
+                  la[p].ld, pb[p], lb[p].ld, pc + lo * out.strides[1], out.strides[1]);
+        else
+          gemm<T>(la[p].trans, lb[p].trans, m, hi - lo, k, pa[p], la[p].ld,
+                  pb[p] + (lb[p].trans == CblasNoTrans ? lo : lo * lb[p].ld), lb[p].ld, pc + lo, out.strides[1]);
+      };
+      if (m > 0 && n > 0) {
+        const int64_t tasks = batch * parts;
+        if (tasks == 1 || static_cast<double>(batch) * flops < kGemmGrain) {
+          for (int64_t t = 0; t < tasks; ++t) part(t);
+        } else {
+          parallel_tasks(tasks, part);
+        }
       }
       if (options.bias.data) add_bias<T>(out, options.bias);
       gelu_epilogue(out, options);

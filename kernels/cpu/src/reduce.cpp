@@ -112,12 +112,22 @@ void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
     visit_floating(x.dtype, "squared_norms", [&](auto tag) {
       using T = decltype(tag);
       const T* p = x.ptr<T>();
+      // Fixed blocks summed in order: the same total for any thread count.
+      constexpr int64_t kBlock = 1 << 16;
+      const int64_t n = x.numel(), blocks = (n + kBlock - 1) / kBlock;
+      std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+      parallel_for(blocks, kBlock, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          double total = 0;
+          for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+            const double v = double(acc_t<T>(p[i]));
+            total += v * v;
+          }
+          partial[static_cast<size_t>(b)] = total;
+        }
+      });
       double total = 0;
-#pragma omp parallel for reduction(+ : total) if (x.numel() > kParallelGrain)
-      for (int64_t i = 0; i < x.numel(); ++i) {
-        const double v = double(acc_t<T>(p[i]));
-        total += v * v;
-      }
+      for (double v : partial) total += v;
       o[t] = total;
     });
   }

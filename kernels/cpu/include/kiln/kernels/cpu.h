@@ -13,4 +13,10 @@
 
 namespace kiln::kernels::cpu {
 #include "kiln/base/kernel_api.inc"
+
+// The threads the CPU kernels use (the caller's among them). The default is
+// OMP_NUM_THREADS when set, else the cores this process may run on, divided
+// among the ranks of an MPI job on this node.
+void set_num_threads(int threads);
+int num_threads();
 }  // namespace kiln::kernels::cpu
