@@ -1011,3 +1011,37 @@ TEST_CASE("attention masks (prefix-LM, key padding, any bool mask) and an additi
                                                         {.bias = randn({1, 2, 3, 5}, gen)}),
                     Catch::Contains("takes causal and scale"));
 }
+
+TEST_CASE("the CPU thread count changes no result: GEMMs split by rows, columns and batch, row loops, norms") {
+  Generator gen(71);
+  const int before = get_num_threads();
+  CHECK_THROWS_WITH(set_num_threads(0), Catch::Contains("at least one thread"));
+  Tensor tall_a = randn({300, 96}, gen), tall_b = randn({96, 80}, gen);    // rows split
+  Tensor wide_a = randn({20, 300}, gen), wide_b = randn({300, 700}, gen);  // columns split
+  Tensor many_a = randn({64, 32, 48}, gen), many_b = randn({64, 48, 32}, gen);  // small products over the batch
+  Tensor strided = randn({96, 300}, gen).t();  // a transposed operand, split by rows
+  Tensor rows = randn({512, 130}, gen), big = randn({200000}, gen);
+  auto results = [&] {
+    return std::vector<Tensor>{matmul(tall_a, tall_b), matmul(wide_a, wide_b), matmul(many_a, many_b),
+                               matmul(strided, tall_b), layer_norm(rows, {130}), softmax(rows, -1),
+                               squared_norms({big, rows}), sum(big)};
+  };
+  set_num_threads(1);
+  REQUIRE(get_num_threads() == 1);
+  const std::vector<Tensor> one = results();
+  set_num_threads(3);
+  REQUIRE(get_num_threads() == 3);
+  const std::vector<Tensor> three = results();
+  set_num_threads(before);
+  for (size_t i = 0; i < one.size(); ++i) {
+    INFO("result " << i);
+    // GEMM parts may round alike or not (BLAS's edge kernels); everything else is bitwise the same.
+    if (i < 4) KT_CHECK_CLOSE(three[i], values(one[i]), 1e-6);
+    else CHECK(values(three[i]) == values(one[i]));
+  }
+  // Each matches float64.
+  KT_CHECK_CLOSE(three[0], values(matmul(tall_a.to(kFloat64), tall_b.to(kFloat64))), 1e-4);
+  KT_CHECK_CLOSE(three[1], values(matmul(wide_a.to(kFloat64), wide_b.to(kFloat64))), 1e-4);
+  KT_CHECK_CLOSE(three[2], values(matmul(many_a.to(kFloat64), many_b.to(kFloat64))), 1e-4);
+  KT_CHECK_CLOSE(three[3], values(matmul(strided.to(kFloat64), tall_b.to(kFloat64))), 1e-4);
+}
