@@ -60,7 +60,7 @@ std::pair<std::map<std::string, Tensor>, std::string> whole_optimizer_state(
 // and config there, then the optimizer state and the training state go to
 // state.safetensors; renamed into place, `latest` pointed at it, the newest
 // `keep` kept. Returns its path.
-std::string write_checkpoint(const std::string& dir, const std::function<void(const fs::path&)>& write_model,
+std::string write_checkpoint(const std::string& dir, const ModelWriter& write_model,
                              const std::map<std::string, Tensor>& full_state, const std::string& kinds,
                              const TrainingState& state, int keep) {
   const std::string name = fmt::format("step-{:06d}", state.step);
