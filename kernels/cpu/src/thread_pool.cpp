@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -28,6 +29,25 @@ struct Job {
 };
 
 thread_local bool in_task = false;
+
+// Returns once `value` differs from `old`. Yields for a moment first, since
+// the next job or the last task usually comes within microseconds and a
+// futex sleep and wake costs more; then sleeps, so that an idle pool costs a
+// busy machine nothing.
+template <typename T>
+T await_change(const std::atomic<T>& value, T old) {
+  constexpr auto kSpin = std::chrono::milliseconds(2);
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    if (T now = value.load(std::memory_order_acquire); now != old) return now;
+    if (std::chrono::steady_clock::now() >= until) break;
+    std::this_thread::yield();
+  }
+  for (;;) {
+    value.wait(old, std::memory_order_acquire);
+    if (T now = value.load(std::memory_order_acquire); now != old) return now;
+  }
+}
 
 // Claims and runs job's tasks until none is left.
 void work(Job& job) {
@@ -94,7 +114,7 @@ class Pool {
     generation_.fetch_add(1, std::memory_order_release);
     generation_.notify_all();
     work(*job);
-    for (int64_t d; (d = job->done.load(std::memory_order_acquire)) < tasks;) job->done.wait(d);
+    for (int64_t d = job->done.load(std::memory_order_acquire); d < tasks;) d = await_change(job->done, d);
     if (job->error) std::rethrow_exception(job->error);
   }
 
@@ -112,13 +132,11 @@ class Pool {
     workers_.clear();
   }
 
-  // A worker sleeps until a job is published (atomic wait: a few spins, then
-  // the kernel's futex), takes part in it, and sleeps again.
+  // A worker waits until a job is published, takes part in it, and waits again.
   void serve() {
     uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
-      generation_.wait(seen, std::memory_order_acquire);
-      seen = generation_.load(std::memory_order_acquire);
+      seen = await_change(generation_, seen);
       if (stopping_) return;
       std::shared_ptr<Job> job;
       {

@@ -1,6 +1,6 @@
 #pragma once
 // The threads the CPU kernels run on: kiln's own pool instead of OpenMP's, so
-// that idle threads sleep rather than spin (OpenMP's default spinning starves a
+// that idle threads soon sleep rather than spin (OpenMP's default spinning starves a
 // busy machine) and BLAS runs single-threaded inside kiln's split of each GEMM.
 
 #include <cstdint>
