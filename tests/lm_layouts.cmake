@@ -5,8 +5,9 @@
 # run (each replica half the batch) matches and resumes on one process. Llama
 # (grouped-query heads split across tp 2) at tp=2 x pp=2 matches one process
 # and resumes on one process; so does a Llama with MoE layers, and expert
-# parallelism matches data parallelism without it; BERT pre-training at dp 2
-# matches one process.
+# parallelism matches data parallelism without it; BERT, T5 and GLM
+# pre-training at tp 2 x dp 2 (BERT and GLM also at pp 2 x dp 2) match one
+# process.
 #   cmake -DBIN=<examples dir> -DCOMPARE=<compare_metrics> -DMPIRUN="<mpirun ...>" -DWORK=<dir> -P lm_layouts.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -100,20 +101,32 @@ run(${mpirun} -np 4 ${no_balance} --batch 4 --eval-batches 4 --ep 4 --out ${WORK
 run(${COMPARE} ${WORK}/moe_dp4_ep4_b4/metrics.jsonl ${WORK}/moe_one_b16/metrics.jsonl 1 1e-5
     train_loss,grad_norm,val_loss,moe_z_loss,moe_dropped)
 
-# BERT's masked LM, T5's span corruption and GLM's blank infilling: two replicas of batch 4 take the
-# steps of one process with batch 8 (each row corrupted from its place in the
-# whole batch).
+# BERT's masked LM, T5's span corruption and GLM's blank infilling: tp 2 x
+# dp 2 on batches of 4 takes the steps of one process on batches of 8 (each
+# row corrupted from its place in the whole batch, every row weighing the
+# same in the loss), and so does pp 2 x dp 2 in micro-batches of 2 for BERT
+# and GLM; a tp 2 x dp 2 checkpoint resumes on one process.
+set(encoder_keys train_loss,grad_norm,val_loss)
 foreach(model bert t5 glm)
   set(pretrain ${BIN}/pretrain --model ${model} --data ${WORK}/data --layers 2 --channels 32 --heads 4 --seq 18
-      --steps 6 --warmup 2 --eval-every 3 --eval-batches 2 --dropout 0)
+      --steps 6 --warmup 2 --eval-every 3 --eval-batches 2 --dropout 0 --checkpoint-every 3)
   run(${pretrain} --batch 8 --out ${WORK}/${model}_one)
-  run(${mpirun} -np 2 ${pretrain} --batch 4 --out ${WORK}/${model}_dp2)
-endforeach()
-run(${COMPARE} ${WORK}/bert_dp2/metrics.jsonl ${WORK}/bert_one/metrics.jsonl 1 1e-5
-    train_loss,grad_norm,val_loss,masked_accuracy,val_masked_accuracy)
-foreach(model t5 glm)
-  run(${COMPARE} ${WORK}/${model}_dp2/metrics.jsonl ${WORK}/${model}_one/metrics.jsonl 1 1e-5
-      train_loss,grad_norm,val_loss,span_accuracy,val_span_accuracy)
+  run(${mpirun} -np 4 ${pretrain} --batch 4 --tp 2 --out ${WORK}/${model}_tp2dp2)
+  resume_from(${model}_tp2dp2/step-000003 ${model}_tp2dp2_on_one)
+  run(${pretrain} --batch 8 --out ${WORK}/${model}_tp2dp2_on_one --resume)
+  set(layouts tp2dp2 tp2dp2_on_one)
+  if(NOT model STREQUAL t5)
+    run(${mpirun} -np 4 ${pretrain} --batch 4 --pp 2 --microbatches 2 --out ${WORK}/${model}_pp2dp2)
+    list(APPEND layouts pp2dp2)
+  endif()
+  set(metric span_accuracy)
+  if(model STREQUAL bert)
+    set(metric masked_accuracy)
+  endif()
+  foreach(layout ${layouts})
+    run(${COMPARE} ${WORK}/${model}_${layout}/metrics.jsonl ${WORK}/${model}_one/metrics.jsonl 1 1e-5
+        ${encoder_keys},${metric},val_${metric})
+  endforeach()
 endforeach()
 
 foreach(other tp2pp2 tp2pp2_on_one one_on_tp4 one_on_pp4)

@@ -60,7 +60,7 @@ std::pair<std::map<std::string, Tensor>, std::string> whole_optimizer_state(
 // and config there, then the optimizer state and the training state go to
 // state.safetensors; renamed into place, `latest` pointed at it, the newest
 // `keep` kept. Returns its path.
-std::string write_checkpoint(const std::string& dir, const ModelWriter& write_model,
+std::string write_checkpoint(const std::string& dir, const std::function<void(const fs::path&)>& write_model,
                              const std::map<std::string, Tensor>& full_state, const std::string& kinds,
                              const TrainingState& state, int keep) {
   const std::string name = fmt::format("step-{:06d}", state.step);
@@ -85,22 +85,24 @@ std::string write_checkpoint(const std::string& dir, const ModelWriter& write_mo
 }
 
 // Writes the checkpoint of a model and its optimizer's state ("<index>.<state>"
-// in the numbering of params).
-std::string save(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
-                 const std::vector<Tensor>& params, const std::map<std::string, Tensor>& opt_state,
-                 const TrainingState& state, int keep) {
-  // Gather on every rank, write on rank 0.
+// in the numbering of params): gathered on every rank, written on rank 0.
+std::string save(const std::string& dir, const nn::ParallelModel& model, const ParallelState& layout,
+                 const ModelWriter& write_model, const std::vector<Tensor>& params,
+                 const std::map<std::string, Tensor>& opt_state, const TrainingState& state, int keep) {
   std::map<std::string, Tensor> weights = full_state_dict(model, layout);
   auto [full_state, kinds] = whole_optimizer_state(
       opt_state, optimizer_param_names(model, params),
       [&](const std::map<std::string, Tensor>& local) { return gather_full(model, layout, local); });
   if (layout.world()->rank() != 0) return "";
-  auto write_model = [&](const fs::path& tmp) {
-    save_safetensors((tmp / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights),
-                     {{"format", "pt"}});
-    write_file_atomic((tmp / "config.json").string(), nn::hf::config_json(model.spec()));
-  };
-  return write_checkpoint(dir, write_model, full_state, kinds, state, keep);
+  return write_checkpoint(dir, [&](const fs::path& tmp) { write_model(weights, tmp); }, full_state, kinds, state,
+                          keep);
+}
+
+// A TransformerLM's weights under its family's Hugging Face names, with its config.
+void write_hf_model(const nn::TransformerLM& model, const std::map<std::string, Tensor>& weights,
+                    const fs::path& dir) {
+  save_safetensors((dir / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights), {{"format", "pt"}});
+  write_file_atomic((dir / "config.json").string(), nn::hf::config_json(model.spec()));
 }
 
 // A checkpoint's whole optimizer state: its step count, and each state kind's
@@ -145,26 +147,38 @@ std::map<std::string, Tensor> numbered_state(const StoredState& stored, const st
   return local_state;
 }
 
-// Loads the weights and the training state, and returns this rank's share of
-// the optimizer state in the numbering of params.
-std::map<std::string, Tensor> load(const std::string& checkpoint, nn::TransformerLM& model,
+// Loads the weights (read_model) and the training state, and returns this
+// rank's share of the optimizer state in the numbering of params.
+std::map<std::string, Tensor> load(const std::string& checkpoint, nn::ParallelModel& model, const ModelReader& read_model,
                                    const std::vector<Tensor>& params, TrainingState& state) {
-  nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
+  read_model(checkpoint);
   const std::vector<std::string> names = optimizer_param_names(model, params);
   return numbered_state(read_state(checkpoint, names, state), names,
                         [&](const std::map<std::string, Tensor>& full) { return model.take_local(full, false); });
+}
+
+ModelReader hf_reader(nn::TransformerLM& model) {
+  return [&model](const std::string& dir) { nn::hf::load_weights(model, nn::hf::read_weights(dir)); };
 }
 
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
                             const optim::Optimizer& opt, const TrainingState& state, int keep) {
-  return save(dir, model, layout, opt.params(), opt.state_dict(), state, keep);
+  auto write = [&](const std::map<std::string, Tensor>& weights, const fs::path& to) { write_hf_model(model, weights, to); };
+  return save(dir, model, layout, write, opt.params(), opt.state_dict(), state, keep);
 }
 
 std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
                             const ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
-  return save(dir, model, layout, opt.params(), opt.state_dict(), state, keep);
+  auto write = [&](const std::map<std::string, Tensor>& weights, const fs::path& to) { write_hf_model(model, weights, to); };
+  return save(dir, model, layout, write, opt.params(), opt.state_dict(), state, keep);
+}
+
+std::string save_checkpoint(const std::string& dir, const nn::ParallelModel& model, const ParallelState& layout,
+                            const ModelWriter& write_model, const optim::Optimizer& opt, const TrainingState& state,
+                            int keep) {
+  return save(dir, model, layout, write_model, opt.params(), opt.state_dict(), state, keep);
 }
 
 std::vector<std::string> checkpoint_names(const std::string& dir) {
@@ -191,28 +205,17 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, op
                      TrainingState* state) {
   if (!opt) return nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
   KILN_CHECK(state, "[checkpoint] loading optimizer state needs a TrainingState to fill");
-  opt->load_state_dict(load(checkpoint, model, opt->params(), *state));
+  opt->load_state_dict(load(checkpoint, model, hf_reader(model), opt->params(), *state));
 }
 
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
                      TrainingState& state) {
-  opt.load_state_dict(load(checkpoint, model, opt.params(), state));
+  opt.load_state_dict(load(checkpoint, model, hf_reader(model), opt.params(), state));
 }
 
-std::string save_checkpoint(const std::string& dir, const nn::Module& model, const ModelWriter& write_model,
-                            const optim::Optimizer& opt, const TrainingState& state, int keep) {
-  auto whole = [](const std::map<std::string, Tensor>& local) { return local; };
-  auto [full_state, kinds] =
-      whole_optimizer_state(opt.state_dict(), optimizer_param_names(model, opt.params()), whole);
-  return write_checkpoint(dir, write_model, full_state, kinds, state, keep);
-}
-
-void load_checkpoint(const std::string& checkpoint, nn::Module& model, const ModelReader& read_model,
+void load_checkpoint(const std::string& checkpoint, nn::ParallelModel& model, const ModelReader& read_model,
                      optim::Optimizer& opt, TrainingState& state) {
-  read_model(checkpoint);
-  const std::vector<std::string> names = optimizer_param_names(model, opt.params());
-  opt.load_state_dict(numbered_state(read_state(checkpoint, names, state), names,
-                                     [](const std::map<std::string, Tensor>& full) { return full; }));
+  opt.load_state_dict(load(checkpoint, model, read_model, opt.params(), state));
 }
 
 std::unique_ptr<nn::TransformerLM> load_model(const std::string& run_or_checkpoint, Device device, DType dtype) {

@@ -25,6 +25,10 @@ std::shared_ptr<nn::LinearLayer> ModelParallel::row(const nn::LinearOptions& o) 
       *state_->tp_group(), nullptr);
 }
 
+Tensor ModelParallel::copy_to_tensor_parallel(const Tensor& x) const {
+  return state_->tp() == 1 ? x : copy_to_group(x, *state_->tp_group());
+}
+
 std::shared_ptr<nn::EmbeddingLayer> ModelParallel::vocab_embedding(const nn::EmbeddingOptions& o) const {
   return std::make_shared<VocabParallelEmbedding>(o.num_embeddings, o.embedding_dim, *state_->tp_group(), nullptr,
                                                   o.dtype, o.device, sequence_parallel_);
@@ -58,7 +62,7 @@ Tensor ModelParallel::exchange_expert_counts(const Tensor& counts) const {
   return out;
 }
 
-bool is_expert_parameter(const nn::StagedModel& model, const std::string& name) {
+bool is_expert_parameter(const nn::ParallelModel& model, const std::string& name) {
   return model.shard_spec(name).experts;
 }
 
@@ -71,7 +75,7 @@ void sum_gradient(Tensor p, ProcessGroup& group) {
   p.set_grad(g);
 }
 
-bool is_tied_copy(const nn::StagedModel& model, const std::string& name) {
+bool is_tied_copy(const nn::ParallelModel& model, const std::string& name) {
   if (model.is_first_stage()) return false;  // the first stage's copy is the one that counts
   auto tied = model.tied_across_stages();
   return std::find(tied.begin(), tied.end(), name) != tied.end();
@@ -79,7 +83,7 @@ bool is_tied_copy(const nn::StagedModel& model, const std::string& name) {
 
 }  // namespace
 
-void sync_gradients(const nn::StagedModel& model, const ParallelState& state) {
+void sync_gradients(const nn::ParallelModel& model, const ParallelState& state) {
   NoGradGuard no_grad;
   const auto tied = model.tied_across_stages();
   for (auto& [name, p] : model.named_parameters()) {
@@ -94,7 +98,7 @@ namespace {
 
 // The parameters a norm counts on this rank, by name: replicated weights
 // (and experts, whole on every tp rank) on tp rank 0, tied weights on the first stage.
-std::vector<std::pair<std::string, Tensor>> counted_parameters(const nn::StagedModel& model,
+std::vector<std::pair<std::string, Tensor>> counted_parameters(const nn::ParallelModel& model,
                                                                const ParallelState& state) {
   std::vector<std::pair<std::string, Tensor>> counted;
   for (auto& [name, p] : model.named_parameters()) {
@@ -108,13 +112,13 @@ std::vector<std::pair<std::string, Tensor>> counted_parameters(const nn::StagedM
 
 }  // namespace
 
-std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state) {
+std::vector<Tensor> norm_parameters(const nn::ParallelModel& model, const ParallelState& state) {
   std::vector<Tensor> counted;
   for (auto& [name, p] : counted_parameters(model, state)) counted.push_back(p);
   return counted;
 }
 
-double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, double max_norm) {
+double clip_grad_norm(const nn::ParallelModel& model, const ParallelState& state, double max_norm) {
   const Device device = model.parameters().at(0).device();
   std::vector<Tensor> shared, experts;
   for (auto& [name, p] : counted_parameters(model, state)) (is_expert_parameter(model, name) ? experts : shared).push_back(p);
@@ -129,7 +133,7 @@ double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, 
   return norm;
 }
 
-std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const ParallelState& state,
+std::map<std::string, Tensor> gather_full(const nn::ParallelModel& model, const ParallelState& state,
                                           const std::map<std::string, Tensor>& local) {
   NoGradGuard no_grad;
   std::map<std::string, Tensor> out;
@@ -186,7 +190,7 @@ std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const Pa
   return out;
 }
 
-std::map<std::string, Tensor> full_state_dict(const nn::StagedModel& model, const ParallelState& state) {
+std::map<std::string, Tensor> full_state_dict(const nn::ParallelModel& model, const ParallelState& state) {
   std::map<std::string, Tensor> local;
   for (auto& [name, p] : model.named_parameters()) local[name] = p;
   return gather_full(model, state, local);

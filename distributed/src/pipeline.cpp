@@ -17,20 +17,31 @@ namespace {
 
 constexpr int kActivationTag = 1, kGradientTag = 2;
 
+// Rows [first, first + rows) of a batch of B rows' attention inputs (a
+// tensor of one row, a bias for every row, is everyone's).
+nn::AttentionInputs rows_of(const nn::AttentionInputs& in, int64_t first, int64_t rows, int64_t B) {
+  auto part = [&](const Tensor& t) { return t.defined() && t.size(0) == B ? t.narrow(0, first, rows) : t; };
+  return {part(in.prefix_lengths), part(in.key_lengths), part(in.key_starts), part(in.positions),
+          in.cu_seqlens,           part(in.block_positions), part(in.bias)};
+}
+
 // One stage's view of a batch: its micro-batches, the tensors kept between a
 // micro-batch's forward and backward, and the transfers to its neighbours.
 class StageRun {
  public:
   StageRun(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx, const Tensor& targets,
-           int64_t microbatches, DistributedDataParallel* ddp)
-      : model_(model), pipe_(*state.pp_group()), idx_(idx), targets_(targets), M_(microbatches),
-        ddp_(ddp), inputs_(static_cast<size_t>(microbatches)), outputs_(static_cast<size_t>(microbatches)) {
+           const PipelineOptions& options, DistributedDataParallel* ddp, const nn::AttentionInputs* attention)
+      : model_(model), pipe_(*state.pp_group()), idx_(idx), targets_(targets), M_(options.microbatches),
+        loss_fn_(options.loss), ddp_(ddp), attention_(attention), inputs_(static_cast<size_t>(M_)),
+        outputs_(static_cast<size_t>(M_)) {
     KILN_CHECK(idx.dim() == 2 && targets.sizes() == idx.sizes(),
                "[pipeline] expects tokens and targets (B, T) of one shape, got [{}] and [{}]",
                fmt::join(idx.sizes(), ", "), fmt::join(targets.sizes(), ", "));
     KILN_CHECK(M_ > 0 && idx.size(0) % M_ == 0, "[pipeline] {} micro-batches do not divide a batch of {}", M_,
                idx.size(0));
     b_ = idx.size(0) / M_;
+    KILN_CHECK(!attention || !attention->cu_seqlens.defined() || M_ == 1,
+               "[pipeline] packed rows (cu_seqlens) do not split into {} micro-batches", M_);
     KILN_CHECK(pipe_.size() == model.layout().pp_size() && pipe_.rank() == model.layout().pp_rank(),
                "[pipeline] the model is stage {} of {}, the pipeline group's rank {} of {}", model.layout().pp_rank(),
                model.layout().pp_size(), pipe_.rank(), pipe_.size());
@@ -47,9 +58,12 @@ class StageRun {
   Tensor forward(int64_t m, Tensor input) {
     Tensor in = first() ? idx_.narrow(0, m * b_, b_) : input;
     if (!first() && autograd::grad_mode_enabled()) in.requires_grad_();
-    Tensor out = model_.forward_stage(in);
+    nn::AttentionInputs rows;
+    if (attention_) rows = M_ == 1 ? *attention_ : rows_of(*attention_, m * b_, b_, idx_.size(0));
+    Tensor out = model_.forward_stage(in, nullptr, attention_ ? &rows : nullptr);
     if (last()) {
-      Tensor loss = model_.loss_from_hidden(out, targets_.narrow(0, m * b_, b_)) / static_cast<double>(M_);
+      const Tensor targets = targets_.narrow(0, m * b_, b_);
+      Tensor loss = (loss_fn_ ? loss_fn_(out, targets) : model_.loss_from_hidden(out, targets)) / static_cast<double>(M_);
       loss_ += loss.item<double>();
       out = loss;
     }
@@ -118,7 +132,9 @@ class StageRun {
   ProcessGroup& pipe_;
   Tensor idx_, targets_;
   int64_t M_, b_ = 0;
+  StageLoss loss_fn_;
   DistributedDataParallel* ddp_;
+  const nn::AttentionInputs* attention_;
   DType activation_dtype_ = kFloat32;
   Shape activation_shape_;
   std::vector<Tensor> inputs_, outputs_;
@@ -128,8 +144,9 @@ class StageRun {
 }  // namespace
 
 double pipeline_train_step(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
-                           const Tensor& targets, const PipelineOptions& options, DistributedDataParallel* ddp) {
-  StageRun run(model, state, idx, targets, options.microbatches, ddp);
+                           const Tensor& targets, const PipelineOptions& options, DistributedDataParallel* ddp,
+                           const nn::AttentionInputs* inputs) {
+  StageRun run(model, state, idx, targets, options, ddp, inputs);
   const int64_t M = options.microbatches;
   model.set_aux_loss_scale(1.0 / static_cast<double>(M));  // each micro-batch's weight, as its loss's
   if (options.schedule == PipelineSchedule::GPipe) {
@@ -189,11 +206,16 @@ std::vector<int64_t> pipeline_generate(const nn::TransformerLM& model, const Par
 }
 
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
-                          const Tensor& targets, int64_t microbatches) {
+                          const Tensor& targets, const PipelineOptions& options, const nn::AttentionInputs* inputs) {
   NoGradGuard no_grad;
-  StageRun run(model, state, idx, targets, microbatches, nullptr);
-  for (int64_t m = 0; m < microbatches; ++m) run.send_forward(run.forward(m, run.recv_forward()));
+  StageRun run(model, state, idx, targets, options, nullptr, inputs);
+  for (int64_t m = 0; m < options.microbatches; ++m) run.send_forward(run.forward(m, run.recv_forward()));
   return run.mean_loss();
+}
+
+double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                          const Tensor& targets, int64_t microbatches) {
+  return pipeline_eval_loss(model, state, idx, targets, PipelineOptions{.microbatches = microbatches});
 }
 
 }  // namespace kiln::dist

@@ -49,7 +49,7 @@ double ModelSpec::flops_per_token(int64_t seq_len) const {
 
 TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype, Device device,
                              std::shared_ptr<const LayerFactory> factory)
-    : spec_(spec), factory_(factory ? std::move(factory) : local_layers()) {
+    : StagedModel(std::move(factory)), spec_(spec) {
   spec.check();
   const int tp = factory_->tp_size(), pp = factory_->pp_size();
   KILN_CHECK(spec.n_layer >= pp, "[TransformerLM] {} layers cannot fill {} pipeline stages", spec.n_layer, pp);
@@ -135,41 +135,6 @@ void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
   }
   spec_.vocab_size = vocab_size;
   padded_vocab_ = padded;
-}
-
-std::map<std::string, Tensor> TransformerLM::full_state_dict(bool gradients) const {
-  KILN_CHECK(factory_->whole_model(),
-             "[TransformerLM] full_state_dict of one rank's part: gather it with dist::full_state_dict");
-  NoGradGuard no_grad;
-  std::map<std::string, Tensor> out;
-  for (auto& [name, p] : named_parameters()) {
-    KILN_CHECK(!gradients || p.grad().defined(), "[TransformerLM] parameter '{}' has no gradient", name);
-    out[name] = shard_spec(name).assemble({gradients ? p.grad() : p.detach()});
-  }
-  return out;
-}
-
-std::map<std::string, Tensor> TransformerLM::take_local(const std::map<std::string, Tensor>& full, bool strict) const {
-  NoGradGuard no_grad;
-  std::map<std::string, Tensor> out;
-  for (const auto& [name, p] : named_parameters()) {
-    auto it = full.find(name);
-    if (it == full.end() && !strict) continue;
-    KILN_CHECK(it != full.end(), "[TransformerLM] the whole model's state has no '{}'", name);
-    const ShardSpec spec = shard_spec(name);
-    Tensor mine = spec.take(it->second, factory_->shard_rank(spec), factory_->shard_ranks(spec));
-    KILN_CHECK(mine.sizes() == p.sizes(), "[TransformerLM] '{}' of shape [{}] gives a part of [{}], this rank holds [{}]",
-               name, fmt::join(it->second.sizes(), ", "), fmt::join(mine.sizes(), ", "), fmt::join(p.sizes(), ", "));
-    out[name] = mine;
-  }
-  return out;
-}
-
-void TransformerLM::load_full_state_dict(const std::map<std::string, Tensor>& full, bool strict) {
-  NoGradGuard no_grad;
-  std::map<std::string, Tensor> mine = take_local(full, strict);
-  for (auto& [name, p] : named_parameters())
-    if (auto it = mine.find(name); it != mine.end()) p.copy_(it->second.to(p.device(), p.dtype()));
 }
 
 Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* caches,

@@ -178,12 +178,12 @@ T5Config from_hf_config(const std::string& text) {
 T5Config read_config(const std::string& directory) { return from_hf_config(read_file(directory + "/config.json")); }
 
 void read_weights(T5& model, const std::string& directory) {
-  model.load_state_dict(from_hf(load_safetensors(directory + "/model.safetensors").tensors, model.config()));
+  model.load_full_state_dict(from_hf(load_safetensors(directory + "/model.safetensors").tensors, model.config()));
 }
 
 void save(const std::string& directory, const T5& model) {
   std::filesystem::create_directories(directory);
-  save_safetensors(directory + "/model.safetensors", to_hf(model.state_dict(), model.config()), {{"format", "pt"}});
+  save_safetensors(directory + "/model.safetensors", to_hf(model.full_state_dict(), model.config()), {{"format", "pt"}});
   write_file_atomic(directory + "/config.json", hf_config_json(model.config()));
 }
 

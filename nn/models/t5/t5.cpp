@@ -50,13 +50,14 @@ int64_t t5_relative_bucket(int64_t relative_position, bool bidirectional, int64_
   return bucket + std::min(exact + static_cast<int64_t>(scaled), buckets - 1);
 }
 
-T5Stack::T5Stack(const T5Config& config, bool decoder, Generator& gen, DType dtype, Device device)
-    : config_(config), decoder_(decoder) {
+T5Stack::T5Stack(const T5Config& config, bool decoder, const LayerFactory& factory, Generator& gen, DType dtype,
+                 Device device)
+    : config_(config), decoder_(decoder), factory_(&factory) {
   const BlockSpec spec = config.block(decoder);
   spec.check();
   layers = register_module("layers", std::make_shared<ModuleList>());
   const int64_t n = decoder ? config.decoder_layers() : config.num_layers;
-  for (int64_t i = 0; i < n; ++i) layers->push_back(std::make_shared<Block>(spec, gen, dtype, device));
+  for (int64_t i = 0; i < n; ++i) layers->push_back(std::make_shared<Block>(spec, factory, gen, dtype, device));
   relative_bias = register_module(
       "relative_bias", std::make_shared<Embedding>(
                            EmbeddingOptions{config.relative_attention_num_buckets, config.num_heads, dtype, device}, nullptr));
@@ -87,25 +88,40 @@ Tensor T5Stack::forward(const Tensor& x, const Tensor& lengths, const Memory* me
   KILN_CHECK(!decoder_ || memory, "[T5] the decoder needs the encoder's output");
   if (caches && caches->size() != layers->size()) caches->assign(layers->size(), KVCache{});
   const int64_t past = caches ? (*caches)[0].length() : 0, T = x.size(1);
-  AttentionInputs inputs{.key_lengths = decoder_ ? Tensor() : lengths, .bias = position_bias(past, T, past + T)};
+  // Every layer's heads take theirs of the one bias.
+  AttentionInputs inputs{.key_lengths = decoder_ ? Tensor() : lengths,
+                         .bias = factory_->copy_to_tensor_parallel(position_bias(past, T, past + T))};
   Tensor h = drop->forward(x);
   for (size_t i = 0; i < layers->size(); ++i)
     h = layers->at<Block>(i).forward(h, caches ? &(*caches)[i] : nullptr, &inputs, memory);
   return drop->forward(norm->forward(h));
 }
 
-T5::T5(const T5Config& config, Generator& gen, DType dtype, Device device) : config_(config) {
+T5::T5(const T5Config& config, Generator& gen, DType dtype, Device device, std::shared_ptr<const LayerFactory> factory)
+    : ParallelModel(std::move(factory)), config_(config) {
+  const LayerFactory& f = layout();
+  KILN_CHECK(f.pp_size() == 1 && !f.sequence_parallel(), "[T5] has no pipeline stages (an encoder-decoder would "
+             "need stages of both stacks) and no sequence parallelism yet: got {} stages{}", f.pp_size(),
+             f.sequence_parallel() ? ", sequence parallel" : "");
   embed_tokens = register_module(
       "embed_tokens", std::make_shared<Embedding>(EmbeddingOptions{config.vocab_size, config.d_model, dtype, device}, nullptr));
-  encoder = register_module("encoder", std::make_shared<T5Stack>(config, false, gen, dtype, device));
-  decoder = register_module("decoder", std::make_shared<T5Stack>(config, true, gen, dtype, device));
+  encoder = register_module("encoder", std::make_shared<T5Stack>(config, false, f, gen, dtype, device));
+  decoder = register_module("decoder", std::make_shared<T5Stack>(config, true, f, gen, dtype, device));
   if (!config.tie_word_embeddings)
     lm_head = register_module("lm_head", std::make_shared<Linear>(
                                              LinearOptions{config.d_model, config.vocab_size, false, dtype, device}, nullptr));
-  reset_parameters(gen);
+  if (f.whole_model()) {
+    reset_parameters(gen);
+  } else {
+    // The whole model's initial values; gen ends where one process leaves it.
+    T5 whole(config, gen, dtype, kCPU);
+    load_full_state_dict(whole.full_state_dict());
+  }
 }
 
 void T5::reset_parameters(Generator& gen) {
+  KILN_CHECK(layout().whole_model(), "[T5] reset_parameters initializes a whole model; at a parallel layout, load a "
+             "whole model's values (load_full_state_dict)");
   NoGradGuard no_grad;
   const double f = config_.initializer_factor, C = static_cast<double>(config_.d_model);
   const double D = static_cast<double>(config_.d_kv);

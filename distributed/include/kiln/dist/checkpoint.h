@@ -1,6 +1,6 @@
 #pragma once
-// Training checkpoints for any TransformerLM at any layout (and for a model
-// every rank holds whole, in its own format). Each is a directory
+// Training checkpoints for any TransformerLM (and any other ParallelModel, in
+// its own format) at any layout. Each is a directory
 //   step-000600/model.safetensors   the whole model under Hugging Face's names
 //   step-000600/config.json         the family's Hugging Face config, so
 //                                   from_pretrained(dir) loads it
@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,16 +57,18 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, op
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
                      TrainingState& state);
 
-// Checkpoints of a model held whole by every rank (data parallelism only:
-// BERT's and T5's pre-training): write_model(dir) puts the weights and config
-// into the checkpoint's directory in the model's own format, read_model(dir)
-// loads them back; the optimizer and training state are stored as above. The
-// caller saves on one rank (the others hold the same); every rank loads.
-using ModelWriter = std::function<void(const std::filesystem::path& dir)>;
+// Checkpoints of any ParallelModel (BERT's, T5's) at any layout, in the
+// model's own format: write_model(weights, dir) writes the whole model's
+// weights (full_state_dict's names, gathered on world rank 0) with its config
+// into the checkpoint's directory; read_model(dir) loads them back (each rank
+// its share, as load_full_state_dict). The optimizer and training state are
+// stored as above. Collective like the TransformerLM's.
+using ModelWriter = std::function<void(const std::map<std::string, Tensor>& weights, const std::filesystem::path& dir)>;
 using ModelReader = std::function<void(const std::string& dir)>;
-std::string save_checkpoint(const std::string& dir, const nn::Module& model, const ModelWriter& write_model,
-                            const optim::Optimizer& opt, const TrainingState& state, int keep = 2);
-void load_checkpoint(const std::string& checkpoint, nn::Module& model, const ModelReader& read_model,
+std::string save_checkpoint(const std::string& dir, const nn::ParallelModel& model, const ParallelState& layout,
+                            const ModelWriter& write_model, const optim::Optimizer& opt, const TrainingState& state,
+                            int keep = 2);
+void load_checkpoint(const std::string& checkpoint, nn::ParallelModel& model, const ModelReader& read_model,
                      optim::Optimizer& opt, TrainingState& state);
 
 // The causal model a directory holds, built from its config.json (GPT-2,

@@ -9,7 +9,7 @@
 //
 // is this rank's part of the same model that runs on one process. The
 // functions below do what a training step needs beyond the optimizer, for any
-// StagedModel at any layout (a world of one included).
+// ParallelModel at any layout (a world of one included).
 
 #include <map>
 #include <memory>
@@ -40,6 +40,7 @@ class ModelParallel : public nn::LayerFactory {
   std::shared_ptr<nn::LinearLayer> column(const nn::LinearOptions& options,
                                           std::vector<int64_t> segments = {}) const override;
   std::shared_ptr<nn::LinearLayer> row(const nn::LinearOptions& options) const override;
+  Tensor copy_to_tensor_parallel(const Tensor& x) const override;
   std::shared_ptr<nn::EmbeddingLayer> vocab_embedding(const nn::EmbeddingOptions& options) const override;
   Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start,
                     const Tensor& targets) const override;
@@ -57,26 +58,26 @@ class ModelParallel : public nn::LayerFactory {
 // computed in pieces: a tied embedding's over its first- and last-stage
 // copies, and with sequence parallelism the replicated weights' (norms,
 // biases after row-parallel layers, positions) over the tp group. Before clipping.
-void sync_gradients(const nn::StagedModel& model, const ParallelState& state);
+void sync_gradients(const nn::ParallelModel& model, const ParallelState& state);
 // The parameters that a norm over the whole model counts on this rank, so
 // that the sum over the tp and pp groups (and, for the experts, the ep
 // group) counts every weight once.
-std::vector<Tensor> norm_parameters(const nn::StagedModel& model, const ParallelState& state);
+std::vector<Tensor> norm_parameters(const nn::ParallelModel& model, const ParallelState& state);
 // Whether a parameter is split across the expert-parallel group (its
 // gradient reduced over the expert-data-parallel group).
-bool is_expert_parameter(const nn::StagedModel& model, const std::string& name);
+bool is_expert_parameter(const nn::ParallelModel& model, const std::string& name);
 // The gradient norm of the whole model (each weight once, over every stage
 // and shard), clipped to max_norm like optim::clip_grad_norm. Returns the
 // norm before clipping.
-double clip_grad_norm(const nn::StagedModel& model, const ParallelState& state, double max_norm);
+double clip_grad_norm(const nn::ParallelModel& model, const ParallelState& state, double max_norm);
 
 // Whole tensors under the model's names from this rank's tensors of the same
 // names (its parameters, or optimizer state shaped like them): assembled
 // across tp (experts across ep), collected from every stage on world rank 0; other ranks get an
 // empty map. Collective over the world. Vocabulary tables lose their padding.
-std::map<std::string, Tensor> gather_full(const nn::StagedModel& model, const ParallelState& state,
+std::map<std::string, Tensor> gather_full(const nn::ParallelModel& model, const ParallelState& state,
                                           const std::map<std::string, Tensor>& local);
 // gather_full of the parameters: the whole model's weights on world rank 0.
-std::map<std::string, Tensor> full_state_dict(const nn::StagedModel& model, const ParallelState& state);
+std::map<std::string, Tensor> full_state_dict(const nn::ParallelModel& model, const ParallelState& state);
 
 }  // namespace kiln::dist

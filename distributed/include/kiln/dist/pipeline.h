@@ -13,8 +13,10 @@
 // between neighbouring stages of the pp group; exchanges in both directions
 // are posted together (ProcessGroup::send_recv) so that stages never wait on
 // each other. Every stage is handed the same batch: the first reads the
-// tokens, the last the targets.
+// tokens, the last the targets, every stage the attention inputs (GLM's
+// prefixes and positions), split into micro-batches with the rows.
 
+#include <functional>
 #include <string_view>
 
 #include "kiln/dist/ddp.h"
@@ -29,9 +31,15 @@ enum class PipelineSchedule { GPipe, OneForwardOneBackward };
 // "gpipe" | "1f1b"
 PipelineSchedule parse_pipeline_schedule(std::string_view name);
 
+// The last stage's loss of one micro-batch from its output and targets. The
+// batch's loss is the mean of its micro-batches': a loss whose rows weigh
+// the same (a mean over rows) gives the whole batch's at any split.
+using StageLoss = std::function<Tensor(const Tensor& hidden, const Tensor& targets)>;
+
 struct PipelineOptions {
   PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;
   int64_t microbatches = 1;  // must divide the batch
+  StageLoss loss;            // empty: the model's loss_from_hidden
 };
 
 // One batch's forward and backward: gradients (of the mean loss over the
@@ -40,11 +48,17 @@ struct PipelineOptions {
 // backward (call ddp->finish() after). Returns the batch's mean loss on every
 // rank of the pipeline. Works for pp == 1 too (plain gradient accumulation).
 // The pipeline group is the state's; the model is this rank's stage of it.
+// inputs: what the batch's attention needs beyond its tokens (rows split
+// with the micro-batches; packed rows, cu_seqlens, only as one micro-batch).
 double pipeline_train_step(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                            const Tensor& targets, const PipelineOptions& options,
-                           DistributedDataParallel* ddp = nullptr);
+                           DistributedDataParallel* ddp = nullptr, const nn::AttentionInputs* inputs = nullptr);
 
-// Forward only (no graph): the batch's mean loss on every rank of the pipeline.
+// Forward only (no graph): the batch's mean loss on every rank of the
+// pipeline; options.schedule plays no part.
+double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
+                          const Tensor& targets, const PipelineOptions& options,
+                          const nn::AttentionInputs* inputs = nullptr);
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                           const Tensor& targets, int64_t microbatches = 1);
 

@@ -58,6 +58,12 @@ class LayerFactory {
   // A linear layer whose input features are split (row parallel: attention's
   // output, the MLP's last layer): (..., in / tp) -> (..., out), summed.
   virtual std::shared_ptr<LinearLayer> row(const LinearOptions& options) const;
+  // A tensor every tensor-parallel rank holds whole and uses in parts (T5's
+  // position bias, of which each rank's heads take theirs): itself in the
+  // forward pass; in backward, its gradient summed over the ranks (Megatron's
+  // copy to the tensor-parallel region), so that each rank's copy of what
+  // made it gets the whole gradient.
+  virtual Tensor copy_to_tensor_parallel(const Tensor& x) const { return x; }
   // A token embedding whose rows (the vocabulary, padded_vocab(V) of them) are split.
   virtual std::shared_ptr<EmbeddingLayer> vocab_embedding(const EmbeddingOptions& options) const;
   // The vocabulary padded for fast kernels (a multiple of 128) and for an even

@@ -1,25 +1,20 @@
 #pragma once
-// StagedModel: a model that can be cut into pipeline stages of consecutive
-// blocks, which is all that the pipeline schedules (dist/pipeline.h), the
-// layout-independent state of dist/model_parallel.h and the checkpoints need
-// to know of it. The first stage reads token ids, the others the previous
+// StagedModel: a ParallelModel that can be cut into pipeline stages of
+// consecutive blocks, which is all that the pipeline schedules
+// (dist/pipeline.h) need to know of it. The first stage reads token ids, the others the previous
 // stage's activations; the last stage takes the loss.
 
 #include <string>
 #include <vector>
 
-#include "kiln/nn/layer_factory.h"
-#include "kiln/nn/module.h"
+#include "kiln/nn/parallel_model.h"
 #include "kiln/nn/transformer.h"
 
 namespace kiln::nn {
 
-class StagedModel : public Module {
+class StagedModel : public ParallelModel {
  public:
-  // The factory the model was built by: its layout.
-  virtual const LayerFactory& layout() const = 0;
-  bool is_first_stage() const { return layout().is_first_stage(); }
-  bool is_last_stage() const { return layout().is_last_stage(); }
+  using ParallelModel::ParallelModel;
 
   // This stage's part of the forward pass: token ids (B, T) on the first
   // stage, the previous stage's output on the others; returns what the next
@@ -36,10 +31,6 @@ class StagedModel : public Module {
   // What a stage passes on for a batch of (B, T), and its dtype.
   virtual Shape activation_shape(int64_t batch, int64_t seq) const = 0;
   virtual DType activation_dtype() const = 0;
-  // Parameters held by both the first and the last stage (a head tied to the
-  // embedding, when they differ): their gradients are summed across the two,
-  // and the first stage's copy is the one a checkpoint or a norm counts.
-  virtual std::vector<std::string> tied_across_stages() const { return {}; }
   // The gradient that auxiliary losses (MoE routers') receive in backward:
   // the weight of one micro-batch in the step's mean loss.
   virtual void set_aux_loss_scale(double) const {}

@@ -87,7 +87,6 @@ class TransformerLM : public StagedModel {
   Tensor head_weight(DType dtype) const;
 
   // StagedModel
-  const LayerFactory& layout() const override { return *factory_; }
   Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr,
                        const AttentionInputs* inputs = nullptr) const override;
   Tensor logits_from_hidden(const Tensor& hidden) const override;
@@ -103,19 +102,6 @@ class TransformerLM : public StagedModel {
   // new ones are drawn N(0, init_std) from gen, the padding stays zero. One
   // process; build the optimizer afterwards. Logits of the old tokens are unchanged.
   virtual void resize_vocab(int64_t vocab_size, Generator& gen);
-  // The whole model's parameters under this class's names, the vocabulary
-  // tables cut to vocab_size rows: the state every layout shares. One process only
-  // (dist::full_state_dict gathers it at any layout). With gradients: the
-  // parameters' gradients, named the same.
-  std::map<std::string, Tensor> full_state_dict(bool gradients = false) const;
-  // Copies this rank's share of a whole model's parameters (as full_state_dict
-  // gives them) into its parameters; every name it holds must be present,
-  // unless not strict (the others keep their values).
-  void load_full_state_dict(const std::map<std::string, Tensor>& full, bool strict = true);
-  // This rank's share of whole tensors named like its parameters (weights, or
-  // optimizer state shaped like them), for the names it holds (those present, when not strict).
-  std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full, bool strict = true) const;
-
   // The MoE layers of this stage: what their training forwards did since
   // the last reset (summed), and the auxiliary losses' gradient scale.
   MoeStats moe_stats(bool reset = true);
@@ -140,7 +126,6 @@ class TransformerLM : public StagedModel {
   const EmbeddingLayer& head() const;
 
   ModelSpec spec_;
-  std::shared_ptr<const LayerFactory> factory_;
   std::pair<int64_t, int64_t> layer_range_;
   int64_t padded_vocab_ = 0;
 };

@@ -10,6 +10,12 @@
 // save to BertForPreTraining ("bert.encoder.layer.0.attention.self.query.weight").
 // Initialized as Hugging Face initializes it: N(0, initializer_range) for
 // matrices and embeddings, zero biases, unit norms.
+//
+// A LayerFactory (dist::ModelParallel) splits it Megatron's way: each
+// tensor-parallel rank holds its heads and its part of every MLP (the
+// embeddings and heads stay whole on every rank), each pipeline stage its
+// layers, the first the embeddings, the last the pooler and the heads (and
+// a copy of the word embeddings for the tied decoder). No sequence parallelism.
 
 #include <map>
 #include <memory>
@@ -17,6 +23,7 @@
 
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"
+#include "kiln/nn/staged_model.h"
 #include "kiln/nn/transformer.h"
 
 namespace kiln::nn {
@@ -48,13 +55,17 @@ struct BertOutput {
   Tensor pooled;    // (B, C): tanh(pooler(sequence[:, 0]))
 };
 
-class Bert : public Module {
+class Bert : public StagedModel {
  public:
+  // The model at the layout of factory (null: one process), initialized as
+  // Hugging Face does from gen: at a parallel layout each rank draws the
+  // whole model on the CPU and keeps its share.
   explicit Bert(const BertConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,
-                Device device = kCPU);
+                Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
 
-  // ids (B, T) int64; token_types (B, T) or undefined (all type 0); padding
-  // through inputs->key_lengths (keys past each row's length are never seen).
+  // The whole model on one pipeline stage. ids (B, T) int64; token_types
+  // (B, T) or undefined (all type 0); padding through inputs->key_lengths
+  // (keys past each row's length are never seen).
   BertOutput forward(const Tensor& ids, const Tensor& token_types = {}, const AttentionInputs* inputs = nullptr) const;
   // The masked-LM logits (B, T, vocab) of forward's sequence.
   Tensor mlm_logits(const Tensor& sequence) const;
@@ -66,14 +77,26 @@ class Bert : public Module {
   Tensor pretraining_loss(const Tensor& ids, const Tensor& token_types, const Tensor& mlm_labels,
                           const Tensor& nsp_labels = {}, const AttentionInputs* inputs = nullptr) const;
 
-  // Initializes every parameter as Hugging Face does.
+  // StagedModel: the stages of the masked LM (token types all 0); the
+  // loss is the masked-LM cross-entropy against labels (-100 unlabelled).
+  Tensor forward_stage(const Tensor& input, std::vector<KVCache>* caches = nullptr,
+                       const AttentionInputs* inputs = nullptr) const override;
+  Tensor logits_from_hidden(const Tensor& hidden) const override { return mlm_logits(hidden); }
+  Tensor loss_from_hidden(const Tensor& hidden, const Tensor& targets) const override;
+  Shape activation_shape(int64_t batch, int64_t seq) const override { return {batch, seq, config_.hidden_size}; }
+  DType activation_dtype() const override { return dtype_; }
+  std::vector<std::string> tied_across_stages() const override;
+
+  // Initializes every parameter as Hugging Face does (one process).
   void reset_parameters(Generator& gen);
   const BertConfig& config() const { return config_; }
 
+  // First stage (embed_tokens also on the last, for the tied decoder).
   std::shared_ptr<Embedding> embed_tokens, embed_positions, embed_types;
   std::shared_ptr<LayerNorm> embed_norm;
   std::shared_ptr<Dropout> drop;
-  std::shared_ptr<ModuleList> layers;
+  std::shared_ptr<ModuleList> layers;  // this stage's
+  // Last stage.
   std::shared_ptr<Linear> pooler;
   std::shared_ptr<Linear> transform;  // the masked-LM head's transform, before GELU and its norm
   std::shared_ptr<LayerNorm> transform_norm;
@@ -81,7 +104,13 @@ class Bert : public Module {
   std::shared_ptr<Linear> nsp;
 
  private:
+  // The embedded, normed (and dropped-out) tokens (B, T, C).
+  Tensor embed(const Tensor& ids, const Tensor& token_types) const;
+  // x through this stage's blocks.
+  Tensor blocks(Tensor x, const AttentionInputs* inputs) const;
+
   BertConfig config_;
+  DType dtype_;
 };
 
 namespace bert {

@@ -15,6 +15,11 @@
 // Dropout falls on the embeddings, every block's attention and MLP outputs and
 // each stack's output; Hugging Face's T5 also drops attention probabilities
 // and the MLP's hidden units.
+//
+// A LayerFactory (dist::ModelParallel) splits the heads and the MLPs of both
+// stacks among tensor-parallel ranks (embeddings, head, norms and position
+// biases stay whole on every rank). No pipeline stages (an encoder-decoder
+// would need stages of both stacks) and no sequence parallelism yet.
 
 #include <map>
 #include <memory>
@@ -23,6 +28,7 @@
 
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"
+#include "kiln/nn/parallel_model.h"
 #include "kiln/nn/transformer.h"
 
 namespace kiln::nn {
@@ -58,7 +64,9 @@ struct T5Config {
 // One stack of T5 blocks with its relative position bias and final norm.
 class T5Stack : public Module {
  public:
-  T5Stack(const T5Config& config, bool decoder, Generator& gen, DType dtype, Device device);
+  // Blocks from factory, which must outlive the stack.
+  T5Stack(const T5Config& config, bool decoder, const LayerFactory& factory, Generator& gen, DType dtype,
+          Device device);
   // x (B, T, C): embedded tokens (dropped out here), after the cached positions with caches (one
   // per layer). lengths (B) or undefined: each row's real length (the
   // encoder's keys past it are padding). memory: the encoder's output, for the
@@ -76,12 +84,16 @@ class T5Stack : public Module {
  private:
   T5Config config_;
   bool decoder_;
+  const LayerFactory* factory_;
 };
 
-class T5 : public Module {
+class T5 : public ParallelModel {
  public:
+  // The model at the layout of factory (null: one process), initialized as
+  // Hugging Face does from gen: at a parallel layout each rank draws the
+  // whole model on the CPU and keeps its share.
   explicit T5(const T5Config& config, Generator& gen = default_generator(), DType dtype = kFloat32,
-              Device device = kCPU);
+              Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
 
   // The encoder's output for ids (B, S) int64, whose rows are lengths (B) long
   // (undefined: all S), ready for decode.
@@ -97,7 +109,7 @@ class T5 : public Module {
   // labels shifted right one place behind decoder_start_token_id, -100 as padding.
   Tensor decoder_inputs(const Tensor& labels) const;
 
-  // Initializes every parameter as Hugging Face does.
+  // Initializes every parameter as Hugging Face does (one process).
   void reset_parameters(Generator& gen);
   const T5Config& config() const { return config_; }
 
@@ -141,6 +153,7 @@ T5Config from_hf_config(const std::string& json);
 // A model directory (config.json + model.safetensors) as Hugging Face or kiln
 // writes it: its config, and its weights into a model of that config.
 T5Config read_config(const std::string& directory);
+// read_weights loads this rank's share at any layout; save writes a whole model (one process).
 void read_weights(T5& model, const std::string& directory);
 // Writes model's config.json and model.safetensors into directory, each atomically.
 void save(const std::string& directory, const T5& model);
