@@ -1,7 +1,8 @@
 # The classification fine-tuning example end to end: two files of texts that
 # differ in their words (one class each) fine-tune a small BERT from random
 # weights to tell them apart on held-out texts, and the saved model holds
-# BertForSequenceClassification's tensors.
+# BertForSequenceClassification's tensors, with the held-out logits beside
+# them (make_golden.py --check-kiln loads it with transformers and compares).
 #   cmake -DBIN=<examples dir> -DWORK=<scratch dir> -P bert_classify.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK}/text)
@@ -21,7 +22,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
 run(${BIN}/prepare_data --input ${WORK}/text --out ${WORK}/data --vocab 400)
 run(${BIN}/classify --scratch --layers 1 --channels 32 --heads 2 --tokenizer ${WORK}/data/tokenizer.model
     --files ${WORK}/text/kilns ${WORK}/text/rivers --seq 24 --batch 8 --epochs 4 --lr 1e-3 --held-out 0.25
-    --log-every 1000 --out ${WORK}/out)
+    --log-every 1000 --out ${WORK}/out --predictions ${WORK}/out/model/kiln_logits.safetensors)
 
 file(STRINGS ${WORK}/out/metrics.jsonl lines)
 list(GET lines -1 last)
@@ -31,7 +32,7 @@ if(accuracy LESS 0.9)
   message(FATAL_ERROR "held-out accuracy ${accuracy} (majority class ${majority}): the classifier did not learn")
 endif()
 message(STATUS "held-out accuracy ${accuracy} (majority class ${majority})")
-foreach(f model.safetensors config.json)
+foreach(f model.safetensors config.json kiln_logits.safetensors)
   if(NOT EXISTS ${WORK}/out/model/${f})
     message(FATAL_ERROR "classify wrote no ${f}")
   endif()

@@ -28,7 +28,7 @@ using kiln::data::Special;
 namespace {
 
 struct Args {
-  std::string model, tokenizer, out = "out/classify";
+  std::string model, tokenizer, out = "out/classify", predictions;
   std::vector<std::string> files{"/usr/share/games/fortunes/computers", "/usr/share/games/fortunes/politics"};
   int64_t seq = 128, batch = 16, epochs = 3, log_every = 20;
   int64_t layers = 4, channels = 192, heads = 6;  // --scratch's BERT
@@ -224,6 +224,13 @@ int run(const Args& a) {
   fs::remove_all(dir);
   fs::rename(partial, dir);
   fmt::print("saved {} (BertForSequenceClassification); metrics in {}/metrics.jsonl\n", dir.string(), a.out);
+  if (!a.predictions.empty()) {
+    model.eval();
+    auto [ids, lengths, labels] = batch_of(examples, held, 0, held.size(), pad);
+    kiln::save_safetensors(a.predictions, {{"input_ids", ids}, {"lengths", lengths}, {"labels", labels},
+                                           {"logits", model.forward(ids, lengths)}});
+    fmt::print("held-out predictions in {}\n", a.predictions);
+  }
   return 0;
 }
 
@@ -241,6 +248,8 @@ int main(int argc, char** argv) {
   app.add_option("--files", a.files, "text files, one class each (fortune files split at '%' lines)")
       ->capture_default_str();
   app.add_option("--out", a.out, "metrics and the fine-tuned model")->capture_default_str();
+  app.add_option("--predictions", a.predictions, "writes the held-out examples (input_ids padded, lengths, labels) "
+                 "and the fine-tuned model's logits here, as safetensors");
   app.add_option("--seq,-t", a.seq, "tokens per example, [CLS] and [SEP] included (longer ones are cut)")
       ->capture_default_str();
   app.add_option("--batch,-b", a.batch, "examples per step")->check(CLI::PositiveNumber)->capture_default_str();

@@ -10,8 +10,8 @@ Never run by the build or CI; it needs torch, transformers and safetensors
       logits, loss, every parameter's gradient and the parameters after one
       AdamW step.
 
-  python3 tests/golden/make_golden.py --check-kiln build/tests/kiln_*tiny
-      loads the checkpoints that test_golden wrote with Hugging Face's classes
+  python3 tests/golden/make_golden.py --check-kiln build/tests/kiln_*tiny build/tests/bert_classify/out/model
+      loads the checkpoints that test_golden (and the bert_classify test) wrote with Hugging Face's classes
       and compares their logits with kiln's; writes tests/golden/hf_roundtrip.txt.
 """
 import argparse
@@ -20,9 +20,9 @@ import os
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, GPT2Config, GPT2LMHeadModel,
-                          LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM, T5Config,
-                          T5ForConditionalGeneration)
+from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, BertForSequenceClassification,
+                          GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, T5Config, T5ForConditionalGeneration)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.models.switch_transformers import modeling_switch_transformers as switch
 
@@ -330,6 +330,11 @@ def check_kiln(directories):
             mask = (torch.arange(ref["input_ids"].shape[1])[None, :] < ref["lengths"][:, None]).long()
             with torch.no_grad():
                 logits = model(input_ids=ref["input_ids"], attention_mask=mask, labels=ref["labels"]).logits
+        elif "classify" in directory:
+            model = BertForSequenceClassification.from_pretrained(directory).double().eval()
+            mask = (torch.arange(ref["input_ids"].shape[1])[None, :] < ref["lengths"][:, None]).long()
+            with torch.no_grad():
+                logits = model(input_ids=ref["input_ids"], attention_mask=mask).logits
         elif "bert" in directory:
             model = BertForPreTraining.from_pretrained(directory).double().eval()
             with torch.no_grad():
