@@ -124,6 +124,9 @@ TEST_CASE("a model of no Hugging Face family is saved with kiln's names and conf
   CHECK(nn::spec_to_json(back) == nn::spec_to_json(spec));
   CHECK(back.block.attention.rope == spec.block.attention.rope);
   CHECK(back.block.attention.scale == spec.block.attention.scale);
+  nn::ModelSpec offset = tiny_gpt();
+  offset.position_offset = 3;
+  CHECK(nn::spec_from_json(nn::spec_to_json(offset)).position_offset == 3);
 
   fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_mine";
   fs::remove_all(dir);

@@ -1,9 +1,10 @@
-// train: the trainer of every causal language model (GPT-2, LLaMA) in the
+// train: the trainer of every causal language model (GPT-2, LLaMA, OPT) in the
 // spirit of llm.c's train_gpt2, on kiln.
 //
 //   train --data data/fortunes --layers 4 --channels 192 --heads 6 --seq 128 \
 //         --batch 16 --steps 600 --lr 3e-3 --out out/fortunes
 //   train --model llama --kv-heads 2 --data data/fortunes --out out/llama ...
+//   train --model opt --data data/fortunes --out out/opt ...
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
@@ -93,6 +94,11 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
     spec = (a.depth > 0 ? kiln::nn::GPTConfig::gpt2(a.depth, vocab, a.block_size > 0 ? a.block_size : 1024)
                         : kiln::nn::GPTConfig{.vocab_size = vocab, .block_size = positions, .n_layer = a.layers,
                                               .n_head = a.heads, .n_embd = a.channels})
+               .spec();
+  } else if (a.model == "opt") {
+    spec = kiln::nn::OPTConfig{.vocab_size = vocab, .hidden_size = a.channels, .num_hidden_layers = a.layers,
+                               .ffn_dim = 4 * a.channels, .num_attention_heads = a.heads,
+                               .max_position_embeddings = positions}
                .spec();
   } else {
     kiln::nn::LlamaConfig c = !a.preset.empty()
@@ -406,14 +412,15 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a causal language model (GPT-2, LLaMA) with kiln"};
+  CLI::App app{"Train a causal language model (GPT-2, LLaMA, OPT) with kiln"};
   Args a;
-  app.add_option("--model", a.model, "model family: gpt2 | llama")->capture_default_str()
-      ->check(CLI::IsMember({"gpt2", "llama"}));
+  app.add_option("--model", a.model, "model family: gpt2 | llama | opt")->capture_default_str()
+      ->check(CLI::IsMember({"gpt2", "llama", "opt"}));
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
   app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
   app.add_option("--init-from", a.init_from,
-                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2 or Llama; its config decides the model)");
+                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral or OPT; its config "
+                 "decides the model)");
   app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
   app.add_option("--preset", a.preset, "Llama size: llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3.2-1b");

@@ -31,6 +31,7 @@
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/hf.h"
 #include "kiln/nn/models/llama.h"
+#include "kiln/nn/models/opt.h"
 #include "kiln/nn/models/t5.h"
 #include "kiln/nn/moe.h"
 #include "kiln/nn/module.h"

@@ -8,6 +8,7 @@
 #include "kiln/autograd.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/llama.h"
+#include "kiln/nn/models/opt.h"
 #include "kiln/serialize.h"
 
 namespace kiln::nn::hf {
@@ -30,7 +31,9 @@ LlamaConfig llama_config(const ModelSpec& s) {
           .dropout = b.dropout, .moe = b.mlp.moe};
 }
 
-bool has_mapping(const std::string& family) { return family == "gpt2" || family == "llama" || family == "mixtral"; }
+bool has_mapping(const std::string& family) {
+  return family == "gpt2" || family == "llama" || family == "mixtral" || family == "opt";
+}
 bool llama_family(const std::string& family) { return family == "llama" || family == "mixtral"; }
 
 
@@ -51,6 +54,7 @@ std::string config_json(const ModelSpec& spec) {
   std::string json;
   if (spec.family == "gpt2") json = gpt2::hf_config_json(gpt2_config(spec));
   else if (llama_family(spec.family)) json = llama::hf_config_json(llama_config(spec));
+  else if (spec.family == "opt") json = opt::hf_config_json(opt::config_of(spec));
   else return spec_to_json(spec);
   return spec.lm_head ? json : as_sequence_classifier(json);
 }
@@ -69,18 +73,20 @@ ModelSpec spec_from_config(const std::string& json) {
   ModelSpec spec;
   if (type == "gpt2") spec = gpt2::from_hf_config(json).spec();
   else if (type == "llama" || type == "mixtral") spec = llama::from_hf_config(json).spec();
-  if (type == "gpt2" || type == "llama" || type == "mixtral") {
+  else if (type == "opt") spec = opt::from_hf_config(json).spec();
+  if (has_mapping(type)) {
     spec.lm_head = !classifier;
     return spec;
   }
   if (type == "kiln") return spec_from_json(json);
-  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral and its own "
+  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral, opt and its own "
             "(kiln)", type);
 }
 
 std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& full) {
   if (spec.family == "gpt2") return gpt2::to_hf(full);
   if (llama_family(spec.family)) return llama::to_hf(full, llama_config(spec));
+  if (spec.family == "opt") return opt::to_hf(full);
   std::map<std::string, Tensor> out;  // kiln's names
   for (const auto& [name, t] : full) out[name] = t.detach().to(kCPU, kFloat32).contiguous();
   return out;
@@ -89,6 +95,7 @@ std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<s
 std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& weights) {
   if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
   if (llama_family(spec.family)) return llama::from_hf(weights, llama_config(spec));
+  if (spec.family == "opt") return opt::from_hf(weights, opt::config_of(spec));
   return weights;
 }
 
@@ -96,7 +103,8 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
   const ModelSpec& spec = model.spec();
   auto hf_name = [&](const std::string& name) {
     if (!has_mapping(spec.family)) return name;
-    return spec.family == "gpt2" ? gpt2::hf_name(name) : llama::hf_name(name);
+    if (spec.family == "gpt2") return gpt2::hf_name(name);
+    return spec.family == "opt" ? opt::hf_name(name) : llama::hf_name(name);
   };
   std::map<std::string, Tensor> full = from_weights(spec, weights);
   // Shapes checked against the whole model's, named as Hugging Face names them.

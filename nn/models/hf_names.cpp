@@ -117,6 +117,18 @@ std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& pa
   return out;
 }
 
+std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tensor>& weights, const std::string& head,
+                                                const std::string& embed, const char* family) {
+  std::map<std::string, Tensor> out = weights;
+  auto it = out.find(head);
+  if (it == out.end()) return out;
+  auto table = weights.find(embed);
+  KILN_CHECK(table != weights.end() && allclose(it->second.to(kFloat32), table->second.to(kFloat32), 0, 0),
+             "[{}] {} differs from {}, but the model ties them", family, head, embed);
+  out.erase(it);
+  return out;
+}
+
 std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln) {
   auto hf = map.to_hf(kiln);
   return hf ? hf->first : kiln;

@@ -53,6 +53,10 @@ std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& s
 std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
                                          const std::function<std::string(const std::string&)>& hf_name,
                                          const char* family);
+// weights without the head `head`, which a tied model's checkpoint may carry
+// beside the embedding `embed`: raises, naming `family`, unless the two are equal.
+std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tensor>& weights, const std::string& head,
+                                                const std::string& embed, const char* family);
 // A map's Hugging Face name for a kiln name, or the kiln name when no rule knows it.
 std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln);
 // The name of a fused tensor's first part ("layers.0.attn.q.weight"), which

@@ -91,6 +91,7 @@ std::string spec_to_json(const ModelSpec& s) {
               {"dropout", b.dropout},
               {"recompute", b.recompute}}},
             {"learned_positions", s.learned_positions},
+            {"position_offset", s.position_offset},
             {"block_positions", s.block_positions},
             {"tie_embeddings", s.tie_embeddings},
             {"lm_head", s.lm_head},
@@ -136,6 +137,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.block.dropout = b.at("dropout").get<double>();
     s.block.recompute = b.at("recompute").get<bool>();
     s.learned_positions = j.at("learned_positions").get<bool>();
+    s.position_offset = j.value("position_offset", int64_t{0});
     s.block_positions = j.value("block_positions", false);
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();
     s.lm_head = j.value("lm_head", true);

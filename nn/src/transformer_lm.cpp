@@ -9,9 +9,9 @@
 namespace kiln::nn {
 
 void ModelSpec::check() const {
-  KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0,
-             "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive", vocab_size,
-             max_positions, n_layer);
+  KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0 && position_offset >= 0,
+             "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive, position_offset "
+             "({}) not negative", vocab_size, max_positions, n_layer, position_offset);
   block.check();
   KILN_CHECK(!block.cross_attention, "[TransformerLM] a decoder-only model has no encoder for cross-attention "
              "blocks to read (nn::T5 is an encoder-decoder)");
@@ -38,8 +38,9 @@ int64_t ModelSpec::num_parameters(bool active) const {
     const auto& moe = layer_block(i).mlp.moe;
     layers += 2 * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
   }
-  const int64_t position_tables = (learned_positions ? 1 : 0) + (block_positions ? 1 : 0);
-  return padded * C * tables + position_tables * max_positions * C + layers + norm;
+  const int64_t position_rows =
+      (learned_positions ? max_positions + position_offset : 0) + (block_positions ? max_positions : 0);
+  return padded * C * tables + position_rows * C + layers + norm;
 }
 
 double ModelSpec::flops_per_token(int64_t seq_len) const {
@@ -81,7 +82,9 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
   if (f.is_first_stage()) {
     if (spec_.learned_positions)
       embed_positions = register_module(
-          "embed_positions", std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions, C, dtype, device}, nullptr));
+          "embed_positions",
+          std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions + spec_.position_offset, C, dtype, device},
+                                      nullptr));
     if (spec_.block_positions)
       embed_block_positions = register_module(
           "embed_block_positions",
@@ -164,10 +167,11 @@ Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* c
     if (embed_positions && offset_rows) {
       KILN_CHECK(max(inputs->positions).item<int64_t>() < spec_.max_positions,
                  "[TransformerLM] a position is past max_positions {}", spec_.max_positions);
-      x = x + embed_positions->forward(inputs->positions);
+      x = x + embed_positions->forward(spec_.position_offset ? inputs->positions + spec_.position_offset
+                                                             : inputs->positions);
     } else if (embed_positions) {
       const int64_t local = f.sequence_parallel() ? T / tp : T;
-      const int64_t first = past + (f.sequence_parallel() ? f.tp_rank() * local : 0);
+      const int64_t first = past + (f.sequence_parallel() ? f.tp_rank() * local : 0) + spec_.position_offset;
       x = x + embed_positions->forward(arange(first, first + local, 1, TensorOptions(kInt64).device(input.device())));
     }
     if (embed_block_positions) {

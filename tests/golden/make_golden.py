@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Golden values for kiln's GPT-2 and Llama, from PyTorch and Hugging Face transformers.
+"""Golden values for kiln's models, from PyTorch and Hugging Face transformers.
 
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|bert|t5|t5_v1_1|glm|switch_router
-      writes tests/golden/<model>_tiny.safetensors: a tiny GPT2LMHeadModel's or
-      LlamaForCausalLM's initial weights (Hugging Face names), inputs, targets,
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|opt|bert|t5|t5_v1_1|glm|switch_router
+      writes tests/golden/<model>_tiny.safetensors: a tiny model's (GPT2LMHeadModel's,
+      LlamaForCausalLM's, ...) initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
       AdamW step.
 
@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, BertForSequenceClassification,
                           GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig,
-                          MixtralForCausalLM, T5Config, T5ForConditionalGeneration)
+                          MixtralForCausalLM, OPTConfig, OPTForCausalLM, T5Config, T5ForConditionalGeneration)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.models.switch_transformers import modeling_switch_transformers as switch
 
@@ -56,6 +56,13 @@ MODELS["mixtral"] = (MixtralConfig, MixtralForCausalLM,
                           rope_theta=1e6, num_local_experts=4, num_experts_per_tok=2, router_aux_loss_coef=0.02,
                           tie_word_embeddings=False, experts_implementation="eager"),  # grouped_mm has no float64
                      8)
+# OPT: learned positions two rows on, a ReLU MLP, a tied head.
+MODELS["opt"] = (OPTConfig, OPTForCausalLM,
+                 dict(vocab_size=100, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=16, word_embed_proj_dim=32, do_layer_norm_before=True,
+                      activation_function="relu", dropout=0.0, attention_dropout=0.0, layerdrop=0.0,
+                      enable_bias=True, tie_word_embeddings=True),
+                 8)
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 WEIGHT_DECAY = 0.1
 

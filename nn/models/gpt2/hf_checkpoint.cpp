@@ -44,17 +44,9 @@ std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full) {
 }
 
 std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, int64_t n_layer) {
-  std::map<std::string, Tensor> kept;
-  for (const auto& [name, t] : weights) {
-    if (is_mask_buffer(name)) continue;  // Hugging Face keeps the causal mask in some checkpoints
-    if (name == "lm_head.weight") {
-      auto wte = weights.find("transformer.wte.weight");
-      KILN_CHECK(wte != weights.end() && allclose(t.to(kFloat32), wte->second.to(kFloat32), 0, 0),
-                 "[gpt2] lm_head.weight differs from transformer.wte.weight: kiln's GPT-2 ties them");
-      continue;
-    }
-    kept[name] = t;
-  }
+  std::map<std::string, Tensor> kept = hf::without_tied_head(weights, "lm_head.weight", "transformer.wte.weight", "gpt2");
+  // Hugging Face keeps the causal mask in some checkpoints.
+  std::erase_if(kept, [](const auto& named) { return is_mask_buffer(named.first); });
   return hf::rename_from_hf(names(), kept, n_layer, "GPT-2");
 }
 

@@ -146,17 +146,12 @@ std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, c
 }
 
 std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, const LlamaConfig& c) {
-  std::map<std::string, Tensor> kept;
-  for (const auto& [name, t] : weights) {
-    if (c.tie_word_embeddings && name == "lm_head.weight") {
-      auto embed = weights.find("model.embed_tokens.weight");
-      KILN_CHECK(embed != weights.end() && allclose(t.to(kFloat32), embed->second.to(kFloat32), 0, 0),
-                 "[llama] lm_head.weight differs from model.embed_tokens.weight, but the config ties them");
-      continue;
-    }
-    if (name.ends_with(".rotary_emb.inv_freq")) continue;  // a buffer older checkpoints carry
-    kept[name] = t;
-  }
+  std::map<std::string, Tensor> kept =
+      c.tie_word_embeddings ? hf::without_tied_head(weights, "lm_head.weight", "model.embed_tokens.weight", "llama")
+                            : weights;
+  std::erase_if(kept, [](const auto& named) {  // a buffer older checkpoints carry
+    return named.first.ends_with(".rotary_emb.inv_freq");
+  });
   std::map<std::string, Tensor> out = experts_from_hf(kept, c);
   std::map<std::string, Tensor> dense =
       hf::join_fused(hf::rename_from_hf(names(), kept, c.num_hidden_layers, "Llama"), fused_tensors(), hf_name, "Llama");

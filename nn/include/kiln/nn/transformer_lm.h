@@ -32,6 +32,9 @@ struct ModelSpec {
   int64_t n_layer = 12;
   BlockSpec block;
   bool learned_positions = true;  // an embedding of positions added to the tokens' (GPT-2)
+  // Rows of the learned positions' table before position 0's: position p
+  // reads row p + position_offset (OPT's 2, a relic of fairseq's padding).
+  int64_t position_offset = 0;
   // GLM's second table: each token's place inside its blank's span
   // (AttentionInputs::block_positions, max_positions rows), added too.
   bool block_positions = false;
