@@ -3,7 +3,7 @@
 # layouts: a tp=2 x pp=2 (sequence parallel) checkpoint resumes on one process, a one-process
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
 # run (each replica half the batch) matches and resumes on one process. Llama
-# (grouped-query heads split across tp 2) and OPT at tp=2 x pp=2 match one
+# (grouped-query heads split across tp 2), OPT and GPT-NeoX at tp=2 x pp=2 match one
 # process and resume on one process; so does a Llama with MoE layers, and expert
 # parallelism matches data parallelism without it; BERT, T5 and GLM
 # pre-training at tp 2 x dp 2 (BERT and GLM also at pp 2 x dp 2) match one
@@ -56,14 +56,17 @@ run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
 foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
 endforeach()
-# OPT (positions two rows on, a ReLU MLP) likewise.
-set(opt ${train} --model opt)
-run(${opt} --out ${WORK}/opt_one)
-run(${mpirun} -np 4 ${opt} --tp 2 --pp 2 --out ${WORK}/opt_tp2pp2)
-resume_from(opt_tp2pp2/step-000003 opt_tp2pp2_on_one)
-run(${opt} --out ${WORK}/opt_tp2pp2_on_one --resume)
-foreach(other opt_tp2pp2 opt_tp2pp2_on_one)
-  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/opt_one/metrics.jsonl 1 1e-5)
+# OPT (positions two rows on, a ReLU MLP) and GPT-NeoX (parallel attention
+# and MLP, partial rotary) likewise.
+foreach(family opt neox)
+  set(model ${train} --model ${family})
+  run(${model} --out ${WORK}/${family}_one)
+  run(${mpirun} -np 4 ${model} --tp 2 --pp 2 --out ${WORK}/${family}_tp2pp2)
+  resume_from(${family}_tp2pp2/step-000003 ${family}_tp2pp2_on_one)
+  run(${model} --out ${WORK}/${family}_tp2pp2_on_one --resume)
+  foreach(other ${family}_tp2pp2 ${family}_tp2pp2_on_one)
+    run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/${family}_one/metrics.jsonl 1 1e-5)
+  endforeach()
 endforeach()
 
 # Mixture of experts at tp=2 x pp=2 (the experts whole on both tensor-parallel

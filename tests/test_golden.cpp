@@ -1,4 +1,4 @@
-// kiln's GPT-2, Llama, Mixtral and OPT against PyTorch + Hugging Face (tests/golden/make_golden.py):
+// kiln's GPT-2, Llama, Mixtral, OPT and GPT-NeoX against PyTorch + Hugging Face (tests/golden/make_golden.py):
 // logits, loss, every gradient and the parameters after one AdamW step, each
 // to 1e-5 of the tensor's largest magnitude, in float32 and in float64. The
 // golden values come from float64; AdamW's first step divides a gradient by
@@ -133,11 +133,38 @@ TEST_CASE("tiny OPT (positions two rows on, ReLU MLP) matches PyTorch: logits, l
   check_golden("opt_tiny.safetensors", spec, kFloat32, "kiln_opt_tiny");
 }
 
+TEST_CASE("tiny GPT-NeoX (parallel attention and MLP, partial rotary, untied head) matches PyTorch") {
+  const nn::ModelSpec spec =
+      nn::GPTNeoXConfig{.vocab_size = 100, .hidden_size = 32, .num_hidden_layers = 2, .num_attention_heads = 4,
+                        .intermediate_size = 64, .max_position_embeddings = 16}
+          .spec();
+  CHECK(spec.block.rotary_dims() == 2);
+  check_golden("neox_tiny.safetensors", spec, kFloat64);
+  check_golden("neox_tiny.safetensors", spec, kFloat32, "kiln_neox_tiny");
+  // transformers 5's config (rope_parameters) and name for the head read as the released ones.
+  const nn::GPTNeoXConfig c = nn::gpt_neox::from_hf_config(R"({"vocab_size": 100, "hidden_size": 32,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+      "rope_parameters": {"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5}})");
+  CHECK(c.spec().block.rotary_dims() == 4);
+  CHECK(c.spec().block.attention.rope->theta == 500.0);
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/neox_tiny.safetensors");
+  std::map<std::string, Tensor> weights = initial_weights(golden);
+  weights["lm_head.weight"] = weights.at("embed_out.weight");
+  weights.erase("embed_out.weight");
+  Generator gen(0);
+  nn::TransformerLM model(spec, gen);
+  nn::hf::load_weights(model, weights);
+  KT_CHECK_CLOSE(model.forward(golden.tensors.at("input_ids")), kt::values(golden.tensors.at("logits")), 1e-5);
+}
+
 TEST_CASE("OPT configs kiln does not build are refused by name") {
   const std::string opt350m = R"({"model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "num_hidden_layers": 24,
       "ffn_dim": 4096, "num_attention_heads": 16, "max_position_embeddings": 2048, "word_embed_proj_dim": 512,
       "do_layer_norm_before": false})";
   CHECK_THROWS_WITH(nn::hf::spec_from_config(opt350m), Catch::Contains("post-norm blocks"));
+  CHECK_THROWS_WITH(nn::opt::from_hf_config(R"({"hidden_size": 32})"),
+                    Catch::Contains("[opt] config.json lacks a field or has one of the wrong type"));
+  CHECK_THROWS_WITH(nn::gpt_neox::from_hf_config("{"), Catch::Contains("[gpt_neox] config.json is not valid JSON"));
   const nn::OPTConfig c = nn::opt::from_hf_config(nn::opt::hf_config_json(nn::OPTConfig::opt_1_3b()));
   CHECK(c.hidden_size == 2048);
   CHECK(c.num_hidden_layers == 24);

@@ -59,6 +59,9 @@ std::vector<double> ref_inverse_frequencies(int64_t dim, const nn::RopeSpec& rop
 
 // x (B, H, T, D) rotated as Hugging Face's apply_rotary_pos_emb does (rotate_half).
 Tensor ref_rope(const Tensor& x, const nn::RopeSpec& rope) {
+  if (rope.dims > 0 && rope.dims < x.size(3))  // partial rotary: the first dims features only
+    return cat({ref_rope(x.narrow(3, 0, rope.dims), {rope.theta, rope.scaling}),
+                x.narrow(3, rope.dims, x.size(3) - rope.dims)}, 3);
   const int64_t T = x.size(2), D = x.size(3);
   std::vector<double> inv = ref_inverse_frequencies(D, rope), c, s;
   for (int64_t t = 0; t < T; ++t)
@@ -144,6 +147,12 @@ Tensor ref_block(const Tensor& x, const nn::BlockSpec& spec, const nn::Block& bl
     Tensor h = norm(x + ref_attention(x, spec, block, lengths), "attn_norm");
     return norm(h + ref_mlp(h, spec, block), "mlp_norm");
   }
+  if (spec.residual == nn::Residual::Parallel)
+    return x + ref_attention(norm(x, "attn_norm"), spec, block, lengths) + ref_mlp(norm(x, "mlp_norm"), spec, block);
+  if (spec.residual == nn::Residual::ParallelSharedNorm) {
+    Tensor normed = norm(x, "attn_norm");
+    return x + ref_attention(normed, spec, block, lengths) + ref_mlp(normed, spec, block);
+  }
   Tensor h = x + ref_attention(norm(x, "attn_norm"), spec, block, lengths);
   return h + ref_mlp(norm(h, "mlp_norm"), spec, block);
 }
@@ -191,6 +200,14 @@ std::vector<Case> cases() {
   layer_norm_no_bias.norm.bias = false;
   layer_norm_no_bias.mlp = {.kind = nn::MlpKind::SwiGLU, .bias = true};
   layer_norm_no_bias.attention.rope = nn::RopeSpec{};
+  nn::BlockSpec neox = gpt2;  // parallel attention and MLP, a quarter of each head rotated
+  neox.residual = nn::Residual::Parallel;
+  neox.mlp.kind = nn::MlpKind::Gelu;
+  neox.attention.head_dim = 8;
+  neox.attention.rope = nn::RopeSpec{.theta = 10000.0, .dims = 2};
+  nn::BlockSpec palm = llama;  // one norm for both, half of each head rotated
+  palm.residual = nn::Residual::ParallelSharedNorm;
+  palm.attention.rope->dims = 2;
   return {{"GPT-2: LayerNorm, pre-norm, MHA, biases, GELU", gpt2},
           {"Llama: RMSNorm, GQA, RoPE 500000, SwiGLU, no biases", llama},
           {"post-norm, bidirectional", post},
@@ -202,7 +219,9 @@ std::vector<Case> cases() {
           {"LayerNorm without bias, SwiGLU with biases (default hidden size), RoPE", layer_norm_no_bias},
           {"prefix-LM with key padding", prefix_lm, {{3, 0}, {7, 5}}},
           {"bidirectional with key padding, one sequence all padding", post, {{}, {4, 0}}},
-          {"causal with key padding", gpt2, {{}, {2, 6}}}};
+          {"causal with key padding", gpt2, {{}, {2, 6}}},
+          {"GPT-NeoX: parallel attention and MLP, partial rotary", neox},
+          {"PaLM-style: parallel with one shared norm, partial rotary, GQA", palm}};
 }
 
 }  // namespace
@@ -229,11 +248,12 @@ TEST_CASE("blocks from every spec option match a naive float64 transformer") {
 }
 
 TEST_CASE("block gradients match finite differences") {
-  // GPT-2's and Llama's blocks, and a prefix-LM with padding (every op's own
-  // gradient is checked in test_ops; this checks their composition).
+  // GPT-2's and Llama's blocks, a prefix-LM with padding and NeoX's parallel
+  // block with partial rotary (every op's own gradient is checked in
+  // test_ops; this checks their composition).
   Generator gen(2);
   const std::vector<Case> all = cases();
-  for (const Case& c : {all[0], all[1], all[6]}) {
+  for (const Case& c : {all[0], all[1], all[6], all[12]}) {
     INFO(c.name);
     nn::BlockSpec spec = c.spec;
     nn::Block block(spec, gen, kFloat64);
@@ -295,7 +315,12 @@ TEST_CASE("a spec whose sizes do not fit raises a clear error") {
   nn::BlockSpec kv{.d_model = 16, .attention = {.heads = 4, .kv_heads = 3}};
   CHECK_THROWS_WITH(nn::Block(kv, gen), Catch::Contains("4 heads must be a multiple of 3 kv heads"));
   nn::BlockSpec odd{.d_model = 12, .attention = {.heads = 4, .rope = nn::RopeSpec{}}};
-  CHECK_THROWS_WITH(nn::Block(odd, gen), Catch::Contains("RoPE needs an even head size, got 3"));
+  CHECK_THROWS_WITH(nn::Block(odd, gen), Catch::Contains("RoPE rotates an even number of a head's 3 features, got 3"));
+  nn::BlockSpec wide{.d_model = 16, .attention = {.heads = 4, .rope = nn::RopeSpec{.dims = 6}}};
+  CHECK_THROWS_WITH(nn::Block(wide, gen), Catch::Contains("a head's 4 features, got 6"));
+  nn::BlockSpec parallel_post{.d_model = 16, .placement = nn::NormPlacement::Post,
+                              .residual = nn::Residual::Parallel, .attention = {.heads = 4}};
+  CHECK_THROWS_WITH(nn::Block(parallel_post, gen), Catch::Contains("parallel attention and MLP take pre-norm blocks"));
   nn::Block prefix({.d_model = 8, .attention = {.heads = 2, .mask = nn::AttentionMask::PrefixLM}}, gen);
   prefix.reset_parameters(gen);
   CHECK_THROWS_WITH(prefix.forward(randn({1, 3, 8}, gen)), Catch::Contains("a prefix-LM mask needs the batch's prefix_lengths"));

@@ -1,10 +1,11 @@
-// train: the trainer of every causal language model (GPT-2, LLaMA, OPT) in the
+// train: the trainer of every causal language model (GPT-2, LLaMA, OPT, GPT-NeoX) in the
 // spirit of llm.c's train_gpt2, on kiln.
 //
 //   train --data data/fortunes --layers 4 --channels 192 --heads 6 --seq 128 \
 //         --batch 16 --steps 600 --lr 3e-3 --out out/fortunes
 //   train --model llama --kv-heads 2 --data data/fortunes --out out/llama ...
 //   train --model opt --data data/fortunes --out out/opt ...
+//   train --model neox --data data/fortunes --out out/neox ...
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
@@ -99,6 +100,11 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
     spec = kiln::nn::OPTConfig{.vocab_size = vocab, .hidden_size = a.channels, .num_hidden_layers = a.layers,
                                .ffn_dim = 4 * a.channels, .num_attention_heads = a.heads,
                                .max_position_embeddings = positions}
+               .spec();
+  } else if (a.model == "neox") {
+    spec = kiln::nn::GPTNeoXConfig{.vocab_size = vocab, .hidden_size = a.channels, .num_hidden_layers = a.layers,
+                                   .num_attention_heads = a.heads, .intermediate_size = 4 * a.channels,
+                                   .max_position_embeddings = positions, .rotary_emb_base = a.rope_theta}
                .spec();
   } else {
     kiln::nn::LlamaConfig c = !a.preset.empty()
@@ -412,15 +418,15 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a causal language model (GPT-2, LLaMA, OPT) with kiln"};
+  CLI::App app{"Train a causal language model (GPT-2, LLaMA, OPT, GPT-NeoX) with kiln"};
   Args a;
-  app.add_option("--model", a.model, "model family: gpt2 | llama | opt")->capture_default_str()
-      ->check(CLI::IsMember({"gpt2", "llama", "opt"}));
+  app.add_option("--model", a.model, "model family: gpt2 | llama | opt | neox")->capture_default_str()
+      ->check(CLI::IsMember({"gpt2", "llama", "opt", "neox"}));
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
   app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
   app.add_option("--init-from", a.init_from,
-                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral or OPT; its config "
-                 "decides the model)");
+                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral, OPT or GPT-NeoX; "
+                 "its config decides the model)");
   app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
   app.add_option("--preset", a.preset, "Llama size: llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3.2-1b");
@@ -429,7 +435,7 @@ int main(int argc, char** argv) {
   app.add_option("--heads", a.heads, "attention heads (without --depth/--preset)")->capture_default_str();
   app.add_option("--kv-heads", a.kv_heads, "Llama: key/value heads for grouped-query attention (default: --heads)");
   app.add_option("--mlp-hidden", a.mlp_hidden, "Llama: SwiGLU hidden size (default: LLaMA's rule)");
-  app.add_option("--rope-theta", a.rope_theta, "Llama: RoPE base")->capture_default_str();
+  app.add_option("--rope-theta", a.rope_theta, "Llama, GPT-NeoX: RoPE base")->capture_default_str();
   app.add_flag("--recompute", a.recompute, "recompute each block's activations in backward (less memory)");
   app.add_option("--moe-experts", a.moe_experts, "experts per MoE layer; 0: dense MLPs (experts have no biases)")
       ->capture_default_str();

@@ -29,6 +29,7 @@
 #include "kiln/nn/linear.h"
 #include "kiln/nn/models/bert.h"
 #include "kiln/nn/models/gpt2.h"
+#include "kiln/nn/models/gpt_neox.h"
 #include "kiln/nn/models/hf.h"
 #include "kiln/nn/models/llama.h"
 #include "kiln/nn/models/opt.h"

@@ -7,6 +7,7 @@
 
 #include "kiln/autograd.h"
 #include "kiln/nn/models/gpt2.h"
+#include "kiln/nn/models/gpt_neox.h"
 #include "kiln/nn/models/llama.h"
 #include "kiln/nn/models/opt.h"
 #include "kiln/serialize.h"
@@ -32,7 +33,7 @@ LlamaConfig llama_config(const ModelSpec& s) {
 }
 
 bool has_mapping(const std::string& family) {
-  return family == "gpt2" || family == "llama" || family == "mixtral" || family == "opt";
+  return family == "gpt2" || family == "llama" || family == "mixtral" || family == "opt" || family == "gpt_neox";
 }
 bool llama_family(const std::string& family) { return family == "llama" || family == "mixtral"; }
 
@@ -55,6 +56,7 @@ std::string config_json(const ModelSpec& spec) {
   if (spec.family == "gpt2") json = gpt2::hf_config_json(gpt2_config(spec));
   else if (llama_family(spec.family)) json = llama::hf_config_json(llama_config(spec));
   else if (spec.family == "opt") json = opt::hf_config_json(opt::config_of(spec));
+  else if (spec.family == "gpt_neox") json = gpt_neox::hf_config_json(gpt_neox::config_of(spec));
   else return spec_to_json(spec);
   return spec.lm_head ? json : as_sequence_classifier(json);
 }
@@ -74,12 +76,13 @@ ModelSpec spec_from_config(const std::string& json) {
   if (type == "gpt2") spec = gpt2::from_hf_config(json).spec();
   else if (type == "llama" || type == "mixtral") spec = llama::from_hf_config(json).spec();
   else if (type == "opt") spec = opt::from_hf_config(json).spec();
+  else if (type == "gpt_neox") spec = gpt_neox::from_hf_config(json).spec();
   if (has_mapping(type)) {
     spec.lm_head = !classifier;
     return spec;
   }
   if (type == "kiln") return spec_from_json(json);
-  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral, opt and its own "
+  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral, opt, gpt_neox and its own "
             "(kiln)", type);
 }
 
@@ -87,6 +90,7 @@ std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<s
   if (spec.family == "gpt2") return gpt2::to_hf(full);
   if (llama_family(spec.family)) return llama::to_hf(full, llama_config(spec));
   if (spec.family == "opt") return opt::to_hf(full);
+  if (spec.family == "gpt_neox") return gpt_neox::to_hf(full, gpt_neox::config_of(spec));
   std::map<std::string, Tensor> out;  // kiln's names
   for (const auto& [name, t] : full) out[name] = t.detach().to(kCPU, kFloat32).contiguous();
   return out;
@@ -96,6 +100,7 @@ std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map
   if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
   if (llama_family(spec.family)) return llama::from_hf(weights, llama_config(spec));
   if (spec.family == "opt") return opt::from_hf(weights, opt::config_of(spec));
+  if (spec.family == "gpt_neox") return gpt_neox::from_hf(weights, gpt_neox::config_of(spec));
   return weights;
 }
 
@@ -104,6 +109,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
   auto hf_name = [&](const std::string& name) {
     if (!has_mapping(spec.family)) return name;
     if (spec.family == "gpt2") return gpt2::hf_name(name);
+    if (spec.family == "gpt_neox") return gpt_neox::hf_name(name);
     return spec.family == "opt" ? opt::hf_name(name) : llama::hf_name(name);
   };
   std::map<std::string, Tensor> full = from_weights(spec, weights);

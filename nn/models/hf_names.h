@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,23 @@ std::map<std::string, Tensor> split_fused(const std::map<std::string, Tensor>& s
 std::map<std::string, Tensor> join_fused(const std::map<std::string, Tensor>& parts, const std::vector<Fused>& fused,
                                          const std::function<std::string(const std::string&)>& hf_name,
                                          const char* family);
+// read(j) of config.json's text parsed: raises, naming `family`, when the
+// text is not JSON or lacks a field read asks for (j.at).
+template <typename Read>
+auto read_config_json(const std::string& text, const char* family, Read read) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[{}] config.json is not valid JSON: {}", family, e.what());
+  }
+  try {
+    return read(j);
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[{}] config.json lacks a field or has one of the wrong type: {}", family, e.what());
+  }
+}
+
 // weights without the head `head`, which a tied model's checkpoint may carry
 // beside the embedding `embed`: raises, naming `family`, unless the two are equal.
 std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tensor>& weights, const std::string& head,

@@ -30,6 +30,9 @@ const std::initializer_list<std::pair<const char*, NormKind>> kNorms{{"layer_nor
                                                                      {"rms_norm", NormKind::RMSNorm}};
 const std::initializer_list<std::pair<const char*, NormPlacement>> kPlacements{{"pre", NormPlacement::Pre},
                                                                                {"post", NormPlacement::Post}};
+const std::initializer_list<std::pair<const char*, Residual>> kResiduals{
+    {"sequential", Residual::Sequential}, {"parallel", Residual::Parallel},
+    {"parallel_shared_norm", Residual::ParallelSharedNorm}};
 const std::initializer_list<std::pair<const char*, AttentionMask>> kMasks{
     {"causal", AttentionMask::Causal}, {"bidirectional", AttentionMask::Bidirectional},
     {"prefix_lm", AttentionMask::PrefixLM}};
@@ -69,7 +72,7 @@ std::string spec_to_json(const ModelSpec& s) {
                     {"qkv_bias", a.qkv_bias}, {"out_bias", a.out_bias}, {"rope", nullptr},
                     {"mask", enum_name(a.mask, kMasks)}, {"scale", nullptr}};
   if (a.rope) {
-    attention["rope"] = {{"theta", a.rope->theta}, {"scaling", nullptr}};
+    attention["rope"] = {{"theta", a.rope->theta}, {"scaling", nullptr}, {"dims", a.rope->dims}};
     if (const auto& r = a.rope->scaling)
       attention["rope"]["scaling"] = {{"factor", r->factor}, {"low_freq_factor", r->low_freq_factor},
                                       {"high_freq_factor", r->high_freq_factor},
@@ -85,6 +88,7 @@ std::string spec_to_json(const ModelSpec& s) {
              {{"d_model", b.d_model},
               {"norm", {{"kind", enum_name(b.norm.kind, kNorms)}, {"eps", b.norm.eps}, {"bias", b.norm.bias}}},
               {"placement", enum_name(b.placement, kPlacements)},
+              {"residual", enum_name(b.residual, kResiduals)},
               {"attention", attention},
               {"mlp", {{"kind", enum_name(b.mlp.kind, kMlps)}, {"hidden", b.mlp.hidden}, {"bias", b.mlp.bias},
                        {"moe", moe_to_json(b.mlp.moe)}}},
@@ -115,6 +119,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.block.norm = {enum_from(b.at("norm"), "kind", kNorms), b.at("norm").at("eps").get<double>(),
                     b.at("norm").at("bias").get<bool>()};
     s.block.placement = enum_from(b, "placement", kPlacements);
+    if (b.contains("residual")) s.block.residual = enum_from(b, "residual", kResiduals);
     s.block.attention = {.heads = a.at("heads").get<int64_t>(),
                          .kv_heads = a.at("kv_heads").get<int64_t>(),
                          .head_dim = a.at("head_dim").get<int64_t>(),
@@ -123,7 +128,7 @@ ModelSpec spec_from_json(const std::string& text) {
                          .mask = enum_from(a, "mask", kMasks)};
     if (!a.at("rope").is_null()) {
       const Json& r = a.at("rope");
-      s.block.attention.rope = RopeSpec{r.at("theta").get<double>(), std::nullopt};
+      s.block.attention.rope = RopeSpec{r.at("theta").get<double>(), std::nullopt, r.value("dims", int64_t{0})};
       if (!r.at("scaling").is_null()) {
         const Json& sc = r.at("scaling");
         s.block.attention.rope->scaling =

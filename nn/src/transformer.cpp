@@ -37,7 +37,10 @@ void BlockSpec::check() const {
              "[Block] d_model ({}) must divide into {} heads (or give head_dim)", d_model, a.heads);
   KILN_CHECK(a.kv_heads >= 0 && a.heads % kv_heads() == 0, "[Block] {} heads must be a multiple of {} kv heads",
              a.heads, kv_heads());
-  KILN_CHECK(!a.rope || head_dim() % 2 == 0, "[Block] RoPE needs an even head size, got {}", head_dim());
+  KILN_CHECK(!a.rope || (rotary_dims() % 2 == 0 && rotary_dims() <= head_dim() && a.rope->dims >= 0),
+             "[Block] RoPE rotates an even number of a head's {} features, got {}", head_dim(), rotary_dims());
+  KILN_CHECK(residual == Residual::Sequential || (placement == NormPlacement::Pre && !cross_attention),
+             "[Block] parallel attention and MLP take pre-norm blocks without cross-attention");
   KILN_CHECK(dropout >= 0 && dropout <= 1, "[Block] dropout must be in [0, 1], got {}", dropout);
   KILN_CHECK(!(cross_attention && recompute), "[Block] recomputation does not yet replay cross-attention blocks");
   if (const auto& m = mlp.moe) {
@@ -103,13 +106,19 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
   Tensor q = heads(0, heads_), k = heads(heads_, kv_heads_), v = heads(heads_ + kv_heads_, kv_heads_);
   const int64_t past = cache ? cache->length() : 0;
   const bool offset_rows = inputs && inputs->positions.defined();
-  if (spec_.rope && offset_rows) {
-    q = rope_at(q, inputs->positions, *spec_.rope);
-    k = rope_at(k, inputs->positions, *spec_.rope);
-  } else if (spec_.rope) {
-    auto [cos, sin] = rope_tables(past, T, D, *spec_.rope, x.dtype() == kFloat64 ? kFloat64 : kFloat32, x.device());
-    q = rope(q, cos, sin);
-    k = rope(k, cos, sin);
+  if (spec_.rope) {
+    // The first R features of each head rotate, the rest pass (partial rotary).
+    const int64_t R = spec_.rope->dims > 0 ? spec_.rope->dims : D;
+    Tensor cos, sin;
+    if (!offset_rows)
+      std::tie(cos, sin) = rope_tables(past, T, R, *spec_.rope, x.dtype() == kFloat64 ? kFloat64 : kFloat32, x.device());
+    auto rotate = [&](const Tensor& t) {
+      Tensor part = R < D ? t.narrow(3, 0, R).contiguous() : t;
+      Tensor turned = offset_rows ? rope_at(part, inputs->positions, *spec_.rope) : rope(part, cos, sin);
+      return R < D ? cat({turned, t.narrow(3, R, D - R)}, 3) : turned;
+    };
+    q = rotate(q);
+    k = rotate(k);
   }
   if (cache) {
     if (past > 0) {
@@ -207,7 +216,8 @@ Block::Block(const BlockSpec& spec, const LayerFactory& factory, Generator& drop
     cross_norm = register_module("cross_norm", make_norm(spec.norm, spec.d_model, dtype, device));
     cross_attn = register_module("cross_attn", std::make_shared<CrossAttention>(spec, factory, dropout_gen, dtype, device));
   }
-  mlp_norm = register_module("mlp_norm", make_norm(spec.norm, spec.d_model, dtype, device));
+  if (spec.residual != Residual::ParallelSharedNorm)
+    mlp_norm = register_module("mlp_norm", make_norm(spec.norm, spec.d_model, dtype, device));
   if (spec.mlp.moe) {
     // The experts are whole on every tensor-parallel rank, which all see the
     // same tokens; a slice of the sequence would give each rank its own
@@ -244,6 +254,11 @@ void Block::reset_parameters(Generator& gen, double std, double residual_std) {
 
 Tensor Block::run(const Tensor& x, KVCache* cache, const AttentionInputs* inputs, const Memory* memory) const {
   if (cross_attn) KILN_CHECK(memory, "[Block] a cross-attention block needs the encoder's output (Memory)");
+  if (spec_.residual != Residual::Sequential) {
+    Tensor normed = attn_norm->forward(x);
+    Tensor mixed = attn->forward(normed, cache, inputs);
+    return x + mixed + feed_forward(mlp_norm ? mlp_norm->forward(x) : normed);
+  }
   if (spec_.placement == NormPlacement::Post) {
     Tensor h = attn_norm->forward(x + attn->forward(x, cache, inputs));
     if (cross_attn) h = cross_norm->forward(h + cross_attn->forward(h, *memory, cache));

@@ -36,7 +36,8 @@ int64_t ModelSpec::num_parameters(bool active) const {
   int64_t layers = 0;
   for (int64_t i = 0; i < n_layer; ++i) {
     const auto& moe = layer_block(i).mlp.moe;
-    layers += 2 * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
+    const int64_t norms = block.residual == Residual::ParallelSharedNorm ? 1 : 2;
+    layers += norms * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
   }
   const int64_t position_rows =
       (learned_positions ? max_positions + position_offset : 0) + (block_positions ? max_positions : 0);

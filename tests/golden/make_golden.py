@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|opt|bert|t5|t5_v1_1|glm|switch_router
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|opt|neox|bert|t5|t5_v1_1|glm|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny model's (GPT2LMHeadModel's,
       LlamaForCausalLM's, ...) initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -21,7 +21,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, BertForSequenceClassification,
-                          GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig,
+                          GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MixtralConfig,
                           MixtralForCausalLM, OPTConfig, OPTForCausalLM, T5Config, T5ForConditionalGeneration)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.models.switch_transformers import modeling_switch_transformers as switch
@@ -63,6 +63,14 @@ MODELS["opt"] = (OPTConfig, OPTForCausalLM,
                       activation_function="relu", dropout=0.0, attention_dropout=0.0, layerdrop=0.0,
                       enable_bias=True, tie_word_embeddings=True),
                  8)
+# GPT-NeoX: parallel attention and MLP, a quarter of each head rotated (2 of 8 features), exact GELU, an
+# untied head.
+MODELS["neox"] = (GPTNeoXConfig, GPTNeoXForCausalLM,
+                  dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=16, rotary_pct=0.25, rotary_emb_base=10000,
+                       layer_norm_eps=1e-5, hidden_act="gelu", use_parallel_residual=True, attention_bias=True,
+                       hidden_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=False),
+                  8)
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 WEIGHT_DECAY = 0.1
 
@@ -81,7 +89,8 @@ def gradients_and_step(model):
 
 
 def disk_names(tensors):
-    """transformers 5 holds a layer's experts fused (mlp.gate, mlp.experts.gate_up_proj and down_proj); its
+    """GPT-NeoX's head is embed_out in its released checkpoints (transformers 5 renames it lm_head on load).
+    transformers 5 holds a layer's experts fused (mlp.gate, mlp.experts.gate_up_proj and down_proj); its
     checkpoints, and kiln's mapping, name them as Mixtral's release does (block_sparse_moe.gate, experts.E.w1/w2/w3)."""
     out = {}
     for key, t in tensors.items():
@@ -98,6 +107,8 @@ def disk_names(tensors):
         elif tail == "mlp.experts.down_proj":
             for e in range(t.shape[0]):
                 out[f"{prefix}.experts.{e}.w2.weight"] = t[e].contiguous()
+        elif key.endswith("lm_head.weight") and any("gpt_neox." in k for k in tensors):
+            out[key.replace("lm_head.weight", "embed_out.weight")] = t  # GPT-NeoX's released name
         else:
             out[key] = t
     return out

@@ -86,13 +86,7 @@ std::string hf_config_json(const OPTConfig& c) {
 }
 
 OPTConfig from_hf_config(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL("[opt] config.json is not valid JSON: {}", e.what());
-  }
-  try {
+  return hf::read_config_json(text, "opt", [](const nlohmann::json& j) {
     const OPTConfig c{.vocab_size = j.at("vocab_size").get<int64_t>(),
                       .hidden_size = j.at("hidden_size").get<int64_t>(),
                       .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
@@ -114,9 +108,7 @@ OPTConfig from_hf_config(const std::string& text) {
                j.value("activation_function", std::string("relu")),
                j.value("layer_norm_elementwise_affine", true) ? "affine ones" : "no affine parameters");
     return c;
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL("[opt] not an OPT config.json: {}", e.what());
-  }
+  });
 }
 
 }  // namespace kiln::nn::opt

@@ -23,6 +23,10 @@ struct RopeScaling {
 struct RopeSpec {
   double theta = 10000.0;
   std::optional<RopeScaling> scaling;
+  // How many of each head's features rotate (the first ones; even): 0 for
+  // all of them, fewer for GPT-NeoX's partial rotary (rotary_pct), the rest
+  // passing as they are.
+  int64_t dims = 0;
   bool operator==(const RopeSpec&) const = default;
 };
 

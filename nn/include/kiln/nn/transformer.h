@@ -23,6 +23,11 @@ enum class NormKind { LayerNorm, RMSNorm };
 // Pre-norm (GPT-2, LLaMA): x + f(norm(x)). Post-norm (the original
 // Transformer, BERT): norm(x + f(x)).
 enum class NormPlacement { Pre, Post };
+// Sequential (GPT-2, LLaMA): the MLP reads the attention's output. Parallel
+// (GPT-NeoX, GPT-J, PaLM): both read the block's input, x + attn(norm1(x)) +
+// mlp(norm2(x)), with a norm each (NeoX) or one shared (GPT-J, PaLM: no
+// mlp_norm); pre-norm only.
+enum class Residual { Sequential, Parallel, ParallelSharedNorm };
 // Causal (GPT, LLaMA), bidirectional (BERT, encoders) or prefix-LM (UniLM,
 // GLM: bidirectional over each sequence's prefix, causal after it; the prefix
 // lengths come with the input). Key padding (AttentionInputs::key_lengths)
@@ -106,6 +111,7 @@ struct BlockSpec {
   int64_t d_model = 768;
   NormSpec norm;
   NormPlacement placement = NormPlacement::Pre;
+  Residual residual = Residual::Sequential;
   AttentionSpec attention;
   MlpSpec mlp;
   double dropout = 0.0;  // on the attention's and the MLP's outputs
@@ -117,6 +123,8 @@ struct BlockSpec {
   bool recompute = false;
 
   int64_t head_dim() const { return attention.head_dim > 0 ? attention.head_dim : d_model / attention.heads; }
+  // The features of a head that RoPE rotates.
+  int64_t rotary_dims() const { return attention.rope && attention.rope->dims > 0 ? attention.rope->dims : head_dim(); }
   int64_t kv_heads() const { return attention.kv_heads > 0 ? attention.kv_heads : attention.heads; }
   int64_t mlp_hidden() const;
   // Raises unless the sizes fit together (heads, kv heads, head size, RoPE's even head size).
