@@ -165,6 +165,8 @@ TEST_CASE("OPT configs kiln does not build are refused by name") {
   CHECK_THROWS_WITH(nn::opt::from_hf_config(R"({"hidden_size": 32})"),
                     Catch::Contains("[opt] config.json lacks a field or has one of the wrong type"));
   CHECK_THROWS_WITH(nn::gpt_neox::from_hf_config("{"), Catch::Contains("[gpt_neox] config.json is not valid JSON"));
+  CHECK_THROWS_WITH(nn::hf::spec_from_config(R"({"model_type": "bloom"})"),
+                    Catch::Contains("model_type 'bloom': kiln reads gpt2, llama, mixtral, opt, gpt_neox, and its own"));
   const nn::OPTConfig c = nn::opt::from_hf_config(nn::opt::hf_config_json(nn::OPTConfig::opt_1_3b()));
   CHECK(c.hidden_size == 2048);
   CHECK(c.num_hidden_layers == 24);

@@ -1,6 +1,8 @@
 #include "kiln/nn/models/hf.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -32,11 +34,52 @@ LlamaConfig llama_config(const ModelSpec& s) {
           .dropout = b.dropout, .moe = b.mlp.moe};
 }
 
-bool has_mapping(const std::string& family) {
-  return family == "gpt2" || family == "llama" || family == "mixtral" || family == "opt" || family == "gpt_neox";
-}
-bool llama_family(const std::string& family) { return family == "llama" || family == "mixtral"; }
+// What kiln knows of one Hugging Face family of causal models: its config.json
+// both ways, its weights' names and layout both ways, and one parameter's name.
+struct Family {
+  std::vector<std::string> model_types;  // config.json's model_type, ModelSpec::family
+  std::function<std::string(const ModelSpec&)> config_json;
+  std::function<ModelSpec(const std::string& json)> spec;
+  std::function<std::map<std::string, Tensor>(const ModelSpec&, const std::map<std::string, Tensor>&)> to_hf, from_hf;
+  std::function<std::string(const std::string& kiln)> hf_name;
+};
 
+const std::vector<Family>& families() {
+  using Weights = std::map<std::string, Tensor>;
+  static const std::vector<Family> all{
+      {{"gpt2"},
+       [](const ModelSpec& s) { return gpt2::hf_config_json(gpt2_config(s)); },
+       [](const std::string& j) { return gpt2::from_hf_config(j).spec(); },
+       [](const ModelSpec&, const Weights& w) { return gpt2::to_hf(w); },
+       [](const ModelSpec& s, const Weights& w) { return gpt2::from_hf(w, s.n_layer); },
+       gpt2::hf_name},
+      {{"llama", "mixtral"},
+       [](const ModelSpec& s) { return llama::hf_config_json(llama_config(s)); },
+       [](const std::string& j) { return llama::from_hf_config(j).spec(); },
+       [](const ModelSpec& s, const Weights& w) { return llama::to_hf(w, llama_config(s)); },
+       [](const ModelSpec& s, const Weights& w) { return llama::from_hf(w, llama_config(s)); },
+       llama::hf_name},
+      {{"opt"},
+       [](const ModelSpec& s) { return opt::hf_config_json(opt::config_of(s)); },
+       [](const std::string& j) { return opt::from_hf_config(j).spec(); },
+       [](const ModelSpec&, const Weights& w) { return opt::to_hf(w); },
+       [](const ModelSpec& s, const Weights& w) { return opt::from_hf(w, opt::config_of(s)); },
+       opt::hf_name},
+      {{"gpt_neox"},
+       [](const ModelSpec& s) { return gpt_neox::hf_config_json(gpt_neox::config_of(s)); },
+       [](const std::string& j) { return gpt_neox::from_hf_config(j).spec(); },
+       [](const ModelSpec& s, const Weights& w) { return gpt_neox::to_hf(w, gpt_neox::config_of(s)); },
+       [](const ModelSpec& s, const Weights& w) { return gpt_neox::from_hf(w, gpt_neox::config_of(s)); },
+       gpt_neox::hf_name}};
+  return all;
+}
+
+// The family of a model_type, or null for kiln's own names.
+const Family* family_of(const std::string& type) {
+  for (const Family& f : families())
+    if (std::find(f.model_types.begin(), f.model_types.end(), type) != f.model_types.end()) return &f;
+  return nullptr;
+}
 
 }  // namespace
 
@@ -52,12 +95,9 @@ std::string as_sequence_classifier(const std::string& json) {
 }
 
 std::string config_json(const ModelSpec& spec) {
-  std::string json;
-  if (spec.family == "gpt2") json = gpt2::hf_config_json(gpt2_config(spec));
-  else if (llama_family(spec.family)) json = llama::hf_config_json(llama_config(spec));
-  else if (spec.family == "opt") json = opt::hf_config_json(opt::config_of(spec));
-  else if (spec.family == "gpt_neox") json = gpt_neox::hf_config_json(gpt_neox::config_of(spec));
-  else return spec_to_json(spec);
+  const Family* f = family_of(spec.family);
+  if (!f) return spec_to_json(spec);
+  const std::string json = f->config_json(spec);
   return spec.lm_head ? json : as_sequence_classifier(json);
 }
 
@@ -72,46 +112,34 @@ ModelSpec spec_from_config(const std::string& json) {
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL("[hf] config.json is not valid JSON: {}", e.what());
   }
-  ModelSpec spec;
-  if (type == "gpt2") spec = gpt2::from_hf_config(json).spec();
-  else if (type == "llama" || type == "mixtral") spec = llama::from_hf_config(json).spec();
-  else if (type == "opt") spec = opt::from_hf_config(json).spec();
-  else if (type == "gpt_neox") spec = gpt_neox::from_hf_config(json).spec();
-  if (has_mapping(type)) {
+  if (const Family* f = family_of(type)) {
+    ModelSpec spec = f->spec(json);
     spec.lm_head = !classifier;
     return spec;
   }
   if (type == "kiln") return spec_from_json(json);
-  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads gpt2, llama, mixtral, opt, gpt_neox and its own "
-            "(kiln)", type);
+  std::string known;
+  for (const Family& f : families())
+    for (const std::string& t : f.model_types) known += t + ", ";
+  KILN_FAIL("[hf] config.json of model_type '{}': kiln reads {}and its own (kiln)", type, known);
 }
 
 std::map<std::string, Tensor> to_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& full) {
-  if (spec.family == "gpt2") return gpt2::to_hf(full);
-  if (llama_family(spec.family)) return llama::to_hf(full, llama_config(spec));
-  if (spec.family == "opt") return opt::to_hf(full);
-  if (spec.family == "gpt_neox") return gpt_neox::to_hf(full, gpt_neox::config_of(spec));
+  if (const Family* f = family_of(spec.family)) return f->to_hf(spec, full);
   std::map<std::string, Tensor> out;  // kiln's names
   for (const auto& [name, t] : full) out[name] = t.detach().to(kCPU, kFloat32).contiguous();
   return out;
 }
 
 std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map<std::string, Tensor>& weights) {
-  if (spec.family == "gpt2") return gpt2::from_hf(weights, spec.n_layer);
-  if (llama_family(spec.family)) return llama::from_hf(weights, llama_config(spec));
-  if (spec.family == "opt") return opt::from_hf(weights, opt::config_of(spec));
-  if (spec.family == "gpt_neox") return gpt_neox::from_hf(weights, gpt_neox::config_of(spec));
-  return weights;
+  const Family* f = family_of(spec.family);
+  return f ? f->from_hf(spec, weights) : weights;
 }
 
 void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights, bool strict) {
   const ModelSpec& spec = model.spec();
-  auto hf_name = [&](const std::string& name) {
-    if (!has_mapping(spec.family)) return name;
-    if (spec.family == "gpt2") return gpt2::hf_name(name);
-    if (spec.family == "gpt_neox") return gpt_neox::hf_name(name);
-    return spec.family == "opt" ? opt::hf_name(name) : llama::hf_name(name);
-  };
+  const Family* family = family_of(spec.family);
+  auto hf_name = [&](const std::string& name) { return family ? family->hf_name(name) : name; };
   std::map<std::string, Tensor> full = from_weights(spec, weights);
   // Shapes checked against the whole model's, named as Hugging Face names them.
   for (const auto& [name, p] : model.named_parameters()) {
