@@ -121,7 +121,10 @@ class Pool {
  private:
   void start(int threads) {
     stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { serve(); });
+    // The generation a worker waits past is read here, not when its thread
+    // first runs: a stop() before then must still wake it.
+    const uint64_t now = generation_.load(std::memory_order_acquire);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, now] { serve(now); });
   }
 
   void stop() {
@@ -133,8 +136,7 @@ class Pool {
   }
 
   // A worker waits until a job is published, takes part in it, and waits again.
-  void serve() {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void serve(uint64_t seen) {
     for (;;) {
       seen = await_change(generation_, seen);
       if (stopping_) return;
