@@ -45,6 +45,7 @@ struct AttentionCase {
   int64_t B, Hq, Hkv, Tq, Tk, D;
   bool causal;
   std::vector<int64_t> prefix = {};  // per batch: a prefix-LM mask (causal); empty for none
+  bool alibi = false;                // ALiBi slopes 2^-(h+1) per query head
 };
 
 // The emulated attention backward from the forward's out and lse against the
@@ -67,23 +68,28 @@ void check_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
 // against the composed attention in float64 on the same rounded inputs.
 void check_attention(const AttentionCase& c, DType dt, Generator& gen) {
   INFO(dtype_name(dt) << " D " << c.D << " B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " Tq " << c.Tq
-                      << " Tk " << c.Tk << " causal " << c.causal << " prefix " << c.prefix.size());
+                      << " Tk " << c.Tk << " causal " << c.causal << " prefix " << c.prefix.size() << " alibi "
+                      << c.alibi);
   Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt);
   Tensor v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), dout = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
   const double scale = 1.0 / std::sqrt(double(c.D));
   Tensor out = empty(q.sizes(), dt), lse = empty({c.B, c.Hq, c.Tq});
   const Tensor prefix = c.prefix.empty() ? Tensor() : tensor(c.prefix);
+  std::vector<float> slope_values;
+  for (int64_t h = 0; h < c.Hq; ++h) slope_values.push_back(std::ldexp(1.0f, -static_cast<int>(h + 1)));
+  const Tensor slopes = c.alibi ? tensor(slope_values) : Tensor();
   const AttentionGeometry geometry{.batch = c.B, .heads_q = c.Hq, .heads_kv = c.Hkv, .head_dim = c.D, .Tq = c.Tq,
                                    .Tk = c.Tk, .causal = c.causal,
-                                   .prefix = prefix.defined() ? prefix.data_ptr<int64_t>() : nullptr};
+                                   .prefix = prefix.defined() ? prefix.data_ptr<int64_t>() : nullptr,
+                                   .slopes = slopes.defined() ? slopes.data_ptr<float>() : nullptr};
   emu::attention(out.buffer(), lse.buffer(), q.buffer(), k.buffer(), v.buffer(), geometry, scale);
 
   std::vector<Tensor> ref = {q.to(kFloat64).requires_grad_(), k.to(kFloat64).requires_grad_(),
                              v.to(kFloat64).requires_grad_()};
   SettingsGuard composed;  // the reference: the composed ops, whatever the kernels take
   settings().attention = AttentionBackend::Composed;
-  AttentionOutput r = scaled_dot_product_attention_with_lse(ref[0], ref[1], ref[2],
-                                                            {.causal = c.causal, .prefix_lengths = prefix});
+  AttentionOutput r = scaled_dot_product_attention_with_lse(
+      ref[0], ref[1], ref[2], {.causal = c.causal, .prefix_lengths = prefix, .alibi_slopes = slopes});
   const double tol = dt == kFloat32 ? 1e-5 : tolerance(dt);
   KT_CHECK_CLOSE(out, values(r.out), tol);
   std::vector<double> lr = values(r.lse), le = values(lse);
@@ -155,6 +161,14 @@ TEST_CASE("emulated attention with a prefix-LM mask: prefixes inside a tile, acr
   check_attention({2, 1, 1, 100, 100, 64, true, {90, 100}}, kBFloat16, gen);
   check_attention({1, 1, 1, 20, 130, 64, true, {110}}, kBFloat16, gen);     // decoding rows after a long prefix
   check_attention({2, 2, 1, 37, 50, 80, true, {45, 3}}, kFloat32, gen);     // the general kernels
+}
+
+TEST_CASE("emulated attention with ALiBi: the general kernels take the slopes, the tensor-core kernels leave them") {
+  Generator gen(39);
+  check_attention({2, 4, 2, 70, 70, 64, true, {}, true}, kBFloat16, gen);  // bf16, D 64: the general kernels still
+  check_attention({1, 2, 1, 37, 50, 24, true, {}, true}, kFloat32, gen);
+  check_attention({1, 2, 2, 30, 30, 32, false, {}, true}, kFloat32, gen);
+  check_attention({2, 2, 1, 70, 70, 64, true, {30, 0}, true}, kBFloat16, gen);  // with a prefix-LM mask
 }
 
 TEST_CASE("emulated row kernels match their CPU twins: softmax (causal), norms with residual, cross-entropy") {

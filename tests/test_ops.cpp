@@ -701,25 +701,43 @@ TEST_CASE("the fused attention kernel equals the composed reference, values, lse
     int64_t B, Hq, Hkv, Tq, Tk, D;
     bool causal;
     std::vector<int64_t> prefix = {};  // a prefix-LM mask's lengths per batch; empty for none
+    bool alibi = false;                // ALiBi slopes 2^-(h+1)
   };
   for (const Case& c : {Case{2, 4, 2, 5, 7, 8, true}, Case{1, 3, 3, 9, 9, 16, false}, Case{1, 2, 1, 6, 3, 4, true},
                         Case{2, 2, 2, 1, 11, 5, true}, Case{1, 1, 1, 4, 4, 3, false},
-                        Case{3, 2, 1, 9, 9, 8, true, {4, 0, 9}}, Case{2, 2, 2, 3, 10, 5, true, {8, 2}}})
+                        Case{3, 2, 1, 9, 9, 8, true, {4, 0, 9}}, Case{2, 2, 2, 3, 10, 5, true, {8, 2}},
+                        Case{2, 4, 2, 5, 7, 8, true, {}, true}, Case{1, 3, 3, 6, 6, 4, false, {}, true},
+                        Case{2, 2, 1, 7, 7, 8, true, {3, 5}, true}})
     for (DType dt : {kFloat64, kFloat32}) {
       INFO("B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D
-                << " causal " << c.causal << " prefix " << c.prefix.size() << " " << dtype_name(dt));
+                << " causal " << c.causal << " prefix " << c.prefix.size() << " alibi " << c.alibi << " "
+                << dtype_name(dt));
       Tensor q = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt), k = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt),
              v = randn({c.B, c.Hkv, c.Tk, c.D}, gen, dt), w = randn({c.B, c.Hq, c.Tq, c.D}, gen, dt);
-      auto run = [&](AttentionBackend backend) {
+      std::vector<double> slope_values, bias_values;  // ALiBi's slopes, and its bias built by hand
+      for (int64_t h = 0; h < c.Hq; ++h) slope_values.push_back(std::pow(2.0, -static_cast<double>(h + 1)));
+      for (int64_t h = 0; h < c.Hq; ++h)
+        for (int64_t i = 0; i < c.Tq; ++i)
+          for (int64_t j = 0; j < c.Tk; ++j)
+            bias_values.push_back(slope_values[h] * static_cast<double>(j - i - (c.Tk - c.Tq)));
+      const Tensor slopes = c.alibi ? tensor(slope_values).to(kFloat32) : Tensor();
+      auto run = [&](AttentionBackend backend, bool explicit_bias = false) {
         SettingsGuard guard;
         settings().attention = backend;
         Tensor qr = q.detach().requires_grad_(), kr = k.detach().requires_grad_(), vr = v.detach().requires_grad_();
-        AttentionOutput o = scaled_dot_product_attention_with_lse(
-            qr, kr, vr, {.causal = c.causal, .prefix_lengths = c.prefix.empty() ? Tensor() : tensor(c.prefix)});
+        AttentionOptions options{.causal = c.causal,
+                                 .prefix_lengths = c.prefix.empty() ? Tensor() : tensor(c.prefix)};
+        if (explicit_bias) options.bias = tensor(bias_values, dt).view({1, c.Hq, c.Tq, c.Tk});
+        else options.alibi_slopes = slopes;
+        AttentionOutput o = scaled_dot_product_attention_with_lse(qr, kr, vr, options);
         sum(o.out * w).backward();
         return std::vector<Tensor>{o.out, o.lse, qr.grad(), kr.grad(), vr.grad()};
       };
       std::vector<Tensor> fused = run(AttentionBackend::Fused), composed = run(AttentionBackend::Composed);
+      if (c.alibi) {  // the slopes' bias as an explicit one gives the same
+        const std::vector<Tensor> by_hand = run(AttentionBackend::Composed, true);
+        for (size_t i : {0, 2, 3, 4}) KT_CHECK_CLOSE(by_hand[i], values(composed[i]), dt == kFloat64 ? 1e-12 : 2e-5);
+      }
       const double tol = dt == kFloat64 ? 1e-12 : 2e-5;
       KT_CHECK_CLOSE(fused[0], values(composed[0]), tol);
       for (size_t i = 2; i < 5; ++i) {
@@ -998,6 +1016,8 @@ TEST_CASE("attention masks (prefix-LM, key padding, any bool mask) and an additi
                     Catch::Contains("prefix-LM mask, which needs causal = true"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.key_lengths = tensor(std::vector<int64_t>{1, 6})}),
                     Catch::Contains("key_lengths[1] = 6 is outside [0, 5]"));
+  CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.alibi_slopes = ones({3})}),
+                    Catch::Contains("alibi_slopes must be (Hq) = (2) float32"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.key_lengths = tensor(std::vector<int64_t>{1})}),
                     Catch::Contains("key_lengths must be (B) = (2) integers"));
   CHECK_THROWS_WITH(scaled_dot_product_attention(q, k, k, {.bias = randn({2, 2, 3, 5}, gen, kFloat64)}),

@@ -91,11 +91,21 @@ Tensor ref_attention(const Tensor& x, const nn::BlockSpec& spec, const nn::Block
     k = ref_rope(k, *spec.attention.rope);
   }
   const double scale = spec.attention.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  // ALiBi: BLOOM's slopes written out for 5 heads (those of 4, then the 1st of 8's odd powers).
+  const std::vector<double> slopes = {std::pow(2.0, -2.0), std::pow(2.0, -4.0), std::pow(2.0, -6.0),
+                                      std::pow(2.0, -8.0), std::pow(2.0, -1.0)};
   std::vector<Tensor> outs;
   for (int64_t h = 0; h < H; ++h) {
     const int64_t g = h / (H / Hkv);  // the kv head this query head reads
     Tensor qh = q.narrow(1, h, 1), kh = k.narrow(1, g, 1), vh = v.narrow(1, g, 1);
     Tensor scores = matmul(qh, kh.transpose(2, 3)) * scale;  // (B, 1, T, T)
+    if (spec.attention.alibi) {
+      REQUIRE(H == 5);
+      std::vector<double> distance;  // slope (j - i)
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < T; ++j) distance.push_back(slopes[static_cast<size_t>(h)] * static_cast<double>(j - i));
+      scores = scores + tensor(distance).view({1, 1, T, T});
+    }
     std::vector<double> seen;  // (B, 1, T, T): 1 where query i sees key j
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < T; ++i)
@@ -205,6 +215,8 @@ std::vector<Case> cases() {
   neox.mlp.kind = nn::MlpKind::Gelu;
   neox.attention.head_dim = 8;
   neox.attention.rope = nn::RopeSpec{.theta = 10000.0, .dims = 2};
+  nn::BlockSpec bloom = gpt2;  // ALiBi over 5 heads (not a power of two)
+  bloom.attention = {.heads = 5, .head_dim = 4, .alibi = true};
   nn::BlockSpec palm = llama;  // one norm for both, half of each head rotated
   palm.residual = nn::Residual::ParallelSharedNorm;
   palm.attention.rope->dims = 2;
@@ -221,7 +233,9 @@ std::vector<Case> cases() {
           {"bidirectional with key padding, one sequence all padding", post, {{}, {4, 0}}},
           {"causal with key padding", gpt2, {{}, {2, 6}}},
           {"GPT-NeoX: parallel attention and MLP, partial rotary", neox},
-          {"PaLM-style: parallel with one shared norm, partial rotary, GQA", palm}};
+          {"PaLM-style: parallel with one shared norm, partial rotary, GQA", palm},
+          {"BLOOM: ALiBi, 5 heads", bloom},
+          {"ALiBi with key padding", bloom, {{}, {7, 4}}}};
 }
 
 }  // namespace
@@ -248,12 +262,12 @@ TEST_CASE("blocks from every spec option match a naive float64 transformer") {
 }
 
 TEST_CASE("block gradients match finite differences") {
-  // GPT-2's and Llama's blocks, a prefix-LM with padding and NeoX's parallel
-  // block with partial rotary (every op's own gradient is checked in
+  // GPT-2's and Llama's blocks, a prefix-LM with padding, NeoX's parallel
+  // block with partial rotary and BLOOM's ALiBi (every op's own gradient is checked in
   // test_ops; this checks their composition).
   Generator gen(2);
   const std::vector<Case> all = cases();
-  for (const Case& c : {all[0], all[1], all[6], all[12]}) {
+  for (const Case& c : {all[0], all[1], all[6], all[12], all[14]}) {
     INFO(c.name);
     nn::BlockSpec spec = c.spec;
     nn::Block block(spec, gen, kFloat64);
@@ -308,6 +322,17 @@ TEST_CASE("RoPE tables: cached, equal to the rope op's own, and Llama 3's scalin
   CHECK_THROWS_WITH(nn::rope_tables(0, 4, 7, {}, kFloat32, kCPU), Catch::Contains("needs an even head size"));
 }
 
+TEST_CASE("ALiBi's slopes are BLOOM's") {
+  // BLOOM's build_alibi_tensor: 2^(-8/n) to the powers 1..n, then 2^(-8/2n) to the odd powers.
+  const std::vector<double> four = {0.25, 0.0625, 0.015625, 0.00390625};
+  CHECK(nn::alibi_slopes(4) == four);
+  const std::vector<double> six = nn::alibi_slopes(6);
+  REQUIRE(six.size() == 6);
+  CHECK(six[4] == Approx(std::pow(2.0, -1.0)).epsilon(1e-15));
+  CHECK(six[5] == Approx(std::pow(2.0, -3.0)).epsilon(1e-15));
+  CHECK(nn::alibi_slopes(1) == std::vector<double>{std::pow(2.0, -8.0)});
+}
+
 TEST_CASE("a spec whose sizes do not fit raises a clear error") {
   Generator gen(6);
   nn::BlockSpec heads{.d_model = 10, .attention = {.heads = 4}};
@@ -318,6 +343,8 @@ TEST_CASE("a spec whose sizes do not fit raises a clear error") {
   CHECK_THROWS_WITH(nn::Block(odd, gen), Catch::Contains("RoPE rotates an even number of a head's 3 features, got 3"));
   nn::BlockSpec wide{.d_model = 16, .attention = {.heads = 4, .rope = nn::RopeSpec{.dims = 6}}};
   CHECK_THROWS_WITH(nn::Block(wide, gen), Catch::Contains("a head's 4 features, got 6"));
+  nn::BlockSpec both{.d_model = 16, .attention = {.heads = 4, .rope = nn::RopeSpec{}, .alibi = true}};
+  CHECK_THROWS_WITH(nn::Block(both, gen), Catch::Contains("ALiBi and RoPE are two ways to give positions"));
   nn::BlockSpec parallel_post{.d_model = 16, .placement = nn::NormPlacement::Post,
                               .residual = nn::Residual::Parallel, .attention = {.heads = 4}};
   CHECK_THROWS_WITH(nn::Block(parallel_post, gen), Catch::Contains("parallel attention and MLP take pre-norm blocks"));

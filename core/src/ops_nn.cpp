@@ -411,8 +411,8 @@ AttentionImpl attention_impl(const Tensor& q, const Tensor& v, int64_t D, const 
 
 // The fused kernel pair (kiln's or cuDNN's) over `geometry`'s layout (q, k, v
 // checked by the caller), recorded as one autograd node. `offsets` are the
-// tensors behind a packed geometry's cu_q and cu_k or its prefix lengths,
-// kept alive as long as the node.
+// tensors behind a packed geometry's cu_q and cu_k, its prefix lengths or its
+// ALiBi slopes, kept alive as long as the node.
 AttentionOutput fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionGeometry& geometry,
                                 const std::vector<Tensor>& offsets, double scale, bool with_lse, bool cudnn) {
   Tensor qc = q.detach().contiguous(), kc = k.detach().contiguous(), vc = v.detach().contiguous();
@@ -471,6 +471,20 @@ void check_attention_operands(const char* op, const Tensor& q, const Tensor& k, 
   KILN_CHECK(match, "[{}] key {} and value {} do not match query {}", op, describe(k), describe(v), describe(q));
   KILN_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0,
              "[{}] query heads ({}) must be a multiple of key/value heads ({})", op, q.size(1), k.size(1));
+}
+
+// Checks ALiBi's slopes: (Hq) float32 on q's device.
+void check_slopes(const char* op, const Tensor& slopes, const Tensor& q, int64_t Hq) {
+  detail::check_same_device(op, {q, slopes});
+  KILN_CHECK(slopes.dim() == 1 && slopes.size(0) == Hq && slopes.dtype() == kFloat32,
+             "[{}] alibi_slopes must be (Hq) = ({}) float32, got {}", op, Hq, describe(slopes));
+}
+
+// ALiBi's bias (1, Hq, Tq, Tk) in dtype: slope (j - i - (Tk - Tq)).
+Tensor alibi_bias(const Tensor& slopes, int64_t Tq, int64_t Tk, DType dtype) {
+  const TensorOptions index = TensorOptions(kInt64).device(slopes.device());
+  Tensor distance = arange(Tk, index).view({1, Tk}) - arange(Tq, index).view({Tq, 1}) - (Tk - Tq);
+  return (slopes.view({1, -1, 1, 1}) * distance.to(kFloat32).view({1, 1, Tq, Tk})).to(dtype);
 }
 
 bool has_masks_or_bias(const AttentionOptions& o) {
@@ -533,20 +547,24 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
                  op, B, Hq, Tq, Tk, describe(mask));
     }
   }
-  // The fused kernels take the prefix-LM mask (cuDNN's do not: kiln's run it);
-  // key lengths, a mask or a bias go through the composed ops.
+  const Tensor& slopes = options.alibi_slopes;
+  if (slopes.defined()) check_slopes(op, slopes, q, Hq);
+  // The fused kernels take the prefix-LM mask and ALiBi (cuDNN's do not:
+  // kiln's run them); key lengths, a mask or a bias go through the composed ops.
   const bool prefix_only = options.prefix_lengths.defined() && !options.key_lengths.defined() &&
                            !options.bias.defined() && !options.mask.defined();
   AttentionImpl impl = AttentionImpl::Composed;
   if (!general || prefix_only) impl = attention_impl(q, v, D, op);
-  if (prefix_only && impl == AttentionImpl::Cudnn) impl = D <= 256 ? AttentionImpl::Fused : AttentionImpl::Composed;
+  if ((prefix_only || slopes.defined()) && impl == AttentionImpl::Cudnn)
+    impl = D <= 256 ? AttentionImpl::Fused : AttentionImpl::Composed;
   if (impl != AttentionImpl::Composed) {
     const Tensor prefix = prefix_only ? options.prefix_lengths.to(q.device(), kInt64).contiguous() : Tensor();
+    const Tensor slope = slopes.defined() ? slopes.contiguous() : Tensor();
     return fused_attention(q, k, v,
                            {.batch = B, .heads_q = Hq, .heads_kv = Hkv, .head_dim = D, .Tq = Tq, .Tk = Tk,
-                            .causal = options.causal, .prefix = prefix_only ? prefix.data_ptr<int64_t>() : nullptr},
-                           prefix_only ? std::vector<Tensor>{prefix} : std::vector<Tensor>{}, scale, with_lse,
-                           impl == AttentionImpl::Cudnn);
+                            .causal = options.causal, .prefix = prefix_only ? prefix.data_ptr<int64_t>() : nullptr,
+                            .slopes = slope.defined() ? slope.data_ptr<float>() : nullptr},
+                           {prefix, slope}, scale, with_lse, impl == AttentionImpl::Cudnn);
   }
   // Grouped queries: kv head j serves query heads j*group .. (j+1)*group - 1.
   auto repeat = [&](const Tensor& t) {
@@ -554,6 +572,7 @@ AttentionOutput attention(const Tensor& q, const Tensor& k, const Tensor& v, con
     return t.unsqueeze(2).expand({B, Hkv, group, Tk, t.size(3)}).reshape({B, Hq, Tk, t.size(3)});
   };
   Tensor scores = matmul(q, repeat(k).transpose(-1, -2)) * scale;  // (B, Hq, Tq, Tk)
+  if (slopes.defined()) scores = scores + alibi_bias(slopes, Tq, Tk, scores.dtype());
   if (general) {
     if (options.bias.defined()) scores = scores + options.bias;
     // Hidden keys at -inf; a row that sees no key gets zeros, not NaN: its
@@ -619,7 +638,10 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
              ck.size() - 1);
   const int64_t batch = static_cast<int64_t>(cq.size()) - 1, D = q.size(2);
   const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  const AttentionImpl impl = attention_impl(q, v, D, op);
+  const Tensor& slopes = options.alibi_slopes;
+  if (slopes.defined()) check_slopes(op, slopes, q, q.size(1));
+  AttentionImpl impl = attention_impl(q, v, D, op);
+  if (slopes.defined() && impl == AttentionImpl::Cudnn) impl = AttentionImpl::Fused;  // ALiBi is kiln's kernels'
   if (impl == AttentionImpl::Cudnn)  // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t tq = cq[b + 1] - cq[b], tk = ck[b + 1] - ck[b];
@@ -640,10 +662,12 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
       if (cu.device() == q.device()) return cu.to(kInt64).contiguous();
       return tensor(host).to(q.device(), /*non_blocking=*/true);
     };
-    const std::vector<Tensor> offsets = {on_device(cu_seqlens_q, cq), on_device(cu_seqlens_k, ck)};
+    const std::vector<Tensor> offsets = {on_device(cu_seqlens_q, cq), on_device(cu_seqlens_k, ck),
+                                         slopes.defined() ? slopes.contiguous() : Tensor()};
     const AttentionGeometry geometry{.batch = batch, .heads_q = q.size(1), .heads_kv = k.size(1), .head_dim = D,
                                      .Tq = longest(cq), .Tk = longest(ck), .cu_q = offsets[0].data_ptr<int64_t>(),
-                                     .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal};
+                                     .cu_k = offsets[1].data_ptr<int64_t>(), .causal = options.causal,
+                                     .slopes = slopes.defined() ? offsets[2].data_ptr<float>() : nullptr};
     return fused_attention(q, k, v, geometry, offsets, scale, false, impl == AttentionImpl::Cudnn).out;
   }
   // Sequence b as a batch of one: (1, H, T_b, D), then back to packed rows.

@@ -69,7 +69,7 @@ std::string spec_to_json(const ModelSpec& s) {
   const BlockSpec& b = s.block;
   const AttentionSpec& a = b.attention;
   Json attention = {{"heads", a.heads}, {"kv_heads", a.kv_heads}, {"head_dim", a.head_dim},
-                    {"qkv_bias", a.qkv_bias}, {"out_bias", a.out_bias}, {"rope", nullptr},
+                    {"qkv_bias", a.qkv_bias}, {"out_bias", a.out_bias}, {"rope", nullptr}, {"alibi", a.alibi},
                     {"mask", enum_name(a.mask, kMasks)}, {"scale", nullptr}};
   if (a.rope) {
     attention["rope"] = {{"theta", a.rope->theta}, {"scaling", nullptr}, {"dims", a.rope->dims}};
@@ -137,6 +137,7 @@ ModelSpec spec_from_json(const std::string& text) {
       }
     }
     if (!a.at("scale").is_null()) s.block.attention.scale = a.at("scale").get<double>();
+    s.block.attention.alibi = a.value("alibi", false);
     s.block.mlp = {enum_from(b.at("mlp"), "kind", kMlps), b.at("mlp").at("hidden").get<int64_t>(),
                    b.at("mlp").at("bias").get<bool>(), moe_from_json(b.at("mlp").value("moe", Json()))};
     s.block.dropout = b.at("dropout").get<double>();

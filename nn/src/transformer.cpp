@@ -1,5 +1,6 @@
 #include "kiln/nn/transformer.h"
 
+#include <cmath>
 #include <tuple>
 
 #include "kiln/autograd.h"
@@ -39,6 +40,7 @@ void BlockSpec::check() const {
              a.heads, kv_heads());
   KILN_CHECK(!a.rope || (rotary_dims() % 2 == 0 && rotary_dims() <= head_dim() && a.rope->dims >= 0),
              "[Block] RoPE rotates an even number of a head's {} features, got {}", head_dim(), rotary_dims());
+  KILN_CHECK(!(a.alibi && a.rope), "[Block] ALiBi and RoPE are two ways to give positions: choose one");
   KILN_CHECK(residual == Residual::Sequential || (placement == NormPlacement::Pre && !cross_attention),
              "[Block] parallel attention and MLP take pre-norm blocks without cross-attention");
   KILN_CHECK(dropout >= 0 && dropout <= 1, "[Block] dropout must be in [0, 1], got {}", dropout);
@@ -51,6 +53,22 @@ void BlockSpec::check() const {
                m->capacity_factor, m->aux_loss_coeff, m->z_loss_coeff, m->every);
     KILN_CHECK(!mlp.bias, "[Block] MoE experts have no biases: set the MLP spec's bias to false");
   }
+}
+
+std::vector<double> alibi_slopes(int64_t heads) {
+  KILN_CHECK(heads > 0, "[alibi_slopes] needs heads, got {}", heads);
+  int64_t n = 1;
+  while (2 * n <= heads) n *= 2;
+  auto sequence = [](int64_t size, int64_t count, int64_t first, int64_t step) {
+    std::vector<double> out;
+    const double base = std::pow(2.0, -8.0 / static_cast<double>(size));
+    for (int64_t i = 0; i < count; ++i) out.push_back(std::pow(base, static_cast<double>(first + i * step)));
+    return out;
+  };
+  std::vector<double> slopes = sequence(n, n, 1, 1);
+  const std::vector<double> extra = sequence(2 * n, heads - n, 1, 2);
+  slopes.insert(slopes.end(), extra.begin(), extra.end());
+  return slopes;
 }
 
 std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device) {
@@ -91,6 +109,10 @@ Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generat
   std::tie(heads_, kv_heads_) = rank_heads(spec, factory.tp_size());
   head_dim_ = D;
   first_head_ = factory.tp_rank() * heads_;
+  if (spec_.alibi) {
+    const std::vector<double> all = alibi_slopes(H);
+    slopes_ = tensor(std::vector<double>(all.begin() + first_head_, all.begin() + first_head_ + heads_)).to(kFloat32);
+  }
   qkv = register_module("qkv", factory.column({C, (H + 2 * Hkv) * D, spec_.qkv_bias, dtype, device},
                                               {H * D, Hkv * D, Hkv * D}));
   out = register_module("out", factory.row({H * D, C, spec_.out_bias, dtype, device}));
@@ -129,6 +151,7 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
     cache->v = v.detach();
   }
   AttentionOptions options{.causal = spec_.mask != AttentionMask::Bidirectional, .scale = spec_.scale};
+  if (slopes_.defined()) options.alibi_slopes = slopes_.to(x.device());
   if (inputs && inputs->cu_seqlens.defined()) {
     KILN_CHECK(!cache && spec_.mask != AttentionMask::PrefixLM, "[Attention] packed examples (cu_seqlens) take "
                "causal or bidirectional attention without a KV cache");

@@ -247,8 +247,15 @@ struct AttentionOptions {
   // An additive mask is a bias of 0 and -inf.
   Tensor mask;
   // Added to the scaled scores, broadcastable to (B, Hq, Tq, Tk), in the
-  // query's dtype: T5's relative position bias, ALiBi. It receives a gradient.
+  // query's dtype: T5's relative position bias. It receives a gradient.
   Tensor bias;
+  // ALiBi (Press et al. 2022; BLOOM): (Hq) float32 slopes, one per query
+  // head; the scaled score of query i and key j gains slope (j - i - (Tk -
+  // Tq)), the key's distance behind the query aligned bottom-right as the
+  // causal mask (BLOOM's slope j differs by a constant per query, which
+  // softmax ignores). The fused kernels compute it per score, never the
+  // (Tq, Tk) bias; no gradient.
+  Tensor alibi_slopes;
 };
 struct AttentionOutput {
   Tensor out;  // (B, Hq, Tq, D)
@@ -256,9 +263,9 @@ struct AttentionOutput {
 };
 // q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) with Hq a multiple of Hkv (grouped
 // queries); masks and bias as AttentionOptions says. The fused kernels take
-// causal, prefix-LM or bidirectional attention (cuDNN's backend leaves the
-// prefix-LM mask to kiln's kernels); key lengths, a mask or a bias run on the
-// composed path.
+// causal, prefix-LM or bidirectional attention and ALiBi (cuDNN's backend
+// leaves the prefix-LM mask and ALiBi to kiln's kernels); key lengths, a mask
+// or a bias run on the composed path.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
 // Attention over a packed batch of sequences of different lengths (packed

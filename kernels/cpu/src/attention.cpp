@@ -1,6 +1,6 @@
 // Fused attention on the CPU: the twin of the CUDA kernels, row by row in
 // float64 (float32 and 16-bit inputs too), exact softmax from the row's
-// logsumexp. Parallel over (batch, key/value head): each owns its dk, dv rows
+// logsumexp, ALiBi's bias computed per score. Parallel over (batch, key/value head): each owns its dk, dv rows
 // and the dq rows of its query heads, so the backward needs no atomics.
 
 #include <cmath>
@@ -43,7 +43,7 @@ void attention(const Buffer& out, const Buffer& lse, const Buffer& q, const Buff
         const int64_t row = seq.query(i), last = seq.last_key(i);
         double m = -std::numeric_limits<double>::infinity(), l = 0;
         for (int64_t j = 0; j <= last; ++j) {
-          s[j] = scale * dot<T>(q, row * D, k, seq.key(j) * D, D);
+          s[j] = scale * dot<T>(q, row * D, k, seq.key(j) * D, D) + seq.bias(i, j);
           m = std::max(m, s[j]);
         }
         std::fill(o.begin(), o.end(), 0.0);
@@ -85,7 +85,7 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
             std::fill(dqr.begin(), dqr.end(), 0.0);
             for (int64_t j = 0; j <= last; ++j) {
               const int64_t key = seq.key(j) * D;
-              const double p = std::exp(scale * dot<T>(q, row * D, k, key, D) - L);
+              const double p = std::exp(scale * dot<T>(q, row * D, k, key, D) + seq.bias(i, j) - L);
               const double dp = dot<T>(dout, row * D, v, key, D), ds = p * (dp - Di);
               for (int64_t d = 0; d < D; ++d) {
                 dvs[j * D + d] += p * at<T>(dout, row * D + d);

@@ -48,6 +48,7 @@ __device__ void load_tile(float (*tile)[kD], const T* src, int64_t stride, int64
 // 64 rows, the thread one query row.
 struct QueryRow {
   AttentionSequence seq;
+  int64_t i;           // its query in the sequence
   int64_t row;         // its row (element offset row * D, statistics at row)
   int64_t last;        // the last key it sees (-1: none, or no row)
   int64_t block_last;  // the last key any row of the block sees: later tiles are skipped whole
@@ -56,7 +57,8 @@ struct QueryRow {
   __device__ explicit QueryRow(const AttentionGeometry& g) {
     const int64_t bh = blockIdx.x;
     seq = g.sequence(bh / g.heads_q, bh % g.heads_q);
-    const int64_t first_row = int64_t(blockIdx.y) * kRows, i = first_row + threadIdx.x;
+    const int64_t first_row = int64_t(blockIdx.y) * kRows;
+    i = first_row + threadIdx.x;
     active = i < seq.Tq;
     row = seq.query(active ? i : 0);
     last = active ? seq.last_key(i) : -1;
@@ -98,6 +100,7 @@ __global__ void attention_forward_kernel(T* out, float* lse, const T* q, const T
       float score = 0.f;
 #pragma unroll
       for (int d = 0; d < kD; ++d) score += qr[d] * ks[jj][d];
+      score += r.seq.bias(r.i, j0 + jj);
       const float m_new = fmaxf(m, score), correction = __expf(m - m_new), p = __expf(score - m_new);
       l = l * correction + p;
 #pragma unroll
@@ -148,7 +151,7 @@ __global__ void attention_dq_kernel(T* dq, const T* dout, const T* q, const T* k
         score += qr[d] * ks[jj][d];
         dp += dor[d] * vs[jj][d];
       }
-      const float ds = __expf(score - L) * (dp - Di);
+      const float ds = __expf(score + r.seq.bias(r.i, j0 + jj) - L) * (dp - Di);
 #pragma unroll
       for (int d = 0; d < kD; ++d) acc[d] += ds * ks[jj][d];
     }
@@ -203,7 +206,7 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, co
           score += qs[ii][d] * kr[d];
           dp += dos[ii][d] * vr[d];
         }
-        const float p = __expf(score * scale - ls[ii]), dsc = p * (dp - ds_[ii]);
+        const float p = __expf(score * scale + seq.bias(i0 + ii, j) - ls[ii]), dsc = p * (dp - ds_[ii]);
 #pragma unroll
         for (int d = 0; d < kD; ++d) {
           dva[d] += p * dos[ii][d];

@@ -40,6 +40,7 @@ dim3 grid_of(int64_t heads, int64_t rows) {
 bool attention_mma_applies(const AttentionGeometry& g, const Buffer& q, const Buffer& k, const Buffer& v,
                            const Buffer& out) {
   if (q.dtype != DType::BFloat16 && q.dtype != DType::Float16) return false;
+  if (g.slopes) return false;  // ALiBi runs in the SIMT kernels
   if (g.head_dim != 64 && g.head_dim != 128) return false;
   return aligned16(q.data) && aligned16(k.data) && aligned16(v.data) && aligned16(out.data);
 }

@@ -37,6 +37,7 @@ AttentionProblem problem_of(const AttentionGeometry& g, const Buffer& q, const B
   KILN_CHECK(g.head_dim % 8 == 0 && g.head_dim <= 256, "[{}] the cuDNN backend takes head dims of 8 .. 256 in steps "
              "of 8, got {}", op, g.head_dim);
   KILN_CHECK(!g.prefix, "[{}] the cuDNN backend has no prefix-LM mask: kiln's fused kernel takes it", op);
+  KILN_CHECK(!g.slopes, "[{}] the cuDNN backend leaves ALiBi to kiln's fused kernel", op);
   const cudnnDataType_t dtype = q.dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
   if (g.cu_q) {
     // cuDNN reads packed sequences' starts as int32 element offsets.

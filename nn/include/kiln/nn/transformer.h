@@ -57,6 +57,9 @@ struct AttentionSpec {
   bool qkv_bias = true;
   bool out_bias = true;
   std::optional<RopeSpec> rope;  // rotary positions on q and k; none: the model adds positions
+  // ALiBi (BLOOM): a linear bias on each head's scores by the key's distance
+  // behind the query, BLOOM's slopes (alibi_slopes), computed in the kernels.
+  bool alibi = false;
   AttentionMask mask = AttentionMask::Causal;
   std::optional<double> scale;  // default 1 / sqrt(head_dim)
 };
@@ -172,6 +175,11 @@ struct KVCache {
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
 
+// ALiBi's slope of each of `heads` heads, as BLOOM computes them: the
+// geometric sequence 2^(-8 h / n) over the largest power of two n <= heads,
+// the rest interleaved from the sequence of 2 n.
+std::vector<double> alibi_slopes(int64_t heads);
+
 std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device);
 
 class Attention : public Module {
@@ -190,6 +198,7 @@ class Attention : public Module {
   AttentionSpec spec_;
   int64_t heads_, kv_heads_, head_dim_;  // this rank's
   int64_t first_head_;                   // this rank's first head among all
+  Tensor slopes_;                        // ALiBi: this rank's heads' slopes (float32, on the CPU)
 };
 
 // Attention from a decoder's positions to an encoder's output: queries from

@@ -22,6 +22,13 @@ struct AttentionSequence {
   int64_t k_base, k_step, Tk;  // key j is row k_base + j * k_step
   bool causal;
   int64_t prefix = 0;  // causal only: every query also sees keys j < prefix (a prefix LM)
+  float slope = 0;     // ALiBi: the score of query i and key j gains slope (j - i - (Tk - Tq))
+
+  // ALiBi's term of the (scaled) score of query i and key j: the key's
+  // distance behind the query, aligned bottom-right as the causal mask.
+  KILN_HOST_DEVICE float bias(int64_t i, int64_t j) const {
+    return slope == 0 ? 0.f : slope * static_cast<float>(j - i - (Tk - Tq));
+  }
 
   KILN_HOST_DEVICE int64_t query(int64_t i) const { return q_base + i * q_step; }
   KILN_HOST_DEVICE int64_t key(int64_t j) const { return k_base + j * k_step; }
@@ -60,15 +67,19 @@ struct AttentionGeometry {
   // keys j < prefix[b] every query sees besides its causal ones (a prefix LM,
   // GLM's part A); null for none. Padded batches only.
   const int64_t* prefix = nullptr;
+  // ALiBi (BLOOM): per query head, in the memory of the op's device, the
+  // slope of the linear bias on its scores (AttentionSequence::bias); null for none.
+  const float* slopes = nullptr;
 
   KILN_HOST_DEVICE int64_t group() const { return heads_q / heads_kv; }
   // Query head h of sequence b (its kv head is h / group()).
   KILN_HOST_DEVICE AttentionSequence sequence(int64_t b, int64_t h) const {
     const int64_t hk = h / group();
+    const float slope = slopes ? slopes[h] : 0.f;
     if (cu_q)
       return {cu_q[b] * heads_q + h, heads_q, cu_q[b + 1] - cu_q[b],
-              cu_k[b] * heads_kv + hk, heads_kv, cu_k[b + 1] - cu_k[b], causal, 0};
-    return {(b * heads_q + h) * Tq, 1, Tq, (b * heads_kv + hk) * Tk, 1, Tk, causal, prefix ? prefix[b] : 0};
+              cu_k[b] * heads_kv + hk, heads_kv, cu_k[b + 1] - cu_k[b], causal, 0, slope};
+    return {(b * heads_q + h) * Tq, 1, Tq, (b * heads_kv + hk) * Tk, 1, Tk, causal, prefix ? prefix[b] : 0, slope};
   }
 };
 
