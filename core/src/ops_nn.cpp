@@ -641,7 +641,8 @@ Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, con
   const Tensor& slopes = options.alibi_slopes;
   if (slopes.defined()) check_slopes(op, slopes, q, q.size(1));
   AttentionImpl impl = attention_impl(q, v, D, op);
-  if (slopes.defined() && impl == AttentionImpl::Cudnn) impl = AttentionImpl::Fused;  // ALiBi is kiln's kernels'
+  if (slopes.defined() && impl == AttentionImpl::Cudnn)  // ALiBi is kiln's kernels'
+    impl = D <= 256 ? AttentionImpl::Fused : AttentionImpl::Composed;
   if (impl == AttentionImpl::Cudnn)  // cuDNN leaves rows that see no key undefined; kiln's contract gives them zeros
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t tq = cq[b + 1] - cq[b], tk = ck[b + 1] - ck[b];

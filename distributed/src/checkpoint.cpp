@@ -99,10 +99,12 @@ std::string save(const std::string& dir, const nn::ParallelModel& model, const P
 }
 
 // A TransformerLM's weights under its family's Hugging Face names, with its config.
-void write_hf_model(const nn::TransformerLM& model, const std::map<std::string, Tensor>& weights,
-                    const fs::path& dir) {
-  save_safetensors((dir / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights), {{"format", "pt"}});
-  write_file_atomic((dir / "config.json").string(), nn::hf::config_json(model.spec()));
+ModelWriter hf_writer(const nn::TransformerLM& model) {
+  return [&model](const std::map<std::string, Tensor>& weights, const fs::path& dir) {
+    save_safetensors((dir / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights),
+                     {{"format", "pt"}});
+    write_file_atomic((dir / "config.json").string(), nn::hf::config_json(model.spec()));
+  };
 }
 
 // A checkpoint's whole optimizer state: its step count, and each state kind's
@@ -165,14 +167,12 @@ ModelReader hf_reader(nn::TransformerLM& model) {
 
 std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
                             const optim::Optimizer& opt, const TrainingState& state, int keep) {
-  auto write = [&](const std::map<std::string, Tensor>& weights, const fs::path& to) { write_hf_model(model, weights, to); };
-  return save(dir, model, layout, write, opt.params(), opt.state_dict(), state, keep);
+  return save(dir, model, layout, hf_writer(model), opt.params(), opt.state_dict(), state, keep);
 }
 
 std::string save_checkpoint(const std::string& dir, const nn::TransformerLM& model, const ParallelState& layout,
                             const ZeroRedundancyOptimizer& opt, const TrainingState& state, int keep) {
-  auto write = [&](const std::map<std::string, Tensor>& weights, const fs::path& to) { write_hf_model(model, weights, to); };
-  return save(dir, model, layout, write, opt.params(), opt.state_dict(), state, keep);
+  return save(dir, model, layout, hf_writer(model), opt.params(), opt.state_dict(), state, keep);
 }
 
 std::string save_checkpoint(const std::string& dir, const nn::ParallelModel& model, const ParallelState& layout,

@@ -111,7 +111,8 @@ Attention::Attention(const BlockSpec& spec, const LayerFactory& factory, Generat
   first_head_ = factory.tp_rank() * heads_;
   if (spec_.alibi) {
     const std::vector<double> all = alibi_slopes(H);
-    slopes_ = tensor(std::vector<double>(all.begin() + first_head_, all.begin() + first_head_ + heads_)).to(kFloat32);
+    slopes_ = tensor(std::vector<double>(all.begin() + first_head_, all.begin() + first_head_ + heads_))
+                  .to(device, kFloat32);
   }
   qkv = register_module("qkv", factory.column({C, (H + 2 * Hkv) * D, spec_.qkv_bias, dtype, device},
                                               {H * D, Hkv * D, Hkv * D}));
@@ -151,7 +152,8 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, const AttentionInputs
     cache->v = v.detach();
   }
   AttentionOptions options{.causal = spec_.mask != AttentionMask::Bidirectional, .scale = spec_.scale};
-  if (slopes_.defined()) options.alibi_slopes = slopes_.to(x.device());
+  // On the model's device unless the model has moved since (Module::to).
+  if (slopes_.defined()) options.alibi_slopes = slopes_.device() == x.device() ? slopes_ : slopes_.to(x.device());
   if (inputs && inputs->cu_seqlens.defined()) {
     KILN_CHECK(!cache && spec_.mask != AttentionMask::PrefixLM, "[Attention] packed examples (cu_seqlens) take "
                "causal or bidirectional attention without a KV cache");

@@ -58,13 +58,7 @@ TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype,
   KILN_CHECK(spec.vocab_size >= tp, "[TransformerLM] a vocabulary of {} cannot split among {} tensor-parallel ranks",
              spec.vocab_size, tp);
   build(gen, dtype, device);
-  if (factory_->whole_model()) {
-    reset_parameters(gen);
-  } else {
-    // The whole model's initial values; gen ends where one process leaves it.
-    TransformerLM whole(spec, gen, dtype, kCPU);
-    load_full_state_dict(whole.full_state_dict());
-  }
+  initialize<TransformerLM>(spec, gen, dtype);
 }
 
 void TransformerLM::build(Generator& gen, DType dtype, Device device) {

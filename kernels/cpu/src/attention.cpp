@@ -1,7 +1,8 @@
 // Fused attention on the CPU: the twin of the CUDA kernels, row by row in
 // float64 (float32 and 16-bit inputs too), exact softmax from the row's
-// logsumexp, ALiBi's bias computed per score. Parallel over (batch, key/value head): each owns its dk, dv rows
-// and the dq rows of its query heads, so the backward needs no atomics.
+// logsumexp, ALiBi's bias computed per score. Parallel over (batch,
+// key/value head): each owns its dk, dv rows and the dq rows of its query
+// heads, so the backward needs no atomics.
 
 #include <cmath>
 #include <limits>

@@ -59,13 +59,7 @@ Bert::Bert(const BertConfig& config, Generator& gen, DType dtype, Device device,
     mlm_bias = register_parameter("mlm_bias", zeros({config.vocab_size}, TensorOptions(dtype).device(device)));
     nsp = linear("nsp", C, 2);
   }
-  if (f.whole_model()) {
-    reset_parameters(gen);
-  } else {
-    // The whole model's initial values; gen ends where one process leaves it.
-    Bert whole(config, gen, dtype, kCPU);
-    load_full_state_dict(whole.full_state_dict());
-  }
+  initialize<Bert>(config, gen, dtype);
 }
 
 void Bert::reset_parameters(Generator& gen) {

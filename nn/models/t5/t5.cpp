@@ -110,13 +110,7 @@ T5::T5(const T5Config& config, Generator& gen, DType dtype, Device device, std::
   if (!config.tie_word_embeddings)
     lm_head = register_module("lm_head", std::make_shared<Linear>(
                                              LinearOptions{config.d_model, config.vocab_size, false, dtype, device}, nullptr));
-  if (f.whole_model()) {
-    reset_parameters(gen);
-  } else {
-    // The whole model's initial values; gen ends where one process leaves it.
-    T5 whole(config, gen, dtype, kCPU);
-    load_full_state_dict(whole.full_state_dict());
-  }
+  initialize<T5>(config, gen, dtype);
 }
 
 void T5::reset_parameters(Generator& gen) {

@@ -47,6 +47,20 @@ class ParallelModel : public Module {
   std::map<std::string, Tensor> take_local(const std::map<std::string, Tensor>& full, bool strict = true) const;
 
  protected:
+  // A Model's start values from gen, for its constructor: on one process its
+  // own reset_parameters; at a parallel layout its share of a whole
+  // Model(config, gen, dtype) drawn on the CPU, so that every layout starts
+  // from one process's values and gen ends where one process leaves it.
+  template <typename Model, typename Config>
+  void initialize(const Config& config, Generator& gen, DType dtype) {
+    if (layout().whole_model()) {
+      static_cast<Model&>(*this).reset_parameters(gen);
+    } else {
+      Model whole(config, gen, dtype, kCPU);
+      load_full_state_dict(whole.full_state_dict());
+    }
+  }
+
   std::shared_ptr<const LayerFactory> factory_;
 };
 

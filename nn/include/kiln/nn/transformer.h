@@ -198,7 +198,7 @@ class Attention : public Module {
   AttentionSpec spec_;
   int64_t heads_, kv_heads_, head_dim_;  // this rank's
   int64_t first_head_;                   // this rank's first head among all
-  Tensor slopes_;                        // ALiBi: this rank's heads' slopes (float32, on the CPU)
+  Tensor slopes_;                        // ALiBi: this rank's heads' slopes (float32, on the model's device)
 };
 
 // Attention from a decoder's positions to an encoder's output: queries from
