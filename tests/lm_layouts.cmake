@@ -56,9 +56,10 @@ run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
 foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
 endforeach()
-# OPT (positions two rows on, a ReLU MLP) and GPT-NeoX (parallel attention
-# and MLP, partial rotary) likewise.
-foreach(family opt neox)
+# OPT (positions two rows on, a ReLU MLP), GPT-NeoX (parallel attention
+# and MLP, partial rotary) and BLOOM (ALiBi, each rank its heads' slopes, a norm
+# on the embeddings) likewise.
+foreach(family opt neox bloom)
   set(model ${train} --model ${family})
   run(${model} --out ${WORK}/${family}_one)
   run(${mpirun} -np 4 ${model} --tp 2 --pp 2 --out ${WORK}/${family}_tp2pp2)

@@ -1,4 +1,4 @@
-// kiln's GPT-2, Llama, Mixtral, OPT and GPT-NeoX against PyTorch + Hugging Face (tests/golden/make_golden.py):
+// kiln's GPT-2, Llama, Mixtral, OPT, GPT-NeoX and BLOOM against PyTorch + Hugging Face (tests/golden/make_golden.py):
 // logits, loss, every gradient and the parameters after one AdamW step, each
 // to 1e-5 of the tensor's largest magnitude, in float32 and in float64. The
 // golden values come from float64; AdamW's first step divides a gradient by
@@ -157,6 +157,30 @@ TEST_CASE("tiny GPT-NeoX (parallel attention and MLP, partial rotary, untied hea
   KT_CHECK_CLOSE(model.forward(golden.tensors.at("input_ids")), kt::values(golden.tensors.at("logits")), 1e-5);
 }
 
+TEST_CASE("tiny BLOOM (ALiBi over 6 heads, a norm on the embeddings, tied head) matches PyTorch") {
+  const nn::ModelSpec spec =
+      nn::BloomConfig{.vocab_size = 100, .hidden_size = 48, .n_layer = 2, .n_head = 6, .seq_length = 16}.spec();
+  check_golden("bloom_tiny.safetensors", spec, kFloat64);
+  check_golden("bloom_tiny.safetensors", spec, kFloat32, "kiln_bloom_tiny");
+  // BigScience's released checkpoints name the backbone's tensors without "transformer.".
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/bloom_tiny.safetensors");
+  std::map<std::string, Tensor> released;
+  for (auto& [name, t] : initial_weights(golden)) released[name.substr(std::string("transformer.").size())] = t;
+  Generator gen(0);
+  nn::TransformerLM model(spec, gen);
+  nn::hf::load_weights(model, released);
+  KT_CHECK_CLOSE(model.forward(golden.tensors.at("input_ids")), kt::values(golden.tensors.at("logits")), 1e-5);
+  // The config of bigscience/bloom-560m (n_embed, its older name for the width).
+  const nn::ModelSpec read = nn::hf::spec_from_config(R"({"model_type": "bloom", "vocab_size": 250880,
+      "n_embed": 1024, "n_layer": 24, "num_attention_heads": 16, "layer_norm_epsilon": 1e-05,
+      "apply_residual_connection_post_layernorm": false, "pretraining_tp": 1, "slow_but_exact": false})");
+  CHECK(read.block.d_model == 1024);
+  CHECK(read.block.attention.heads == 16);
+  CHECK(read.num_parameters() == 559214592);  // bloom-560m's model card
+  CHECK_THROWS_WITH(nn::bloom::from_hf_config(R"({"vocab_size": 100, "hidden_size": 32, "n_layer": 2, "n_head": 4,
+      "apply_residual_connection_post_layernorm": true})"), Catch::Contains("apply_residual_connection_post_layernorm"));
+}
+
 TEST_CASE("OPT configs kiln does not build are refused by name") {
   const std::string opt350m = R"({"model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "num_hidden_layers": 24,
       "ffn_dim": 4096, "num_attention_heads": 16, "max_position_embeddings": 2048, "word_embed_proj_dim": 512,
@@ -165,8 +189,8 @@ TEST_CASE("OPT configs kiln does not build are refused by name") {
   CHECK_THROWS_WITH(nn::opt::from_hf_config(R"({"hidden_size": 32})"),
                     Catch::Contains("[opt] config.json lacks a field or has one of the wrong type"));
   CHECK_THROWS_WITH(nn::gpt_neox::from_hf_config("{"), Catch::Contains("[gpt_neox] config.json is not valid JSON"));
-  CHECK_THROWS_WITH(nn::hf::spec_from_config(R"({"model_type": "bloom"})"),
-                    Catch::Contains("model_type 'bloom': kiln reads gpt2, llama, mixtral, opt, gpt_neox, and its own"));
+  CHECK_THROWS_WITH(nn::hf::spec_from_config(R"({"model_type": "falcon"})"),
+                    Catch::Contains("model_type 'falcon': kiln reads gpt2, llama, mixtral, opt, gpt_neox, bloom, and its own"));
   const nn::OPTConfig c = nn::opt::from_hf_config(nn::opt::hf_config_json(nn::OPTConfig::opt_1_3b()));
   CHECK(c.hidden_size == 2048);
   CHECK(c.num_hidden_layers == 24);

@@ -1,4 +1,4 @@
-// train: the trainer of every causal language model (GPT-2, LLaMA, OPT, GPT-NeoX) in the
+// train: the trainer of every causal language model (GPT-2, LLaMA, OPT, GPT-NeoX, BLOOM) in the
 // spirit of llm.c's train_gpt2, on kiln.
 //
 //   train --data data/fortunes --layers 4 --channels 192 --heads 6 --seq 128 \
@@ -6,6 +6,7 @@
 //   train --model llama --kv-heads 2 --data data/fortunes --out out/llama ...
 //   train --model opt --data data/fortunes --out out/opt ...
 //   train --model neox --data data/fortunes --out out/neox ...
+//   train --model bloom --data data/fortunes --out out/bloom ...
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
@@ -105,6 +106,10 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
     spec = kiln::nn::GPTNeoXConfig{.vocab_size = vocab, .hidden_size = a.channels, .num_hidden_layers = a.layers,
                                    .num_attention_heads = a.heads, .intermediate_size = 4 * a.channels,
                                    .max_position_embeddings = positions, .rotary_emb_base = a.rope_theta}
+               .spec();
+  } else if (a.model == "bloom") {
+    spec = kiln::nn::BloomConfig{.vocab_size = vocab, .hidden_size = a.channels, .n_layer = a.layers,
+                                 .n_head = a.heads, .seq_length = positions}
                .spec();
   } else {
     kiln::nn::LlamaConfig c = !a.preset.empty()
@@ -418,14 +423,14 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a causal language model (GPT-2, LLaMA, OPT, GPT-NeoX) with kiln"};
+  CLI::App app{"Train a causal language model (GPT-2, LLaMA, OPT, GPT-NeoX, BLOOM) with kiln"};
   Args a;
-  app.add_option("--model", a.model, "model family: gpt2 | llama | opt | neox")->capture_default_str()
-      ->check(CLI::IsMember({"gpt2", "llama", "opt", "neox"}));
+  app.add_option("--model", a.model, "model family: gpt2 | llama | opt | neox | bloom")->capture_default_str()
+      ->check(CLI::IsMember({"gpt2", "llama", "opt", "neox", "bloom"}));
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->capture_default_str();
   app.add_option("--out", a.out, "checkpoints and metrics go here")->capture_default_str();
   app.add_option("--init-from", a.init_from,
-                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral, OPT or GPT-NeoX; "
+                 "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral, OPT, GPT-NeoX or BLOOM; "
                  "its config decides the model)");
   app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));

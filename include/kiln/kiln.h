@@ -28,6 +28,7 @@
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"
 #include "kiln/nn/models/bert.h"
+#include "kiln/nn/models/bloom.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/gpt_neox.h"
 #include "kiln/nn/models/hf.h"

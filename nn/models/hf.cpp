@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "kiln/autograd.h"
+#include "kiln/nn/models/bloom.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/gpt_neox.h"
 #include "kiln/nn/models/llama.h"
@@ -70,7 +71,13 @@ const std::vector<Family>& families() {
        [](const std::string& j) { return gpt_neox::from_hf_config(j).spec(); },
        [](const ModelSpec& s, const Weights& w) { return gpt_neox::to_hf(w, gpt_neox::config_of(s)); },
        [](const ModelSpec& s, const Weights& w) { return gpt_neox::from_hf(w, gpt_neox::config_of(s)); },
-       gpt_neox::hf_name}};
+       gpt_neox::hf_name},
+      {{"bloom"},
+       [](const ModelSpec& s) { return bloom::hf_config_json(bloom::config_of(s)); },
+       [](const std::string& j) { return bloom::from_hf_config(j).spec(); },
+       [](const ModelSpec& s, const Weights& w) { return bloom::to_hf(w, bloom::config_of(s)); },
+       [](const ModelSpec& s, const Weights& w) { return bloom::from_hf(w, bloom::config_of(s)); },
+       bloom::hf_name}};
   return all;
 }
 

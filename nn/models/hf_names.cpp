@@ -129,6 +129,36 @@ std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tens
   return out;
 }
 
+namespace {
+
+bool is_qkv(const std::string& name) { return name.find(".attn.qkv.") != std::string::npos; }
+
+// t's rows as (outer, inner, rest) with the first two swapped: (3, H) blocks
+// of a head's rows to (H, 3), or back with (H, 3).
+Tensor swap_row_blocks(const Tensor& t, int64_t outer, int64_t inner) {
+  Shape blocks{outer, inner, t.size(0) / (outer * inner)};
+  for (int64_t d = 1; d < t.dim(); ++d) blocks.push_back(t.size(d));
+  return t.reshape(blocks).transpose(0, 1).contiguous().reshape(t.sizes());
+}
+
+}  // namespace
+
+std::map<std::string, Tensor> rename_to_hf_per_head_qkv(const NameMap& map, const std::map<std::string, Tensor>& full,
+                                                        int64_t heads) {
+  std::map<std::string, Tensor> laid_out;
+  for (const auto& [name, t] : full) laid_out[name] = is_qkv(name) ? swap_row_blocks(t.detach(), 3, heads) : t;
+  return rename_to_hf(map, laid_out);
+}
+
+std::map<std::string, Tensor> rename_from_hf_per_head_qkv(const NameMap& map,
+                                                          const std::map<std::string, Tensor>& weights,
+                                                          int64_t n_layer, int64_t heads, const char* family) {
+  std::map<std::string, Tensor> out = rename_from_hf(map, weights, n_layer, family);
+  for (auto& [name, t] : out)
+    if (is_qkv(name)) t = swap_row_blocks(t, heads, 3);
+  return out;
+}
+
 std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln) {
   auto hf = map.to_hf(kiln);
   return hf ? hf->first : kiln;

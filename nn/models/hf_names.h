@@ -75,6 +75,14 @@ auto read_config_json(const std::string& text, const char* family, Read read) {
 // beside the embedding `embed`: raises, naming `family`, unless the two are equal.
 std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tensor>& weights, const std::string& head,
                                                 const std::string& embed, const char* family);
+// rename_to_hf and rename_from_hf for a family whose fused q/k/v projection
+// ("attn.qkv.*") holds each head's query, key and value rows in turn
+// (GPT-NeoX, BLOOM), where kiln's holds all queries, then all keys, then all values.
+std::map<std::string, Tensor> rename_to_hf_per_head_qkv(const NameMap& map, const std::map<std::string, Tensor>& full,
+                                                        int64_t heads);
+std::map<std::string, Tensor> rename_from_hf_per_head_qkv(const NameMap& map,
+                                                          const std::map<std::string, Tensor>& weights,
+                                                          int64_t n_layer, int64_t heads, const char* family);
 // A map's Hugging Face name for a kiln name, or the kiln name when no rule knows it.
 std::string hf_name_or_kiln(const NameMap& map, const std::string& kiln);
 // The name of a fused tensor's first part ("layers.0.attn.q.weight"), which

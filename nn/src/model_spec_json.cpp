@@ -97,6 +97,7 @@ std::string spec_to_json(const ModelSpec& s) {
             {"learned_positions", s.learned_positions},
             {"position_offset", s.position_offset},
             {"block_positions", s.block_positions},
+            {"embedding_norm", s.embedding_norm},
             {"tie_embeddings", s.tie_embeddings},
             {"lm_head", s.lm_head},
             {"embedding_dropout", s.embedding_dropout},
@@ -145,6 +146,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.learned_positions = j.at("learned_positions").get<bool>();
     s.position_offset = j.value("position_offset", int64_t{0});
     s.block_positions = j.value("block_positions", false);
+    s.embedding_norm = j.value("embedding_norm", false);
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();
     s.lm_head = j.value("lm_head", true);
     s.embedding_dropout = j.at("embedding_dropout").get<double>();

@@ -41,7 +41,7 @@ int64_t ModelSpec::num_parameters(bool active) const {
   }
   const int64_t position_rows =
       (learned_positions ? max_positions + position_offset : 0) + (block_positions ? max_positions : 0);
-  return padded * C * tables + position_rows * C + layers + norm;
+  return padded * C * tables + position_rows * C + layers + (embedding_norm ? 2 : 1) * norm;
 }
 
 double ModelSpec::flops_per_token(int64_t seq_len) const {
@@ -84,6 +84,7 @@ void TransformerLM::build(Generator& gen, DType dtype, Device device) {
       embed_block_positions = register_module(
           "embed_block_positions",
           std::make_shared<Embedding>(EmbeddingOptions{spec_.max_positions, C, dtype, device}, nullptr));
+    if (spec_.embedding_norm) embed_norm = register_module("embed_norm", make_norm(spec_.block.norm, C, dtype, device));
     drop = register_module("drop", std::make_shared<Dropout>(spec_.embedding_dropout, gen));
   }
   layers = register_module("layers", std::make_shared<ModuleList>(static_cast<size_t>(layer_range_.first)));
@@ -112,7 +113,9 @@ void TransformerLM::reset_parameters(Generator& gen) {
   if (embed_block_positions) init::normal_(embed_block_positions->weight, 0.0, std, gen);
   for (size_t i = 0; i < layers->size(); ++i) layers->at<Block>(i).reset_parameters(gen, std, residual_std);
   if (lm_head) vocab_table(*lm_head);
-  for (auto& [name, p] : norm->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
+  for (NormLayer* n : {norm.get(), embed_norm.get()})
+    if (n)
+      for (auto& [name, p] : n->named_parameters()) p.fill_(name == "weight" ? 1.0 : 0.0);
 }
 
 void TransformerLM::resize_vocab(int64_t vocab_size, Generator& gen) {
@@ -178,6 +181,7 @@ Tensor TransformerLM::forward_stage(const Tensor& input, std::vector<KVCache>* c
       x = x + embed_block_positions->forward(inputs->block_positions);
     }
     if (spec_.compute_dtype) x = x.to(*spec_.compute_dtype);
+    if (embed_norm) x = embed_norm->forward(x);
     x = drop->forward(x);
   } else {
     KILN_CHECK(input.dim() == 3 && input.size(2) == spec_.block.d_model,

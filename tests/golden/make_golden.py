@@ -4,7 +4,7 @@
 Never run by the build or CI; it needs torch, transformers and safetensors
 (pip install torch transformers safetensors).
 
-  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|opt|neox|bert|t5|t5_v1_1|glm|switch_router
+  python3 tests/golden/make_golden.py --model gpt2|llama|llama3|mixtral|opt|neox|bloom|bert|t5|t5_v1_1|glm|switch_router
       writes tests/golden/<model>_tiny.safetensors: a tiny model's (GPT2LMHeadModel's,
       LlamaForCausalLM's, ...) initial weights (Hugging Face names), inputs, targets,
       logits, loss, every parameter's gradient and the parameters after one
@@ -21,6 +21,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForCausalLM, BertConfig, BertForPreTraining, BertForSequenceClassification,
+                          BloomConfig, BloomForCausalLM,
                           GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MixtralConfig,
                           MixtralForCausalLM, OPTConfig, OPTForCausalLM, T5Config, T5ForConditionalGeneration)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
@@ -71,6 +72,12 @@ MODELS["neox"] = (GPTNeoXConfig, GPTNeoXForCausalLM,
                        layer_norm_eps=1e-5, hidden_act="gelu", use_parallel_residual=True, attention_bias=True,
                        hidden_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=False),
                   8)
+# BLOOM: ALiBi over 6 heads (not a power of two: the slopes' second series), a LayerNorm on the
+# embeddings, a tied head.
+MODELS["bloom"] = (BloomConfig, BloomForCausalLM,
+                   dict(vocab_size=100, hidden_size=48, n_layer=2, n_head=6, layer_norm_epsilon=1e-5,
+                        hidden_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=True),
+                   8)
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 WEIGHT_DECAY = 0.1
 

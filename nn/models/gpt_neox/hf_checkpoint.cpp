@@ -1,12 +1,10 @@
-// GPT-NeoX under Hugging Face's GPTNeoXForCausalLM names: kiln's fused q/k/v
-// projection holds all queries, then all keys, then all values; Hugging
-// Face's holds each head's query, key and value in turn.
+// GPT-NeoX under Hugging Face's GPTNeoXForCausalLM names, the fused q/k/v
+// projection's rows per head (hf::rename_to_hf_per_head_qkv).
 
 #include <nlohmann/json.hpp>
 
 #include "../hf_names.h"
 #include "kiln/nn/models/gpt_neox.h"
-#include "kiln/ops.h"
 
 namespace kiln::nn::gpt_neox {
 
@@ -35,16 +33,6 @@ const hf::NameMap& names() {
   return map;
 }
 
-bool is_qkv(const std::string& name) { return name.find(".attn.qkv.") != std::string::npos; }
-
-// t's rows as (outer, inner, rest) with the first two swapped: (3, H) blocks
-// of D rows (kiln's) to (H, 3) (Hugging Face's), or back with (H, 3).
-Tensor swap_row_blocks(const Tensor& t, int64_t outer, int64_t inner) {
-  Shape blocks{outer, inner, t.size(0) / (outer * inner)};
-  for (int64_t d = 1; d < t.dim(); ++d) blocks.push_back(t.size(d));
-  return t.reshape(blocks).transpose(0, 1).contiguous().reshape(t.sizes());
-}
-
 // Buffers that Hugging Face's older GPT-NeoX checkpoints carry.
 bool is_buffer(const std::string& name) {
   return name.ends_with(".attention.bias") || name.ends_with(".attention.masked_bias") ||
@@ -54,10 +42,7 @@ bool is_buffer(const std::string& name) {
 }  // namespace
 
 std::map<std::string, Tensor> to_hf(const std::map<std::string, Tensor>& full, const GPTNeoXConfig& c) {
-  std::map<std::string, Tensor> laid_out;
-  for (const auto& [name, t] : full)
-    laid_out[name] = is_qkv(name) ? swap_row_blocks(t.detach(), 3, c.num_attention_heads) : t;
-  return hf::rename_to_hf(names(), laid_out);
+  return hf::rename_to_hf_per_head_qkv(names(), full, c.num_attention_heads);
 }
 
 std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weights, const GPTNeoXConfig& c) {
@@ -65,10 +50,7 @@ std::map<std::string, Tensor> from_hf(const std::map<std::string, Tensor>& weigh
   for (const auto& [name, t] : weights)
     if (!is_buffer(name)) kept[name == "lm_head.weight" ? "embed_out.weight" : name] = t;  // transformers 5's name
   if (c.tie_word_embeddings) kept = hf::without_tied_head(kept, "embed_out.weight", "gpt_neox.embed_in.weight", "gpt_neox");
-  std::map<std::string, Tensor> out = hf::rename_from_hf(names(), kept, c.num_hidden_layers, "GPT-NeoX");
-  for (auto& [name, t] : out)
-    if (is_qkv(name)) t = swap_row_blocks(t, c.num_attention_heads, 3);
-  return out;
+  return hf::rename_from_hf_per_head_qkv(names(), kept, c.num_hidden_layers, c.num_attention_heads, "GPT-NeoX");
 }
 
 std::string hf_name(const std::string& kiln) { return hf::hf_name_or_kiln(names(), kiln); }

@@ -38,6 +38,8 @@ struct ModelSpec {
   // GLM's second table: each token's place inside its blank's span
   // (AttentionInputs::block_positions, max_positions rows), added too.
   bool block_positions = false;
+  // A norm of the block's kind on the embeddings, before the first block (BLOOM).
+  bool embedding_norm = false;
   bool tie_embeddings = true;     // the head is the token embedding
   // false: no language-model head; the final norm's output is what the model
   // gives (the backbone of a reward model or critic, nn/value_model.h).
@@ -119,6 +121,7 @@ class TransformerLM : public StagedModel {
   std::shared_ptr<EmbeddingLayer> embed_tokens;  // first stage; also the last when tied
   std::shared_ptr<Embedding> embed_positions;    // first stage, with learned positions
   std::shared_ptr<Embedding> embed_block_positions;  // first stage, with block positions (GLM)
+  std::shared_ptr<NormLayer> embed_norm;         // first stage, with embedding_norm
   std::shared_ptr<Dropout> drop;                 // first stage
   std::shared_ptr<ModuleList> layers;            // this stage's blocks, named by layer
   std::shared_ptr<NormLayer> norm;               // last stage
