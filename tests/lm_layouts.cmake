@@ -48,7 +48,7 @@ run(${mpirun} -np 4 ${common} --batch 4 --eval-batches 4 --tp 2 --zero1 --out ${
 resume_from(tp2dp2_zero1/step-000003 zero1_on_one)
 run(${common} --batch 8 --eval-batches 2 --out ${WORK}/zero1_on_one --resume)
 
-set(llama ${train} --model llama --kv-heads 2)
+set(llama ${train} --model llama --kv-heads 2 --z-loss 1e-2)  # PaLM's z-loss: fused, and vocab-parallel at tp 2
 run(${llama} --out ${WORK}/llama_one)
 run(${mpirun} -np 4 ${llama} --tp 2 --pp 2 --out ${WORK}/llama_tp2pp2)
 resume_from(llama_tp2pp2/step-000003 llama_tp2pp2_on_one)

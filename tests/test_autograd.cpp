@@ -136,6 +136,7 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   check_grad([&](const Inputs& v) { return cross_entropy(v[0], target); }, {x});
   check_grad([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::Sum); }, {x});
   check_grad([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::None); }, {x});
+  check_grad([&](const Inputs& v) { return cross_entropy(v[0], target, -100, Reduction::Mean, 0.4); }, {x});
   Tensor t3 = tensor(std::vector<int64_t>{0, 2, 1, 1, 0, 2, 2, 1}).view({2, 4});
   check_grad([&](const Inputs& v) { return cross_entropy(v[0], t3); }, {x3});
   check_grad([](const Inputs& v) {
@@ -164,7 +165,9 @@ TEST_CASE("gradcheck: softmax, norms, cross_entropy, linear_cross_entropy, dropo
   Tensor rows = tensor(std::vector<int64_t>{4, -100, 0, 5, 1});
   Tensor feats = leaf({5, 5}, gen);
   for (int64_t chunk : {0, 2})
-    check_grad([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk); }, {feats, head});
+    for (double z : {0.0, 0.4})
+      check_grad([&](const Inputs& v) { return linear_cross_entropy(v[0], v[1], rows, -100, chunk, z); },
+                 {feats, head});
   for (bool causal : {false, true}) {
     // The fused kernel pair (head dims of q and v equal), padded and packed.
     Tensor q = leaf({1, 4, 3, 2}, gen), k = leaf({1, 2, 5, 2}, gen), v2 = leaf({1, 2, 5, 2}, gen);

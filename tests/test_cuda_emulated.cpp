@@ -219,18 +219,18 @@ TEST_CASE("emulated row kernels match their CPU twins: softmax (causal), norms w
                              rrstd.cpu.buffer());
       if (C > 1) rdx.check(4 * tol, "rms_norm_backward dx");  // C 1: zero up to eps, rounding noise either side
       rdw.check(1e-4, "rms_norm_backward dw");
-      // Cross-entropy with an ignored row.
+      // Cross-entropy with an ignored row and a z-loss.
       Tensor target = randint(0, C, {rows}, gen);
       target.data_ptr<int64_t>()[2] = -100;
       Twin loss({rows}, dt), lse({rows}), dlogits({rows, C}, dt);
-      cpu::cross_entropy(loss.cpu.buffer(), lse.cpu.buffer(), x.buffer(), target.buffer(), -100);
-      emu::cross_entropy(loss.emu.buffer(), lse.emu.buffer(), x.buffer(), target.buffer(), -100);
+      cpu::cross_entropy(loss.cpu.buffer(), lse.cpu.buffer(), x.buffer(), target.buffer(), -100, 0.1);
+      emu::cross_entropy(loss.emu.buffer(), lse.emu.buffer(), x.buffer(), target.buffer(), -100, 0.1);
       loss.check(tol, "cross_entropy");
       Tensor dloss = randn({rows}, gen, dt);
       cpu::cross_entropy_backward(dlogits.cpu.buffer(), dloss.buffer(), x.buffer(), target.buffer(), lse.cpu.buffer(),
-                                  -100);
+                                  -100, 0.1);
       emu::cross_entropy_backward(dlogits.emu.buffer(), dloss.buffer(), x.buffer(), target.buffer(), lse.cpu.buffer(),
-                                  -100);
+                                  -100, 0.1);
       dlogits.check(tol, "cross_entropy_backward");
     }
   }

@@ -618,7 +618,7 @@ TEST_CASE("layer_norm and rms_norm over trailing dims") {
   }
 }
 
-TEST_CASE("cross_entropy with ignore_index and reductions") {
+TEST_CASE("cross_entropy with ignore_index, reductions and a z-loss") {
   std::mt19937 rng(10);
   Generator gen(10);
   for (DType dt : {kFloat64, kFloat32, kBFloat16}) {
@@ -627,6 +627,7 @@ TEST_CASE("cross_entropy with ignore_index and reductions") {
       Tensor logits = random_tensor({N, C}, gen, dt, trial % 2 == 0) * 2.0;
       Tensor target = randint(0, C, {N}, gen);
       if (trial % 2) target = masked_fill(target, rand({N}, gen) < 0.3, -100);
+      const double z = trial % 3 == 0 ? 0.3 : 0.0;  // PaLM's z-loss: z lse^2 per counted row
       std::vector<double> lv = values(logits), tv = values(target), per_row;
       double total = 0;
       int64_t counted = 0;
@@ -638,16 +639,17 @@ TEST_CASE("cross_entropy with ignore_index and reductions") {
         double mx = -INFINITY, s = 0;
         for (int64_t c = 0; c < C; ++c) mx = std::max(mx, lv[n * C + c]);
         for (int64_t c = 0; c < C; ++c) s += std::exp(lv[n * C + c] - mx);
-        double l = mx + std::log(s) - lv[n * C + static_cast<int64_t>(tv[n])];
+        const double lse = mx + std::log(s);
+        double l = lse - lv[n * C + static_cast<int64_t>(tv[n])] + z * lse * lse;
         per_row.push_back(l);
         total += l;
         ++counted;
       }
       double tol = 8 * kt::tolerance(dt);
-      INFO(dtype_name(dt) << " " << logits.str() << " " << target.str());
-      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::None), per_row, tol);
-      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::Sum), std::vector<double>{total}, tol);
-      Tensor m = cross_entropy(logits, target);
+      INFO(dtype_name(dt) << " z " << z << " " << logits.str() << " " << target.str());
+      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::None, z), per_row, tol);
+      KT_CHECK_CLOSE(cross_entropy(logits, target, -100, Reduction::Sum, z), std::vector<double>{total}, tol);
+      Tensor m = cross_entropy(logits, target, -100, Reduction::Mean, z);
       if (counted) KT_CHECK_CLOSE(m, std::vector<double>{total / counted}, tol);
       else CHECK(std::isnan(m.item<double>()));
     }
@@ -672,19 +674,21 @@ TEST_CASE("linear_cross_entropy equals cross_entropy of the full logits, chunk b
     Tensor target = randint(0, 11, {13}, gen);
     Tensor every_fifth = tensor(std::vector<int64_t>{0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0}) == int64_t(1);
     target = where(every_fifth, full({13}, int64_t(-100), kInt64), target);
-    Tensor xr = x.detach().requires_grad_(), wr = w.detach().requires_grad_();
-    Tensor want = cross_entropy(matmul(xr, wr.t()), target);
-    (want * 3.0).backward();
-    for (int64_t chunk : {0, 1, 4, 13, 40}) {
-      INFO("dtype " << dtype_name(dt) << " chunk " << chunk);
-      Tensor xf = x.detach().requires_grad_(), wf = w.detach().requires_grad_();
-      Tensor got = linear_cross_entropy(xf, wf, target, -100, chunk);
-      CHECK(got.dtype() == dt);
-      const double tol = dt == kFloat64 ? 1e-12 : 1e-5;
-      KT_CHECK_CLOSE(got, values(want), tol);
-      (got * 3.0).backward();
-      KT_CHECK_CLOSE(xf.grad(), values(xr.grad()), tol);
-      KT_CHECK_CLOSE(wf.grad(), values(wr.grad()), tol);
+    for (double z : {0.0, 0.2}) {
+      Tensor xr = x.detach().requires_grad_(), wr = w.detach().requires_grad_();
+      Tensor want = cross_entropy(matmul(xr, wr.t()), target, -100, Reduction::Mean, z);
+      (want * 3.0).backward();
+      for (int64_t chunk : {0, 1, 4, 13, 40}) {
+        INFO("dtype " << dtype_name(dt) << " chunk " << chunk << " z " << z);
+        Tensor xf = x.detach().requires_grad_(), wf = w.detach().requires_grad_();
+        Tensor got = linear_cross_entropy(xf, wf, target, -100, chunk, z);
+        CHECK(got.dtype() == dt);
+        const double tol = dt == kFloat64 ? 1e-12 : 1e-5;
+        KT_CHECK_CLOSE(got, values(want), tol);
+        (got * 3.0).backward();
+        KT_CHECK_CLOSE(xf.grad(), values(xr.grad()), tol);
+        KT_CHECK_CLOSE(wf.grad(), values(wr.grad()), tol);
+      }
     }
   }
   // Without gradients it only computes the loss; every row ignored gives 0.

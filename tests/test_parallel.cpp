@@ -98,13 +98,17 @@ TEST_CASE("tensor-parallel layers equal their single-process twins") {
     Tensor logits = randn({6, vocab}, data) * 3.0;
     Tensor targets = randint(0, vocab, {6}, data);
     targets = where(arange(0, 6, 1, kInt64) == 2, full({6}, int64_t(-100), kInt64), targets);  // one ignored row
-    Tensor lf = logits.detach().requires_grad_();
-    Tensor lp = logits.narrow(1, r * (vocab / n), vocab / n).contiguous().requires_grad_();
-    Tensor want = cross_entropy(lf, targets), got = dist::vocab_parallel_cross_entropy(lp, targets, r * (vocab / n), tp);
-    check_close(got, want, 1e-6, "loss");
-    want.backward();
-    got.backward();
-    check_close(lp.grad(), lf.grad().narrow(1, r * (vocab / n), vocab / n), 1e-5, "logit grads");
+    for (double z : {0.0, 0.05}) {  // without and with PaLM's z-loss
+      INFO("z_loss " << z);
+      Tensor lf = logits.detach().requires_grad_();
+      Tensor lp = logits.narrow(1, r * (vocab / n), vocab / n).contiguous().requires_grad_();
+      Tensor want = cross_entropy(lf, targets, -100, Reduction::Mean, z);
+      Tensor got = dist::vocab_parallel_cross_entropy(lp, targets, r * (vocab / n), tp, -100, z);
+      check_close(got, want, 1e-6, "loss");
+      want.backward();
+      got.backward();
+      check_close(lp.grad(), lf.grad().narrow(1, r * (vocab / n), vocab / n), 1e-5, "logit grads");
+    }
   }
 }
 

@@ -217,7 +217,8 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, 
   return {sum, y};
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, Reduction reduction,
+                     double z_loss) {
   detail::check_defined(logits, "cross_entropy", "input");
   detail::check_defined(target, "cross_entropy", "target");
   detail::check_same_device("cross_entropy", {logits, target});
@@ -225,6 +226,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   KILN_CHECK(target.dtype() == kInt64 || target.dtype() == kInt32,
              "[cross_entropy] target must hold int32/int64 class indices, got {}", describe(target));
   KILN_CHECK(logits.dim() >= 1, "[cross_entropy] input must have a class dim, got {}", describe(logits));
+  KILN_CHECK(z_loss >= 0, "[cross_entropy] z_loss must be >= 0, got {}", z_loss);
   // Class dim: 0 for an unbatched (C,) input, else 1 (as PyTorch).
   const int64_t class_dim = logits.dim() == 1 ? 0 : 1;
   const int64_t C = logits.size(class_dim);
@@ -240,16 +242,17 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   Tensor rc = rows.detach().contiguous();
   if (n > 0)
     KILN_DISPATCH(logits.device(), cross_entropy, losses.buffer(), lse.buffer(), rows_view(rc, C), tg.buffer(),
-                  ignore_index);
+                  ignore_index, z_loss);
   if (autograd::any_requires_grad({rows}))
     autograd::record("cross_entropy", losses, {rows},
                      [sx = save(rc, "cross_entropy"), st = save(tg, "cross_entropy"), sl = save(lse, "cross_entropy"),
-                      C, ignore_index](const Tensor& g, const Needs&) {
+                      C, ignore_index, z_loss](const Tensor& g, const Needs&) {
                        Tensor dx = empty_like(sx.get());
                        Tensor gc = g.contiguous();
                        if (dx.numel() > 0)
                          KILN_DISPATCH(g.device(), cross_entropy_backward, rows_view(dx, C), gc.buffer(),
-                                       rows_view(sx.get(), C), st.get().buffer(), sl.get().buffer(), ignore_index);
+                                       rows_view(sx.get(), C), st.get().buffer(), sl.get().buffer(), ignore_index,
+                                       z_loss);
                        return Grads{dx};
                      });
   switch (reduction) {
@@ -261,7 +264,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
 }
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target, int64_t ignore_index,
-                            int64_t chunk_rows) {
+                            int64_t chunk_rows, double z_loss) {
   detail::check_defined(x, "linear_cross_entropy", "input");
   detail::check_defined(weight, "linear_cross_entropy", "weight");
   detail::check_defined(target, "linear_cross_entropy", "target");
@@ -273,7 +276,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   KILN_CHECK((target.dtype() == kInt64 || target.dtype() == kInt32) && target.sizes() == Shape({x.size(0)}),
              "[linear_cross_entropy] target must hold N = {} int32/int64 class indices, got {}", x.size(0),
              describe(target));
-  KILN_CHECK(chunk_rows >= 0, "[linear_cross_entropy] chunk_rows must be >= 0, got {}", chunk_rows);
+  KILN_CHECK(chunk_rows >= 0 && z_loss >= 0, "[linear_cross_entropy] chunk_rows ({}) and z_loss ({}) must be >= 0",
+             chunk_rows, z_loss);
   const int64_t N = x.size(0), V = weight.size(0);
   const DType acc = stat_dtype(x.dtype());
   const TensorOptions acc_opts = TensorOptions(acc).device(x.device());
@@ -292,13 +296,13 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
       Tensor logits = matmul(xc, w.t()).contiguous();  // (n, V): the only logits alive
       Tensor losses = empty({n}, TensorOptions(x.dtype()).device(x.device())), lse = empty({n}, acc_opts);
       KILN_DISPATCH(x.device(), cross_entropy, losses.buffer(), lse.buffer(), rows_view(logits, V), tc.buffer(),
-                    ignore_index);
+                    ignore_index, z_loss);
       total = total + sum(losses.to(acc));
       if (!grads) continue;
       // The chunk's logits become d(sum of its losses)/dlogits, in place.
       Tensor ones_ = ones({n}, TensorOptions(x.dtype()).device(x.device()));
       KILN_DISPATCH(x.device(), cross_entropy_backward, rows_view(logits, V), ones_.buffer(), rows_view(logits, V),
-                    tc.buffer(), lse.buffer(), ignore_index);
+                    tc.buffer(), lse.buffer(), ignore_index, z_loss);
       if (want_dx) dx.narrow(0, lo, n).copy_(matmul(logits, w));
       if (want_dw) dw.add_(matmul(logits.t(), xc).to(acc));
     }

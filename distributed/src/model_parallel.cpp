@@ -35,13 +35,14 @@ std::shared_ptr<nn::EmbeddingLayer> ModelParallel::vocab_embedding(const nn::Emb
 }
 
 Tensor ModelParallel::vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start,
-                                 const Tensor& targets) const {
-  if (state_->tp() == 1) return nn::LayerFactory::vocab_loss(hidden, head, vocab_start, targets);
+                                 const Tensor& targets, double z_loss) const {
+  if (state_->tp() == 1) return nn::LayerFactory::vocab_loss(hidden, head, vocab_start, targets, z_loss);
   ProcessGroup& tp = *state_->tp_group();
   // Every rank's columns of the logits, for the whole sequence.
   Tensor x = sequence_parallel_ ? gather_from_sequence(hidden, tp) : copy_to_group(hidden, tp);
   Tensor logits = matmul(x, head.t());
-  return vocab_parallel_cross_entropy(logits.reshape({-1, head.size(0)}), targets.reshape({-1}), vocab_start, tp);
+  return vocab_parallel_cross_entropy(logits.reshape({-1, head.size(0)}), targets.reshape({-1}), vocab_start, tp, -100,
+                                      z_loss);
 }
 
 Tensor ModelParallel::vocab_logits(const Tensor& hidden, const Tensor& head, int64_t vocab_size) const {

@@ -263,7 +263,7 @@ Tensor VocabParallelEmbedding::forward(const Tensor& ids) const {
 }
 
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
-                                    ProcessGroup& group, int64_t ignore_index) {
+                                    ProcessGroup& group, int64_t ignore_index, double z_loss) {
   KILN_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0) &&
                  !is_floating(targets.dtype()),
              "[vocab_parallel_cross_entropy] expects logits (N, V) and integer targets (N), got [{}] {} and [{}] {}",
@@ -286,7 +286,12 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   Tensor index = masked_fill(targets - vocab_start, logical_not(mine), 0).unsqueeze(1);
   Tensor local_target = width > 0 ? masked_fill(gather(shifted, 1, index).squeeze(1), logical_not(mine), 0.0)
                                   : zeros({N}, opts);
-  Tensor losses = log(reduce_from_group(local_sum, group)) - reduce_from_group(local_target, group);
+  Tensor shifted_lse = log(reduce_from_group(local_sum, group));
+  Tensor losses = shifted_lse - reduce_from_group(local_target, group);
+  if (z_loss != 0.0) {
+    Tensor lse = shifted_lse + shift;
+    losses = losses + lse * lse * z_loss;
+  }
   Tensor valid = targets != ignore_index;
   Tensor count = sum(valid.to(z.dtype()));
   return sum(masked_fill(losses, logical_not(valid), 0.0)) / maximum(count, ones({}, opts));

@@ -46,6 +46,7 @@ struct Args {
   int64_t layers = 4, channels = 192, heads = 6, kv_heads = 0, block_size = 0, mlp_hidden = 0;
   double rope_theta = 10000.0;
   bool recompute = false;
+  double z_loss = 0;  // PaLM's z-loss coefficient
   // Mixture of experts (0 experts: dense MLPs).
   int64_t moe_experts = 0, moe_top_k = 2, moe_every = 1;
   double capacity_factor = 0, moe_aux_loss_coeff = 1e-2, moe_z_loss_coeff = 0;
@@ -125,6 +126,7 @@ kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
   }
   spec.block.dropout = spec.embedding_dropout = a.dropout;
   spec.block.recompute = a.recompute;
+  spec.z_loss = a.z_loss;
   if (a.moe_experts > 0) {
     spec.block.mlp.moe = kiln::nn::MoeSpec{
         .experts = a.moe_experts, .top_k = a.moe_top_k,
@@ -483,6 +485,9 @@ int main(int argc, char** argv) {
   app.add_option("--beta2", a.beta2, "AdamW/Lion beta2")->capture_default_str();
   app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")->capture_default_str();
   app.add_option("--dropout", a.dropout, "dropout probability")->capture_default_str();
+  app.add_option("--z-loss", a.z_loss, "PaLM's z-loss: adds this times logsumexp(logits)^2 per token to the training "
+                 "loss (PaLM: 1e-4); validation reports the cross-entropy alone")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--dtype", a.dtype, "activations: float32, or bfloat16/float16 with float32 master weights")
       ->capture_default_str()

@@ -23,9 +23,10 @@ int64_t LayerFactory::padded_vocab(int64_t vocab) const {
   return (padded / tp) * (tp - 1) < vocab ? padded : round_up(vocab, tp);
 }
 
-Tensor LayerFactory::vocab_loss(const Tensor& hidden, const Tensor& head, int64_t, const Tensor& targets) const {
+Tensor LayerFactory::vocab_loss(const Tensor& hidden, const Tensor& head, int64_t, const Tensor& targets,
+                                double z_loss) const {
   // The head and the loss fused: the (B T, V) logits are never all in memory.
-  return linear_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}));
+  return linear_cross_entropy(hidden.reshape({-1, hidden.size(-1)}), head, targets.reshape({-1}), -100, 0, z_loss);
 }
 
 Tensor LayerFactory::vocab_logits(const Tensor& hidden, const Tensor& head, int64_t vocab_size) const {

@@ -101,6 +101,7 @@ std::string spec_to_json(const ModelSpec& s) {
             {"tie_embeddings", s.tie_embeddings},
             {"lm_head", s.lm_head},
             {"embedding_dropout", s.embedding_dropout},
+            {"z_loss", s.z_loss},
             {"init_std", s.init_std},
             {"scale_residual_init", s.scale_residual_init}};
   return j.dump(2) + "\n";
@@ -150,6 +151,7 @@ ModelSpec spec_from_json(const std::string& text) {
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();
     s.lm_head = j.value("lm_head", true);
     s.embedding_dropout = j.at("embedding_dropout").get<double>();
+    s.z_loss = j.value("z_loss", 0.0);
     s.init_std = j.at("init_std").get<double>();
     s.scale_residual_init = j.at("scale_residual_init").get<bool>();
     s.check();

@@ -9,9 +9,9 @@
 namespace kiln::nn {
 
 void ModelSpec::check() const {
-  KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0 && position_offset >= 0,
+  KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0 && position_offset >= 0 && z_loss >= 0,
              "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive, position_offset "
-             "({}) not negative", vocab_size, max_positions, n_layer, position_offset);
+             "({}) and z_loss ({}) not negative", vocab_size, max_positions, n_layer, position_offset, z_loss);
   block.check();
   KILN_CHECK(!block.cross_attention, "[TransformerLM] a decoder-only model has no encoder for cross-attention "
              "blocks to read (nn::T5 is an encoder-decoder)");
@@ -225,7 +225,8 @@ Tensor TransformerLM::loss_from_hidden(const Tensor& hidden, const Tensor& targe
   KILN_CHECK(hidden.dim() == 3 && targets.sizes() == Shape({hidden.size(0), hidden.size(1) * slices}),
              "[TransformerLM] loss expects hidden (B, T{}, C) and targets (B, T), got [{}] and [{}]",
              slices > 1 ? " / tp" : "", fmt::join(hidden.sizes(), ", "), fmt::join(targets.sizes(), ", "));
-  return factory_->vocab_loss(hidden, head_weight(hidden.dtype()), head().vocab_start(), targets);
+  return factory_->vocab_loss(hidden, head_weight(hidden.dtype()), head().vocab_start(), targets,
+                              is_training() ? spec_.z_loss : 0.0);
 }
 
 Tensor TransformerLM::loss(const Tensor& idx, const Tensor& targets, const AttentionInputs* inputs) const {

@@ -199,8 +199,10 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, 
 enum class Reduction { None, Mean, Sum };
 // logits (N, C) or (C,) or (N, C, d1, ...); target int64/int32 class indices of
 // the matching shape. Mean divides by the number of targets not ignored.
+// z_loss adds z_loss * logsumexp(logits)^2 to each target's loss (PaLM's
+// z-loss, which keeps the softmax normalizer near 1), fused in the kernels.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
-                     Reduction reduction = Reduction::Mean);
+                     Reduction reduction = Reduction::Mean, double z_loss = 0.0);
 // The mean cross-entropy of the logits x weight^T (a classifier head) against
 // target, without ever holding all (N, V) logits: rows go through in chunks
 // whose logits turn into their gradient in place, and dx, dweight are formed
@@ -208,8 +210,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
 // is one chunk of logits. x (N, C), weight (V, C) of x's dtype, target (N)
 // int32/int64; ignore_index rows count for nothing. chunk_rows 0 picks chunks
 // of about 2^25 logits. The loss is float32 (float64 for float64 inputs).
+// z_loss as cross_entropy's.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& target, int64_t ignore_index = -100,
-                            int64_t chunk_rows = 0);
+                            int64_t chunk_rows = 0, double z_loss = 0.0);
 // SwiGLU's gate (Shazeer 2020, the LLaMA MLP): silu(gate) * up, one fused
 // kernel forward and one backward. gate and up share shape, dtype and device.
 Tensor swiglu(const Tensor& gate, const Tensor& up);

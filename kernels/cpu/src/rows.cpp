@@ -245,7 +245,7 @@ void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, con
 }
 
 void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, const Buffer& target,
-                   int64_t ignore_index) {
+                   int64_t ignore_index, double z_loss) {
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   visit_index(target.dtype, "cross_entropy", [&](auto itag) {
     using I = decltype(itag);
@@ -265,7 +265,7 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
           for (int64_t c = 0; c < C; ++c) sum += std::exp(load(xr, c) - mx);
           A l = mx + std::log(sum);
           set_stat(lse, r, l);
-          store(loss.ptr<T>(), r, tg[r] == ignore_index ? A(0) : l - load(xr, int64_t(tg[r])));
+          store(loss.ptr<T>(), r, tg[r] == ignore_index ? A(0) : l - load(xr, int64_t(tg[r])) + A(z_loss) * l * l);
         }
       });
     });
@@ -273,7 +273,7 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
 }
 
 void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Buffer& logits, const Buffer& target,
-                            const Buffer& lse, int64_t ignore_index) {
+                            const Buffer& lse, int64_t ignore_index, double z_loss) {
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   visit_index(target.dtype, "cross_entropy_backward", [&](auto itag) {
     using I = decltype(itag);
@@ -288,8 +288,9 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
           bool ignored = tg[r] == ignore_index;
           A g = ignored ? A(0) : load(dloss.ptr<T>(), r);
           A l = static_cast<A>(stat(lse, r));
+          A stretch = 1 + 2 * A(z_loss) * l;  // the z term's gradient: 2 z lse softmax
           for (int64_t c = 0; c < C; ++c) {
-            A p = std::exp(load(xr, c) - l);
+            A p = stretch * std::exp(load(xr, c) - l);
             store(dr, c, ignored ? A(0) : g * (p - (c == int64_t(tg[r]) ? A(1) : A(0))));
           }
         }

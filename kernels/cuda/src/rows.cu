@@ -185,7 +185,7 @@ __global__ void sum_partials(A* out, const A* partial, int64_t P, int64_t C) {
 
 template <typename T, typename I>
 __global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits, const I* target, RowAccess<T> row,
-                                     int64_t ignore_index, DeviceError* flag) {
+                                     int64_t ignore_index, row_acc_t<T> z_loss, DeviceError* flag) {
   using A = row_acc_t<T>;
   const int64_t r = blockIdx.x, C = row.C;
   const T* xr = logits + r * C;
@@ -205,21 +205,23 @@ __global__ void cross_entropy_kernel(T* loss, row_acc_t<T>* lse, const T* logits
       report(flag, kTargetOutOfRange, t, C);
       store(loss + r, A(NAN));
     } else {
-      store(loss + r, l - A(load(xr + t)));
+      store(loss + r, l - A(load(xr + t)) + z_loss * l * l);
     }
   }
 }
 
 template <typename T, typename I>
 __global__ void cross_entropy_backward_kernel(T* dlogits, const T* dloss, const T* logits, const I* target,
-                                              const row_acc_t<T>* lse, RowAccess<T> row, int64_t ignore_index) {
+                                              const row_acc_t<T>* lse, RowAccess<T> row, int64_t ignore_index,
+                                              row_acc_t<T> z_loss) {
   using A = row_acc_t<T>;
   const int64_t r = blockIdx.x, C = row.C;
   const int64_t t = target[r];
   const bool ignored = t == ignore_index || t < 0 || t >= C;
   const A g = ignored ? A(0) : A(load(dloss + r)), l = lse[r];
+  const A stretch = 1 + 2 * z_loss * l;  // the z term's gradient: 2 z lse softmax
   row.map(dlogits + r * C, [&](int64_t c, A v) {
-    return ignored ? A(0) : g * (exp(v - l) - (c == t ? A(1) : A(0)));
+    return ignored ? A(0) : g * (stretch * exp(v - l) - (c == t ? A(1) : A(0)));
   }, logits + r * C);
 }
 
@@ -330,7 +332,7 @@ void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, con
 }
 
 void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, const Buffer& target,
-                   int64_t ignore_index) {
+                   int64_t ignore_index, double z_loss) {
   NvtxRange range("kiln::cross_entropy");
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   if (rows == 0) return;
@@ -339,12 +341,13 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
     using I = decltype(itag);
     const RowAccess<T> row{C, packs_fit<T>(C, {logits.data})};
     launch("cross_entropy_kernel", cross_entropy_kernel<T, I>, grid(rows), kThreads, 0, loss.ptr<T>(),
-           lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), row, ignore_index, device_error_flag());
+           lse.ptr<row_acc_t<T>>(), logits.ptr<T>(), target.ptr<I>(), row, ignore_index,
+           static_cast<row_acc_t<T>>(z_loss), device_error_flag());
   });
 }
 
 void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Buffer& logits, const Buffer& target,
-                            const Buffer& lse, int64_t ignore_index) {
+                            const Buffer& lse, int64_t ignore_index, double z_loss) {
   NvtxRange range("kiln::cross_entropy_backward");
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
   if (rows == 0) return;
@@ -354,7 +357,7 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
     const RowAccess<T> row{C, packs_fit<T>(C, {dlogits.data, logits.data})};
     launch("cross_entropy_backward_kernel", cross_entropy_backward_kernel<T, I>, grid(rows), kThreads, 0,
            dlogits.ptr<T>(), dloss.ptr<T>(), logits.ptr<T>(), target.ptr<I>(), lse.ptr<row_acc_t<T>>(), row,
-           ignore_index);
+           ignore_index, static_cast<row_acc_t<T>>(z_loss));
   });
 }
 

@@ -77,8 +77,11 @@ void rms_norm(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const 
 void rms_norm_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&) {
   missing("rms_norm_backward");
 }
-void cross_entropy(const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) { missing("cross_entropy"); }
-void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) {
+void cross_entropy(const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t, double) {
+  missing("cross_entropy");
+}
+void cross_entropy_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t,
+                            double) {
   missing("cross_entropy_backward");
 }
 void rope(const Buffer&, const Buffer&, const Buffer&, const Buffer&, bool) { missing("rope"); }

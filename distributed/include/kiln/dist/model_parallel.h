@@ -42,8 +42,8 @@ class ModelParallel : public nn::LayerFactory {
   std::shared_ptr<nn::LinearLayer> row(const nn::LinearOptions& options) const override;
   Tensor copy_to_tensor_parallel(const Tensor& x) const override;
   std::shared_ptr<nn::EmbeddingLayer> vocab_embedding(const nn::EmbeddingOptions& options) const override;
-  Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start,
-                    const Tensor& targets) const override;
+  Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start, const Tensor& targets,
+                    double z_loss = 0.0) const override;
   Tensor vocab_logits(const Tensor& hidden, const Tensor& head, int64_t vocab_size) const override;
   Tensor exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>& out_splits,
                               const std::vector<int64_t>& in_splits) const override;

@@ -132,7 +132,8 @@ class VocabParallelEmbedding : public nn::EmbeddingLayer {
 // `logits` (N, V_r) are this rank's columns, starting at vocab_start; targets
 // (N) are global ids (ignore_index rows count for nothing). The same loss on
 // every rank; the gradient reaches each rank's columns. Computed in float32.
+// z_loss as kiln::cross_entropy's (z_loss logsumexp^2 per counted row).
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
-                                    ProcessGroup& group, int64_t ignore_index = -100);
+                                    ProcessGroup& group, int64_t ignore_index = -100, double z_loss = 0.0);
 
 }  // namespace kiln::dist

@@ -73,9 +73,10 @@ class LayerFactory {
   // Mean cross-entropy of the logits hidden x head^T against targets (B, T)
   // (ignore_index -100), where head holds this rank's rows of the vocabulary,
   // starting at vocab_start, and hidden (B, T, C) is, with sequence
-  // parallelism, this rank's slice of the sequence. Float32 (float64 for float64).
-  virtual Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start,
-                            const Tensor& targets) const;
+  // parallelism, this rank's slice of the sequence. Float32 (float64 for
+  // float64). z_loss: PaLM's z-loss (kiln::cross_entropy's) added.
+  virtual Tensor vocab_loss(const Tensor& hidden, const Tensor& head, int64_t vocab_start, const Tensor& targets,
+                            double z_loss = 0.0) const;
   // The logits (B, T, vocab_size) of the whole vocabulary on every rank,
   // where head holds this rank's rows of the padded vocabulary.
   virtual Tensor vocab_logits(const Tensor& hidden, const Tensor& head, int64_t vocab_size) const;

@@ -45,6 +45,10 @@ struct ModelSpec {
   // gives (the backbone of a reward model or critic, nn/value_model.h).
   bool lm_head = true;
   double embedding_dropout = 0.0;
+  // PaLM's z-loss: z_loss * logsumexp(logits)^2 per target added to the
+  // language-model loss in training mode, keeping the softmax normalizer near
+  // 1 (PaLM: 1e-4); in eval mode the loss is the cross-entropy alone.
+  double z_loss = 0.0;
   // Initialization: N(0, init_std) for every matrix and embedding, zero
   // biases, unit norms; with scale_residual_init, the projections into the
   // residual stream get init_std / sqrt(2 n_layer) (GPT-2).
