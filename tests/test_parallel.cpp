@@ -132,6 +132,7 @@ struct Layout {
   bool zero1 = false;  // ZeRO-1 over dp instead of DDP
   bool sequence_parallel = false;
   bool recompute = false;  // the split model replays its blocks in backward, the reference does not
+  std::optional<nn::LoraConfig> lora;  // both models adapted, their bases frozen
 };
 
 // Three AdamW steps with clipping on (B, T) = (8, 16), as one process and
@@ -141,7 +142,8 @@ struct Layout {
 void check_layout(const nn::ModelSpec& spec, const Layout& l) {
   auto w = world();
   INFO(spec.family << ": tp " << l.tp << " pp " << l.pp << " dp " << l.dp << (l.zero1 ? " zero1" : "")
-                   << (l.sequence_parallel ? " sequence parallel" : "") << (l.recompute ? " recompute" : ""));
+                   << (l.sequence_parallel ? " sequence parallel" : "") << (l.recompute ? " recompute" : "")
+                   << (l.lora ? " lora" : ""));
   dist::ParallelState ps(w, l.tp, l.pp, l.dp);
   nn::ModelSpec split = spec;
   split.block.recompute = l.recompute;
@@ -149,6 +151,10 @@ void check_layout(const nn::ModelSpec& spec, const Layout& l) {
   nn::TransformerLM reference(spec, g1, kFloat64);
   nn::TransformerLM model(split, g2, kFloat64, kCPU, std::make_shared<dist::ModelParallel>(ps, l.sequence_parallel));
   CHECK(g1.offset() == g2.offset());  // dropout would continue from the same place
+  if (l.lora) {
+    nn::add_lora(reference, *l.lora, g1);
+    nn::add_lora(model, *l.lora, g2);
+  }
 
   optim::AdamW ref_opt(optim::decay_groups(reference.named_parameters(), 0.1), {.lr = 1e-2});
   auto groups = optim::decay_groups(model.named_parameters(), 0.1);
@@ -290,6 +296,20 @@ TEST_CASE("every parallel layout trains Llama like one process") {
     check_layout(llama, {2, 2, 1});
     check_layout(llama, {2, 2, 1, {}, false, false, /*recompute=*/true});
   }
+}
+
+TEST_CASE("LoRA adapters split with their layers: every layout trains like one process") {
+  const int n = world()->size();
+  // Parts of the fused q/k/v and SwiGLU layers (column parallel: B split) and
+  // a row-parallel layer (A split), with dropout off so that layouts agree.
+  const nn::LoraConfig lora{.rank = 4, .alpha = 8.0, .targets = {"q", "v", "up", "down"}};
+  const nn::ModelSpec llama = tiny_llama();
+  check_layout(llama, {.tp = 1, .pp = 1, .dp = n, .lora = lora});
+  if (n % 2 == 0) {
+    check_layout(llama, {.tp = 2, .pp = 1, .dp = n / 2, .lora = lora});
+    check_layout(llama, {.tp = 2, .pp = 1, .dp = n / 2, .sequence_parallel = true, .lora = lora});
+  }
+  if (n == 4) check_layout(tiny_gpt(), {.tp = 2, .pp = 2, .dp = 1, .lora = nn::LoraConfig{.targets = {"qkv", "out"}}});
 }
 
 TEST_CASE("decoding at any layout draws the tokens of one process") {

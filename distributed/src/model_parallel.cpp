@@ -88,6 +88,7 @@ void sync_gradients(const nn::ParallelModel& model, const ParallelState& state) 
   NoGradGuard no_grad;
   const auto tied = model.tied_across_stages();
   for (auto& [name, p] : model.named_parameters()) {
+    if (!p.requires_grad()) continue;  // frozen (the base of a LoRA model)
     if (state.embedding_group() && std::find(tied.begin(), tied.end(), name) != tied.end())
       sum_gradient(p, *state.embedding_group());
     if (model.layout().sequence_parallel() && model.shard_spec(name).replicated())

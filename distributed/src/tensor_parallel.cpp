@@ -204,9 +204,10 @@ ColumnParallelLinear::ColumnParallelLinear(const ParallelLinearOptions& o, Proce
     bias = register_parameter("bias", b);
     set_shard_spec("bias", rows);
   }
+  split = {nn::LinearSplit::Column, o.in_features, o.out_features, o.segments};
 }
 
-Tensor ColumnParallelLinear::forward(const Tensor& x, Activation activation) const {
+Tensor ColumnParallelLinear::project(const Tensor& x, Activation activation) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[ColumnParallelLinear] expects input (..., {}), got shape [{}]", options_.in_features,
              fmt::join(x.sizes(), ", "));
@@ -224,9 +225,10 @@ RowParallelLinear::RowParallelLinear(const ParallelLinearOptions& o, ProcessGrou
   weight = register_parameter("weight", w);
   set_shard_spec("weight", columns);
   if (o.bias) bias = register_parameter("bias", b);
+  split = {nn::LinearSplit::Row, o.in_features, o.out_features, {}};
 }
 
-Tensor RowParallelLinear::forward(const Tensor& x, Activation activation) const {
+Tensor RowParallelLinear::project(const Tensor& x, Activation activation) const {
   const bool input_is_parallel = options_.input_is_parallel;
   const int64_t in = input_is_parallel ? options_.in_features / group_->size() : options_.in_features;
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == in, "[RowParallelLinear] expects input (..., {}), got shape [{}]", in,

@@ -27,6 +27,7 @@
 #include "kiln/nn/init.h"
 #include "kiln/nn/layers.h"
 #include "kiln/nn/linear.h"
+#include "kiln/nn/lora.h"
 #include "kiln/nn/models/bert.h"
 #include "kiln/nn/models/bloom.h"
 #include "kiln/nn/models/gpt2.h"

@@ -4,12 +4,16 @@
 
 namespace kiln::nn {
 
-std::shared_ptr<LinearLayer> LayerFactory::column(const LinearOptions& options, std::vector<int64_t>) const {
-  return std::make_shared<Linear>(options, nullptr);
+std::shared_ptr<LinearLayer> LayerFactory::column(const LinearOptions& options, std::vector<int64_t> segments) const {
+  auto layer = std::make_shared<Linear>(options, nullptr);
+  layer->split = {LinearSplit::Column, options.in_features, options.out_features, std::move(segments)};
+  return layer;
 }
 
 std::shared_ptr<LinearLayer> LayerFactory::row(const LinearOptions& options) const {
-  return std::make_shared<Linear>(options, nullptr);
+  auto layer = std::make_shared<Linear>(options, nullptr);
+  layer->split = {LinearSplit::Row, options.in_features, options.out_features, {}};
+  return layer;
 }
 
 std::shared_ptr<EmbeddingLayer> LayerFactory::vocab_embedding(const EmbeddingOptions& options) const {

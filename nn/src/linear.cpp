@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kiln/nn/init.h"
+#include "kiln/nn/lora.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
@@ -25,7 +26,7 @@ void Linear::reset_parameters(Generator& gen) {
   if (bias.defined()) init::uniform_(bias, -bound, bound, gen);
 }
 
-Tensor Linear::forward(const Tensor& x, Activation activation) const {
+Tensor Linear::project(const Tensor& x, Activation activation) const {
   KILN_CHECK(x.dim() >= 1 && x.size(-1) == options_.in_features,
              "[Linear] expects input (..., {}), got shape [{}]", options_.in_features, fmt::join(x.sizes(), ", "));
   // Mixed precision: float32 master weights meet bfloat16 activations in the
@@ -33,6 +34,17 @@ Tensor Linear::forward(const Tensor& x, Activation activation) const {
   // master weights in float32, and cached (the optimizer writes it).
   return linear(x, cast_cached(weight, x.dtype()), bias.defined() ? cast_cached(bias, x.dtype()) : Tensor(),
                 activation);
+}
+
+Tensor LinearLayer::forward(const Tensor& x, Activation activation) const {
+  if (!adapter_ || adapter_->merged()) return project(x, activation);
+  Tensor y = project(x, Activation::None) + adapter_->forward(x);
+  return activation == Activation::GeluTanh ? gelu(y, "tanh") : y;
+}
+
+void LinearLayer::set_adapter(std::shared_ptr<LoraAdapter> adapter) {
+  KILN_CHECK(!adapter_, "[LinearLayer] the layer has an adapter already");
+  adapter_ = register_module("lora", std::move(adapter));
 }
 
 std::string LinearLayer::extra_repr() const {

@@ -15,7 +15,10 @@ std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Te
     if (!p.requires_grad()) continue;  // frozen
     (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
   }
-  return {decay, no_decay};
+  std::vector<ParamGroup> groups;
+  for (ParamGroup* g : {&decay, &no_decay})
+    if (!g->params.empty()) groups.push_back(std::move(*g));
+  return groups;
 }
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr, const char* name)

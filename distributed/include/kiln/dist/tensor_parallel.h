@@ -80,10 +80,12 @@ class ColumnParallelLinear : public nn::LinearLayer {
   // weight and keeps its rows); with gen null, left for the caller to load
   // (a model loads its share of a whole model's values).
   ColumnParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
+
+ protected:
   // x (..., in) -> (..., out / ranks), or (..., out) with gather_output; the
   // activation applied to this rank's columns in the GEMM's epilogue.
   // weight (out / ranks, in), bias (out / ranks).
-  Tensor forward(const Tensor& x, Activation activation = Activation::None) const override;
+  Tensor project(const Tensor& x, Activation activation) const override;
 
  private:
   ParallelLinearOptions options_;
@@ -97,10 +99,12 @@ class RowParallelLinear : public nn::LinearLayer {
  public:
   // gen as ColumnParallelLinear's.
   RowParallelLinear(const ParallelLinearOptions& options, ProcessGroup& group, Generator* gen);
+
+ protected:
   // x (..., in / ranks) -> (..., out); with input_is_parallel false, x is the
   // full (..., in) and each rank takes its slice. The activation, if any,
   // follows the sum. weight (out, in / ranks), bias (out) replicated.
-  Tensor forward(const Tensor& x, Activation activation = Activation::None) const override;
+  Tensor project(const Tensor& x, Activation activation) const override;
 
  private:
   ParallelLinearOptions options_;

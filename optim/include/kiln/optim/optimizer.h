@@ -20,7 +20,8 @@ struct ParamGroup {
 };
 
 // nanoGPT's and llm.c's default split: tensors of 2+ dims (matmul weights,
-// embeddings) decay; biases and norm weights do not.
+// embeddings) decay; biases and norm weights do not. Frozen parameters are
+// left out, and a group left empty (LoRA's adapters are all matrices) too.
 std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Tensor>>& named_params,
                                      double weight_decay);
 
