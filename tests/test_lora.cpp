@@ -4,6 +4,8 @@
 // adapters alone and match finite differences; merge and unmerge. (At a
 // tensor-parallel layout: test_parallel.)
 
+#include <filesystem>
+
 #include "helpers.h"
 
 using namespace kiln;
@@ -172,4 +174,88 @@ TEST_CASE("LoRA's start values, bfloat16 base and errors") {
                                     "in attn.k, attn.out, attn.q, attn.qkv, attn.v, mlp.down, mlp.gate, mlp.up"));
   CHECK_THROWS_WITH(nn::add_lora(c, {.rank = 0}), Catch::Contains("rank (0) and alpha (16) must be positive"));
   CHECK_THROWS_WITH(nn::unmerge_lora(a), Catch::Contains("not merged"));
+}
+
+namespace {
+
+// A PEFT adapter written by PEFT (tests/golden/make_golden.py --model
+// peft_<name>) loads into kiln and gives PEFT's logits; kiln writes the same
+// tensors under the same names back, and the directory `out` (base model,
+// adapter, kiln's logits) for the script's check that PEFT loads it.
+void check_peft(const std::string& name, const nn::ModelSpec& spec, const std::vector<std::string>& targets) {
+  TensorFile golden = load_safetensors(std::string(KILN_GOLDEN_DIR) + "/peft_" + name + "_tiny.safetensors");
+  std::map<std::string, Tensor> base, adapter;
+  for (auto& [key, t] : golden.tensors) {
+    if (key.starts_with("adapter.")) adapter[key.substr(8)] = t;
+    else if (key != "input_ids" && key != "logits") base[key] = t;
+  }
+  const std::string from_peft = "peft_" + name;
+  std::filesystem::create_directories(from_peft);
+  save_safetensors(from_peft + "/adapter_model.safetensors", adapter);
+  write_file_atomic(from_peft + "/adapter_config.json", golden.metadata.at("adapter_config"));
+
+  Generator gen(3);
+  nn::TransformerLM model(spec, gen);
+  nn::hf::load_weights(model, base);
+  const nn::LoraConfig config = nn::hf::load_peft_adapter(from_peft, model);
+  CHECK(config.rank == 4);
+  CHECK(config.alpha == 8.0);
+  CHECK(config.targets == targets);
+  const Tensor idx = golden.tensors.at("input_ids");
+  const Tensor logits = model.forward(idx);
+  KT_CHECK_CLOSE(logits, values(golden.tensors.at("logits")), 1e-5);
+
+  std::map<std::string, Tensor> adapters, weights;
+  for (auto& [n, t] : model.full_state_dict()) (nn::is_lora_parameter(n) ? adapters : weights)[n] = t;
+  const std::string out = "kiln_peft_" + name;
+  nn::hf::save_peft_adapter(out, spec, config, adapters);
+  const auto written = load_safetensors(out + "/adapter_model.safetensors").tensors;
+  CHECK(written.size() == adapter.size());
+  for (auto& [key, t] : adapter) {
+    INFO(key);
+    REQUIRE(written.count(key));
+    KT_CHECK_CLOSE(written.at(key), values(t), 0);
+  }
+  save_safetensors(out + "/model.safetensors", nn::hf::to_weights(spec, weights), {{"format", "pt"}});
+  write_file_atomic(out + "/config.json", nn::hf::config_json(spec));
+  save_safetensors(out + "/kiln_logits.safetensors", {{"input_ids", idx}, {"logits", logits}});
+}
+
+}  // namespace
+
+TEST_CASE("PEFT's adapters load into kiln and kiln writes them back as PEFT does") {
+  check_peft("llama",
+             nn::LlamaConfig{.vocab_size = 100, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+                             .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16,
+                             .rms_norm_eps = 1e-5, .rope_theta = 500000.0}
+                 .spec(),
+             {"attn.q", "attn.v", "mlp.down", "mlp.gate"});
+  check_peft("gpt2", nn::GPTConfig{.vocab_size = 100, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 32}.spec(),
+             {"attn.out", "attn.qkv"});
+  check_peft("neox",
+             nn::GPTNeoXConfig{.vocab_size = 100, .hidden_size = 32, .num_hidden_layers = 2, .num_attention_heads = 4,
+                               .intermediate_size = 64, .max_position_embeddings = 16}
+                 .spec(),
+             {"attn.qkv", "mlp.down"});
+}
+
+TEST_CASE("adapters PEFT's format has no place for, and PEFT settings kiln does not do, are refused") {
+  Generator gen(2);
+  nn::TransformerLM llama(tiny_llama(), gen);
+  nn::add_lora(llama, {.targets = {"qkv"}});
+  CHECK_THROWS_WITH(nn::hf::save_peft_adapter("refused", llama.spec(), {.targets = {"qkv"}}, llama.full_state_dict()),
+                    Catch::Contains("is not an adapter parameter"));
+  std::map<std::string, Tensor> adapters;
+  for (auto& [n, t] : llama.full_state_dict())
+    if (nn::is_lora_parameter(n)) adapters[n] = t;
+  CHECK_THROWS_WITH(nn::hf::save_peft_adapter("refused", llama.spec(), {.targets = {"qkv"}}, adapters),
+                    Catch::Contains("llama's adapters in PEFT's format sit on attn.k, attn.out, attn.q, attn.v, "
+                                    "mlp.down, mlp.gate, mlp.up; kiln's on 'attn.qkv' has no place among them: target "
+                                    "q, k and v, an adapter each"));
+  std::filesystem::create_directories("refused");
+  write_file_atomic("refused/adapter_config.json", R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": true})");
+  CHECK_THROWS_WITH(nn::hf::read_peft_config("refused", llama.spec()),
+                    Catch::Contains("use_rslora (true): kiln scales by alpha / r"));
+  write_file_atomic("refused/adapter_config.json", R"({"peft_type": "IA3"})");
+  CHECK_THROWS_WITH(nn::hf::read_peft_config("refused", llama.spec()), Catch::Contains("peft_type 'IA3'"));
 }

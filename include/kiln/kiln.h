@@ -35,6 +35,7 @@
 #include "kiln/nn/models/hf.h"
 #include "kiln/nn/models/llama.h"
 #include "kiln/nn/models/opt.h"
+#include "kiln/nn/models/peft.h"
 #include "kiln/nn/models/t5.h"
 #include "kiln/nn/moe.h"
 #include "kiln/nn/module.h"

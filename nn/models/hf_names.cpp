@@ -143,10 +143,13 @@ Tensor swap_row_blocks(const Tensor& t, int64_t outer, int64_t inner) {
 
 }  // namespace
 
+Tensor qkv_rows_per_head(const Tensor& t, int64_t heads) { return swap_row_blocks(t, 3, heads); }
+Tensor qkv_rows_per_kind(const Tensor& t, int64_t heads) { return swap_row_blocks(t, heads, 3); }
+
 std::map<std::string, Tensor> rename_to_hf_per_head_qkv(const NameMap& map, const std::map<std::string, Tensor>& full,
                                                         int64_t heads) {
   std::map<std::string, Tensor> laid_out;
-  for (const auto& [name, t] : full) laid_out[name] = is_qkv(name) ? swap_row_blocks(t.detach(), 3, heads) : t;
+  for (const auto& [name, t] : full) laid_out[name] = is_qkv(name) ? qkv_rows_per_head(t.detach(), heads) : t;
   return rename_to_hf(map, laid_out);
 }
 
@@ -155,7 +158,7 @@ std::map<std::string, Tensor> rename_from_hf_per_head_qkv(const NameMap& map,
                                                           int64_t n_layer, int64_t heads, const char* family) {
   std::map<std::string, Tensor> out = rename_from_hf(map, weights, n_layer, family);
   for (auto& [name, t] : out)
-    if (is_qkv(name)) t = swap_row_blocks(t, heads, 3);
+    if (is_qkv(name)) t = qkv_rows_per_kind(t, heads);
   return out;
 }
 

@@ -75,6 +75,11 @@ auto read_config_json(const std::string& text, const char* family, Read read) {
 // beside the embedding `embed`: raises, naming `family`, unless the two are equal.
 std::map<std::string, Tensor> without_tied_head(const std::map<std::string, Tensor>& weights, const std::string& head,
                                                 const std::string& embed, const char* family);
+// A fused q/k/v projection's rows (or a LoRA B beside it) between kiln's
+// layout (all queries, then all keys, then all values) and the per-head one
+// of GPT-NeoX and BLOOM (each head's query, key and value in turn).
+Tensor qkv_rows_per_head(const Tensor& t, int64_t heads);
+Tensor qkv_rows_per_kind(const Tensor& t, int64_t heads);
 // rename_to_hf and rename_from_hf for a family whose fused q/k/v projection
 // ("attn.qkv.*") holds each head's query, key and value rows in turn
 // (GPT-NeoX, BLOOM), where kiln's holds all queries, then all keys, then all values.

@@ -10,6 +10,9 @@ Never run by the build or CI; it needs torch, transformers and safetensors
       logits, loss, every parameter's gradient and the parameters after one
       AdamW step.
 
+  python3 tests/golden/make_golden.py --model peft_llama|peft_gpt2|peft_neox
+      writes tests/golden/peft_<model>_tiny.safetensors: a PEFT LoRA adapter on a tiny model (pip install peft).
+
   python3 tests/golden/make_golden.py --check-kiln build/tests/kiln_*tiny build/tests/bert_classify/out/model
       loads the checkpoints that test_golden (and the bert_classify test) wrote with Hugging Face's classes
       and compares their logits with kiln's; writes tests/golden/hf_roundtrip.txt.
@@ -346,11 +349,53 @@ def make_switch_router():
     print(f"wrote {path}: {int(kept.sum())} of 12 tokens kept")
 
 
+# PEFT adapters on the tiny models: per projection and on both kinds of layer (Llama), on GPT-2's fused
+# Conv1D c_attn (fan_in_fan_out) and on GPT-NeoX's per-head query_key_value.
+PEFT_TARGETS = {"llama": ["q_proj", "v_proj", "gate_proj", "down_proj"],
+                "gpt2": ["c_attn", "attn.c_proj"],
+                "neox": ["query_key_value", "dense_4h_to_h"]}
+
+
+def make_peft(name):
+    """A PEFT LoRA (r 4, alpha 8, random B: init_lora_weights=False) on a tiny model: the base weights, the
+    adapter's tensors as PEFT saves them, its adapter_config.json (metadata) and the adapted logits."""
+    import json
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    config_class, model_class, config, tokens = MODELS[name]
+    torch.manual_seed(99)
+    base = model_class(config_class(**config)).double()
+    tied = config["tie_word_embeddings"]
+    weights = disk_names({k: v.detach().float().clone().contiguous() for k, v in base.state_dict().items()
+                          if not k.endswith((".attn.bias", ".attn.masked_bias")) and not (tied and k == "lm_head.weight")})
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=PEFT_TARGETS[name], init_lora_weights=False,
+                      fan_in_fan_out=name == "gpt2")
+    model = get_peft_model(base, lora).eval()
+    idx = torch.randint(0, config["vocab_size"], (2, tokens))
+    with torch.no_grad():
+        logits = model(input_ids=idx).logits
+    adapter = {f"adapter.{k}": v.float().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    tensors = {**weights, **adapter, "input_ids": idx, "logits": logits.float().contiguous()}
+    path = os.path.join(HERE, f"peft_{name}_tiny.safetensors")
+    adapter_config = lora.to_dict()
+    adapter_config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in adapter_config.items()}
+    save_file(tensors, path, metadata={"torch": torch.__version__, "peft": __import__("peft").__version__,
+                                       "adapter_config": json.dumps(adapter_config)})
+    print(f"wrote {path}: {len(adapter)} adapter tensors")
+
+
 def check_kiln(directories):
     lines = []
     for directory in directories:
         ref = load_file(os.path.join(directory, "kiln_logits.safetensors"))
-        if "t5" in directory:
+        name = None
+        if os.path.exists(os.path.join(directory, "adapter_config.json")):
+            from peft import PeftModel
+            base = AutoModelForCausalLM.from_pretrained(directory).double()
+            model = PeftModel.from_pretrained(base, directory).eval()
+            with torch.no_grad():
+                logits = model(input_ids=ref["input_ids"]).logits
+            name = f"PeftModel.from_pretrained({type(base).__name__})"  # the adapter, on the base
+        elif "t5" in directory:
             model = T5ForConditionalGeneration.from_pretrained(directory).double().eval()
             mask = (torch.arange(ref["input_ids"].shape[1])[None, :] < ref["lengths"][:, None]).long()
             with torch.no_grad():
@@ -368,10 +413,11 @@ def check_kiln(directories):
             model = AutoModelForCausalLM.from_pretrained(directory, experts_implementation="eager").double().eval()
             with torch.no_grad():
                 logits = model(ref["input_ids"]).logits
+        name = name or f"{type(model).__name__}.from_pretrained"
         kiln = ref["logits"].double()
         err = ((logits - kiln).abs().max() / kiln.abs().max()).item()
         verdict = "PASS" if err <= 1e-5 else "FAIL"
-        lines.append(f"{verdict}: {type(model).__name__}.from_pretrained on kiln's checkpoint reproduces kiln's "
+        lines.append(f"{verdict}: {name} on kiln's checkpoint reproduces kiln's "
                      f"logits (max |a-b| / max |ref| = {err:.3e}; transformers "
                      f"{__import__('transformers').__version__}, torch {torch.__version__})\n")
     with open(os.path.join(HERE, "hf_roundtrip.txt"), "w") as f:
@@ -381,12 +427,15 @@ def check_kiln(directories):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "t5", "t5_v1_1", "glm", "switch_router"],
+    parser.add_argument("--model", choices=sorted(MODELS) + ["bert", "t5", "t5_v1_1", "glm", "switch_router"] +
+                        [f"peft_{m}" for m in PEFT_TARGETS],
                         help="write this model's golden values")
     parser.add_argument("--check-kiln", metavar="DIR", nargs="+", help="check checkpoints written by test_golden")
     args = parser.parse_args()
     if args.check_kiln:
         check_kiln(args.check_kiln)
+    elif args.model and args.model.startswith("peft_"):
+        make_peft(args.model[len("peft_"):])
     elif args.model == "switch_router":
         make_switch_router()
     elif args.model == "bert":

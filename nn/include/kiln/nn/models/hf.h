@@ -1,6 +1,7 @@
 #pragma once
 // Hugging Face checkpoints of the causal language models (GPT2LMHeadModel,
-// LlamaForCausalLM, MixtralForCausalLM, OPTForCausalLM, GPTNeoXForCausalLM):
+// LlamaForCausalLM, MixtralForCausalLM, OPTForCausalLM, GPTNeoXForCausalLM,
+// BloomForCausalLM):
 // a model directory's config.json to a ModelSpec and back, and weights under
 // Hugging Face's names to TransformerLM's and back. The
 // family (ModelSpec::family, config.json's model_type) picks the mapping in
