@@ -3,8 +3,8 @@
 # layouts: a tp=2 x pp=2 (sequence parallel) checkpoint resumes on one process, a one-process
 # checkpoint resumes at tp=4 and at pp=4 (GPipe), and a tp=2 x dp=2 ZeRO-1
 # run (each replica half the batch) matches and resumes on one process. Llama
-# (grouped-query heads split across tp 2), OPT and GPT-NeoX at tp=2 x pp=2 match one
-# process and resume on one process; so does a Llama with MoE layers, and expert
+# (grouped-query heads split across tp 2), its LoRA fine-tuning, OPT, GPT-NeoX and BLOOM at
+# tp=2 x pp=2 match one process and resume on one process; so does a Llama with MoE layers, and expert
 # parallelism matches data parallelism without it; BERT, T5 and GLM
 # pre-training at tp 2 x dp 2 (BERT and GLM also at pp 2 x dp 2) match one
 # process.
@@ -55,6 +55,17 @@ resume_from(llama_tp2pp2/step-000003 llama_tp2pp2_on_one)
 run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
 foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
   run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
+endforeach()
+# LoRA fine-tuning of that Llama (adapters on q, v and down, the base frozen;
+# no adapter dropout, whose masks differ between layouts) at tp=2 x pp=2
+# matches one process, and its checkpoint (base + PEFT adapter) resumes on one.
+set(lora ${llama} --init-from ${WORK}/llama_one/step-000006 --lora-rank 4 --lora-targets q,v,down --lora-dropout 0)
+run(${lora} --out ${WORK}/lora_one)
+run(${mpirun} -np 4 ${lora} --tp 2 --pp 2 --out ${WORK}/lora_tp2pp2)
+resume_from(lora_tp2pp2/step-000003 lora_tp2pp2_on_one)
+run(${lora} --out ${WORK}/lora_tp2pp2_on_one --resume)
+foreach(other lora_tp2pp2 lora_tp2pp2_on_one)
+  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/lora_one/metrics.jsonl 1 1e-5)
 endforeach()
 # OPT (positions two rows on, a ReLU MLP), GPT-NeoX (parallel attention
 # and MLP, partial rotary) and BLOOM (ALiBi, each rank its heads' slopes, a norm

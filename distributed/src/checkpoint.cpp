@@ -8,6 +8,7 @@
 
 #include "kiln/dist/model_parallel.h"
 #include "kiln/nn/models/hf.h"
+#include "kiln/nn/models/peft.h"
 #include "kiln/serialize.h"
 
 namespace fs = std::filesystem;
@@ -99,11 +100,15 @@ std::string save(const std::string& dir, const nn::ParallelModel& model, const P
 }
 
 // A TransformerLM's weights under its family's Hugging Face names, with its config.
+// The model in Hugging Face's format; a LoRA model's adapters beside it in
+// PEFT's (adapter_config.json, adapter_model.safetensors).
 ModelWriter hf_writer(const nn::TransformerLM& model) {
   return [&model](const std::map<std::string, Tensor>& weights, const fs::path& dir) {
-    save_safetensors((dir / "model.safetensors").string(), nn::hf::to_weights(model.spec(), weights),
-                     {{"format", "pt"}});
+    std::map<std::string, Tensor> base, adapters;
+    for (const auto& [name, t] : weights) (nn::is_lora_parameter(name) ? adapters : base)[name] = t;
+    save_safetensors((dir / "model.safetensors").string(), nn::hf::to_weights(model.spec(), base), {{"format", "pt"}});
     write_file_atomic((dir / "config.json").string(), nn::hf::config_json(model.spec()));
+    if (!adapters.empty()) nn::hf::save_peft_adapter(dir.string(), model.spec(), *nn::lora_config(model), adapters);
   };
 }
 
@@ -159,8 +164,14 @@ std::map<std::string, Tensor> load(const std::string& checkpoint, nn::ParallelMo
                         [&](const std::map<std::string, Tensor>& full) { return model.take_local(full, false); });
 }
 
+// And back: the adapters loaded into the model's, or added when it has none.
 ModelReader hf_reader(nn::TransformerLM& model) {
-  return [&model](const std::string& dir) { nn::hf::load_weights(model, nn::hf::read_weights(dir)); };
+  return [&model](const std::string& dir) {
+    nn::hf::load_weights(model, nn::hf::read_weights(dir));
+    if (!fs::exists(fs::path(dir) / "adapter_config.json")) return;
+    if (nn::lora_config(model)) nn::hf::load_peft_weights(dir, model);
+    else nn::hf::load_peft_adapter(dir, model);
+  };
 }
 
 }  // namespace

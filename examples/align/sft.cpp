@@ -18,6 +18,7 @@
 
 #include <chrono>
 
+#include "../lora_options.h"
 #include "stage.h"
 
 using kiln::Tensor;
@@ -27,6 +28,7 @@ namespace {
 struct Args : align::StageArgs {
   double weight_decay = 0.0, warmup_ratio = 0.03;
   bool last_turn_only = false, pack = false;
+  LoraArgs lora;
 };
 
 int run(const Args& a) {
@@ -60,7 +62,13 @@ int run(const Args& a) {
   kiln::Generator gen(a.seed);
   kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, std::make_shared<kiln::dist::ModelParallel>(layout));
   kiln::dist::load_checkpoint(init, model);
-  if (model.spec().vocab_size < tok.vocab_size()) model.resize_vocab(tok.vocab_size(), gen);
+  if (model.spec().vocab_size < tok.vocab_size()) {
+    KILN_CHECK(a.lora.rank == 0, "[sft] the tokenizer has {} symbols, the model {}: with --lora-rank the new "
+               "symbols' embeddings would stay frozen at their random start; pretrain with this tokenizer",
+               tok.vocab_size(), model.spec().vocab_size);
+    model.resize_vocab(tok.vocab_size(), gen);
+  }
+  apply_lora(a.lora, model, gen, a.seed);
   kiln::optim::AdamW opt(kiln::optim::decay_groups(model.named_parameters(), a.weight_decay), {.lr = a.lr});
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
   if (layout.dp() > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
@@ -77,12 +85,14 @@ int run(const Args& a) {
 
   auto evaluate = [&] {
     kiln::NoGradGuard no_grad;
+    model.eval();  // no dropout (the adapters')
     val.seek({});
     double total = 0;
     for (int64_t i = 0; i < val.batches_per_epoch(); ++i) {
       auto [x, y, lengths, attention] = val.next();
       total += model.loss(x, y).item<double>();
     }
+    model.train();
     return total / static_cast<double>(val.batches_per_epoch());
   };
   align::Progress progress(a.out, lead, a.resume, state.step, steps, a.log_every);
@@ -126,6 +136,7 @@ int main(int argc, char** argv) {
   app.add_flag("--last-turn-only", a.last_turn_only, "train only the last answer (default: every assistant turn)");
   app.add_flag("--pack", a.pack, "pack each batch's conversations into rows of --max-tokens, each attending "
                "only to itself");
+  add_lora_options(app, a.lora);
   CLI11_PARSE(app, argc, argv);
   return align::run_stage("sft", [&] { return run(a); });
 }

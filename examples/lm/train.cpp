@@ -34,6 +34,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../lora_options.h"
+
 namespace fs = std::filesystem;
 using kiln::Tensor;
 
@@ -47,6 +49,7 @@ struct Args {
   double rope_theta = 10000.0;
   bool recompute = false;
   double z_loss = 0;  // PaLM's z-loss coefficient
+  LoraArgs lora;
   // Mixture of experts (0 experts: dense MLPs).
   int64_t moe_experts = 0, moe_top_k = 2, moe_every = 1;
   double capacity_factor = 0, moe_aux_loss_coeff = 1e-2, moe_z_loss_coeff = 0;
@@ -228,6 +231,7 @@ int run(const Args& a) {
   auto factory = std::make_shared<kiln::dist::ModelParallel>(layout, a.sequence_parallel);
   kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory);
   if (!a.init_from.empty()) kiln::dist::load_checkpoint(a.init_from, model);
+  apply_lora(a.lora, model, gen, a.seed);
   // Data parallel: DDP averages the gradients, or ZeRO-1 shards the optimizer
   // state and averages them itself.
   auto groups = kiln::optim::decay_groups(model.named_parameters(), a.weight_decay);
@@ -279,6 +283,13 @@ int run(const Args& a) {
       spec.vocab_size, (spec.vocab_size + 127) / 128 * 128, static_cast<double>(spec.num_parameters()) / 1e6,
       spec.block.mlp.moe ? fmt::format(" ({:.2f}M active)", static_cast<double>(spec.num_parameters(true)) / 1e6) : "",
       spec.block.recompute ? ", activations recomputed" : "");
+  if (const auto lora = kiln::nn::lora_config(model)) {
+    int64_t trainable = 0;
+    for (const auto& p : model.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+    say(lead, "lora: rank {}, alpha {:g}, dropout {:g} on {}; {:.3f}M trainable parameters{}, the rest frozen{}\n",
+        lora->rank, lora->alpha, lora->dropout, fmt::join(lora->targets, ", "), static_cast<double>(trainable) / 1e6,
+        layout.world()->size() > 1 ? " on this rank" : "", lora->base_dtype ? " in bfloat16" : "");
+  }
   if (const auto& moe = spec.block.mlp.moe)
     say(lead, "experts: {} per MoE layer (layers 0, {}, ...), top-{} ({}), {}, aux loss {:g}, z-loss {:g}\n",
         moe->experts, moe->every, moe->top_k,
@@ -485,6 +496,7 @@ int main(int argc, char** argv) {
   app.add_option("--beta2", a.beta2, "AdamW/Lion beta2")->capture_default_str();
   app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")->capture_default_str();
   app.add_option("--dropout", a.dropout, "dropout probability")->capture_default_str();
+  add_lora_options(app, a.lora);
   app.add_option("--z-loss", a.z_loss, "PaLM's z-loss: adds this times logsumexp(logits)^2 per token to the training "
                  "loss (PaLM: 1e-4); validation reports the cross-entropy alone")
       ->check(CLI::NonNegativeNumber)->capture_default_str();

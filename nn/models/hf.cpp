@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "kiln/autograd.h"
+#include "kiln/nn/lora.h"
 #include "kiln/nn/models/bloom.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/nn/models/gpt_neox.h"
@@ -150,6 +151,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
   std::map<std::string, Tensor> full = from_weights(spec, weights);
   // Shapes checked against the whole model's, named as Hugging Face names them.
   for (const auto& [name, p] : model.named_parameters()) {
+    if (is_lora_parameter(name)) continue;  // adapters come from their own file (models/peft.h)
     auto it = full.find(name);
     if (it == full.end() && !strict) continue;
     KILN_CHECK(it != full.end(), "[hf] the checkpoint has no '{}'", hf_name(name));
@@ -162,7 +164,7 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
     KILN_CHECK(it->second.sizes() == want, "[hf] '{}' gives {} of shape [{}], the model expects [{}]", hf_name(name),
                name, fmt::join(it->second.sizes(), ", "), fmt::join(want, ", "));
   }
-  model.load_full_state_dict(full, strict);
+  model.load_full_state_dict(full, strict && !lora_config(model));
 }
 
 ModelSpec read_config(const std::string& directory) {

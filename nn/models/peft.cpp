@@ -183,9 +183,14 @@ LoraConfig read_peft_config(const std::string& dir, const ModelSpec& spec) {
 }
 
 LoraConfig load_peft_adapter(const std::string& dir, TransformerLM& model, Generator& dropout_gen) {
-  const ModelSpec& spec = model.spec();
-  const LoraConfig config = read_peft_config(dir, spec);
+  const LoraConfig config = read_peft_config(dir, model.spec());
   add_lora(model, config, dropout_gen);
+  load_peft_weights(dir, model);
+  return config;
+}
+
+void load_peft_weights(const std::string& dir, TransformerLM& model) {
+  const ModelSpec& spec = model.spec();
   const PeftLayout* layout = layout_of(spec.family);
   std::map<std::string, Tensor> file = load_safetensors(dir + "/adapter_model.safetensors").tensors;
   std::map<std::string, Tensor> values;
@@ -201,7 +206,12 @@ LoraConfig load_peft_adapter(const std::string& dir, TransformerLM& model, Gener
   KILN_CHECK(!model.layout().whole_model() || file.empty(), "[peft] the adapter's '{}' has no place in the model",
              file.empty() ? "" : file.begin()->first);
   model.load_full_state_dict(values, /*strict=*/false);
-  return config;
+}
+
+std::vector<std::string> default_lora_targets(const ModelSpec& spec) {
+  const PeftLayout* layout = layout_of(spec.family);
+  if (layout && layout->modules.count("attn.qkv")) return {"qkv"};
+  return {"q", "v"};
 }
 
 }  // namespace kiln::nn::hf

@@ -44,7 +44,7 @@ void LoraConfig::check() const {
 
 LoraAdapter::LoraAdapter(const LinearLayer& base, const std::map<int64_t, std::string>& parts,
                          const LoraConfig& config, const LayerFactory& factory, Generator& dropout_gen)
-    : scale_(config.scale()), seed_(config.seed) {
+    : config_(config), scale_(config.scale()) {
   config.check();
   LinearSplit split = base.split;
   const bool row = split.kind == LinearSplit::Row;
@@ -131,7 +131,7 @@ std::map<std::string, Tensor> LoraAdapter::start_values(const std::string& layer
     const int64_t rows = s.B->split.out_features ? s.B->split.out_features : s.B->weight.size(0);
     // PyTorch's Linear draw for A (PEFT's default), B zero: the model starts unchanged.
     Tensor a = empty({r, s.in_features}, TensorOptions(s.A->weight.dtype()));
-    Generator gen(seed_ ^ name_hash(prefix));
+    Generator gen(config_.seed ^ name_hash(prefix));
     const double bound = 1.0 / std::sqrt(static_cast<double>(s.in_features));
     init::uniform_(a, -bound, bound, gen);
     out[prefix + "A.weight"] = a;
@@ -195,6 +195,13 @@ void for_each_adapter(Module& model, const std::function<void(LinearLayer&, Lora
 }
 
 }  // namespace
+
+std::optional<LoraConfig> lora_config(const Module& model) {
+  // named_modules hands out mutable modules; only their configs are read.
+  for (auto& [name, m] : const_cast<Module&>(model).named_modules())
+    if (auto* layer = dynamic_cast<LinearLayer*>(m); layer && layer->adapter()) return layer->adapter()->config();
+  return std::nullopt;
+}
 
 void merge_lora(Module& model) {
   for_each_adapter(model, [](LinearLayer& layer, LoraAdapter& a) { a.merge(layer); });

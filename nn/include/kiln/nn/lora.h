@@ -61,6 +61,7 @@ class LoraAdapter : public Module {
   void merge(LinearLayer& base);
   void unmerge(LinearLayer& base);
   bool merged() const { return merged_; }
+  const LoraConfig& config() const { return config_; }
   // Each adapter's whole start values (A drawn, B zero) by parameter name
   // under this module ("A.weight", "q_A.weight", ...).
   std::map<std::string, Tensor> start_values(const std::string& layer_name) const;
@@ -76,8 +77,8 @@ class LoraAdapter : public Module {
 
   std::vector<Site> sites_;
   std::vector<int64_t> local_widths_;  // this rank's output width of each segment of the base
+  LoraConfig config_;
   double scale_;
-  uint64_t seed_;
   std::shared_ptr<Dropout> dropout_;
   bool merged_ = false;
 };
@@ -91,5 +92,7 @@ void merge_lora(Module& model);
 void unmerge_lora(Module& model);
 // Whether a parameter name is an adapter's ("layers.0.attn.qkv.lora.q_A.weight").
 bool is_lora_parameter(const std::string& name);
+// The config add_lora gave the model's adapters, none when it has none.
+std::optional<LoraConfig> lora_config(const Module& model);
 
 }  // namespace kiln::nn

@@ -28,7 +28,8 @@ std::map<std::string, Tensor> from_weights(const ModelSpec& spec, const std::map
 // Loads Hugging Face weights into a model at any layout (its share of
 // them); names the Hugging Face key that is missing or has the wrong shape.
 // Not strict: parameters the checkpoint lacks keep their values (a reward
-// model's new head on a language model's checkpoint).
+// model's new head on a language model's checkpoint). LoRA adapters are not
+// among the weights (models/peft.h loads them).
 void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& weights, bool strict = true);
 
 // Reads a model directory (config.json + model.safetensors, as Hugging Face

@@ -28,5 +28,10 @@ LoraConfig read_peft_config(const std::string& dir, const ModelSpec& spec);
 // Adds the directory's adapters to model (add_lora with read_peft_config's
 // config) and loads their values, at any layout; returns the config.
 LoraConfig load_peft_adapter(const std::string& dir, TransformerLM& model, Generator& dropout_gen = default_generator());
+// Loads the directory's adapter values into a model that has those adapters.
+void load_peft_weights(const std::string& dir, TransformerLM& model);
+// PEFT's default targets for the family: Llama's, Mixtral's and OPT's q and
+// v; GPT-2's, GPT-NeoX's and BLOOM's fused qkv; q and v otherwise.
+std::vector<std::string> default_lora_targets(const ModelSpec& spec);
 
 }  // namespace kiln::nn::hf
