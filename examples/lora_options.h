@@ -14,6 +14,7 @@ struct LoraArgs {
   int64_t rank = 0;  // 0: full fine-tuning
   double alpha = 16.0, dropout = 0.05;
   std::vector<std::string> targets;  // empty: PEFT's defaults for the family
+  std::vector<std::string> trainable;
   std::string base_dtype;            // "bfloat16": the frozen weights kept in it
 };
 
@@ -24,6 +25,8 @@ inline void add_lora_options(CLI::App& app, LoraArgs& a) {
   app.add_option("--lora-dropout", a.dropout, "LoRA: dropout on the adapters' input")->capture_default_str();
   app.add_option("--lora-targets", a.targets, "LoRA: layers or parts to adapt (q k v out gate up down qkv; default: "
                  "PEFT's for the family, q v or qkv)")->delimiter(',');
+  app.add_option("--lora-trainable", a.trainable, "LoRA: modules trained whole beside the adapters "
+                 "(embed_tokens: the embedding and a tied head, for symbols pretraining never saw)")->delimiter(',');
   app.add_option("--lora-base-dtype", a.base_dtype, "LoRA: keep the frozen weights in this dtype")
       ->check(CLI::IsMember({"bfloat16"}));
 }
@@ -34,6 +37,7 @@ inline void apply_lora(const LoraArgs& a, kiln::nn::TransformerLM& model, kiln::
   kiln::nn::add_lora(model,
                      {.rank = a.rank, .alpha = a.alpha, .dropout = a.dropout,
                       .targets = a.targets.empty() ? kiln::nn::hf::default_lora_targets(model.spec()) : a.targets,
+                      .trainable = a.trainable,
                       .base_dtype = a.base_dtype.empty() ? std::nullopt : std::optional(kiln::kBFloat16), .seed = seed},
                      dropout_gen);
 }

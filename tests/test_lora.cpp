@@ -259,3 +259,36 @@ TEST_CASE("adapters PEFT's format has no place for, and PEFT settings kiln does 
   write_file_atomic("refused/adapter_config.json", R"({"peft_type": "IA3"})");
   CHECK_THROWS_WITH(nn::hf::read_peft_config("refused", llama.spec()), Catch::Contains("peft_type 'IA3'"));
 }
+
+TEST_CASE("a LoRA model's checkpoint (base + PEFT adapter) loads back, adapters added to a plain model") {
+  Generator gen(8), data(9);
+  nn::TransformerLM model(tiny_gpt2(), gen);
+  nn::add_lora(model, {.targets = {"qkv", "out", "up", "down"}, .trainable = {"embed_tokens"}});
+  CHECK(model.embed_tokens->weight.requires_grad());
+  randomize_adapters(model, data);
+  {
+    NoGradGuard no_grad;
+    model.embed_tokens->weight.copy_(model.embed_tokens->weight + randn(model.embed_tokens->weight.sizes(), data) * 0.1);
+  }
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3});
+  dist::ParallelState one(dist::single_process_group(), 1, 1, 1);
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "kiln_lora_checkpoint";
+  std::filesystem::remove_all(dir);
+  const std::string path = dist::save_checkpoint(dir.string(), model, one, opt, {1, {}, 0});
+  CHECK(std::filesystem::exists(path + "/adapter_config.json"));
+  Tensor idx = randint(0, 50, {2, 6}, data);
+  model.eval();
+  const Tensor want = model.forward(idx);
+  Generator other(11);
+  nn::TransformerLM plain(tiny_gpt2(), other);
+  dist::load_checkpoint(path, plain);
+  plain.eval();
+  const auto loaded = plain.full_state_dict();
+  for (auto& [name, t] : model.full_state_dict()) {
+    INFO(name);
+    REQUIRE(loaded.count(name));
+    KT_CHECK_CLOSE(loaded.at(name), values(t), 0);
+  }
+  KT_CHECK_CLOSE(plain.forward(idx), values(want), 1e-6);
+  std::filesystem::remove_all(dir);
+}

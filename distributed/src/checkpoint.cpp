@@ -214,7 +214,7 @@ std::string latest_checkpoint(const std::string& dir) {
 
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, optim::Optimizer* opt,
                      TrainingState* state) {
-  if (!opt) return nn::hf::load_weights(model, nn::hf::read_weights(checkpoint));
+  if (!opt) return hf_reader(model)(checkpoint);
   KILN_CHECK(state, "[checkpoint] loading optimizer state needs a TrainingState to fill");
   opt->load_state_dict(load(checkpoint, model, hf_reader(model), opt->params(), *state));
 }

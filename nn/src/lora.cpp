@@ -179,8 +179,16 @@ void add_lora(ParallelModel& model, const LoraConfig& config, Generator& dropout
     KILN_CHECK(hit, "[lora] target '{}' names no linear layer of the model; its layers and parts end in {}", t,
                fmt::join(sites, ", "));
   model.load_full_state_dict(start, /*strict=*/false);
-  for (auto& [name, p] : model.named_parameters())
-    if (!is_lora_parameter(name)) p.requires_grad_(false);
+  std::map<std::string, bool> kept;
+  for (const std::string& t : config.trainable) kept[t] = false;
+  for (auto& [name, p] : model.named_parameters()) {
+    bool trainable = is_lora_parameter(name);
+    for (auto& [t, hit] : kept)
+      if (name.starts_with(t + ".") || name.find("." + t + ".") != std::string::npos) trainable = hit = true;
+    p.requires_grad_(trainable);
+  }
+  for (const auto& [t, hit] : kept)
+    KILN_CHECK(hit, "[lora] trainable module '{}' names no parameter of the model", t);
   if (config.base_dtype)
     for (auto& [name, layer] : layers)
       for (Tensor* t : {&layer->weight, &layer->bias})

@@ -36,6 +36,11 @@ struct LoraConfig {
   double alpha = 16.0;   // the update is scaled by alpha / rank
   double dropout = 0.0;  // on the adapter's input
   std::vector<std::string> targets{"q", "v"};
+  // Modules whose own parameters stay trainable beside the adapters, by the
+  // end of their name ("embed_tokens": the embedding, and a tied head with it;
+  // PEFT's modules_to_save): symbols the model never saw in pretraining (the
+  // chat template's) need their rows learned.
+  std::vector<std::string> trainable;
   // The frozen linear layers' weights and biases kept in this dtype
   // (bfloat16 with bfloat16 activations halves their memory); none: as they are.
   std::optional<DType> base_dtype;
@@ -84,7 +89,8 @@ class LoraAdapter : public Module {
 };
 
 // Adapters on every linear layer of `model` that config's targets name (each
-// target must name one), every other parameter frozen (requires_grad false).
+// target must name one), every other parameter frozen (requires_grad false)
+// but those of config.trainable's modules.
 // dropout_gen draws the adapters' dropout masks. Build the optimizer after.
 void add_lora(ParallelModel& model, const LoraConfig& config, Generator& dropout_gen = default_generator());
 // Folds every adapter into its layer's weight, and takes it out again.
