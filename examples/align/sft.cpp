@@ -14,7 +14,9 @@
 // compute spent on padding. Under mpirun the ranks are
 // data-parallel replicas. Prints step, loss, lr, grad norm, tokens/s and ETA,
 // writes metrics.jsonl (scripts/plot) and checkpoints that --resume continues
-// exactly and that the next stages (--init-from) start from.
+// exactly and that the next stages (--init-from) start from. With
+// --lora-rank, low-rank adapters train beside the frozen model (--lora-*,
+// nn/lora.h).
 
 #include <chrono>
 
