@@ -315,7 +315,7 @@ TEST_CASE("emulated elementwise, reduction, indexing and optimizer kernels match
   }
 }
 
-TEST_CASE("emulated draws, fills, where, SwiGLU, RoPE, norms of many tensors, Lion, gather and scatter_add") {
+TEST_CASE("emulated draws, fills, where, SwiGLU, RoPE, norms of many tensors, Lion, gather, scatter_add, scatter") {
   Generator gen(34);
   // Philox: the same numbers as the CPU for the same seed and offset.
   Twin u({1001}), n({1001}), r({1001}, kInt64), f({3, 7}, kBFloat16), ar({9});
@@ -377,6 +377,15 @@ TEST_CASE("emulated draws, fills, where, SwiGLU, RoPE, norms of many tensors, Li
     cpu::scatter_add(scattered.cpu.buffer(), 1, index.buffer(), add.buffer());
     emu::scatter_add(scattered.emu.buffer(), 1, index.buffer(), add.buffer());
     scattered.check(2 * tol, "scatter_add");
+    // scatter along dim 1, distinct positions in each row (a GPU lets any repeated write win).
+    std::vector<int64_t> positions;
+    for (int64_t r = 0; r < 4; ++r)
+      for (int64_t c = 0; c < 6; ++c) positions.push_back((2 * c + r) % 9);
+    Tensor distinct = tensor(positions).view({4, 6});
+    Twin written({4, 9}, dt);
+    cpu::scatter(written.cpu.buffer(), 1, distinct.buffer(), add.buffer());
+    emu::scatter(written.emu.buffer(), 1, distinct.buffer(), add.buffer());
+    written.check(0, "scatter");
     // Maximum and variance over the last dim.
     Twin mx({4, 1}, dt), var({4, 1}, dt);
     cpu::reduce(ReduceOp::Max, mx.cpu.buffer(), src.buffer(), 2u, 0);

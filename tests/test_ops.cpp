@@ -282,6 +282,33 @@ TEST_CASE("sort is stable along any dim, either way, NaN largest; its values car
   kt::check_grad([](const std::vector<Tensor>& v) { return sort(v[0], 1, true).first * v[0]; }, {x});
 }
 
+TEST_CASE("scatter writes src at index along dim (the last write wins), and its gradients reach input and src") {
+  std::mt19937 rng(17);
+  Generator gen(17);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    Shape s = random_shape(rng, 1, 3);
+    const int64_t dim = rng() % s.size();
+    Shape ss = s;
+    for (auto& d : ss) d = 1 + rng() % d;
+    ss[dim] = 1 + rng() % 6;
+    Tensor x = randn(s, gen, kFloat64), src = randn(ss, gen, kFloat64), index = randint(0, s[dim], ss, gen);
+    std::vector<double> ref = values(x), sv = values(src), iv = values(index);
+    const Shape strides = contiguous_strides(s);
+    int64_t k = 0;
+    for_each_index(ss, [&](const Shape& i) {
+      int64_t at = 0;
+      for (size_t d = 0; d < s.size(); ++d) at += (d == size_t(dim) ? int64_t(iv[k]) : i[d]) * strides[d];
+      ref[at] = sv[k++];
+    });
+    KT_CHECK_CLOSE(scatter(x, dim, index, src), ref, 0);
+  }
+  // Distinct rows in each column: each of src's elements lands once.
+  Tensor x = kt::leaf({3, 4}, gen), src = kt::leaf({2, 4}, gen);
+  Tensor index = tensor(std::vector<int64_t>{0, 2, 1, 0, 2, 1, 0, 1}).view({2, 4});
+  kt::check_grad([&](const std::vector<Tensor>& v) { return scatter(v[0], 0, index, v[1]) * v[0]; }, {x, src});
+  CHECK_THROWS_WITH(scatter(x, 0, index, ones({2, 4}, kFloat32)), Catch::Contains("[scatter] src"));
+}
+
 TEST_CASE("scatter_add adds src at index along dim, and its gradients reach input and src") {
   std::mt19937 rng(13);
   Generator gen(13);

@@ -258,7 +258,17 @@ TEST_CASE("index and index_put_ as libtorch writes them") {
   y.index_put_({Slice(), tensor(std::vector<double>{1, 0, 1, 0}) > 0.5}, ones({3, 4}, kFloat64) * 5.0);
   CHECK(values(y) == std::vector<double>{5, 1, 5, -1, 5, 0, 5, 0, 5, 0, 5, 0});
   CHECK_THROWS_WITH(y.index_put_({ones({2}, kBool)}, 0.0), Catch::Contains("must match the trailing dims"));
-  CHECK_THROWS_WITH(y.index_put_({tensor(std::vector<int64_t>{0})}, 0.0), Catch::Contains("would write into a copy"));
+  // Integer positions along a dim, as the last index.
+  Tensor cols = tensor(std::vector<int64_t>{3, 1});
+  y.index_put_({Slice(), cols}, tensor(std::vector<double>{8, 9}));  // y[:, [3, 1]] = [8, 9], broadcast
+  CHECK(values(y) == std::vector<double>{5, 9, 5, 8, 5, 9, 5, 8, 5, 9, 5, 8});
+  y.index_put_({tensor(std::vector<int32_t>{2, 0})}, arange(8, kFloat64).view({2, 4}));  // rows 2 and 0
+  CHECK(values(y) == std::vector<double>{4, 5, 6, 7, 5, 9, 5, 8, 0, 1, 2, 3});
+  Tensor z = zeros({2, 3, 2}, kFloat64);
+  z.index_put_({1, Ellipsis, tensor(std::vector<int64_t>{1})}, 4.0);  // z[1, ..., [1]] = 4
+  CHECK(values(z) == std::vector<double>{0, 0, 0, 0, 0, 0, 0, 4, 0, 4, 0, 4});
+  CHECK_THROWS_WITH(y.index_put_({tensor(std::vector<int64_t>{0}), 0}, 0.0), Catch::Contains("would write into a copy"));
+  CHECK_THROWS_WITH(y.index_put_({tensor(std::vector<int64_t>{5})}, 0.0), Catch::Contains("out of range"));
 }
 
 TEST_CASE("op methods are the free functions") {

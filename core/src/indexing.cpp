@@ -69,14 +69,35 @@ Tensor Tensor::index(std::initializer_list<TensorIndex> indices) const {
 Tensor& Tensor::index_put_(std::initializer_list<TensorIndex> indices, const Tensor& value) {
   check_defined("index_put_");
   std::vector<TensorIndex> list(indices);
-  Tensor mask;
-  if (!list.empty() && tensor_index(list.back()) && tensor_index(list.back())->dtype() == kBool) {
-    mask = *tensor_index(list.back());
+  Tensor mask, rows;
+  if (!list.empty() && tensor_index(list.back())) {
+    (tensor_index(list.back())->dtype() == kBool ? mask : rows) = *tensor_index(list.back());
     list.pop_back();
   }
   for (const TensorIndex& i : list)
-    KILN_CHECK(!tensor_index(i), "[index_put_] takes integers, Slices, None, Ellipsis and a last bool mask; an "
-               "integer tensor index would write into a copy");
+    KILN_CHECK(!tensor_index(i), "[index_put_] takes integers, Slices, None, Ellipsis and a last tensor index (int "
+               "positions along a dim or a bool mask); a tensor index before others would write into a copy");
+  if (rows.defined()) {
+    // x[..., rows] = value: the rows' positions along the next dim, written by scatter.
+    KILN_CHECK(rows.dim() == 1 && (rows.dtype() == kInt64 || rows.dtype() == kInt32),
+               "[index_put_] a tensor index must be 1-D int64 or int32 (or a bool mask), got {}", describe(rows));
+    list.push_back(indexing::Slice());
+    Tensor view = apply(*this, list, "index_put_");
+    int64_t named = 0, d = 0;  // d: the view's dim the Slice kept, after those the entries before it keep
+    for (const TensorIndex& i : list) named += dims_used(i);
+    for (size_t k = 0; k + 1 < list.size(); ++k) {
+      const auto& v = list[k].value();
+      if (std::holds_alternative<Slice>(v) || std::holds_alternative<NoneIndex>(v)) ++d;
+      if (std::holds_alternative<EllipsisIndex>(v)) d += dim() - named;
+    }
+    Shape target = view.sizes();
+    target[static_cast<size_t>(d)] = rows.numel();
+    Shape along(target.size(), 1);
+    along[static_cast<size_t>(d)] = rows.numel();
+    Tensor index = rows.to(view.device(), kInt64).view(along).expand(target).contiguous();
+    view.copy_(scatter(view, d, index, value.to(view.device(), view.dtype()).expand(target).contiguous()));
+    return *this;
+  }
   Tensor view = apply(*this, list, "index_put_");
   if (!mask.defined()) {
     view.copy_(value);

@@ -153,18 +153,43 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   return out;
 }
 
-Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
-  check_index(x, index, "scatter_add");
+namespace {
+
+// scatter's and scatter_add's arguments checked; dim wrapped.
+int64_t check_scatter(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
+  check_index(x, index, op);
   KILN_CHECK(src.dtype() == x.dtype() && src.device() == x.device(),
-             "[scatter_add] src {} must have the input's dtype and device ({})", describe(src), describe(x));
-  KILN_CHECK(index.sizes() == src.sizes(), "[scatter_add] index {} must have src's shape {}", describe(index),
+             "[{}] src {} must have the input's dtype and device ({})", op, describe(src), describe(x));
+  KILN_CHECK(index.sizes() == src.sizes(), "[{}] index {} must have src's shape {}", op, describe(index),
              describe(src));
-  dim = wrap_dim(dim, x.dim(), "scatter_add");
-  KILN_CHECK(src.dim() == x.dim(), "[scatter_add] src {} must have as many dims as the input {}", describe(src),
+  dim = wrap_dim(dim, x.dim(), op);
+  KILN_CHECK(src.dim() == x.dim(), "[{}] src {} must have as many dims as the input {}", op, describe(src),
              describe(x));
   for (int64_t d = 0; d < x.dim(); ++d)
-    KILN_CHECK(d == dim || src.size(d) <= x.size(d), "[scatter_add] src {} is larger than the input {} in dim {}",
+    KILN_CHECK(d == dim || src.size(d) <= x.size(d), "[{}] src {} is larger than the input {} in dim {}", op,
                describe(src), describe(x), d);
+  return dim;
+}
+
+}  // namespace
+
+Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  dim = check_scatter(x, dim, index, src, "scatter");
+  Tensor out = x.detach().clone();
+  KILN_DISPATCH(x.device(), scatter, out.buffer(), static_cast<int>(dim), index.buffer(), src.detach().buffer());
+  if (autograd::any_requires_grad({x, src}))
+    autograd::record("scatter", out, {x, src}, [dim, si = save(index, "scatter")](const Tensor& g, const Needs&) {
+      // x's gradient where nothing was written over it; src's where each element went.
+      Tensor gx = g.clone();
+      Tensor nothing = zeros(si.get().sizes(), TensorOptions(g.dtype()).device(g.device()));
+      KILN_DISPATCH(g.device(), scatter, gx.buffer(), static_cast<int>(dim), si.get().buffer(), nothing.buffer());
+      return Grads{gx, gather(g, dim, si.get())};
+    });
+  return out;
+}
+
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  dim = check_scatter(x, dim, index, src, "scatter_add");
   Tensor out = x.detach().clone();
   KILN_DISPATCH(x.device(), scatter_add, out.buffer(), static_cast<int>(dim), index.buffer(), src.buffer());
   if (autograd::any_requires_grad({x, src}))

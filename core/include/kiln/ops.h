@@ -168,6 +168,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // x with src added at index along dim: out[index[i][j]][j] += src[i][j] (dim
 // 0), etc.; index has src's shape, at most x's. Gradients flow to x and src.
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
+// x with src written at index along dim: out[index[i][j]][j] = src[i][j] (dim
+// 0), etc.; shapes as scatter_add's. Where an index repeats, one of its writes
+// wins (on the CPU the last; on a GPU any one), as PyTorch's scatter. Gradients:
+// x's where nothing was written over it, src's from where each element went.
+Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
 // (*indices, num_classes) int64 with a 1 at each index (num_classes -1: the largest index + 1).
 Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);
 // The lower (upper) triangle of the last two dims: entries on and below

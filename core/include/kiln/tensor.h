@@ -190,7 +190,10 @@ class Tensor {
   // integer tensor picks entries along its dim (index_select: a copy).
   Tensor index(std::initializer_list<TensorIndex> indices) const;
   // Writes value (broadcast) into index(indices). The last index may be a
-  // bool tensor over the remaining dims: only where it is true.
+  // tensor: a bool one over the remaining dims writes only where it is true;
+  // a 1-D integer one writes at those positions along its dim
+  // (x.index_put_({Slice(), cols}, v): x[:, cols] = v; of repeated positions
+  // one write wins, as PyTorch's).
   Tensor& index_put_(std::initializer_list<TensorIndex> indices, const Tensor& value);
   Tensor& index_put_(std::initializer_list<TensorIndex> indices, Scalar value);
 

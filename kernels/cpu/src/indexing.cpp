@@ -102,4 +102,8 @@ void scatter_add(const Buffer& out, int dim, const Buffer& index, const Buffer& 
   });
 }
 
+void scatter(const Buffer& out, int dim, const Buffer& index, const Buffer& src) {
+  element_indexed(out, src, index, dim, "scatter", true, [](auto* op, auto* sp) { *op = *sp; });
+}
+
 }  // namespace kiln::kernels::cpu

@@ -2,7 +2,8 @@
 // element), index_add (rows along dim 0: sorted runs, sorted_index_add.cu;
 // otherwise a thread per position of a slice, walking the index in order;
 // both deterministic with repeated indices, as an embedding backward must be)
-// and scatter_add (a thread per source element, atomic adds). An index out
+// scatter_add (a thread per source element, atomic adds) and scatter (its
+// writes plain stores: of repeated indices, any one wins). An index out
 // of range is reported through the device error flag and its element skipped.
 
 #include "common.cuh"
@@ -119,10 +120,10 @@ __device__ __forceinline__ void atomic_add(T* p, acc_t<T> v) {
   else atomicAdd(p, v);
 }
 
-// out[i with dim replaced by index[i]] += src[i]: a thread per element of index/src.
-template <typename T, typename I>
-__global__ void scatter_add_kernel(Shape8 shape, int64_t n, T* out, Strides8 so, const T* src, Strides8 ss,
-                                   const I* index, Strides8 si, int dim, int64_t size, DeviceError* flag) {
+// out[i with dim replaced by index[i]] += src[i] (kAdd) or = src[i]: a thread per element of index/src.
+template <typename T, typename I, bool kAdd>
+__global__ void scatter_kernel(Shape8 shape, int64_t n, T* out, Strides8 so, const T* src, Strides8 ss,
+                               const I* index, Strides8 si, int dim, int64_t size, DeviceError* flag) {
   KILN_GRID_STRIDE(i, n) {
     int64_t oo = 0, io = 0, so_ = 0;
     int64_t rem = i;
@@ -138,8 +139,23 @@ __global__ void scatter_add_kernel(Shape8 shape, int64_t n, T* out, Strides8 so,
       report(flag, kIndexOutOfRange, j, size);
       continue;
     }
-    atomic_add(out + oo + j * so.v[dim], load(src + so_));
+    if constexpr (kAdd) atomic_add(out + oo + j * so.v[dim], load(src + so_));
+    else out[oo + j * so.v[dim]] = src[so_];
   }
+}
+
+template <bool kAdd>
+void scatter_into(const Buffer& out, int dim, const Buffer& index, const Buffer& src, const char* op) {
+  const int64_t n = index.numel();
+  if (n == 0) return;
+  visit_index(index.dtype, op, [&](auto itag) {
+    visit_numeric(out.dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      launch(kAdd ? "scatter_add_kernel" : "scatter_kernel", scatter_kernel<T, decltype(itag), kAdd>, blocks_for(n),
+             kThreads, 0, shape_of(index), n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src),
+             index.ptr<decltype(itag)>(), strides_of(index), dim, out.sizes[dim], device_error_flag());
+    });
+  });
 }
 
 }  // namespace
@@ -192,16 +208,12 @@ void gather(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
 
 void scatter_add(const Buffer& out, int dim, const Buffer& index, const Buffer& src) {
   NvtxRange range("kiln::scatter_add");
-  const int64_t n = index.numel();
-  if (n == 0) return;
-  visit_index(index.dtype, "scatter_add", [&](auto itag) {
-    visit_numeric(out.dtype, "scatter_add", [&](auto tag) {
-      using T = decltype(tag);
-      launch("scatter_add_kernel", scatter_add_kernel<T, decltype(itag)>, blocks_for(n), kThreads, 0, shape_of(index),
-             n, out.ptr<T>(), strides_of(out), src.ptr<T>(), strides_of(src), index.ptr<decltype(itag)>(),
-             strides_of(index), dim, out.sizes[dim], device_error_flag());
-    });
-  });
+  scatter_into<true>(out, dim, index, src, "scatter_add");
+}
+
+void scatter(const Buffer& out, int dim, const Buffer& index, const Buffer& src) {
+  NvtxRange range("kiln::scatter");
+  scatter_into<false>(out, dim, index, src, "scatter");
 }
 
 }  // namespace kiln::kernels::cuda

@@ -97,6 +97,7 @@ void index_select(const Buffer&, const Buffer&, int, const Buffer&) { missing("i
 void index_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("index_add"); }
 void gather(const Buffer&, const Buffer&, int, const Buffer&) { missing("gather"); }
 void scatter_add(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter_add"); }
+void scatter(const Buffer&, int, const Buffer&, const Buffer&) { missing("scatter"); }
 void moe_gather(const Buffer&, const Buffer&, const Buffer&, const Buffer&, int64_t) { missing("moe_gather"); }
 void moe_combine(const Buffer&, const Buffer&, const Buffer&, const Buffer&) { missing("moe_combine"); }
 void moe_combine_weights_backward(const Buffer&, const Buffer&, const Buffer&, const Buffer&) {
