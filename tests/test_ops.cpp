@@ -282,9 +282,13 @@ TEST_CASE("sort is stable along any dim, either way, NaN largest; its values car
   kt::check_grad([](const std::vector<Tensor>& v) { return sort(v[0], 1, true).first * v[0]; }, {x});
 }
 
-TEST_CASE("scatter writes src at index along dim (the last write wins), and its gradients reach input and src") {
-  std::mt19937 rng(17);
-  Generator gen(17);
+namespace {
+
+// scatter (add false) or scatter_add against a loop over src's elements in
+// order, on random shapes, dims and (repeating) positions.
+void check_scatter_values(bool add, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Generator gen(seed);
   for (int trial = 0; trial < kTrials; ++trial) {
     Shape s = random_shape(rng, 1, 3);
     const int64_t dim = rng() % s.size();
@@ -298,11 +302,19 @@ TEST_CASE("scatter writes src at index along dim (the last write wins), and its 
     for_each_index(ss, [&](const Shape& i) {
       int64_t at = 0;
       for (size_t d = 0; d < s.size(); ++d) at += (d == size_t(dim) ? int64_t(iv[k]) : i[d]) * strides[d];
-      ref[at] = sv[k++];
+      ref[at] = add ? ref[at] + sv[k] : sv[k];
+      ++k;
     });
-    KT_CHECK_CLOSE(scatter(x, dim, index, src), ref, 0);
+    KT_CHECK_CLOSE(add ? scatter_add(x, dim, index, src) : scatter(x, dim, index, src), ref, 1e-12);
   }
+}
+
+}  // namespace
+
+TEST_CASE("scatter writes src at index along dim (the last write wins), and its gradients reach input and src") {
+  check_scatter_values(false, 17);
   // Distinct rows in each column: each of src's elements lands once.
+  Generator gen(17);
   Tensor x = kt::leaf({3, 4}, gen), src = kt::leaf({2, 4}, gen);
   Tensor index = tensor(std::vector<int64_t>{0, 2, 1, 0, 2, 1, 0, 1}).view({2, 4});
   kt::check_grad([&](const std::vector<Tensor>& v) { return scatter(v[0], 0, index, v[1]) * v[0]; }, {x, src});
@@ -310,25 +322,8 @@ TEST_CASE("scatter writes src at index along dim (the last write wins), and its 
 }
 
 TEST_CASE("scatter_add adds src at index along dim, and its gradients reach input and src") {
-  std::mt19937 rng(13);
+  check_scatter_values(true, 13);
   Generator gen(13);
-  for (int trial = 0; trial < kTrials; ++trial) {
-    Shape s = random_shape(rng, 1, 3);
-    const int64_t dim = rng() % s.size();
-    Shape ss = s;
-    for (auto& d : ss) d = 1 + rng() % d;
-    ss[dim] = 1 + rng() % 6;
-    Tensor x = randn(s, gen, kFloat64), src = randn(ss, gen, kFloat64), index = randint(0, s[dim], ss, gen);
-    std::vector<double> ref = values(x), sv = values(src), iv = values(index);
-    const Shape strides = contiguous_strides(s);
-    int64_t k = 0;
-    for_each_index(ss, [&](const Shape& i) {
-      int64_t at = 0;
-      for (size_t d = 0; d < s.size(); ++d) at += (d == size_t(dim) ? int64_t(iv[k]) : i[d]) * strides[d];
-      ref[at] += sv[k++];
-    });
-    KT_CHECK_CLOSE(scatter_add(x, dim, index, src), ref, 1e-12);
-  }
   Tensor x = kt::leaf({3, 4}, gen), src = kt::leaf({2, 4}, gen);
   Tensor index = tensor(std::vector<int64_t>{0, 2, 2, 1, 1, 1, 0, 2}).view({2, 4});
   kt::check_grad([&](const std::vector<Tensor>& v) { return scatter_add(v[0], 0, index, v[1]) * v[0]; }, {x, src});
