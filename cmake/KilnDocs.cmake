@@ -11,6 +11,8 @@ set(DOXYGEN_FILE_PATTERNS *.h *.md)
 set(DOXYGEN_RECURSIVE YES)
 set(DOXYGEN_EXCLUDE_SYMBOLS detail *::detail)
 set(DOXYGEN_WARN_IF_UNDOCUMENTED YES)
+# A comment over several declarations documents each (scripts/doxygen-filter).
+set(DOXYGEN_DISTRIBUTE_GROUP_DOC YES)
 set(DOXYGEN_WARN_LOGFILE ${CMAKE_BINARY_DIR}/docs/warnings.txt)
 set(DOXYGEN_GENERATE_LATEX NO)
 set(DOXYGEN_QUIET YES)
