@@ -11,12 +11,13 @@
 
 namespace kiln::nn {
 
+// A linear layer's sizes, whether it has a bias, and where its parameters live.
 struct LinearOptions {
-  int64_t in_features;
-  int64_t out_features;
-  bool bias = true;
-  DType dtype = kFloat32;
-  Device device = kCPU;
+  int64_t in_features;     // x's last dim
+  int64_t out_features;    // y's last dim
+  bool bias = true;        // y = x W^T + b, or x W^T
+  DType dtype = kFloat32;  // the parameters'
+  Device device = kCPU;    // the parameters'
 };
 
 // How a LayerFactory split a linear layer among the tensor-parallel ranks:
@@ -24,7 +25,8 @@ struct LinearOptions {
 // the whole layer's sizes and a column layer's output segments (q, k and v).
 // An adapter (nn/lora.h) splits with its layer by it.
 struct LinearSplit {
-  enum Kind { Whole, Column, Row } kind = Whole;
+  enum Kind { Whole, Column, Row };  // not split; output features split; input features split
+  Kind kind = Whole;                 // how this layer is split
   int64_t in_features = 0, out_features = 0;  // the whole layer's; 0: the weight's
   std::vector<int64_t> segments;              // column: the output's segments; empty: one
 };
@@ -44,11 +46,11 @@ class LinearLayer : public Module {
 
   // A low-rank adapter beside the layer (registered as the child "lora").
   void set_adapter(std::shared_ptr<LoraAdapter> adapter);
-  LoraAdapter* adapter() const { return adapter_.get(); }
+  LoraAdapter* adapter() const { return adapter_.get(); }  // null without one
 
   Tensor weight;  // (out, in), or this rank's part
   Tensor bias;    // (out), undefined without bias
-  LinearSplit split;
+  LinearSplit split;  // how its LayerFactory split it
 
  protected:
   // The layer's own x W^T + b, the activation applied.
@@ -58,8 +60,10 @@ class LinearLayer : public Module {
   std::shared_ptr<LoraAdapter> adapter_;
 };
 
+// A whole linear layer on one process.
 class Linear : public LinearLayer {
  public:
+  // Initialized as PyTorch's (uniform in +-1/sqrt(in_features)) from gen.
   explicit Linear(const LinearOptions& options, Generator& gen = default_generator());
   // gen null: the parameters are allocated, not initialized (the caller fills them).
   Linear(const LinearOptions& options, Generator* gen);

@@ -31,11 +31,12 @@
 
 namespace kiln::nn {
 
+// The adapters add_lora puts on a model.
 struct LoraConfig {
-  int64_t rank = 8;
+  int64_t rank = 8;      // r: A is (r, in), B (out, r)
   double alpha = 16.0;   // the update is scaled by alpha / rank
   double dropout = 0.0;  // on the adapter's input
-  std::vector<std::string> targets{"q", "v"};
+  std::vector<std::string> targets{"q", "v"};  // the layers or parts to adapt (above)
   // Modules whose own parameters stay trainable beside the adapters, by the
   // end of their name ("embed_tokens": the embedding, and a tied head with it;
   // PEFT's modules_to_save): symbols the model never saw in pretraining (the
@@ -46,8 +47,8 @@ struct LoraConfig {
   std::optional<DType> base_dtype;
   uint64_t seed = 0;  // A's draws: each adapter's from seed and its name
 
-  double scale() const { return alpha / static_cast<double>(rank); }
-  void check() const;
+  double scale() const { return alpha / static_cast<double>(rank); }  // alpha / rank
+  void check() const;  // raises on a setting out of range
 };
 
 // The adapter beside one linear layer: on the whole layer, or on some of the
@@ -65,8 +66,8 @@ class LoraAdapter : public Module {
   // layer's weight; merged, the base layer alone gives the adapted output.
   void merge(LinearLayer& base);
   void unmerge(LinearLayer& base);
-  bool merged() const { return merged_; }
-  const LoraConfig& config() const { return config_; }
+  bool merged() const { return merged_; }                // folded into the base layer's weight
+  const LoraConfig& config() const { return config_; }  // what add_lora was given
   // Each adapter's whole start values (A drawn, B zero) by parameter name
   // under this module ("A.weight", "q_A.weight", ...).
   std::map<std::string, Tensor> start_values(const std::string& layer_name) const;

@@ -19,6 +19,7 @@
 
 namespace kiln::nn {
 
+// The base of every layer and model (above).
 class Module {
  public:
   Module() = default;
@@ -39,9 +40,11 @@ class Module {
   // Copies values into the registered tensors; names and shapes must match exactly.
   void load_state_dict(const std::map<std::string, Tensor>& state);
 
+  // Training mode (dropout on), this module and every one under it; eval()
+  // turns it off, as PyTorch's.
   void train(bool on = true);
-  void eval() { train(false); }
-  bool is_training() const { return training_; }
+  void eval() { train(false); }                     // train(false)
+  bool is_training() const { return training_; }   // the mode train() set
   // Frees (or zeroes) every parameter's gradient.
   void zero_grad(bool set_to_none = true);
   // Moves every parameter and buffer to device, casting floating ones to dtype.
@@ -71,6 +74,8 @@ class Module {
   ShardSpec shard_spec(const std::string& name) const;
 
  protected:
+  // Registers a parameter (trained, in state_dict), a buffer (in state_dict,
+  // not trained) or a child module under name; each returns what it registered.
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor t);
   template <typename M>

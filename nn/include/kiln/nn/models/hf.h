@@ -5,7 +5,7 @@
 // a model directory's config.json to a ModelSpec and back, and weights under
 // Hugging Face's names to TransformerLM's and back. The
 // family (ModelSpec::family, config.json's model_type) picks the mapping in
-// the model's own folder (nn/models/<family>); a model of another family is
+// the model's own folder (nn/models, a folder per family); a model of another family is
 // saved under kiln's names with kiln's config.json (spec_to_json).
 
 #include <map>

@@ -1,7 +1,7 @@
 #pragma once
 // LoRA adapters in Hugging Face PEFT's format: a directory of
 // adapter_config.json (PEFT's LoraConfig) and adapter_model.safetensors
-// ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"), so that
+// (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight), so that
 // PeftModel.from_pretrained loads what kiln trains and kiln loads what PEFT
 // trains. Each family's adapters sit where its Hugging Face layers are:
 // Llama, Mixtral and OPT per projection (targets q, k, v, out, gate, up,
