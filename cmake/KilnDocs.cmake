@@ -9,7 +9,8 @@ set(DOXYGEN_PROJECT_NAME kiln)
 set(DOXYGEN_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/docs)
 set(DOXYGEN_FILE_PATTERNS *.h *.md)
 set(DOXYGEN_RECURSIVE YES)
-set(DOXYGEN_EXCLUDE_SYMBOLS detail *::detail)
+# Implementation, not API: the details, a tensor's insides, fmt's formatters.
+set(DOXYGEN_EXCLUDE_SYMBOLS detail *::detail kiln::TensorImpl kiln::AutogradMeta kiln::ComputeCopy fmt::formatter)
 set(DOXYGEN_WARN_IF_UNDOCUMENTED YES)
 # A comment over several declarations documents each (scripts/doxygen-filter).
 set(DOXYGEN_DISTRIBUTE_GROUP_DOC YES)

@@ -156,6 +156,7 @@ struct FunctionRecorder {
                        std::function<Grads(AutogradContext&, const Tensor&)> backward);
 };
 
+// The base of a custom autograd Function (above): Derived gives static forward and backward.
 template <typename Derived>
 struct Function {
   template <typename... Args>

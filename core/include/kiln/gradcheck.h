@@ -13,6 +13,7 @@
 
 namespace kiln {
 
+// gradcheck's step and tolerances.
 struct GradcheckOptions {
   double eps = 1e-6;  // the central difference's step
   double tol = 1e-6;  // the largest error allowed: max |analytic - numeric| over max |numeric|, per input

@@ -9,6 +9,7 @@
 
 namespace kiln {
 
+// A counter-based (Philox) random stream: a seed and an offset; draws reserve counter blocks.
 class Generator {
  public:
   explicit Generator(uint64_t seed = 0) : seed_(seed) {}

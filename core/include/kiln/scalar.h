@@ -10,6 +10,7 @@
 
 namespace kiln {
 
+// A number that is an integer, a floating value or a bool, as ops that take one accept.
 class Scalar {
  public:
   enum class Kind : uint8_t { Bool, Int, Float };

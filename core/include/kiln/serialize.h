@@ -12,6 +12,7 @@
 
 namespace kiln {
 
+// A safetensors file's contents.
 struct TensorFile {
   std::map<std::string, Tensor> tensors;           // on the CPU, contiguous
   std::map<std::string, std::string> metadata;     // the header's "__metadata__"

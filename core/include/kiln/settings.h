@@ -15,6 +15,7 @@ enum class AttentionBackend {
   Cudnn,     // cuDNN's fused attention (CUDA, bfloat16/float16, padded or packed; the benchmark baseline)
 };
 
+// The process-wide choices of implementation, which settings() gives.
 struct Settings {
   // float32 matmuls on CUDA may use TF32 tensor cores (inputs rounded to a
   // 10-bit mantissa, float32 accumulation): several times the float32 rate,

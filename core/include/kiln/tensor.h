@@ -49,6 +49,7 @@ using GradHook = std::function<void(const Tensor&)>;
 struct AutogradMeta;
 struct TensorImpl;
 
+// An n-dimensional array on a device, a handle to shared storage (copies share it), with autograd.
 class Tensor {
  public:
   Tensor() = default;  // undefined; defined() is false

@@ -28,6 +28,7 @@
 
 namespace kiln::dist {
 
+// Where a run stands: its step, its data loader's position and its generator's offset.
 struct TrainingState {
   int64_t step = 0;  // steps completed
   data::LoaderPosition loader;

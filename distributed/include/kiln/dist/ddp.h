@@ -23,6 +23,7 @@ struct GradientShare {
   double scale = 1.0;
 };
 
+// Averages a model's gradients over the data-parallel group in buckets, overlapping backward (above).
 class DistributedDataParallel {
  public:
   // Broadcasts rank 0's parameters and buffers so every replica starts equal.

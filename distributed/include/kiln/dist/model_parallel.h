@@ -22,6 +22,7 @@
 
 namespace kiln::dist {
 
+// The LayerFactory of a parallel layout: Megatron's column- and row-parallel layers and the rest (above).
 class ModelParallel : public nn::LayerFactory {
  public:
   // The state (and its groups) must outlive the models built. Sequence

@@ -15,6 +15,7 @@
 
 namespace kiln::dist {
 
+// The process groups of a tp x pp x dp (x ep) layout and this rank's place in each (above).
 class ParallelState {
  public:
   // Raises kiln::Error when tp * pp * dp != world size or ep does not divide dp.

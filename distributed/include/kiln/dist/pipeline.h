@@ -36,6 +36,7 @@ PipelineSchedule parse_pipeline_schedule(std::string_view name);
 // the same (a mean over rows) gives the whole batch's at any split.
 using StageLoss = std::function<Tensor(const Tensor& hidden, const Tensor& targets)>;
 
+// How a pipeline step runs: its schedule, micro-batches, loss and attention inputs.
 struct PipelineOptions {
   PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;
   int64_t microbatches = 1;  // must divide the batch

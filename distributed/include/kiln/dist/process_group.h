@@ -28,6 +28,7 @@ class Work {
   virtual void wait() = 0;
 };
 
+// Collectives over a group of ranks (MPI on the CPU, NCCL on GPUs).
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;

@@ -53,6 +53,7 @@ Tensor exchange_rows(const Tensor& x, ProcessGroup& group, const std::vector<int
 // (float32, or float64 for float64 tensors).
 Tensor all_gather_shards(const Tensor& local, const nn::ShardSpec& spec, ProcessGroup& group);
 
+// A column- or row-parallel linear layer's whole sizes and how it splits.
 struct ParallelLinearOptions {
   int64_t in_features;
   int64_t out_features;

@@ -17,6 +17,7 @@
 
 namespace kiln::dist {
 
+// ZeRO-1: each data-parallel rank keeps the optimizer state of its shard of the parameters (above).
 class ZeroRedundancyOptimizer {
  public:
   // make_inner builds the optimizer for the shards (one group per input group,

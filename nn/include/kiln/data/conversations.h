@@ -17,6 +17,7 @@ namespace kiln::data {
 
 enum class Role { System, User, Assistant };
 
+// One turn of a conversation: who speaks and what.
 struct Message {
   Role role;
   std::string content;
@@ -28,12 +29,14 @@ using Conversation = std::vector<Message>;
 // is recognized per record). Alpaca's input follows its instruction after a blank line.
 std::vector<Conversation> read_conversations(const std::string& path);
 
+// A prompt with a preferred and a rejected answer (DPO, reward models).
 struct PreferencePair {
   Conversation prompt;  // ends with the user's turn
   std::string chosen, rejected;
 };
 std::vector<PreferencePair> read_preferences(const std::string& path);
 
+// A prompt to answer (PPO, GRPO, evaluation), with its reference answer when known.
 struct Prompt {
   Conversation prompt;  // ends with the user's turn
   std::string answer;   // empty when the file gives none

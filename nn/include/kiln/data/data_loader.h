@@ -15,6 +15,7 @@
 
 namespace kiln::data {
 
+// A DataLoader's batch, sequence length, rank's share and device.
 struct DataLoaderOptions {
   int64_t batch_size = 8;
   int64_t seq_len = 64;
@@ -33,6 +34,7 @@ struct LoaderPosition {
   bool operator==(const LoaderPosition&) const = default;
 };
 
+// Batches of (input, target) token windows from a token file, this rank's share.
 class DataLoader {
  public:
   DataLoader(std::vector<std::string> files, const DataLoaderOptions& options);

@@ -35,6 +35,7 @@ ExampleBatch pad_examples(const std::vector<const ChatExample*>& examples, int64
 ExampleBatch pack_examples(const std::vector<const ChatExample*>& examples, int64_t row_tokens, int64_t pad_id,
                            Device device = kCPU);
 
+// An ExampleLoader's batch, rank's share, order, padding or packing, and device.
 struct ExampleLoaderOptions {
   int64_t batch_size = 8;
   int rank = 0;
@@ -47,6 +48,7 @@ struct ExampleLoaderOptions {
   Device device = kCPU;
 };
 
+// Batches of chat examples (inputs, targets, lengths, attention inputs), padded or packed.
 class ExampleLoader {
  public:
   ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);

@@ -27,6 +27,7 @@ std::string_view special_piece(Special s);
 // T5's sentinel i: "<extra_id_i>".
 std::string sentinel_piece(int i);
 
+// How train_tokenizer trains a sentencepiece model.
 struct TokenizerTrainOptions {
   int vocab_size = 4096;
   std::string model_type = "bpe";
@@ -37,6 +38,7 @@ struct TokenizerTrainOptions {
   int sentinels = 16;
 };
 
+// A sentencepiece tokenizer with kiln's special symbols.
 class Tokenizer {
  public:
   // Loads a .model file; raises kiln::Error with sentencepiece's message.

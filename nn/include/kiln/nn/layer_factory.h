@@ -19,6 +19,7 @@
 
 namespace kiln::nn {
 
+// Makes the layers a parallel layout splits, and says where this rank stands in it (above).
 class LayerFactory {
  public:
   virtual ~LayerFactory() = default;

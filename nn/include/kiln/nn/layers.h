@@ -6,6 +6,7 @@
 
 namespace kiln::nn {
 
+// An embedding table's rows, width, dtype and device.
 struct EmbeddingOptions {
   int64_t num_embeddings;
   int64_t embedding_dim;
@@ -35,6 +36,7 @@ class Embedding : public EmbeddingLayer {
   Tensor forward(const Tensor& indices) const override;
 };
 
+// A norm's normalized shape, eps and affine parameters.
 struct NormOptions {
   Shape normalized_shape;
   double eps = 1e-5;
@@ -53,6 +55,7 @@ class NormLayer : public Module {
   Tensor weight;  // undefined without affine
 };
 
+// LayerNorm over the last dims (Ba et al.), with weight and bias.
 class LayerNorm : public NormLayer {
  public:
   explicit LayerNorm(const NormOptions& options);
@@ -66,6 +69,7 @@ class LayerNorm : public NormLayer {
   NormOptions options_;
 };
 
+// RMSNorm over the last dims (Zhang and Sennrich), with weight.
 class RMSNorm : public NormLayer {
  public:
   explicit RMSNorm(const NormOptions& options);

@@ -56,6 +56,7 @@ struct MoeStats {
   void add(const MoeStats& other);
 };
 
+// A mixture of experts in place of a block's MLP (above).
 class MoeLayer : public Module {
  public:
   // With expert parallelism (factory.ep_size() > 1), this rank holds experts

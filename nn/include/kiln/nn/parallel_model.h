@@ -17,6 +17,7 @@
 
 namespace kiln::nn {
 
+// A model built by a LayerFactory, converting between its rank's share and the whole model.
 class ParallelModel : public Module {
  public:
   // null: local_layers(), the whole model on one process.

@@ -20,6 +20,7 @@ struct RopeScaling {
   bool operator==(const RopeScaling&) const = default;
 };
 
+// Rotary positions: the base, Llama 3's frequency scaling, and how many of a head's features rotate.
 struct RopeSpec {
   double theta = 10000.0;
   std::optional<RopeScaling> scaling;

@@ -21,6 +21,7 @@
 
 namespace kiln::nn {
 
+// How one parameter splits across ranks (above).
 struct ShardSpec {
   int64_t dim = -1;
   std::vector<int64_t> segments;  // empty: one segment, the whole dim

@@ -12,6 +12,7 @@
 
 namespace kiln::nn {
 
+// A ParallelModel whose layers split into pipeline stages (above).
 class StagedModel : public ParallelModel {
  public:
   using ParallelModel::ParallelModel;

@@ -44,12 +44,14 @@ bool is_gated(MlpKind kind);
 // or (..., 2 hidden) holding [gate; up] for the gated kinds.
 Tensor mlp_activation(MlpKind kind, const Tensor& up);
 
+// A block's norm: its kind, eps and bias.
 struct NormSpec {
   NormKind kind = NormKind::LayerNorm;
   double eps = 1e-5;
   bool bias = true;  // LayerNorm only
 };
 
+// A block's attention: heads, kv heads, head size, biases, positions, mask and scale.
 struct AttentionSpec {
   int64_t heads = 12;
   int64_t kv_heads = 0;  // 0: as heads (multi-head); fewer: grouped-query; 1: multi-query
@@ -101,6 +103,7 @@ struct MoeSpec {
   int64_t every = 1;
 };
 
+// A block's MLP: its kind, hidden size, bias, and experts in its place.
 struct MlpSpec {
   MlpKind kind = MlpKind::GeluTanh;
   int64_t hidden = 0;  // 0: 4 d_model, or LLaMA's rule (SwiGLU)
@@ -110,6 +113,7 @@ struct MlpSpec {
   static int64_t swiglu_hidden(int64_t d_model, int64_t multiple_of = 256, double multiplier = 1.0);
 };
 
+// One transformer block, part by part (README's table).
 struct BlockSpec {
   int64_t d_model = 768;
   NormSpec norm;
@@ -182,6 +186,7 @@ std::vector<double> alibi_slopes(int64_t heads);
 
 std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device);
 
+// A block's self-attention, this rank's heads of it.
 class Attention : public Module {
  public:
   // The heads of this rank (all of them on one process) from factory.
@@ -223,6 +228,7 @@ class CrossAttention : public Module {
 
 class MoeLayer;
 
+// A block's dense MLP, this rank's share of its hidden features.
 class Mlp : public Module {
  public:
   Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);

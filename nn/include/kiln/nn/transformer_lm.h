@@ -25,6 +25,7 @@
 
 namespace kiln::nn {
 
+// A decoder-only language model, whole: its blocks and what surrounds them.
 struct ModelSpec {
   std::string family;          // "gpt2", "llama": the Hugging Face names and config it maps to; others keep kiln's
   int64_t vocab_size = 50257;  // real tokens; the table is padded beyond
@@ -75,6 +76,7 @@ struct ModelSpec {
 std::string spec_to_json(const ModelSpec& spec);
 ModelSpec spec_from_json(const std::string& json);
 
+// The decoder-only language model of a ModelSpec, at any layout (above).
 class TransformerLM : public StagedModel {
  public:
   // The model of `spec` at the layout of `factory` (null: one process),

@@ -11,6 +11,7 @@
 
 namespace kiln::nn {
 
+// A TransformerLM backbone with a scalar head: a reward model or critic (above).
 class ValueModel : public TransformerLM {
  public:
   explicit ValueModel(ModelSpec spec, Generator& gen = default_generator(), DType dtype = kFloat32,

@@ -11,6 +11,7 @@
 
 namespace kiln::optim {
 
+// Parameters that share a weight decay and a learning-rate scale.
 struct ParamGroup {
   std::vector<Tensor> params;
   double weight_decay = 0.0;
@@ -25,6 +26,7 @@ struct ParamGroup {
 std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Tensor>>& named_params,
                                      double weight_decay);
 
+// The base of SGD, AdamW and Lion: parameter groups, learning rate and state (above).
 class Optimizer {
  public:
   Optimizer(std::vector<ParamGroup> groups, double lr, const char* name);

@@ -5,6 +5,7 @@
 
 namespace kiln::optim {
 
+// SGD's settings (PyTorch's names).
 struct SGDOptions {
   double lr = 1e-2;
   double momentum = 0.0;
@@ -29,6 +30,7 @@ class SGD : public Optimizer {
   SGDOptions options_;
 };
 
+// AdamW's settings (PyTorch's names).
 struct AdamWOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
@@ -53,6 +55,7 @@ class AdamW : public Optimizer {
   AdamWOptions options_;
 };
 
+// Lion's settings (Chen et al. 2023).
 struct LionOptions {
   double lr = 1e-4;
   double beta1 = 0.9;

@@ -28,6 +28,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's BertConfig fields kiln builds from.
 struct BertConfig {
   int64_t vocab_size = 30522;
   int64_t hidden_size = 768;
@@ -55,6 +56,7 @@ struct BertOutput {
   Tensor pooled;    // (B, C): tanh(pooler(sequence[:, 0]))
 };
 
+// BERT: the encoder with its pretraining heads (above).
 class Bert : public StagedModel {
  public:
   // The model at the layout of factory (null: one process), initialized as

@@ -18,6 +18,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's BloomConfig fields kiln builds from.
 struct BloomConfig {
   int64_t vocab_size = 250880;
   int64_t hidden_size = 1024;

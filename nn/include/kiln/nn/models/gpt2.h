@@ -17,6 +17,7 @@
 
 namespace kiln::nn {
 
+// GPT-2's sizes, as nanoGPT names them.
 struct GPTConfig {
   int64_t vocab_size = 50257;
   int64_t block_size = 1024;  // the longest sequence
@@ -37,6 +38,7 @@ struct GPTConfig {
   static GPTConfig gpt2(int depth, int64_t vocab_size = 50257, int64_t block_size = 1024);
 };
 
+// GPT-2: a TransformerLM of GPTConfig's spec.
 class GPT : public TransformerLM {
  public:
   explicit GPT(const GPTConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,

@@ -19,6 +19,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's GPTNeoXConfig fields kiln builds from.
 struct GPTNeoXConfig {
   int64_t vocab_size = 50432;
   int64_t hidden_size = 768;

@@ -19,6 +19,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's LlamaConfig fields kiln builds from.
 struct LlamaConfig {
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
@@ -62,6 +63,7 @@ struct LlamaConfig {
 // top-k, dropless, SwiGLU): those a Mixtral checkpoint can hold.
 bool mixtral_compatible(const BlockSpec& block);
 
+// Llama: a TransformerLM of LlamaConfig's spec.
 class Llama : public TransformerLM {
  public:
   explicit Llama(const LlamaConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,

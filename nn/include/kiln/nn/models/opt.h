@@ -17,6 +17,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's OPTConfig fields kiln builds from.
 struct OPTConfig {
   int64_t vocab_size = 50272;
   int64_t hidden_size = 768;

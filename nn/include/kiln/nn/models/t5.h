@@ -33,6 +33,7 @@
 
 namespace kiln::nn {
 
+// Hugging Face's T5Config fields kiln builds from.
 struct T5Config {
   int64_t vocab_size = 32128;
   int64_t d_model = 512;
@@ -87,6 +88,7 @@ class T5Stack : public Module {
   const LayerFactory* factory_;
 };
 
+// T5: the encoder-decoder (above).
 class T5 : public ParallelModel {
  public:
   // The model at the layout of factory (null: one process), initialized as
