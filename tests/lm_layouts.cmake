@@ -48,37 +48,30 @@ run(${mpirun} -np 4 ${common} --batch 4 --eval-batches 4 --tp 2 --zero1 --out ${
 resume_from(tp2dp2_zero1/step-000003 zero1_on_one)
 run(${common} --batch 8 --eval-batches 2 --out ${WORK}/zero1_on_one --resume)
 
+# The trainer command in ARGN as <name>_one and at tp=2 x pp=2 (<name>_tp2pp2),
+# whose step-3 checkpoint resumes on one process: both match <name>_one.
+function(tp2pp2_like_one name)
+  run(${ARGN} --out ${WORK}/${name}_one)
+  run(${mpirun} -np 4 ${ARGN} --tp 2 --pp 2 --out ${WORK}/${name}_tp2pp2)
+  resume_from(${name}_tp2pp2/step-000003 ${name}_tp2pp2_on_one)
+  run(${ARGN} --out ${WORK}/${name}_tp2pp2_on_one --resume)
+  foreach(other ${name}_tp2pp2 ${name}_tp2pp2_on_one)
+    run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/${name}_one/metrics.jsonl 1 1e-5)
+  endforeach()
+endfunction()
+
 set(llama ${train} --model llama --kv-heads 2 --z-loss 1e-2)  # PaLM's z-loss: fused, and vocab-parallel at tp 2
-run(${llama} --out ${WORK}/llama_one)
-run(${mpirun} -np 4 ${llama} --tp 2 --pp 2 --out ${WORK}/llama_tp2pp2)
-resume_from(llama_tp2pp2/step-000003 llama_tp2pp2_on_one)
-run(${llama} --out ${WORK}/llama_tp2pp2_on_one --resume)
-foreach(other llama_tp2pp2 llama_tp2pp2_on_one)
-  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/llama_one/metrics.jsonl 1 1e-5)
-endforeach()
+tp2pp2_like_one(llama ${llama})
 # LoRA fine-tuning of that Llama (adapters on q, v and down, the base frozen;
 # no adapter dropout, whose masks differ between layouts) at tp=2 x pp=2
 # matches one process, and its checkpoint (base + PEFT adapter) resumes on one.
-set(lora ${llama} --init-from ${WORK}/llama_one/step-000006 --lora-rank 4 --lora-targets q,v,down --lora-dropout 0)
-run(${lora} --out ${WORK}/lora_one)
-run(${mpirun} -np 4 ${lora} --tp 2 --pp 2 --out ${WORK}/lora_tp2pp2)
-resume_from(lora_tp2pp2/step-000003 lora_tp2pp2_on_one)
-run(${lora} --out ${WORK}/lora_tp2pp2_on_one --resume)
-foreach(other lora_tp2pp2 lora_tp2pp2_on_one)
-  run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/lora_one/metrics.jsonl 1 1e-5)
-endforeach()
+tp2pp2_like_one(lora ${llama} --init-from ${WORK}/llama_one/step-000006 --lora-rank 4 --lora-targets q,v,down
+                --lora-dropout 0)
 # OPT (positions two rows on, a ReLU MLP), GPT-NeoX (parallel attention
 # and MLP, partial rotary) and BLOOM (ALiBi, each rank its heads' slopes, a norm
 # on the embeddings) likewise.
 foreach(family opt neox bloom)
-  set(model ${train} --model ${family})
-  run(${model} --out ${WORK}/${family}_one)
-  run(${mpirun} -np 4 ${model} --tp 2 --pp 2 --out ${WORK}/${family}_tp2pp2)
-  resume_from(${family}_tp2pp2/step-000003 ${family}_tp2pp2_on_one)
-  run(${model} --out ${WORK}/${family}_tp2pp2_on_one --resume)
-  foreach(other ${family}_tp2pp2 ${family}_tp2pp2_on_one)
-    run(${COMPARE} ${WORK}/${other}/metrics.jsonl ${WORK}/${family}_one/metrics.jsonl 1 1e-5)
-  endforeach()
+  tp2pp2_like_one(${family} ${train} --model ${family})
 endforeach()
 
 # Mixture of experts at tp=2 x pp=2 (the experts whole on both tensor-parallel
