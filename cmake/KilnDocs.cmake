@@ -10,7 +10,7 @@ set(DOXYGEN_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/docs)
 set(DOXYGEN_FILE_PATTERNS *.h *.md)
 set(DOXYGEN_RECURSIVE YES)
 # Implementation, not API: the details, a tensor's insides, fmt's formatters.
-set(DOXYGEN_EXCLUDE_SYMBOLS detail *::detail kiln::TensorImpl kiln::AutogradMeta kiln::ComputeCopy fmt::formatter)
+set(DOXYGEN_EXCLUDE_SYMBOLS detail *::detail kiln::TensorImpl kiln::AutogradMeta kiln::ComputeCopy fmt)
 set(DOXYGEN_WARN_IF_UNDOCUMENTED YES)
 # A comment over several declarations documents each (scripts/doxygen-filter).
 set(DOXYGEN_DISTRIBUTE_GROUP_DOC YES)

@@ -48,9 +48,9 @@ class EnableGradGuard {
 class SavedTensor {
  public:
   SavedTensor() = default;
-  SavedTensor(const Tensor& t, const char* op);
-  const Tensor& get() const;
-  bool defined() const { return data_.defined(); }
+  SavedTensor(const Tensor& t, const char* op);  // op names the saver in the error
+  const Tensor& get() const;                     // the data; raises if modified in place since
+  bool defined() const { return data_.defined(); }  // false when nothing was saved
 
  private:
   Tensor data_;
@@ -62,26 +62,29 @@ class Node;
 // One per input of a node: where that input's gradient flows. Empty when the
 // input does not require grad.
 struct Edge {
-  std::shared_ptr<Node> fn;
+  std::shared_ptr<Node> fn;  // the input's grad_fn, or its AccumulateGrad for a leaf
 };
 
+// One gradient per input of an op, undefined where there is none.
 using Grads = std::vector<Tensor>;
 // needs[i]: whether input i wants a gradient (skip the work when not).
 using Needs = std::vector<bool>;
+// An op's backward: its output's gradient -> its inputs' Grads.
 using BackwardFn = std::function<Grads(const Tensor& grad, const Needs& needs)>;
 
 // A recorded op. It has one output; apply maps that output's gradient to one
 // gradient per input (undefined where none).
 class Node {
  public:
+  // An op's node: its name ("MulBackward") and one edge per input.
   Node(std::string name, std::vector<Edge> edges) : name_(std::move(name)), next_edges_(std::move(edges)) {}
   virtual ~Node() = default;
-  virtual Grads apply(const Tensor& grad) = 0;
+  virtual Grads apply(const Tensor& grad) = 0;  // the output's gradient -> one per input
   // Frees what backward needed (saved tensors) once the graph is not retained.
   virtual void release() {}
 
-  const std::string& name() const { return name_; }
-  const std::vector<Edge>& next_edges() const { return next_edges_; }
+  const std::string& name() const { return name_; }                    // as errors and graphs show it
+  const std::vector<Edge>& next_edges() const { return next_edges_; }  // one per input
   // Called with this node's complete incoming gradient before apply (retain_grad).
   std::vector<std::function<void(const Tensor&)>>& pre_hooks() { return pre_hooks_; }
 
@@ -95,8 +98,8 @@ class Node {
 // the leaf's post-accumulate hooks. One per leaf, so tied uses count once.
 class AccumulateGrad : public Node {
  public:
-  explicit AccumulateGrad(Tensor leaf) : Node("AccumulateGrad", {}), leaf_(std::move(leaf)) {}
-  Grads apply(const Tensor& grad) override;
+  explicit AccumulateGrad(Tensor leaf) : Node("AccumulateGrad", {}), leaf_(std::move(leaf)) {}  // leaf's sink
+  Grads apply(const Tensor& grad) override;  // no inputs: returns nothing
 
  private:
   Tensor leaf_;
@@ -133,13 +136,15 @@ void zero_grad(const std::vector<Tensor>& params, bool set_to_none = true);
 // forward runs without recording; backward returns one gradient per Tensor
 // argument of forward, in order (undefined for none), and may use any kiln op.
 
+// What a custom Function's forward leaves for its backward.
 class AutogradContext {
  public:
+  // Keeps tensors for backward (their data, checked for in-place changes).
   void save_for_backward(const std::vector<Tensor>& tensors);
   // The saved tensors; raises if one was modified in place since it was saved.
   // The reference stays valid until the next call.
   const std::vector<Tensor>& saved() const;
-  bool needs_input_grad(size_t i) const { return i < needs_.size() && needs_[i]; }
+  bool needs_input_grad(size_t i) const { return i < needs_.size() && needs_[i]; }  // of the i-th Tensor argument
   // Non-tensor values for backward (shapes, flags, scalars).
   std::vector<double> saved_values;
 
@@ -150,7 +155,9 @@ class AutogradContext {
   Needs needs_;
 };
 
+// The library's side of Function::apply: records the node of a custom Function's output.
 struct FunctionRecorder {
+  // out, made by `function`, gets a node running backward on ctx.
   static Tensor record(const std::type_info& function, std::shared_ptr<AutogradContext> ctx, Tensor out,
                        const std::vector<Tensor>& inputs,
                        std::function<Grads(AutogradContext&, const Tensor&)> backward);
@@ -159,6 +166,7 @@ struct FunctionRecorder {
 // The base of a custom autograd Function (above): Derived gives static forward and backward.
 template <typename Derived>
 struct Function {
+  // Runs Derived::forward without recording, then records its backward.
   template <typename... Args>
   static Tensor apply(Args&&... args) {
     std::vector<Tensor> inputs;

@@ -37,7 +37,7 @@ class Stream {
   // A stream from the device's pool; high priority runs first when both are ready.
   static Stream from_pool(int device = 0, bool high_priority = false);
 
-  int device() const { return device_; }
+  int device() const { return device_; }  // the CUDA device's ordinal
   // The cudaStream_t, for a user's own kernels or libraries.
   void* handle() const { return handle_; }
   // Blocks the host until the work queued on this stream has finished.
@@ -49,7 +49,7 @@ class Stream {
   // Later work on this stream waits for the work queued on `other` so far.
   void wait(const Stream& other) const;
 
-  bool operator==(const Stream& o) const { return handle_ == o.handle_ && device_ == o.device_; }
+  bool operator==(const Stream& o) const { return handle_ == o.handle_ && device_ == o.device_; }  // the same stream
 
  private:
   Stream(void* handle, int device) : handle_(handle), device_(device) {}
@@ -66,7 +66,7 @@ void set_current_stream(const Stream& stream);
 // Makes a stream current for its scope, then restores the previous one.
 class StreamGuard {
  public:
-  explicit StreamGuard(const Stream& stream) : prev_(current_stream(stream.device())) { set_current_stream(stream); }
+  explicit StreamGuard(const Stream& stream) : prev_(current_stream(stream.device())) { set_current_stream(stream); }  // current now
   ~StreamGuard() { set_current_stream(prev_); }
   StreamGuard(const StreamGuard&) = delete;
   StreamGuard& operator=(const StreamGuard&) = delete;
@@ -79,7 +79,7 @@ class StreamGuard {
 // on the device of the first stream it is recorded on.
 class Event {
  public:
-  explicit Event(bool enable_timing = false) : timing_(enable_timing) {}
+  explicit Event(bool enable_timing = false) : timing_(enable_timing) {}  // timing for elapsed_ms
   // Captures the work queued on `stream` so far.
   void record(const Stream& stream);
   // Blocks the host until the recorded work has finished (at once if never recorded).
@@ -110,7 +110,7 @@ void record_stream(const Tensor& tensor, const Stream& stream);
 // now and at most since the start (or the last reset), and what the pool has
 // reserved from the driver (it keeps freed memory for reuse).
 struct MemoryStats {
-  uint64_t in_use = 0, peak_in_use = 0, reserved = 0, peak_reserved = 0;
+  uint64_t in_use = 0, peak_in_use = 0, reserved = 0, peak_reserved = 0;  // bytes, as above
 };
 MemoryStats memory_stats(int device = 0);
 void reset_peak_memory_stats(int device = 0);

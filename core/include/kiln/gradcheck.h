@@ -17,7 +17,7 @@ namespace kiln {
 struct GradcheckOptions {
   double eps = 1e-6;  // the central difference's step
   double tol = 1e-6;  // the largest error allowed: max |analytic - numeric| over max |numeric|, per input
-  uint64_t seed = 99;
+  uint64_t seed = 99;  // of the random upstream gradient
 };
 
 // For a fixed random w (from seed), compares the gradient autograd gives

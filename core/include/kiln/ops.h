@@ -28,12 +28,13 @@ Tensor arange(Scalar end, std::optional<TensorOptions> options = {});
 // A 1-D tensor holding a copy of values (reshape for more dims).
 template <typename T>
 Tensor tensor(const std::vector<T>& values, TensorOptions options = TensorOptions(dtype_of<T>()));
-Tensor tensor(std::initializer_list<double> values, TensorOptions options = {});
+Tensor tensor(std::initializer_list<double> values, TensorOptions options = {});  // float32 unless options say
 // A 0-dim tensor.
 Tensor scalar_tensor(Scalar value, TensorOptions options = {});
 // Wraps caller-owned memory without copying; deleter (optional) runs when the
 // last view dies. Strides default to contiguous.
 Tensor from_blob(void* data, const Shape& shape, TensorOptions options = {}, Storage::Deleter deleter = {});
+// The same with strides in elements.
 Tensor from_blob(void* data, const Shape& shape, const Shape& strides, TensorOptions options = {},
                  Storage::Deleter deleter = {});
 
@@ -67,6 +68,8 @@ Tensor pow(const Tensor& a, Scalar exponent);
 Tensor maximum(const Tensor& a, const Tensor& b);
 Tensor minimum(const Tensor& a, const Tensor& b);
 
+// Elementwise functions as PyTorch's, in x's dtype (the transcendental ones on
+// floating dtypes), each with its gradient.
 Tensor neg(const Tensor& x);
 Tensor abs(const Tensor& x);
 Tensor sign(const Tensor& x);
@@ -192,15 +195,18 @@ Tensor causal_softmax(const Tensor& scores);
 // (of that shape) are optional.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
                   const Tensor& bias = {}, double eps = 1e-5);
+// x / sqrt(mean(x^2) + eps) over the trailing dims, times weight when given.
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {}, double eps = 1e-6);
 // The pre-norm residual stream fused into one kernel: returns {x + residual,
 // norm(x + residual)} (the sum rounded to x's dtype before it is normalized,
 // as the two ops would do).
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
                                          const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
+// add_layer_norm's RMSNorm twin.
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Shape& normalized_shape,
                                        const Tensor& weight = {}, double eps = 1e-6);
 
+// A loss per element (None), or its mean or sum.
 enum class Reduction { None, Mean, Sum };
 // logits (N, C) or (C,) or (N, C, d1, ...); target int64/int32 class indices of
 // the matching shape. Mean divides by the number of targets not ignored.
@@ -265,6 +271,7 @@ struct AttentionOptions {
   // (Tq, Tk) bias; no gradient.
   Tensor alibi_slopes;
 };
+// The attention's output and its rows' logsumexp (scaled_dot_product_attention_with_lse).
 struct AttentionOutput {
   Tensor out;  // (B, Hq, Tq, D)
   Tensor lse;  // (B, Hq, Tq) float32 logsumexp of each row of scaled scores
@@ -289,6 +296,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 Tensor scaled_dot_product_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k,
                                            const AttentionOptions& options = {});
+// The attention (padded batch) with each row's logsumexp, as ring and
+// split-KV schemes combine partial results.
 AttentionOutput scaled_dot_product_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                                       const AttentionOptions& options = {});
 
@@ -333,6 +342,7 @@ void lion_update_(Tensor& p, const Tensor& g, Tensor& m, const LionStep& step);
 // length, every parameter of one dtype and device, every gradient of one dtype.
 void adamw_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                    const std::vector<Tensor>& v, const AdamWStep& step);
+// (Lion's, of many tensors.)
 void lion_update_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                   const LionStep& step);
 

@@ -12,10 +12,12 @@ namespace kiln {
 // A counter-based (Philox) random stream: a seed and an offset; draws reserve counter blocks.
 class Generator {
  public:
-  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}  // at offset 0
+  // The stream's state; saving both and restoring them replays the draws.
   uint64_t seed() const { return seed_; }
   uint64_t offset() const { return offset_; }
   void set_offset(uint64_t offset) { offset_ = offset; }
+  // Restarts the stream at seed, offset 0.
   void manual_seed(uint64_t seed) {
     seed_ = seed;
     offset_ = 0;

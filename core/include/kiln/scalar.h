@@ -13,9 +13,11 @@ namespace kiln {
 // A number that is an integer, a floating value or a bool, as ops that take one accept.
 class Scalar {
  public:
+  // How the number was written.
   enum class Kind : uint8_t { Bool, Int, Float };
 
-  Scalar() : Scalar(int64_t{0}) {}
+  Scalar() : Scalar(int64_t{0}) {}  // integer 0
+  // From any arithmetic type, implicitly, so that a + 2.5 reads as PyTorch's.
   template <typename T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
   Scalar(T v) {  // NOLINT(google-explicit-constructor)
     if constexpr (std::is_same_v<T, bool>) {
@@ -32,11 +34,13 @@ class Scalar {
       i_ = static_cast<int64_t>(v);
     }
   }
+  // Half-precision values count as floating.
   Scalar(BFloat16 v) : Scalar(static_cast<float>(v)) {}  // NOLINT
   Scalar(Half v) : Scalar(static_cast<float>(v)) {}      // NOLINT
 
-  Kind kind() const { return kind_; }
-  bool is_floating() const { return kind_ == Kind::Float; }
+  Kind kind() const { return kind_; }  // how it was written
+  bool is_floating() const { return kind_ == Kind::Float; }  // written as a floating value
+  // The value as each type (a floating value truncated toward zero as an integer).
   double to_double() const { return d_; }
   int64_t to_int() const { return i_; }
   bool to_bool() const { return kind_ == Kind::Float ? d_ != 0.0 : i_ != 0; }

@@ -8,6 +8,7 @@
 
 namespace kiln {
 
+// Which implementation scaled_dot_product_attention runs.
 enum class AttentionBackend {
   Auto,      // the fused kernel on CUDA (float32/16-bit, head dim <= 256), the composed ops elsewhere
   Fused,     // the fused kernel wherever it applies, the CPU's too
@@ -30,7 +31,7 @@ struct Settings {
   bool grouped_gemm_one_launch = false;
 };
 
-Settings& settings();
+Settings& settings();  // the process's, for reading and writing
 
 // Restores the settings it found when it leaves scope.
 class SettingsGuard {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kiln/base/buffer.h"
@@ -19,6 +20,7 @@
 
 namespace kiln {
 
+// A tensor's sizes (or strides), outermost dimension first.
 using Shape = std::vector<int64_t>;
 
 namespace autograd {
@@ -28,14 +30,16 @@ class Node;
 // What a factory makes: dtype, device, and whether the result requires grad.
 // Converts implicitly from a DType or a Device: zeros({2, 3}, kFloat64).
 struct TensorOptions {
-  DType dtype_ = kFloat32;
-  Device device_ = kCPU;
-  bool requires_grad_ = false;
+  DType dtype_ = kFloat32;      // the elements' type
+  Device device_ = kCPU;        // where the elements live
+  bool requires_grad_ = false;  // a leaf whose gradient backward accumulates
   bool pinned_memory_ = false;  // page-locked host memory (CPU tensors; needs CUDA)
 
   TensorOptions() = default;
+  // Implicit, so that zeros({2, 3}, kFloat64) reads as libtorch's.
   TensorOptions(DType t) : dtype_(t) {}   // NOLINT(google-explicit-constructor)
   TensorOptions(Device d) : device_(d) {}  // NOLINT(google-explicit-constructor)
+  // Copies with one option changed: kFloat64.device(kCUDA).requires_grad() reads as libtorch's.
   TensorOptions dtype(DType t) const { auto o = *this; o.dtype_ = t; return o; }
   TensorOptions device(Device d) const { auto o = *this; o.device_ = d; return o; }
   TensorOptions requires_grad(bool r = true) const { auto o = *this; o.requires_grad_ = r; return o; }
@@ -44,6 +48,7 @@ struct TensorOptions {
 
 class Tensor;
 class TensorIndex;
+// Called with a leaf's gradient once backward has accumulated it into .grad().
 using GradHook = std::function<void(const Tensor&)>;
 
 struct AutogradMeta;
@@ -53,11 +58,11 @@ struct TensorImpl;
 class Tensor {
  public:
   Tensor() = default;  // undefined; defined() is false
-  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}  // a handle on existing state, as ops build results
   // A view of storage with the given geometry (strides and offset in elements).
   Tensor(std::shared_ptr<Storage> storage, Shape sizes, Shape strides, int64_t offset, DType dtype);
 
-  bool defined() const { return impl_ != nullptr; }
+  bool defined() const { return impl_ != nullptr; }  // false for Tensor(): no storage, no shape
 
   // --- geometry -------------------------------------------------------------
   const Shape& sizes() const;
@@ -75,17 +80,15 @@ class Tensor {
   // Version of the underlying storage; bumped by every in-place op.
   uint32_t version() const;
 
-  // Pointer to the first element (host memory only for the typed form).
+  // Pointer to the first element; the typed form checks the dtype.
   void* data_ptr() const;
-  template <typename T>
-  T* data_ptr() const;
+  template <typename T> T* data_ptr() const;
   // What kernels see: pointer, shape, strides, dtype, device.
   Buffer buffer() const;
 
-  // The value of a one-element tensor.
+  // The value of a one-element tensor (copied to the host), as T in the typed form.
   Scalar item() const;
-  template <typename T>
-  T item() const;
+  template <typename T> T item() const;
 
   // --- views (share storage) ----------------------------------------------------
   Tensor view(Shape shape) const;       // raises when the strides do not allow a view
@@ -201,8 +204,10 @@ class Tensor {
   // PyTorch-style text: tensor([[1.0000, 2.0000]], dtype=...).
   std::string str() const;
 
+  // The shared state behind the handle, for kiln's own ops.
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  // Whether both handles are the same tensor (not merely equal values).
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
 
  private:
@@ -244,6 +249,7 @@ struct TensorImpl {
   }
 };
 
+// Writes t.str().
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Contiguous strides for a shape.
@@ -252,16 +258,18 @@ int64_t shape_numel(const Shape& shape);
 // Wraps a negative dim into [0, ndim); raises with the op name when out of range.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);
 
-// --- dtype of C++ types -------------------------------------------------------
+// The DType of a C++ element type: dtype_of<float>() is kFloat32.
 template <typename T>
-constexpr DType dtype_of();
-template <> constexpr DType dtype_of<bool>() { return kBool; }
-template <> constexpr DType dtype_of<int32_t>() { return kInt32; }
-template <> constexpr DType dtype_of<int64_t>() { return kInt64; }
-template <> constexpr DType dtype_of<BFloat16>() { return kBFloat16; }
-template <> constexpr DType dtype_of<Half>() { return kFloat16; }
-template <> constexpr DType dtype_of<float>() { return kFloat32; }
-template <> constexpr DType dtype_of<double>() { return kFloat64; }
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, bool>) return kBool;
+  else if constexpr (std::is_same_v<T, int32_t>) return kInt32;
+  else if constexpr (std::is_same_v<T, int64_t>) return kInt64;
+  else if constexpr (std::is_same_v<T, BFloat16>) return kBFloat16;
+  else if constexpr (std::is_same_v<T, Half>) return kFloat16;
+  else if constexpr (std::is_same_v<T, float>) return kFloat32;
+  else if constexpr (std::is_same_v<T, double>) return kFloat64;
+  else static_assert(sizeof(T) == 0, "dtype_of: not an element type of kiln (bool, int32, int64, bfloat16, half, float, double)");
+}
 
 template <typename T>
 T* Tensor::data_ptr() const {
@@ -279,11 +287,13 @@ T Tensor::item() const {
 
 }  // namespace kiln
 
+namespace fmt {
 template <>
-struct fmt::formatter<kiln::Tensor> : fmt::formatter<std::string_view> {
-  auto format(const kiln::Tensor& t, fmt::format_context& ctx) const {
-    return fmt::formatter<std::string_view>::format(t.str(), ctx);
+struct formatter<kiln::Tensor> : formatter<std::string_view> {
+  auto format(const kiln::Tensor& t, format_context& ctx) const {
+    return formatter<std::string_view>::format(t.str(), ctx);
   }
 };
+}  // namespace fmt
 
 #include "kiln/indexing.h"

@@ -11,6 +11,6 @@
 namespace kiln {
 
 void set_num_threads(int threads);  // >= 1
-int get_num_threads();
+int get_num_threads();              // as set, or the default
 
 }  // namespace kiln

@@ -31,7 +31,7 @@ namespace kiln::dist {
 // Where a run stands: its step, its data loader's position and its generator's offset.
 struct TrainingState {
   int64_t step = 0;  // steps completed
-  data::LoaderPosition loader;
+  data::LoaderPosition loader;  // the next batch to read
   uint64_t rng_offset = 0;  // of the training generator (dropout)
 };
 
@@ -55,6 +55,7 @@ std::vector<std::string> checkpoint_names(const std::string& dir);
 // A Hugging Face model directory loads too (weights only).
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, optim::Optimizer* opt = nullptr,
                      TrainingState* state = nullptr);
+// The same with ZeRO-1's sharded optimizer state, each rank taking its shard.
 void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, ZeroRedundancyOptimizer& opt,
                      TrainingState& state);
 
@@ -66,10 +67,13 @@ void load_checkpoint(const std::string& checkpoint, nn::TransformerLM& model, Ze
 // stored as above. Collective like the TransformerLM's.
 using ModelWriter = std::function<void(const std::map<std::string, Tensor>& weights, const std::filesystem::path& dir)>;
 using ModelReader = std::function<void(const std::string& dir)>;
+// (The save, with write_model.)
 std::string save_checkpoint(const std::string& dir, const nn::ParallelModel& model, const ParallelState& layout,
                             const ModelWriter& write_model, const optim::Optimizer& opt, const TrainingState& state,
                             int keep = 2);
-void load_checkpoint(const std::string& checkpoint, nn::ParallelModel& model, const ModelReader& read_model,
+// (The load, with read_model.)
+void load_checkpoint(
+const std::string& checkpoint, nn::ParallelModel& model, const ModelReader& read_model,
                      optim::Optimizer& opt, TrainingState& state);
 
 // The causal model a directory holds, built from its config.json (GPT-2,

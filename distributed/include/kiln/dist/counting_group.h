@@ -15,18 +15,21 @@
 
 namespace kiln::dist {
 
+// What a CountingProcessGroup has counted on one rank.
 struct CommCounts {
-  std::map<std::string, double> bytes;  // by operation: "all_reduce", "send", ...
-  std::map<std::string, int64_t> calls;
-  double total_bytes() const;
+  std::map<std::string, double> bytes;   // by operation: "all_reduce", "send", ...
+  std::map<std::string, int64_t> calls;  // by operation
+  double total_bytes() const;            // over every operation
 };
 
+// A ProcessGroup that counts (above).
 class CountingProcessGroup : public ProcessGroup {
  public:
+  // Forwards to inner, counting into counts (shared with the groups split from this one).
   explicit CountingProcessGroup(std::shared_ptr<ProcessGroup> inner,
                                 std::shared_ptr<CommCounts> counts = std::make_shared<CommCounts>());
-  const CommCounts& counts() const { return *counts_; }
-  void reset() { *counts_ = {}; }
+  const CommCounts& counts() const { return *counts_; }  // so far
+  void reset() { *counts_ = {}; }                        // to zero
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }

@@ -18,9 +18,9 @@ namespace kiln::dist {
 
 // Parameters whose gradients are averaged over one group and then scaled.
 struct GradientShare {
-  std::vector<Tensor> params;
-  std::shared_ptr<ProcessGroup> group;
-  double scale = 1.0;
+  std::vector<Tensor> params;           // whose gradients are averaged
+  std::shared_ptr<ProcessGroup> group;  // over which
+  double scale = 1.0;                   // applied after the average
 };
 
 // Averages a model's gradients over the data-parallel group in buckets, overlapping backward (above).
@@ -43,15 +43,15 @@ class DistributedDataParallel {
   // Disables communication for its scope (gradient accumulation).
   class NoSync {
    public:
-    explicit NoSync(DistributedDataParallel& ddp) : ddp_(ddp), prev_(ddp.sync_) { ddp.sync_ = false; }
+    explicit NoSync(DistributedDataParallel& ddp) : ddp_(ddp), prev_(ddp.sync_) { ddp.sync_ = false; }  // until destroyed
     ~NoSync() { ddp_.sync_ = prev_; }
 
    private:
     DistributedDataParallel& ddp_;
     bool prev_;
   };
-  NoSync no_sync() { return NoSync(*this); }
-  size_t buckets() const { return buckets_.size(); }
+  NoSync no_sync() { return NoSync(*this); }          // auto guard = ddp.no_sync();
+  size_t buckets() const { return buckets_.size(); }  // gradients are reduced in this many
 
  private:
   struct Bucket {

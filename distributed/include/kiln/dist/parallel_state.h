@@ -21,6 +21,7 @@ class ParallelState {
   // Raises kiln::Error when tp * pp * dp != world size or ep does not divide dp.
   ParallelState(std::shared_ptr<ProcessGroup> world, int tp, int pp, int dp, int ep = 1);
 
+  // The layout's sizes, and this rank's coordinate along each.
   int tp() const { return tp_; }
   int pp() const { return pp_; }
   int dp() const { return dp_; }
@@ -29,6 +30,9 @@ class ParallelState {
   int dp_rank() const { return dp_rank_; }
   int ep() const { return ep_; }
   int ep_rank() const { return dp_rank_ % ep_; }
+  // The groups this rank belongs to: all ranks, its tensor-parallel peers, its
+  // pipeline, its data-parallel replicas, its expert-parallel peers, and the
+  // replicas holding its experts.
   const std::shared_ptr<ProcessGroup>& world() const { return world_; }
   const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_group_; }
   const std::shared_ptr<ProcessGroup>& pp_group() const { return pp_group_; }

@@ -26,6 +26,9 @@
 
 namespace kiln::dist {
 
+// GPipe: every micro-batch's forward, then every backward. 1F1B (PipeDream-Flush,
+// Megatron's default): after a warmup, one forward then one backward, so a
+// stage holds at most pp micro-batches' activations.
 enum class PipelineSchedule { GPipe, OneForwardOneBackward };
 
 // "gpipe" | "1f1b"
@@ -38,7 +41,7 @@ using StageLoss = std::function<Tensor(const Tensor& hidden, const Tensor& targe
 
 // How a pipeline step runs: its schedule, micro-batches, loss and attention inputs.
 struct PipelineOptions {
-  PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;
+  PipelineSchedule schedule = PipelineSchedule::OneForwardOneBackward;  // the order of the micro-batches' passes
   int64_t microbatches = 1;  // must divide the batch
   StageLoss loss;            // empty: the model's loss_from_hidden
 };
@@ -60,6 +63,7 @@ double pipeline_train_step(const nn::StagedModel& model, const ParallelState& st
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                           const Tensor& targets, const PipelineOptions& options,
                           const nn::AttentionInputs* inputs = nullptr);
+// The same with the model's own loss.
 double pipeline_eval_loss(const nn::StagedModel& model, const ParallelState& state, const Tensor& idx,
                           const Tensor& targets, int64_t microbatches = 1);
 

@@ -11,29 +11,32 @@
 
 namespace kiln::dist {
 
+// How a collective combines the ranks' values.
 enum class ReduceOp { Sum, Avg, Max };
 
 // One point-to-point transfer of a batch (ProcessGroup::send_recv).
 struct P2POp {
-  enum Kind { Send, Recv } kind;
+  // Which way the data goes.
+  enum Kind { Send, Recv };
+  Kind kind;      // Send or Recv
   Tensor tensor;  // the data to send, or the buffer to receive into
-  int peer;
-  int tag = 0;
+  int peer;       // the other rank, in this group
+  int tag = 0;    // matches a send to its receive
 };
 
 // An operation in flight; wait() returns when its result is in place.
 class Work {
  public:
   virtual ~Work() = default;
-  virtual void wait() = 0;
+  virtual void wait() = 0;  // blocks until the result is in place
 };
 
 // Collectives over a group of ranks (MPI on the CPU, NCCL on GPUs).
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
+  virtual int rank() const = 0;  // this process's rank in the group
+  virtual int size() const = 0;  // the ranks in the group
 
   // t = op over all ranks' t (in place).
   virtual void all_reduce(Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
@@ -45,13 +48,14 @@ class ProcessGroup {
   virtual void all_gather(Tensor& out, const Tensor& in) = 0;
   // out (n elements) = op over ranks of chunk `rank` of in (size * n elements).
   virtual void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op = ReduceOp::Sum) = 0;
+  // Blocking point-to-point transfer of t, matched by tag.
   virtual void send(const Tensor& t, int dst, int tag = 0) = 0;
   virtual void recv(Tensor& t, int src, int tag = 0) = 0;
   // Posts every transfer of ops at once and returns when all are done (MPI:
   // Isend/Irecv and Waitall; NCCL: one group call), so that two ranks sending
   // to each other at the same time never deadlock (pipeline schedules).
   virtual void send_recv(const std::vector<P2POp>& ops) = 0;
-  virtual void barrier() = 0;
+  virtual void barrier() = 0;  // returns once every rank has called it
   // Rows exchanged along dim 0 (the other dims alike on every rank): in holds
   // in_splits[j] rows for rank j, one block after another, and out receives
   // out_splits[i] rows from each rank i, in rank order. Every rank's

@@ -29,6 +29,7 @@
 
 namespace kiln::dist {
 
+// The four collectives of the file's comment, differentiable.
 Tensor copy_to_group(const Tensor& x, ProcessGroup& group);
 Tensor reduce_from_group(const Tensor& x, ProcessGroup& group);
 Tensor gather_from_group(const Tensor& x, int64_t dim, ProcessGroup& group);
@@ -55,11 +56,11 @@ Tensor all_gather_shards(const Tensor& local, const nn::ShardSpec& spec, Process
 
 // A column- or row-parallel linear layer's whole sizes and how it splits.
 struct ParallelLinearOptions {
-  int64_t in_features;
-  int64_t out_features;
-  bool bias = true;
-  DType dtype = kFloat32;
-  Device device = kCPU;
+  int64_t in_features;     // the whole layer's
+  int64_t out_features;    // the whole layer's
+  bool bias = true;        // a bias on the output (split with it in a column layer)
+  DType dtype = kFloat32;  // the parameters'
+  Device device = kCPU;    // the parameters'
   // Column parallel: the output features' segments (see ShardSpec), e.g.
   // {C, C, C} for a fused q/k/v projection; empty: one.
   std::vector<int64_t> segments;

@@ -23,6 +23,7 @@ class ZeroRedundancyOptimizer {
   // make_inner builds the optimizer for the shards (one group per input group,
   // same weight decay), e.g. [](auto groups) { return std::make_unique<AdamW>(groups, options); }.
   using InnerFactory = std::function<std::unique_ptr<optim::Optimizer>(std::vector<optim::ParamGroup>)>;
+  // Shards groups' parameters over the data-parallel group.
   ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> groups, std::shared_ptr<ProcessGroup> group,
                           const InnerFactory& make_inner);
 

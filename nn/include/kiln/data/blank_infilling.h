@@ -24,16 +24,18 @@
 
 namespace kiln::data {
 
+// The special tokens and span statistics of blank infilling (above).
 struct BlankInfillingOptions {
   int64_t mask_id = 0;   // [MASK] (blank infilling), [sMASK] or [gMASK] (generation)
   int64_t start_id = 0;  // [START]: the first input of each span in part B
   int64_t end_id = 0;    // [END]: the last target of each span
-  double ratio = 0.15;
-  double mean_span = 3.0;
-  int64_t max_span = 40;
-  double min_generation_ratio = 0.5;
+  double ratio = 0.15;                // the share of tokens blanked
+  double mean_span = 3.0;             // the spans' Poisson mean
+  int64_t max_span = 40;              // spans are shorter than this
+  double min_generation_ratio = 0.5;  // the generation span's least share of the sequence
 };
 
+// One sequence laid out for GLM (above).
 struct GlmExample {
   std::vector<int64_t> tokens;           // part A, then part B's inputs ([START] and each span but its last token)
   std::vector<int64_t> labels;           // -100 over part A, each span's tokens and [END] over part B

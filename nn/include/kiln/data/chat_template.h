@@ -15,6 +15,7 @@
 
 namespace kiln::data {
 
+// Which turns an example trains on, and how long it may be.
 struct ChatTemplateOptions {
   // Every assistant turn is trained (Vicuna's masking), or only the last.
   bool train_every_assistant_turn = true;
@@ -25,7 +26,7 @@ struct ChatTemplateOptions {
 
 // An example's inputs and their next-token targets, of one length.
 struct ChatExample {
-  std::vector<int64_t> inputs, targets;
+  std::vector<int64_t> inputs, targets;  // targets -100 where nothing is trained
 };
 
 // The conversation's tokens: every turn with its markers.

@@ -15,14 +15,16 @@
 
 namespace kiln::data {
 
+// Who speaks a turn.
 enum class Role { System, User, Assistant };
 
 // One turn of a conversation: who speaks and what.
 struct Message {
-  Role role;
-  std::string content;
-  bool operator==(const Message&) const = default;
+  Role role;            // the speaker
+  std::string content;  // the text, as said
+  bool operator==(const Message&) const = default;  // role and content alike
 };
+// The turns in order.
 using Conversation = std::vector<Message>;
 
 // Alpaca, ShareGPT/Vicuna or messages records, each a conversation (the shape
@@ -32,8 +34,9 @@ std::vector<Conversation> read_conversations(const std::string& path);
 // A prompt with a preferred and a rejected answer (DPO, reward models).
 struct PreferencePair {
   Conversation prompt;  // ends with the user's turn
-  std::string chosen, rejected;
+  std::string chosen, rejected;  // the assistant's answers
 };
+// Preference records (above), one pair each.
 std::vector<PreferencePair> read_preferences(const std::string& path);
 
 // A prompt to answer (PPO, GRPO, evaluation), with its reference answer when known.
@@ -41,6 +44,7 @@ struct Prompt {
   Conversation prompt;  // ends with the user's turn
   std::string answer;   // empty when the file gives none
 };
+// Prompt records (above), one prompt each.
 std::vector<Prompt> read_prompts(const std::string& path);
 
 }  // namespace kiln::data

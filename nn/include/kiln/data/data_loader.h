@@ -17,26 +17,27 @@ namespace kiln::data {
 
 // A DataLoader's batch, sequence length, rank's share and device.
 struct DataLoaderOptions {
-  int64_t batch_size = 8;
-  int64_t seq_len = 64;
-  int rank = 0;
-  int world_size = 1;
-  bool shuffle = false;
-  uint64_t seed = 0;
-  Device device = kCPU;
+  int64_t batch_size = 8;  // rows per rank and batch
+  int64_t seq_len = 64;    // tokens per row
+  int rank = 0;            // this rank's share of each batch, of world_size
+  int world_size = 1;    // ranks sharing each batch
+  bool shuffle = false;  // each shard's order of windows drawn from (seed, epoch, shard)
+  uint64_t seed = 0;     // of the shuffle
+  Device device = kCPU;  // where batches are made
 };
 
 // Where the loader stands: the next batch to read. Saved in checkpoints.
 struct LoaderPosition {
-  int64_t epoch = 0;
-  int64_t shard = 0;
-  int64_t batch = 0;
-  bool operator==(const LoaderPosition&) const = default;
+  int64_t epoch = 0;  // passes over every shard done
+  int64_t shard = 0;  // the file being read
+  int64_t batch = 0;  // the next batch of that file
+  bool operator==(const LoaderPosition&) const = default;  // every field alike
 };
 
 // Batches of (input, target) token windows from a token file, this rank's share.
 class DataLoader {
  public:
+  // Opens token files (shards, read in order); raises when one holds no whole batch.
   DataLoader(std::vector<std::string> files, const DataLoaderOptions& options);
 
   // x (B, T) and y (B, T) int64, y shifted by one token; advances the position.

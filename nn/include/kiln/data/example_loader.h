@@ -23,8 +23,8 @@ namespace kiln::data {
 // several examples: `attention` then gives each token's position in its
 // example and the examples' bounds (nn::AttentionInputs::cu_seqlens).
 struct ExampleBatch {
-  Tensor inputs, targets, lengths;
-  nn::AttentionInputs attention;
+  Tensor inputs, targets, lengths;  // (rows, L), (rows, L), (rows)
+  nn::AttentionInputs attention;    // packed rows' positions and bounds; empty when padded
 };
 
 // Examples as one batch padded to the longest: inputs with pad_id, targets with -100.
@@ -37,21 +37,23 @@ ExampleBatch pack_examples(const std::vector<const ChatExample*>& examples, int6
 
 // An ExampleLoader's batch, rank's share, order, padding or packing, and device.
 struct ExampleLoaderOptions {
-  int64_t batch_size = 8;
-  int rank = 0;
-  int world_size = 1;
-  bool shuffle = true;
-  uint64_t seed = 0;
-  int64_t pad_id = 0;
+  int64_t batch_size = 8;  // groups per rank and batch
+  int rank = 0;            // this rank's share of each batch, of world_size
+  int world_size = 1;   // ranks sharing each batch
+  bool shuffle = true;  // each epoch's order of groups drawn from (seed, epoch)
+  uint64_t seed = 0;    // of the shuffle
+  int64_t pad_id = 0;  // the inputs' padding token
+  // Consecutive examples that stay together in one batch, in order (a prompt's
+  // chosen and rejected answers: 2); the examples count must be a multiple.
   int64_t group = 1;
   int64_t pack_tokens = 0;  // > 0: each batch's examples packed into rows of this many tokens
-  Device device = kCPU;
+  Device device = kCPU;     // where batches are made
 };
 
 // Batches of chat examples (inputs, targets, lengths, attention inputs), padded or packed.
 class ExampleLoader {
  public:
-  ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);
+  ExampleLoader(std::vector<ChatExample> examples, const ExampleLoaderOptions& options);  // raises on a partial group
 
   // The next B group rows, each group's examples in order; advances.
   ExampleBatch next();

@@ -13,14 +13,16 @@
 
 namespace kiln::data {
 
+// BERT's masking: the tokens that may be drawn, and how many.
 struct MaskingOptions {
   int64_t mask_id = 0;     // [MASK]
   int64_t vocab_size = 0;  // random replacements come from [0, vocab_size)
   std::vector<int64_t> never_mask;  // [CLS], [SEP], [PAD], ...
-  double mask_prob = 0.15;
-  int64_t max_predictions_per_128 = 20;
+  double mask_prob = 0.15;               // the share of a row's real tokens drawn
+  int64_t max_predictions_per_128 = 20;  // the most drawn per 128 tokens of a row
 };
 
+// A masked batch.
 struct MaskedBatch {
   Tensor inputs;  // (B, T) int64: the corrupted tokens
   Tensor labels;  // (B, T) int64: the original token at the drawn positions, -100 elsewhere

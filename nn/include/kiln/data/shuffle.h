@@ -7,6 +7,7 @@
 
 namespace kiln::data {
 
+// The permutation of (seed, stream): a data loader's stream numbers its epoch (and shard).
 std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, uint64_t stream);
 
 }  // namespace kiln::data

@@ -10,6 +10,7 @@
 
 namespace kiln::data {
 
+// The header's magic and version for uint16 and for uint32 tokens, and its length.
 inline constexpr int32_t kMagicU16 = 20240520, kVersionU16 = 1;
 inline constexpr int32_t kMagicU32 = 20240801, kVersionU32 = 7;
 inline constexpr int64_t kHeaderInts = 256;
@@ -21,17 +22,18 @@ void write_tokens(const std::string& path, const std::vector<uint32_t>& tokens);
 // when it is missing, empty, truncated or not a token file.
 class TokenFile {
  public:
-  explicit TokenFile(const std::string& path);
+  explicit TokenFile(const std::string& path);  // maps path, checking its header
   ~TokenFile();
   TokenFile(const TokenFile&) = delete;
   TokenFile& operator=(const TokenFile&) = delete;
-  TokenFile(TokenFile&& other) noexcept;
+  TokenFile(TokenFile&& other) noexcept;  // other is left empty
 
-  int64_t size() const { return count_; }
+  int64_t size() const { return count_; }  // the tokens held
+  // Token i, unchecked.
   uint32_t operator[](int64_t i) const {
     return wide_ ? static_cast<const uint32_t*>(tokens_)[i] : static_cast<const uint16_t*>(tokens_)[i];
   }
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return path_; }  // as opened
 
  private:
   std::string path_;

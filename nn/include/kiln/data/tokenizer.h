@@ -19,16 +19,17 @@ namespace kiln::data {
 // The special symbols kiln reserves in the tokenizers it trains, for every
 // stage and model family: padding, chat roles and the end of a turn, BERT's
 // [CLS]/[SEP]/[MASK], GLM's [sMASK]/[gMASK] and its span delimiters, and T5's
-// sentinels (<extra_id_0>, ...). Each is one id, in text as in ids.
+// sentinels (`<extra_id_0>`, ...). Each is one id, in text as in ids.
 enum class Special { Pad, System, User, Assistant, EndOfTurn, Cls, Sep, Mask, SMask, GMask, StartOfPiece, EndOfPiece };
 // The symbol's text: "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "[CLS]", "[SEP]",
 // "[MASK]", "[sMASK]", "[gMASK]", "<|startofpiece|>", "<|endofpiece|>".
 std::string_view special_piece(Special s);
-// T5's sentinel i: "<extra_id_i>".
+// T5's sentinel i: `<extra_id_i>`.
 std::string sentinel_piece(int i);
 
 // How train_tokenizer trains a sentencepiece model.
 struct TokenizerTrainOptions {
+  // sentencepiece's settings, under its names.
   int vocab_size = 4096;
   std::string model_type = "bpe";
   double character_coverage = 1.0;
@@ -51,9 +52,10 @@ class Tokenizer {
   static void train(const std::vector<std::string>& documents, const std::string& model_prefix,
                     const TokenizerTrainOptions& options);
 
+  // Text to ids and back; special symbols are one id each, in text as in ids.
   std::vector<uint32_t> encode(const std::string& text) const;
   std::string decode(const std::vector<uint32_t>& ids) const;
-  int vocab_size() const;
+  int vocab_size() const;  // the pieces the model holds
   // The end-of-text id placed between documents.
   uint32_t eos_id() const;
   // The id of a piece, if the vocabulary has it.
@@ -65,7 +67,7 @@ class Tokenizer {
   // the tokenizer was trained without it.
   uint32_t special_id(Special s) const;
   uint32_t sentinel_id(int i) const;
-  // How many sentinels the vocabulary holds (<extra_id_0> up).
+  // How many sentinels the vocabulary holds (`<extra_id_0>` up).
   int sentinels() const;
 
  private:

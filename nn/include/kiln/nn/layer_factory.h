@@ -50,6 +50,7 @@ class LayerFactory {
   // its own experts: (E), block i from rank i.
   virtual Tensor exchange_expert_rows(const Tensor& rows, const std::vector<int64_t>& out_splits,
                                       const std::vector<int64_t>& in_splits) const;
+  // (The counts' exchange.)
   virtual Tensor exchange_expert_counts(const Tensor& counts) const;
 
   // A linear layer whose output features are split (Megatron's column

@@ -8,10 +8,10 @@ namespace kiln::nn {
 
 // An embedding table's rows, width, dtype and device.
 struct EmbeddingOptions {
-  int64_t num_embeddings;
-  int64_t embedding_dim;
-  DType dtype = kFloat32;
-  Device device = kCPU;
+  int64_t num_embeddings;  // rows: the vocabulary
+  int64_t embedding_dim;   // each row's width
+  DType dtype = kFloat32;  // the table's
+  Device device = kCPU;    // the table's
 };
 
 // What a model sees of a token embedding, whole (Embedding) or this rank's
@@ -30,7 +30,7 @@ class EmbeddingLayer : public Module {
 // A lookup table: indices (...) -> (..., embedding_dim). Initialized N(0, 1) as PyTorch.
 class Embedding : public EmbeddingLayer {
  public:
-  explicit Embedding(const EmbeddingOptions& options, Generator& gen = default_generator());
+  explicit Embedding(const EmbeddingOptions& options, Generator& gen = default_generator());  // drawn from gen
   // gen null: the table is allocated, not initialized (the caller fills it).
   Embedding(const EmbeddingOptions& options, Generator* gen);
   Tensor forward(const Tensor& indices) const override;
@@ -38,18 +38,18 @@ class Embedding : public EmbeddingLayer {
 
 // A norm's normalized shape, eps and affine parameters.
 struct NormOptions {
-  Shape normalized_shape;
-  double eps = 1e-5;
-  bool affine = true;  // a learned weight (and, for LayerNorm, bias)
-  bool bias = true;    // LayerNorm only
-  DType dtype = kFloat32;
-  Device device = kCPU;
+  Shape normalized_shape;  // the trailing dims normalized over
+  double eps = 1e-5;       // added under the root
+  bool affine = true;      // a learned weight (and, for LayerNorm, bias)
+  bool bias = true;        // LayerNorm only
+  DType dtype = kFloat32;  // the parameters'
+  Device device = kCPU;    // the parameters'
 };
 
 // LayerNorm or RMSNorm, as a block built from a spec uses either.
 class NormLayer : public Module {
  public:
-  virtual Tensor forward(const Tensor& x) const = 0;
+  virtual Tensor forward(const Tensor& x) const = 0;  // x (..., normalized_shape) -> the same shape
   // {x + residual, forward(x + residual)} from one fused kernel.
   virtual std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const = 0;
   Tensor weight;  // undefined without affine
@@ -58,12 +58,12 @@ class NormLayer : public Module {
 // LayerNorm over the last dims (Ba et al.), with weight and bias.
 class LayerNorm : public NormLayer {
  public:
-  explicit LayerNorm(const NormOptions& options);
+  explicit LayerNorm(const NormOptions& options);  // weight one, bias zero
   Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_layer_norm).
   std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
   std::string extra_repr() const override;
-  Tensor bias;
+  Tensor bias;  // undefined without affine or bias
 
  private:
   NormOptions options_;
@@ -72,7 +72,7 @@ class LayerNorm : public NormLayer {
 // RMSNorm over the last dims (Zhang and Sennrich), with weight.
 class RMSNorm : public NormLayer {
  public:
-  explicit RMSNorm(const NormOptions& options);
+  explicit RMSNorm(const NormOptions& options);  // weight one
   Tensor forward(const Tensor& x) const override;
   // {x + residual, forward(x + residual)} from one fused kernel (add_rms_norm).
   std::pair<Tensor, Tensor> forward_add(const Tensor& x, const Tensor& residual) const override;
@@ -85,9 +85,9 @@ class RMSNorm : public NormLayer {
 // Zeroes elements with probability p in training mode, drawing from its generator.
 class Dropout : public Module {
  public:
-  explicit Dropout(double p, Generator& gen = default_generator());
-  Tensor forward(const Tensor& x) const;
-  double p() const { return p_; }
+  explicit Dropout(double p, Generator& gen = default_generator());  // gen must outlive the layer
+  Tensor forward(const Tensor& x) const;  // x itself in eval mode or when p is 0
+  double p() const { return p_; }         // the probability of zeroing
   std::string extra_repr() const override;
 
  private:

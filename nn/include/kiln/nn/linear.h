@@ -25,7 +25,8 @@ struct LinearOptions {
 // the whole layer's sizes and a column layer's output segments (q, k and v).
 // An adapter (nn/lora.h) splits with its layer by it.
 struct LinearSplit {
-  enum Kind { Whole, Column, Row };  // not split; output features split; input features split
+  // Not split; output features split; input features split.
+  enum Kind { Whole, Column, Row };
   Kind kind = Whole;                 // how this layer is split
   int64_t in_features = 0, out_features = 0;  // the whole layer's; 0: the weight's
   std::vector<int64_t> segments;              // column: the output's segments; empty: one

@@ -78,6 +78,7 @@ class Module {
   // not trained) or a child module under name; each returns what it registered.
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor t);
+  // Adds m as a child under name (its parameters then appear as "name.weight"); returns m.
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     check_name(name);
@@ -102,13 +103,15 @@ class Module {
 // names them so.
 class ModuleList : public Module {
  public:
-  explicit ModuleList(size_t first = 0) : first_(first) {}
+  explicit ModuleList(size_t first = 0) : first_(first) {}  // first: the first item's name
+  // Appends m, named by its place; returns m.
   template <typename M>
   std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
     items_.push_back(m);
     return register_module(std::to_string(first_ + items_.size() - 1), std::move(m));
   }
-  size_t size() const { return items_.size(); }
+  size_t size() const { return items_.size(); }  // the items held
+  // Item i as an M; raises when i is out of range or the item is not an M.
   template <typename M>
   M& at(size_t i) const {
     KILN_CHECK(i < items_.size(), "[ModuleList] index {} out of range for {} modules", i, items_.size());
@@ -128,17 +131,19 @@ class ModuleList : public Module {
 //   mlp.push_back(std::make_shared<Lambda>(relu));
 class Sequential : public Module {
  public:
+  // Appends m as the next step; returns m.
   template <typename M>
   std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
     steps_.push_back([raw = m.get()](const Tensor& x) { return raw->forward(x); });
     return register_module(std::to_string(steps_.size() - 1), std::move(m));
   }
+  // x through every step in order.
   Tensor forward(const Tensor& x) const {
     Tensor y = x;
     for (const auto& step : steps_) y = step(y);
     return y;
   }
-  size_t size() const { return steps_.size(); }
+  size_t size() const { return steps_.size(); }  // the steps held
 
  private:
   std::vector<std::function<Tensor(const Tensor&)>> steps_;
@@ -147,8 +152,8 @@ class Sequential : public Module {
 // A parameter-free function as a module (an activation in a Sequential).
 class Lambda : public Module {
  public:
-  explicit Lambda(std::function<Tensor(const Tensor&)> fn) : fn_(std::move(fn)) {}
-  Tensor forward(const Tensor& x) const { return fn_(x); }
+  explicit Lambda(std::function<Tensor(const Tensor&)> fn) : fn_(std::move(fn)) {}  // fn: x -> y
+  Tensor forward(const Tensor& x) const { return fn_(x); }  // fn(x)
 
  private:
   std::function<Tensor(const Tensor&)> fn_;

@@ -32,7 +32,7 @@ namespace kiln::nn {
 // The routing of one forward's N tokens: their permutation into the experts'
 // order, and how many rows each expert takes.
 struct Routing {
-  MoePermutation permutation;
+  MoePermutation permutation;           // the tokens' choices into rows and back
   std::vector<int64_t> expert_rows;     // (E) rows each expert takes, after drops
   std::vector<int64_t> expert_choices;  // (E) top-k choices of each expert, before drops
   int64_t dropped = 0;                  // choices dropped for capacity
@@ -50,10 +50,10 @@ struct MoeStats {
   double aux_loss = 0;  // the load-balancing losses, coefficient applied
   double z_loss = 0;    // the z-losses, coefficient applied
   std::vector<int64_t> expert_choices;  // top-k choices per expert
-  int64_t choices = 0, dropped = 0;
-  int64_t forwards = 0;  // layer forwards summed over
+  int64_t choices = 0, dropped = 0;  // top-k choices made, and dropped for capacity
+  int64_t forwards = 0;              // layer forwards summed over
 
-  void add(const MoeStats& other);
+  void add(const MoeStats& other);  // other's counts added to these
 };
 
 // A mixture of experts in place of a block's MLP (above).
@@ -63,6 +63,7 @@ class MoeLayer : public Module {
   // [ep_rank E / ep, (ep_rank + 1) E / ep); each forward sends every routed
   // row to its expert's rank and back (two all-to-alls each way).
   MoeLayer(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
+  // One process, every expert.
   MoeLayer(const BlockSpec& spec, Generator& dropout_gen, DType dtype = kFloat32, Device device = kCPU)
       : MoeLayer(spec, *local_layers(), dropout_gen, dtype, device) {}
   // x (B, T, C) -> (B, T, C).
@@ -71,7 +72,7 @@ class MoeLayer : public Module {
   Tensor router;  // (E, C)
   Tensor up;      // (local E, hidden, C), or (local E, 2 hidden, C) holding [gate; up] for the gated kinds
   Tensor down;    // (local E, C, hidden)
-  std::shared_ptr<Dropout> dropout;
+  std::shared_ptr<Dropout> dropout;  // on the output
 
   // The auxiliary losses' gradient: 1 / the micro-batches a step averages.
   void set_aux_loss_scale(double scale) const { aux_loss_scale_ = scale; }

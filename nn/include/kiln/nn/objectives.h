@@ -29,6 +29,7 @@ Tensor masked_sum(const Tensor& x, const Tensor& mask);
 // with tokens > 0, the masked sum divided by tokens instead of the mask's count.
 Tensor masked_mean(const Tensor& x, const Tensor& mask, double tokens = 0);
 
+// What pairwise_reward_loss returns.
 struct PairwiseLoss {
   Tensor loss;      // mean of -log sigmoid(chosen - rejected)
   double accuracy;  // share of pairs with chosen > rejected
@@ -37,10 +38,11 @@ struct PairwiseLoss {
 // The reward model's loss on scores (N) of chosen and rejected answers.
 PairwiseLoss pairwise_reward_loss(const Tensor& chosen, const Tensor& rejected);
 
+// What dpo_loss returns.
 struct DPOLoss {
-  Tensor loss;            // mean over pairs
-  Tensor chosen_rewards;  // beta (log pi(chosen) - log ref(chosen)), (N), detached
-  Tensor rejected_rewards;
+  Tensor loss;              // mean over pairs
+  Tensor chosen_rewards;    // beta (log pi(chosen) - log ref(chosen)), (N), detached
+  Tensor rejected_rewards;  // beta (log pi(rejected) - log ref(rejected)), (N), detached
   double accuracy;  // share of pairs whose chosen reward beats the rejected one
   double margin;    // mean of chosen_rewards - rejected_rewards
 };
@@ -50,6 +52,7 @@ struct DPOLoss {
 DPOLoss dpo_loss(const Tensor& policy_chosen, const Tensor& policy_rejected, const Tensor& reference_chosen,
                  const Tensor& reference_rejected, double beta = 0.1, double label_smoothing = 0.0);
 
+// What gae returns.
 struct Advantages {
   Tensor advantages;  // (B, T), zero outside the mask
   Tensor returns;     // advantages + values
@@ -64,6 +67,7 @@ Advantages gae(const Tensor& rewards, const Tensor& values, const Tensor& mask, 
 // the mean and std are those of every rank's tokens together.
 Tensor whiten(const Tensor& advantages, const Tensor& mask, const std::function<void(Tensor&)>& all_sum = {});
 
+// What ppo_policy_loss returns.
 struct PolicyLoss {
   Tensor loss;           // token mean of -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)
   double clip_fraction;  // share of tokens where the clipped term was taken
@@ -89,10 +93,11 @@ Tensor kl_k3(const Tensor& log_probs, const Tensor& reference_log_probs);
 // GRPO: rewards (P G) of G samples for each of P prompts, normalized within
 // each group: (r - mean) / (std + 1e-4), std with Bessel's correction as TRL.
 Tensor group_advantages(const Tensor& rewards, int64_t group_size);
+// What grpo_loss returns.
 struct GRPOLoss {
-  Tensor loss;  // mean over sequences of each one's token mean of -(min(ratio A, clip A) - beta k3)
-  double kl;    // token mean of k3
-  double clip_fraction;
+  Tensor loss;           // mean over sequences of each one's token mean of -(min(ratio A, clip A) - beta k3)
+  double kl;             // token mean of k3
+  double clip_fraction;  // share of tokens where the clipped term was taken
 };
 // GRPO's loss: sequence advantages (B) spread over each sequence's masked tokens.
 GRPOLoss grpo_loss(const Tensor& log_probs, const Tensor& old_log_probs, const Tensor& reference_log_probs,

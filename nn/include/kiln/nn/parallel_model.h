@@ -62,7 +62,7 @@ class ParallelModel : public Module {
     }
   }
 
-  std::shared_ptr<const LayerFactory> factory_;
+  std::shared_ptr<const LayerFactory> factory_;  // the layout's; a one-process factory when none was given
 };
 
 }  // namespace kiln::nn

@@ -13,22 +13,22 @@ namespace kiln::nn {
 // context / low_freq_factor are slowed by `factor`, those shorter than
 // original / high_freq_factor kept, the ones between interpolated.
 struct RopeScaling {
-  double factor = 8.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_positions = 8192;
-  bool operator==(const RopeScaling&) const = default;
+  double factor = 8.0;                    // the slowdown of the long wavelengths
+  double low_freq_factor = 1.0;           // the long wavelengths' bound
+  double high_freq_factor = 4.0;          // the short wavelengths' bound
+  int64_t original_max_positions = 8192;  // the context the model was trained at
+  bool operator==(const RopeScaling&) const = default;  // every field alike
 };
 
 // Rotary positions: the base, Llama 3's frequency scaling, and how many of a head's features rotate.
 struct RopeSpec {
-  double theta = 10000.0;
-  std::optional<RopeScaling> scaling;
+  double theta = 10000.0;              // the base of the wavelengths
+  std::optional<RopeScaling> scaling;  // none: unscaled
   // How many of each head's features rotate (the first ones; even): 0 for
   // all of them, fewer for GPT-NeoX's partial rotary (rotary_pct), the rest
   // passing as they are.
   int64_t dims = 0;
-  bool operator==(const RopeSpec&) const = default;
+  bool operator==(const RopeSpec&) const = default;  // every field alike
 };
 
 // The inverse frequency of each rotated pair i < head_dim / 2, scaled as the spec says.

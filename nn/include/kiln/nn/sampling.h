@@ -9,6 +9,7 @@
 
 namespace kiln::nn {
 
+// How a token is drawn from logits.
 struct SamplingOptions {
   double temperature = 1.0;  // 0: greedy
   int64_t top_k = 0;         // 0: no limit
@@ -28,6 +29,7 @@ std::vector<int64_t> prompt_window(const std::vector<int64_t>& prompt, int64_t m
 std::vector<int64_t> generate(const TransformerLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop = -1);
 
+// What generate_batch returns.
 struct BatchGeneration {
   std::vector<std::vector<int64_t>> tokens;  // each prompt's new tokens, through `stop` when it was drawn
   // log p of each new token under the model (its logits at temperature 1,

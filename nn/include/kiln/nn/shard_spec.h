@@ -23,7 +23,7 @@ namespace kiln::nn {
 
 // How one parameter splits across ranks (above).
 struct ShardSpec {
-  int64_t dim = -1;
+  int64_t dim = -1;               // the dim split; -1: replicated
   std::vector<int64_t> segments;  // empty: one segment, the whole dim
   int64_t valid = -1;             // >= 0: the real extent along dim (a single segment)
   int64_t padded = -1;            // with valid: the extent with padding
@@ -31,7 +31,7 @@ struct ShardSpec {
   // the tensor-parallel one.
   bool experts = false;
 
-  bool replicated() const { return dim < 0; }
+  bool replicated() const { return dim < 0; }  // every rank holds it whole
   // Rank `rank`'s part of full.
   Tensor take(const Tensor& full, int rank, int ranks) const;
   // The full tensor from every rank's part (in rank order).

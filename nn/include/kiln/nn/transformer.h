@@ -19,6 +19,8 @@
 
 namespace kiln::nn {
 
+// LayerNorm (GPT-2, BERT: centred, scaled, shifted) or RMSNorm (LLaMA, T5:
+// scaled by the root mean square only).
 enum class NormKind { LayerNorm, RMSNorm };
 // Pre-norm (GPT-2, LLaMA): x + f(norm(x)). Post-norm (the original
 // Transformer, BERT): norm(x + f(x)).
@@ -46,18 +48,18 @@ Tensor mlp_activation(MlpKind kind, const Tensor& up);
 
 // A block's norm: its kind, eps and bias.
 struct NormSpec {
-  NormKind kind = NormKind::LayerNorm;
-  double eps = 1e-5;
+  NormKind kind = NormKind::LayerNorm;  // LayerNorm or RMSNorm
+  double eps = 1e-5;  // added to the variance (mean square) under the root
   bool bias = true;  // LayerNorm only
 };
 
 // A block's attention: heads, kv heads, head size, biases, positions, mask and scale.
 struct AttentionSpec {
-  int64_t heads = 12;
+  int64_t heads = 12;  // query heads
   int64_t kv_heads = 0;  // 0: as heads (multi-head); fewer: grouped-query; 1: multi-query
   int64_t head_dim = 0;  // 0: d_model / heads
-  bool qkv_bias = true;
-  bool out_bias = true;
+  bool qkv_bias = true;  // biases on the q, k, v projections
+  bool out_bias = true;  // a bias on the output projection
   std::optional<RopeSpec> rope;  // rotary positions on q and k; none: the model adds positions
   // ALiBi (BLOOM): a linear bias on each head's scores by the key's distance
   // behind the query, BLOOM's slopes (alibi_slopes), computed in the kernels.
@@ -85,9 +87,9 @@ enum class DropPolicy { Probs, Position };
 // MLP spec's kind and hidden size (without biases), each token through the
 // top_k experts its router picks, their outputs summed under its gates.
 struct MoeSpec {
-  int64_t experts = 8;
-  int64_t top_k = 2;
-  RouterScore score = RouterScore::TopKThenSoftmax;
+  int64_t experts = 8;  // experts in each MoE layer
+  int64_t top_k = 2;    // experts each token goes through
+  RouterScore score = RouterScore::TopKThenSoftmax;  // how gates come from router logits
   // Each expert takes at most ceil(tokens top_k / experts capacity_factor)
   // choices of a forward's tokens; 0: dropless, no limit.
   double capacity_factor = 0;
@@ -105,9 +107,9 @@ struct MoeSpec {
 
 // A block's MLP: its kind, hidden size, bias, and experts in its place.
 struct MlpSpec {
-  MlpKind kind = MlpKind::GeluTanh;
+  MlpKind kind = MlpKind::GeluTanh;  // the activation, gated or not
   int64_t hidden = 0;  // 0: 4 d_model, or LLaMA's rule (SwiGLU)
-  bool bias = true;
+  bool bias = true;    // biases on its projections
   std::optional<MoeSpec> moe;  // experts in this MLP's place (in the layers MoeSpec::every picks)
   // LLaMA's hidden size: 2/3 of 4 d_model, times multiplier, rounded up to multiple_of.
   static int64_t swiglu_hidden(int64_t d_model, int64_t multiple_of = 256, double multiplier = 1.0);
@@ -115,12 +117,12 @@ struct MlpSpec {
 
 // One transformer block, part by part (README's table).
 struct BlockSpec {
-  int64_t d_model = 768;
-  NormSpec norm;
-  NormPlacement placement = NormPlacement::Pre;
-  Residual residual = Residual::Sequential;
-  AttentionSpec attention;
-  MlpSpec mlp;
+  int64_t d_model = 768;  // the residual stream's width
+  NormSpec norm;          // every norm of the block
+  NormPlacement placement = NormPlacement::Pre;  // pre-norm or post-norm
+  Residual residual = Residual::Sequential;      // sequential or parallel attention and MLP
+  AttentionSpec attention;  // the self-attention (and the cross-attention's heads)
+  MlpSpec mlp;              // the MLP, or the experts in its place
   double dropout = 0.0;  // on the attention's and the MLP's outputs
   // A decoder block of an encoder-decoder (T5): attention over the encoder's
   // output (Memory) between the self-attention and the MLP, with its own norm.
@@ -129,11 +131,13 @@ struct BlockSpec {
   // backward (Megatron's full recomputation): the same gradients, less memory.
   bool recompute = false;
 
+  // The attention's head size, kv heads and the MLP's hidden size, their
+  // defaults (0) resolved.
   int64_t head_dim() const { return attention.head_dim > 0 ? attention.head_dim : d_model / attention.heads; }
-  // The features of a head that RoPE rotates.
-  int64_t rotary_dims() const { return attention.rope && attention.rope->dims > 0 ? attention.rope->dims : head_dim(); }
   int64_t kv_heads() const { return attention.kv_heads > 0 ? attention.kv_heads : attention.heads; }
   int64_t mlp_hidden() const;
+  // The features of a head that RoPE rotates.
+  int64_t rotary_dims() const { return attention.rope && attention.rope->dims > 0 ? attention.rope->dims : head_dim(); }
   // Raises unless the sizes fit together (heads, kv heads, head size, RoPE's even head size).
   void check() const;
 };
@@ -153,30 +157,30 @@ struct BlockSpec {
 // bias, computed once for the stack) is (1 or B, H, Tq, Tk) over all the
 // model's heads; a tensor-parallel rank takes its own.
 struct AttentionInputs {
-  Tensor prefix_lengths;
-  Tensor key_lengths;
-  Tensor key_starts;
-  Tensor positions;
-  Tensor cu_seqlens;
-  Tensor block_positions;
-  Tensor bias;
+  Tensor prefix_lengths;   // (B): PrefixLM's bidirectional prefix of each row
+  Tensor key_lengths;      // (B): each row's real length; keys past it are padding
+  Tensor key_starts;       // (B): each left-padded row's first real key
+  Tensor positions;        // (B, T) int64: each token's position
+  Tensor cu_seqlens;       // (n + 1), on the host: packed examples' bounds in B T
+  Tensor block_positions;  // (B, T) int64: GLM's place inside a span
+  Tensor bias;             // (1 or B, H, Tq, Tk): added to every self-attention's scores
 };
 
 // What a decoder block's cross-attention reads: the encoder's output (B, S, C)
 // and each row's real length (B) int32/int64 (keys past it are padding), or
 // undefined lengths for none.
 struct Memory {
-  Tensor states;
-  Tensor lengths;
+  Tensor states;   // (B, S, C)
+  Tensor lengths;  // (B), or undefined: no padding
 };
 
 // Keys and values of the positions seen so far, for one layer: (B, Hkv, T, D);
 // a decoder block's cross-attention keeps the memory's keys and values,
 // computed once.
 struct KVCache {
-  Tensor k, v;
-  Tensor memory_k, memory_v;
-  int64_t length() const { return k.defined() ? k.size(2) : 0; }
+  Tensor k, v;                // (B, Hkv, T, D): the self-attention's
+  Tensor memory_k, memory_v;  // (B, Hkv, S, D): the cross-attention's, of the memory
+  int64_t length() const { return k.defined() ? k.size(2) : 0; }  // the positions cached
 };
 
 // ALiBi's slope of each of `heads` heads, as BLOOM computes them: the
@@ -184,6 +188,7 @@ struct KVCache {
 // the rest interleaved from the sequence of 2 n.
 std::vector<double> alibi_slopes(int64_t heads);
 
+// A norm of the spec's kind over `dim` features, at one (biases zero).
 std::shared_ptr<NormLayer> make_norm(const NormSpec& spec, int64_t dim, DType dtype, Device device);
 
 // A block's self-attention, this rank's heads of it.
@@ -197,7 +202,7 @@ class Attention : public Module {
 
   std::shared_ptr<LinearLayer> qkv;  // C -> (heads + 2 kv_heads) head_dim: q, k, v of every head
   std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
-  std::shared_ptr<Dropout> dropout;
+  std::shared_ptr<Dropout> dropout;  // on the output
 
  private:
   AttentionSpec spec_;
@@ -211,6 +216,7 @@ class Attention : public Module {
 // spec's heads, head size, biases and scale; no positions.
 class CrossAttention : public Module {
  public:
+  // The heads of this rank (all of them on one process) from factory.
   CrossAttention(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
   // x (B, T, C), memory.states (B, S, C) -> (B, T, C). With a cache, the
   // memory's keys and values are computed on the first call and kept.
@@ -219,7 +225,7 @@ class CrossAttention : public Module {
   std::shared_ptr<LinearLayer> q;    // C -> heads head_dim
   std::shared_ptr<LinearLayer> kv;   // C -> 2 kv_heads head_dim: k, v of every head
   std::shared_ptr<LinearLayer> out;  // heads head_dim -> C
-  std::shared_ptr<Dropout> dropout;
+  std::shared_ptr<Dropout> dropout;  // on the output
 
  private:
   AttentionSpec spec_;
@@ -231,12 +237,14 @@ class MoeLayer;
 // A block's dense MLP, this rank's share of its hidden features.
 class Mlp : public Module {
  public:
+  // This rank's hidden features (all of them on one process) from factory.
   Mlp(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype, Device device);
+  // x (..., C) -> (..., C).
   Tensor forward(const Tensor& x) const;
 
   std::shared_ptr<LinearLayer> up;    // C -> hidden, or [gate; up] (2 hidden) for SwiGLU
   std::shared_ptr<LinearLayer> down;  // hidden -> C
-  std::shared_ptr<Dropout> dropout;
+  std::shared_ptr<Dropout> dropout;   // on the output
 
  private:
   MlpKind kind_;
@@ -246,6 +254,7 @@ class Mlp : public Module {
 // or load values (a model does one or the other).
 class Block : public Module {
  public:
+  // This rank's share of the block (the whole of it on one process) from factory.
   Block(const BlockSpec& spec, const LayerFactory& factory, Generator& dropout_gen, DType dtype = kFloat32,
         Device device = kCPU);
   // One process, whole layers.
@@ -260,10 +269,10 @@ class Block : public Module {
   void reset_parameters(Generator& gen, double std = 0.02, double residual_std = 0.02);
   const BlockSpec& spec() const { return spec_; }
 
-  std::shared_ptr<NormLayer> attn_norm, mlp_norm;
-  std::shared_ptr<Attention> attn;
-  std::shared_ptr<NormLayer> cross_norm;     // spec.cross_attention only
-  std::shared_ptr<CrossAttention> cross_attn;
+  std::shared_ptr<NormLayer> attn_norm, mlp_norm;  // before (pre-norm) or after (post-norm) each
+  std::shared_ptr<Attention> attn;                 // the self-attention
+  std::shared_ptr<NormLayer> cross_norm;           // spec.cross_attention only
+  std::shared_ptr<CrossAttention> cross_attn;      // spec.cross_attention only
   std::shared_ptr<Mlp> mlp;       // the dense MLP, or
   std::shared_ptr<MoeLayer> moe;  // the experts (spec.mlp.moe), under the name "mlp"
 

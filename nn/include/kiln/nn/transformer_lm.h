@@ -29,9 +29,9 @@ namespace kiln::nn {
 struct ModelSpec {
   std::string family;          // "gpt2", "llama": the Hugging Face names and config it maps to; others keep kiln's
   int64_t vocab_size = 50257;  // real tokens; the table is padded beyond
-  int64_t max_positions = 1024;
-  int64_t n_layer = 12;
-  BlockSpec block;
+  int64_t max_positions = 1024;  // the longest sequence
+  int64_t n_layer = 12;          // blocks
+  BlockSpec block;               // every block's
   bool learned_positions = true;  // an embedding of positions added to the tokens' (GPT-2)
   // Rows of the learned positions' table before position 0's: position p
   // reads row p + position_offset (OPT's 2, a relic of fairseq's padding).
@@ -118,7 +118,7 @@ class TransformerLM : public StagedModel {
   MoeStats moe_stats(bool reset = true);
   void set_aux_loss_scale(double scale) const override;
 
-  const ModelSpec& spec() const { return spec_; }
+  const ModelSpec& spec() const { return spec_; }  // vocab_size follows resize_vocab
   // This stage's layers [first, last) of the model's n_layer.
   std::pair<int64_t, int64_t> layer_range() const { return layer_range_; }
   int64_t padded_vocab_size() const { return padded_vocab_; }

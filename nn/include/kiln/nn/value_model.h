@@ -14,6 +14,7 @@ namespace kiln::nn {
 // A TransformerLM backbone with a scalar head: a reward model or critic (above).
 class ValueModel : public TransformerLM {
  public:
+  // spec's backbone without its LM head, and a scalar head, drawn from gen.
   explicit ValueModel(ModelSpec spec, Generator& gen = default_generator(), DType dtype = kFloat32,
                       Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
 

@@ -13,8 +13,8 @@ namespace kiln::optim {
 
 // Parameters that share a weight decay and a learning-rate scale.
 struct ParamGroup {
-  std::vector<Tensor> params;
-  double weight_decay = 0.0;
+  std::vector<Tensor> params;  // stepped in order
+  double weight_decay = 0.0;   // as each optimizer applies it (AdamW, Lion: decoupled)
   // The group steps at lr() * lr_scale: rates per group (layer-wise decay,
   // a slower embedding) that a schedule, which sets lr(), scales alike.
   double lr_scale = 1.0;
@@ -29,7 +29,7 @@ std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Te
 // The base of SGD, AdamW and Lion: parameter groups, learning rate and state (above).
 class Optimizer {
  public:
-  Optimizer(std::vector<ParamGroup> groups, double lr, const char* name);
+  Optimizer(std::vector<ParamGroup> groups, double lr, const char* name);  // name: in errors and state_dict checks
   virtual ~Optimizer() = default;
 
   // Updates every parameter that has a gradient.

@@ -15,12 +15,13 @@ namespace kiln::optim {
 // torch's StepLR: max_lr times gamma after every step_size steps past the
 // warmup (min_lr and total unused).
 struct LRSchedule {
+  // The shape after the warmup.
   enum class Decay { Constant, Cosine, Linear, Step };
-  double max_lr = 3e-4;
-  double min_lr = 0.0;
-  int64_t warmup = 0;
-  int64_t total = 1;
-  Decay decay = Decay::Cosine;
+  double max_lr = 3e-4;  // reached at the warmup's end
+  double min_lr = 0.0;   // reached at total (Cosine, Linear)
+  int64_t warmup = 0;    // steps
+  int64_t total = 1;     // steps
+  Decay decay = Decay::Cosine;  // the shape after the warmup
   int64_t step_size = 1;  // Step only
   double gamma = 0.1;     // Step only
 
@@ -30,12 +31,13 @@ struct LRSchedule {
   static Decay parse(std::string_view name);
 };
 
+// ReduceLROnPlateau's settings (torch's names).
 struct PlateauOptions {
   double factor = 0.1;      // the rate is multiplied by this on a plateau
   int64_t patience = 10;    // evaluations without improvement tolerated
   double threshold = 1e-4;  // an improvement: below best * (1 - threshold)
   int64_t cooldown = 0;     // evaluations after a reduction before counting again
-  double min_lr = 0.0;
+  double min_lr = 0.0;      // the rate never falls below this
 };
 
 // torch's ReduceLROnPlateau (mode "min", relative threshold): after more than
@@ -43,10 +45,10 @@ struct PlateauOptions {
 // rate is multiplied by `factor` (never below min_lr).
 class ReduceLROnPlateau {
  public:
-  ReduceLROnPlateau(Optimizer& optimizer, const PlateauOptions& options = {});
+  ReduceLROnPlateau(Optimizer& optimizer, const PlateauOptions& options = {});  // optimizer must outlive it
   // Records one evaluation; true when it reduced the rate.
   bool step(double metric);
-  double best() const { return best_; }
+  double best() const { return best_; }  // the lowest metric seen
 
  private:
   Optimizer& optimizer_;

@@ -20,7 +20,7 @@ namespace kiln {
 struct AttentionSequence {
   int64_t q_base, q_step, Tq;  // query i is row q_base + i * q_step
   int64_t k_base, k_step, Tk;  // key j is row k_base + j * k_step
-  bool causal;
+  bool causal;         // query i sees keys j <= i + Tk - Tq only
   int64_t prefix = 0;  // causal only: every query also sees keys j < prefix (a prefix LM)
   float slope = 0;     // ALiBi: the score of query i and key j gains slope (j - i - (Tk - Tq))
 
@@ -30,6 +30,7 @@ struct AttentionSequence {
     return slope == 0 ? 0.f : slope * static_cast<float>(j - i - (Tk - Tq));
   }
 
+  // The rows of query i and key j.
   KILN_HOST_DEVICE int64_t query(int64_t i) const { return q_base + i * q_step; }
   KILN_HOST_DEVICE int64_t key(int64_t j) const { return k_base + j * k_step; }
   // The last key query i sees (-1: none). Causal is aligned bottom-right: query
@@ -55,14 +56,16 @@ struct AttentionSequence {
   }
 };
 
+// A whole attention call: its sizes, layout and masks, from which each
+// (sequence, head) pair's AttentionSequence follows.
 struct AttentionGeometry {
-  int64_t batch = 0, heads_q = 0, heads_kv = 0, head_dim = 0;
+  int64_t batch = 0, heads_q = 0, heads_kv = 0, head_dim = 0;  // B, Hq, Hkv, D
   int64_t Tq = 0, Tk = 0;  // the padded lengths; packed, the longest sequence's
   // Packed sequences' row offsets (batch + 1 each, in the memory of the op's
   // device); null for a padded batch.
   const int64_t* cu_q = nullptr;
   const int64_t* cu_k = nullptr;
-  bool causal = false;
+  bool causal = false;  // every sequence's mask (AttentionSequence::causal)
   // Causal only: per sequence (batch), in the memory of the op's device, the
   // keys j < prefix[b] every query sees besides its causal ones (a prefix LM,
   // GLM's part A); null for none. Padded batches only.
@@ -71,7 +74,7 @@ struct AttentionGeometry {
   // slope of the linear bias on its scores (AttentionSequence::bias); null for none.
   const float* slopes = nullptr;
 
-  KILN_HOST_DEVICE int64_t group() const { return heads_q / heads_kv; }
+  KILN_HOST_DEVICE int64_t group() const { return heads_q / heads_kv; }  // query heads per kv head
   // Query head h of sequence b (its kv head is h / group()).
   KILN_HOST_DEVICE AttentionSequence sequence(int64_t b, int64_t h) const {
     const int64_t hk = h / group();

@@ -11,21 +11,25 @@
 
 namespace kiln {
 
+// The most dimensions a tensor has.
 inline constexpr int kMaxDims = 8;
 
+// A kernel's view of a tensor (above).
 struct Buffer {
-  void* data = nullptr;
-  DType dtype = DType::Float32;
-  Device device;
-  int ndim = 0;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[kMaxDims] = {};
+  void* data = nullptr;          // the first element
+  DType dtype = DType::Float32;  // the elements' type
+  Device device;                 // where data lives
+  int ndim = 0;                  // dimensions used of sizes and strides
+  int64_t sizes[kMaxDims] = {};    // the first ndim are the shape
+  int64_t strides[kMaxDims] = {};  // in elements
 
+  // The number of elements.
   KILN_HOST_DEVICE int64_t numel() const {
     int64_t n = 1;
     for (int i = 0; i < ndim; ++i) n *= sizes[i];
     return n;
   }
+  // Whether the elements lie row-major without gaps (size-1 dimensions' strides ignored).
   KILN_HOST_DEVICE bool is_contiguous() const {
     int64_t expected = 1;
     for (int i = ndim - 1; i >= 0; --i) {
@@ -34,6 +38,7 @@ struct Buffer {
     }
     return true;
   }
+  // data as T*; the caller has checked dtype.
   template <typename T>
   KILN_HOST_DEVICE T* ptr() const {
     return static_cast<T*>(data);

@@ -12,7 +12,7 @@ namespace kiln {
 // with "[op]" and names the offending shapes, dtypes and devices.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& what) : std::runtime_error(what) {}  // what() returns the message
 };
 
 namespace detail {

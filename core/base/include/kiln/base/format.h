@@ -10,21 +10,26 @@
 #include "kiln/base/device.h"
 #include "kiln/base/dtype.h"
 
+namespace fmt {
+
 template <>
-struct fmt::formatter<kiln::DType> : fmt::formatter<std::string_view> {
-  auto format(kiln::DType t, fmt::format_context& ctx) const {
-    return fmt::formatter<std::string_view>::format(kiln::dtype_name(t), ctx);
+struct formatter<kiln::DType> : formatter<std::string_view> {
+  auto format(kiln::DType t, format_context& ctx) const {
+    return formatter<std::string_view>::format(kiln::dtype_name(t), ctx);
   }
 };
 
 template <>
-struct fmt::formatter<kiln::Device> : fmt::formatter<std::string_view> {
-  auto format(const kiln::Device& d, fmt::format_context& ctx) const {
-    return fmt::formatter<std::string_view>::format(d.str(), ctx);
+struct formatter<kiln::Device> : formatter<std::string_view> {
+  auto format(const kiln::Device& d, format_context& ctx) const {
+    return formatter<std::string_view>::format(d.str(), ctx);
   }
 };
+
+}  // namespace fmt
 
 namespace kiln {
+// Writes "float32", "cuda:1".
 inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 }  // namespace kiln

@@ -7,13 +7,16 @@
 
 namespace kiln {
 
+// A matrix's layout for a BLAS, or none (ok false).
 struct GemmLayout {
-  bool ok = false;
+  bool ok = false;          // a BLAS can read the matrix as it is
   bool transposed = false;  // column-major: element (i, j) at i + j * ld
-  int64_t ld = 0;
+  int64_t ld = 0;           // the leading dimension, at least one
 };
 
-inline GemmLayout gemm_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+// The layout of a (rows, cols) matrix whose elements lie row_stride and col_stride apart.
+inline GemmLayout
+ gemm_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
   auto at_least_one = [](int64_t v) { return v < 1 ? int64_t{1} : v; };
   if ((cols == 1 || col_stride == 1) && (rows == 1 || row_stride >= cols))
     return {true, false, rows == 1 ? at_least_one(cols) : row_stride};

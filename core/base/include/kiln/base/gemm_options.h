@@ -5,6 +5,7 @@
 
 namespace kiln {
 
+// The options of a matmul kernel (above).
 struct GemmOptions {
   // float32 operands may be rounded to TF32 on tensor cores (CUDA; the CPU
   // computes in float32 regardless).
@@ -18,7 +19,7 @@ struct GemmOptions {
   // CUDA). When pre_activation.data is set too, it receives a @ b (+ bias),
   // with out's shape and dtype, for the backward.
   bool gelu_tanh = false;
-  Buffer pre_activation;
+  Buffer pre_activation;  // a @ b (+ bias) before the GELU, when set
 };
 
 }  // namespace kiln

@@ -22,9 +22,11 @@ KILN_HOST_DEVICE inline float bits_float(uint32_t u) {
 }
 }  // namespace detail
 
+// bfloat16: float32's sign, exponent and top 7 mantissa bits.
 struct BFloat16 {
-  uint16_t bits = 0;
+  uint16_t bits = 0;  // the stored pattern
   BFloat16() = default;
+  // f rounded to nearest even (NaN stays NaN).
   KILN_HOST_DEVICE BFloat16(float f) {  // NOLINT(google-explicit-constructor)
     uint32_t u = detail::float_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it quiet
@@ -34,12 +36,15 @@ struct BFloat16 {
     u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
     bits = static_cast<uint16_t>(u >> 16);
   }
+  // The exact float value.
   KILN_HOST_DEVICE operator float() const { return detail::bits_float(uint32_t(bits) << 16); }  // NOLINT
 };
 
+// IEEE float16: 5 exponent bits, 10 mantissa bits, subnormals.
 struct Half {
-  uint16_t bits = 0;
+  uint16_t bits = 0;  // the stored pattern
   Half() = default;
+  // f rounded to nearest even; infinity past 65504, subnormals below 2^-14.
   KILN_HOST_DEVICE Half(float f) {  // NOLINT(google-explicit-constructor)
     uint32_t x = detail::float_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -63,6 +68,7 @@ struct Half {
     abs += 0xc8000fffu + mant_odd;  // rebias exponent (-112 << 23) and round
     bits = static_cast<uint16_t>(sign | (abs >> 13));
   }
+  // The exact float value.
   KILN_HOST_DEVICE operator float() const {  // NOLINT
     uint32_t sign = uint32_t(bits & 0x8000u) << 16;
     uint32_t exp = (bits >> 10) & 0x1fu;

@@ -25,7 +25,9 @@ enum class BinaryOp : uint8_t {
   SiluGrad,
 };
 
-constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::Eq && op <= BinaryOp::LogicalOr; }
+// Whether op writes bool (comparisons and logical ops).
+constexpr bool is_comparison(BinaryOp op)
+ { return op >= BinaryOp::Eq && op <= BinaryOp::LogicalOr; }
 
 // Reductions over a set of dims; out keeps the reduced dims with size 1.
 enum class ReduceOp : uint8_t { Sum, Mean, Max, Min, ArgMax, ArgMin, Var };

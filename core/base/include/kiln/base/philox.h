@@ -12,8 +12,9 @@
 
 namespace kiln::philox {
 
+// Four 32-bit words: a counter or an output.
 struct Block {
-  uint32_t v[4];
+  uint32_t v[4];  // v[0] lowest
 };
 
 // The raw generator: 128-bit counter, 64-bit key, ten rounds.

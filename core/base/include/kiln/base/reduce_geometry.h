@@ -10,12 +10,14 @@
 
 namespace kiln {
 
+// A reduction's loop (above).
 struct ReduceGeometry {
-  int nk = 0, nr = 0;
+  int nk = 0, nr = 0;  // kept and reduced dims
   int64_t ksize[kMaxDims] = {}, kx[kMaxDims] = {}, kout[kMaxDims] = {};  // kept dims: size, x stride, out stride
   int64_t rsize[kMaxDims] = {}, rx[kMaxDims] = {};                       // reduced dims: size, x stride
-  int64_t n_out = 1, n_red = 1;
+  int64_t n_out = 1, n_red = 1;  // output elements, and elements reduced into each
 
+  // Reduces dims whose bit is set in dims_mask.
   ReduceGeometry(const Buffer& out, const Buffer& x, uint32_t dims_mask) {
     for (int d = 0; d < x.ndim; ++d) {
       if (dims_mask & (1u << d)) {

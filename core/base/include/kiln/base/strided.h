@@ -10,11 +10,12 @@
 
 namespace kiln {
 
+// An elementwise loop's geometry (above).
 template <int N>
 struct StridedIndex {
-  int ndim = 0;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[N][kMaxDims] = {};
+  int ndim = 0;                       // the dims left after dropping and merging
+  int64_t sizes[kMaxDims] = {};       // their sizes
+  int64_t strides[N][kMaxDims] = {};  // their strides, per operand
 
   // The loop over bufs[0]'s shape; every buffer must have that shape.
   static StridedIndex make(const Buffer* const (&bufs)[N]) {

@@ -30,6 +30,7 @@ namespace kiln::nn {
 
 // Hugging Face's BertConfig fields kiln builds from.
 struct BertConfig {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 30522;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
@@ -51,6 +52,7 @@ struct BertConfig {
   static BertConfig large();
 };
 
+// The encoder's outputs.
 struct BertOutput {
   Tensor sequence;  // (B, T, C): the last block's output
   Tensor pooled;    // (B, C): tanh(pooler(sequence[:, 0]))

@@ -20,6 +20,7 @@ namespace kiln::nn {
 
 // Hugging Face's BloomConfig fields kiln builds from.
 struct BloomConfig {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 250880;
   int64_t hidden_size = 1024;
   int64_t n_layer = 24;
@@ -31,6 +32,7 @@ struct BloomConfig {
   // The longest sequence kiln's trainer and checks expect; ALiBi itself has no limit.
   int64_t seq_length = 2048;
 
+  // The model this config describes.
   ModelSpec spec() const;
   // bigscience/bloom-560m (24 x 1024) and bloom-1b7 (24 x 2048).
   static BloomConfig bloom_560m();

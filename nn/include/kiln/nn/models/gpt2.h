@@ -19,6 +19,7 @@ namespace kiln::nn {
 
 // GPT-2's sizes, as nanoGPT names them.
 struct GPTConfig {
+  // The vocabulary, the longest sequence, the layers, heads and width, and dropout.
   int64_t vocab_size = 50257;
   int64_t block_size = 1024;  // the longest sequence
   int64_t n_layer = 12;
@@ -29,6 +30,7 @@ struct GPTConfig {
   std::optional<DType> compute_dtype;
   bool recompute = false;  // activation recomputation (see BlockSpec)
 
+  // The model this config describes.
   ModelSpec spec() const;
   // The vocabulary rounded up to a multiple of 128.
   int64_t padded_vocab_size() const { return (vocab_size + 127) / 128 * 128; }
@@ -41,10 +43,11 @@ struct GPTConfig {
 // GPT-2: a TransformerLM of GPTConfig's spec.
 class GPT : public TransformerLM {
  public:
+  // Initialized from gen; this rank's share of each layer from factory (all on one process).
   explicit GPT(const GPTConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,
                Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr)
       : TransformerLM(config.spec(), gen, dtype, device, std::move(factory)), config_(config) {}
-  const GPTConfig& config() const { return config_; }
+  const GPTConfig& config() const { return config_; }  // vocab_size follows resize_vocab
   void resize_vocab(int64_t vocab_size, Generator& gen) override {
     TransformerLM::resize_vocab(vocab_size, gen);
     config_.vocab_size = vocab_size;

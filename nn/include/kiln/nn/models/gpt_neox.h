@@ -21,6 +21,7 @@ namespace kiln::nn {
 
 // Hugging Face's GPTNeoXConfig fields kiln builds from.
 struct GPTNeoXConfig {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 50432;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
@@ -37,6 +38,7 @@ struct GPTNeoXConfig {
   double hidden_dropout = 0.0;
   double initializer_range = 0.02;
 
+  // The model this config describes.
   ModelSpec spec() const;
   // The features of a head that rotate: int(head size x rotary_pct), as Hugging Face rounds.
   int64_t rotary_dims() const;

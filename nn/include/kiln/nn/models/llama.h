@@ -21,6 +21,7 @@ namespace kiln::nn {
 
 // Hugging Face's LlamaConfig fields kiln builds from.
 struct LlamaConfig {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -44,6 +45,7 @@ struct LlamaConfig {
   // expert a SwiGLU MLP of intermediate_size.
   std::optional<MoeSpec> moe;
 
+  // The model this config describes, and its size and cost (see ModelSpec).
   ModelSpec spec() const;
   int64_t num_parameters() const { return spec().num_parameters(); }
   double flops_per_token(int64_t seq_len) const { return spec().flops_per_token(seq_len); }
@@ -66,10 +68,11 @@ bool mixtral_compatible(const BlockSpec& block);
 // Llama: a TransformerLM of LlamaConfig's spec.
 class Llama : public TransformerLM {
  public:
+  // Initialized from gen; this rank's share of each layer from factory (all on one process).
   explicit Llama(const LlamaConfig& config, Generator& gen = default_generator(), DType dtype = kFloat32,
                  Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr)
       : TransformerLM(config.spec(), gen, dtype, device, std::move(factory)), config_(config) {}
-  const LlamaConfig& config() const { return config_; }
+  const LlamaConfig& config() const { return config_; }  // vocab_size follows resize_vocab
   void resize_vocab(int64_t vocab_size, Generator& gen) override {
     TransformerLM::resize_vocab(vocab_size, gen);
     config_.vocab_size = vocab_size;

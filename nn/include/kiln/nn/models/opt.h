@@ -19,6 +19,7 @@ namespace kiln::nn {
 
 // Hugging Face's OPTConfig fields kiln builds from.
 struct OPTConfig {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 50272;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
@@ -30,6 +31,7 @@ struct OPTConfig {
   bool enable_bias = true;
   bool tie_word_embeddings = true;
 
+  // The model this config describes.
   ModelSpec spec() const;
   // facebook/opt-125m (12 x 768) and opt-1.3b (24 x 2048).
   static OPTConfig opt_125m();

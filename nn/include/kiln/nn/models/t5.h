@@ -35,6 +35,7 @@ namespace kiln::nn {
 
 // Hugging Face's T5Config fields kiln builds from.
 struct T5Config {
+  // config.json's fields, under its names and with transformers' defaults.
   int64_t vocab_size = 32128;
   int64_t d_model = 512;
   int64_t d_kv = 64;  // head size
@@ -54,7 +55,7 @@ struct T5Config {
   int64_t eos_token_id = 1;
   int64_t decoder_start_token_id = 0;
 
-  int64_t decoder_layers() const { return num_decoder_layers > 0 ? num_decoder_layers : num_layers; }
+  int64_t decoder_layers() const { return num_decoder_layers > 0 ? num_decoder_layers : num_layers; }  // resolved
   // The blocks' specs: the encoder's bidirectional, the decoder's causal with cross-attention.
   BlockSpec block(bool decoder) const;
   // t5-small (60M parameters) and google/t5-v1_1-small (77M).
@@ -77,10 +78,10 @@ class T5Stack : public Module {
   // The bias (1, H, Tq, Tk) of queries at positions [first, first + Tq) over keys [0, Tk).
   Tensor position_bias(int64_t first, int64_t queries, int64_t keys) const;
 
-  std::shared_ptr<ModuleList> layers;
+  std::shared_ptr<ModuleList> layers;        // the Blocks
   std::shared_ptr<Embedding> relative_bias;  // (buckets, heads)
-  std::shared_ptr<RMSNorm> norm;
-  std::shared_ptr<Dropout> drop;
+  std::shared_ptr<RMSNorm> norm;             // the final norm
+  std::shared_ptr<Dropout> drop;             // on the input and the output
 
  private:
   T5Config config_;
@@ -116,15 +117,16 @@ class T5 : public ParallelModel {
   const T5Config& config() const { return config_; }
 
   std::shared_ptr<Embedding> embed_tokens;  // shared by both stacks (and the tied head)
-  std::shared_ptr<T5Stack> encoder, decoder;
+  std::shared_ptr<T5Stack> encoder, decoder;  // the two stacks
   std::shared_ptr<Linear> lm_head;  // untied heads only
 
  private:
   T5Config config_;
 };
 
+// How seq2seq_generate decodes.
 struct Seq2SeqOptions {
-  int64_t max_new_tokens = 32;
+  int64_t max_new_tokens = 32;  // at most, after decoder_start_token_id
   int64_t beams = 1;            // 1: greedy
   double length_penalty = 1.0;  // a finished beam scores its log-probability / (its length ^ length_penalty)
 };
