@@ -296,3 +296,58 @@ TEST_CASE("a value model scores each row's last real token, padding aside") {
   CHECK(!nn::hf::spec_from_config(config).lm_head);
   CHECK(nn::hf::to_weights(model.spec(), model.full_state_dict()).count("score.weight"));
 }
+
+TEST_CASE("clone is a deep copy: values, frozen parameters, modes and dropout's generator") {
+  Generator gen(13);
+  nn::GPTConfig config = tiny();
+  config.dropout = 0.5;
+  nn::GPT gpt(config, gen, kFloat64);
+  gpt.embed_positions->weight.requires_grad_(false);
+  gpt.layers->at<nn::Block>(1).eval();
+  std::unique_ptr<nn::TransformerLM> copy = gpt.clone();
+
+  CHECK(copy->spec().vocab_size == 61);
+  auto mine = gpt.named_parameters(), theirs = copy->named_parameters();
+  REQUIRE(mine.size() == theirs.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    CHECK(theirs[i].first == mine[i].first);
+    CHECK(!theirs[i].second.is_same(mine[i].second));
+    CHECK(theirs[i].second.storage() != mine[i].second.storage());
+    CHECK(theirs[i].second.dtype() == kFloat64);
+    CHECK(theirs[i].second.requires_grad() == mine[i].second.requires_grad());
+    CHECK(sum(abs(theirs[i].second - mine[i].second)).item<double>() == 0.0);
+  }
+  CHECK(!copy->embed_positions->weight.requires_grad());
+  CHECK(copy->is_training());
+  CHECK(!copy->layers->at<nn::Block>(1).is_training());
+  CHECK(copy->layers->at<nn::Block>(0).is_training());
+  // the tied head stays tied in the copy
+  CHECK(!copy->lm_head);
+
+  // Dropout draws from the same generator: from the same offset, the same masks.
+  Tensor idx = randint(0, 61, {2, 6}, gen);
+  const uint64_t at = gen.offset();
+  Tensor a = gpt.forward(idx);
+  gen.set_offset(at);
+  Tensor b = copy->forward(idx);
+  CHECK(sum(abs(a - b)).item<double>() == 0.0);
+
+  // Training the copy leaves the original as it was.
+  Tensor before = gpt.embed_tokens->weight.clone();
+  {
+    NoGradGuard no_grad;
+    copy->embed_tokens->weight.add_(1.0);
+  }
+  CHECK(sum(abs(gpt.embed_tokens->weight - before)).item<double>() == 0.0);
+
+  // A value model's clone has its head; a model with adapters is refused.
+  nn::ValueModel critic(tiny().spec(), gen, kFloat64);
+  std::unique_ptr<nn::ValueModel> critic_copy = critic.clone();
+  REQUIRE(critic_copy->score);
+  gpt.eval();
+  critic.eval();
+  critic_copy->eval();
+  KT_CHECK_CLOSE(critic_copy->values(idx), values(critic.values(idx)), 0.0);
+  nn::add_lora(gpt, {.targets = {"qkv"}});
+  CHECK_THROWS_WITH(gpt.clone(), Catch::Contains("holds LoRA adapters") && Catch::Contains("clone it before add_lora"));
+}

@@ -72,11 +72,11 @@ int run(const Args& a) {
   const kiln::nn::ModelSpec spec = kiln::nn::hf::read_config(init);
   kiln::Generator gen(a.seed);
   auto factory = std::make_shared<kiln::dist::ModelParallel>(layout);
-  kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory), reference(spec, gen, kiln::kFloat32, device, factory);
+  kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory);
   kiln::dist::load_checkpoint(init, model);
-  kiln::dist::load_checkpoint(init, reference);
-  reference.eval();
-  for (Tensor p : reference.parameters()) p.requires_grad_(false);
+  const std::unique_ptr<kiln::nn::TransformerLM> reference = model.clone();
+  reference->eval();
+  for (Tensor p : reference->parameters()) p.requires_grad_(false);
   kiln::optim::AdamW opt(kiln::optim::decay_groups(model.named_parameters(), 0.0), {.lr = a.lr});
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
   if (layout.dp() > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
@@ -96,7 +96,7 @@ int run(const Args& a) {
     Tensor ref;
     {
       kiln::NoGradGuard no_grad;
-      ref = kiln::sum(answer_token_log_probs(reference, x, y), {1});
+      ref = kiln::sum(answer_token_log_probs(*reference, x, y), {1});
     }
     auto [ref_chosen, ref_rejected] = align::chosen_rejected(ref);
     kiln::nn::DPOLoss l =

@@ -52,12 +52,11 @@ int run(const Args& a) {
   // log-probabilities of a rollout must be those of the policy that drew it.
   kiln::Generator gen(a.seed);
   auto factory = std::make_shared<kiln::dist::ModelParallel>(layout);
-  kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory), reference(spec, gen, kiln::kFloat32, device, factory);
+  kiln::nn::TransformerLM model(spec, gen, kiln::kFloat32, device, factory);
   kiln::dist::load_checkpoint(init, model);
-  kiln::dist::load_checkpoint(init, reference);
   model.eval();
-  reference.eval();
-  for (Tensor p : reference.parameters()) p.requires_grad_(false);
+  const std::unique_ptr<kiln::nn::TransformerLM> reference = model.clone();
+  for (Tensor p : reference->parameters()) p.requires_grad_(false);
   kiln::optim::AdamW opt(kiln::optim::decay_groups(model.named_parameters(), 0.0), {.lr = a.lr});
   std::unique_ptr<kiln::dist::DistributedDataParallel> ddp;
   if (layout.dp() > 1) ddp = std::make_unique<kiln::dist::DistributedDataParallel>(model, layout.dp_group());
@@ -89,7 +88,7 @@ int run(const Args& a) {
     Tensor reference_lp, old_lp;
     {
       kiln::NoGradGuard no_grad;
-      reference_lp = align::rollout_log_probs(reference, r.inputs, r.targets, a.temperature);
+      reference_lp = align::rollout_log_probs(*reference, r.inputs, r.targets, a.temperature);
       if (a.iterations > 1) old_lp = align::rollout_log_probs(model, r.inputs, r.targets, a.temperature);
     }
     kiln::nn::GRPOLoss l;

@@ -78,15 +78,17 @@ int run(const Args& a) {
   // those of the models that drew and judged it.
   kiln::Generator gen(a.seed);
   auto factory = std::make_shared<kiln::dist::ModelParallel>(layout);
-  kiln::nn::TransformerLM actor(spec, gen, kiln::kFloat32, device, factory), reference(spec, gen, kiln::kFloat32, device, factory);
-  kiln::nn::ValueModel critic(rm_spec, gen, kiln::kFloat32, device, factory), reward(rm_spec, gen, kiln::kFloat32, device, factory);
+  kiln::nn::TransformerLM actor(spec, gen, kiln::kFloat32, device, factory);
+  kiln::nn::ValueModel critic(rm_spec, gen, kiln::kFloat32, device, factory);
   kiln::dist::load_checkpoint(init, actor);
-  kiln::dist::load_checkpoint(init, reference);
   kiln::dist::load_checkpoint(rm, critic);
-  kiln::dist::load_checkpoint(rm, reward);
-  for (kiln::nn::Module* m : std::initializer_list<kiln::nn::Module*>{&actor, &reference, &critic, &reward}) m->eval();
-  for (Tensor p : reference.parameters()) p.requires_grad_(false);
-  for (Tensor p : reward.parameters()) p.requires_grad_(false);
+  actor.eval();
+  critic.eval();
+  // The frozen reference and reward model start as the actor and the critic do.
+  const std::unique_ptr<kiln::nn::TransformerLM> reference = actor.clone();
+  const std::unique_ptr<kiln::nn::ValueModel> reward = critic.clone();
+  for (Tensor p : reference->parameters()) p.requires_grad_(false);
+  for (Tensor p : reward->parameters()) p.requires_grad_(false);
   kiln::optim::AdamW actor_opt(kiln::optim::decay_groups(actor.named_parameters(), 0.0), {.lr = a.lr});
   kiln::optim::AdamW critic_opt(kiln::optim::decay_groups(critic.named_parameters(), 0.0), {.lr = a.critic_lr});
   std::unique_ptr<kiln::dist::DistributedDataParallel> actor_ddp, critic_ddp;
@@ -133,8 +135,8 @@ int run(const Args& a) {
       kiln::NoGradGuard no_grad;
       old_lp = align::rollout_log_probs(actor, r.inputs, r.targets, a.temperature);
       old_values = critic.values(r.inputs) * r.mask;
-      const Tensor reference_lp = align::rollout_log_probs(reference, r.inputs, r.targets, a.temperature);
-      scores = kiln::clamp(reward.scores(r.sequences, r.sequence_lengths), -a.reward_clip, a.reward_clip);
+      const Tensor reference_lp = align::rollout_log_probs(*reference, r.inputs, r.targets, a.temperature);
+      scores = kiln::clamp(reward->scores(r.sequences, r.sequence_lengths), -a.reward_clip, a.reward_clip);
       const Tensor rewards = kiln::nn::kl_penalized_rewards(old_lp, reference_lp, scores, r.mask, a.beta);
       kiln::nn::Advantages gae = kiln::nn::gae(rewards, old_values, r.mask, a.gamma, a.lambda);
       // Whitened over the whole data-parallel batch, as one process would.

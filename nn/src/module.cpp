@@ -86,6 +86,19 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
   }
 }
 
+void Module::copy_state_from(const Module& other) {
+  load_state_dict(other.state_dict());
+  std::map<std::string, Tensor> theirs;
+  for (auto& [name, p] : other.named_parameters(/*remove_duplicate=*/false)) theirs.emplace(name, p);
+  for (auto& [name, p] : named_parameters(/*remove_duplicate=*/false)) p.requires_grad_(theirs.at(name).requires_grad());
+  std::vector<const Module*> mine, others;
+  visit("", [&](const std::string&, const Module& m) { mine.push_back(&m); });
+  other.visit("", [&](const std::string&, const Module& m) { others.push_back(&m); });
+  KILN_CHECK(mine.size() == others.size(), "[copy_state_from] {} holds {} modules, the copy {}", other.type_name(),
+             others.size(), mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) const_cast<Module*>(mine[i])->training_ = others[i]->training_;
+}
+
 void Module::train(bool on) {
   visit("", [&](const std::string&, const Module& m) { const_cast<Module&>(m).training_ = on; });
 }

@@ -4,6 +4,7 @@
 
 #include "kiln/autograd.h"
 #include "kiln/nn/init.h"
+#include "kiln/nn/lora.h"
 #include "kiln/ops.h"
 
 namespace kiln::nn {
@@ -61,7 +62,27 @@ TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype,
   initialize<TransformerLM>(spec, gen, dtype);
 }
 
+TransformerLM::TransformerLM(const TransformerLM& like, DType dtype, Device device)
+    : StagedModel(like.factory_), spec_(like.spec_) {
+  build(*like.dropout_gen_, dtype, device);
+}
+
+std::unique_ptr<TransformerLM> TransformerLM::clone() const {
+  for (const auto& [name, p] : named_parameters())
+    KILN_CHECK(!is_lora_parameter(name), "[{}::clone] the model holds LoRA adapters ('{}'): clone it before add_lora",
+               type_name(), name);
+  const Tensor any = parameters().front();
+  std::unique_ptr<TransformerLM> copy = empty_like(any.dtype(), any.device());
+  copy->copy_state_from(*this);
+  return copy;
+}
+
+std::unique_ptr<TransformerLM> TransformerLM::empty_like(DType dtype, Device device) const {
+  return std::unique_ptr<TransformerLM>(new TransformerLM(*this, dtype, device));
+}
+
 void TransformerLM::build(Generator& gen, DType dtype, Device device) {
+  dropout_gen_ = &gen;
   const LayerFactory& f = *factory_;
   const int64_t C = spec_.block.d_model;
   layer_range_ = f.stage_layers(spec_.n_layer);

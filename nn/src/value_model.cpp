@@ -28,6 +28,16 @@ ValueModel::ValueModel(ModelSpec spec, Generator& gen, DType dtype, Device devic
   score->weight.copy_(drawn.to(device));
 }
 
+ValueModel::ValueModel(const ValueModel& like, DType dtype, Device device) : TransformerLM(like, dtype, device) {
+  if (like.score)
+    score = register_module(
+        "score", std::make_shared<Linear>(LinearOptions{spec().block.d_model, 1, false, dtype, device}, nullptr));
+}
+
+std::unique_ptr<TransformerLM> ValueModel::empty_like(DType dtype, Device device) const {
+  return std::unique_ptr<TransformerLM>(new ValueModel(*this, dtype, device));
+}
+
 Tensor ValueModel::values_from_hidden(const Tensor& hidden) const {
   KILN_CHECK(is_last_stage(), "[ValueModel] values are taken on the last pipeline stage, this is stage {} of {}",
              layout().pp_rank(), layout().pp_size());

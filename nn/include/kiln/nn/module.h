@@ -24,7 +24,8 @@ class Module {
  public:
   Module() = default;
   // A copy would share its parameters with the original (PyTorch's modules
-  // are references too): models offer clone() for a deep copy where they can.
+  // are references too). A deep copy is a module built alike and filled by
+  // copy_state_from; the language models do both in clone().
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
   virtual ~Module() = default;
@@ -39,6 +40,10 @@ class Module {
   std::map<std::string, Tensor> state_dict() const;
   // Copies values into the registered tensors; names and shapes must match exactly.
   void load_state_dict(const std::map<std::string, Tensor>& state);
+  // Makes this module, of the same structure as other, a copy of it: every
+  // parameter's and buffer's values, which parameters require grad, and
+  // each module's training mode. A clone() does it after building its structure.
+  void copy_state_from(const Module& other);
 
   // Training mode (dropout on), this module and every one under it; eval()
   // turns it off, as PyTorch's.

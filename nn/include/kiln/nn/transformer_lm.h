@@ -87,6 +87,14 @@ class TransformerLM : public StagedModel {
   explicit TransformerLM(const ModelSpec& spec, Generator& gen = default_generator(), DType dtype = kFloat32,
                          Device device = kCPU, std::shared_ptr<const LayerFactory> factory = nullptr);
 
+  // A deep copy (DPO's and PPO's frozen reference: auto reference =
+  // policy.clone()): this rank's part at the same layout, dtype and device,
+  // with its own parameters holding this model's values, the same frozen
+  // parameters and training modes; its dropout draws from the generator this
+  // model's draws from. A GPT's or a Llama's clone is a TransformerLM of the
+  // same spec. Raises for a model with LoRA adapters: clone before add_lora.
+  std::unique_ptr<TransformerLM> clone() const;
+
   // The whole model on one pipeline stage: idx (B, T) int64 -> logits (B, T,
   // vocab_size). With caches (one per layer), idx holds the positions after
   // the cached ones; inputs as forward_stage.
@@ -133,6 +141,14 @@ class TransformerLM : public StagedModel {
   std::shared_ptr<NormLayer> norm;               // last stage
   std::shared_ptr<EmbeddingLayer> lm_head;       // last stage, untied
 
+ protected:
+  // The structure of `like` (spec and layout) in dtype on device, allocated,
+  // not initialized, its dropout drawing from like's generator: what a clone fills.
+  TransformerLM(const TransformerLM& like, DType dtype, Device device);
+  // A new model of this one's structure (as the constructor above) for
+  // clone() to fill; a subclass with parts of its own overrides it.
+  virtual std::unique_ptr<TransformerLM> empty_like(DType dtype, Device device) const;
+
  private:
   void build(Generator& gen, DType dtype, Device device);
   const EmbeddingLayer& head() const;
@@ -140,6 +156,7 @@ class TransformerLM : public StagedModel {
   ModelSpec spec_;
   std::pair<int64_t, int64_t> layer_range_;
   int64_t padded_vocab_ = 0;
+  Generator* dropout_gen_ = nullptr;  // what every Dropout of the model draws from
 };
 
 }  // namespace kiln::nn

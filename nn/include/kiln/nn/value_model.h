@@ -26,7 +26,16 @@ class ValueModel : public TransformerLM {
   // The value at each row's last real token: idx (B, T), lengths (B) int64 in [1, T].
   Tensor scores(const Tensor& idx, const Tensor& lengths) const;
 
+  // A deep copy, head included, as TransformerLM::clone (a critic started from the reward model).
+  std::unique_ptr<ValueModel> clone() const {
+    return std::unique_ptr<ValueModel>(static_cast<ValueModel*>(TransformerLM::clone().release()));
+  }
+
   std::shared_ptr<Linear> score;  // last stage
+
+ protected:
+  ValueModel(const ValueModel& like, DType dtype, Device device);  // the structure, as TransformerLM's
+  std::unique_ptr<TransformerLM> empty_like(DType dtype, Device device) const override;
 };
 
 }  // namespace kiln::nn
