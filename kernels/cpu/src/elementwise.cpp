@@ -6,6 +6,7 @@
 #include "kiln/base/philox.h"
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
+#include "vec_math.h"
 
 namespace kiln::kernels::cpu {
 
@@ -49,13 +50,6 @@ void map_binary(const Buffer& out, const Buffer& x, const Buffer& y, F f) {
 
 template <typename A>
 A gelu_erf(A x) { return A(0.5) * x * (A(1) + std::erf(x * A(M_SQRT1_2))); }
-template <typename A>
-A gelu_tanh(A x) {
-  const A k = A(0.7978845608028654);  // sqrt(2 / pi)
-  return A(0.5) * x * (A(1) + std::tanh(k * (x + A(0.044715) * x * x * x)));
-}
-template <typename A>
-A sigmoid(A x) { return A(1) / (A(1) + std::exp(-x)); }
 
 }  // namespace
 
@@ -163,16 +157,16 @@ void unary(UnaryOp op, const Buffer& out, const Buffer& x, double a, double b) {
     using T = decltype(t);
     using A = acc_t<T>;
     switch (op) {
-      case UnaryOp::Exp: return map_unary<T>(out, x, [](A v) { return std::exp(v); });
+      case UnaryOp::Exp: return map_unary<T>(out, x, [](A v) { return exp_of(v); });
       case UnaryOp::Log: return map_unary<T>(out, x, [](A v) { return std::log(v); });
       case UnaryOp::Sqrt: return map_unary<T>(out, x, [](A v) { return std::sqrt(v); });
       case UnaryOp::Rsqrt: return map_unary<T>(out, x, [](A v) { return A(1) / std::sqrt(v); });
       case UnaryOp::Tanh: return map_unary<T>(out, x, [](A v) { return std::tanh(v); });
-      case UnaryOp::Sigmoid: return map_unary<T>(out, x, [](A v) { return sigmoid(v); });
+      case UnaryOp::Sigmoid: return map_unary<T>(out, x, [](A v) { return sigmoid_of(v); });
       case UnaryOp::Relu: return map_unary<T>(out, x, [](A v) { return v > 0 ? v : (std::isnan(v) ? v : A(0)); });
       case UnaryOp::GeluErf: return map_unary<T>(out, x, [](A v) { return gelu_erf(v); });
-      case UnaryOp::GeluTanh: return map_unary<T>(out, x, [](A v) { return gelu_tanh(v); });
-      case UnaryOp::Silu: return map_unary<T>(out, x, [](A v) { return v * sigmoid(v); });
+      case UnaryOp::GeluTanh: return map_unary<T>(out, x, [](A v) { return gelu_tanh_of(v); });
+      case UnaryOp::Silu: return map_unary<T>(out, x, [](A v) { return v * sigmoid_of(v); });
       case UnaryOp::PowScalar: return map_unary<T>(out, x, [&](A v) { return A(std::pow(v, A(a))); });
       case UnaryOp::Sin: return map_unary<T>(out, x, [](A v) { return std::sin(v); });
       case UnaryOp::Cos: return map_unary<T>(out, x, [](A v) { return std::cos(v); });
@@ -255,18 +249,12 @@ void binary(BinaryOp op, const Buffer& out, const Buffer& x, const Buffer& y) {
         break;
       case BinaryOp::GeluTanhGrad:
         if constexpr (std::is_floating_point_v<A>)
-          return map([](A g, A v) {
-            const A k = A(0.7978845608028654);
-            A u = k * (v + A(0.044715) * v * v * v);
-            A th = std::tanh(u);
-            A du = k * (A(1) + A(3 * 0.044715) * v * v);
-            return g * (A(0.5) * (A(1) + th) + A(0.5) * v * (A(1) - th * th) * du);
-          });
+          return map([](A g, A v) { return g * gelu_tanh_grad_of(v); });
         break;
       case BinaryOp::SiluGrad:
         if constexpr (std::is_floating_point_v<A>)
           return map([](A g, A v) {
-            A s = sigmoid(v);
+            A s = sigmoid_of(v);
             return g * s * (A(1) + v * (A(1) - s));
           });
         break;
@@ -299,7 +287,7 @@ void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
     parallel_for(out.numel(), 8, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         const A x = A(g[i]);
-        o[i] = T(x * sigmoid(x) * A(u[i]));
+        o[i] = T(x * sigmoid_of(x) * A(u[i]));
       }
     });
   });
@@ -317,7 +305,7 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
     T* du = dup.ptr<T>();
     parallel_for(dout.numel(), 12, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
-        const A x = A(g[i]), s = sigmoid(x), dy = A(d[i]);
+        const A x = A(g[i]), s = sigmoid_of(x), dy = A(d[i]);
         dg[i] = T(dy * A(u[i]) * s * (A(1) + x * (A(1) - s)));
         du[i] = T(dy * x * s);
       }

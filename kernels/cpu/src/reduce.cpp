@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kiln/base/reduce_geometry.h"
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
+#include "vec_math.h"
 
 namespace kiln::kernels::cpu {
 
@@ -50,6 +52,33 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
       if (out.dtype == DType::Int64) out.ptr<int64_t>()[ooff] = static_cast<int64_t>(v);
       else out.ptr<T>()[ooff] = T(static_cast<acc_t<T>>(v));
     };
+    const bool sum = op == ReduceOp::Sum || op == ReduceOp::Mean;
+    auto finish = [&](Acc s) {
+      if constexpr (std::is_floating_point_v<Acc>)
+        if (op == ReduceOp::Mean) s /= static_cast<Acc>(g.n_red);
+      return s;
+    };
+    if (sum && g.nk == 1 && g.kx[0] == 1 && g.n_red > 1) {
+      // Outer dims summed into one contiguous kept dim (a bias's gradient):
+      // whole rows added into the sums, columns split among threads.
+      parallel_for(g.ksize[0], g.n_red, [&](int64_t lo, int64_t hi) {
+        std::vector<Acc> acc(static_cast<size_t>(hi - lo), Acc(0));
+        int64_t idx[kMaxDims] = {};
+        int64_t off = 0;
+        for (int64_t r = 0; r < g.n_red; ++r) {
+          const T* row = xp + off + lo;
+          for (int64_t c = 0; c < hi - lo; ++c) acc[static_cast<size_t>(c)] += static_cast<Acc>(acc_t<T>(row[c]));
+          for (int d = g.nr - 1; d >= 0; --d) {
+            off += g.rx[d];
+            if (++idx[d] < g.rsize[d]) break;
+            off -= g.rx[d] * g.rsize[d];
+            idx[d] = 0;
+          }
+        }
+        for (int64_t c = lo; c < hi; ++c) store(c * g.kout[0], finish(acc[static_cast<size_t>(c - lo)]));
+      });
+      return;
+    }
     parallel_for(g.n_out, g.n_red, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
         int64_t xoff, ooff;
@@ -58,11 +87,13 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
           case ReduceOp::Sum:
           case ReduceOp::Mean: {
             Acc s = 0;
-            walk(xoff, [&](Acc v, int64_t) { s += v; });
-            if (op == ReduceOp::Mean) {
-              if constexpr (std::is_floating_point_v<Acc>) s /= static_cast<Acc>(g.n_red);
+            if (inner_run) {
+              const T* p = xp + xoff;
+              s = lane_sum<Acc>(g.n_red, [&](int64_t r) { return static_cast<Acc>(acc_t<T>(p[r])); });
+            } else {
+              walk(xoff, [&](Acc v, int64_t) { s += v; });
             }
-            store(ooff, s);
+            store(ooff, finish(s));
             break;
           }
           case ReduceOp::Max:

@@ -11,6 +11,7 @@
 
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
+#include "vec_math.h"
 
 namespace kiln::kernels::cpu {
 
@@ -56,23 +57,26 @@ void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
+    using F = acc_t<T>;
     using A = row_acc_t<T>;
-    constexpr A kInf = std::numeric_limits<A>::infinity();
+    constexpr F kInf = std::numeric_limits<F>::infinity();
     parallel_for(rows, C, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = x.ptr<T>() + r * C;
         T* yr = y.ptr<T>() + r * C;
         // Columns [0, seen) take part; the causal mask leaves out the rest.
         const int64_t seen = causal_tq > 0 ? std::clamp<int64_t>(r % causal_tq + C - causal_tq + 1, 0, C) : C;
-        A mx = -kInf;
-        for (int64_t c = 0; c < seen; ++c) mx = std::max(mx, load(xr, c));
+        F mx = lane_max<F>(seen, [&](int64_t c) { return F(xr[c]); });
         if (std::isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives 0/0 = nan below, as PyTorch does
-        A sum = 0;
-        for (int64_t c = 0; c < seen; ++c) sum += std::exp(load(xr, c) - mx);
-        A lse = mx + std::log(sum);
-        for (int64_t c = 0; c < seen; ++c)
-          store(yr, c, log ? load(xr, c) - lse : std::exp(load(xr, c) - mx) / sum);
-        for (int64_t c = seen; c < C; ++c) store(yr, c, log ? -kInf : A(0));
+        const A sum = lane_sum<A>(seen, [&](int64_t c) { return exp_of(F(xr[c]) - mx); });
+        if (log) {
+          const F lse = F(A(mx) + std::log(sum));
+          for (int64_t c = 0; c < seen; ++c) yr[c] = T(F(xr[c]) - lse);
+        } else {
+          const F inv = F(A(1) / sum);
+          for (int64_t c = 0; c < seen; ++c) yr[c] = T(exp_of(F(xr[c]) - mx) * inv);
+        }
+        for (int64_t c = seen; c < C; ++c) yr[c] = T(log ? -kInf : F(0));
       }
     });
   });
@@ -124,18 +128,20 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
   const int64_t rows = y.sizes[0], C = y.sizes[1];
   visit_floating(y.dtype, "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
+    using F = acc_t<T>;
     using A = row_acc_t<T>;
     parallel_for(rows, C, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* yr = y.ptr<T>() + r * C;
         const T* gr = dy.ptr<T>() + r * C;
         T* dr = dx.ptr<T>() + r * C;
-        A dot = 0;
-        for (int64_t c = 0; c < C; ++c) dot += log ? load(gr, c) : load(gr, c) * load(yr, c);
-        for (int64_t c = 0; c < C; ++c) {
-          // softmax: y (g - <g, y>); log_softmax: g - exp(y) sum(g)
-          A v = log ? load(gr, c) - std::exp(load(yr, c)) * dot : load(yr, c) * (load(gr, c) - dot);
-          store(dr, c, v);
+        // softmax: y (g - <g, y>); log_softmax: g - exp(y) sum(g)
+        if (log) {
+          const F total = F(lane_sum<A>(C, [&](int64_t c) { return F(gr[c]); }));
+          for (int64_t c = 0; c < C; ++c) dr[c] = T(F(gr[c]) - exp_of(F(yr[c])) * total);
+        } else {
+          const F dot = F(lane_sum<A>(C, [&](int64_t c) { return A(gr[c]) * A(yr[c]); }));
+          for (int64_t c = 0; c < C; ++c) dr[c] = T(F(yr[c]) * (F(gr[c]) - dot));
         }
       }
     });
@@ -144,35 +150,53 @@ void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool 
 
 namespace {
 
+// A norm's weight or bias as F values (C of them), or empty when absent.
+template <typename F>
+std::vector<F> param_values(const Buffer& b, int64_t C) {
+  std::vector<F> out;
+  if (!b.data) return out;
+  out.resize(static_cast<size_t>(C));
+  visit_floating(b.dtype, "norm", [&](auto t) {
+    for (int64_t c = 0; c < C; ++c) out[static_cast<size_t>(c)] = static_cast<F>(acc_t<decltype(t)>(b.ptr<decltype(t)>()[c]));
+  });
+  return out;
+}
+
 // LayerNorm (kCentered) and RMSNorm share everything but the mean: RMSNorm is
-// LayerNorm with the mean fixed at zero and no bias.
+// LayerNorm with the mean fixed at zero and no bias. Statistics and xhat in
+// A, the affine part in F.
 template <bool kCentered>
 void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const Buffer& x, const Buffer& residual,
                   const Buffer& sum, const Buffer& w, const Buffer& b, double eps, const char* op) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
+    using F = acc_t<T>;
     using A = row_acc_t<T>;
+    std::vector<F> wv = param_values<F>(w, C);
+    const std::vector<F> bv = param_values<F>(b, C);
+    if (wv.empty() && !bv.empty()) wv.assign(static_cast<size_t>(C), F(1));
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = x.ptr<T>() + r * C;
         if (residual.data) {  // normalize sum = x + residual, written first
           T* sr = sum.ptr<T>() + r * C;
           const T* rr = residual.ptr<T>() + r * C;
-          for (int64_t c = 0; c < C; ++c) store(sr, c, load(xr, c) + load(rr, c));
+          for (int64_t c = 0; c < C; ++c) sr[c] = T(F(xr[c]) + F(rr[c]));
           xr = sr;
         }
         T* yr = y.ptr<T>() + r * C;
         A m = 0;
-        if constexpr (kCentered) {
-          for (int64_t c = 0; c < C; ++c) m += load(xr, c);
-          m /= static_cast<A>(C);
+        if constexpr (kCentered) m = lane_sum<A>(C, [&](int64_t c) { return A(xr[c]); }) / static_cast<A>(C);
+        const A v = lane_sum<A>(C, [&](int64_t c) { return (A(xr[c]) - m) * (A(xr[c]) - m); });
+        const A rs = A(1) / std::sqrt(v / static_cast<A>(C) + static_cast<A>(eps));
+        if (wv.empty()) {
+          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs));
+        } else if (bv.empty()) {
+          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * wv[c]);
+        } else {
+          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * wv[c] + bv[c]);
         }
-        A v = 0;
-        for (int64_t c = 0; c < C; ++c) v += (load(xr, c) - m) * (load(xr, c) - m);
-        A rs = A(1) / std::sqrt(v / static_cast<A>(C) + static_cast<A>(eps));
-        for (int64_t c = 0; c < C; ++c)
-          store(yr, c, (load(xr, c) - m) * rs * param<A>(w, c, A(1)) + param<A>(b, c, A(0)));
         if constexpr (kCentered) set_stat(mean, r, m);
         set_stat(rstd, r, rs);
       }
@@ -186,38 +210,48 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, op, [&](auto tag) {
     using T = decltype(tag);
+    using F = acc_t<T>;
     using A = row_acc_t<T>;
+    std::vector<F> wv = param_values<F>(w, C);
+    if (wv.empty()) wv.assign(static_cast<size_t>(C), F(1));
     auto row_mean = [&](int64_t r) { return kCentered ? static_cast<A>(stat(mean, r)) : A(0); };
-    // dx rows in parallel; dw and db summed over rows serially (deterministic).
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = x.ptr<T>() + r * C;
         const T* gr = dy.ptr<T>() + r * C;
         T* dr = dx.ptr<T>() + r * C;
-        A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
-        A mean_g = 0, mean_gx = 0;  // means of g*w and g*w*xhat
-        for (int64_t c = 0; c < C; ++c) {
-          A gw = load(gr, c) * param<A>(w, c, A(1));
-          mean_g += gw;
-          mean_gx += gw * (load(xr, c) - m) * rs;
-        }
-        mean_g = kCentered ? mean_g / static_cast<A>(C) : A(0);
-        mean_gx /= static_cast<A>(C);
-        for (int64_t c = 0; c < C; ++c) {
-          A xhat = (load(xr, c) - m) * rs;
-          store(dr, c, (load(gr, c) * param<A>(w, c, A(1)) - mean_g - xhat * mean_gx) * rs);
-        }
+        const A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
+        // the means of g w and of g w xhat
+        const A mean_g =
+            kCentered ? lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * wv[c]); }) / static_cast<A>(C) : A(0);
+        const A mean_gx =
+            lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * wv[c]) * (A(xr[c]) - m) * rs; }) / static_cast<A>(C);
+        for (int64_t c = 0; c < C; ++c)
+          dr[c] = T(F((A(F(gr[c]) * wv[c]) - mean_g - (A(xr[c]) - m) * rs * mean_gx) * rs));
       }
     });
     if (!dw.data && !db.data) return;
+    // dw and db: each column summed over the rows in order, columns split among threads.
+    std::vector<A> dwa(static_cast<size_t>(C), A(0)), dba(static_cast<size_t>(C), A(0));
+    std::vector<A> ms(static_cast<size_t>(rows)), rss(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x.ptr<T>() + r * C;
-      const T* gr = dy.ptr<T>() + r * C;
-      A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
-      for (int64_t c = 0; c < C; ++c) {
-        if (dw.data) accumulate_param(dw, c, load(gr, c) * (load(xr, c) - m) * rs);
-        if (db.data) accumulate_param(db, c, load(gr, c));
+      ms[static_cast<size_t>(r)] = row_mean(r);
+      rss[static_cast<size_t>(r)] = static_cast<A>(stat(rstd, r));
+    }
+    parallel_for(C, rows, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x.ptr<T>() + r * C;
+        const T* gr = dy.ptr<T>() + r * C;
+        const A m = ms[static_cast<size_t>(r)], rs = rss[static_cast<size_t>(r)];
+        for (int64_t c = lo; c < hi; ++c) {
+          dwa[static_cast<size_t>(c)] += A(gr[c]) * (A(xr[c]) - m) * rs;
+          dba[static_cast<size_t>(c)] += A(gr[c]);
+        }
       }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      if (dw.data) accumulate_param(dw, c, static_cast<double>(dwa[static_cast<size_t>(c)]));
+      if (db.data) accumulate_param(db, c, static_cast<double>(dba[static_cast<size_t>(c)]));
     }
   });
 }
@@ -255,17 +289,16 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
                  "[cross_entropy] target {} at row {} is out of range for {} classes", int64_t(tg[r]), r, C);
     visit_floating(logits.dtype, "cross_entropy", [&](auto tag) {
       using T = decltype(tag);
+      using F = acc_t<T>;
       using A = row_acc_t<T>;
       parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {
           const T* xr = logits.ptr<T>() + r * C;
-          A mx = -std::numeric_limits<A>::infinity();
-          for (int64_t c = 0; c < C; ++c) mx = std::max(mx, load(xr, c));
-          A sum = 0;
-          for (int64_t c = 0; c < C; ++c) sum += std::exp(load(xr, c) - mx);
-          A l = mx + std::log(sum);
+          const F mx = lane_max<F>(C, [&](int64_t c) { return F(xr[c]); });
+          const A sum = lane_sum<A>(C, [&](int64_t c) { return exp_of(F(xr[c]) - mx); });
+          const A l = A(mx) + std::log(sum);
           set_stat(lse, r, l);
-          store(loss.ptr<T>(), r, tg[r] == ignore_index ? A(0) : l - load(xr, int64_t(tg[r])) + A(z_loss) * l * l);
+          loss.ptr<T>()[r] = T(static_cast<F>(tg[r] == ignore_index ? A(0) : l - A(xr[tg[r]]) + A(z_loss) * l * l));
         }
       });
     });
@@ -280,19 +313,23 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
     const I* tg = target.ptr<I>();
     visit_floating(logits.dtype, "cross_entropy_backward", [&](auto tag) {
       using T = decltype(tag);
-      using A = row_acc_t<T>;
+      using F = acc_t<T>;
       parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {
           const T* xr = logits.ptr<T>() + r * C;
           T* dr = dlogits.ptr<T>() + r * C;
-          bool ignored = tg[r] == ignore_index;
-          A g = ignored ? A(0) : load(dloss.ptr<T>(), r);
-          A l = static_cast<A>(stat(lse, r));
-          A stretch = 1 + 2 * A(z_loss) * l;  // the z term's gradient: 2 z lse softmax
-          for (int64_t c = 0; c < C; ++c) {
-            A p = stretch * std::exp(load(xr, c) - l);
-            store(dr, c, ignored ? A(0) : g * (p - (c == int64_t(tg[r]) ? A(1) : A(0))));
+          if (tg[r] == ignore_index) {
+            std::fill(dr, dr + C, T(F(0)));
+            continue;
           }
+          const F g = F(dloss.ptr<T>()[r]);
+          const double l = stat(lse, r);
+          // softmax, stretched by the z term's gradient 2 z lse softmax
+          const F stretch = F(1 + 2 * z_loss * l), scale = g * stretch, lf = F(l);
+          // read before the loop: dlogits may be logits itself (linear_cross_entropy)
+          const F at_target = g * (stretch * exp_of(F(xr[tg[r]]) - lf) - F(1));
+          for (int64_t c = 0; c < C; ++c) dr[c] = T(scale * exp_of(F(xr[c]) - lf));
+          dr[tg[r]] = T(at_target);
         }
       });
     });
