@@ -15,7 +15,7 @@ namespace kiln::kernels::cpu {
 
 // e^x in float32 (Cephes' expf polynomial on x - n ln 2, scaled by 2^n):
 // 0 below ln(FLT_MIN) (no subnormals), inf above ln(FLT_MAX), NaN for NaN.
-inline float exp_f32(float x) {
+[[gnu::always_inline]] inline float exp_f32(float x) {
   constexpr float kMax = 88.72283905206835f, kMin = -87.33654475055310f;
   const float xc = x > kMax ? kMax : (x < kMin ? kMin : x);  // NaN passes through
   // n = round(xc / ln 2), by the 1.5 * 2^23 trick (no rounding call to vectorize).
@@ -36,14 +36,14 @@ inline float exp_f32(float x) {
 
 // exp in the type's own precision: exp_f32 for float, std::exp for double.
 template <typename F>
-inline F exp_of(F x) {
+[[gnu::always_inline]] inline F exp_of(F x) {
   if constexpr (std::is_same_v<F, float>) return exp_f32(x);
   else return std::exp(x);
 }
 
 // 1 / (1 + e^-x).
 template <typename F>
-inline F sigmoid_of(F x) {
+[[gnu::always_inline]] inline F sigmoid_of(F x) {
   return F(1) / (F(1) + exp_of(-x));
 }
 
@@ -51,14 +51,14 @@ inline F sigmoid_of(F x) {
 // its tanh as 1 - 2 / (e^(2u) + 1) (exact at both ends, and the absolute
 // error near 0 is float rounding).
 template <typename F>
-inline F gelu_tanh_of(F x) {
+[[gnu::always_inline]] inline F gelu_tanh_of(F x) {
   const F u = F(0.7978845608028654) * (x + F(0.044715) * x * x * x);
   return F(0.5) * x * (F(2) - F(2) / (exp_of(F(2) * u) + F(1)));
 }
 
 // d gelu_tanh / dx.
 template <typename F>
-inline F gelu_tanh_grad_of(F x) {
+[[gnu::always_inline]] inline F gelu_tanh_grad_of(F x) {
   const F k = F(0.7978845608028654);
   const F u = k * (x + F(0.044715) * x * x * x);
   const F t = F(1) - F(2) / (exp_of(F(2) * u) + F(1));
