@@ -19,17 +19,32 @@ inline To convert(From v) {
   else return static_cast<To>(acc_t<From>(v));
 }
 
+// o[k so] = f(a[k sa]) for k < n, f on acc_t<T>.
+template <typename T, typename O, typename F>
+KILN_VECTOR_LOOP void unary_run(O* o, const T* a, int64_t n, int64_t so, int64_t sa, const F& f) {
+  if (so == 1 && sa == 1) {
+    for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k])));
+  } else {
+    for (int64_t k = 0; k < n; ++k) o[k * so] = O(f(acc_t<T>(a[k * sa])));
+  }
+}
+
+// o[k so] = f(a[k sa], b[k sb]) for k < n.
+template <typename T, typename O, typename F>
+KILN_VECTOR_LOOP void binary_run(O* o, const T* a, const T* b, int64_t n, int64_t so, int64_t sa, int64_t sb,
+                                 const F& f) {
+  if (so == 1 && sa == 1 && sb == 1) {
+    for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k]), acc_t<T>(b[k])));
+  } else {
+    for (int64_t k = 0; k < n; ++k) o[k * so] = O(f(acc_t<T>(a[k * sa]), acc_t<T>(b[k * sb])));
+  }
+}
+
 // out[i] = f(x[i]), with f on acc_t<T>.
 template <typename T, typename F>
 void map_unary(const Buffer& out, const Buffer& x, F f) {
   for_each<2>({&out, &x}, [&](auto off, int64_t n, auto st) {
-    T* o = out.ptr<T>() + off[0];
-    const T* a = x.ptr<T>() + off[1];
-    if (st[0] == 1 && st[1] == 1) {
-      for (int64_t k = 0; k < n; ++k) o[k] = T(f(acc_t<T>(a[k])));
-    } else {
-      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = T(f(acc_t<T>(a[k * st[1]])));
-    }
+    unary_run<T, T>(out.ptr<T>() + off[0], x.ptr<T>() + off[1], n, st[0], st[1], f);
   });
 }
 
@@ -37,14 +52,7 @@ void map_unary(const Buffer& out, const Buffer& x, F f) {
 template <typename T, typename O, typename F>
 void map_binary(const Buffer& out, const Buffer& x, const Buffer& y, F f) {
   for_each<3>({&out, &x, &y}, [&](auto off, int64_t n, auto st) {
-    O* o = out.ptr<O>() + off[0];
-    const T* a = x.ptr<T>() + off[1];
-    const T* b = y.ptr<T>() + off[2];
-    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
-      for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k]), acc_t<T>(b[k])));
-    } else {
-      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = O(f(acc_t<T>(a[k * st[1]]), acc_t<T>(b[k * st[2]])));
-    }
+    binary_run<T, O>(out.ptr<O>() + off[0], x.ptr<T>() + off[1], y.ptr<T>() + off[2], n, st[0], st[1], st[2], f);
   });
 }
 

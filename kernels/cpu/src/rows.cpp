@@ -53,30 +53,46 @@ inline void accumulate_param(const Buffer& b, int64_t i, double v) { set_stat(b,
 
 }  // namespace
 
+namespace {
+
+// One row of softmax (log: log_softmax) over its first `seen` columns, the rest masked.
+template <typename T>
+KILN_VECTOR_LOOP void softmax_row(T* yr, const T* xr, int64_t C, int64_t seen, bool log) {
+  using F = acc_t<T>;
+  using A = row_acc_t<T>;
+  constexpr F kInf = std::numeric_limits<F>::infinity();
+  F mx = lane_max<F>(seen, [&](int64_t c) { return F(xr[c]); });
+  if (std::isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives 0/0 = nan below, as PyTorch does
+  // float rows keep each exponential in y for the second pass; 16-bit rows,
+  // which would round it, compute it again.
+  constexpr bool kKeep = std::is_same_v<T, F>;
+  const A sum = lane_sum<A>(seen, [&](int64_t c) {
+    const F e = exp_of(F(xr[c]) - mx);
+    if constexpr (kKeep)
+      if (!log) yr[c] = e;
+    return e;
+  });
+  if (log) {
+    const F lse = F(A(mx) + std::log(sum));
+    for (int64_t c = 0; c < seen; ++c) yr[c] = T(F(xr[c]) - lse);
+  } else {
+    const F inv = F(A(1) / sum);
+    for (int64_t c = 0; c < seen; ++c) yr[c] = T((kKeep ? F(yr[c]) : exp_of(F(xr[c]) - mx)) * inv);
+  }
+  for (int64_t c = seen; c < C; ++c) yr[c] = T(log ? -kInf : F(0));
+}
+
+}  // namespace
+
 void softmax(const Buffer& y, const Buffer& x, bool log, int64_t causal_tq) {
   const int64_t rows = x.sizes[0], C = x.sizes[1];
   visit_floating(x.dtype, "softmax", [&](auto tag) {
     using T = decltype(tag);
-    using F = acc_t<T>;
-    using A = row_acc_t<T>;
-    constexpr F kInf = std::numeric_limits<F>::infinity();
     parallel_for(rows, C, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
-        const T* xr = x.ptr<T>() + r * C;
-        T* yr = y.ptr<T>() + r * C;
         // Columns [0, seen) take part; the causal mask leaves out the rest.
         const int64_t seen = causal_tq > 0 ? std::clamp<int64_t>(r % causal_tq + C - causal_tq + 1, 0, C) : C;
-        F mx = lane_max<F>(seen, [&](int64_t c) { return F(xr[c]); });
-        if (std::isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives 0/0 = nan below, as PyTorch does
-        const A sum = lane_sum<A>(seen, [&](int64_t c) { return exp_of(F(xr[c]) - mx); });
-        if (log) {
-          const F lse = F(A(mx) + std::log(sum));
-          for (int64_t c = 0; c < seen; ++c) yr[c] = T(F(xr[c]) - lse);
-        } else {
-          const F inv = F(A(1) / sum);
-          for (int64_t c = 0; c < seen; ++c) yr[c] = T(exp_of(F(xr[c]) - mx) * inv);
-        }
-        for (int64_t c = seen; c < C; ++c) yr[c] = T(log ? -kInf : F(0));
+        softmax_row(y.ptr<T>() + r * C, x.ptr<T>() + r * C, C, seen, log);
       }
     });
   });
@@ -162,6 +178,40 @@ std::vector<F> param_values(const Buffer& b, int64_t C) {
   return out;
 }
 
+// One row of a norm: y = xhat w + b (w, b null: absent), its mean and rstd out.
+template <bool kCentered, typename T, typename F, typename A>
+KILN_VECTOR_LOOP void norm_row(T* yr, const T* xr, int64_t C, const F* w, const F* b, A eps, A& m, A& rs) {
+  m = 0;
+  if constexpr (kCentered) m = lane_sum<A>(C, [&](int64_t c) { return A(xr[c]); }) / static_cast<A>(C);
+  const A v = lane_sum<A>(C, [&](int64_t c) { return (A(xr[c]) - m) * (A(xr[c]) - m); });
+  rs = A(1) / std::sqrt(v / static_cast<A>(C) + eps);
+  if (!w) {
+    for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs));
+  } else if (!b) {
+    for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * w[c]);
+  } else {
+    for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * w[c] + b[c]);
+  }
+}
+
+// One row of a norm's dx from the means of g w and of g w xhat.
+template <bool kCentered, typename T, typename F, typename A>
+KILN_VECTOR_LOOP void norm_backward_row(T* dr, const T* gr, const T* xr, int64_t C, const F* w, A m, A rs) {
+  const A mean_g = kCentered ? lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * w[c]); }) / static_cast<A>(C) : A(0);
+  const A mean_gx =
+      lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * w[c]) * (A(xr[c]) - m) * rs; }) / static_cast<A>(C);
+  for (int64_t c = 0; c < C; ++c) dr[c] = T(F((A(F(gr[c]) * w[c]) - mean_g - (A(xr[c]) - m) * rs * mean_gx) * rs));
+}
+
+// One row's share of dw (g xhat) and db (g), n columns.
+template <typename T, typename A>
+KILN_VECTOR_LOOP void norm_param_grads_row(A* dw, A* db, const T* gr, const T* xr, int64_t n, A m, A rs) {
+  for (int64_t c = 0; c < n; ++c) {
+    dw[c] += A(gr[c]) * (A(xr[c]) - m) * rs;
+    db[c] += A(gr[c]);
+  }
+}
+
 // LayerNorm (kCentered) and RMSNorm share everything but the mean: RMSNorm is
 // LayerNorm with the mean fixed at zero and no bias. Statistics and xhat in
 // A, the affine part in F.
@@ -185,18 +235,9 @@ void norm_forward(const Buffer& y, const Buffer& mean, const Buffer& rstd, const
           for (int64_t c = 0; c < C; ++c) sr[c] = T(F(xr[c]) + F(rr[c]));
           xr = sr;
         }
-        T* yr = y.ptr<T>() + r * C;
-        A m = 0;
-        if constexpr (kCentered) m = lane_sum<A>(C, [&](int64_t c) { return A(xr[c]); }) / static_cast<A>(C);
-        const A v = lane_sum<A>(C, [&](int64_t c) { return (A(xr[c]) - m) * (A(xr[c]) - m); });
-        const A rs = A(1) / std::sqrt(v / static_cast<A>(C) + static_cast<A>(eps));
-        if (wv.empty()) {
-          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs));
-        } else if (bv.empty()) {
-          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * wv[c]);
-        } else {
-          for (int64_t c = 0; c < C; ++c) yr[c] = T(F((A(xr[c]) - m) * rs) * wv[c] + bv[c]);
-        }
+        A m, rs;
+        norm_row<kCentered>(y.ptr<T>() + r * C, xr, C, wv.empty() ? nullptr : wv.data(),
+                            bv.empty() ? nullptr : bv.data(), static_cast<A>(eps), m, rs);
         if constexpr (kCentered) set_stat(mean, r, m);
         set_stat(rstd, r, rs);
       }
@@ -217,17 +258,8 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
     auto row_mean = [&](int64_t r) { return kCentered ? static_cast<A>(stat(mean, r)) : A(0); };
     parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
-        const T* xr = x.ptr<T>() + r * C;
-        const T* gr = dy.ptr<T>() + r * C;
-        T* dr = dx.ptr<T>() + r * C;
-        const A m = row_mean(r), rs = static_cast<A>(stat(rstd, r));
-        // the means of g w and of g w xhat
-        const A mean_g =
-            kCentered ? lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * wv[c]); }) / static_cast<A>(C) : A(0);
-        const A mean_gx =
-            lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * wv[c]) * (A(xr[c]) - m) * rs; }) / static_cast<A>(C);
-        for (int64_t c = 0; c < C; ++c)
-          dr[c] = T(F((A(F(gr[c]) * wv[c]) - mean_g - (A(xr[c]) - m) * rs * mean_gx) * rs));
+        norm_backward_row<kCentered>(dx.ptr<T>() + r * C, dy.ptr<T>() + r * C, x.ptr<T>() + r * C, C, wv.data(),
+                                     row_mean(r), static_cast<A>(stat(rstd, r)));
       }
     });
     if (!dw.data && !db.data) return;
@@ -239,15 +271,9 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
       rss[static_cast<size_t>(r)] = static_cast<A>(stat(rstd, r));
     }
     parallel_for(C, rows, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* xr = x.ptr<T>() + r * C;
-        const T* gr = dy.ptr<T>() + r * C;
-        const A m = ms[static_cast<size_t>(r)], rs = rss[static_cast<size_t>(r)];
-        for (int64_t c = lo; c < hi; ++c) {
-          dwa[static_cast<size_t>(c)] += A(gr[c]) * (A(xr[c]) - m) * rs;
-          dba[static_cast<size_t>(c)] += A(gr[c]);
-        }
-      }
+      for (int64_t r = 0; r < rows; ++r)
+        norm_param_grads_row(dwa.data() + lo, dba.data() + lo, dy.ptr<T>() + r * C + lo, x.ptr<T>() + r * C + lo,
+                             hi - lo, ms[static_cast<size_t>(r)], rss[static_cast<size_t>(r)]);
     });
     for (int64_t c = 0; c < C; ++c) {
       if (dw.data) accumulate_param(dw, c, static_cast<double>(dwa[static_cast<size_t>(c)]));
@@ -278,6 +304,24 @@ void rms_norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& dy, con
   norm_backward<false>(dx, dw, Buffer{}, dy, x, w, Buffer{}, rstd, "rms_norm_backward");
 }
 
+namespace {
+
+// The logsumexp of a row.
+template <typename T>
+KILN_VECTOR_LOOP row_acc_t<T> logsumexp_row(const T* xr, int64_t C) {
+  using F = acc_t<T>;
+  const F mx = lane_max<F>(C, [&](int64_t c) { return F(xr[c]); });
+  return row_acc_t<T>(mx) + std::log(lane_sum<row_acc_t<T>>(C, [&](int64_t c) { return exp_of(F(xr[c]) - mx); }));
+}
+
+// dr[c] = scale exp(xr[c] - shift).
+template <typename T>
+KILN_VECTOR_LOOP void scaled_exp_row(T* dr, const T* xr, int64_t C, acc_t<T> shift, acc_t<T> scale) {
+  for (int64_t c = 0; c < C; ++c) dr[c] = T(scale * exp_of(acc_t<T>(xr[c]) - shift));
+}
+
+}  // namespace
+
 void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, const Buffer& target,
                    int64_t ignore_index, double z_loss) {
   const int64_t rows = logits.sizes[0], C = logits.sizes[1];
@@ -294,9 +338,7 @@ void cross_entropy(const Buffer& loss, const Buffer& lse, const Buffer& logits, 
       parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {
           const T* xr = logits.ptr<T>() + r * C;
-          const F mx = lane_max<F>(C, [&](int64_t c) { return F(xr[c]); });
-          const A sum = lane_sum<A>(C, [&](int64_t c) { return exp_of(F(xr[c]) - mx); });
-          const A l = A(mx) + std::log(sum);
+          const A l = logsumexp_row(xr, C);
           set_stat(lse, r, l);
           loss.ptr<T>()[r] = T(static_cast<F>(tg[r] == ignore_index ? A(0) : l - A(xr[tg[r]]) + A(z_loss) * l * l));
         }
@@ -325,10 +367,10 @@ void cross_entropy_backward(const Buffer& dlogits, const Buffer& dloss, const Bu
           const F g = F(dloss.ptr<T>()[r]);
           const double l = stat(lse, r);
           // softmax, stretched by the z term's gradient 2 z lse softmax
-          const F stretch = F(1 + 2 * z_loss * l), scale = g * stretch, lf = F(l);
-          // read before the loop: dlogits may be logits itself (linear_cross_entropy)
+          const F stretch = F(1 + 2 * z_loss * l), lf = F(l);
+          // read before the row is written: dlogits may be logits itself (linear_cross_entropy)
           const F at_target = g * (stretch * exp_of(F(xr[tg[r]]) - lf) - F(1));
-          for (int64_t c = 0; c < C; ++c) dr[c] = T(scale * exp_of(F(xr[c]) - lf));
+          scaled_exp_row(dr, xr, C, lf, g * stretch);
           dr[tg[r]] = T(at_target);
         }
       });

@@ -80,8 +80,8 @@ inline A lane_sum(int64_t n, F&& f) {
   return total;
 }
 
-// The largest f(k) over k < n (-inf for none; NaN wins, as std::max on a NaN
-// first operand would not guarantee).
+// The largest f(k) over k < n (-inf for none). NaNs are passed over: a row
+// holding one gets NaN from its sum of exponentials instead.
 template <typename A, typename F>
 inline A lane_max(int64_t n, F&& f) {
   A acc[kLanes];
@@ -90,14 +90,14 @@ inline A lane_max(int64_t n, F&& f) {
   for (; k + kLanes <= n; k += kLanes)
     for (int j = 0; j < kLanes; ++j) {
       const A v = static_cast<A>(f(k + j));
-      acc[j] = v > acc[j] || v != v ? v : acc[j];
+      acc[j] = v > acc[j] ? v : acc[j];
     }
   A best = -std::numeric_limits<A>::infinity();
   for (; k < n; ++k) {
     const A v = static_cast<A>(f(k));
-    best = v > best || v != v ? v : best;
+    best = v > best ? v : best;
   }
-  for (int j = 0; j < kLanes; ++j) best = acc[j] > best || acc[j] != acc[j] ? acc[j] : best;
+  for (int j = 0; j < kLanes; ++j) best = acc[j] > best ? acc[j] : best;
   return best;
 }
 
