@@ -305,18 +305,34 @@ void where(const Buffer& out, const Buffer& cond, const Buffer& x, const Buffer&
   });
 }
 
+namespace {
+
+template <typename T>
+KILN_VECTOR_LOOP void swiglu_run(T* o, const T* g, const T* u, int64_t n) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A x = A(g[i]);
+    o[i] = T(x * sigmoid_of(x) * A(u[i]));
+  }
+}
+
+template <typename T>
+KILN_VECTOR_LOOP void swiglu_backward_run(T* dg, T* du, const T* d, const T* g, const T* u, int64_t n) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A x = A(g[i]), s = sigmoid_of(x), dy = A(d[i]);
+    dg[i] = T(dy * A(u[i]) * s * (A(1) + x * (A(1) - s)));
+    du[i] = T(dy * x * s);
+  }
+}
+
+}  // namespace
+
 void swiglu(const Buffer& out, const Buffer& gate, const Buffer& up) {
   visit_floating(out.dtype, "swiglu", [&](auto t) {
     using T = decltype(t);
-    using A = acc_t<T>;
-    const T* g = gate.ptr<T>();
-    const T* u = up.ptr<T>();
-    T* o = out.ptr<T>();
     parallel_for(out.numel(), 8, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const A x = A(g[i]);
-        o[i] = T(x * sigmoid_of(x) * A(u[i]));
-      }
+      swiglu_run(out.ptr<T>() + lo, gate.ptr<T>() + lo, up.ptr<T>() + lo, hi - lo);
     });
   });
 }
@@ -325,18 +341,9 @@ void swiglu_backward(const Buffer& dgate, const Buffer& dup, const Buffer& dout,
                      const Buffer& up) {
   visit_floating(dout.dtype, "swiglu_backward", [&](auto t) {
     using T = decltype(t);
-    using A = acc_t<T>;
-    const T* g = gate.ptr<T>();
-    const T* u = up.ptr<T>();
-    const T* d = dout.ptr<T>();
-    T* dg = dgate.ptr<T>();
-    T* du = dup.ptr<T>();
     parallel_for(dout.numel(), 12, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const A x = A(g[i]), s = sigmoid_of(x), dy = A(d[i]);
-        dg[i] = T(dy * A(u[i]) * s * (A(1) + x * (A(1) - s)));
-        du[i] = T(dy * x * s);
-      }
+      swiglu_backward_run(dgate.ptr<T>() + lo, dup.ptr<T>() + lo, dout.ptr<T>() + lo, gate.ptr<T>() + lo,
+                          up.ptr<T>() + lo, hi - lo);
     });
   });
 }
