@@ -120,24 +120,19 @@ void draw_floating(const Buffer& out, const char* op, F&& draw) {
   });
 }
 
-constexpr float k24Bits = 1.0f / 16777216.0f;
 }  // namespace
 
 void uniform(const Buffer& out, uint64_t seed, uint64_t offset, double low, double high) {
   draw_floating(out, "rand", [&](uint64_t blk, double* v) {
     const philox::Block c = philox::philox4x32_10(seed, offset + blk, 0);
-    for (int j = 0; j < 4; ++j) v[j] = low + (high - low) * (static_cast<float>(c.v[j] >> 8) * k24Bits);
+    for (int j = 0; j < 4; ++j) v[j] = low + (high - low) * philox::uniform_of(c.v[j]);
   });
 }
 
 void normal(const Buffer& out, uint64_t seed, uint64_t offset, double mean, double std) {
   draw_floating(out, "randn", [&](uint64_t blk, double* v) {
     const philox::Block c0 = philox::philox4x32_10(seed, offset + blk, 0), c1 = philox::philox4x32_10(seed, offset + blk, 1);
-    for (int j = 0; j < 4; ++j) {
-      // philox::normal's Box-Muller, u1 in (0, 1]
-      const float u1 = (static_cast<float>(c0.v[j] >> 8) + 1.0f) * k24Bits, u2 = static_cast<float>(c1.v[j] >> 8) * k24Bits;
-      v[j] = mean + std * (sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2));
-    }
+    for (int j = 0; j < 4; ++j) v[j] = mean + std * philox::normal_of(c0.v[j], c1.v[j]);
   });
 }
 

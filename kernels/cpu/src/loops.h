@@ -55,28 +55,27 @@ void for_each(const std::array<const Buffer*, N>& bufs, F&& body, bool serial = 
     for (size_t j = 0; j < N; ++j) inner[j] = it.strides[j][it.ndim - 1];
   }
   const int64_t n_outer = total / n_inner;
-  auto run = [&](int64_t o) {
+  // Elements [b, e) of run o.
+  auto run = [&](int64_t o, int64_t b, int64_t e) {
     std::array<int64_t, N> off{};
     it.offsets(o, off.data(), /*skip=*/it.ndim > 0 ? 1 : 0);
-    body(off, n_inner, inner);
+    for (size_t j = 0; j < N; ++j) off[j] += b * inner[j];
+    body(off, e - b, inner);
   };
   const int64_t threads = !serial && total >= kParallelGrain ? num_threads() : 1;
   if (threads > 1 && n_outer >= threads) {
     parallel_tasks(threads, [&](int64_t p) {
-      for (int64_t o = p * n_outer / threads; o < (p + 1) * n_outer / threads; ++o) run(o);
+      for (int64_t o = p * n_outer / threads; o < (p + 1) * n_outer / threads; ++o) run(o, 0, n_inner);
     });
   } else if (threads > 1) {
     // Fewer runs than threads (a contiguous tensor is one run): each run in pieces.
     const int64_t pieces = (threads + n_outer - 1) / n_outer;
     parallel_tasks(n_outer * pieces, [&](int64_t t) {
-      const int64_t o = t / pieces, p = t % pieces, b = p * n_inner / pieces, e = (p + 1) * n_inner / pieces;
-      std::array<int64_t, N> off{};
-      it.offsets(o, off.data(), /*skip=*/it.ndim > 0 ? 1 : 0);
-      for (size_t j = 0; j < N; ++j) off[j] += b * inner[j];
-      body(off, e - b, inner);
+      const int64_t o = t / pieces, p = t % pieces;
+      run(o, p * n_inner / pieces, (p + 1) * n_inner / pieces);
     });
   } else {
-    for (int64_t o = 0; o < n_outer; ++o) run(o);
+    for (int64_t o = 0; o < n_outer; ++o) run(o, 0, n_inner);
   }
 }
 

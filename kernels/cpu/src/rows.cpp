@@ -31,15 +31,6 @@ void store(T* p, int64_t i, A v) {
   p[i] = T(static_cast<acc_t<T>>(v));
 }
 
-// Reads an optional float-typed parameter buffer (weight or bias).
-template <typename A>
-A param(const Buffer& b, int64_t i, A fallback) {
-  if (!b.data) return fallback;
-  return visit_floating(b.dtype, "norm", [&](auto t) -> A {
-    return static_cast<A>(acc_t<decltype(t)>(b.ptr<decltype(t)>()[i]));
-  });
-}
-
 // Row statistics and parameter-gradient accumulators are float32, or float64
 // for float64 inputs (gradcheck needs the precision).
 inline double stat(const Buffer& b, int64_t i) {
@@ -140,26 +131,31 @@ void argsort(const Buffer& indices, const Buffer& x, bool descending) {
   });
 }
 
+namespace {
+
+// One row of softmax's backward: y (g - <g, y>); log_softmax's: g - exp(y) sum(g).
+template <typename T>
+KILN_VECTOR_LOOP void softmax_backward_row(T* dr, const T* gr, const T* yr, int64_t C, bool log) {
+  using F = acc_t<T>;
+  using A = row_acc_t<T>;
+  if (log) {
+    const F total = F(lane_sum<A>(C, [&](int64_t c) { return F(gr[c]); }));
+    for (int64_t c = 0; c < C; ++c) dr[c] = T(F(gr[c]) - exp_of(F(yr[c])) * total);
+  } else {
+    const F dot = F(lane_sum<A>(C, [&](int64_t c) { return A(gr[c]) * A(yr[c]); }));
+    for (int64_t c = 0; c < C; ++c) dr[c] = T(F(yr[c]) * (F(gr[c]) - dot));
+  }
+}
+
+}  // namespace
+
 void softmax_backward(const Buffer& dx, const Buffer& dy, const Buffer& y, bool log) {
   const int64_t rows = y.sizes[0], C = y.sizes[1];
   visit_floating(y.dtype, "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
-    using F = acc_t<T>;
-    using A = row_acc_t<T>;
     parallel_for(rows, C, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const T* yr = y.ptr<T>() + r * C;
-        const T* gr = dy.ptr<T>() + r * C;
-        T* dr = dx.ptr<T>() + r * C;
-        // softmax: y (g - <g, y>); log_softmax: g - exp(y) sum(g)
-        if (log) {
-          const F total = F(lane_sum<A>(C, [&](int64_t c) { return F(gr[c]); }));
-          for (int64_t c = 0; c < C; ++c) dr[c] = T(F(gr[c]) - exp_of(F(yr[c])) * total);
-        } else {
-          const F dot = F(lane_sum<A>(C, [&](int64_t c) { return A(gr[c]) * A(yr[c]); }));
-          for (int64_t c = 0; c < C; ++c) dr[c] = T(F(yr[c]) * (F(gr[c]) - dot));
-        }
-      }
+      for (int64_t r = b; r < e; ++r)
+        softmax_backward_row(dx.ptr<T>() + r * C, dy.ptr<T>() + r * C, y.ptr<T>() + r * C, C, log);
     });
   });
 }

@@ -48,16 +48,23 @@ KILN_HOST_DEVICE inline uint32_t bits(uint64_t seed, uint64_t offset, uint64_t i
   return philox4x32_10(seed, offset + i / 4, draw).v[i % 4];
 }
 
-// Uniform in [0, 1) with 24 random bits (exact in float32).
-KILN_HOST_DEVICE inline float uniform(uint64_t seed, uint64_t offset, uint64_t i, uint32_t draw = 0) {
-  return static_cast<float>(bits(seed, offset, i, draw) >> 8) * (1.0f / 16777216.0f);
+// Uniform in [0, 1) from 32 random bits, 24 of them kept (exact in float32).
+KILN_HOST_DEVICE inline float uniform_of(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
+
+// Standard normal by Box-Muller from two draws' bits of one element.
+KILN_HOST_DEVICE inline float normal_of(uint32_t bits0, uint32_t bits1) {
+  const float u1 = (static_cast<float>(bits0 >> 8) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
+  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * uniform_of(bits1));
 }
 
-// Standard normal by Box-Muller from two uniforms of the same element.
+// Uniform in [0, 1) for element i.
+KILN_HOST_DEVICE inline float uniform(uint64_t seed, uint64_t offset, uint64_t i, uint32_t draw = 0) {
+  return uniform_of(bits(seed, offset, i, draw));
+}
+
+// Standard normal for element i, from its draws 0 and 1.
 KILN_HOST_DEVICE inline float normal(uint64_t seed, uint64_t offset, uint64_t i) {
-  float u1 = (static_cast<float>(bits(seed, offset, i, 0) >> 8) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
-  float u2 = uniform(seed, offset, i, 1);
-  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+  return normal_of(bits(seed, offset, i, 0), bits(seed, offset, i, 1));
 }
 
 // Counter blocks consumed by a tensor of n elements.
