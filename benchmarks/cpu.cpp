@@ -111,49 +111,56 @@ int main(int argc, char** argv) {
     auto ids = [&](int64_t high, kiln::Shape s) { return kiln::randint(0, high, s, gen); };
     std::vector<Row> rows;
     auto want = [&](const std::string& name) { return only.empty() || name.find(only) != std::string::npos; };
-    auto op = [&](const std::string& name, const std::string& shape, const std::vector<Tensor>& inputs,
+    // Inputs are made only for the ops that run.
+    auto op = [&](const std::string& name, const std::string& shape,
+                  const std::function<std::vector<Tensor>()>& make_inputs,
                   const std::function<Tensor(const std::vector<Tensor>&)>& fn) {
       if (!want(name)) return;
-      rows.push_back(time_op(name, shape, inputs, fn, repeats));
+      rows.push_back(time_op(name, shape, make_inputs(), fn, repeats));
       fmt::print("{:<28} {:<22} forward {:8.3f} ms  backward {:8.3f} ms\n", name, shape, rows.back().forward_ms,
                  rows.back().backward_ms);
     };
 
     // The GPT example's shapes: B 16, T 128, C 192, 6 heads of 32, vocabulary 2048; and a 4096 x 768 norm.
     const int64_t B = 16, T = 128, C = 192, H = 6, D = 32, V = 2048, N = B * T;
-    op("matmul", "1024x1024x1024", {rand({1024, 1024}), rand({1024, 1024})},
+    op("matmul", "1024x1024x1024", [&] { return std::vector<Tensor>{rand({1024, 1024}), rand({1024, 1024})}; },
        [](const auto& t) { return kiln::matmul(t[0], t[1]); });
-    op("linear", "2048x192 -> 576", {rand({N, C}), rand({3 * C, C}), rand({3 * C})},
+    op("linear", "2048x192 -> 576", [&] { return std::vector<Tensor>{rand({N, C}), rand({3 * C, C}), rand({3 * C})}; },
        [](const auto& t) { return kiln::linear(t[0], t[1], t[2]); });
-    op("layer_norm", "4096x768", {rand({4096, 768}), rand({768}), rand({768})},
+    op("layer_norm", "4096x768", [&] { return std::vector<Tensor>{rand({4096, 768}), rand({768}), rand({768})}; },
        [](const auto& t) { return kiln::layer_norm(t[0], {768}, t[1], t[2]); });
-    op("layer_norm", "2048x192", {rand({N, C}), rand({C}), rand({C})},
+    op("layer_norm", "2048x192", [&] { return std::vector<Tensor>{rand({N, C}), rand({C}), rand({C})}; },
        [&](const auto& t) { return kiln::layer_norm(t[0], {C}, t[1], t[2]); });
-    op("rms_norm", "4096x768", {rand({4096, 768}), rand({768})},
+    op("rms_norm", "4096x768", [&] { return std::vector<Tensor>{rand({4096, 768}), rand({768})}; },
        [](const auto& t) { return kiln::rms_norm(t[0], {768}, t[1]); });
-    op("softmax", "16x6x128x128", {rand({B, H, T, T})}, [](const auto& t) { return kiln::softmax(t[0], -1); });
-    op("cross_entropy", "2048x2048", {rand({N, V}), ids(V, {N})},
+    op("softmax", "16x6x128x128", [&] { return std::vector<Tensor>{rand({B, H, T, T})}; },
+       [](const auto& t) { return kiln::softmax(t[0], -1); });
+    op("cross_entropy", "2048x2048", [&] { return std::vector<Tensor>{rand({N, V}), ids(V, {N})}; },
        [](const auto& t) { return kiln::cross_entropy(t[0], t[1]); });
-    op("gelu_tanh", "2048x768", {rand({N, 4 * C})}, [](const auto& t) { return kiln::gelu(t[0], "tanh"); });
-    op("swiglu", "2048x512", {rand({N, 512}), rand({N, 512})},
+    op("gelu_tanh", "2048x768", [&] { return std::vector<Tensor>{rand({N, 4 * C})}; },
+       [](const auto& t) { return kiln::gelu(t[0], "tanh"); });
+    op("swiglu", "2048x512", [&] { return std::vector<Tensor>{rand({N, 512}), rand({N, 512})}; },
        [](const auto& t) { return kiln::swiglu(t[0], t[1]); });
     for (auto backend : {kiln::AttentionBackend::Fused, kiln::AttentionBackend::Composed}) {
       const std::string name = backend == kiln::AttentionBackend::Fused ? "attention_fused" : "attention_composed";
-      op(name, "16x6x128x32 causal", {rand({B, H, T, D}), rand({B, H, T, D}), rand({B, H, T, D})},
+      op(name, "16x6x128x32 causal",
+         [&] { return std::vector<Tensor>{rand({B, H, T, D}), rand({B, H, T, D}), rand({B, H, T, D})}; },
          [backend](const auto& t) {
            kiln::SettingsGuard guard;
            kiln::settings().attention = backend;
            return kiln::scaled_dot_product_attention(t[0], t[1], t[2], {.causal = true});
          });
     }
-    op("embedding", "2048x192[16x128]", {rand({V, C}), ids(V, {B, T})},
+    op("embedding", "2048x192[16x128]", [&] { return std::vector<Tensor>{rand({V, C}), ids(V, {B, T})}; },
        [](const auto& t) { return kiln::embedding(t[0], t[1]); });
-    op("add_broadcast", "16x128x192 + 192", {rand({B, T, C}), rand({C})},
+    op("add_broadcast", "16x128x192 + 192", [&] { return std::vector<Tensor>{rand({B, T, C}), rand({C})}; },
        [](const auto& t) { return t[0] + t[1]; });
-    op("mul", "2048x768 * 2048x768", {rand({N, 4 * C}), rand({N, 4 * C})},
+    op("mul", "2048x768 * 2048x768", [&] { return std::vector<Tensor>{rand({N, 4 * C}), rand({N, 4 * C})}; },
        [](const auto& t) { return t[0] * t[1]; });
-    op("sum_last", "2048x768 -> 2048", {rand({N, 4 * C})}, [](const auto& t) { return kiln::sum(t[0], {-1}); });
-    op("sum_first", "2048x768 -> 768", {rand({N, 4 * C})}, [](const auto& t) { return kiln::sum(t[0], {0}); });
+    op("sum_last", "2048x768 -> 2048", [&] { return std::vector<Tensor>{rand({N, 4 * C})}; },
+       [](const auto& t) { return kiln::sum(t[0], {-1}); });
+    op("sum_first", "2048x768 -> 768", [&] { return std::vector<Tensor>{rand({N, 4 * C})}; },
+       [](const auto& t) { return kiln::sum(t[0], {0}); });
 
     if (want("gpt2")) {
       kiln::nn::GPT gpt({.vocab_size = V, .block_size = T, .n_layer = 4, .n_head = H, .n_embd = C}, gen);
