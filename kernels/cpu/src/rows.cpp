@@ -52,23 +52,22 @@ KILN_VECTOR_LOOP void softmax_row(T* yr, const T* xr, int64_t C, int64_t seen, b
   using F = acc_t<T>;
   using A = row_acc_t<T>;
   constexpr F kInf = std::numeric_limits<F>::infinity();
-  F mx = lane_max<F>(seen, [&](int64_t c) { return F(xr[c]); });
+  F mx = row_max<F>(xr, seen);
   if (std::isinf(mx) && mx < 0) mx = 0;  // an all -inf row gives 0/0 = nan below, as PyTorch does
-  // float rows keep each exponential in y for the second pass; 16-bit rows,
-  // which would round it, compute it again.
-  constexpr bool kKeep = std::is_same_v<T, F>;
-  const A sum = lane_sum<A>(seen, [&](int64_t c) {
-    const F e = exp_of(F(xr[c]) - mx);
-    if constexpr (kKeep)
-      if (!log) yr[c] = e;
-    return e;
-  });
+  auto e = [&](int64_t c) { return exp_of(F(xr[c]) - mx); };
   if (log) {
-    const F lse = F(A(mx) + std::log(sum));
+    const F lse = F(A(mx) + std::log(lane_sum<A>(seen, e)));
     for (int64_t c = 0; c < seen; ++c) yr[c] = T(F(xr[c]) - lse);
+  } else if constexpr (std::is_same_v<T, F>) {
+    // float rows keep each exponential in y, summed in a pass of its own
+    // (a sum that also stores does not vectorize).
+    for (int64_t c = 0; c < seen; ++c) yr[c] = e(c);
+    const F inv = F(A(1) / lane_sum<A>(seen, [&](int64_t c) { return yr[c]; }));
+    for (int64_t c = 0; c < seen; ++c) yr[c] *= inv;
   } else {
-    const F inv = F(A(1) / sum);
-    for (int64_t c = 0; c < seen; ++c) yr[c] = T((kKeep ? F(yr[c]) : exp_of(F(xr[c]) - mx)) * inv);
+    // 16-bit rows would round a kept exponential: they compute it again.
+    const F inv = F(A(1) / lane_sum<A>(seen, e));
+    for (int64_t c = 0; c < seen; ++c) yr[c] = T(e(c) * inv);
   }
   for (int64_t c = seen; c < C; ++c) yr[c] = T(log ? -kInf : F(0));
 }
@@ -306,7 +305,7 @@ namespace {
 template <typename T>
 KILN_VECTOR_LOOP row_acc_t<T> logsumexp_row(const T* xr, int64_t C) {
   using F = acc_t<T>;
-  const F mx = lane_max<F>(C, [&](int64_t c) { return F(xr[c]); });
+  const F mx = row_max<F>(xr, C);
   return row_acc_t<T>(mx) + std::log(lane_sum<row_acc_t<T>>(C, [&](int64_t c) { return exp_of(F(xr[c]) - mx); }));
 }
 

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -80,24 +81,29 @@ inline A lane_sum(int64_t n, F&& f) {
   return total;
 }
 
-// The largest f(k) over k < n (-inf for none). NaNs are passed over: a row
-// holding one gets NaN from its sum of exponentials instead.
-template <typename A, typename F>
-inline A lane_max(int64_t n, F&& f) {
-  A acc[kLanes];
-  std::fill(acc, acc + kLanes, -std::numeric_limits<A>::infinity());
+// The largest of x[0, n) as F (-inf for none). NaNs are passed over: a row
+// holding one gets NaN from its sum of exponentials instead. float and
+// double rows compare in vector registers (GCC vectorizes no max reduction
+// that must keep NaN's order).
+template <typename F, typename T>
+[[gnu::always_inline]] inline F row_max(const T* x, int64_t n) {
+  constexpr F kLow = -std::numeric_limits<F>::infinity();
+  F best = kLow;
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const A v = static_cast<A>(f(k + j));
-      acc[j] = v > acc[j] ? v : acc[j];
+  if constexpr (std::is_same_v<T, F>) {
+    typedef F Lanes __attribute__((vector_size(kLanes * sizeof(F))));
+    Lanes acc = Lanes{} + kLow;
+    for (; k + kLanes <= n; k += kLanes) {
+      Lanes v;
+      std::memcpy(&v, x + k, sizeof v);
+      acc = v > acc ? v : acc;
     }
-  A best = -std::numeric_limits<A>::infinity();
+    for (int j = 0; j < kLanes; ++j) best = acc[j] > best ? acc[j] : best;
+  }
   for (; k < n; ++k) {
-    const A v = static_cast<A>(f(k));
+    const F v = static_cast<F>(x[k]);
     best = v > best ? v : best;
   }
-  for (int j = 0; j < kLanes; ++j) best = acc[j] > best ? acc[j] : best;
   return best;
 }
 
