@@ -1,5 +1,5 @@
 // Tensor basics: dtypes, factories, views sharing storage, conversions,
-// from_blob, item, printing and the Philox generator.
+// from_blob, the host cache, item, printing and the Philox generator.
 
 #include <cstring>
 
@@ -163,6 +163,41 @@ TEST_CASE("from_blob wraps caller memory without copying") {
     CHECK(values(col) == std::vector<double>{1, 3, 5});
   }
   CHECK(freed);
+}
+
+TEST_CASE("the host cache reuses large blocks within its bound and gives them back") {
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr bool kCacheOn = false;  // AddressSanitizer builds keep every free visible
+#else
+  constexpr bool kCacheOn = true;
+#endif
+  constexpr uint64_t kMiB = 1 << 20;
+  empty_host_cache();
+  REQUIRE(host_cache_bytes() == 0);
+  const void* first = nullptr;
+  {
+    Tensor a = full({512, 512}, 3.0);  // 1 MiB
+    first = a.data_ptr();
+  }
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  {
+    Tensor b = zeros({500, 512});  // within 1/8 of the cached block: takes it, and is still zeros
+    CHECK((b.data_ptr() == first) == kCacheOn);
+    CHECK(host_cache_bytes() == 0);
+    CHECK(sum(b).item<double>() == 0);
+    Tensor c = zeros({400, 512});  // more than 1/8 smaller than any cached block: a block of its own
+    CHECK(c.data_ptr() != first);
+  }
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));
+  { Tensor small = ones({1000}); }  // below 256 KiB: never cached
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));
+  set_host_cache_limit(kMiB);  // trims the largest first
+  CHECK(host_cache_bytes() == (kCacheOn ? 800 * 1024 : 0));
+  { Tensor big = ones({1024, 1024}); }  // 4 MiB: over the bound, freed
+  CHECK(host_cache_bytes() == (kCacheOn ? 800 * 1024 : 0));
+  empty_host_cache();
+  CHECK(host_cache_bytes() == 0);
+  set_host_cache_limit(uint64_t{1} << 30);
 }
 
 TEST_CASE("item reads one element of any dtype") {

@@ -1,8 +1,8 @@
 #include "kiln/storage.h"
 
 #include <algorithm>
-#include <cstdlib>
 
+#include "host_cache.h"
 #include "kiln/base/error.h"
 #include "kiln/kernels/cuda.h"
 
@@ -18,10 +18,9 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device, bool pi
   }
   KILN_CHECK(!pinned, "[allocate] pinned memory is host memory; asked for it on {}", device.str());
   if (device.is_cpu()) {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    KILN_CHECK(p != nullptr, "[allocate] out of host memory allocating {} bytes", nbytes);
-    return std::make_shared<Storage>(p, nbytes, device, [](void* q) { std::free(q); });
+    size_t block = 0;
+    void* p = host_cache::allocate(bytes, block);
+    return std::make_shared<Storage>(p, nbytes, device, [block](void* q) { host_cache::release(q, block); });
   }
   const int index = device.index;
   void* stream = kernels::cuda::get_current_stream(index);

@@ -3,6 +3,7 @@
 
 #include "kiln/autograd.h"
 #include "kiln/cuda.h"
+#include "kiln/host_memory.h"
 #include "kiln/data/chat_template.h"
 #include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
