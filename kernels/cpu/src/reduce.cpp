@@ -20,6 +20,22 @@ template <typename T>
 using reduce_acc_t = std::conditional_t<std::is_same_v<acc_t<T>, float> && std::is_same_v<T, float>, double,
                      std::conditional_t<std::is_floating_point_v<acc_t<T>>, acc_t<T>, int64_t>>;
 
+// The sum of a contiguous run.
+template <typename Acc, typename T>
+KILN_VECTOR_LOOP Acc sum_run(const T* p, int64_t n) {
+  return lane_sum<Acc>(n, [&](int64_t r) { return static_cast<Acc>(acc_t<T>(p[r])); });
+}
+
+// acc[c] += row[c] for c < n.
+template <typename Acc, typename T>
+KILN_VECTOR_LOOP void add_row(Acc* acc, const T* row, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<Acc>(acc_t<T>(row[c]));
+}
+
+// Long runs are summed in blocks of this many elements, added in order: the
+// blocks can go to different threads and the total does not depend on how many.
+constexpr int64_t kSumBlock = 1 << 14;
+
 }  // namespace
 
 void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
@@ -70,12 +86,32 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
         int64_t idx[kMaxDims] = {};
         int64_t off = 0;
         for (int64_t r = 0; r < g.n_red; ++r) {
-          const T* row = xp + off + lo;
-          for (int64_t c = 0; c < hi - lo; ++c) acc[static_cast<size_t>(c)] += static_cast<Acc>(acc_t<T>(row[c]));
+          add_row(acc.data(), xp + off + lo, hi - lo);
           next_reduced(idx, off);
         }
         for (int64_t c = lo; c < hi; ++c) store(c * g.kout[0], finish(acc[static_cast<size_t>(c - lo)]));
       });
+      return;
+    }
+    if (sum && inner_run) {
+      // Each output's run in blocks; (output, block) pairs split among threads.
+      const int64_t blocks = (g.n_red + kSumBlock - 1) / kSumBlock;
+      std::vector<Acc> partial(static_cast<size_t>(g.n_out * blocks));
+      parallel_for(g.n_out * blocks, std::min(g.n_red, kSumBlock), [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t) {
+          const int64_t o = t / blocks, b = t % blocks;
+          int64_t xoff, ooff;
+          g.output_offsets(o, xoff, ooff);
+          partial[static_cast<size_t>(t)] = sum_run<Acc>(xp + xoff + b * kSumBlock, std::min(kSumBlock, g.n_red - b * kSumBlock));
+        }
+      });
+      for (int64_t o = 0; o < g.n_out; ++o) {
+        int64_t xoff, ooff;
+        g.output_offsets(o, xoff, ooff);
+        Acc s = 0;
+        for (int64_t b = 0; b < blocks; ++b) s += partial[static_cast<size_t>(o * blocks + b)];
+        store(ooff, finish(s));
+      }
       return;
     }
     parallel_for(g.n_out, g.n_red, [&](int64_t begin, int64_t end) {
@@ -86,12 +122,7 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
           case ReduceOp::Sum:
           case ReduceOp::Mean: {
             Acc s = 0;
-            if (inner_run) {
-              const T* p = xp + xoff;
-              s = lane_sum<Acc>(g.n_red, [&](int64_t r) { return static_cast<Acc>(acc_t<T>(p[r])); });
-            } else {
-              walk(xoff, [&](Acc v, int64_t) { s += v; });
-            }
+            walk(xoff, [&](Acc v, int64_t) { s += v; });
             store(ooff, finish(s));
             break;
           }

@@ -12,7 +12,7 @@ namespace kiln {
 
 // A reduction's loop (above).
 struct ReduceGeometry {
-  int nk = 0, nr = 0;  // kept and reduced dims
+  int nk = 0, nr = 0;  // kept and reduced dims (reduced ones merged where they can be)
   int64_t ksize[kMaxDims] = {}, kx[kMaxDims] = {}, kout[kMaxDims] = {};  // kept dims: size, x stride, out stride
   int64_t rsize[kMaxDims] = {}, rx[kMaxDims] = {};                       // reduced dims: size, x stride
   int64_t n_out = 1, n_red = 1;  // output elements, and elements reduced into each
@@ -31,6 +31,20 @@ struct ReduceGeometry {
         n_out *= x.sizes[d];
       }
     }
+    // Reduced dims that x walks as one (an outer dim's stride is the inner's
+    // extent) merge, in the same order: a contiguous block becomes one run.
+    int merged = 0;
+    for (int i = 0; i < nr; ++i) {
+      if (rsize[i] == 1) continue;
+      if (merged > 0 && rx[merged - 1] == rx[i] * rsize[i]) {
+        rsize[merged - 1] *= rsize[i];
+        rx[merged - 1] = rx[i];
+      } else {
+        rsize[merged] = rsize[i];
+        rx[merged++] = rx[i];
+      }
+    }
+    nr = merged;
   }
 
   // Offsets in x and out of output element o.
