@@ -189,23 +189,28 @@ KILN_VECTOR_LOOP void norm_row(T* yr, const T* xr, int64_t C, const F* w, const 
   }
 }
 
-// One row of a norm's dx from the means of g w and of g w xhat.
-template <bool kCentered, typename T, typename F, typename A>
-KILN_VECTOR_LOOP void norm_backward_row(T* dr, const T* gr, const T* xr, int64_t C, const F* w, A m, A rs) {
+// One row of a norm's dx, from the means of g w and of g w xhat; with
+// kParams, the row's g xhat and g are also added into dw and db.
+template <bool kCentered, bool kParams, typename T, typename F, typename A>
+KILN_VECTOR_LOOP void norm_backward_row(T* dr, A* dw, A* db, const T* gr, const T* xr, int64_t C, const F* w, A m,
+                                        A rs) {
   const A mean_g = kCentered ? lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * w[c]); }) / static_cast<A>(C) : A(0);
   const A mean_gx =
       lane_sum<A>(C, [&](int64_t c) { return A(F(gr[c]) * w[c]) * (A(xr[c]) - m) * rs; }) / static_cast<A>(C);
-  for (int64_t c = 0; c < C; ++c) dr[c] = T(F((A(F(gr[c]) * w[c]) - mean_g - (A(xr[c]) - m) * rs * mean_gx) * rs));
-}
-
-// One row's share of dw (g xhat) and db (g), n columns.
-template <typename T, typename A>
-KILN_VECTOR_LOOP void norm_param_grads_row(A* dw, A* db, const T* gr, const T* xr, int64_t n, A m, A rs) {
-  for (int64_t c = 0; c < n; ++c) {
-    dw[c] += A(gr[c]) * (A(xr[c]) - m) * rs;
-    db[c] += A(gr[c]);
+  for (int64_t c = 0; c < C; ++c) {
+    const A xhat = (A(xr[c]) - m) * rs;
+    dr[c] = T(F((A(F(gr[c]) * w[c]) - mean_g - xhat * mean_gx) * rs));
+    if constexpr (kParams) {
+      dw[c] += A(gr[c]) * xhat;
+      db[c] += A(gr[c]);
+    }
   }
 }
+
+// A norm's backward splits its rows into this many chunks (fewer when there
+// are fewer rows), each with its own dw and db, added in chunk order: the
+// sums do not depend on the thread count, and dy and x are read once.
+constexpr int64_t kNormChunks = 64;
 
 // LayerNorm (kCentered) and RMSNorm share everything but the mean: RMSNorm is
 // LayerNorm with the mean fixed at zero and no bias. Statistics and xhat in
@@ -251,28 +256,32 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
     std::vector<F> wv = param_values<F>(w, C);
     if (wv.empty()) wv.assign(static_cast<size_t>(C), F(1));
     auto row_mean = [&](int64_t r) { return kCentered ? static_cast<A>(stat(mean, r)) : A(0); };
-    parallel_for(rows, C, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        norm_backward_row<kCentered>(dx.ptr<T>() + r * C, dy.ptr<T>() + r * C, x.ptr<T>() + r * C, C, wv.data(),
-                                     row_mean(r), static_cast<A>(stat(rstd, r)));
+    auto rows_of = [&](int64_t lo, int64_t hi, A* dwp, A* dbp, auto params) {
+      for (int64_t r = lo; r < hi; ++r)
+        norm_backward_row<kCentered, decltype(params)::value>(dx.ptr<T>() + r * C, dwp, dbp, dy.ptr<T>() + r * C,
+                                                              x.ptr<T>() + r * C, C, wv.data(), row_mean(r),
+                                                              static_cast<A>(stat(rstd, r)));
+    };
+    if (!dw.data && !db.data) {
+      parallel_for(rows, C, [&](int64_t lo, int64_t hi) { rows_of(lo, hi, nullptr, nullptr, std::false_type{}); });
+      return;
+    }
+    const int64_t chunks = std::clamp<int64_t>(rows, 1, kNormChunks);
+    std::vector<A> partial(static_cast<size_t>(chunks * 2 * C), A(0));  // per chunk: dw's C sums, then db's
+    parallel_for(chunks, rows / chunks * C, [&](int64_t lo, int64_t hi) {
+      for (int64_t k = lo; k < hi; ++k) {
+        A* p = partial.data() + k * 2 * C;
+        rows_of(rows * k / chunks, rows * (k + 1) / chunks, p, p + C, std::true_type{});
       }
     });
-    if (!dw.data && !db.data) return;
-    // dw and db: each column summed over the rows in order, columns split among threads.
-    std::vector<A> dwa(static_cast<size_t>(C), A(0)), dba(static_cast<size_t>(C), A(0));
-    std::vector<A> ms(static_cast<size_t>(rows)), rss(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      ms[static_cast<size_t>(r)] = row_mean(r);
-      rss[static_cast<size_t>(r)] = static_cast<A>(stat(rstd, r));
-    }
-    parallel_for(C, rows, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = 0; r < rows; ++r)
-        norm_param_grads_row(dwa.data() + lo, dba.data() + lo, dy.ptr<T>() + r * C + lo, x.ptr<T>() + r * C + lo,
-                             hi - lo, ms[static_cast<size_t>(r)], rss[static_cast<size_t>(r)]);
-    });
     for (int64_t c = 0; c < C; ++c) {
-      if (dw.data) accumulate_param(dw, c, static_cast<double>(dwa[static_cast<size_t>(c)]));
-      if (db.data) accumulate_param(db, c, static_cast<double>(dba[static_cast<size_t>(c)]));
+      A sw = 0, sb = 0;
+      for (int64_t k = 0; k < chunks; ++k) {
+        sw += partial[static_cast<size_t>(k * 2 * C + c)];
+        sb += partial[static_cast<size_t>(k * 2 * C + C + c)];
+      }
+      if (dw.data) accumulate_param(dw, c, static_cast<double>(sw));
+      if (db.data) accumulate_param(db, c, static_cast<double>(sb));
     }
   });
 }
