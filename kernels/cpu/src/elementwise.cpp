@@ -1,5 +1,6 @@
 // Elementwise CPU kernels: fill, copy/cast, random draws, unary, binary, where.
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -29,12 +30,20 @@ KILN_VECTOR_LOOP void unary_run(O* o, const T* a, int64_t n, int64_t so, int64_t
   }
 }
 
-// o[k so] = f(a[k sa], b[k sb]) for k < n.
+// o[k so] = f(a[k sa], b[k sb]) for k < n. Contiguous runs, and runs beside
+// one broadcast value (stride 0: a bias, a scale, a gradient of a sum), get
+// loops that vectorize.
 template <typename T, typename O, typename F>
 KILN_VECTOR_LOOP void binary_run(O* o, const T* a, const T* b, int64_t n, int64_t so, int64_t sa, int64_t sb,
                                  const F& f) {
   if (so == 1 && sa == 1 && sb == 1) {
     for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k]), acc_t<T>(b[k])));
+  } else if (so == 1 && sa == 1 && sb == 0) {
+    const acc_t<T> bv = acc_t<T>(b[0]);
+    for (int64_t k = 0; k < n; ++k) o[k] = O(f(acc_t<T>(a[k]), bv));
+  } else if (so == 1 && sa == 0 && sb == 1) {
+    const acc_t<T> av = acc_t<T>(a[0]);
+    for (int64_t k = 0; k < n; ++k) o[k] = O(f(av, acc_t<T>(b[k])));
   } else {
     for (int64_t k = 0; k < n; ++k) o[k * so] = O(f(acc_t<T>(a[k * sa]), acc_t<T>(b[k * sb])));
   }
@@ -67,7 +76,8 @@ void fill(const Buffer& out, double value) {
     T v = convert<T>(value);
     for_each<1>({&out}, [&](auto off, int64_t n, auto st) {
       T* o = out.ptr<T>() + off[0];
-      for (int64_t k = 0; k < n; ++k) o[k * st[0]] = v;
+      if (st[0] == 1) std::fill(o, o + n, v);
+      else for (int64_t k = 0; k < n; ++k) o[k * st[0]] = v;
     });
   });
 }
@@ -91,6 +101,8 @@ void copy(const Buffer& out, const Buffer& src) {
         const I* a = src.ptr<I>() + off[1];
         if (st[0] == 1 && st[1] == 1) {
           for (int64_t k = 0; k < n; ++k) o[k] = convert<O>(a[k]);
+        } else if (st[0] == 1 && st[1] == 0) {  // an expanded value (the gradient of a sum)
+          std::fill(o, o + n, convert<O>(a[0]));
         } else {
           for (int64_t k = 0; k < n; ++k) o[k * st[0]] = convert<O>(a[k * st[1]]);
         }

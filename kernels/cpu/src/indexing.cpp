@@ -2,6 +2,9 @@
 // gather / scatter_add (element by element). Indices are checked before any
 // write, so a bad index raises without touching the output.
 
+#include <algorithm>
+#include <cstring>
+
 #include "kiln/kernels/cpu.h"
 #include "loops.h"
 
@@ -78,6 +81,20 @@ void element_indexed(const Buffer& target, const Buffer& other, const Buffer& in
 }  // namespace
 
 void index_select(const Buffer& out, const Buffer& x, int dim, const Buffer& index) {
+  if (dim == 0 && x.is_contiguous() && out.is_contiguous() && out.dtype == x.dtype) {
+    // Whole contiguous rows (an embedding's lookup): one memcpy each, split among threads.
+    const size_t row_bytes = static_cast<size_t>(out.numel() / std::max<int64_t>(out.sizes[0], 1)) * element_size(x.dtype);
+    for_each_index(index, x.sizes[0], "index_select", [](int64_t, int64_t) {});
+    visit_index(index.dtype, "index_select", [&](auto tag) {
+      const auto* idx = index.ptr<decltype(tag)>();
+      parallel_for(out.sizes[0], static_cast<int64_t>(row_bytes / 4), [&](int64_t lo, int64_t hi) {
+        for (int64_t k = lo; k < hi; ++k)
+          std::memcpy(static_cast<char*>(out.data) + k * row_bytes,
+                      static_cast<const char*>(x.data) + static_cast<int64_t>(idx[k]) * row_bytes, row_bytes);
+      });
+    });
+    return;
+  }
   for_each_index(index, x.sizes[dim], "index_select", [&](int64_t k, int64_t i) {
     copy(select(out, dim, k), select(x, dim, i));
   });
