@@ -20,6 +20,19 @@ void write_copy(const Buffer& copy, const P* p, int64_t lo, int64_t hi) {
   });
 }
 
+// AdamW on elements [0, n) of one parameter.
+template <typename P, typename G>
+KILN_VECTOR_LOOP void adamw_run(P* __restrict pp, P* __restrict mp, P* __restrict vp, const G* __restrict gp,
+                                int64_t n, P decay, P b1, P b2, P step, P root_bc2, P eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const P gi = P(acc_t<G>(gp[i]));
+    pp[i] *= decay;
+    mp[i] = b1 * mp[i] + (P(1) - b1) * gi;
+    vp[i] = b2 * vp[i] + (P(1) - b2) * gi * gi;
+    pp[i] -= step * (mp[i] / (std::sqrt(vp[i]) / root_bc2 + eps));
+  }
+}
+
 void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& v, const Buffer& copy,
                const AdamWStep& s) {
   visit_master(p.dtype, g.dtype, "adamw_update", [&](auto ptag, auto gtag) {
@@ -32,13 +45,7 @@ void adamw_one(const Buffer& p, const Buffer& g, const Buffer& m, const Buffer& 
     const P decay = P(1 - s.lr * s.weight_decay), b1 = P(s.beta1), b2 = P(s.beta2), step = P(s.lr / s.bias_correction1);
     const P root_bc2 = P(std::sqrt(s.bias_correction2)), eps = P(s.eps);
     parallel_for(p.numel(), 8, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const P gi = P(acc_t<G>(gp[i]));
-        pp[i] *= decay;
-        mp[i] = b1 * mp[i] + (P(1) - b1) * gi;
-        vp[i] = b2 * vp[i] + (P(1) - b2) * gi * gi;
-        pp[i] -= step * (mp[i] / (std::sqrt(vp[i]) / root_bc2 + eps));
-      }
+      adamw_run(pp + lo, mp + lo, vp + lo, gp + lo, hi - lo, decay, b1, b2, step, root_bc2, eps);
       write_copy(copy, pp, lo, hi);
     });
   });
