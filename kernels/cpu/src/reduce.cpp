@@ -1,6 +1,7 @@
 // Reductions over any set of dims. Parallel over output elements; each output
 // walks its reduced sub-space in order, so results do not depend on threads.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -78,18 +79,27 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
         if (op == ReduceOp::Mean) s /= static_cast<Acc>(g.n_red);
       return s;
     };
-    if (sum && g.nk == 1 && g.kx[0] == 1 && g.n_red > 1) {
-      // Outer dims summed into one contiguous kept dim (a bias's gradient):
-      // whole rows added into the sums, columns split among threads.
-      parallel_for(g.ksize[0], g.n_red, [&](int64_t lo, int64_t hi) {
-        std::vector<Acc> acc(static_cast<size_t>(hi - lo), Acc(0));
-        int64_t idx[kMaxDims] = {};
-        int64_t off = 0;
-        for (int64_t r = 0; r < g.n_red; ++r) {
-          add_row(acc.data(), xp + off + lo, hi - lo);
-          next_reduced(idx, off);
+    if (sum && g.nk >= 1 && g.kx[g.nk - 1] == 1 && g.kout[g.nk - 1] == 1 && !inner_run && g.n_red > 1) {
+      // The innermost kept dim is contiguous in x and out (a bias's gradient,
+      // heads summed over a group): whole rows of it are added into the sums.
+      // Each output still adds its elements in order, however the work is split.
+      const int64_t row = g.ksize[g.nk - 1], groups = g.n_out / row;
+      const int64_t pieces = groups >= num_threads() ? 1 : std::clamp<int64_t>(row / 64, 1, num_threads());
+      parallel_for(groups * pieces, g.n_red * row / pieces, [&](int64_t lo, int64_t hi) {
+        std::vector<Acc> acc;
+        for (int64_t t = lo; t < hi; ++t) {
+          const int64_t c0 = row * (t % pieces) / pieces, c1 = row * (t % pieces + 1) / pieces;
+          int64_t xoff, ooff;
+          g.output_offsets(t / pieces * row, xoff, ooff);
+          acc.assign(static_cast<size_t>(c1 - c0), Acc(0));
+          int64_t idx[kMaxDims] = {};
+          int64_t off = xoff + c0;
+          for (int64_t r = 0; r < g.n_red; ++r) {
+            add_row(acc.data(), xp + off, c1 - c0);
+            next_reduced(idx, off);
+          }
+          for (int64_t c = c0; c < c1; ++c) store(ooff + c, finish(acc[static_cast<size_t>(c - c0)]));
         }
-        for (int64_t c = lo; c < hi; ++c) store(c * g.kout[0], finish(acc[static_cast<size_t>(c - lo)]));
       });
       return;
     }

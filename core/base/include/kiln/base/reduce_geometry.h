@@ -31,8 +31,9 @@ struct ReduceGeometry {
         n_out *= x.sizes[d];
       }
     }
-    // Reduced dims that x walks as one (an outer dim's stride is the inner's
-    // extent) merge, in the same order: a contiguous block becomes one run.
+    // Dims that x (and, for kept dims, out) walk as one (an outer dim's
+    // stride is the inner's extent) merge, in the same order: a contiguous
+    // block becomes one run. Dims of size 1 drop out.
     int merged = 0;
     for (int i = 0; i < nr; ++i) {
       if (rsize[i] == 1) continue;
@@ -45,6 +46,20 @@ struct ReduceGeometry {
       }
     }
     nr = merged;
+    merged = 0;
+    for (int i = 0; i < nk; ++i) {
+      if (ksize[i] == 1) continue;
+      if (merged > 0 && kx[merged - 1] == kx[i] * ksize[i] && kout[merged - 1] == kout[i] * ksize[i]) {
+        ksize[merged - 1] *= ksize[i];
+        kx[merged - 1] = kx[i];
+        kout[merged - 1] = kout[i];
+      } else {
+        ksize[merged] = ksize[i];
+        kx[merged] = kx[i];
+        kout[merged++] = kout[i];
+      }
+    }
+    nk = merged;
   }
 
   // Offsets in x and out of output element o.
