@@ -421,6 +421,8 @@ TEST_CASE("reductions over dims with keepdim") {
   CHECK(sum(ones({3}, kInt32)).dtype() == kInt64);
   CHECK(sum(ones({3}, kBool)).item<int64_t>() == 3);
   CHECK(sum(zeros({0})).item<double>() == 0.0);
+  CHECK(sum(zeros({3, 0, 4}), {0}).sizes() == Shape{0, 4});  // nothing to write
+  CHECK(values(sum(zeros({0, 4}), {0})) == std::vector<double>(4, 0.0));  // sums of nothing
   CHECK(values(sum(arange(6, kFloat32).view({2, 3}), {-1})) == std::vector<double>{3, 12});
   // Large float32 sums accumulate in float64: exact for integers below 2^24
   CHECK(sum(ones({1 << 25})).item<double>() == double(1 << 25));

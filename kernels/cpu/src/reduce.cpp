@@ -41,6 +41,7 @@ constexpr int64_t kSumBlock = 1 << 14;
 
 void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask, int64_t correction) {
   const ReduceGeometry g(out, x, dims_mask);
+  if (g.n_out == 0) return;
   visit_dtype(x.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
     using Acc = reduce_acc_t<T>;
