@@ -188,13 +188,16 @@ TEST_CASE("the host cache reuses large blocks within its bound and gives them ba
     Tensor c = zeros({400, 512});  // more than 1/8 smaller than any cached block: a block of its own
     CHECK(c.data_ptr() != first);
   }
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));  // c was freed first, then b
   { Tensor small = ones({1000}); }  // below 256 KiB: never cached
   CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));
-  set_host_cache_limit(kMiB);  // trims the largest first
-  CHECK(host_cache_bytes() == (kCacheOn ? 800 * 1024 : 0));
-  { Tensor big = ones({1024, 1024}); }  // 4 MiB: over the bound, freed
-  CHECK(host_cache_bytes() == (kCacheOn ? 800 * 1024 : 0));
+  set_host_cache_limit(kMiB);  // frees the longest unused first: c's block
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  { Tensor big = ones({1024, 1024}); }  // 4 MiB: over the bound alone, freed
+  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  set_host_cache_limit(2 * kMiB);
+  { Tensor d = ones({384, 1024}); }  // 1.5 MiB more would pass the bound: b's older block is freed for it
+  CHECK(host_cache_bytes() == (kCacheOn ? 3 * kMiB / 2 : 0));
   empty_host_cache();
   CHECK(host_cache_bytes() == 0);
   set_host_cache_limit(uint64_t{1} << 30);

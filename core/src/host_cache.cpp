@@ -1,6 +1,7 @@
 #include "host_cache.h"
 
 #include <cstdlib>
+#include <list>
 #include <map>
 #include <mutex>
 
@@ -28,46 +29,43 @@ constexpr size_t kPage = 4096;
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+// Cached blocks by size, and in the order they were freed: past the limit,
+// the longest unused go first (the newest are the likeliest to be asked for).
 class Cache {
  public:
   // A cached block of [bytes, bytes + bytes / 8], or null.
   void* take(size_t bytes, size_t& block) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = blocks_.lower_bound(bytes);
-    if (it == blocks_.end() || it->first > bytes + bytes / 8) return nullptr;
-    void* p = it->second;
+    auto it = by_size_.lower_bound(bytes);
+    if (it == by_size_.end() || it->first > bytes + bytes / 8) return nullptr;
+    void* p = it->second->second;
     block = it->first;
     cached_ -= block;
-    blocks_.erase(it);
+    by_age_.erase(it->second);
+    by_size_.erase(it);
     return p;
   }
 
-  // Keeps the block unless the limit would be passed; false: the caller frees it.
+  // Keeps the block, freeing the longest unused ones past the limit; false:
+  // the block alone is over it, and the caller frees it.
   bool keep(void* p, size_t block) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (cached_ + block > limit_) return false;
-    blocks_.emplace(block, p);
+    if (block > limit_) return false;
+    by_size_.emplace(block, by_age_.insert(by_age_.end(), {block, p}));
     cached_ += block;
+    evict_to(limit_);
     return true;
   }
 
-  // Frees cached blocks, largest first, until at most `target` bytes are held.
   void trim(size_t target) {
     std::lock_guard<std::mutex> lock(mu_);
-    while (cached_ > target && !blocks_.empty()) {
-      auto last = std::prev(blocks_.end());
-      std::free(last->second);
-      cached_ -= last->first;
-      blocks_.erase(last);
-    }
+    evict_to(target);
   }
 
   void set_limit(size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      limit_ = bytes;
-    }
-    trim(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = bytes;
+    evict_to(bytes);
   }
 
   size_t cached() {
@@ -76,8 +74,24 @@ class Cache {
   }
 
  private:
+  using Age = std::list<std::pair<size_t, void*>>;  // (size, block), oldest first
+
+  // Frees the oldest blocks until at most `target` bytes are held (mu_ held).
+  void evict_to(size_t target) {
+    while (cached_ > target) {
+      const auto [size, p] = by_age_.front();
+      auto lo = by_size_.lower_bound(size);
+      while (lo->second != by_age_.begin()) ++lo;
+      by_size_.erase(lo);
+      by_age_.pop_front();
+      cached_ -= size;
+      std::free(p);
+    }
+  }
+
   std::mutex mu_;
-  std::multimap<size_t, void*> blocks_;  // by size
+  Age by_age_;
+  std::multimap<size_t, Age::iterator> by_size_;
   size_t cached_ = 0;
   size_t limit_ = size_t{1} << 30;
 };

@@ -4,8 +4,8 @@
 // the same sizes every step, stops paying the kernel to map and zero fresh
 // pages (a third of a softmax's forward and backward time without it). A
 // request takes a cached block at most 1/8 larger. The cache is bounded
-// (1 GiB by default; a block beyond the bound is freed); it is emptied and
-// the request retried before an allocation is refused. Builds with
+// (1 GiB by default): past the bound, the blocks unused the longest are
+// freed. It is emptied and the request retried before an allocation is refused. Builds with
 // AddressSanitizer leave it off, so that a use after free is still caught.
 //
 //   kiln::empty_host_cache();           // hand the cached blocks back to the system
@@ -17,7 +17,7 @@ namespace kiln {
 
 // Bytes held in cached blocks (free for reuse, not in any tensor).
 uint64_t host_cache_bytes();
-// The most bytes the cache may hold; blocks over it are freed. Lowering it frees what is over.
+// The most bytes the cache may hold (the longest unused blocks are freed past it, now and later).
 void set_host_cache_limit(uint64_t bytes);
 // Frees every cached block.
 void empty_host_cache();
