@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "helpers.h"
+#include "kiln/base/gemm_layout.h"
 
 using namespace kiln;
 using kt::for_each_index;
@@ -779,6 +780,16 @@ TEST_CASE("the fused attention kernel equals the composed reference, values, lse
         else CHECK(lf[i] == Approx(lc[i]).epsilon(1e-5));
       }
     }
+}
+
+TEST_CASE("a GEMM operand's alignment is the largest power of two up to 256 dividing its address, ld and batch stride") {
+  CHECK(gemm_alignment(0x1000, 1024, 0, 1, 2) == 256);      // aligned everywhere: capped at 256
+  CHECK(gemm_alignment(0x1002, 1024, 0, 1, 2) == 2);        // a bfloat16 view one element in
+  CHECK(gemm_alignment(0x1000, 3, 0, 1, 4) == 4);           // rows of 3 floats
+  CHECK(gemm_alignment(0x1000, 64, 5, 2, 4) == 4);          // batches 5 floats apart
+  CHECK(gemm_alignment(0x1000, 64, 5, 1, 4) == 256);        // one batch: its stride does not matter
+  CHECK(gemm_alignment(0x1040, 64, 4096, 8, 4) == 64);      // the address decides
+  CHECK(gemm_alignment(0x1000, 1, 0, 1, 8) == 8);           // a float64 column
 }
 
 TEST_CASE("linear is x weight^T + bias in one GEMM") {

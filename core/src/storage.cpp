@@ -1,6 +1,7 @@
 #include "kiln/storage.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "host_cache.h"
 #include "kiln/base/error.h"
@@ -25,8 +26,11 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device, bool pi
   const int index = device.index;
   void* stream = kernels::cuda::get_current_stream(index);
   void* p = kernels::cuda::allocate(bytes, index, stream);
-  auto s = std::make_shared<Storage>(p, nbytes, device,
-                                     [index, stream](void* q) { kernels::cuda::deallocate(q, index, stream); });
+  // Freed on its stream; from another thread, on a stream that still follows it.
+  auto s = std::make_shared<Storage>(p, nbytes, device, [index, stream, owner = std::this_thread::get_id()](void* q) {
+    kernels::cuda::deallocate(
+        q, index, std::this_thread::get_id() == owner ? stream : kernels::cuda::stream_for_other_thread(stream));
+  });
   s->stream_ = stream;
   return s;
 }

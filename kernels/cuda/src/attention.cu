@@ -268,7 +268,8 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
   }
   const int64_t rows = q.numel() / g.head_dim;  // query rows of every sequence and head
   const int device = q.device.index;
-  auto* delta = static_cast<float*>(allocate(static_cast<size_t>(rows) * sizeof(float), device));
+  const Scratch delta_scratch(static_cast<size_t>(rows) * sizeof(float), device);
+  float* delta = delta_scratch.get<float>();
   const bool mma = attention_mma_applies(g, q, k, v, dout) && aligned16(dq.data) && aligned16(dk.data) &&
                    aligned16(dv.data) && aligned16(out.data);
   const float scale_f = static_cast<float>(scale);
@@ -288,7 +289,6 @@ void attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, co
              dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(), delta, g, scale_f);
     });
   });
-  deallocate(delta, device);
 }
 
 }  // namespace kiln::kernels::cuda

@@ -26,6 +26,7 @@
 //   C (16 x 8, float):      c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
 
 #include <cfloat>
+#include <cstring>
 
 #include "common.cuh"
 #include "kiln/base/attention_geometry.h"
@@ -182,8 +183,8 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride,
 // (cp.async, sm_80), zeros when !valid; complete after cp_async_wait.
 __device__ __forceinline__ void cp_async16(void* shared, const void* global, bool valid) {
 #ifdef KILN_CUDA_EMULATION
-  if (valid) memcpy(shared, global, 16);
-  else memset(shared, 0, 16);
+  if (valid) std::memcpy(shared, global, 16);
+  else std::memset(shared, 0, 16);
 #else
   const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));

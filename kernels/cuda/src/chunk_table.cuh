@@ -11,13 +11,13 @@ namespace kiln::kernels::cuda {
 
 constexpr int64_t kChunkElements = 1 << 16;
 
-// The table on the device (stream-ordered; free it with deallocate after the
-// launches). Copies from pageable memory stage the host data before returning.
+// The table on the device, freed (stream-ordered) when the returned scratch
+// goes. Copies from pageable memory stage the host data before returning.
 template <typename Chunk>
-Chunk* upload(const std::vector<Chunk>& chunks, int device, const char* op) {
+Scratch upload(const std::vector<Chunk>& chunks, int device, const char* op) {
   const size_t bytes = chunks.size() * sizeof(Chunk);
-  auto* table = static_cast<Chunk*>(allocate(bytes, device));
-  if (cudaMemcpyAsync(table, chunks.data(), bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess)
+  Scratch table(bytes, device);
+  if (cudaMemcpyAsync(table.get(), chunks.data(), bytes, cudaMemcpyHostToDevice, current_stream()) != cudaSuccess)
     fail(op, "cannot copy the chunk table to the device");
   return table;
 }

@@ -17,6 +17,7 @@
 #include "kiln/base/strided.h"
 #include "kiln/base/visit.h"
 #include "launch.h"
+#include "scratch.h"
 
 namespace kiln::kernels::cuda {
 
@@ -63,9 +64,6 @@ struct Pack : Vec<T, 16 / sizeof(T)> {
 };
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// Bytes rounded up to 256: the pieces carved from one scratch allocation stay aligned.
-inline size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 constexpr int kThreads = 256;
 

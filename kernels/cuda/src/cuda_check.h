@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "kiln/base/error.h"
+#include "launch.h"
 
 // KILN_CUDA_CHECK(cudaMemcpy(...)): raises with the call and CUDA's own message.
 #define KILN_CUDA_CHECK(call)                                                                   \
@@ -16,9 +17,6 @@
   } while (0)
 
 namespace kiln::kernels::cuda {
-
-// Devices kiln keeps per-device state for (streams, pools).
-inline constexpr int kMaxDevices = 64;
 
 // Raises "[op] cuda:N does not exist (M devices visible)" unless cuda:device is
 // usable (runtime.cpp).

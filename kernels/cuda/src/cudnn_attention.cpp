@@ -17,6 +17,7 @@
 #include "cudnn_sequence_tables.h"
 #include "kiln/kernels/cuda.h"
 #include "launch.h"
+#include "scratch.h"
 
 namespace kiln::kernels::cuda {
 
@@ -146,24 +147,6 @@ class Bindings {
   int32_t tq_, tk_;
 };
 
-// Device scratch freed at scope exit, on the current stream.
-class Scratch {
- public:
-  Scratch(size_t bytes, int device) : device_(device), ptr_(bytes ? allocate(bytes, device) : nullptr) {}
-  ~Scratch() {
-    if (ptr_) deallocate(ptr_, device_);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  char* get() const { return static_cast<char*>(ptr_); }
-
- private:
-  int device_;
-  void* ptr_;
-};
-
-size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
 size_t tables_bytes(const AttentionProblem& p) { return p.packed ? cudnn::sequence_tables_bytes(p.B) : 0; }
 
 }  // namespace
@@ -176,14 +159,14 @@ void cudnn_attention(const Buffer& out, const Buffer& lse, const Buffer& q, cons
   check_aligned({&out, &lse, &q, &k, &v}, "scaled_dot_product_attention");
   State& st = state(q.device.index);
   const Plan& plan = plan_for(st.forward, p, st.device, false);
-  const size_t ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
+  const size_t ws = round_up(static_cast<size_t>(plan.workspace_bytes()));
   Scratch scratch(ws + tables_bytes(p), q.device.index);
   Bindings b(p, scale);
   for (auto [uid, buffer] : {std::pair{cudnn::kQ, &q}, {cudnn::kK, &k}, {cudnn::kV, &v}, {cudnn::kO, &out},
                              {cudnn::kStats, &lse}})
     b.set(uid, buffer->data);
-  if (p.packed) b.set_sequences(p, g, scratch.get() + ws);
-  b.execute(plan, st.handle, p, false, scratch.get());
+  if (p.packed) b.set_sequences(p, g, scratch.get<char>() + ws);
+  b.execute(plan, st.handle, p, false, scratch.get<char>());
 }
 
 void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv, const Buffer& dout,
@@ -202,11 +185,11 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
   const Plan& plan = plan_for(st.backward, p, st.device, true);
   // Beside the plan's workspace, the graph's float scratch: rowsum(dO * O) and
   // dQ's accumulator (Tq rows a sequence when packed), and the sequence tables.
-  const size_t rows = static_cast<size_t>(p.B * p.Hq * p.Tq), ws = aligned(static_cast<size_t>(plan.workspace_bytes()));
-  const size_t delta_bytes = aligned(rows * sizeof(float));
-  const size_t dq_bytes = aligned(rows * static_cast<size_t>(p.D) * sizeof(float));
+  const size_t rows = static_cast<size_t>(p.B * p.Hq * p.Tq), ws = round_up(static_cast<size_t>(plan.workspace_bytes()));
+  const size_t delta_bytes = round_up(rows * sizeof(float));
+  const size_t dq_bytes = round_up(rows * static_cast<size_t>(p.D) * sizeof(float));
   Scratch scratch(ws + delta_bytes + dq_bytes + tables_bytes(p), q.device.index);
-  char* delta = scratch.get() + ws;
+  char* delta = scratch.get<char>() + ws;
   char* dq_accum = delta + delta_bytes;
   KILN_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, dq_bytes, current_stream()));  // accumulated into
   Bindings b(p, scale);
@@ -217,7 +200,7 @@ void cudnn_attention_backward(const Buffer& dq, const Buffer& dk, const Buffer& 
   b.set(cudnn::kSoftmaxSum, delta);
   b.set(cudnn::kDQAccum, dq_accum);
   if (p.packed) b.set_sequences(p, g, dq_accum + dq_bytes);
-  b.execute(plan, st.handle, p, true, scratch.get());
+  b.execute(plan, st.handle, p, true, scratch.get<char>());
 }
 
 }  // namespace kiln::kernels::cuda

@@ -7,6 +7,9 @@
 
 namespace kiln::kernels::cuda {
 
+// Devices kiln keeps per-device state for (streams, pools, handles).
+inline constexpr int kMaxDevices = 64;
+
 // Scoped NVTX range, so profiles name kiln's kernels.
 class NvtxRange {
  public:

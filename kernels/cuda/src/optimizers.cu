@@ -121,7 +121,7 @@ std::vector<UpdateChunk> chunks_of(const std::vector<Buffer>& p, const std::vect
 constexpr int kUpdateThreads = 512;
 
 // Uploads the chunk table and calls launch(P tag, G tag, table, blocks) for
-// the lists' dtypes; frees the table after the launch (stream-ordered).
+// the lists' dtypes; the table is freed after the launch (stream-ordered).
 template <typename Launch>
 void update_all(const char* op, const std::vector<Buffer>& p, const std::vector<Buffer>& g,
                 const std::vector<Buffer>& m, const std::vector<Buffer>& v, const std::vector<Buffer>& copy,
@@ -129,11 +129,10 @@ void update_all(const char* op, const std::vector<Buffer>& p, const std::vector<
   const std::vector<UpdateChunk> chunks = chunks_of(p, g, m, v, copy);
   if (chunks.empty()) return;
   const int device = p[0].device.index;
-  UpdateChunk* table = upload(chunks, device, op);
+  const Scratch table = upload(chunks, device, op);
   visit_master(p[0].dtype, g[0].dtype, op, [&](auto ptag, auto gtag) {
-    launch(ptag, gtag, table, static_cast<unsigned>(chunks.size()));
+    launch(ptag, gtag, table.get<UpdateChunk>(), static_cast<unsigned>(chunks.size()));
   });
-  deallocate(table, device);
 }
 
 }  // namespace

@@ -193,18 +193,15 @@ void squared_norms(const Buffer& out, const std::vector<Buffer>& xs) {
     first.push_back(static_cast<int64_t>(chunks.size()));
   }
   const int device = out.device.index;
-  int64_t* dev_first = upload(first, device, "squared_norms");
-  auto* partial = static_cast<double*>(allocate((chunks.size() + 1) * sizeof(double), device));
+  const Scratch dev_first = upload(first, device, "squared_norms");
+  const Scratch partial((chunks.size() + 1) * sizeof(double), device);  // freed stream-ordered, after the kernels
   if (!chunks.empty()) {
-    NormChunk* dev_chunks = upload(chunks, device, "squared_norms");
-    launch("norm_chunks_kernel", norm_chunks_kernel, static_cast<unsigned>(chunks.size()), kThreads, 0, dev_chunks,
-           partial);
-    deallocate(dev_chunks, device);
+    const Scratch dev_chunks = upload(chunks, device, "squared_norms");
+    launch("norm_chunks_kernel", norm_chunks_kernel, static_cast<unsigned>(chunks.size()), kThreads, 0,
+           dev_chunks.get<NormChunk>(), partial.get<double>());
   }
-  launch("norm_tensors_kernel", norm_tensors_kernel, blocks_for(tensors), kThreads, 0, out.ptr<double>(), dev_first,
-         partial, tensors);
-  deallocate(partial, device);  // stream-ordered: after the kernels
-  deallocate(dev_first, device);
+  launch("norm_tensors_kernel", norm_tensors_kernel, blocks_for(tensors), kThreads, 0, out.ptr<double>(),
+         dev_first.get<int64_t>(), partial.get<double>(), tensors);
 }
 
 }  // namespace kiln::kernels::cuda

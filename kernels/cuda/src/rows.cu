@@ -264,13 +264,13 @@ void norm_backward(const Buffer& dx, const Buffer& dw, const Buffer& db, const B
            param(w), mean_p, rstd.ptr<A>(), row);
     if (!dw.data && !db.data) return;
     const int64_t P = rows < 256 ? rows : 256;
-    A* partial = static_cast<A*>(allocate(static_cast<size_t>(2 * P * C) * sizeof(A), dx.device.index));
+    const Scratch scratch(static_cast<size_t>(2 * P * C) * sizeof(A), dx.device.index);
+    A* partial = scratch.get<A>();
     launch("norm_param_partials", norm_param_partials<T, kCentered>, static_cast<unsigned>(P), kThreads, 0, partial,
            dy.ptr<T>(), x.ptr<T>(), mean_p, rstd.ptr<A>(), rows, C);
     if (dw.data) launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, dw.ptr<A>(), partial, P, C);
     if (db.data)
       launch("sum_partials", sum_partials<A>, blocks_for(C), kThreads, 0, db.ptr<A>(), partial + P * C, P, C);
-    deallocate(partial, dx.device.index);
   });
 }
 

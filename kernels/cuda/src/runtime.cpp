@@ -1,7 +1,9 @@
 // Device runtime: availability, stream-ordered allocation from each device's
 // default memory pool (release threshold raised so freed blocks are reused,
-// not returned to the driver), copies and synchronization.
+// not returned to the driver, except to retry an allocation that failed),
+// copies and synchronization.
 
+#include <array>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -43,27 +45,41 @@ DeviceScope::~DeviceScope() {
 void fail(const char* op, const char* message) { KILN_FAIL("[{}] {}", op, message); }
 
 DeviceError* device_error_flag() {
-  static std::mutex mu;
-  static std::vector<DeviceError*> flags;
+  // Freed at exit, before CUDA's own teardown (this object is made after CUDA
+  // is up), so that a leak check finds nothing of kiln's left.
+  struct Flags {
+    std::mutex mu;
+    std::array<DeviceError*, kMaxDevices> of{};
+    ~Flags() {
+      for (DeviceError* f : of)
+        if (f) cudaFree(f);
+    }
+  };
+  static Flags flags;
   int device = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  if (flags.size() <= static_cast<size_t>(device)) flags.resize(device + 1, nullptr);
-  if (!flags[device]) {
-    KILN_CUDA_CHECK(cudaMalloc(&flags[device], sizeof(DeviceError)));
-    KILN_CUDA_CHECK(cudaMemset(flags[device], 0, sizeof(DeviceError)));
+  std::lock_guard<std::mutex> lock(flags.mu);
+  DeviceError*& flag = flags.of[device];
+  if (!flag) {
+    KILN_CUDA_CHECK(cudaMalloc(&flag, sizeof(DeviceError)));
+    KILN_CUDA_CHECK(cudaMemset(flag, 0, sizeof(DeviceError)));
   }
-  return flags[device];
+  return flag;
 }
 
 namespace {
-// After a synchronization: raises the first device-side error and clears it.
-void raise_device_error() {
+// After `stream` has been synchronized: raises the first device-side error
+// and clears it. Read and cleared on that stream (the legacy stream would not
+// wait for kiln's non-blocking pool streams); an error that another stream's
+// kernel records meanwhile is raised at that stream's next synchronization.
+void raise_device_error(cudaStream_t stream) {
   DeviceError host{};
   DeviceError* flag = device_error_flag();
-  KILN_CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(host), cudaMemcpyDeviceToHost));
+  KILN_CUDA_CHECK(cudaMemcpyAsync(&host, flag, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (host.code == 0) return;
-  KILN_CUDA_CHECK(cudaMemset(flag, 0, sizeof(DeviceError)));
+  KILN_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(DeviceError), stream));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
   switch (host.code) {
     case kIndexOutOfRange:
       KILN_FAIL("[cuda] an index {} is out of range for a dimension of size {} (reported by a kernel)", host.value,
@@ -74,6 +90,22 @@ void raise_device_error() {
     case kIntegerDivisionByZero: KILN_FAIL("[div] integer division by zero (reported by a kernel)");
     default: KILN_FAIL("[cuda] a kernel reported error code {}", host.code);
   }
+}
+
+// Lets `device` read and write `peer`'s memory directly (once per pair), where the hardware can.
+void enable_peer_access(int device, int peer) {
+  static std::mutex mu;
+  static std::array<std::array<bool, kMaxDevices>, kMaxDevices> tried{};
+  std::lock_guard<std::mutex> lock(mu);
+  if (tried[device][peer]) return;
+  tried[device][peer] = true;
+  int can = 0;
+  if (cudaDeviceCanAccessPeer(&can, device, peer) != cudaSuccess || !can) {
+    cudaGetLastError();
+    return;  // copies are staged through the host instead
+  }
+  DeviceScope scope(device);
+  if (cudaDeviceEnablePeerAccess(peer, 0) != cudaSuccess) cudaGetLastError();  // already enabled is fine
 }
 }  // namespace
 
@@ -107,18 +139,30 @@ void* allocate(size_t nbytes, int device, void* stream) {
   check_device(device, "cuda allocate");
   DeviceScope scope(device);
   configure_pool_once(device);
+  const cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : current_stream();
   void* p = nullptr;
-  cudaError_t err = cudaMallocAsync(&p, nbytes, stream ? static_cast<cudaStream_t>(stream) : current_stream());
+  cudaError_t err = cudaMallocAsync(&p, nbytes, s);
+  cudaMemPool_t pool;
+  KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  if (err == cudaErrorMemoryAllocation) {
+    // The pool keeps freed blocks for reuse, and cuDNN, NCCL and cuBLAS
+    // allocate beside it: let the device finish, hand the free blocks back to
+    // the driver, and try once more.
+    cudaGetLastError();
+    cudaDeviceSynchronize();
+    cudaMemPoolTrimTo(pool, 0);
+    err = cudaMallocAsync(&p, nbytes, s);
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();
-    cudaMemPool_t pool;
     uint64_t used = 0, reserved = 0;
-    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
-      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
-      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
-    }
-    KILN_FAIL("[cuda allocate] could not allocate {} bytes on cuda:{}: {} (pool: {} bytes in use, {} reserved)",
-              nbytes, device, cudaGetErrorString(err), used, reserved);
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    KILN_FAIL("[cuda allocate] out of memory: could not allocate {} bytes on cuda:{} ({}; kiln's pool: {} bytes in use, "
+              "{} reserved; the device: {} of {} bytes free)",
+              nbytes, device, cudaGetErrorString(err), used, reserved, free_bytes, total);
   }
   return p;
 }
@@ -168,20 +212,25 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, si
   const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   DeviceScope scope(device);
   cudaStream_t stream = current_stream();
-  // Between two GPUs the copy runs on the destination's stream: it first waits
-  // for the work queued on the source's.
-  if (dst_device.is_cuda() && src_device.is_cuda() && src_device.index != device)
-    stream_wait_streams(device, stream, {get_current_stream(src_device.index)});
+  // Between two GPUs the copy runs on the destination's stream, after the
+  // work queued on the source's; the source's later work (a free of the
+  // source) waits for the copy in turn.
+  const bool peer = dst_device.is_cuda() && src_device.is_cuda() && src_device.index != device;
+  if (peer) {
+    enable_peer_access(device, src_device.index);
+    stream_wait_stream(device, stream, src_device.index, get_current_stream(src_device.index));
+  }
   KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
+  if (peer) stream_wait_stream(src_device.index, get_current_stream(src_device.index), device, stream);
   if (non_blocking) return;
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  raise_device_error();
+  raise_device_error(stream);
 }
 
 void synchronize(int device) {
   DeviceScope scope(device);
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
-  raise_device_error();
+  raise_device_error(current_stream());
 }
 
 }  // namespace kiln::kernels::cuda

@@ -46,13 +46,13 @@ void argsort(const Buffer& indices, const Buffer& x, bool descending) {
       sort(nullptr, temp_bytes, nullptr, nullptr, nullptr);
       const size_t key_bytes = round_up(n * sizeof(T)), column_bytes = round_up(n * sizeof(int64_t)),
                    offset_bytes = round_up((rows + 1) * sizeof(int));
-      char* scratch = static_cast<char*>(allocate(key_bytes + column_bytes + offset_bytes + temp_bytes, device));
+      const Scratch memory(key_bytes + column_bytes + offset_bytes + temp_bytes, device);
+      char* scratch = memory.get<char>();
       T* keys = reinterpret_cast<T*>(scratch);
       int64_t* columns = reinterpret_cast<int64_t*>(scratch + key_bytes);
       int* offsets = reinterpret_cast<int*>(scratch + key_bytes + column_bytes);
       launch("row_columns_kernel", row_columns_kernel, blocks_for(n + 1), kThreads, 0, columns, offsets, rows, C);
       const cudaError_t err = sort(scratch + key_bytes + column_bytes + offset_bytes, temp_bytes, keys, columns, offsets);
-      deallocate(scratch, device);
       if (err != cudaSuccess) fail("sort", cudaGetErrorString(err));
     }
   });

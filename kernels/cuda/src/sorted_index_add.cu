@@ -73,17 +73,15 @@ bool index_add_sorted(const Buffer& out, const Buffer& index, const Buffer& src)
                                     static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
                                     static_cast<int>(n), 0, int(sizeof(I) * 8), stream);
     const size_t key_bytes = round_up(n * sizeof(I)), pos_bytes = round_up(n * sizeof(int32_t));
-    char* scratch = static_cast<char*>(allocate(key_bytes + 2 * pos_bytes + temp_bytes, device));
+    const Scratch memory(key_bytes + 2 * pos_bytes + temp_bytes, device);
+    char* scratch = memory.get<char>();
     SortScratch<I> s{reinterpret_cast<I*>(scratch), reinterpret_cast<int32_t*>(scratch + key_bytes),
                      reinterpret_cast<int32_t*>(scratch + key_bytes + pos_bytes), scratch + key_bytes + 2 * pos_bytes,
                      temp_bytes};
     launch("iota_kernel", iota_kernel, blocks_for(n), kThreads, 0, s.positions_in, n);
     cudaError_t err = cub::DeviceRadixSort::SortPairs(s.temp, s.temp_bytes, index.ptr<I>(), s.keys, s.positions_in,
                                                       s.positions, static_cast<int>(n), 0, int(sizeof(I) * 8), stream);
-    if (err != cudaSuccess) {
-      deallocate(scratch, device);
-      fail("index_add", cudaGetErrorString(err));
-    }
+    if (err != cudaSuccess) fail("index_add", cudaGetErrorString(err));
     visit_numeric(out.dtype, "index_add", [&](auto tag) {
       using T = decltype(tag);
       const int threads = row_len >= kThreads ? kThreads : 64;
@@ -91,7 +89,6 @@ bool index_add_sorted(const Buffer& out, const Buffer& index, const Buffer& src)
              out.strides[0], src.ptr<T>(), src.strides[0], row_len, s.keys, s.positions, n, out.sizes[0],
              device_error_flag());
     });
-    deallocate(scratch, device);
   });
   return true;
 }

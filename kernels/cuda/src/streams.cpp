@@ -93,17 +93,26 @@ bool stream_query(int device, void* stream) {
   return finished(cudaStreamQuery(as_stream(stream)), "cudaStreamQuery");
 }
 
-void stream_wait_streams(int device, void* stream, const std::vector<void*>& others) {
-  DeviceScope scope(device);
-  for (void* other : others) {
-    if (other == stream) continue;
-    cudaEvent_t e;
+void stream_wait_stream(int device, void* stream, int other_device, void* other) {
+  if (other_device == device && other == stream) return;
+  cudaEvent_t e;
+  {
+    DeviceScope scope(other_device);  // an event belongs to the device it is recorded on
     KILN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     KILN_CUDA_CHECK(cudaEventRecord(e, as_stream(other)));
-    KILN_CUDA_CHECK(cudaStreamWaitEvent(as_stream(stream), e, 0));
-    KILN_CUDA_CHECK(cudaEventDestroy(e));  // released once it has completed
   }
+  DeviceScope scope(device);
+  const cudaError_t waited = cudaStreamWaitEvent(as_stream(stream), e, 0);
+  cudaEventDestroy(e);  // released once it has completed
+  KILN_CHECK(waited == cudaSuccess, "[cuda] a stream of cuda:{} could not wait for one of cuda:{}: {}", device,
+             other_device, cudaGetErrorString(waited));
 }
+
+void stream_wait_streams(int device, void* stream, const std::vector<void*>& others) {
+  for (void* other : others) stream_wait_stream(device, stream, device, other);
+}
+
+void* stream_for_other_thread(void* stream) { return stream == cudaStreamPerThread ? cudaStreamLegacy : stream; }
 
 void* event_create(int device, bool timing) {
   check_device(device, "cuda event");

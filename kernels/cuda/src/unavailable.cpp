@@ -28,6 +28,8 @@ void set_current_stream(int, void*) { missing("cuda set_current_stream"); }
 void stream_synchronize(int, void*) { missing("cuda stream synchronize"); }
 bool stream_query(int, void*) { missing("cuda stream query"); }
 void stream_wait_streams(int, void*, const std::vector<void*>&) { missing("cuda stream wait"); }
+void stream_wait_stream(int, void*, int, void*) { missing("cuda stream wait"); }
+void* stream_for_other_thread(void* stream) { return stream; }
 void* event_create(int, bool) { missing("cuda event"); }
 void event_destroy(void*) {}
 void event_record(int, void*, void*) { missing("cuda event record"); }

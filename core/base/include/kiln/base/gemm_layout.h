@@ -1,7 +1,8 @@
 #pragma once
 // How a (rows, cols) matrix with element strides reaches a BLAS: row-major as
 // it is (leading dimension ld), its transpose (column-major), or neither (the
-// caller copies it). Shared by the CPU (OpenBLAS) and CUDA (cuBLASLt) GEMMs.
+// caller copies it), and the alignment it offers. Shared by the CPU (OpenBLAS)
+// and CUDA (cuBLASLt) GEMMs.
 
 #include <cstdint>
 
@@ -23,6 +24,18 @@ inline GemmLayout
   if ((rows == 1 || row_stride == 1) && (cols == 1 || col_stride >= rows))
     return {true, true, cols == 1 ? at_least_one(rows) : col_stride};
   return {};
+}
+
+// The alignment, in bytes, that a BLAS may assume of a matrix starting at
+// `address` with leading dimension `ld` and, when `batch` > 1, matrices
+// `batch_stride` elements apart: the largest power of two up to 256 that
+// divides all three in bytes. (cuBLASLt otherwise assumes 256 and may pick a
+// kernel that faults on a view at an odd element offset.)
+inline uint32_t gemm_alignment(uint64_t address, int64_t ld, int64_t batch_stride, int64_t batch, int64_t element_size) {
+  uint64_t bits = address | 256;
+  bits |= static_cast<uint64_t>(ld * element_size);
+  if (batch > 1) bits |= static_cast<uint64_t>(batch_stride * element_size);
+  return static_cast<uint32_t>(bits & (~bits + 1));  // the lowest set bit
 }
 
 }  // namespace kiln

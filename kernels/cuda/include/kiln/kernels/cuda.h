@@ -71,8 +71,17 @@ void* get_current_stream(int device);
 void set_current_stream(int device, void* stream);
 void stream_synchronize(int device, void* stream);
 bool stream_query(int device, void* stream);
-// `stream` waits (on the device, not the host) for the work queued so far on each of `others`.
+// `stream` waits (on the device, not the host) for the work queued so far on
+// each of `others`, all streams of `device`.
 void stream_wait_streams(int device, void* stream, const std::vector<void*>& others);
+// `stream` of `device` waits for the work queued so far on `other` of
+// `other_device`, the same GPU or another (the per-thread default stream names
+// a different stream on each device).
+void stream_wait_stream(int device, void* stream, int other_device, void* other);
+// The stream on which another thread frees memory allocated on `stream`:
+// CUDA's legacy default stream stands in for the per-thread default stream
+// (which would name the freeing thread's own) and waits for it; others as they are.
+void* stream_for_other_thread(void* stream);
 void* event_create(int device, bool timing);
 void event_destroy(void* event);
 void event_record(int device, void* event, void* stream);
