@@ -2,10 +2,18 @@
 // unique id broadcast over MPI. Collectives run on the group's own
 // communication stream, so that DDP's bucket all-reduces overlap the rest of
 // backward: each waits for the work queued on the current stream, and its
-// Work makes the current stream wait for it (no host synchronization).
+// Work makes the current stream wait for it (no host synchronization). A
+// watchdog thread per group aborts the communicator when NCCL reports an
+// asynchronous error (a dead peer), so that ranks raise instead of hanging.
 
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
 
 #include "kiln/autograd.h"
 #include "kiln/cuda.h"
@@ -23,6 +31,25 @@ void check(ncclResult_t r, const char* call) {
 void check(cudaError_t e, const char* call) {
   KILN_CHECK(e == cudaSuccess, "[nccl] {} failed: {}", call, cudaGetErrorString(e));
 }
+
+// ncclGroupStart ... ncclGroupEnd, the group ended also when a call inside
+// throws (NCCL would otherwise keep this thread's group open).
+class NcclCallGroup {
+ public:
+  NcclCallGroup() { check(ncclGroupStart(), "ncclGroupStart"); }
+  ~NcclCallGroup() {
+    if (!ended_) ncclGroupEnd();
+  }
+  NcclCallGroup(const NcclCallGroup&) = delete;
+  NcclCallGroup& operator=(const NcclCallGroup&) = delete;
+  void end() {
+    ended_ = true;
+    check(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+ private:
+  bool ended_ = false;
+};
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
@@ -66,8 +93,17 @@ class StreamWork : public Work {
 class NcclGroup : public ProcessGroup {
  public:
   NcclGroup(ncclComm_t comm, int rank, int size)
-      : comm_(comm), rank_(rank), size_(size), stream_(cuda::Stream::from_pool(device(), /*high_priority=*/true)) {}
-  ~NcclGroup() override { ncclCommDestroy(comm_); }
+      : comm_(comm), rank_(rank), size_(size), stream_(cuda::Stream::from_pool(device(), /*high_priority=*/true)),
+        watchdog_([this] { watch(); }) {}
+  ~NcclGroup() override {
+    {
+      std::lock_guard<std::mutex> lock(watch_mu_);
+      stopping_ = true;
+    }
+    watch_cv_.notify_all();
+    watchdog_.join();
+    if (!aborted_) ncclCommDestroy(comm_);
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
@@ -126,7 +162,7 @@ class NcclGroup : public ProcessGroup {
       tensors.push_back(op.tensor);
     }
     enqueue(tensors, [&](cudaStream_t s) {
-      check(ncclGroupStart(), "ncclGroupStart");
+      NcclCallGroup group;
       for (const P2POp& op : ops) {
         const auto n = static_cast<size_t>(op.tensor.numel());
         if (op.kind == P2POp::Send)
@@ -134,7 +170,7 @@ class NcclGroup : public ProcessGroup {
         else
           check(ncclRecv(op.tensor.data_ptr(), n, nccl_type(op.tensor.dtype()), op.peer, comm_, s), "ncclRecv");
       }
-      check(ncclGroupEnd(), "ncclGroupEnd");
+      group.end();
     })->wait();
   }
 
@@ -158,6 +194,7 @@ class NcclGroup : public ProcessGroup {
   // the tensors' memory is not reused before the stream has passed them.
   template <typename Call>
   std::shared_ptr<Work> enqueue(const std::vector<Tensor>& tensors, Call call) {
+    raise_if_failed();
     const cuda::Stream current = cuda::current_stream(stream_.device());
     stream_.wait(current);
     call(static_cast<cudaStream_t>(stream_.handle()));
@@ -165,6 +202,30 @@ class NcclGroup : public ProcessGroup {
     cuda::Event done;
     done.record(stream_);
     return std::make_shared<StreamWork>(std::move(done));
+  }
+
+  // The watchdog: a peer that died or a broken network leaves collectives
+  // waiting forever; NCCL reports it asynchronously. Polled every 100 ms, as
+  // PyTorch's watchdog does; on an error the communicator is aborted (its
+  // kernels return) and every later call of this group raises.
+  void watch() {
+    std::unique_lock<std::mutex> lock(watch_mu_);
+    while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; })) {
+      ncclResult_t async = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess || async == ncclSuccess || async == ncclInProgress)
+        continue;
+      failure_ = fmt::format("[nccl] rank {} of {}: the communicator failed ({}: a peer died or the network broke) "
+                             "and was aborted",
+                             rank_, size_, ncclGetErrorString(async));
+      ncclCommAbort(comm_);
+      aborted_ = true;
+      return;
+    }
+  }
+
+  void raise_if_failed() {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    KILN_CHECK(!aborted_, "{}", failure_);
   }
 
   int device() const {
@@ -175,6 +236,11 @@ class NcclGroup : public ProcessGroup {
   ncclComm_t comm_;
   int rank_, size_;
   cuda::Stream stream_;
+  std::mutex watch_mu_;  // guards stopping_, aborted_, failure_
+  std::condition_variable watch_cv_;
+  bool stopping_ = false, aborted_ = false;
+  std::string failure_;
+  std::thread watchdog_;  // last: starts once the rest is made
 };
 
 }  // namespace
