@@ -6,6 +6,16 @@
 // from the fragment layout the PTX ISA documents for m16n8k16. Shared
 // memory is static storage (one block runs at a time).
 //
+// Stricter than the hardware where a bug would otherwise hide:
+// - a cp.async lands only at the cp.async.wait_group that covers its group;
+//   until then its destination holds NaN bytes (0xFF);
+// - the threads meeting at one __syncthreads must have called it from the
+//   same place (a barrier that some live threads skip fails);
+// - launches are checked against the device's limits: 1024 threads per
+//   block, grid y and z up to 65535, and dynamic shared memory past 48 KiB
+//   only with cudaFuncAttributeMaxDynamicSharedMemorySize set (227 KiB at most).
+// A breach raises std::runtime_error from the launch.
+//
 // Include it after any other header and before the kernels' code
 // (tests/emulated compiles whole kernel files with it); launch() in
 // common.cuh then hands kernels to kiln_emulation::launch.
@@ -20,9 +30,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <source_location>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -44,18 +57,46 @@ struct MmaLane {
   uint32_t a[4], b[2];
 };
 
+struct Block;
+
+// Ends a __syncthreads phase: the next one takes its call site afresh.
+struct PhaseDone {
+  Block* block;
+  void operator()() noexcept;
+};
+
 // The running block: its barriers and the slots its warps exchange through.
 struct Block {
   explicit Block(unsigned threads, size_t dynamic_bytes)
-      : all(threads), exchange(threads / 32), mma(threads / 32), dynamic(dynamic_bytes) {
+      : all(threads, PhaseDone{this}), exchange(threads / 32), mma(threads / 32), dynamic(dynamic_bytes) {
     for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
   }
-  std::barrier<> all;
+  std::barrier<PhaseDone> all;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
   std::vector<std::array<uint64_t, 32>> exchange;
   std::vector<std::array<MmaLane, 32>> mma;
   std::vector<std::byte> dynamic;
+  std::mutex mu;  // guards the two below
+  std::string error;  // the first breach, raised once the block is done
+  const char* site_file = nullptr;  // the __syncthreads call site of the phase under way (null: none yet)
+  unsigned site_line = 0;
+
+  // Records where a thread meets the barrier; a second site in one phase is a breach.
+  void arrive_from(const std::source_location& site) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!site_file) {
+      site_file = site.file_name();
+      site_line = site.line();
+    } else if (site_line != site.line() || std::strcmp(site_file, site.file_name()) != 0) {
+      if (error.empty())
+        error = std::string("__syncthreads reached from ") + site_file + ":" + std::to_string(site_line) +
+                " and from " + site.file_name() + ":" + std::to_string(site.line()) +
+                " in the same phase: some live threads skip a barrier";
+    }
+  }
 };
+
+inline void PhaseDone::operator()() noexcept { block->site_file = nullptr; }
 
 inline Block* running = nullptr;
 inline Block& block() { return *running; }
@@ -69,10 +110,45 @@ inline void warp_sync() { block().warps[warp()]->arrive_and_wait(); }
 // is compiled once (runtime.cpp); each kernel adds only its call.
 void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(void*), void* kernel);
 
+// The launch limits: raises unless the device would start this launch
+// (`function` identifies the kernel for its shared-memory attribute).
+void check_launch_limits(dim3 grid, unsigned threads, size_t dynamic_bytes, const void* function);
+
 template <typename Kernel>
-void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, Kernel&& kernel) {
+void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, const void* function, Kernel&& kernel) {
   using K = std::remove_reference_t<Kernel>;
+  check_launch_limits(grid, threads, dynamic_bytes, function);
   run_grid(grid, threads, dynamic_bytes, [](void* k) { (*static_cast<K*>(k))(); }, &kernel);
+}
+
+// cudaFuncSetAttribute: only the dynamic shared-memory limit is kept.
+cudaError_t func_set_attribute(const void* function, cudaFuncAttribute attribute, int value);
+
+// cp.async: the source read now, the destination poisoned until its group lands.
+struct PendingCopy {
+  void* dst;
+  std::array<std::byte, 16> bytes;
+  size_t size;
+};
+inline thread_local std::vector<PendingCopy> open_copies;               // not yet committed
+inline thread_local std::deque<std::vector<PendingCopy>> copy_groups;  // committed, oldest first
+
+inline void cp_async(void* shared, const void* global, size_t size, bool valid) {
+  PendingCopy copy{shared, {}, size};
+  if (valid) std::memcpy(copy.bytes.data(), global, size);  // zeros otherwise, as the hardware fills
+  std::memset(shared, 0xFF, size);
+  open_copies.push_back(copy);
+}
+inline void cp_async_commit() {
+  copy_groups.push_back(std::move(open_copies));
+  open_copies.clear();
+}
+// cp.async.wait_group: lands all but the `pending` newest committed groups.
+inline void cp_async_wait(int pending) {
+  while (static_cast<int>(copy_groups.size()) > pending) {
+    for (const PendingCopy& c : copy_groups.front()) std::memcpy(c.dst, c.bytes.data(), c.size);
+    copy_groups.pop_front();
+  }
 }
 
 // An element of a packed pair of 16-bit floats as float.
@@ -86,7 +162,11 @@ float half_of(uint32_t reg, int which) {
 
 }  // namespace kiln_emulation
 
-inline void __syncthreads() { kiln_emulation::block().all.arrive_and_wait(); }
+// A barrier of the block's live threads, all arriving from one call site.
+inline void __syncthreads(const std::source_location& site = std::source_location::current()) {
+  kiln_emulation::block().arrive_from(site);
+  kiln_emulation::block().all.arrive_and_wait();
+}
 
 namespace kiln_emulation {
 // Every lane posts v; each gets the value of lane `source` (its own v when source is past the warp).

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "helpers.h"
 #include "kiln/kernels/cpu.h"
@@ -14,6 +15,12 @@
 #include "cudnn_sequence_tables.h"
 #include "kiln/kernels/cuda.h"
 #undef cuda
+
+namespace kiln::kernels::cuda_emulated::planted {  // tests/emulated/planted.cpp
+void copy_in_two_groups(const float* in, float* out, bool wait_one_too_few);
+void barrier_from_two_sites(float* out, bool split);
+void launch_empty(unsigned blocks_x, unsigned blocks_y, unsigned threads, size_t dynamic_bytes, int reserved_bytes);
+}  // namespace kiln::kernels::cuda_emulated::planted
 
 using namespace kiln;
 using kt::values;
@@ -496,4 +503,30 @@ TEST_CASE("emulated MoE dispatch kernels match their CPU twins: gather, combine 
       CHECK(dg[c] == Approx(dot).margin(1e-3));
     }
   }
+}
+
+TEST_CASE("the emulator catches planted bugs: a cp.async wait off by one, a split barrier, launches past the limits") {
+  namespace planted = emu::planted;
+  std::vector<float> in(64), out(64);
+  std::iota(in.begin(), in.end(), 1.f);
+  planted::copy_in_two_groups(in.data(), out.data(), false);
+  CHECK(out == in);
+  // Waiting with one group still in flight: its half reads the poison, not stale or lucky values.
+  std::fill(out.begin(), out.end(), 0.f);
+  planted::copy_in_two_groups(in.data(), out.data(), true);
+  CHECK(std::vector<float>(out.begin(), out.begin() + 32) == std::vector<float>(in.begin(), in.begin() + 32));
+  CHECK(std::all_of(out.begin() + 32, out.end(), [](float v) { return std::isnan(v); }));
+
+  std::vector<float> flags(64);
+  planted::barrier_from_two_sites(flags.data(), false);
+  CHECK_THROWS_WITH(planted::barrier_from_two_sites(flags.data(), true),
+                    Catch::Matchers::Contains("some live threads skip a barrier"));
+
+  CHECK_NOTHROW(planted::launch_empty(4, 2, 1024, 48 << 10, 0));
+  CHECK_THROWS_WITH(planted::launch_empty(1, 1, 2048, 0, 0), Catch::Matchers::Contains("threads per block"));
+  CHECK_THROWS_WITH(planted::launch_empty(1, 70000, 32, 0, 0), Catch::Matchers::Contains("a grid of"));
+  CHECK_THROWS_WITH(planted::launch_empty(1, 1, 32, 64 << 10, 0),
+                    Catch::Matchers::Contains("cudaFuncAttributeMaxDynamicSharedMemorySize"));
+  CHECK_NOTHROW(planted::launch_empty(1, 1, 32, 64 << 10, 64 << 10));
+  CHECK_THROWS_WITH(planted::launch_empty(1, 1, 32, 228 << 10, 228 << 10), Catch::Matchers::Contains("227 KiB"));
 }

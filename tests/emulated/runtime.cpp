@@ -3,6 +3,9 @@
 // kernel takes every layout).
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include "prelude.h"
 
@@ -47,6 +50,8 @@ void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(vo
         start.arrive_and_wait();
         if (stop) return;
         blockIdx = at;
+        open_copies.clear();  // a block starts with no copies in flight
+        copy_groups.clear();
         body(kernel);
         running->all.arrive_and_drop();
         finish.arrive_and_wait();
@@ -60,11 +65,50 @@ void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(vo
         at = make_uint3(x, y, z);
         start.arrive_and_wait();
         finish.arrive_and_wait();
+        if (!current->error.empty()) {
+          stop = true;
+          start.arrive_and_wait();
+          for (std::thread& th : pool) th.join();
+          running = nullptr;
+          throw std::runtime_error("emulated launch: " + current->error);
+        }
       }
   stop = true;
   start.arrive_and_wait();
   for (std::thread& th : pool) th.join();
   running = nullptr;
+}
+
+namespace {
+std::mutex attributes_mu;
+std::map<const void*, int> max_dynamic_shared;  // per kernel, as cudaFuncSetAttribute set it
+}  // namespace
+
+cudaError_t func_set_attribute(const void* function, cudaFuncAttribute attribute, int value) {
+  if (attribute == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    std::lock_guard<std::mutex> lock(attributes_mu);
+    max_dynamic_shared[function] = value;
+  }
+  return cudaSuccess;
+}
+
+void check_launch_limits(dim3 grid, unsigned threads, size_t dynamic_bytes, const void* function) {
+  constexpr size_t kDefaultShared = 48 << 10, kMaxShared = 227 << 10;  // Hopper's per-block limits
+  auto refuse = [](const std::string& why) { throw std::runtime_error("emulated launch: " + why); };
+  if (threads == 0 || threads > 1024) refuse(std::to_string(threads) + " threads per block (1 to 1024)");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u)
+    refuse("a grid of " + std::to_string(grid.x) + " x " + std::to_string(grid.y) + " x " + std::to_string(grid.z) +
+           " blocks (x up to 2^31 - 1, y and z 1 to 65535)");
+  if (dynamic_bytes > kDefaultShared) {
+    int allowed = 0;
+    {
+      std::lock_guard<std::mutex> lock(attributes_mu);
+      if (auto it = max_dynamic_shared.find(function); it != max_dynamic_shared.end()) allowed = it->second;
+    }
+    if (dynamic_bytes > kMaxShared || dynamic_bytes > static_cast<size_t>(allowed))
+      refuse(std::to_string(dynamic_bytes) + " bytes of dynamic shared memory: past 48 KiB it needs "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize (set: " + std::to_string(allowed) + "), and 227 KiB at most");
+  }
 }
 
 }  // namespace kiln_emulation

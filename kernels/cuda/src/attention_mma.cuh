@@ -26,7 +26,6 @@
 //   C (16 x 8, float):      c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
 
 #include <cfloat>
-#include <cstring>
 
 #include "common.cuh"
 #include "kiln/base/attention_geometry.h"
@@ -183,8 +182,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* src, int64_t stride,
 // (cp.async, sm_80), zeros when !valid; complete after cp_async_wait.
 __device__ __forceinline__ void cp_async16(void* shared, const void* global, bool valid) {
 #ifdef KILN_CUDA_EMULATION
-  if (valid) std::memcpy(shared, global, 16);
-  else std::memset(shared, 0, 16);
+  kiln_emulation::cp_async(shared, global, 16, valid);
 #else
   const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
@@ -194,7 +192,7 @@ __device__ __forceinline__ void cp_async16(void* shared, const void* global, boo
 // The same for one float (cp.async.ca: 4-byte copies go through L1).
 __device__ __forceinline__ void cp_async4(float* shared, const float* global, bool valid) {
 #ifdef KILN_CUDA_EMULATION
-  *shared = valid ? *global : 0.f;
+  kiln_emulation::cp_async(shared, global, 4, valid);
 #else
   const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 4 : 0));
@@ -202,7 +200,9 @@ __device__ __forceinline__ void cp_async4(float* shared, const float* global, bo
 }
 
 __device__ __forceinline__ void cp_async_commit() {
-#ifndef KILN_CUDA_EMULATION
+#ifdef KILN_CUDA_EMULATION
+  kiln_emulation::cp_async_commit();
+#else
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
@@ -210,7 +210,9 @@ __device__ __forceinline__ void cp_async_commit() {
 // Waits until at most `pending` of this thread's committed copy groups are in flight.
 template <int pending>
 __device__ __forceinline__ void cp_async_wait() {
-#ifndef KILN_CUDA_EMULATION
+#ifdef KILN_CUDA_EMULATION
+  kiln_emulation::cp_async_wait(pending);
+#else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 #endif
 }

@@ -88,7 +88,7 @@ inline int blocks_for(int64_t n, int threads = kThreads) {
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, Args&&... args) {
 #ifdef KILN_CUDA_EMULATION
-  kiln_emulation::launch(grid, block.x, shared_bytes, [&] { kernel(args...); });
+  kiln_emulation::launch(grid, block.x, shared_bytes, reinterpret_cast<const void*>(kernel), [&] { kernel(args...); });
 #else
   kernel<<<grid, block, shared_bytes, current_stream()>>>(std::forward<Args>(args)...);
 #endif
