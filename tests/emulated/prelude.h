@@ -14,5 +14,6 @@
 
 #define cuda cuda_emulated
 #define cudaMemcpyAsync(dst, src, bytes, kind, stream) (std::memcpy(dst, src, bytes), cudaSuccess)
+#define cudaGetDevice(device) (*(device) = 0, cudaSuccess)
 #define cudaFuncSetAttribute(kernel, attribute, value) \
   kiln_emulation::func_set_attribute(reinterpret_cast<const void*>(kernel), attribute, value)

@@ -1,5 +1,8 @@
 // Launchers of the tensor-core attention kernels (attention_mma.cuh).
 
+#include <array>
+#include <mutex>
+
 #include "attention_mma.cuh"
 #include "attention_mma.h"
 #include "kiln/kernels/cuda.h"
@@ -23,12 +26,18 @@ void with_mma_types(const Buffer& q, int64_t head_dim, F&& f) {
   else with_d(Half{});
 }
 
-// Lets `kernel` use `bytes` of dynamic shared memory (past the 48 KiB default).
-template <typename Kernel>
-void reserve_shared(Kernel kernel, size_t bytes, const char* op) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) !=
-      cudaSuccess)
-    fail(op, "cannot reserve the kernel's shared memory");
+// Lets kKernel use kBytes of dynamic shared memory (past the 48 KiB
+// default): once per device, not at every launch.
+template <auto kKernel, size_t kBytes>
+void reserve_shared(const char* op) {
+  static std::array<std::once_flag, kMaxDevices> once;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) fail(op, "cannot tell the current device");
+  std::call_once(once[device], [&] {
+    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes)) !=
+        cudaSuccess)
+      fail(op, "cannot reserve the kernel's shared memory");
+  });
 }
 
 dim3 grid_of(int64_t heads, int64_t rows) {
@@ -52,7 +61,7 @@ void attention_mma_forward(const Buffer& out, const Buffer& lse, const Buffer& q
     using T = decltype(tag);
     constexpr int kD = decltype(d)::value;
     constexpr size_t bytes = kv_shared_bytes<kD>(sizeof(T));
-    reserve_shared(attention_mma_forward_kernel<T, kD>, bytes, "attention");
+    reserve_shared<attention_mma_forward_kernel<T, kD>, bytes>("attention");
     launch("attention_mma_forward_kernel", attention_mma_forward_kernel<T, kD>, grid_of(g.batch * g.heads_q, g.Tq),
            kThreadsPerBlock, bytes, out.ptr<T>(), lse.ptr<float>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s);
   });
@@ -66,12 +75,12 @@ void attention_mma_backward(const Buffer& dq, const Buffer& dk, const Buffer& dv
     using T = decltype(tag);
     constexpr int kD = decltype(d)::value;
     constexpr size_t dq_bytes = kv_shared_bytes<kD>(sizeof(T));
-    reserve_shared(attention_mma_dq_kernel<T, kD>, dq_bytes, "attention_backward");
+    reserve_shared<attention_mma_dq_kernel<T, kD>, dq_bytes>("attention_backward");
     launch("attention_mma_dq_kernel", attention_mma_dq_kernel<T, kD>, grid_of(g.batch * g.heads_q, g.Tq),
            kThreadsPerBlock, dq_bytes, dq.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), lse.ptr<float>(),
            delta, s);
     constexpr size_t bytes = dkv_shared_bytes<kD>(sizeof(T));
-    reserve_shared(attention_mma_dkv_kernel<T, kD>, bytes, "attention_backward");
+    reserve_shared<attention_mma_dkv_kernel<T, kD>, bytes>("attention_backward");
     launch("attention_mma_dkv_kernel", attention_mma_dkv_kernel<T, kD>, grid_of(g.batch * g.heads_kv, g.Tk),
            kThreadsPerBlock, bytes, dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(),
            lse.ptr<float>(), delta, s);
