@@ -217,6 +217,11 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// The first query row of this block. Blocks start in grid order, and under
+// a causal mask the last query tiles are the heaviest: they go first, so
+// that no long block starts last.
+__device__ __forceinline__ int64_t first_query_row() { return int64_t(gridDim.y - 1 - blockIdx.y) * kBlockRows; }
+
 // Tiles of two matrices with the same rows (keys and values, or queries and
 // their output gradients) in two stages: the next step's tiles are copied
 // while the current step computes. Optionally two float statistics per row
@@ -361,7 +366,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const QueryBlock<D> blk(s.g);
   const AttentionSequence& seq = blk.seq;
-  const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  const int64_t first = first_query_row(), row0 = first + warp * 16 + g;
   if (first >= seq.Tq) return;  // a block past this sequence's end (packed sequences)
   const int64_t rows[2] = {row0, row0 + 8};
 
@@ -437,7 +442,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const QueryBlock<D> blk(s.g);
   const AttentionSequence& seq = blk.seq;
-  const int64_t first = int64_t(blockIdx.y) * kBlockRows, row0 = first + warp * 16 + g;
+  const int64_t first = first_query_row(), row0 = first + warp * 16 + g;
   if (first >= seq.Tq) return;  // a block past this sequence's end (packed sequences)
   const int64_t rows[2] = {row0, row0 + 8};
 
