@@ -530,3 +530,33 @@ TEST_CASE("the emulator catches planted bugs: a cp.async wait off by one, a spli
   CHECK_NOTHROW(planted::launch_empty(1, 1, 32, 64 << 10, 64 << 10));
   CHECK_THROWS_WITH(planted::launch_empty(1, 1, 32, 228 << 10, 228 << 10), Catch::Matchers::Contains("227 KiB"));
 }
+
+TEST_CASE("emulated reductions in all three shapes match the CPU: a block per output, a thread per column, split sums") {
+  Generator gen(34);
+  const Tensor wide = randn({40, 1100}, gen);  // 1100 contiguous outputs over dim 0: a thread per column
+  const Tensor deep = randn({3, 40000}, gen);  // 3 outputs of 40000: each split in chunks
+  struct Case {
+    const Tensor* x;
+    uint32_t dims;
+    ReduceOp op;
+    const char* what;
+  };
+  const Case cases[] = {
+      {&wide, 1u, ReduceOp::Sum, "column sums"},       {&wide, 1u, ReduceOp::Mean, "column means"},
+      {&wide, 1u, ReduceOp::Max, "column maxima"},     {&wide, 1u, ReduceOp::ArgMin, "column argmins"},
+      {&wide, 1u, ReduceOp::Var, "column variances"},  {&deep, 2u, ReduceOp::Sum, "split row sums"},
+      {&deep, 2u, ReduceOp::Mean, "split row means"},  {&deep, 2u, ReduceOp::ArgMax, "long row argmaxes"},
+      {&deep, 3u, ReduceOp::Sum, "a split full sum"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    Shape shape = c.x->sizes();
+    for (int d = 0; d < 2; ++d)
+      if (c.dims & (1u << d)) shape[d] = 1;
+    const bool arg = c.op == ReduceOp::ArgMax || c.op == ReduceOp::ArgMin;
+    Twin out(shape, arg ? kInt64 : kFloat32);
+    cpu::reduce(c.op, out.cpu.buffer(), c.x->buffer(), c.dims, 1);
+    emu::reduce(c.op, out.emu.buffer(), c.x->buffer(), c.dims, 1);
+    out.check(arg ? 0.0 : 1e-4, c.what);
+  }
+}
