@@ -76,27 +76,26 @@ struct Block {
   std::vector<std::array<uint64_t, 32>> exchange;
   std::vector<std::array<MmaLane, 32>> mma;
   std::vector<std::byte> dynamic;
-  std::mutex mu;  // guards the two below
+  std::mutex mu;  // guards error
   std::string error;  // the first breach, raised once the block is done
-  const char* site_file = nullptr;  // the __syncthreads call site of the phase under way (null: none yet)
-  unsigned site_line = 0;
+  // The __syncthreads call site of the phase under way, as line and file
+  // name's address in one word (0: none yet).
+  std::atomic<uint64_t> site{0};
 
   // Records where a thread meets the barrier; a second site in one phase is a breach.
-  void arrive_from(const std::source_location& site) {
+  void arrive_from(const std::source_location& at) {
+    const uint64_t mine = (uint64_t{at.line()} << 48) ^ reinterpret_cast<uintptr_t>(at.file_name());
+    uint64_t expected = 0;
+    if (site.compare_exchange_strong(expected, mine) || expected == mine) return;
     std::lock_guard<std::mutex> lock(mu);
-    if (!site_file) {
-      site_file = site.file_name();
-      site_line = site.line();
-    } else if (site_line != site.line() || std::strcmp(site_file, site.file_name()) != 0) {
-      if (error.empty())
-        error = std::string("__syncthreads reached from ") + site_file + ":" + std::to_string(site_line) +
-                " and from " + site.file_name() + ":" + std::to_string(site.line()) +
-                " in the same phase: some live threads skip a barrier";
-    }
+    if (error.empty())
+      error = std::string("__syncthreads reached from two places in one phase (line ") +
+              std::to_string(expected >> 48) + " and " + at.file_name() + ":" + std::to_string(at.line()) +
+              "): some live threads skip a barrier";
   }
 };
 
-inline void PhaseDone::operator()() noexcept { block->site_file = nullptr; }
+inline void PhaseDone::operator()() noexcept { block->site.store(0); }
 
 inline Block* running = nullptr;
 inline Block& block() { return *running; }

@@ -5,6 +5,7 @@
 
 #include "helpers.h"
 #include "kiln/base/gemm_layout.h"
+#include "kiln/base/strided.h"
 
 using namespace kiln;
 using kt::for_each_index;
@@ -790,6 +791,31 @@ TEST_CASE("a GEMM operand's alignment is the largest power of two up to 256 divi
   CHECK(gemm_alignment(0x1000, 64, 5, 1, 4) == 256);        // one batch: its stride does not matter
   CHECK(gemm_alignment(0x1040, 64, 4096, 8, 4) == 64);      // the address decides
   CHECK(gemm_alignment(0x1000, 1, 0, 1, 8) == 8);           // a float64 column
+}
+
+TEST_CASE("strided loops divide in 32 bits when every index fits, in 64 bits otherwise, to the same offsets") {
+  auto buffer = [](std::vector<int64_t> sizes, std::vector<int64_t> strides) {
+    Buffer b;
+    b.ndim = static_cast<int>(sizes.size());
+    for (int d = 0; d < b.ndim; ++d) {
+      b.sizes[d] = sizes[static_cast<size_t>(d)];
+      b.strides[d] = strides[static_cast<size_t>(d)];
+    }
+    return b;
+  };
+  for (int64_t outer : {int64_t(5), int64_t(1) << 29}) {  // offsets up to 4 << 29 + ...: past 2^31 for the second
+    const Buffer a = buffer({5, 6, 7}, {outer, 7, 1}), b = buffer({5, 6, 7}, {1, 5, 30});
+    const Buffer* bufs[2] = {&a, &b};
+    const auto it = StridedIndex<2>::make(bufs);
+    CHECK(it.narrow == (outer == 5));
+    for (int64_t linear = 0; linear < 5 * 6 * 7; ++linear) {
+      int64_t off[2];
+      it.offsets(linear, off);
+      const int64_t i = linear / 42, j = linear / 7 % 6, k = linear % 7;
+      CHECK(off[0] == i * outer + j * 7 + k);
+      CHECK(off[1] == i + j * 5 + k * 30);
+    }
+  }
 }
 
 TEST_CASE("linear is x weight^T + bias in one GEMM") {
