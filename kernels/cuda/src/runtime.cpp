@@ -142,29 +142,28 @@ void* allocate(size_t nbytes, int device, void* stream) {
   const cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : current_stream();
   void* p = nullptr;
   cudaError_t err = cudaMallocAsync(&p, nbytes, s);
+  if (err == cudaSuccess) return p;
+  cudaGetLastError();
   cudaMemPool_t pool;
   KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
   if (err == cudaErrorMemoryAllocation) {
     // The pool keeps freed blocks for reuse, and cuDNN, NCCL and cuBLAS
     // allocate beside it: let the device finish, hand the free blocks back to
     // the driver, and try once more.
-    cudaGetLastError();
     cudaDeviceSynchronize();
     cudaMemPoolTrimTo(pool, 0);
     err = cudaMallocAsync(&p, nbytes, s);
-  }
-  if (err != cudaSuccess) {
+    if (err == cudaSuccess) return p;
     cudaGetLastError();
-    uint64_t used = 0, reserved = 0;
-    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
-    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
-    size_t free_bytes = 0, total = 0;
-    cudaMemGetInfo(&free_bytes, &total);
-    KILN_FAIL("[cuda allocate] out of memory: could not allocate {} bytes on cuda:{} ({}; kiln's pool: {} bytes in use, "
-              "{} reserved; the device: {} of {} bytes free)",
-              nbytes, device, cudaGetErrorString(err), used, reserved, free_bytes, total);
   }
-  return p;
+  uint64_t used = 0, reserved = 0;
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+  size_t free_bytes = 0, total = 0;
+  cudaMemGetInfo(&free_bytes, &total);
+  KILN_FAIL("[cuda allocate] out of memory: could not allocate {} bytes on cuda:{} ({}; kiln's pool: {} bytes in use, "
+            "{} reserved; the device: {} of {} bytes free)",
+            nbytes, device, cudaGetErrorString(err), used, reserved, free_bytes, total);
 }
 
 void memory_stats(int device, uint64_t out[4]) {
