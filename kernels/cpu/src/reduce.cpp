@@ -48,15 +48,6 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
     const T* xp = x.ptr<T>();
     // Calls f(value, r) for the reduced elements of output o, r counting from 0.
     const bool inner_run = g.nr == 1 && g.rx[0] == 1;  // one contiguous reduced dim: a plain loop
-    // Moves off to the next reduced element (an odometer over the reduced dims).
-    auto next_reduced = [&](int64_t (&idx)[kMaxDims], int64_t& off) {
-      for (int d = g.nr - 1; d >= 0; --d) {
-        off += g.rx[d];
-        if (++idx[d] < g.rsize[d]) break;
-        off -= g.rx[d] * g.rsize[d];
-        idx[d] = 0;
-      }
-    };
     auto walk = [&](int64_t xbase, auto&& f) {
       if (inner_run) {
         const T* p = xp + xbase;
@@ -67,7 +58,7 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
       int64_t off = xbase;
       for (int64_t r = 0; r < g.n_red; ++r) {
         f(static_cast<Acc>(acc_t<T>(xp[off])), r);
-        next_reduced(idx, off);
+        g.next_reduced(idx, off);
       }
     };
     auto store = [&](int64_t ooff, auto v) {
@@ -97,7 +88,7 @@ void reduce(ReduceOp op, const Buffer& out, const Buffer& x, uint32_t dims_mask,
           int64_t off = xoff + c0;
           for (int64_t r = 0; r < g.n_red; ++r) {
             add_row(acc.data(), xp + off, c1 - c0);
-            next_reduced(idx, off);
+            g.next_reduced(idx, off);
           }
           for (int64_t c = c0; c < c1; ++c) store(ooff + c, finish(acc[static_cast<size_t>(c - c0)]));
         }

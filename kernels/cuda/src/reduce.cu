@@ -168,12 +168,7 @@ __global__ void reduce_columns_kernel(ReduceGeometry g, ReduceOp op, const T* x,
       int64_t off = xoff;
       for (int64_t r = 0; r < g.n_red; ++r) {
         f(static_cast<A>(load(x + off)), r);
-        for (int d = g.nr - 1; d >= 0; --d) {
-          off += g.rx[d];
-          if (++idx[d] < g.rsize[d]) break;
-          off -= g.rx[d] * g.rsize[d];
-          idx[d] = 0;
-        }
+        g.next_reduced(idx, off);
       }
     };
     A acc = 0;

@@ -74,6 +74,17 @@ struct ReduceGeometry {
     }
   }
 
+  // Steps `off` to the next reduced element: an odometer over the reduced
+  // dims, their indices in `idx` (zeros to start), walking them in order.
+  KILN_HOST_DEVICE void next_reduced(int64_t (&idx)[kMaxDims], int64_t& off) const {
+    for (int d = nr - 1; d >= 0; --d) {
+      off += rx[d];
+      if (++idx[d] < rsize[d]) break;
+      off -= rx[d] * rsize[d];
+      idx[d] = 0;
+    }
+  }
+
   // Offset in x of reduced element r, relative to its output's base.
   KILN_HOST_DEVICE int64_t reduced_offset(int64_t r) const {
     int64_t off = 0;
