@@ -57,26 +57,22 @@ void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(vo
         finish.arrive_and_wait();
       }
     });
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
+  std::string error;  // a breach stops the grid after its block
+  for (unsigned z = 0; z < grid.z && error.empty(); ++z)
+    for (unsigned y = 0; y < grid.y && error.empty(); ++y)
+      for (unsigned x = 0; x < grid.x && error.empty(); ++x) {
         current = std::make_unique<Block>(threads, dynamic_bytes);
         running = current.get();
         at = make_uint3(x, y, z);
         start.arrive_and_wait();
         finish.arrive_and_wait();
-        if (!current->error.empty()) {
-          stop = true;
-          start.arrive_and_wait();
-          for (std::thread& th : pool) th.join();
-          running = nullptr;
-          throw std::runtime_error("emulated launch: " + current->error);
-        }
+        error = current->error;
       }
   stop = true;
   start.arrive_and_wait();
   for (std::thread& th : pool) th.join();
   running = nullptr;
+  if (!error.empty()) throw std::runtime_error("emulated launch: " + error);
 }
 
 namespace {
