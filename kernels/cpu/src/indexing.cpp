@@ -24,18 +24,24 @@ Buffer select(const Buffer& b, int dim, int64_t i) {
   return s;
 }
 
+// Raises unless every element of a contiguous index buffer is in [0, size).
+void check_indices(const Buffer& index, int64_t size, const char* op) {
+  visit_index(index.dtype, op, [&](auto tag) {
+    const auto* p = index.ptr<decltype(tag)>();
+    for (int64_t k = 0; k < index.numel(); ++k)
+      KILN_CHECK(p[k] >= 0 && p[k] < size, "[{}] index {} is out of range for a dimension of size {}", op,
+                 int64_t(p[k]), size);
+  });
+}
+
 // Calls f(k, index[k]) for every element of a contiguous index buffer after
 // checking all of them against [0, size).
 template <typename F>
 void for_each_index(const Buffer& index, int64_t size, const char* op, F&& f) {
+  check_indices(index, size, op);
   visit_index(index.dtype, op, [&](auto tag) {
-    using I = decltype(tag);
-    const I* p = index.ptr<I>();
-    const int64_t n = index.numel();
-    for (int64_t k = 0; k < n; ++k)
-      KILN_CHECK(p[k] >= 0 && p[k] < size, "[{}] index {} is out of range for a dimension of size {}", op,
-                 int64_t(p[k]), size);
-    for (int64_t k = 0; k < n; ++k) f(k, static_cast<int64_t>(p[k]));
+    const auto* p = index.ptr<decltype(tag)>();
+    for (int64_t k = 0; k < index.numel(); ++k) f(k, static_cast<int64_t>(p[k]));
   });
 }
 
@@ -84,7 +90,7 @@ void index_select(const Buffer& out, const Buffer& x, int dim, const Buffer& ind
   if (dim == 0 && x.is_contiguous() && out.is_contiguous() && out.dtype == x.dtype) {
     // Whole contiguous rows (an embedding's lookup): one memcpy each, split among threads.
     const size_t row_bytes = static_cast<size_t>(out.numel() / std::max<int64_t>(out.sizes[0], 1)) * element_size(x.dtype);
-    for_each_index(index, x.sizes[0], "index_select", [](int64_t, int64_t) {});
+    check_indices(index, x.sizes[0], "index_select");
     visit_index(index.dtype, "index_select", [&](auto tag) {
       const auto* idx = index.ptr<decltype(tag)>();
       parallel_for(out.sizes[0], static_cast<int64_t>(row_bytes / 4), [&](int64_t lo, int64_t hi) {
