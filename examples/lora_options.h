@@ -10,6 +10,8 @@
 
 #include <kiln/kiln.h>
 
+#include "program.h"
+
 struct LoraArgs {
   int64_t rank = 0;  // 0: full fine-tuning
   double alpha = 16.0, dropout = 0.05;
@@ -20,9 +22,11 @@ struct LoraArgs {
 
 inline void add_lora_options(CLI::App& app, LoraArgs& a) {
   app.add_option("--lora-rank", a.rank, "LoRA adapters of this rank on a frozen model (0: train every weight)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--lora-alpha", a.alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();
-  app.add_option("--lora-dropout", a.dropout, "LoRA: dropout on the adapters' input")->capture_default_str();
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--lora-alpha", a.alpha, "LoRA: the update is scaled by alpha / rank")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--lora-dropout", a.dropout, "LoRA: dropout on the adapters' input")
+      ->check(program::fraction)->capture_default_str();
   app.add_option("--lora-targets", a.targets, "LoRA: layers or parts to adapt (q k v out gate up down qkv; default: "
                  "PEFT's for the family, q v or qkv)")->delimiter(',');
   app.add_option("--lora-trainable", a.trainable, "LoRA: modules trained whole beside the adapters "

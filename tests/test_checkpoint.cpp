@@ -148,3 +148,91 @@ TEST_CASE("a model of no Hugging Face family is saved with kiln's names and conf
                     Catch::Contains("not a kiln model config"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("checkpoint directories: pruned by step, `latest` kept and checked, leftovers cleaned") {
+  fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_prune";
+  fs::remove_all(dir);
+  Generator gen(1);
+  nn::TransformerLM model(tiny_gpt(), gen);
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  train_step(model, opt, gen);
+  auto save = [&](int64_t step, int keep) {
+    return dist::save_checkpoint(dir.string(), model, one_process(), opt, {step, {}, 0}, keep);
+  };
+  // Steps past six digits sort by number, not as strings ("step-1000000" < "step-999999").
+  save(999999, 2);
+  save(1000000, 2);
+  save(1000001, 2);
+  CHECK(dist::checkpoint_names(dir.string()) == std::vector<std::string>{"step-1000000", "step-1000001"});
+  // A run restarted at a lower step keeps the checkpoint it just wrote, which `latest` names.
+  const std::string written = save(5, 1);
+  CHECK(dist::latest_checkpoint(dir.string()) == written);
+  CHECK(dist::checkpoint_names(dir.string()) == std::vector<std::string>{"step-000005"});
+  // keep 0 would delete the checkpoint just written.
+  CHECK_THROWS_WITH(save(6, 0), Catch::Contains("keep is 0"));
+  // An interrupted save's directory is removed by the next save.
+  fs::create_directories(dir / "step-000007.tmp");
+  save(8, 2);
+  CHECK(!fs::exists(dir / "step-000007.tmp"));
+  // `latest` names a checkpoint of this directory and nothing else.
+  for (const char* bad : {"../../..", "/etc", "step-", "step-12x", "step-000005/../.."}) {
+    INFO(bad);
+    write_file_atomic((dir / "latest").string(), std::string(bad) + "\n");
+    CHECK_THROWS_WITH(dist::latest_checkpoint(dir.string()), Catch::Contains("expected a checkpoint of this directory"));
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a damaged training state is refused with its key, not 'stoll' or 'map::at'") {
+  fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_damaged";
+  fs::remove_all(dir);
+  Generator gen(1);
+  nn::TransformerLM model(tiny_gpt(), gen);
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  train_step(model, opt, gen);
+  const std::string path = dist::save_checkpoint(dir.string(), model, one_process(), opt, {3, {}, 0});
+  const std::string state_file = (fs::path(path) / "state.safetensors").string();
+  const TensorFile good = load_safetensors(state_file);
+  auto refused = [&](std::map<std::string, Tensor> tensors, std::map<std::string, std::string> metadata) {
+    save_safetensors(state_file, tensors, metadata);
+    dist::TrainingState state;
+    try {
+      dist::load_checkpoint(path, model, &opt, &state);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  auto metadata = good.metadata;
+  metadata["step"] = "abc";
+  CHECK_THAT(refused(good.tensors, metadata), Catch::Contains("state 'step' is 'abc'"));
+  metadata = good.metadata;
+  metadata["loader_batch"] = "-4";
+  CHECK_THAT(refused(good.tensors, metadata), Catch::Contains("state 'loader_batch' is '-4'"));
+  metadata = good.metadata;
+  metadata.erase("rng_offset");
+  CHECK_THAT(refused(good.tensors, metadata), Catch::Contains("no 'rng_offset'"));
+  auto tensors = good.tensors;
+  tensors.erase("step");
+  CHECK_THAT(refused(tensors, good.metadata), Catch::Contains("no optimizer step count"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("weights holding NaN or infinity are refused as they load") {
+  fs::path dir = fs::temp_directory_path() / "kiln_test_ckpt_nan";
+  fs::remove_all(dir);
+  Generator gen(1);
+  nn::TransformerLM model(tiny_gpt(), gen);
+  optim::AdamW opt(optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-2});
+  for (double bad : {std::nan(""), double(INFINITY)}) {
+    {
+      NoGradGuard no_grad;
+      model.named_parameters().at(3).second.view({-1}).narrow(0, 1, 1).fill_(bad);
+    }
+    const std::string path = dist::save_checkpoint(dir.string(), model, one_process(), opt, {1, {}, 0});
+    Generator other(2);
+    nn::TransformerLM restored(tiny_gpt(), other);
+    CHECK_THROWS_WITH(dist::load_checkpoint(path, restored), Catch::Contains("holds NaN or infinite values"));
+  }
+  fs::remove_all(dir);
+}

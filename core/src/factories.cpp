@@ -16,8 +16,11 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor empty(const Shape& shape, TensorOptions options) {
   for (int64_t s : shape) KILN_CHECK(s >= 0, "[empty] negative size in shape {}", detail::shape_str(shape));
-  auto storage = Storage::allocate(static_cast<size_t>(shape_numel(shape)) * element_size(options.dtype_),
-                                   options.device_, options.pinned_memory_);
+  size_t bytes = 0;
+  KILN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), element_size(options.dtype_), &bytes),
+             "[empty] shape {} of {} needs more bytes than a size_t counts", detail::shape_str(shape),
+             options.dtype_);
+  auto storage = Storage::allocate(bytes, options.device_, options.pinned_memory_);
   Tensor t(std::move(storage), shape, contiguous_strides(shape), 0, options.dtype_);
   if (options.requires_grad_) t.requires_grad_();
   return t;

@@ -1,5 +1,7 @@
 #include "host_cache.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <list>
 #include <map>
@@ -107,6 +109,8 @@ Cache& cache() {
 namespace host_cache {
 
 void* allocate(size_t bytes, size_t& block) {
+  // (No machine has 2^62 bytes; the bound keeps the rounding below from wrapping.)
+  KILN_CHECK(bytes <= size_t{1} << 62, "[allocate] out of host memory allocating {} bytes", bytes);
   const bool cached = kCacheOn && bytes >= kMinCached;
   block = round_up(bytes, cached ? kPage : 64);
   if (cached)
@@ -129,5 +133,9 @@ void release(void* p, size_t block) {
 uint64_t host_cache_bytes() { return cache().cached(); }
 void set_host_cache_limit(uint64_t bytes) { cache().set_limit(static_cast<size_t>(bytes)); }
 void empty_host_cache() { cache().trim(0); }
+
+uint64_t physical_host_memory() {
+  return static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
 
 }  // namespace kiln

@@ -5,11 +5,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "dispatch.h"
@@ -52,6 +54,117 @@ void fsync_directory(const std::filesystem::path& dir) {
   if (fd < 0) return;  // best effort: some filesystems do not allow it
   ::fsync(fd);
   ::close(fd);
+}
+
+// The reference loader's bound on the header (safetensors' MAX_HEADER_SIZE).
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// A header is an object of tensor entries and string metadata: nothing nests deeper.
+constexpr int kMaxHeaderDepth = 3;
+
+// One tensor of the header: its dtype, shape and byte range in the data.
+struct HeaderEntry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;
+};
+
+// A JSON number that must be a non-negative integer (1e30 and 4.7 are not).
+uint64_t unsigned_integer(const nlohmann::json& j, const std::string& path, const std::string& tensor,
+                          const char* field) {
+  KILN_CHECK(j.is_number_unsigned() || (j.is_number_integer() && j.get<int64_t>() >= 0),
+             "[load_safetensors] {}: tensor '{}' has {} {}: expected non-negative integers", path, tensor, field,
+             j.dump());
+  return j.get<uint64_t>();
+}
+
+// Parses the JSON header, refusing duplicate keys (which JSON would let the
+// last one win) and nesting past what the format has.
+nlohmann::json parse_header(const std::string& json, const std::string& path) {
+  std::vector<std::vector<std::string>> keys;  // of each open object
+  auto check = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    KILN_CHECK(depth <= kMaxHeaderDepth, "[load_safetensors] {}: the header nests deeper than a safetensors header "
+               "does ({} levels)", path, kMaxHeaderDepth);
+    if (event == Event::object_start) keys.emplace_back();
+    if (event == Event::object_end) keys.pop_back();
+    if (event == Event::key) {
+      auto& seen = keys.back();
+      const std::string& key = parsed.get_ref<const std::string&>();
+      KILN_CHECK(std::find(seen.begin(), seen.end(), key) == seen.end(),
+                 "[load_safetensors] {}: the header names '{}' twice", path, key);
+      seen.push_back(key);
+    }
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(json, check);
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL("[load_safetensors] {}: the header is not valid JSON: {}", path, e.what());
+  }
+}
+
+// The header's tensor entries, each checked, sorted by offset and covering
+// the data exactly (no gaps, no overlaps), as the reference loader requires;
+// the string metadata goes to metadata.
+std::vector<HeaderEntry> header_entries(const std::string& json, uint64_t data_size, const std::string& path,
+                                        std::map<std::string, std::string>& metadata) {
+  const nlohmann::json header = parse_header(json, path);
+  KILN_CHECK(header.is_object(), "[load_safetensors] {}: the header is not a JSON object", path);
+  std::vector<HeaderEntry> entries;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      KILN_CHECK(entry.is_object(), "[load_safetensors] {}: __metadata__ is not a map of strings", path);
+      for (const auto& [k, v] : entry.items()) {
+        KILN_CHECK(v.is_string(), "[load_safetensors] {}: metadata '{}' is not a string (the format allows only "
+                   "strings)", path, k);
+        metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    auto field = [&](const char* key) -> const nlohmann::json& {
+      KILN_CHECK(entry.is_object() && entry.contains(key), "[load_safetensors] {}: tensor '{}' has no {}", path,
+                 name, key);
+      return entry.at(key);
+    };
+    const nlohmann::json &dtype = field("dtype"), &shape = field("shape"), &offsets = field("data_offsets");
+    KILN_CHECK(dtype.is_string(), "[load_safetensors] {}: tensor '{}' has dtype {}: expected a string", path, name,
+               dtype.dump());
+    KILN_CHECK(shape.is_array() && offsets.is_array() && offsets.size() == 2,
+               "[load_safetensors] {}: tensor '{}' needs a shape list and two data_offsets", path, name);
+    HeaderEntry e{name, dtype_from(dtype.get<std::string>(), path, name), {}, 0, 0};
+    for (const auto& s : shape) {
+      const uint64_t size = unsigned_integer(s, path, name, "shape");
+      KILN_CHECK(size <= uint64_t{INT64_MAX}, "[load_safetensors] {}: tensor '{}' has size {}", path, name, size);
+      e.shape.push_back(static_cast<int64_t>(size));
+    }
+    e.begin = unsigned_integer(offsets[0], path, name, "data_offsets");
+    e.end = unsigned_integer(offsets[1], path, name, "data_offsets");
+    KILN_CHECK(e.begin <= e.end && e.end <= data_size,
+               "[load_safetensors] {}: tensor '{}' has byte range [{}, {}) outside the {}-byte data (truncated "
+               "file?)", path, name, e.begin, e.end, data_size);
+    uint64_t expected = element_size(e.dtype);
+    for (int64_t size : e.shape)
+      KILN_CHECK(!__builtin_mul_overflow(expected, static_cast<uint64_t>(size), &expected),
+                 "[load_safetensors] {}: tensor '{}' has shape {}: more bytes than any file holds", path, name,
+                 shape.dump());
+    KILN_CHECK(e.end - e.begin == expected,
+               "[load_safetensors] {}: tensor '{}' spans {} bytes but its shape and dtype need {}", path, name,
+               e.end - e.begin, expected);
+    entries.push_back(std::move(e));
+  }
+  std::sort(entries.begin(), entries.end(), [](const HeaderEntry& a, const HeaderEntry& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  uint64_t covered = 0;
+  for (const HeaderEntry& e : entries) {
+    KILN_CHECK(e.begin == covered, "[load_safetensors] {}: tensor '{}' starts at byte {} of the data, not at {}: "
+               "{}", path, e.name, e.begin, covered, e.begin < covered ? "tensors overlap" : "a gap between tensors");
+    covered = e.end;
+  }
+  KILN_CHECK(covered == data_size, "[load_safetensors] {}: the tensors cover {} of the {} data bytes (trailing "
+             "bytes)", path, covered, data_size);
+  return entries;
 }
 
 }  // namespace
@@ -123,51 +236,20 @@ TensorFile load_safetensors(const std::string& path) {
   // A safetensors header is JSON: an object right after its 8-byte length.
   KILN_CHECK(file_size > 8 && in.peek() == '{', "[load_safetensors] {} is not a safetensors file (no JSON header "
              "after the first 8 bytes: a PyTorch .bin, a zip or another format?)", path);
+  KILN_CHECK(header_len <= kMaxHeaderBytes, "[load_safetensors] {}: header of {} bytes; the format allows {}", path,
+             header_len, kMaxHeaderBytes);
   KILN_CHECK(header_len <= file_size - 8, "[load_safetensors] {}: header of {} bytes does not fit in a {}-byte file "
              "(truncated?)", path, header_len, file_size);
   std::string json(header_len, '\0');
   in.read(json.data(), static_cast<std::streamsize>(header_len));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(json);
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL("[load_safetensors] {}: the header is not valid JSON: {}", path, e.what());
-  }
-  KILN_CHECK(header.is_object(), "[load_safetensors] {}: the header is not a JSON object", path);
-  const uint64_t data_size = file_size - 8 - header_len;
   TensorFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      for (const auto& [k, v] : entry.items())
-        out.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-      continue;
-    }
-    try {
-      DType dt = dtype_from(entry.at("dtype").get<std::string>(), path, name);
-      Shape shape = entry.at("shape").get<Shape>();
-      auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
-      KILN_CHECK(offsets.size() == 2 && offsets[0] <= offsets[1] && offsets[1] <= data_size,
-                 "[load_safetensors] {}: tensor '{}' has byte range outside the {}-byte data (truncated file?)", path,
-                 name, data_size);
-      for (int64_t s : shape) KILN_CHECK(s >= 0, "[load_safetensors] {}: tensor '{}' has a negative size", path, name);
-      uint64_t expected = static_cast<uint64_t>(shape_numel(shape)) * element_size(dt);
-      KILN_CHECK(offsets[1] - offsets[0] == expected,
-                 "[load_safetensors] {}: tensor '{}' spans {} bytes but its shape and dtype need {}", path, name,
-                 offsets[1] - offsets[0], expected);
-      ranges.emplace_back(offsets[0], offsets[1]);
-      Tensor t = empty(shape, dt);
-      in.seekg(static_cast<std::streamoff>(8 + header_len + offsets[0]));
-      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(expected));
-      KILN_CHECK(in.good(), "[load_safetensors] {}: reading tensor '{}' failed", path, name);
-      out.tensors.emplace(name, t);
-    } catch (const nlohmann::json::exception& e) {
-      KILN_FAIL("[load_safetensors] {}: bad entry for tensor '{}': {}", path, name, e.what());
-    }
+  for (const HeaderEntry& e : header_entries(json, file_size - 8 - header_len, path, out.metadata)) {
+    Tensor t = empty(e.shape, e.dtype);
+    in.seekg(static_cast<std::streamoff>(8 + header_len + e.begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+    KILN_CHECK(in.good(), "[load_safetensors] {}: reading tensor '{}' failed", path, e.name);
+    out.tensors.emplace(e.name, t);
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    KILN_CHECK(ranges[i].first >= ranges[i - 1].second, "[load_safetensors] {}: tensors overlap in the data", path);
   return out;
 }
 

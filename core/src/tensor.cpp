@@ -21,7 +21,13 @@ Shape contiguous_strides(const Shape& shape) {
 }
 
 int64_t shape_numel(const Shape& shape) {
-  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+  int64_t n = 1;
+  for (int64_t s : shape) {
+    KILN_CHECK(s >= 0, "[shape] negative size in shape {}", detail::shape_str(shape));
+    KILN_CHECK(!__builtin_mul_overflow(n, s, &n), "[shape] shape {} has more elements than an int64 counts",
+               detail::shape_str(shape));
+  }
+  return n;
 }
 
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {

@@ -1,9 +1,11 @@
 #include "kiln/dist/checkpoint.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "kiln/dist/model_parallel.h"
@@ -29,14 +31,39 @@ std::vector<std::string> optimizer_param_names(const nn::Module& model, const st
   return names;
 }
 
+// N of a checkpoint's name "step-N" (digits only), or nullopt for any other name.
+std::optional<int64_t> checkpoint_step(const std::string& name) {
+  if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return std::nullopt;
+  int64_t step = 0;
+  const char* end = name.data() + name.size();
+  auto [ptr, ec] = std::from_chars(name.data() + 5, end, step);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return step;
+}
+
+// A non-negative integer of the training state's metadata, or a clear error.
+template <typename T>
+T state_integer(const std::string& checkpoint, const std::string& key, const std::string& text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  KILN_CHECK(ec == std::errc() && ptr == end && text[0] != '-', "[checkpoint] {}: state '{}' is '{}': expected a "
+             "non-negative integer (damaged checkpoint?)", checkpoint, key, text);
+  return value;
+}
+
 // "<index>.<state>" -> state -> parameter name -> tensor.
 std::map<std::string, std::map<std::string, Tensor>> by_state(const std::map<std::string, Tensor>& state,
                                                               const std::vector<std::string>& names) {
   std::map<std::string, std::map<std::string, Tensor>> out;
   for (const auto& [key, t] : state) {
     if (key == "step") continue;
-    size_t dot = key.find('.');
-    out[key.substr(dot + 1)][names.at(std::stoul(key.substr(0, dot)))] = t;
+    const size_t dot = key.find('.');
+    size_t index = names.size();
+    if (dot != std::string::npos) std::from_chars(key.data(), key.data() + dot, index);
+    KILN_CHECK(index < names.size(), "[checkpoint] optimizer state '{}' names no parameter of the {} it updates", key,
+               names.size());
+    out[key.substr(dot + 1)][names[index]] = t;
   }
   return out;
 }
@@ -64,9 +91,13 @@ std::pair<std::map<std::string, Tensor>, std::string> whole_optimizer_state(
 std::string write_checkpoint(const std::string& dir, const std::function<void(const fs::path&)>& write_model,
                              const std::map<std::string, Tensor>& full_state, const std::string& kinds,
                              const TrainingState& state, int keep) {
+  KILN_CHECK(keep >= 1, "[checkpoint] keep is {}: at least the checkpoint just written is kept", keep);
   const std::string name = fmt::format("step-{:06d}", state.step);
   const fs::path final_dir = fs::path(dir) / name, tmp = fs::path(dir) / (name + ".tmp");
-  fs::remove_all(tmp);
+  // What an interrupted save left behind.
+  if (fs::is_directory(dir))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".tmp" && checkpoint_step(e.path().stem().string())) fs::remove_all(e.path());
   fs::create_directories(tmp);
   write_model(tmp);
   save_safetensors((tmp / "state.safetensors").string(), full_state,
@@ -79,9 +110,11 @@ std::string write_checkpoint(const std::string& dir, const std::function<void(co
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
-  // Keep the newest `keep` complete checkpoints.
-  const std::vector<std::string> all = checkpoint_names(dir);
-  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(fs::path(dir) / all[i]);
+  // Keep the newest `keep` complete checkpoints, the one just written among
+  // them even when an older run left higher steps.
+  std::vector<std::string> older = checkpoint_names(dir);
+  std::erase(older, name);
+  for (size_t i = 0; i + keep < older.size() + 1; ++i) fs::remove_all(fs::path(dir) / older[i]);
   return final_dir.string();
 }
 
@@ -129,10 +162,13 @@ StoredState read_state(const std::string& checkpoint, const std::vector<std::str
     KILN_CHECK(it != f.metadata.end(), "[checkpoint] {} has no '{}' in its state", checkpoint, key);
     return it->second;
   };
-  state.step = std::stoll(meta("step"));
-  state.loader = {std::stoll(meta("loader_epoch")), std::stoll(meta("loader_shard")), std::stoll(meta("loader_batch"))};
-  state.rng_offset = std::stoull(meta("rng_offset"));
-  StoredState stored{f.tensors.at("step"), {}};
+  auto integer = [&](const char* key) { return state_integer<int64_t>(checkpoint, key, meta(key)); };
+  state.step = integer("step");
+  state.loader = {integer("loader_epoch"), integer("loader_shard"), integer("loader_batch")};
+  state.rng_offset = state_integer<uint64_t>(checkpoint, "rng_offset", meta("rng_offset"));
+  auto step = f.tensors.find("step");
+  KILN_CHECK(step != f.tensors.end(), "[checkpoint] {} holds no optimizer step count in its state", checkpoint);
+  StoredState stored{step->second, {}};
   std::stringstream kinds(meta("optimizer_state"));
   for (std::string kind; std::getline(kinds, kind, ',');)
     for (const std::string& name : names)  // a parameter that never had a gradient has no state
@@ -196,9 +232,11 @@ std::vector<std::string> checkpoint_names(const std::string& dir) {
   std::vector<std::string> names;
   if (!fs::is_directory(dir)) return names;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().extension() != ".tmp")
+    if (e.is_directory() && checkpoint_step(e.path().filename().string()))
       names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
+  // By step: as strings, step-1000000 would sort before step-999999.
+  std::sort(names.begin(), names.end(),
+            [](const std::string& a, const std::string& b) { return *checkpoint_step(a) < *checkpoint_step(b); });
   return names;
 }
 
@@ -207,6 +245,8 @@ std::string latest_checkpoint(const std::string& dir) {
   if (!fs::exists(pointer)) return "";
   std::string name = read_file(pointer.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  KILN_CHECK(checkpoint_step(name), "[checkpoint] {} names '{}': expected a checkpoint of this directory, step-N",
+             pointer.string(), name.substr(0, 200));
   fs::path ckpt = fs::path(dir) / name;
   KILN_CHECK(fs::is_directory(ckpt), "[checkpoint] {} names {}, which does not exist", pointer.string(), ckpt.string());
   return ckpt.string();

@@ -148,10 +148,13 @@ int main(int argc, char** argv) {
   a.lr = 5e-6;
   align::add_stage_options(app, a, "fine-tuned run or checkpoint directory: the policy's start and the reference",
                            "JSON lines of {prompt, chosen, rejected}");
-  app.add_option("--beta", a.beta, "DPO's beta: how far from the reference the policy may go")->capture_default_str();
-  app.add_option("--label-smoothing", a.label_smoothing, "conservative DPO's label smoothing")->capture_default_str();
+  app.add_option("--beta", a.beta, "DPO's beta: how far from the reference the policy may go")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--label-smoothing", a.label_smoothing, "conservative DPO's label smoothing")
+      ->check(program::in_range(0, 0.5, "a number in [0, 0.5]"))->capture_default_str();
   app.add_option("--rpo-alpha", a.rpo_alpha, "weight of the chosen answers' token NLL added to the loss (RPO)")
+      ->check(program::non_negative)
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("dpo", [&] { return run(a); });
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("dpo", [&] { return run(a); });
 }

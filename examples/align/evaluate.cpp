@@ -148,17 +148,20 @@ int main(int argc, char** argv) {
   app.add_option("--model", a.model, "run or checkpoint directory of a causal model")->required();
   app.add_option("--tokenizer", a.tokenizer, "sentencepiece .model with kiln's special symbols")->required();
   app.add_option("--data", a.data, "JSON lines of {prompt, answer}")->required();
-  app.add_option("--max-new-tokens", a.max_new_tokens, "longest answer")->capture_default_str();
-  app.add_option("--batch", a.batch, "prompts generated together")->capture_default_str();
+  app.add_option("--max-new-tokens", a.max_new_tokens, "longest answer")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--batch", a.batch, "prompts generated together")->check(program::positive)->capture_default_str();
   app.add_option("--json", a.json, "append the result to this JSON-lines file");
   app.add_option("--answers", a.answers, "write each prompt's answer and whether it was right (JSON lines; one process)");
   app.add_option("--pass-at", a.pass_at, "also sample this many answers per prompt: pass@K and right samples")
+      ->check(program::non_negative)
       ->capture_default_str();
-  app.add_option("--temperature", a.temperature, "sampling temperature of --pass-at")->capture_default_str();
+  app.add_option("--temperature", a.temperature, "sampling temperature of --pass-at")
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--seed", a.seed, "samples of --pass-at")->capture_default_str();
   app.add_option("--comparisons", a.comparisons, "write pairs of --pass-at samples ranked by the rule (JSON lines of "
                  "{prompt, chosen, rejected}; one process)");
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("evaluate", [&] { return run(a); });
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("evaluate", [&] { return run(a); });
 }

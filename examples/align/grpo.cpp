@@ -139,9 +139,11 @@ int main(int argc, char** argv) {
   align::add_stage_options(app, a, "fine-tuned run or checkpoint directory: the policy's start and the reference",
                            "JSON lines of {prompt, answer}");
   align::add_rollout_options(app, a);
-  app.add_option("--group", a.group, "samples per prompt (G)")->capture_default_str();
-  app.add_option("--beta", a.beta, "weight of the k3 KL to the reference")->capture_default_str();
-  app.add_option("--iterations", a.iterations, "optimizer steps per batch of rollouts (GRPO's mu)")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("grpo", [&] { return run(a); });
+  app.add_option("--group", a.group, "samples per prompt (G)")->check(program::positive)->capture_default_str();
+  app.add_option("--beta", a.beta, "weight of the k3 KL to the reference")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--iterations", a.iterations, "optimizer steps per batch of rollouts (GRPO's mu)")
+      ->check(program::positive)->capture_default_str();
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("grpo", [&] { return run(a); });
 }

@@ -33,6 +33,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 namespace {
 
 struct Task {
@@ -98,15 +100,19 @@ int main(int argc, char** argv) {
   std::vector<std::string> chosen = {"sum", "difference", "count", "reverse"};
   app.add_option("--out", out, "directory of the JSON-lines files")->capture_default_str();
   app.add_option("--words", words_dir, "text whose words are counted and reversed")->capture_default_str();
-  app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")->capture_default_str();
-  app.add_option("--validation", validation, "validation questions, shared equally among the tasks")->capture_default_str();
-  app.add_option("--per-task", per_task, "training questions per task at most")->capture_default_str();
+  app.add_option("--heldout", heldout, "held-out questions, shared equally among the tasks")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--validation", validation, "validation questions, shared equally among the tasks")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--per-task", per_task, "training questions per task at most")
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--demonstrations", demonstrations, "training questions per task whose answer is written out for "
-                 "SFT (-1: all); pairs and prompts cover every training question")->capture_default_str();
+                 "SFT (-1: all); pairs and prompts cover every training question")
+      ->check(program::in_range(-1, DBL_MAX, "-1 or a number >= 0"))->capture_default_str();
   app.add_option("--tasks", chosen, "which tasks: sum difference count reverse")->capture_default_str();
   app.add_option("--seed", seed, "which questions are held out, and the near misses")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  try {
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("make_tasks", [&] {
     std::mt19937_64 rng(seed);
     std::map<std::string, std::vector<Task>> every = all_tasks(corpus_words(words_dir, 9), rng);
     std::vector<std::vector<Task>> tasks;
@@ -142,9 +148,6 @@ int main(int argc, char** argv) {
     write_lines(out + "/heldout.jsonl", held);
     fmt::print("make_tasks: {} training questions ({} with written answers), {} for validation, {} held out, in {}\n",
                prompts.size(), sft.size(), val.size(), held.size(), out);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "make_tasks: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -233,18 +233,26 @@ int main(int argc, char** argv) {
                            "JSON lines of {prompt} (an answer, if given, only for the accuracy)");
   app.add_option("--reward-model", a.reward_model, "reward run or checkpoint (the critic starts from it too)")->required();
   align::add_rollout_options(app, a);
-  app.add_option("--critic-lr", a.critic_lr, "the critic's learning rate")->capture_default_str();
-  app.add_option("--beta", a.beta, "per-token KL penalty folded into the reward")->capture_default_str();
-  app.add_option("--value-clip", a.value_clip, "the value's clip around its old value")->capture_default_str();
-  app.add_option("--gamma", a.gamma, "GAE's discount")->capture_default_str();
-  app.add_option("--lambda", a.lambda, "GAE's lambda")->capture_default_str();
-  app.add_option("--reward-clip", a.reward_clip, "scores clipped to +-this")->capture_default_str();
-  app.add_option("--ppo-epochs", a.ppo_epochs, "passes over each batch of rollouts")->capture_default_str();
-  app.add_option("--mini-batch", a.mini_batch, "rollouts per update (default: the whole --batch)")->capture_default_str();
+  app.add_option("--critic-lr", a.critic_lr, "the critic's learning rate")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--beta", a.beta, "per-token KL penalty folded into the reward")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--value-clip", a.value_clip, "the value's clip around its old value")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--gamma", a.gamma, "GAE's discount")->check(program::fraction)->capture_default_str();
+  app.add_option("--lambda", a.lambda, "GAE's lambda")->check(program::fraction)->capture_default_str();
+  app.add_option("--reward-clip", a.reward_clip, "scores clipped to +-this")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--ppo-epochs", a.ppo_epochs, "passes over each batch of rollouts")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--mini-batch", a.mini_batch, "rollouts per update (default: the whole --batch)")
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--whiten", a.whiten, "whiten the advantages over each batch")->capture_default_str();
   app.add_option("--ptx-data", a.ptx_data, "PPO-ptx: a prepare_data directory whose train.bin's LM loss joins the actor's");
-  app.add_option("--ptx-coef", a.ptx_coef, "PPO-ptx: the weight of that loss (InstructGPT's gamma)")->capture_default_str();
-  app.add_option("--ptx-seq", a.ptx_seq, "PPO-ptx: tokens per row of pretraining text")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("ppo", [&] { return run(a); });
+  app.add_option("--ptx-coef", a.ptx_coef, "PPO-ptx: the weight of that loss (InstructGPT's gamma)")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--ptx-seq", a.ptx_seq, "PPO-ptx: tokens per row of pretraining text")
+      ->check(program::positive)->capture_default_str();
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("ppo", [&] { return run(a); });
 }

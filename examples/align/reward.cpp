@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
   a.out = "out/reward";
   align::add_stage_options(app, a, "fine-tuned run or checkpoint directory (or a reward model's)",
                            "JSON lines of {prompt, chosen, rejected}");
-  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("reward", [&] { return run(a); });
+  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")
+      ->check(program::non_negative)->capture_default_str();
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("reward", [&] { return run(a); });
 }

@@ -42,10 +42,13 @@ struct RolloutArgs : StageArgs {
 };
 inline void add_rollout_options(CLI::App& app, RolloutArgs& a) {
   app.add_option("--eval-data", a.eval_data, "held-out prompts with answers (default: a --val-fraction share of --data)");
-  app.add_option("--max-new-tokens", a.max_new_tokens, "longest response")->capture_default_str();
-  app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")->capture_default_str();
-  app.add_option("--clip", a.clip, "the policy ratio's clip epsilon")->capture_default_str();
-  app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")->capture_default_str();
+  app.add_option("--max-new-tokens", a.max_new_tokens, "longest response")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--temperature", a.temperature, "sampling temperature of the rollouts")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--clip", a.clip, "the policy ratio's clip epsilon")->check(program::positive)->capture_default_str();
+  app.add_option("--eval-batch", a.eval_batch, "prompts per batch of held-out generation")
+      ->check(program::positive)->capture_default_str();
   app.add_flag("--keep-best", a.keep_best, "also keep the policy of the best held-out accuracy so far, in OUT/best");
 }
 

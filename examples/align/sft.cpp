@@ -134,11 +134,12 @@ int main(int argc, char** argv) {
   a.lr = 1e-4;
   align::add_stage_options(app, a, "pretrained run or checkpoint directory (kiln's or Hugging Face's)",
                            "JSON lines: Alpaca, ShareGPT/Vicuna or messages records");
-  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
+  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")
+      ->check(program::non_negative)->capture_default_str();
   app.add_flag("--last-turn-only", a.last_turn_only, "train only the last answer (default: every assistant turn)");
   app.add_flag("--pack", a.pack, "pack each batch's conversations into rows of --max-tokens, each attending "
                "only to itself");
   add_lora_options(app, a.lora);
-  CLI11_PARSE(app, argc, argv);
-  return align::run_stage("sft", [&] { return run(a); });
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("sft", [&] { return run(a); });
 }

@@ -13,6 +13,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 namespace align {
 
 // The options of every stage.
@@ -31,19 +33,27 @@ inline void add_stage_options(CLI::App& app, StageArgs& a, const std::string& in
   app.add_option("--tokenizer", a.tokenizer, "sentencepiece .model with kiln's special symbols")->required();
   app.add_option("--data", a.data, data)->required();
   app.add_option("--out", a.out, "checkpoints and metrics")->capture_default_str();
-  app.add_option("--epochs", a.epochs, "passes over the training data")->capture_default_str();
-  app.add_option("--max-steps", a.max_steps, "stop after this many steps (0: --epochs decide)")->capture_default_str();
-  app.add_option("--batch,-b", a.batch, "records per step and rank")->capture_default_str();
-  app.add_option("--max-tokens", a.max_tokens, "longest example; longer ones are cut")->capture_default_str();
-  app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
-  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
-  app.add_option("--val-fraction", a.val_fraction, "share of records held out")->capture_default_str();
-  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints (and one at the end)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
+  app.add_option("--epochs", a.epochs, "passes over the training data")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--max-steps", a.max_steps, "stop after this many steps (0: --epochs decide)")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--batch,-b", a.batch, "records per step and rank")->check(program::positive)->capture_default_str();
+  app.add_option("--max-tokens", a.max_tokens, "longest example; longer ones are cut")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate")->check(program::positive)->capture_default_str();
+  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->check(program::non_negative)->capture_default_str();
+  app.add_option("--val-fraction", a.val_fraction, "share of records held out")
+      ->check(program::in_range(0, 0.5, "a number in [0, 0.5]"))->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints (and one at the end)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--keep", a.keep, "checkpoints kept")->check(program::positive)->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda:N")->capture_default_str();
-  app.add_option("--tp", a.tp, "tensor-parallel ranks (under mpirun; the rest are data-parallel)")->capture_default_str();
+  app.add_option("--tp", a.tp, "tensor-parallel ranks (under mpirun; the rest are data-parallel)")
+      ->check(program::positive)->capture_default_str();
   app.add_option("--seed", a.seed, "data order and held-out split")->capture_default_str();
   app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
 }
@@ -59,18 +69,6 @@ inline kiln::dist::ParallelState parallel_layout(int tp) {
 inline int64_t total_steps(const StageArgs& a, int64_t batches_per_epoch) {
   const int64_t steps = a.epochs * batches_per_epoch;
   return a.max_steps > 0 ? std::min(steps, a.max_steps) : steps;
-}
-
-// Runs a stage's main; an error ends every rank (mpirun) and the program with 1.
-template <typename F>
-int run_stage(const char* name, F&& stage) {
-  try {
-    return stage();
-  } catch (const std::exception& e) {
-    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
-    fmt::print(stderr, "{}: {}\n", name, e.what());
-    return 1;
-  }
 }
 
 // A run directory's newest checkpoint, or the directory itself (one checkpoint,

@@ -21,6 +21,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 namespace fs = std::filesystem;
 using kiln::Tensor;
 using kiln::data::Special;
@@ -241,9 +243,10 @@ int main(int argc, char** argv) {
   Args a;
   app.add_option("--model", a.model, "pretrain's BERT (a BertForPreTraining directory)");
   app.add_flag("--scratch", a.scratch, "start from random weights instead (of --layers, --channels, --heads)");
-  app.add_option("--layers", a.layers, "--scratch: layers")->capture_default_str();
-  app.add_option("--channels", a.channels, "--scratch: width (the MLP is 4 times it)")->capture_default_str();
-  app.add_option("--heads", a.heads, "--scratch: attention heads")->capture_default_str();
+  app.add_option("--layers", a.layers, "--scratch: layers")->check(program::positive)->capture_default_str();
+  app.add_option("--channels", a.channels, "--scratch: width (the MLP is 4 times it)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--heads", a.heads, "--scratch: attention heads")->check(program::positive)->capture_default_str();
   app.add_option("--tokenizer", a.tokenizer, "the sentencepiece model the BERT was trained with")->required();
   app.add_option("--files", a.files, "text files, one class each (fortune files split at '%' lines)")
       ->capture_default_str();
@@ -251,23 +254,22 @@ int main(int argc, char** argv) {
   app.add_option("--predictions", a.predictions, "writes the held-out examples (input_ids padded, lengths, labels) "
                  "and the fine-tuned model's logits here, as safetensors");
   app.add_option("--seq,-t", a.seq, "tokens per example, [CLS] and [SEP] included (longer ones are cut)")
+      ->check(program::positive)
       ->capture_default_str();
-  app.add_option("--batch,-b", a.batch, "examples per step")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--epochs", a.epochs, "passes over the training examples")->check(CLI::PositiveNumber)
+  app.add_option("--batch,-b", a.batch, "examples per step")->check(program::positive)->capture_default_str();
+  app.add_option("--epochs", a.epochs, "passes over the training examples")->check(program::positive)
       ->capture_default_str();
   app.add_option("--lr", a.lr, "peak learning rate (a tenth of the steps warming up, then linear decay)")
+      ->check(program::positive)
       ->capture_default_str();
-  app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
-  app.add_option("--held-out", a.held_out, "share of the examples held out")->check(CLI::Range(0.05, 0.5))
+  app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--held-out", a.held_out, "share of the examples held out")
+      ->check(program::in_range(0.05, 0.5, "a number in [0.05, 0.5]"))
       ->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)
+  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(program::positive)
       ->capture_default_str();
   app.add_option("--seed", a.seed, "head initialization, split, order and dropout")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "classify: {}\n", e.what());
-    return 1;
-  }
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("classify", [&] { return run(a); });
 }

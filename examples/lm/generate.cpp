@@ -12,6 +12,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 int main(int argc, char** argv) {
   CLI::App app{"Sample text from a GPT-2 or Llama checkpoint"};
   std::string checkpoint, tokenizer, prompt, device = "cpu";
@@ -21,15 +23,19 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint", checkpoint, "run or checkpoint directory")->required();
   app.add_option("--tokenizer", tokenizer, "sentencepiece .model")->required();
   app.add_option("--prompt", prompt, "text to continue (default: a new document)");
-  app.add_option("--max-tokens", max_tokens, "tokens to generate per sample")->capture_default_str();
-  app.add_option("--num-samples", samples, "samples to draw")->capture_default_str();
-  app.add_option("--temperature", sampling.temperature, "0 for greedy")->capture_default_str();
-  app.add_option("--top-k", sampling.top_k, "keep the k most likely tokens, 0 for all")->capture_default_str();
-  app.add_option("--top-p", sampling.top_p, "nucleus: smallest set with this much mass")->capture_default_str();
+  app.add_option("--max-tokens", max_tokens, "tokens to generate per sample")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--num-samples", samples, "samples to draw")->check(program::positive)->capture_default_str();
+  app.add_option("--temperature", sampling.temperature, "0 for greedy")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--top-k", sampling.top_k, "keep the k most likely tokens, 0 for all")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--top-p", sampling.top_p, "nucleus: smallest set with this much mass")
+      ->check(program::in_range(std::nextafter(0.0, 1.0), 1, "a number in (0, 1]"))->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->capture_default_str();
   app.add_option("--device", device, "cpu | cuda:N")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  try {
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("generate", [&] {
     std::string dir = checkpoint;
     if (std::string latest = kiln::dist::latest_checkpoint(checkpoint); !latest.empty()) dir = latest;
     kiln::data::Tokenizer tok(tokenizer);
@@ -45,9 +51,6 @@ int main(int argc, char** argv) {
       if (!out.empty() && out.back() == static_cast<int64_t>(tok.eos_id())) out.pop_back();
       fmt::print("{}{}\n{}\n", prompt, tok.decode({out.begin(), out.end()}), s + 1 < samples ? "---" : "");
     }
-  } catch (const kiln::Error& e) {
-    fmt::print(stderr, "generate: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

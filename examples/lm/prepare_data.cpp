@@ -22,6 +22,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -60,15 +62,18 @@ int main(int argc, char** argv) {
   uint64_t seed = 1337;
   app.add_option("--input", inputs, "text files or directories")->capture_default_str();
   app.add_option("--out", out, "output directory")->capture_default_str();
-  app.add_option("--vocab", vocab, "vocabulary size of a newly trained tokenizer")->capture_default_str();
+  app.add_option("--vocab", vocab, "vocabulary size of a newly trained tokenizer")
+      ->check(program::positive)->capture_default_str();
   app.add_option("--tokenizer", tokenizer_path, "use this sentencepiece .model instead of training one");
   app.add_option("--sentinels", sentinels, "T5 sentinels (<extra_id_N>) a newly trained tokenizer reserves")
+      ->check(program::non_negative)
       ->capture_default_str();
-  app.add_option("--val-fraction", val_fraction, "share of documents held out")->capture_default_str()->check(CLI::Range(0.0, 0.5));
+  app.add_option("--val-fraction", val_fraction, "share of documents held out")
+      ->check(program::in_range(0, 0.5, "a number in [0, 0.5]"))->capture_default_str();
   app.add_option("--seed", seed, "shuffle seed")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = program::parse(app, argc, argv)) return *code;
 
-  try {
+  return program::run("prepare_data", [&] {
     fs::create_directories(out);
     int64_t read = 0, empty = 0;
     std::vector<std::string> docs;
@@ -119,9 +124,6 @@ int main(int argc, char** argv) {
     kiln::data::write_tokens(out + "/val.bin", val);
     fmt::print("wrote {}/train.bin ({} tokens), {}/val.bin ({} tokens), {} (vocabulary {})\n", out, train.size(), out,
                val.size(), model, tok.vocab_size());
-  } catch (const kiln::Error& e) {
-    fmt::print(stderr, "prepare_data: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -48,6 +48,8 @@
 
 #include <kiln/kiln.h>
 
+#include "../program.h"
+
 namespace fs = std::filesystem;
 using kiln::Tensor;
 using kiln::data::Special;
@@ -457,9 +459,10 @@ int run(const Args& a) {
   // --batch rows per replica; replica r reads its share of each whole batch.
   const int64_t window = objective->window(a.seq);
   kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = window, .rank = dp_rank,
-                                                         .world_size = dp, .shuffle = true, .seed = a.seed});
+                                                         .world_size = dp, .shuffle = true, .seed = a.seed,
+                                                         .vocab_size = tok.vocab_size()});
   kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = window, .rank = dp_rank,
-                                                     .world_size = dp});
+                                                     .world_size = dp, .vocab_size = tok.vocab_size()});
   // Checkpoints hold the whole model in its own format, the optimizer, the
   // data position and the dropout generator's: a resumed run takes the same
   // steps, at any layout.
@@ -529,6 +532,9 @@ int run(const Args& a) {
     if (ddp) ddp->finish();
     kiln::dist::sync_gradients(model, layout);
     const double norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
+    KILN_CHECK(std::isfinite(loss) && std::isfinite(norm), "[pretrain] step {}: the loss is {} and the gradient norm "
+               "{}: training stops before the update (the last checkpoint in {} precedes it)", step + 1, loss, norm,
+               a.out);
     opt.step();
     const int64_t done = step + 1;
     nlohmann::json m = {{"step", done}, {"train_loss", loss}, {key, metric}, {"grad_norm", norm}};
@@ -577,48 +583,47 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"bert", "t5", "glm"}))->capture_default_str();
   app.add_option("--data", a.data, "directory with train.bin, val.bin, tokenizer.model")->required();
   app.add_option("--out", a.out, "metrics and the saved model (default out/<model>)");
-  app.add_option("--layers", a.layers, "layers")->capture_default_str();
+  app.add_option("--layers", a.layers, "layers")->check(program::positive)->capture_default_str();
   app.add_option("--channels", a.channels, "width (BERT's MLP is 4 times it, T5's gated one 2 times)")
+      ->check(program::positive)
       ->capture_default_str();
-  app.add_option("--heads", a.heads, "attention heads")->capture_default_str();
+  app.add_option("--heads", a.heads, "attention heads")->check(program::positive)->capture_default_str();
   app.add_option("--seq,-t", a.seq, "tokens per row (BERT: [CLS] and [SEP] included; T5: before corruption)")
+      ->check(program::positive)
       ->capture_default_str();
-  app.add_option("--batch,-b", a.batch, "rows per step and replica")->capture_default_str();
+  app.add_option("--batch,-b", a.batch, "rows per step and replica")->check(program::positive)->capture_default_str();
   app.add_option("--microbatches", a.microbatches, "micro-batches per step (pipelined with --pp)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--tp", a.tp, "tensor-parallel ranks (heads and MLPs split)")->check(CLI::PositiveNumber)
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--tp", a.tp, "tensor-parallel ranks (heads and MLPs split)")->check(program::positive)
       ->capture_default_str();
-  app.add_option("--pp", a.pp, "pipeline stages (layers split; BERT and GLM)")->check(CLI::PositiveNumber)
+  app.add_option("--pp", a.pp, "pipeline stages (layers split; BERT and GLM)")->check(program::positive)
       ->capture_default_str();
-  app.add_option("--steps", a.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
-  app.add_option("--lr", a.lr, "peak learning rate (cosine decay to a tenth)")->capture_default_str();
-  app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
-  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->capture_default_str();
-  app.add_option("--dropout", a.dropout, "hidden dropout")->capture_default_str();
+  app.add_option("--steps", a.steps, "optimizer steps")->check(program::positive)->capture_default_str();
+  app.add_option("--warmup", a.warmup, "warmup steps")->check(program::non_negative)->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate (cosine decay to a tenth)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--weight-decay", a.weight_decay, "AdamW weight decay on matrices")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--grad-clip", a.grad_clip, "global norm clip")->check(program::non_negative)->capture_default_str();
+  app.add_option("--dropout", a.dropout, "hidden dropout")->check(program::fraction)->capture_default_str();
   app.add_option("--glm-sentences", a.glm_sentences, "GLM: share of rows blanking whole sentences with [sMASK]")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+      ->check(program::fraction)->capture_default_str();
   app.add_option("--glm-generation", a.glm_generation,
                  "GLM: share of rows blanking a span to the end with [gMASK] (the rest: [MASK] spans)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(CLI::PositiveNumber)
+      ->check(program::fraction)->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->check(program::positive)
       ->capture_default_str();
-  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(CLI::PositiveNumber)
+  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")->check(program::positive)
       ->capture_default_str();
   app.add_option("--seed", a.seed, "initialization, data order, corruption and dropout")->capture_default_str();
   app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints in --out, 0 for none")
+      ->check(program::non_negative)
       ->capture_default_str();
-  app.add_option("--keep", a.keep, "checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--keep", a.keep, "checkpoints kept")->check(program::positive)->capture_default_str();
   app.add_flag("--resume", a.resume, "continue exactly from the latest checkpoint in --out");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = program::parse(app, argc, argv)) return *code;
   if (a.out.empty()) a.out = "out/" + a.model;
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    // Under mpirun one failing rank must not leave the others in a collective.
-    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
-    fmt::print(stderr, "pretrain: {}\n", e.what());
-    return 1;
-  }
+  return program::run("pretrain", [&] { return run(a); });
 }

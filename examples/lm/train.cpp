@@ -35,6 +35,7 @@
 #include <kiln/kiln.h>
 
 #include "../lora_options.h"
+#include "../program.h"
 
 namespace fs = std::filesystem;
 using kiln::Tensor;
@@ -68,6 +69,7 @@ struct Args {
   std::string pipeline = "1f1b";
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
+  int64_t skip_nonfinite = 0;  // steps with a non-finite loss or gradient norm skipped before training stops
 };
 
 std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, std::vector<kiln::optim::ParamGroup> groups) {
@@ -262,8 +264,9 @@ int run(const Args& a) {
 
   kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .rank = dp_rank,
                                                          .world_size = dp, .shuffle = a.shuffle, .seed = a.seed,
-                                                         .device = device});
-  kiln::data::DataLoader val({a.data + "/val.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .device = device});
+                                                         .device = device, .vocab_size = vocab});
+  kiln::data::DataLoader val({a.data + "/val.bin"},
+                             {.batch_size = a.batch, .seq_len = a.seq, .device = device, .vocab_size = vocab});
 
   kiln::dist::TrainingState state;
   fs::create_directories(a.out);
@@ -343,6 +346,7 @@ int run(const Args& a) {
   };
 
   const int64_t first_step = state.step;
+  int64_t skipped = 0;  // steps with a non-finite loss or norm
   auto start = std::chrono::steady_clock::now();
   double window_seconds = 0;
   int64_t window_steps = 0;
@@ -377,9 +381,20 @@ int run(const Args& a) {
       if (a.grad_clip > 0)
         norm = zero->clip_grad_norm(a.grad_clip, kiln::dist::norm_parameters(model, layout),
                                     {layout.tp_group().get(), layout.pp_group().get()});
+    } else if (a.grad_clip > 0) {
+      norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
+    }
+    // Every rank sees the same loss (averaged) and norm (global), so all skip or stop together.
+    const bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (!finite) {
+      KILN_CHECK(++skipped <= a.skip_nonfinite, "[train] step {}: the loss is {} and the gradient norm {}; training "
+                 "stops ({} such steps skipped; --skip-nonfinite N skips up to N). The last checkpoint in {} precedes "
+                 "it", step + 1, loss, norm, skipped - 1, a.out);
+      say(lead, "step {}: loss {}, gradient norm {}: skipped ({} of {})\n", step + 1, loss, norm, skipped,
+          a.skip_nonfinite);
+    } else if (zero) {
       zero->step();
     } else {
-      if (a.grad_clip > 0) norm = kiln::dist::clip_grad_norm(model, layout, a.grad_clip);
       opt->step();
     }
     if (device.is_cuda()) kiln::cuda::synchronize(device.index);
@@ -445,82 +460,103 @@ int main(int argc, char** argv) {
   app.add_option("--init-from", a.init_from,
                  "start from a checkpoint directory, kiln's or Hugging Face's (GPT-2, Llama, Mixtral, OPT, GPT-NeoX or BLOOM; "
                  "its config decides the model)");
-  app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")->capture_default_str();
+  app.add_option("--vocab-size", a.vocab_size, "vocabulary when the data has no tokenizer.model")
+      ->check(program::positive)->capture_default_str();
   app.add_option("--depth", a.depth, "GPT-2 size by depth: 6, 12 (124M), 24, 36, 48")->check(CLI::IsMember({6, 12, 24, 36, 48}));
   app.add_option("--preset", a.preset, "Llama size: llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3.2-1b");
-  app.add_option("--layers", a.layers, "layers (without --depth/--preset)")->capture_default_str();
-  app.add_option("--channels", a.channels, "embedding width (without --depth/--preset)")->capture_default_str();
-  app.add_option("--heads", a.heads, "attention heads (without --depth/--preset)")->capture_default_str();
-  app.add_option("--kv-heads", a.kv_heads, "Llama: key/value heads for grouped-query attention (default: --heads)");
-  app.add_option("--mlp-hidden", a.mlp_hidden, "Llama: SwiGLU hidden size (default: LLaMA's rule)");
-  app.add_option("--rope-theta", a.rope_theta, "Llama, GPT-NeoX: RoPE base")->capture_default_str();
+  app.add_option("--layers", a.layers, "layers (without --depth/--preset)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--channels", a.channels, "embedding width (without --depth/--preset)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--heads", a.heads, "attention heads (without --depth/--preset)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--kv-heads", a.kv_heads, "Llama: key/value heads for grouped-query attention (default: --heads)")
+      ->check(program::non_negative);
+  app.add_option("--mlp-hidden", a.mlp_hidden, "Llama: SwiGLU hidden size (default: LLaMA's rule)")
+      ->check(program::non_negative);
+  app.add_option("--rope-theta", a.rope_theta, "Llama, GPT-NeoX: RoPE base")
+      ->check(program::positive)->capture_default_str();
   app.add_flag("--recompute", a.recompute, "recompute each block's activations in backward (less memory)");
   app.add_option("--moe-experts", a.moe_experts, "experts per MoE layer; 0: dense MLPs (experts have no biases)")
+      ->check(program::non_negative)
       ->capture_default_str();
-  app.add_option("--moe-top-k", a.moe_top_k, "experts per token")->capture_default_str();
-  app.add_option("--moe-every", a.moe_every, "layers 0, N, 2N, ... are MoE (GLaM: 2, Mixtral: 1)")->capture_default_str();
+  app.add_option("--moe-top-k", a.moe_top_k, "experts per token")->check(program::positive)->capture_default_str();
+  app.add_option("--moe-every", a.moe_every, "layers 0, N, 2N, ... are MoE (GLaM: 2, Mixtral: 1)")
+      ->check(program::positive)->capture_default_str();
   app.add_option("--capacity-factor", a.capacity_factor,
-                 "expert capacity ceil(tokens k / experts x factor); 0: dropless")->capture_default_str();
+                 "expert capacity ceil(tokens k / experts x factor); 0: dropless")
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--moe-drop-policy", a.moe_drop_policy, "over capacity, drop the smallest gates or the latest tokens")
       ->check(CLI::IsMember({"probs", "position"}))->capture_default_str();
   app.add_flag("--moe-pre-softmax", a.moe_pre_softmax,
                "gates: the top-k of the softmax (Switch, Qwen-MoE), not a softmax over the top-k logits (Mixtral)");
-  app.add_option("--moe-aux-loss-coeff", a.moe_aux_loss_coeff, "load-balancing loss coefficient")->capture_default_str();
+  app.add_option("--moe-aux-loss-coeff", a.moe_aux_loss_coeff, "load-balancing loss coefficient")
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--moe-z-loss-coeff", a.moe_z_loss_coeff, "router z-loss coefficient (ST-MoE: 1e-3)")
+      ->check(program::non_negative)
       ->capture_default_str();
-  app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)");
-  app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->capture_default_str();
-  app.add_option("--seq,-t", a.seq, "tokens per sequence")->capture_default_str();
+  app.add_option("--block-size", a.block_size, "longest sequence the model supports (default: --seq)")
+      ->check(program::non_negative);
+  app.add_option("--batch,-b", a.batch, "sequences per micro-batch")->check(program::positive)->capture_default_str();
+  app.add_option("--seq,-t", a.seq, "tokens per sequence")->check(program::positive)->capture_default_str();
   app.add_option("--grad-accum,--microbatches", a.grad_accum, "micro-batches per step (pipelined with --pp)")
+      ->check(program::positive)
       ->capture_default_str();
-  app.add_option("--tp", a.tp, "tensor-parallel ranks (heads, MLP and vocabulary split)")->capture_default_str();
-  app.add_option("--pp", a.pp, "pipeline stages (layers split)")->capture_default_str();
-  app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))");
+  app.add_option("--tp", a.tp, "tensor-parallel ranks (heads, MLP and vocabulary split)")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--pp", a.pp, "pipeline stages (layers split)")->check(program::positive)->capture_default_str();
+  app.add_option("--dp", a.dp, "data-parallel replicas (default: ranks / (tp x pp))")->check(program::non_negative);
   app.add_option("--ep", a.ep, "expert-parallel ranks sharing out each MoE layer's experts; must divide the "
-                 "data-parallel replicas (Megatron-Core's layout)")->capture_default_str();
+                 "data-parallel replicas (Megatron-Core's layout)")->check(program::positive)->capture_default_str();
   app.add_flag("--zero1", a.zero1, "shard the optimizer state across the data-parallel replicas (ZeRO-1)");
   app.add_flag("--sequence-parallel", a.sequence_parallel, "with --tp: norms and dropout on slices of the sequence");
   app.add_option("--schedule", a.pipeline, "pipeline schedule: gpipe | 1f1b")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b"}));
-  app.add_option("--steps", a.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--lr", a.lr, "peak learning rate")->capture_default_str();
-  app.add_option("--min-lr-ratio", a.min_lr_ratio, "final learning rate / peak")->capture_default_str();
-  app.add_option("--warmup", a.warmup, "warmup steps")->capture_default_str();
+  app.add_option("--steps", a.steps, "optimizer steps")->check(program::positive)->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate")->check(program::positive)->capture_default_str();
+  app.add_option("--min-lr-ratio", a.min_lr_ratio, "final learning rate / peak")
+      ->check(program::fraction)->capture_default_str();
+  app.add_option("--warmup", a.warmup, "warmup steps")->check(program::non_negative)->capture_default_str();
   app.add_option("--lr-schedule", a.lr_schedule, "cosine | linear | constant")
       ->check(CLI::IsMember({"cosine", "linear", "constant"}))
       ->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "adamw | lion | sgd")->capture_default_str();
-  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")->capture_default_str();
-  app.add_option("--beta1", a.beta1, "AdamW/Lion beta1 (SGD momentum)")->capture_default_str();
-  app.add_option("--beta2", a.beta2, "AdamW/Lion beta2")->capture_default_str();
-  app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")->capture_default_str();
-  app.add_option("--dropout", a.dropout, "dropout probability")->capture_default_str();
+  app.add_option("--weight-decay", a.weight_decay, "on 2+-dim tensors")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--beta1", a.beta1, "AdamW/Lion beta1 (SGD momentum)")
+      ->check(program::fraction)->capture_default_str();
+  app.add_option("--beta2", a.beta2, "AdamW/Lion beta2")->check(program::fraction)->capture_default_str();
+  app.add_option("--grad-clip", a.grad_clip, "global norm clip, 0 to disable")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--dropout", a.dropout, "dropout probability")->check(program::fraction)->capture_default_str();
   add_lora_options(app, a.lora);
   app.add_option("--z-loss", a.z_loss, "PaLM's z-loss: adds this times logsumexp(logits)^2 per token to the training "
                  "loss (PaLM: 1e-4); validation reports the cross-entropy alone")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(program::non_negative)->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--dtype", a.dtype, "activations: float32, or bfloat16/float16 with float32 master weights")
       ->capture_default_str()
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
-  app.add_option("--eval-every", a.eval_every, "steps between validation runs")->capture_default_str();
-  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")->capture_default_str();
-  app.add_option("--sample-every", a.sample_every, "steps between samples, 0 to disable")->capture_default_str();
-  app.add_option("--sample-tokens", a.sample_tokens, "tokens per sample")->capture_default_str();
-  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints, 0 to disable")->capture_default_str();
-  app.add_option("--keep", a.keep, "checkpoints kept")->capture_default_str();
-  app.add_option("--log-every", a.log_every, "steps between progress lines")->capture_default_str();
+  app.add_option("--eval-every", a.eval_every, "steps between validation runs")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--eval-batches", a.eval_batches, "batches per validation run")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--sample-every", a.sample_every, "steps between samples, 0 to disable")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--sample-tokens", a.sample_tokens, "tokens per sample")
+      ->check(program::positive)->capture_default_str();
+  app.add_option("--checkpoint-every", a.checkpoint_every, "steps between checkpoints, 0 to disable")
+      ->check(program::non_negative)->capture_default_str();
+  app.add_option("--keep", a.keep, "checkpoints kept")->check(program::positive)->capture_default_str();
+  app.add_option("--log-every", a.log_every, "steps between progress lines")
+      ->check(program::positive)->capture_default_str();
   app.add_option("--seed", a.seed, "initialization, dropout and data order")->capture_default_str();
   app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
   app.add_flag("!--no-shuffle", a.shuffle, "read training batches in file order");
-  CLI11_PARSE(app, argc, argv);
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    // Under mpirun one failing rank must not leave the others in a collective.
-    if (kiln::dist::mpi_world()->size() > 1) kiln::dist::abort_all(e);
-    fmt::print(stderr, "train: {}\n", e.what());
-    return 1;
-  }
+  app.add_option("--skip-nonfinite", a.skip_nonfinite, "skip up to this many steps whose loss or gradient norm is "
+                 "NaN or infinite (no update) before stopping; 0: stop at the first")
+      ->check(program::non_negative)->capture_default_str();
+  if (auto code = program::parse(app, argc, argv)) return *code;
+  return program::run("train", [&] { return run(a); });
 }

@@ -1,6 +1,7 @@
 #include "kiln/nn/models/hf.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -123,6 +124,7 @@ ModelSpec spec_from_config(const std::string& json) {
   if (const Family* f = family_of(type)) {
     ModelSpec spec = f->spec(json);
     spec.lm_head = !classifier;
+    spec.check();  // a damaged config stops here, before anything is allocated
     return spec;
   }
   if (type == "kiln") return spec_from_json(json);
@@ -163,6 +165,10 @@ void load_weights(TransformerLM& model, const std::map<std::string, Tensor>& wei
     }
     KILN_CHECK(it->second.sizes() == want, "[hf] '{}' gives {} of shape [{}], the model expects [{}]", hf_name(name),
                name, fmt::join(it->second.sizes(), ", "), fmt::join(want, ", "));
+    // A sum is finite only when every value is (weights are far below float32's overflow).
+    KILN_CHECK(!is_floating(it->second.dtype()) || std::isfinite(sum(it->second).item<double>()),
+               "[hf] '{}' holds NaN or infinite values: the checkpoint is damaged (or saved from a diverged run)",
+               hf_name(name));
   }
   model.load_full_state_dict(full, strict && !lora_config(model));
 }

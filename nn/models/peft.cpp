@@ -5,6 +5,7 @@
 
 #include "hf_names.h"
 #include "kiln/serialize.h"
+#include "json_fields.h"
 
 namespace kiln::nn::hf {
 
@@ -169,7 +170,7 @@ LoraConfig read_peft_config(const std::string& dir, const ModelSpec& spec) {
     refuse("lora_bias", j.value("lora_bias", false), "kiln's adapters have no bias");
     refuse("layers_to_transform", has("layers_to_transform"), "kiln adapts the targets of every layer");
     refuse("layer_replication", has("layer_replication"), "kiln's layers are the base model's");
-    return LoraConfig{.rank = j.at("r").get<int64_t>(), .alpha = j.at("lora_alpha").get<double>(),
+    return LoraConfig{.rank = integer(j, "r"), .alpha = j.at("lora_alpha").get<double>(),
                       .dropout = j.value("lora_dropout", 0.0), .targets = {}};
   });
   // The targets are the sites the weights hold: target_modules may be a pattern.

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kiln/nn/transformer_lm.h"
+#include "../models/json_fields.h"
 
 namespace kiln::nn {
 
@@ -53,14 +54,14 @@ Json moe_to_json(const std::optional<MoeSpec>& m) {
 
 std::optional<MoeSpec> moe_from_json(const Json& j) {
   if (j.is_null()) return std::nullopt;
-  return MoeSpec{.experts = j.at("experts").get<int64_t>(),
-                 .top_k = j.at("top_k").get<int64_t>(),
+  return MoeSpec{.experts = integer(j, "experts"),
+                 .top_k = integer(j, "top_k"),
                  .score = enum_from(j, "score", kScores),
                  .capacity_factor = j.at("capacity_factor").get<double>(),
                  .drop_policy = enum_from(j, "drop_policy", kDropPolicies),
                  .aux_loss_coeff = j.at("aux_loss_coeff").get<double>(),
                  .z_loss_coeff = j.at("z_loss_coeff").get<double>(),
-                 .every = j.at("every").get<int64_t>()};
+                 .every = integer(j, "every")};
 }
 
 }  // namespace
@@ -114,38 +115,38 @@ ModelSpec spec_from_json(const std::string& text) {
     const Json& a = b.at("attention");
     ModelSpec s;
     s.family = j.at("family").get<std::string>();
-    s.vocab_size = j.at("vocab_size").get<int64_t>();
-    s.max_positions = j.at("max_positions").get<int64_t>();
-    s.n_layer = j.at("n_layer").get<int64_t>();
-    s.block.d_model = b.at("d_model").get<int64_t>();
+    s.vocab_size = integer(j, "vocab_size");
+    s.max_positions = integer(j, "max_positions");
+    s.n_layer = integer(j, "n_layer");
+    s.block.d_model = integer(b, "d_model");
     s.block.norm = {enum_from(b.at("norm"), "kind", kNorms), b.at("norm").at("eps").get<double>(),
                     b.at("norm").at("bias").get<bool>()};
     s.block.placement = enum_from(b, "placement", kPlacements);
     if (b.contains("residual")) s.block.residual = enum_from(b, "residual", kResiduals);
-    s.block.attention = {.heads = a.at("heads").get<int64_t>(),
-                         .kv_heads = a.at("kv_heads").get<int64_t>(),
-                         .head_dim = a.at("head_dim").get<int64_t>(),
+    s.block.attention = {.heads = integer(a, "heads"),
+                         .kv_heads = integer(a, "kv_heads"),
+                         .head_dim = integer(a, "head_dim"),
                          .qkv_bias = a.at("qkv_bias").get<bool>(),
                          .out_bias = a.at("out_bias").get<bool>(),
                          .mask = enum_from(a, "mask", kMasks)};
     if (!a.at("rope").is_null()) {
       const Json& r = a.at("rope");
-      s.block.attention.rope = RopeSpec{r.at("theta").get<double>(), std::nullopt, r.value("dims", int64_t{0})};
+      s.block.attention.rope = RopeSpec{r.at("theta").get<double>(), std::nullopt, integer_or(r, "dims", 0)};
       if (!r.at("scaling").is_null()) {
         const Json& sc = r.at("scaling");
         s.block.attention.rope->scaling =
             RopeScaling{sc.at("factor").get<double>(), sc.at("low_freq_factor").get<double>(),
-                        sc.at("high_freq_factor").get<double>(), sc.at("original_max_positions").get<int64_t>()};
+                        sc.at("high_freq_factor").get<double>(), integer(sc, "original_max_positions")};
       }
     }
     if (!a.at("scale").is_null()) s.block.attention.scale = a.at("scale").get<double>();
     s.block.attention.alibi = a.value("alibi", false);
-    s.block.mlp = {enum_from(b.at("mlp"), "kind", kMlps), b.at("mlp").at("hidden").get<int64_t>(),
+    s.block.mlp = {enum_from(b.at("mlp"), "kind", kMlps), integer(b.at("mlp"), "hidden"),
                    b.at("mlp").at("bias").get<bool>(), moe_from_json(b.at("mlp").value("moe", Json()))};
     s.block.dropout = b.at("dropout").get<double>();
     s.block.recompute = b.at("recompute").get<bool>();
     s.learned_positions = j.at("learned_positions").get<bool>();
-    s.position_offset = j.value("position_offset", int64_t{0});
+    s.position_offset = integer_or(j, "position_offset", 0);
     s.block_positions = j.value("block_positions", false);
     s.embedding_norm = j.value("embedding_norm", false);
     s.tie_embeddings = j.at("tie_embeddings").get<bool>();

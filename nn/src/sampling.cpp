@@ -19,6 +19,12 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& o, Generator& 
   Tensor host = logits.detach().to(kCPU, kFloat64).contiguous();
   const double* l = host.data_ptr<double>();
   const int64_t V = host.numel();
+  // -inf masks a token out; NaN or +inf (an overflowed or broken model) leaves nothing to draw from.
+  const int64_t bad = std::find_if(l, l + V, [](double x) { return std::isnan(x) || x == INFINITY; }) - l;
+  KILN_CHECK(bad == V, "[sample_token] logit {} of {} is {}: the model's output is not finite", bad, V,
+             bad < V ? l[bad] : 0.0);
+  KILN_CHECK(*std::max_element(l, l + V) > -INFINITY, "[sample_token] every one of the {} logits is -inf: no token "
+             "can be drawn", V);
   if (o.temperature == 0) return std::max_element(l, l + V) - l;
   if (o.top_k == 0 && o.top_p == 1) {  // nothing filtered: no need to rank the candidates
     const double top = *std::max_element(l, l + V);

@@ -67,6 +67,12 @@ TokenFile::TokenFile(const std::string& path) : path_(path) {
   tokens_ = header + kHeaderInts;
 }
 
+void TokenFile::check_vocabulary(int64_t vocab_size) const {
+  for (int64_t i = 0; i < count_; ++i)
+    KILN_CHECK((*this)[i] < vocab_size, "[TokenFile] {}: token {} is {}, outside the vocabulary of {} (data made "
+               "with another tokenizer?)", path_, i, (*this)[i], vocab_size);
+}
+
 TokenFile::~TokenFile() {
   if (map_) ::munmap(map_, map_size_);
 }

@@ -34,6 +34,10 @@ int64_t BlockSpec::mlp_hidden() const {
 
 void BlockSpec::check() const {
   const AttentionSpec& a = attention;
+  for (int64_t size : {d_model, a.heads, a.kv_heads, a.head_dim, mlp.hidden, mlp.moe ? mlp.moe->experts : 0})
+    KILN_CHECK(size < kMaxSpecSize, "[Block] a size of {} (d_model {}, heads {}, kv_heads {}, head_dim {}, MLP hidden "
+               "{}): no model is that wide", size, d_model, a.heads, a.kv_heads, a.head_dim, mlp.hidden);
+  KILN_CHECK(norm.eps > 0 && std::isfinite(norm.eps), "[Block] the norm's eps must be positive, got {}", norm.eps);
   KILN_CHECK(d_model > 0 && a.heads > 0 && (a.head_dim > 0 || d_model % a.heads == 0),
              "[Block] d_model ({}) must divide into {} heads (or give head_dim)", d_model, a.heads);
   KILN_CHECK(a.kv_heads >= 0 && a.heads % kv_heads() == 0, "[Block] {} heads must be a multiple of {} kv heads",

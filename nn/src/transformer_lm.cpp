@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kiln/autograd.h"
+#include "kiln/host_memory.h"
 #include "kiln/nn/init.h"
 #include "kiln/nn/lora.h"
 #include "kiln/ops.h"
@@ -13,9 +14,13 @@ void ModelSpec::check() const {
   KILN_CHECK(vocab_size > 0 && max_positions > 0 && n_layer > 0 && position_offset >= 0 && z_loss >= 0,
              "[TransformerLM] vocab_size ({}), max_positions ({}) and n_layer ({}) must be positive, position_offset "
              "({}) and z_loss ({}) not negative", vocab_size, max_positions, n_layer, position_offset, z_loss);
+  for (int64_t size : {vocab_size, max_positions, n_layer, position_offset})
+    KILN_CHECK(size < kMaxSpecSize, "[TransformerLM] a size of {} (vocab_size {}, max_positions {}, n_layer {}, "
+               "position_offset {}): no model is that large", size, vocab_size, max_positions, n_layer, position_offset);
   block.check();
   KILN_CHECK(!block.cross_attention, "[TransformerLM] a decoder-only model has no encoder for cross-attention "
              "blocks to read (nn::T5 is an encoder-decoder)");
+  num_parameters();  // raises past what any machine holds
 }
 
 BlockSpec ModelSpec::layer_block(int64_t layer) const {
@@ -25,24 +30,30 @@ BlockSpec ModelSpec::layer_block(int64_t layer) const {
 }
 
 int64_t ModelSpec::num_parameters(bool active) const {
-  const int64_t C = block.d_model, D = block.head_dim(), H = block.attention.heads, Hkv = block.kv_heads();
-  const int64_t hidden = block.mlp_hidden(), padded = (vocab_size + 127) / 128 * 128;
+  // In float64, exact for integers below 2^53, so that a damaged config's
+  // sizes (each below kMaxSpecSize) cannot wrap the count around.
+  const double C = block.d_model, D = block.head_dim(), H = block.attention.heads, Hkv = block.kv_heads();
+  const double hidden = block.mlp_hidden(), padded = std::ceil(vocab_size / 128.0) * 128;
   const bool norm_bias = block.norm.kind == NormKind::LayerNorm && block.norm.bias;
-  const int64_t norm = C + (norm_bias ? C : 0);
-  const int64_t qkv = C * (H + 2 * Hkv) * D + (block.attention.qkv_bias ? (H + 2 * Hkv) * D : 0);
-  const int64_t out = H * D * C + (block.attention.out_bias ? C : 0);
-  const int64_t up_width = is_gated(block.mlp.kind) ? 2 * hidden : hidden;
-  const int64_t tables = tie_embeddings || !lm_head ? 1 : 2;
-  const int64_t mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
-  int64_t layers = 0;
-  for (int64_t i = 0; i < n_layer; ++i) {
-    const auto& moe = layer_block(i).mlp.moe;
-    const int64_t norms = block.residual == Residual::ParallelSharedNorm ? 1 : 2;
-    layers += norms * norm + qkv + out + (moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : mlp);
-  }
-  const int64_t position_rows =
-      (learned_positions ? max_positions + position_offset : 0) + (block_positions ? max_positions : 0);
-  return padded * C * tables + position_rows * C + layers + (embedding_norm ? 2 : 1) * norm;
+  const double norm = C + (norm_bias ? C : 0);
+  const double qkv = C * (H + 2 * Hkv) * D + (block.attention.qkv_bias ? (H + 2 * Hkv) * D : 0);
+  const double out = H * D * C + (block.attention.out_bias ? C : 0);
+  const double up_width = is_gated(block.mlp.kind) ? 2 * hidden : hidden;
+  const double tables = tie_embeddings || !lm_head ? 1 : 2;
+  const double mlp = C * up_width + hidden * C + (block.mlp.bias ? up_width + C : 0);
+  const double norms = block.residual == Residual::ParallelSharedNorm ? 1 : 2;
+  // Layers 0, every, 2 every, ... hold experts (layer_block).
+  const auto& moe = block.mlp.moe;
+  const double moe_layers = moe ? static_cast<double>((n_layer - 1) / moe->every + 1) : 0;
+  const double moe_mlp = moe ? moe->experts * C + (active ? moe->top_k : moe->experts) * mlp : 0;
+  const double layers = static_cast<double>(n_layer) * (norms * norm + qkv + out) +
+                        (static_cast<double>(n_layer) - moe_layers) * mlp + moe_layers * moe_mlp;
+  const double position_rows = (learned_positions ? static_cast<double>(max_positions + position_offset) : 0) +
+                               (block_positions ? static_cast<double>(max_positions) : 0);
+  const double total = padded * C * tables + position_rows * C + layers + (embedding_norm ? 2 : 1) * norm;
+  KILN_CHECK(total < 0x1p53, "[TransformerLM] {:.3g} parameters: more than any machine holds (damaged config?)",
+             total);
+  return static_cast<int64_t>(total);
 }
 
 double ModelSpec::flops_per_token(int64_t seq_len) const {
@@ -58,6 +69,13 @@ TransformerLM::TransformerLM(const ModelSpec& spec, Generator& gen, DType dtype,
   KILN_CHECK(spec.n_layer >= pp, "[TransformerLM] {} layers cannot fill {} pipeline stages", spec.n_layer, pp);
   KILN_CHECK(spec.vocab_size >= tp, "[TransformerLM] a vocabulary of {} cannot split among {} tensor-parallel ranks",
              spec.vocab_size, tp);
+  // Host memory is overcommitted: a model that cannot fit would be allocated
+  // layer by layer until the machine swaps. (A GPU refuses at its first allocation.)
+  const double bytes = static_cast<double>(spec.num_parameters()) * static_cast<double>(element_size(dtype)) / (tp * pp);
+  KILN_CHECK(!device.is_cpu() || bytes <= static_cast<double>(physical_host_memory()),
+             "[TransformerLM] {:.3g} parameters need {:.1f} GiB in {} on each of {} ranks; this machine has {:.1f} GiB",
+             static_cast<double>(spec.num_parameters()), bytes / 0x1p30, dtype, tp * pp,
+             static_cast<double>(physical_host_memory()) / 0x1p30);
   build(gen, dtype, device);
   initialize<TransformerLM>(spec, gen, dtype);
 }

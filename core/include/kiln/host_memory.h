@@ -21,5 +21,7 @@ uint64_t host_cache_bytes();
 void set_host_cache_limit(uint64_t bytes);
 // Frees every cached block.
 void empty_host_cache();
+// The machine's physical memory in bytes: what a model's size is checked against before it is allocated.
+uint64_t physical_host_memory();
 
 }  // namespace kiln

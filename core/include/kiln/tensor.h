@@ -254,6 +254,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Contiguous strides for a shape.
 Shape contiguous_strides(const Shape& shape);
+// The elements a shape holds; raises on a negative size or a product past int64.
 int64_t shape_numel(const Shape& shape);
 // Wraps a negative dim into [0, ndim); raises with the op name when out of range.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);

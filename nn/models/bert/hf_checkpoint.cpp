@@ -9,6 +9,7 @@
 #include "kiln/autograd.h"
 #include "kiln/nn/models/bert.h"
 #include "kiln/ops.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::bert {
 
@@ -115,15 +116,14 @@ BertConfig from_hf_config(const std::string& text) {
     KILN_CHECK(j.value("position_embedding_type", "absolute") == "absolute",
                "[bert] position_embedding_type '{}': kiln's BERT has absolute positions",
                j.value("position_embedding_type", ""));
-    return {.vocab_size = j.at("vocab_size").get<int64_t>(),
-            .hidden_size = j.at("hidden_size").get<int64_t>(),
-            .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
-            .num_attention_heads = j.at("num_attention_heads").get<int64_t>(),
-            .intermediate_size = j.at("intermediate_size").get<int64_t>(),
-            .max_position_embeddings = j.value("max_position_embeddings", int64_t{512}),
-            .type_vocab_size = j.value("type_vocab_size", int64_t{2}),
-            .pad_token_id = j.contains("pad_token_id") && !j["pad_token_id"].is_null() ? j["pad_token_id"].get<int64_t>()
-                                                                                     : int64_t{-1},
+    return {.vocab_size = integer(j, "vocab_size"),
+            .hidden_size = integer(j, "hidden_size"),
+            .num_hidden_layers = integer(j, "num_hidden_layers"),
+            .num_attention_heads = integer(j, "num_attention_heads"),
+            .intermediate_size = integer(j, "intermediate_size"),
+            .max_position_embeddings = integer_or(j, "max_position_embeddings", 512),
+            .type_vocab_size = integer_or(j, "type_vocab_size", 2),
+            .pad_token_id = integer_or(j, "pad_token_id", -1),
             .layer_norm_eps = j.value("layer_norm_eps", 1e-12),
             .hidden_dropout_prob = j.value("hidden_dropout_prob", 0.1),
             .initializer_range = j.value("initializer_range", 0.02)};

@@ -5,6 +5,7 @@
 
 #include "../hf_names.h"
 #include "kiln/nn/models/bloom.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::bloom {
 
@@ -86,9 +87,9 @@ BloomConfig from_hf_config(const std::string& text) {
     // Older configs name the width n_embed (which wins, as in BloomConfig); the
     // common names of layers and heads are read too.
     auto either = [&](const char* name, const char* other) {
-      return j.contains(name) ? j.at(name).get<int64_t>() : j.at(other).get<int64_t>();
+      return integer(j, j.contains(name) ? name : other);
     };
-    return BloomConfig{.vocab_size = j.at("vocab_size").get<int64_t>(),
+    return BloomConfig{.vocab_size = integer(j, "vocab_size"),
                        .hidden_size = either("n_embed", "hidden_size"),
                        .n_layer = either("n_layer", "num_hidden_layers"),
                        .n_head = either("n_head", "num_attention_heads"),
@@ -96,7 +97,7 @@ BloomConfig from_hf_config(const std::string& text) {
                        .initializer_range = j.value("initializer_range", 0.02),
                        .hidden_dropout = j.value("hidden_dropout", 0.0),
                        .tie_word_embeddings = j.value("tie_word_embeddings", true),
-                       .seq_length = j.value("seq_length", int64_t{2048})};
+                       .seq_length = integer_or(j, "seq_length", 2048)};
   });
 }
 

@@ -5,6 +5,7 @@
 #include "../hf_names.h"
 #include "kiln/nn/models/gpt2.h"
 #include "kiln/ops.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::gpt2 {
 
@@ -76,11 +77,11 @@ std::string hf_config_json(const GPTConfig& c) {
 GPTConfig from_hf_config(const std::string& text) {
   try {
     nlohmann::json j = nlohmann::json::parse(text);
-    return {.vocab_size = j.at("vocab_size").get<int64_t>(),
-            .block_size = j.at("n_positions").get<int64_t>(),
-            .n_layer = j.at("n_layer").get<int64_t>(),
-            .n_head = j.at("n_head").get<int64_t>(),
-            .n_embd = j.at("n_embd").get<int64_t>(),
+    return {.vocab_size = integer(j, "vocab_size"),
+            .block_size = integer(j, "n_positions"),
+            .n_layer = integer(j, "n_layer"),
+            .n_head = integer(j, "n_head"),
+            .n_embd = integer(j, "n_embd"),
             .dropout = j.value("resid_pdrop", 0.0)};
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL("[gpt2] not a GPT-2 config.json: {}", e.what());

@@ -5,6 +5,7 @@
 
 #include "../hf_names.h"
 #include "kiln/nn/models/gpt_neox.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::gpt_neox {
 
@@ -81,12 +82,12 @@ GPTNeoXConfig from_hf_config(const std::string& text) {
   return hf::read_config_json(text, "gpt_neox", [](const nlohmann::json& j) {
     // Newer transformers keep the rotary settings in rope_parameters.
     const nlohmann::json rope = j.value("rope_parameters", nlohmann::json::object());
-    GPTNeoXConfig c{.vocab_size = j.at("vocab_size").get<int64_t>(),
-                    .hidden_size = j.at("hidden_size").get<int64_t>(),
-                    .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
-                    .num_attention_heads = j.at("num_attention_heads").get<int64_t>(),
-                    .intermediate_size = j.at("intermediate_size").get<int64_t>(),
-                    .max_position_embeddings = j.value("max_position_embeddings", int64_t{2048}),
+    GPTNeoXConfig c{.vocab_size = integer(j, "vocab_size"),
+                    .hidden_size = integer(j, "hidden_size"),
+                    .num_hidden_layers = integer(j, "num_hidden_layers"),
+                    .num_attention_heads = integer(j, "num_attention_heads"),
+                    .intermediate_size = integer(j, "intermediate_size"),
+                    .max_position_embeddings = integer_or(j, "max_position_embeddings", 2048),
                     .rotary_pct = rope.value("partial_rotary_factor", j.value("rotary_pct", 0.25)),
                     .rotary_emb_base = rope.value("rope_theta", j.value("rotary_emb_base", 10000.0)),
                     .layer_norm_eps = j.value("layer_norm_eps", 1e-5),

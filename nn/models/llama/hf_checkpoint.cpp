@@ -8,6 +8,7 @@
 #include "kiln/autograd.h"
 #include "kiln/nn/models/llama.h"
 #include "kiln/ops.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::llama {
 
@@ -211,14 +212,14 @@ std::string hf_config_json(const LlamaConfig& c) {
 LlamaConfig from_hf_config(const std::string& text) {
   try {
     nlohmann::json j = nlohmann::json::parse(text);
-    LlamaConfig c{.vocab_size = j.at("vocab_size").get<int64_t>(),
-                  .hidden_size = j.at("hidden_size").get<int64_t>(),
-                  .intermediate_size = j.at("intermediate_size").get<int64_t>(),
-                  .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
-                  .num_attention_heads = j.at("num_attention_heads").get<int64_t>(),
-                  .num_key_value_heads = j.value("num_key_value_heads", int64_t{0}),
-                  .head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<int64_t>() : 0,
-                  .max_position_embeddings = j.value("max_position_embeddings", int64_t{2048}),
+    LlamaConfig c{.vocab_size = integer(j, "vocab_size"),
+                  .hidden_size = integer(j, "hidden_size"),
+                  .intermediate_size = integer(j, "intermediate_size"),
+                  .num_hidden_layers = integer(j, "num_hidden_layers"),
+                  .num_attention_heads = integer(j, "num_attention_heads"),
+                  .num_key_value_heads = integer_or(j, "num_key_value_heads", 0),
+                  .head_dim = integer_or(j, "head_dim", 0),
+                  .max_position_embeddings = integer_or(j, "max_position_embeddings", 2048),
                   .rms_norm_eps = j.value("rms_norm_eps", 1e-6),
                   .rope_theta = j.value("rope_theta", 10000.0),
                   .tie_word_embeddings = j.value("tie_word_embeddings", false),
@@ -228,8 +229,8 @@ LlamaConfig from_hf_config(const std::string& text) {
     if (j.value("model_type", "") == "mixtral") {
       KILN_CHECK(j.value("sliding_window", nlohmann::json()).is_null(), "[mixtral] sliding-window attention is "
                  "not supported");
-      c.moe = MoeSpec{.experts = j.at("num_local_experts").get<int64_t>(),
-                      .top_k = j.at("num_experts_per_tok").get<int64_t>(),
+      c.moe = MoeSpec{.experts = integer(j, "num_local_experts"),
+                      .top_k = integer(j, "num_experts_per_tok"),
                       .aux_loss_coeff = j.value("router_aux_loss_coef", 0.001)};
     }
     // transformers 5 writes rope_parameters (theta and scaling together), earlier ones rope_theta and rope_scaling.
@@ -245,7 +246,7 @@ LlamaConfig from_hf_config(const std::string& text) {
       KILN_CHECK(type == "llama3", "[llama] RoPE scaling of type '{}' is not supported: kiln knows 'llama3'", type);
       c.rope_scaling = RopeScaling{s.at("factor").get<double>(), s.at("low_freq_factor").get<double>(),
                                    s.at("high_freq_factor").get<double>(),
-                                   s.at("original_max_position_embeddings").get<int64_t>()};
+                                   integer(s, "original_max_position_embeddings")};
     }
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -6,6 +6,7 @@
 #include "../hf_names.h"
 #include "kiln/nn/models/opt.h"
 #include "kiln/ops.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::opt {
 
@@ -87,12 +88,12 @@ std::string hf_config_json(const OPTConfig& c) {
 
 OPTConfig from_hf_config(const std::string& text) {
   return hf::read_config_json(text, "opt", [](const nlohmann::json& j) {
-    const OPTConfig c{.vocab_size = j.at("vocab_size").get<int64_t>(),
-                      .hidden_size = j.at("hidden_size").get<int64_t>(),
-                      .num_hidden_layers = j.at("num_hidden_layers").get<int64_t>(),
-                      .ffn_dim = j.at("ffn_dim").get<int64_t>(),
-                      .num_attention_heads = j.at("num_attention_heads").get<int64_t>(),
-                      .max_position_embeddings = j.at("max_position_embeddings").get<int64_t>(),
+    const OPTConfig c{.vocab_size = integer(j, "vocab_size"),
+                      .hidden_size = integer(j, "hidden_size"),
+                      .num_hidden_layers = integer(j, "num_hidden_layers"),
+                      .ffn_dim = integer(j, "ffn_dim"),
+                      .num_attention_heads = integer(j, "num_attention_heads"),
+                      .max_position_embeddings = integer(j, "max_position_embeddings"),
                       .dropout = j.value("dropout", 0.1),
                       .init_std = j.value("init_std", 0.02),
                       .enable_bias = j.value("enable_bias", true),

@@ -11,6 +11,7 @@
 #include "kiln/nn/models/t5.h"
 #include "kiln/ops.h"
 #include "kiln/serialize.h"
+#include "../json_fields.h"
 
 namespace kiln::nn::t5 {
 
@@ -146,28 +147,25 @@ std::string hf_config_json(const T5Config& c) {
 T5Config from_hf_config(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    T5Config c{.vocab_size = j.at("vocab_size").get<int64_t>(),
-               .d_model = j.at("d_model").get<int64_t>(),
-               .d_kv = j.at("d_kv").get<int64_t>(),
-               .d_ff = j.at("d_ff").get<int64_t>(),
-               .num_layers = j.at("num_layers").get<int64_t>(),
-               .num_heads = j.at("num_heads").get<int64_t>(),
-               .relative_attention_num_buckets = j.value("relative_attention_num_buckets", int64_t{32}),
-               .relative_attention_max_distance = j.value("relative_attention_max_distance", int64_t{128}),
+    T5Config c{.vocab_size = integer(j, "vocab_size"),
+               .d_model = integer(j, "d_model"),
+               .d_kv = integer(j, "d_kv"),
+               .d_ff = integer(j, "d_ff"),
+               .num_layers = integer(j, "num_layers"),
+               .num_heads = integer(j, "num_heads"),
+               .relative_attention_num_buckets = integer_or(j, "relative_attention_num_buckets", 32),
+               .relative_attention_max_distance = integer_or(j, "relative_attention_max_distance", 128),
                .dropout_rate = j.value("dropout_rate", 0.1),
                .layer_norm_epsilon = j.value("layer_norm_epsilon", 1e-6),
                .initializer_factor = j.value("initializer_factor", 1.0),
                .feed_forward_proj = j.value("feed_forward_proj", std::string("relu")),
                .tie_word_embeddings = j.value("tie_word_embeddings", true)};
-    if (j.contains("num_decoder_layers") && !j["num_decoder_layers"].is_null())
-      c.num_decoder_layers = j["num_decoder_layers"].get<int64_t>();
+    c.num_decoder_layers = integer_or(j, "num_decoder_layers", c.num_decoder_layers);
     // Before transformers 5, an untied head meant an unscaled one (v1.1).
     c.scale_decoder_outputs = j.value("scale_decoder_outputs", c.tie_word_embeddings);
-    if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) c.pad_token_id = j["pad_token_id"].get<int64_t>();
-    if (j.contains("eos_token_id") && j["eos_token_id"].is_number()) c.eos_token_id = j["eos_token_id"].get<int64_t>();
-    c.decoder_start_token_id = j.contains("decoder_start_token_id") && !j["decoder_start_token_id"].is_null()
-                                   ? j["decoder_start_token_id"].get<int64_t>()
-                                   : c.pad_token_id;
+    c.pad_token_id = integer_or(j, "pad_token_id", c.pad_token_id);
+    if (j.contains("eos_token_id") && j["eos_token_id"].is_number()) c.eos_token_id = integer(j, "eos_token_id");
+    c.decoder_start_token_id = integer_or(j, "decoder_start_token_id", c.pad_token_id);
     c.block(false);  // raises on a feed-forward kind kiln does not have
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -24,6 +24,7 @@ struct DataLoaderOptions {
   bool shuffle = false;  // each shard's order of windows drawn from (seed, epoch, shard)
   uint64_t seed = 0;     // of the shuffle
   Device device = kCPU;  // where batches are made
+  int64_t vocab_size = 0;  // when positive, every token is checked to be below it as the files open
 };
 
 // Where the loader stands: the next batch to read. Saved in checkpoints.

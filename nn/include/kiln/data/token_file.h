@@ -34,6 +34,9 @@ class TokenFile {
     return wide_ ? static_cast<const uint32_t*>(tokens_)[i] : static_cast<const uint16_t*>(tokens_)[i];
   }
   const std::string& path() const { return path_; }  // as opened
+  // Raises naming the first token at or above vocab_size: ids index embedding
+  // rows and count tables, so they are checked once, when the data opens.
+  void check_vocabulary(int64_t vocab_size) const;
 
  private:
   std::string path_;

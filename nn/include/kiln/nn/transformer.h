@@ -115,6 +115,10 @@ struct MlpSpec {
   static int64_t swiglu_hidden(int64_t d_model, int64_t multiple_of = 256, double multiplier = 1.0);
 };
 
+// The bound on every size of a spec (widths, heads, layers, vocabulary,
+// positions): past it a config is damaged, and products of sizes could overflow.
+inline constexpr int64_t kMaxSpecSize = int64_t{1} << 31;
+
 // One transformer block, part by part (README's table).
 struct BlockSpec {
   int64_t d_model = 768;  // the residual stream's width

@@ -1,0 +1,19 @@
+// Token files: any bytes either open as a token file, whose every token can
+// be read and checked against a vocabulary and batched, or raise kiln::Error.
+
+#include <kiln/kiln.h>
+
+#include "input_file.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const kiln_fuzz::InputFile file(data, size);
+  try {
+    const kiln::data::TokenFile tokens(file.path());
+    tokens.check_vocabulary(400);  // reads every token
+    kiln::data::DataLoader loader({file.path()}, {.batch_size = 1, .seq_len = 3, .vocab_size = 400});
+    auto [x, y] = loader.next();
+    if (x.numel() != 3) __builtin_trap();
+  } catch (const kiln::Error&) {
+  }
+  return 0;
+}
