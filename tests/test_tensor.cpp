@@ -166,11 +166,7 @@ TEST_CASE("from_blob wraps caller memory without copying") {
 }
 
 TEST_CASE("the host cache reuses large blocks within its bound and gives them back") {
-#if defined(__SANITIZE_ADDRESS__)
-  constexpr bool kCacheOn = false;  // AddressSanitizer builds keep every free visible
-#else
-  constexpr bool kCacheOn = true;
-#endif
+  const bool cache_on = host_cache_enabled();  // not under AddressSanitizer, which must see every free
   constexpr uint64_t kMiB = 1 << 20;
   empty_host_cache();
   REQUIRE(host_cache_bytes() == 0);
@@ -179,25 +175,25 @@ TEST_CASE("the host cache reuses large blocks within its bound and gives them ba
     Tensor a = full({512, 512}, 3.0);  // 1 MiB
     first = a.data_ptr();
   }
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  CHECK(host_cache_bytes() == (cache_on ? kMiB : 0));
   {
     Tensor b = zeros({500, 512});  // within 1/8 of the cached block: takes it, and is still zeros
-    CHECK((b.data_ptr() == first) == kCacheOn);
+    CHECK((b.data_ptr() == first) == cache_on);
     CHECK(host_cache_bytes() == 0);
     CHECK(sum(b).item<double>() == 0);
     Tensor c = zeros({400, 512});  // more than 1/8 smaller than any cached block: a block of its own
     CHECK(c.data_ptr() != first);
   }
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));  // c was freed first, then b
+  CHECK(host_cache_bytes() == (cache_on ? kMiB + 800 * 1024 : 0));  // c was freed first, then b
   { Tensor small = ones({1000}); }  // below 256 KiB: never cached
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB + 800 * 1024 : 0));
+  CHECK(host_cache_bytes() == (cache_on ? kMiB + 800 * 1024 : 0));
   set_host_cache_limit(kMiB);  // frees the longest unused first: c's block
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  CHECK(host_cache_bytes() == (cache_on ? kMiB : 0));
   { Tensor big = ones({1024, 1024}); }  // 4 MiB: over the bound alone, freed
-  CHECK(host_cache_bytes() == (kCacheOn ? kMiB : 0));
+  CHECK(host_cache_bytes() == (cache_on ? kMiB : 0));
   set_host_cache_limit(2 * kMiB);
   { Tensor d = ones({384, 1024}); }  // 1.5 MiB more would pass the bound: b's older block is freed for it
-  CHECK(host_cache_bytes() == (kCacheOn ? 3 * kMiB / 2 : 0));
+  CHECK(host_cache_bytes() == (cache_on ? 3 * kMiB / 2 : 0));
   empty_host_cache();
   CHECK(host_cache_bytes() == 0);
   set_host_cache_limit(uint64_t{1} << 30);

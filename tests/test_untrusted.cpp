@@ -118,8 +118,9 @@ TEST_CASE("configs: integers are integers, sizes are sane, and a model too large
   CHECK_THROWS_WITH(nn::hf::spec_from_config(R"({"model_type":"gpt2","vocab_size":100,"n_positions":16,)"
                                              R"("n_layer":2000000000,"n_head":2,"n_embd":65536})"),
                     Catch::Contains("more than any machine holds"));
-  // ~10^12 parameters fit an int64 but not this machine: refused before the first layer is allocated.
-  const nn::ModelSpec big = nn::hf::spec_from_config(with("n_embd", "65536"));
+  // 5 10^12 parameters (20 TB) fit an int64 but no machine: refused before the first layer is allocated.
+  const nn::ModelSpec big = nn::hf::spec_from_config(
+      R"({"model_type":"gpt2","vocab_size":100,"n_positions":16,"n_layer":100,"n_head":2,"n_embd":65536})");
   Generator gen(1);
   CHECK_THROWS_WITH(nn::TransformerLM(big, gen), Catch::Contains("this machine has"));
   // kiln's own config format reads its integers the same way.

@@ -130,6 +130,7 @@ void release(void* p, size_t block) {
 
 }  // namespace host_cache
 
+bool host_cache_enabled() { return kCacheOn; }
 uint64_t host_cache_bytes() { return cache().cached(); }
 void set_host_cache_limit(uint64_t bytes) { cache().set_limit(static_cast<size_t>(bytes)); }
 void empty_host_cache() { cache().trim(0); }

@@ -15,6 +15,8 @@
 
 namespace kiln {
 
+// Whether freed blocks are cached at all: not under AddressSanitizer.
+bool host_cache_enabled();
 // Bytes held in cached blocks (free for reuse, not in any tensor).
 uint64_t host_cache_bytes();
 // The most bytes the cache may hold (the longest unused blocks are freed past it, now and later).

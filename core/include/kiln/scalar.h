@@ -31,7 +31,8 @@ class Scalar {
     } else {
       kind_ = Kind::Float;
       d_ = static_cast<double>(v);
-      i_ = static_cast<int64_t>(v);
+      // Truncated toward zero, saturated at int64's ends; NaN counts as 0.
+      i_ = d_ != d_ ? 0 : d_ >= 0x1p63 ? INT64_MAX : d_ < -0x1p63 ? INT64_MIN : static_cast<int64_t>(d_);
     }
   }
   // Half-precision values count as floating.
@@ -40,7 +41,7 @@ class Scalar {
 
   Kind kind() const { return kind_; }  // how it was written
   bool is_floating() const { return kind_ == Kind::Float; }  // written as a floating value
-  // The value as each type (a floating value truncated toward zero as an integer).
+  // The value as each type (a floating value truncated toward zero as an integer, saturated; NaN as 0).
   double to_double() const { return d_; }
   int64_t to_int() const { return i_; }
   bool to_bool() const { return kind_ == Kind::Float ? d_ != 0.0 : i_ != 0; }

@@ -7,6 +7,9 @@ int64_t GPTNeoXConfig::rotary_dims() const {
 }
 
 ModelSpec GPTNeoXConfig::spec() const {
+  KILN_CHECK(hidden_size > 0 && num_attention_heads > 0 && rotary_pct > 0 && rotary_pct <= 1,
+             "[gpt_neox] hidden_size ({}) and num_attention_heads ({}) must be positive, rotary_pct ({}) in (0, 1]",
+             hidden_size, num_attention_heads, rotary_pct);
   KILN_CHECK(hidden_act == "gelu" || hidden_act == "gelu_new",
              "[gpt_neox] hidden_act '{}': kiln's GPT-NeoX has 'gelu' (erf) and 'gelu_new' (tanh)", hidden_act);
   KILN_CHECK(rotary_dims() > 0, "[gpt_neox] rotary_pct {} rotates none of a head's {} features", rotary_pct,

@@ -41,7 +41,7 @@ class DeviceScope {
   DeviceScope& operator=(const DeviceScope&) = delete;
 
  private:
-  int prev_ = -1;
+  [[maybe_unused]] int prev_ = -1;  // unused without CUDA
 };
 
 // Stream-ordered allocation on `stream` (null: the device's current stream).
