@@ -106,7 +106,7 @@ void for_each_record(const std::string& path, const std::function<void(const Jso
     Json j;
     try {
       j = Json::parse(line);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {  // a syntax error, or a number past a double (406)
       bad(at, fmt::format("not valid JSON: {}", e.what()));
     }
     if (!j.is_object()) bad(at, "a record must be a JSON object");
