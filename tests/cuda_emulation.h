@@ -1,16 +1,24 @@
 #pragma once
 // Runs the device code of kiln's CUDA kernels on the CPU, so that machines
-// without a GPU execute them: one block at a time, one OS thread per CUDA
-// thread. __syncthreads is a barrier of the block's threads; warp shuffles
-// and mma.sync are exchanges among the warp's 32 threads, mma.sync computed
-// from the fragment layout the PTX ISA documents for m16n8k16. Shared
-// memory is static storage (one block runs at a time).
+// without a GPU execute them: one block at a time, one fiber per CUDA thread,
+// all on the calling OS thread. A fiber runs until it meets a barrier
+// (__syncthreads for the block, a shuffle, ldmatrix or mma.sync for its warp),
+// then the next one runs; a barrier opens once every live thread it waits for
+// has reached it. mma.sync is computed from the fragment layout the PTX ISA
+// documents for m16n8k16. Shared memory is static storage (one block runs at
+// a time).
 //
 // Stricter than the hardware where a bug would otherwise hide:
-// - a cp.async lands only at the cp.async.wait_group that covers its group;
-//   until then its destination holds NaN bytes (0xFF);
+// - the fibers run in a pseudo-random order, drawn afresh between barriers,
+//   so a thread reading shared memory another thread writes without a barrier
+//   between them reads the old bytes in some blocks;
+// - dynamic shared memory starts every block as NaN bytes (0xFF), and a
+//   cp.async lands only at the cp.async.wait_group that covers its group
+//   (its destination holds NaN bytes until then);
 // - the threads meeting at one __syncthreads must have called it from the
 //   same place (a barrier that some live threads skip fails);
+// - a warp exchange that some lanes of the warp never reach (they returned,
+//   or wait at __syncthreads) fails instead of hanging;
 // - launches are checked against the device's limits: 1024 threads per
 //   block, grid y and z up to 65535, and dynamic shared memory past 48 KiB
 //   only with cudaFuncAttributeMaxDynamicSharedMemorySize set (227 KiB at most).
@@ -25,18 +33,13 @@
 #include <cuda_runtime.h>
 
 #include <array>
-#include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <source_location>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -48,7 +51,7 @@
 #define __launch_bounds__(...)
 #define KILN_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(kiln_emulation::block().dynamic.data())
 
-inline thread_local uint3 threadIdx, blockIdx;
+inline uint3 threadIdx, blockIdx;  // of the fiber running
 inline dim3 blockDim, gridDim;
 
 namespace kiln_emulation {
@@ -57,56 +60,58 @@ struct MmaLane {
   uint32_t a[4], b[2];
 };
 
-struct Block;
-
-// Ends a __syncthreads phase: the next one takes its call site afresh.
-struct PhaseDone {
-  Block* block;
-  void operator()() noexcept;
+// cp.async: the source read now, the destination poisoned until its group lands.
+struct PendingCopy {
+  void* dst;
+  std::array<std::byte, 16> bytes;
+  size_t size;
 };
 
-// The running block: its barriers and the slots its warps exchange through.
+// A thread's copies in flight.
+struct CopyQueue {
+  std::vector<PendingCopy> open;                // not yet committed
+  std::vector<std::vector<PendingCopy>> groups;  // committed, oldest first
+};
+
+// The running block: the slots its warps exchange through, and the state of
+// its threads' copies.
 struct Block {
   explicit Block(unsigned threads, size_t dynamic_bytes)
-      : all(threads, PhaseDone{this}), exchange(threads / 32), mma(threads / 32), dynamic(dynamic_bytes) {
-    for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
-  }
-  std::barrier<PhaseDone> all;
-  std::vector<std::unique_ptr<std::barrier<>>> warps;
+      : exchange(threads / 32), mma(threads / 32), copies(threads), dynamic(dynamic_bytes, std::byte{0xFF}) {}
   std::vector<std::array<uint64_t, 32>> exchange;
   std::vector<std::array<MmaLane, 32>> mma;
+  std::vector<CopyQueue> copies;
   std::vector<std::byte> dynamic;
-  std::mutex mu;  // guards error
   std::string error;  // the first breach, raised once the block is done
   // The __syncthreads call site of the phase under way, as line and file
   // name's address in one word (0: none yet).
-  std::atomic<uint64_t> site{0};
+  uint64_t site = 0;
 
   // Records where a thread meets the barrier; a second site in one phase is a breach.
   void arrive_from(const std::source_location& at) {
     const uint64_t mine = (uint64_t{at.line()} << 48) ^ reinterpret_cast<uintptr_t>(at.file_name());
-    uint64_t expected = 0;
-    if (site.compare_exchange_strong(expected, mine) || expected == mine) return;
-    std::lock_guard<std::mutex> lock(mu);
-    if (error.empty())
-      error = std::string("__syncthreads reached from two places in one phase (line ") +
-              std::to_string(expected >> 48) + " and " + at.file_name() + ":" + std::to_string(at.line()) +
-              "): some live threads skip a barrier";
+    if (site == 0) site = mine;
+    if (site == mine || !error.empty()) return;
+    error = std::string("__syncthreads reached from two places in one phase (line ") + std::to_string(site >> 48) +
+            " and " + at.file_name() + ":" + std::to_string(at.line()) + "): some live threads skip a barrier";
   }
 };
-
-inline void PhaseDone::operator()() noexcept { block->site.store(0); }
 
 inline Block* running = nullptr;
 inline Block& block() { return *running; }
 inline unsigned lane() { return threadIdx.x % 32; }
 inline unsigned warp() { return threadIdx.x / 32; }
-inline void warp_sync() { block().warps[warp()]->arrive_and_wait(); }
+
+// What a suspended fiber waits for.
+enum class Barrier { warp, block };
+// Suspends the running fiber until its barrier opens (runtime.cpp).
+void suspend(Barrier barrier);
+inline void warp_sync() { suspend(Barrier::warp); }
 
 // Runs kernel() for every thread of every block of the grid (x-dimension
-// threads; blocks in order). The threads live for the whole launch; a thread
-// that returns early is no longer waited for by __syncthreads. The grid loop
-// is compiled once (runtime.cpp); each kernel adds only its call.
+// threads; blocks in order). A thread that returns early is no longer waited
+// for by __syncthreads. The grid loop is compiled once (runtime.cpp); each
+// kernel adds only its call.
 void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(void*), void* kernel);
 
 // The launch limits: raises unless the device would start this launch
@@ -123,30 +128,23 @@ void launch(dim3 grid, unsigned threads, size_t dynamic_bytes, const void* funct
 // cudaFuncSetAttribute: only the dynamic shared-memory limit is kept.
 cudaError_t func_set_attribute(const void* function, cudaFuncAttribute attribute, int value);
 
-// cp.async: the source read now, the destination poisoned until its group lands.
-struct PendingCopy {
-  void* dst;
-  std::array<std::byte, 16> bytes;
-  size_t size;
-};
-inline thread_local std::vector<PendingCopy> open_copies;               // not yet committed
-inline thread_local std::deque<std::vector<PendingCopy>> copy_groups;  // committed, oldest first
-
 inline void cp_async(void* shared, const void* global, size_t size, bool valid) {
   PendingCopy copy{shared, {}, size};
   if (valid) std::memcpy(copy.bytes.data(), global, size);  // zeros otherwise, as the hardware fills
   std::memset(shared, 0xFF, size);
-  open_copies.push_back(copy);
+  block().copies[threadIdx.x].open.push_back(copy);
 }
 inline void cp_async_commit() {
-  copy_groups.push_back(std::move(open_copies));
-  open_copies.clear();
+  CopyQueue& mine = block().copies[threadIdx.x];
+  mine.groups.push_back(std::move(mine.open));
+  mine.open.clear();
 }
 // cp.async.wait_group: lands all but the `pending` newest committed groups.
 inline void cp_async_wait(int pending) {
-  while (static_cast<int>(copy_groups.size()) > pending) {
-    for (const PendingCopy& c : copy_groups.front()) std::memcpy(c.dst, c.bytes.data(), c.size);
-    copy_groups.pop_front();
+  auto& groups = block().copies[threadIdx.x].groups;
+  while (static_cast<int>(groups.size()) > pending) {
+    for (const PendingCopy& c : groups.front()) std::memcpy(c.dst, c.bytes.data(), c.size);
+    groups.erase(groups.begin());
   }
 }
 
@@ -164,7 +162,7 @@ float half_of(uint32_t reg, int which) {
 // A barrier of the block's live threads, all arriving from one call site.
 inline void __syncthreads(const std::source_location& site = std::source_location::current()) {
   kiln_emulation::block().arrive_from(site);
-  kiln_emulation::block().all.arrive_and_wait();
+  kiln_emulation::suspend(kiln_emulation::Barrier::block);
 }
 
 namespace kiln_emulation {
@@ -203,10 +201,11 @@ V __shfl_sync(unsigned, V v, int source) {
   return kiln_emulation::warp_exchange(v, static_cast<unsigned>(source));
 }
 
+// Atomics need no lock: one fiber runs at a time.
 inline int atomicCAS(int* address, int compare, int value) {
-  std::atomic_ref<int> ref(*address);
-  ref.compare_exchange_strong(compare, value);
-  return compare;
+  const int old = *address;
+  if (old == compare) *address = value;
+  return old;
 }
 
 // CUDA's math functions are overloaded for float in the global namespace.
@@ -216,13 +215,8 @@ inline float rsqrt(float x) { return 1.f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 
-// Atomic adds, serialized by one lock (the emulation runs on few cores anyway).
-namespace kiln_emulation {
-inline std::mutex atomic_lock;
-}
 template <typename V, typename A>
 V atomicAdd(V* address, A value) {
-  std::lock_guard<std::mutex> guard(kiln_emulation::atomic_lock);
   const V old = *address;
   if constexpr (std::is_same_v<V, __nv_bfloat16>) *address = __float2bfloat16_rn(__bfloat162float(old) + float(value));
   else if constexpr (std::is_same_v<V, __half>) *address = __float2half_rn(__half2float(old) + float(value));

@@ -19,6 +19,8 @@
 namespace kiln::kernels::cuda_emulated::planted {  // tests/emulated/planted.cpp
 void copy_in_two_groups(const float* in, float* out, bool wait_one_too_few);
 void barrier_from_two_sites(float* out, bool split);
+void shift_left_in_shared(const float* in, float* out, bool barrier);
+void shuffle_with_returned_lanes(float* out, bool early_return);
 void launch_empty(unsigned blocks_x, unsigned blocks_y, unsigned threads, size_t dynamic_bytes, int reserved_bytes);
 }  // namespace kiln::kernels::cuda_emulated::planted
 
@@ -505,7 +507,8 @@ TEST_CASE("emulated MoE dispatch kernels match their CPU twins: gather, combine 
   }
 }
 
-TEST_CASE("the emulator catches planted bugs: a cp.async wait off by one, a split barrier, launches past the limits") {
+TEST_CASE("the emulator catches planted bugs: a cp.async wait off by one, a split barrier, a removed barrier, "
+          "a shuffle with returned lanes, launches past the limits") {
   namespace planted = emu::planted;
   std::vector<float> in(64), out(64);
   std::iota(in.begin(), in.end(), 1.f);
@@ -521,6 +524,21 @@ TEST_CASE("the emulator catches planted bugs: a cp.async wait off by one, a spli
   planted::barrier_from_two_sites(flags.data(), false);
   CHECK_THROWS_WITH(planted::barrier_from_two_sites(flags.data(), true),
                     Catch::Matchers::Contains("some live threads skip a barrier"));
+
+  // A removed barrier: the threads run in a drawn order, so some read a slot its owner already overwrote.
+  std::vector<float> shifted(in.begin() + 1, in.end());
+  shifted.push_back(0.f);
+  planted::shift_left_in_shared(in.data(), out.data(), true);
+  CHECK(out == shifted);
+  planted::shift_left_in_shared(in.data(), out.data(), false);
+  CHECK(out != shifted);
+
+  std::vector<float> lanes(32);
+  planted::shuffle_with_returned_lanes(lanes.data(), false);
+  CHECK(lanes[0] == 1.f);
+  CHECK(lanes[31] == 30.f);
+  CHECK_THROWS_WITH(planted::shuffle_with_returned_lanes(lanes.data(), true),
+                    Catch::Matchers::Contains("16 lanes wait at a warp exchange (shuffle, ldmatrix or mma) that 16 returned"));
 
   CHECK_NOTHROW(planted::launch_empty(4, 2, 1024, 48 << 10, 0));
   CHECK_THROWS_WITH(planted::launch_empty(1, 1, 2048, 0, 0), Catch::Matchers::Contains("threads per block"));
