@@ -9,9 +9,13 @@
 // a time).
 //
 // Stricter than the hardware where a bug would otherwise hide:
-// - the fibers run in a pseudo-random order, drawn afresh between barriers,
-//   so a thread reading shared memory another thread writes without a barrier
-//   between them reads the old bytes in some blocks;
+// - a data race between the threads of a block (a write and another
+//   thread's access to the same address with no barrier between them, in
+//   shared or global memory) fails the launch when the kernel files are
+//   built with ThreadSanitizer (KILN_EMULATION_RACECHECK: the barriers and
+//   atomics tell it what orders what), as compute-sanitizer's racecheck does;
+// - without it, the fibers still run in a pseudo-random order drawn afresh
+//   between barriers, so such a thread reads stale bytes in some blocks;
 // - dynamic shared memory starts every block as NaN bytes (0xFF), and a
 //   cp.async lands only at the cp.async.wait_group that covers its group
 //   (its destination holds NaN bytes until then);
@@ -86,15 +90,6 @@ struct Block {
   // The __syncthreads call site of the phase under way, as line and file
   // name's address in one word (0: none yet).
   uint64_t site = 0;
-
-  // Records where a thread meets the barrier; a second site in one phase is a breach.
-  void arrive_from(const std::source_location& at) {
-    const uint64_t mine = (uint64_t{at.line()} << 48) ^ reinterpret_cast<uintptr_t>(at.file_name());
-    if (site == 0) site = mine;
-    if (site == mine || !error.empty()) return;
-    error = std::string("__syncthreads reached from two places in one phase (line ") + std::to_string(site >> 48) +
-            " and " + at.file_name() + ":" + std::to_string(at.line()) + "): some live threads skip a barrier";
-  }
 };
 
 inline Block* running = nullptr;
@@ -102,11 +97,11 @@ inline Block& block() { return *running; }
 inline unsigned lane() { return threadIdx.x % 32; }
 inline unsigned warp() { return threadIdx.x / 32; }
 
-// What a suspended fiber waits for.
-enum class Barrier { warp, block };
-// Suspends the running fiber until its barrier opens (runtime.cpp).
-void suspend(Barrier barrier);
-inline void warp_sync() { suspend(Barrier::warp); }
+// Suspends the running fiber until its warp's barrier opens (runtime.cpp).
+void warp_sync();
+// Suspends it until the block's barrier opens; every live thread must arrive
+// from the same call site.
+void block_sync(const std::source_location& site);
 
 // Runs kernel() for every thread of every block of the grid (x-dimension
 // threads; blocks in order). A thread that returns early is no longer waited
@@ -161,8 +156,7 @@ float half_of(uint32_t reg, int which) {
 
 // A barrier of the block's live threads, all arriving from one call site.
 inline void __syncthreads(const std::source_location& site = std::source_location::current()) {
-  kiln_emulation::block().arrive_from(site);
-  kiln_emulation::suspend(kiln_emulation::Barrier::block);
+  kiln_emulation::block_sync(site);
 }
 
 namespace kiln_emulation {
@@ -201,10 +195,18 @@ V __shfl_sync(unsigned, V v, int source) {
   return kiln_emulation::warp_exchange(v, static_cast<unsigned>(source));
 }
 
-// Atomics need no lock: one fiber runs at a time.
+namespace kiln_emulation {
+// Atomics need no lock (one fiber runs at a time), but the race check must
+// see them ordered: each is an acquire and a release of its address.
+void atomic_begin(void* address);
+void atomic_end(void* address);
+}  // namespace kiln_emulation
+
 inline int atomicCAS(int* address, int compare, int value) {
+  kiln_emulation::atomic_begin(address);
   const int old = *address;
   if (old == compare) *address = value;
+  kiln_emulation::atomic_end(address);
   return old;
 }
 
@@ -217,10 +219,12 @@ inline float __expf(float x) { return std::exp(x); }
 
 template <typename V, typename A>
 V atomicAdd(V* address, A value) {
+  kiln_emulation::atomic_begin(address);
   const V old = *address;
   if constexpr (std::is_same_v<V, __nv_bfloat16>) *address = __float2bfloat16_rn(__bfloat162float(old) + float(value));
   else if constexpr (std::is_same_v<V, __half>) *address = __float2half_rn(__half2float(old) + float(value));
   else *address = old + static_cast<V>(value);
+  kiln_emulation::atomic_end(address);
   return old;
 }
 

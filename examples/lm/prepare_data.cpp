@@ -7,7 +7,10 @@
 //
 // Cleaning: CRLF -> LF, trailing spaces and blank edge lines removed, empty
 // documents dropped, Unicode NFKC normalization (sentencepiece's normalizer, by
-// an encode/decode round trip), exact duplicates (after normalization) dropped.
+// an encode/decode round trip), exact duplicates (after normalization) dropped,
+// then near-duplicates: documents whose 5-word shingle sets have a Jaccard
+// similarity of --near-duplicates or more, found by MinHash and LSH and
+// verified exactly (kiln/data/minhash.h); the copy in the earliest input stays.
 // Documents are shuffled with a seeded Philox permutation and split into
 // train and validation; each is followed by the tokenizer's end-of-text id.
 // A tokenizer trained here reserves kiln's special symbols (padding, chat
@@ -28,8 +31,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Text files under each input (directories recursively); for fortune
-// directories, the data files (no .dat/.u8 index files).
+// Text files under each input (directories recursively, in name order), the
+// inputs in the order given; for fortune directories, the data files (no
+// .dat/.u8 index files).
 std::vector<fs::path> collect(const std::vector<std::string>& inputs) {
   std::vector<fs::path> files;
   for (const std::string& in : inputs) {
@@ -38,14 +42,15 @@ std::vector<fs::path> collect(const std::vector<std::string>& inputs) {
       files.emplace_back(in);
       continue;
     }
+    const size_t first = files.size();
     for (const auto& e : fs::recursive_directory_iterator(in)) {
       if (!e.is_regular_file()) continue;
       std::string ext = e.path().extension().string();
       if (ext == ".dat" || ext == ".u8") continue;
       files.push_back(e.path());
     }
+    std::sort(files.begin() + static_cast<ptrdiff_t>(first), files.end());
   }
-  std::sort(files.begin(), files.end());
   KILN_CHECK(!files.empty(), "[prepare_data] no text files found in the inputs");
   return files;
 }
@@ -57,7 +62,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> inputs{"/usr/share/games/fortunes"};
   std::string out = "data/fortunes", tokenizer_path;
   int vocab = 2048;
-  double val_fraction = 0.05;
+  double val_fraction = 0.05, near_duplicates = 0.8;
   int sentinels = 16;
   uint64_t seed = 1337;
   app.add_option("--input", inputs, "text files or directories")->capture_default_str();
@@ -70,6 +75,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--val-fraction", val_fraction, "share of documents held out")
       ->check(program::in_range(0, 0.5, "a number in [0, 0.5]"))->capture_default_str();
+  app.add_option("--near-duplicates", near_duplicates,
+                 "drop documents this similar (Jaccard of 5-word shingles) to an earlier one; 0 keeps them")
+      ->check(program::in_range(0, std::nextafter(1.0, 0.0), "a number in [0, 1)"))->capture_default_str();
   app.add_option("--seed", seed, "shuffle seed")->capture_default_str();
   if (auto code = program::parse(app, argc, argv)) return *code;
 
@@ -88,6 +96,17 @@ int main(int argc, char** argv) {
     }
     fmt::print("read {} documents: {} empty, {} exact duplicates, {} kept\n", read, empty,
                read - empty - static_cast<int64_t>(docs.size()), docs.size());
+    if (near_duplicates > 0) {
+      const auto found = kiln::data::find_near_duplicates(docs, {.threshold = near_duplicates});
+      std::vector<std::string> kept;
+      for (size_t d = 0; d < docs.size(); ++d)
+        if (found.cluster[d] == d) kept.push_back(std::move(docs[d]));
+      docs = std::move(kept);
+      fmt::print("near-duplicates (Jaccard >= {}; MinHash LSH, {} bands x {} rows): {} dropped from {} clusters, "
+                 "{} candidate pairs verified, {} kept\n",
+                 near_duplicates, found.cut.bands, found.cut.rows, found.duplicates, found.clusters, found.compared,
+                 docs.size());
+    }
 
     const std::string model = out + "/tokenizer.model";
     if (tokenizer_path.empty()) {
