@@ -9,6 +9,7 @@
 #include "kiln/data/data_loader.h"
 #include "kiln/data/documents.h"
 #include "kiln/data/minhash.h"
+#include "kiln/data/quality.h"
 #include "kiln/data/example_loader.h"
 #include "kiln/data/blank_infilling.h"
 #include "kiln/data/masked_lm.h"

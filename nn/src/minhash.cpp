@@ -10,6 +10,7 @@
 
 #include "kiln/base/error.h"
 #include "kiln/random.h"
+#include "words.h"
 
 namespace kiln::data {
 
@@ -27,8 +28,6 @@ uint64_t affine_mod_prime(uint64_t a, uint64_t x, uint64_t b) {
   const unsigned __int128 v = static_cast<unsigned __int128>(a) * x + b;
   return mod_prime((static_cast<uint64_t>(v) & kPrime) + static_cast<uint64_t>(v >> 61));
 }
-
-bool word_byte(unsigned char c) { return c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 // Simpson's rule on [lo, hi]: the integrands are smooth polynomials in s.
 template <typename F>
@@ -59,31 +58,14 @@ struct Clusters {
 
 std::vector<uint64_t> shingle_hashes(std::string_view text, int shingle_words) {
   KILN_CHECK(shingle_words > 0, "[shingle_hashes] shingle_words must be positive, got {}", shingle_words);
-  // The words, lower-cased, separated by single spaces; a shingle is then one substring.
-  std::string words;
-  words.reserve(text.size());
-  std::vector<size_t> starts;
-  bool in_word = false;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (!word_byte(c)) {
-      in_word = false;
-      continue;
-    }
-    if (!in_word) {
-      if (!words.empty()) words.push_back(' ');
-      starts.push_back(words.size());
-      in_word = true;
-    }
-    words.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : ch);
-  }
+  const Words words = split_words(text);
   std::vector<uint64_t> hashes;
-  if (starts.empty()) return hashes;
-  const size_t n = starts.size(), w = std::min<size_t>(static_cast<size_t>(shingle_words), n);
-  hashes.reserve(n - w + 1);
-  for (size_t i = 0; i + w <= n; ++i) {
-    const size_t end = i + w < n ? starts[i + w] - 1 : words.size();
-    hashes.push_back(XXH3_64bits(words.data() + starts[i], end - starts[i]));
+  if (words.size() == 0) return hashes;
+  const size_t w = std::min<size_t>(static_cast<size_t>(shingle_words), words.size());
+  hashes.reserve(words.size() - w + 1);
+  for (size_t i = 0; i + w <= words.size(); ++i) {
+    const std::string_view shingle = words.run(i, w);
+    hashes.push_back(XXH3_64bits(shingle.data(), shingle.size()));
   }
   std::sort(hashes.begin(), hashes.end());
   hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
@@ -106,9 +88,13 @@ MinHasher::MinHasher(MinHashOptions options) : options_(options) {
   KILN_CHECK(options.shingle_words > 0, "[MinHasher] shingle_words must be positive, got {}", options.shingle_words);
   multipliers_.resize(static_cast<size_t>(options.permutations));
   offsets_.resize(multipliers_.size());
+  // 64 bits from two draws of one Philox element.
+  auto bits64 = [&](uint64_t stream, uint64_t i) {
+    return uint64_t{philox::bits(options.seed, stream, i, 0)} << 32 | philox::bits(options.seed, stream, i, 1);
+  };
   for (size_t i = 0; i < multipliers_.size(); ++i) {
-    multipliers_[i] = philox::bits(options.seed, 1, i) % (kPrime - 1) + 1;
-    offsets_[i] = philox::bits(options.seed, 2, i) % kPrime;
+    multipliers_[i] = bits64(1, i) % (kPrime - 1) + 1;
+    offsets_[i] = bits64(2, i) % kPrime;
   }
 }
 
