@@ -40,7 +40,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <source_location>
 #include <stdexcept>
 #include <string>
@@ -97,7 +96,7 @@ inline Block& block() { return *running; }
 inline unsigned lane() { return threadIdx.x % 32; }
 inline unsigned warp() { return threadIdx.x / 32; }
 
-// Suspends the running fiber until its warp's barrier opens (runtime.cpp).
+// Suspends the running fiber until its warp's barrier opens (scheduler.cpp).
 void warp_sync();
 // Suspends it until the block's barrier opens; every live thread must arrive
 // from the same call site.
@@ -105,7 +104,7 @@ void block_sync(const std::source_location& site);
 
 // Runs kernel() for every thread of every block of the grid (x-dimension
 // threads; blocks in order). A thread that returns early is no longer waited
-// for by __syncthreads. The grid loop is compiled once (runtime.cpp); each
+// for by __syncthreads. The grid loop is compiled once (scheduler.cpp); each
 // kernel adds only its call.
 void run_grid(dim3 grid, unsigned threads, size_t dynamic_bytes, void (*body)(void*), void* kernel);
 

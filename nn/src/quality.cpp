@@ -27,9 +27,11 @@ void check_options(const QualityOptions& o, const char* op) {
 
 double sigmoid(double z) { return z >= 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) / (1 + std::exp(z)); }
 
-double logit(const std::vector<std::pair<uint32_t, float>>& x, const std::vector<double>& w) {
-  double z = w.back();  // the bias
-  for (const auto& [j, v] : x) z += w[j] * v;
+// The bias (last weight) plus the features' weighted sum: training keeps double weights, a classifier float.
+template <typename W>
+double logit(const std::vector<std::pair<uint32_t, float>>& x, const std::vector<W>& w) {
+  double z = static_cast<double>(w.back());
+  for (const auto& [j, v] : x) z += static_cast<double>(w[j]) * v;
   return z;
 }
 
@@ -99,10 +101,7 @@ QualityClassifier QualityClassifier::train(std::span<const std::string> referenc
 }
 
 double QualityClassifier::score(std::string_view document) const {
-  const auto x = quality_features(document, options_.buckets, options_.max_ngram);
-  double z = weights_.back();
-  for (const auto& [j, v] : x) z += static_cast<double>(weights_[j]) * v;
-  return sigmoid(z);
+  return sigmoid(logit(quality_features(document, options_.buckets, options_.max_ngram), weights_));
 }
 
 void QualityClassifier::save(const std::string& path) const {
