@@ -4,6 +4,7 @@
 //   prepare_data --out data/fortunes                 # Debian's fortunes (default corpus)
 //   prepare_data --input book.txt notes/ --out data/mine --vocab 8192
 //   prepare_data --input corpus/ --tokenizer existing.model --out data/x
+//   prepare_data --input crawl/part-0.jsonl.gz --text-field content --out data/y
 //
 // Cleaning: CRLF -> LF, trailing spaces and blank edge lines removed, empty
 // documents dropped, Unicode NFKC normalization (sentencepiece's normalizer, by
@@ -19,7 +20,6 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <set>
 
@@ -29,43 +29,18 @@
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Text files under each input (directories recursively, in name order), the
-// inputs in the order given; for fortune directories, the data files (no
-// .dat/.u8 index files).
-std::vector<fs::path> collect(const std::vector<std::string>& inputs) {
-  std::vector<fs::path> files;
-  for (const std::string& in : inputs) {
-    KILN_CHECK(fs::exists(in), "[prepare_data] input {} does not exist", in);
-    if (fs::is_regular_file(in)) {
-      files.emplace_back(in);
-      continue;
-    }
-    const size_t first = files.size();
-    for (const auto& e : fs::recursive_directory_iterator(in)) {
-      if (!e.is_regular_file()) continue;
-      std::string ext = e.path().extension().string();
-      if (ext == ".dat" || ext == ".u8") continue;
-      files.push_back(e.path());
-    }
-    std::sort(files.begin() + static_cast<ptrdiff_t>(first), files.end());
-  }
-  KILN_CHECK(!files.empty(), "[prepare_data] no text files found in the inputs");
-  return files;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"Prepare token files (llm.c layout) and a tokenizer from text"};
   std::vector<std::string> inputs{"/usr/share/games/fortunes"};
-  std::string out = "data/fortunes", tokenizer_path;
+  std::string out = "data/fortunes", tokenizer_path, text_field = "text";
   int vocab = 2048;
   double val_fraction = 0.05, near_duplicates = 0.8;
   int sentinels = 16;
   uint64_t seed = 1337;
-  app.add_option("--input", inputs, "text files or directories")->capture_default_str();
+  app.add_option("--input", inputs, "text files or directories (plain text, *.jsonl; either may be gzipped)")
+      ->capture_default_str();
+  app.add_option("--text-field", text_field, "the field of each JSON line that holds its document")
+      ->capture_default_str();
   app.add_option("--out", out, "output directory")->capture_default_str();
   app.add_option("--vocab", vocab, "vocabulary size of a newly trained tokenizer")
       ->check(program::positive)->capture_default_str();
@@ -86,13 +61,12 @@ int main(int argc, char** argv) {
     int64_t read = 0, empty = 0;
     std::vector<std::string> docs;
     std::set<std::string> seen;
-    for (const fs::path& f : collect(inputs)) {
-      for (std::string& d : kiln::data::split_documents(kiln::read_file(f.string()))) {
-        ++read;
-        std::string c = kiln::data::clean_document(d);
-        if (c.empty()) ++empty;
-        else if (seen.insert(c).second) docs.push_back(std::move(c));
-      }
+    kiln::data::DocumentStream stream(kiln::data::text_files(inputs), {.text_field = text_field});
+    for (kiln::data::StreamedDocument d; stream.next(d);) {
+      ++read;
+      std::string c = kiln::data::clean_document(d.text);
+      if (c.empty()) ++empty;
+      else if (seen.insert(c).second) docs.push_back(std::move(c));
     }
     fmt::print("read {} documents: {} empty, {} exact duplicates, {} kept\n", read, empty,
                read - empty - static_cast<int64_t>(docs.size()), docs.size());

@@ -7,6 +7,7 @@
 #include "kiln/data/chat_template.h"
 #include "kiln/data/conversations.h"
 #include "kiln/data/data_loader.h"
+#include "kiln/data/document_stream.h"
 #include "kiln/data/documents.h"
 #include "kiln/data/minhash.h"
 #include "kiln/data/quality.h"

@@ -1,0 +1,188 @@
+#include "kiln/data/document_stream.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "kiln/base/error.h"
+
+namespace fs = std::filesystem;
+
+namespace kiln::data {
+
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+bool is_json_lines(std::string_view path) {
+  if (ends_with(path, ".gz")) path.remove_suffix(3);
+  return ends_with(path, ".jsonl");
+}
+
+}  // namespace
+
+// Lines of one file through zlib, which reads plain files as they are.
+class DocumentStream::Reader {
+ public:
+  static constexpr size_t kBuffer = 256 << 10;
+
+  explicit Reader(const std::string& path) : path_(path), buffer_(kBuffer) {
+    file_ = gzopen(path.c_str(), "rb");
+    KILN_CHECK(file_ != nullptr, "[data] cannot open {}", path);
+    gzbuffer(file_, kBuffer);
+    fill();
+  }
+  ~Reader() { gzclose(file_); }
+
+  // What the first buffer holds, to tell a file's kind.
+  std::string_view head() const { return {buffer_.data() + begin_, end_ - begin_}; }
+
+  // The next line without its "\n" (and "\r"); false at the end of the file.
+  bool getline(std::string& line) {
+    line.clear();
+    while (true) {
+      const char* start = buffer_.data() + begin_;
+      const char* newline = static_cast<const char*>(memchr(start, '\n', end_ - begin_));
+      if (newline) {
+        line.append(start, newline);
+        begin_ += newline - start + 1;
+        break;
+      }
+      line.append(start, end_ - begin_);
+      begin_ = end_;
+      if (!fill()) {
+        if (line.empty() && !partial_) return false;
+        break;
+      }
+      partial_ = true;
+    }
+    partial_ = false;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    ++line_;
+    return true;
+  }
+
+  int64_t line_number() const { return line_; }  // of the line getline returned last
+  int64_t offset() const { return gzoffset(file_); }  // bytes of the stored file consumed
+  const std::string& path() const { return path_; }
+
+ private:
+  bool fill() {
+    const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
+    int code = Z_OK;
+    const char* message = gzerror(file_, &code);
+    // A cut gzip file reads to its end, then says so as Z_BUF_ERROR.
+    KILN_CHECK(n >= 0 && code == Z_OK, "[data] cannot read {}", message);  // zlib names the file
+    begin_ = 0;
+    end_ = static_cast<size_t>(n);
+    return n > 0;
+  }
+
+  std::string path_;
+  gzFile file_ = nullptr;
+  std::vector<char> buffer_;
+  size_t begin_ = 0, end_ = 0;
+  bool partial_ = false;  // a line began in an earlier buffer
+  int64_t line_ = 0;
+};
+
+DocumentStream::DocumentStream(std::vector<std::string> files, DocumentStreamOptions options)
+    : files_(std::move(files)), options_(std::move(options)) {
+  for (const std::string& f : files_) {
+    std::error_code error;
+    const auto size = fs::file_size(f, error);
+    KILN_CHECK(!error, "[data] cannot read {}: {}", f, error.message());
+    sizes_.push_back(static_cast<int64_t>(size));
+    bytes_total_ += sizes_.back();
+  }
+}
+
+DocumentStream::~DocumentStream() = default;
+
+bool DocumentStream::next(StreamedDocument& doc) {
+  for (; file_ < files_.size(); ++file_, index_ = 0) {
+    if (!reader_) {
+      reader_ = std::make_unique<Reader>(files_[file_]);
+      json_ = is_json_lines(files_[file_]);
+      const std::string_view head = reader_->head();
+      fortune_ = head.starts_with("%\n") || head.starts_with("%\r\n") || head.find("\n%\n") != head.npos ||
+                 head.find("\n%\r\n") != head.npos;
+      ended_ = false;
+    }
+    if (json_ ? read_json_line(doc.text) : read_plain(doc.text)) {
+      doc.file = file_;
+      doc.index = index_++;
+      return true;
+    }
+    bytes_done_ += sizes_[file_];
+    reader_.reset();
+  }
+  return false;
+}
+
+bool DocumentStream::read_plain(std::string& text) {
+  if (ended_) return false;
+  text.clear();
+  while (reader_->getline(line_)) {
+    if (fortune_ ? line_ == "%" : line_.empty()) return true;
+    text += line_;
+    text += '\n';
+  }
+  ended_ = true;  // the text after the last boundary is the file's last document
+  return true;
+}
+
+bool DocumentStream::read_json_line(std::string& text) {
+  while (reader_->getline(line_)) {
+    if (line_.find_first_not_of(" \t") == std::string::npos) continue;
+    const auto bad = [&](const std::string& what) {
+      KILN_FAIL("[data] {}:{}: {}", files_[file_], reader_->line_number(), what);
+    };
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line_);
+    } catch (const nlohmann::json::exception& e) {
+      bad(fmt::format("not JSON: {}", e.what()));
+    }
+    if (!record.is_object()) bad("each line must be a JSON object");
+    const auto field = record.find(options_.text_field);
+    if (field == record.end()) bad(fmt::format("no \"{}\" field", options_.text_field));
+    if (!field->is_string()) bad(fmt::format("\"{}\" must be a string", options_.text_field));
+    text = field->get<std::string>();
+    return true;
+  }
+  return false;
+}
+
+int64_t DocumentStream::bytes_read() const {
+  return bytes_done_ + (reader_ ? std::min<int64_t>(reader_->offset(), sizes_[file_]) : 0);
+}
+
+std::vector<std::string> text_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const std::string& in : inputs) {
+    KILN_CHECK(fs::exists(in), "[data] input {} does not exist", in);
+    if (fs::is_regular_file(in)) {
+      files.push_back(in);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (const auto& e : fs::recursive_directory_iterator(in)) {
+      if (!e.is_regular_file()) continue;
+      const std::string ext = e.path().extension().string();
+      if (ext == ".dat" || ext == ".u8") continue;
+      found.push_back(e.path().string());
+    }
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  KILN_CHECK(!files.empty(), "[data] no text files found in the inputs");
+  return files;
+}
+
+}  // namespace kiln::data
