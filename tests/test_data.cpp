@@ -48,6 +48,36 @@ TEST_CASE("token files round trip in llm.c's layout") {
   CHECK(header[2] == 1000);
 }
 
+TEST_CASE("a token writer streams pieces into the file write_tokens writes, published only on commit") {
+  TempDir dir("kiln_test_token_writer");
+  const std::vector<uint32_t> tokens = iota_tokens(3000000, 50257);  // past the writer's 1 MiB buffer
+  data::write_tokens(dir / "whole.bin", tokens);
+  {
+    data::TokenWriter writer(dir / "pieces.bin", 50257);
+    for (size_t i = 0; i < tokens.size(); i += 700000)
+      writer.append(std::span(tokens).subspan(i, std::min<size_t>(700000, tokens.size() - i)));
+    CHECK(!fs::exists(dir / "pieces.bin"));
+    writer.commit();
+  }
+  CHECK(read_file(dir / "pieces.bin") == read_file(dir / "whole.bin"));
+  {
+    data::TokenWriter wide(dir / "wide.bin", 70001);
+    wide.append(std::vector<uint32_t>{70000, 5});
+    CHECK_THROWS_WITH(wide.append(std::vector<uint32_t>{70001}),
+                      Catch::Contains("token 70001 is not below the vocabulary size 70001"));
+    wide.commit();
+  }
+  const data::TokenFile wide(dir / "wide.bin");
+  CHECK(wide.size() == 2);
+  CHECK(wide[0] == 70000);
+  {
+    data::TokenWriter abandoned(dir / "abandoned.bin", 10);
+    abandoned.append(std::vector<uint32_t>{1, 2});
+  }
+  CHECK(!fs::exists(dir / "abandoned.bin"));
+  CHECK(!fs::exists(dir / "abandoned.bin.tmp"));
+}
+
 TEST_CASE("missing, empty, truncated and foreign token files raise clearly") {
   TempDir dir("kiln_test_tokens_bad");
   CHECK_THROWS_WITH(data::TokenFile(dir / "none.bin"), Catch::Contains("cannot open"));

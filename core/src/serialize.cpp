@@ -178,22 +178,51 @@ std::string read_file(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::filesystem::path target(path);
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  KILN_CHECK(fd >= 0, "[write_file_atomic] cannot create {}: {}", tmp, std::strerror(errno));
-  try {
-    write_all(fd, bytes.data(), bytes.size(), tmp);
-    KILN_CHECK(::fsync(fd) == 0, "[write_file_atomic] fsync of {} failed: {}", tmp, std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  KILN_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "[write_file_atomic] renaming {} to {} failed: {}", tmp, path,
-             std::strerror(errno));
-  fsync_directory(target.parent_path());
+  AtomicFileWriter file(path);
+  file.write(bytes.data(), bytes.size());
+  file.commit();
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  KILN_CHECK(fd_ >= 0, "[write_file_atomic] cannot create {}: {}", tmp_, std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::write(const void* data, size_t n) {
+  KILN_CHECK(fd_ >= 0, "[write_file_atomic] {} is already committed", path_);
+  buffer_.append(static_cast<const char*>(data), n);
+  size_ += n;
+  if (buffer_.size() >= kBuffer) flush();
+}
+
+void AtomicFileWriter::flush() {
+  write_all(fd_, buffer_.data(), buffer_.size(), tmp_);
+  buffer_.clear();
+}
+
+void AtomicFileWriter::write_at(uint64_t offset, const void* data, size_t n) {
+  KILN_CHECK(fd_ >= 0 && offset + n <= size_, "[write_file_atomic] {}: bytes {}..{} are not written yet", path_,
+             offset, offset + n);
+  flush();
+  KILN_CHECK(::pwrite(fd_, data, n, static_cast<off_t>(offset)) == static_cast<ssize_t>(n),
+             "[write_file_atomic] writing {} failed: {}", tmp_, std::strerror(errno));
+}
+
+void AtomicFileWriter::commit() {
+  KILN_CHECK(fd_ >= 0, "[write_file_atomic] {} is already committed", path_);
+  flush();
+  KILN_CHECK(::fsync(fd_) == 0, "[write_file_atomic] fsync of {} failed: {}", tmp_, std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  KILN_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, "[write_file_atomic] renaming {} to {} failed: {}", tmp_,
+             path_, std::strerror(errno));
+  fsync_directory(std::filesystem::path(path_).parent_path());
 }
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,

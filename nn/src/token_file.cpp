@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -13,23 +15,51 @@
 
 namespace kiln::data {
 
+namespace {
+
+std::array<int32_t, kHeaderInts> header(bool wide, int64_t count) {
+  std::array<int32_t, kHeaderInts> h{};
+  h[0] = wide ? kMagicU32 : kMagicU16;
+  h[1] = wide ? kVersionU32 : kVersionU16;
+  h[2] = static_cast<int32_t>(count);
+  return h;
+}
+
+}  // namespace
+
 void write_tokens(const std::string& path, const std::vector<uint32_t>& tokens) {
-  bool wide = false;
-  for (uint32_t t : tokens) wide = wide || t > 0xffffu;
-  int32_t header[kHeaderInts] = {};
-  header[0] = wide ? kMagicU32 : kMagicU16;
-  header[1] = wide ? kVersionU32 : kVersionU16;
-  KILN_CHECK(tokens.size() <= static_cast<size_t>(INT32_MAX), "[write_tokens] {} tokens do not fit the header's count",
-             tokens.size());
-  header[2] = static_cast<int32_t>(tokens.size());
-  std::string bytes(reinterpret_cast<const char*>(header), sizeof(header));
-  if (wide) {
-    bytes.append(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 4);
-  } else {
-    std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
-    bytes.append(reinterpret_cast<const char*>(narrow.data()), narrow.size() * 2);
+  const uint32_t largest = tokens.empty() ? 0 : *std::max_element(tokens.begin(), tokens.end());
+  TokenWriter writer(path, int64_t{largest} + 1);
+  writer.append(tokens);
+  writer.commit();
+}
+
+TokenWriter::TokenWriter(const std::string& path, int64_t vocab_size)
+    : file_(path), vocab_size_(vocab_size), wide_(vocab_size > 0x10000) {
+  const auto h = header(wide_, 0);
+  file_.write(h.data(), sizeof(h));
+}
+
+void TokenWriter::append(std::span<const uint32_t> tokens) {
+  KILN_CHECK(count_ + static_cast<int64_t>(tokens.size()) <= INT32_MAX,
+             "[write_tokens] {}: {} tokens do not fit the header's count", file_.path(),
+             count_ + static_cast<int64_t>(tokens.size()));
+  for (uint32_t t : tokens)
+    KILN_CHECK(t < vocab_size_, "[write_tokens] {}: token {} is not below the vocabulary size {}", file_.path(), t,
+               vocab_size_);
+  count_ += static_cast<int64_t>(tokens.size());
+  if (wide_) {
+    file_.write(tokens.data(), tokens.size_bytes());
+    return;
   }
-  write_file_atomic(path, bytes);
+  narrow_.assign(tokens.begin(), tokens.end());
+  file_.write(narrow_.data(), narrow_.size() * sizeof(uint16_t));
+}
+
+void TokenWriter::commit() {
+  const auto h = header(wide_, count_);
+  file_.write_at(0, h.data(), sizeof(h));
+  file_.commit();
 }
 
 TokenFile::TokenFile(const std::string& path) : path_(path) {

@@ -5,8 +5,11 @@
 // version 7 for uint32 tokens. Reading memory-maps the file.
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "kiln/serialize.h"
 
 namespace kiln::data {
 
@@ -17,6 +20,26 @@ inline constexpr int64_t kHeaderInts = 256;
 
 // Writes tokens atomically; uint16 when every token fits, else uint32.
 void write_tokens(const std::string& path, const std::vector<uint32_t>& tokens);
+
+// A token file written a piece at a time, for data larger than memory:
+// uint16 when the vocabulary fits, else uint32; the header's count is set and
+// the file published (atomically) by commit(). Destroyed uncommitted, it
+// leaves nothing behind.
+class TokenWriter {
+ public:
+  TokenWriter(const std::string& path, int64_t vocab_size);
+  // Appends tokens; raises naming the file when one is not below the vocabulary size.
+  void append(std::span<const uint32_t> tokens);
+  void commit();
+  int64_t size() const { return count_; }  // tokens appended so far
+
+ private:
+  AtomicFileWriter file_;
+  int64_t vocab_size_;
+  bool wide_;
+  int64_t count_ = 0;
+  std::vector<uint16_t> narrow_;  // the piece being appended, as uint16
+};
 
 // A read-only, memory-mapped token file; raises kiln::Error naming the file
 // when it is missing, empty, truncated or not a token file.
