@@ -69,6 +69,12 @@ TEST_CASE("plain text streams as split_documents splits it, gzipped or not, acro
   }
 }
 
+TEST_CASE("whole files: a plain file is one document, a fortune file still one per fortune") {
+  const auto docs = read_all({write("whole.txt", "one\n\ntwo\n"), write("fortunes", "a\n%\nb\n\nc\n")},
+                             {.whole_files = true});
+  CHECK(texts(docs) == std::vector<std::string>{"one\n\ntwo\n", "a\n", "b\n\nc\n"});
+}
+
 TEST_CASE("JSON lines give each record's text field; blank lines are skipped") {
   const std::string lines = "{\"text\": \"first\\ndoc\", \"id\": 1}\n\n{\"id\": 2, \"text\": \"\\u00e9t\\u00e9\"}\r\n";
   const auto docs = read_all({write("a.jsonl", lines), write("b.jsonl.gz", lines)});
@@ -77,6 +83,27 @@ TEST_CASE("JSON lines give each record's text field; blank lines are skipped") {
   CHECK(docs[3].index == 1);
   const auto content = read_all({write("c.jsonl", "{\"content\": \"x\"}\n")}, {.text_field = "content"});
   CHECK(texts(content) == std::vector<std::string>{"x"});
+}
+
+TEST_CASE("documents past the bound are read through, not held, and marked") {
+  const std::string big(5000, 'b'), line(300, 'l');
+  std::string many_lines;
+  for (int i = 0; i < 20; ++i) many_lines += line + "\n";
+  const std::string plain = write("bound.txt", "small\n\n" + big + "\n\n" + many_lines + "\nlast\n");
+  const std::string json = write("bound.jsonl", "{\"text\": \"" + big + "\"}\n{\"text\": \"ok\"}\n{\"text\": \"" +
+                                                   std::string(1500, 'j') + "\"}\n");
+  const auto docs = read_all({plain, json}, {.max_document_bytes = 1024});
+  REQUIRE(docs.size() == 7);
+  const std::vector<bool> too_long{false, true, true, false, true, false, true};
+  for (size_t d = 0; d < docs.size(); ++d) {
+    CHECK(docs[d].too_long == too_long[d]);
+    if (too_long[d]) CHECK(docs[d].text.empty());
+  }
+  CHECK(docs[0].text == "small\n");
+  CHECK(docs[1].bytes == 5001);
+  CHECK(docs[2].bytes == 20 * 301);
+  CHECK(docs[3].text == "last\n");
+  CHECK(docs[5].text == "ok");
 }
 
 TEST_CASE("a missing file, broken JSON and corrupt gzip raise naming the file and line") {

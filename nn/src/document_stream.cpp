@@ -42,18 +42,27 @@ class DocumentStream::Reader {
   // What the first buffer holds, to tell a file's kind.
   std::string_view head() const { return {buffer_.data() + begin_, end_ - begin_}; }
 
-  // The next line without its "\n" (and "\r"); false at the end of the file.
-  bool getline(std::string& line) {
+  // The next line without its "\n" (and "\r"); false at the end of the
+  // file. Of a line longer than `most` bytes, the first `most` (overlong set).
+  bool getline(std::string& line, size_t most, bool& overlong) {
     line.clear();
+    overlong = false;
+    length_ = 0;
+    const auto take = [&](const char* from, size_t n) {
+      length_ += n;
+      const size_t room = most - line.size();
+      overlong = overlong || n > room;
+      line.append(from, std::min(n, room));
+    };
     while (true) {
       const char* start = buffer_.data() + begin_;
       const char* newline = static_cast<const char*>(memchr(start, '\n', end_ - begin_));
       if (newline) {
-        line.append(start, newline);
+        take(start, static_cast<size_t>(newline - start));
         begin_ += newline - start + 1;
         break;
       }
-      line.append(start, end_ - begin_);
+      take(start, end_ - begin_);
       begin_ = end_;
       if (!fill()) {
         if (line.empty() && !partial_) return false;
@@ -62,12 +71,13 @@ class DocumentStream::Reader {
       partial_ = true;
     }
     partial_ = false;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && line.back() == '\r' && !overlong) line.pop_back();
     ++line_;
     return true;
   }
 
   int64_t line_number() const { return line_; }  // of the line getline returned last
+  int64_t line_length() const { return static_cast<int64_t>(length_); }  // its whole length, past `most` too
   int64_t offset() const { return gzoffset(file_); }  // bytes of the stored file consumed
   const std::string& path() const { return path_; }
 
@@ -89,6 +99,7 @@ class DocumentStream::Reader {
   size_t begin_ = 0, end_ = 0;
   bool partial_ = false;  // a line began in an earlier buffer
   int64_t line_ = 0;
+  size_t length_ = 0;
 };
 
 DocumentStream::DocumentStream(std::vector<std::string> files, DocumentStreamOptions options)
@@ -114,7 +125,8 @@ bool DocumentStream::next(StreamedDocument& doc) {
                  head.find("\n%\r\n") != head.npos;
       ended_ = false;
     }
-    if (json_ ? read_json_line(doc.text) : read_plain(doc.text)) {
+    doc.too_long = false;
+    if (json_ ? read_json_line(doc) : read_plain(doc)) {
       doc.file = file_;
       doc.index = index_++;
       return true;
@@ -125,20 +137,41 @@ bool DocumentStream::next(StreamedDocument& doc) {
   return false;
 }
 
-bool DocumentStream::read_plain(std::string& text) {
+size_t DocumentStream::most() const {
+  return options_.max_document_bytes > 0 ? static_cast<size_t>(options_.max_document_bytes) : SIZE_MAX - 1;
+}
+
+bool DocumentStream::read_plain(StreamedDocument& doc) {
   if (ended_) return false;
-  text.clear();
-  while (reader_->getline(line_)) {
-    if (fortune_ ? line_ == "%" : line_.empty()) return true;
-    text += line_;
-    text += '\n';
+  doc.text.clear();
+  doc.bytes = 0;
+  bool overlong = false;
+  while (reader_->getline(line_, most(), overlong)) {
+    if (!overlong && (fortune_ ? line_ == "%" : line_.empty() && !options_.whole_files)) return true;
+    doc.bytes += reader_->line_length() + 1;
+    doc.too_long = doc.too_long || overlong || doc.text.size() + line_.size() + 1 > most();
+    if (doc.too_long) {
+      doc.text.clear();
+    } else {
+      doc.text += line_;
+      doc.text += '\n';
+    }
   }
   ended_ = true;  // the text after the last boundary is the file's last document
   return true;
 }
 
-bool DocumentStream::read_json_line(std::string& text) {
-  while (reader_->getline(line_)) {
+bool DocumentStream::read_json_line(StreamedDocument& doc) {
+  bool overlong = false;
+  // A JSON line holds its document and some syntax: it may run a little past the bound.
+  const size_t line_most = most() < SIZE_MAX / 2 ? 2 * most() + 4096 : most();
+  while (reader_->getline(line_, line_most, overlong)) {
+    doc.bytes = reader_->line_length();
+    if (overlong) {
+      doc.text.clear();
+      doc.too_long = true;
+      return true;
+    }
     if (line_.find_first_not_of(" \t") == std::string::npos) continue;
     const auto bad = [&](const std::string& what) {
       KILN_FAIL("[data] {}:{}: {}", files_[file_], reader_->line_number(), what);
@@ -153,7 +186,12 @@ bool DocumentStream::read_json_line(std::string& text) {
     const auto field = record.find(options_.text_field);
     if (field == record.end()) bad(fmt::format("no \"{}\" field", options_.text_field));
     if (!field->is_string()) bad(fmt::format("\"{}\" must be a string", options_.text_field));
-    text = field->get<std::string>();
+    doc.text = field->get<std::string>();
+    doc.bytes = static_cast<int64_t>(doc.text.size());
+    if (static_cast<size_t>(doc.text.size()) > most()) {
+      doc.text.clear();
+      doc.too_long = true;
+    }
     return true;
   }
   return false;

@@ -3,10 +3,12 @@
 // corpus larger than memory streams through. A file's name says its format:
 // "*.jsonl" holds JSON lines, each an object whose text field is one
 // document; any other file is plain text, split as split_documents splits it
-// (fortune files at lines holding only "%", other text at blank lines; a file
-// is a fortune file when a "%" line comes in its first buffer). A ".gz" suffix
+// (fortune files at lines holding only "%", other text at blank lines, unless
+// whole_files; a file is a fortune file when a "%" line comes in its first
+// buffer). A ".gz" suffix
 // after either is decompressed as it is read (zlib). Memory: one document and
-// one buffer.
+// one buffer; a document past max_document_bytes (a PostScript file without a
+// blank line, a JSON line of megabytes) is read through without being held.
 
 #include <cstdint>
 #include <memory>
@@ -18,13 +20,17 @@ namespace kiln::data {
 // How JSON lines are read.
 struct DocumentStreamOptions {
   std::string text_field = "text";  // the field of each JSON line that holds its document
+  int64_t max_document_bytes = 0;   // longer documents come back empty, marked too_long; 0: no bound
+  bool whole_files = false;         // a plain file other than a fortune file is one document
 };
 
 // One document and where it came from.
 struct StreamedDocument {
-  std::string text;    // as the file holds it (not cleaned; may be empty)
-  size_t file = 0;     // its file's index in the stream's list
-  int64_t index = 0;   // its place among that file's documents, from 0
+  std::string text;      // as the file holds it (not cleaned; may be empty)
+  size_t file = 0;       // its file's index in the stream's list
+  int64_t index = 0;     // its place among that file's documents, from 0
+  bool too_long = false;  // past max_document_bytes: text is empty
+  int64_t bytes = 0;      // its length as read (its JSON line's, when too long for JSON)
 };
 
 // Documents of files, in the order the files are listed; raises kiln::Error
@@ -46,8 +52,9 @@ class DocumentStream {
 
  private:
   class Reader;
-  bool read_plain(std::string& text);
-  bool read_json_line(std::string& text);
+  bool read_plain(StreamedDocument& doc);
+  bool read_json_line(StreamedDocument& doc);
+  size_t most() const;  // bytes a document may hold
 
   std::vector<std::string> files_;
   DocumentStreamOptions options_;
