@@ -89,8 +89,19 @@ inline std::vector<VerifiedPair> gather(kiln::dist::ProcessGroup& group, const s
 
 }  // namespace detail
 
-// The verified pairs of every bucket of every rank's entries, on every rank.
-// `compared` counts the pairs this rank verified.
+// Pairs sorted, each once (a pair can share several buckets).
+inline std::vector<VerifiedPair> distinct(std::vector<VerifiedPair> pairs) {
+  const auto key = [](const VerifiedPair& p) { return std::tuple(p.earlier, p.later, p.exact); };
+  std::sort(pairs.begin(), pairs.end(), [&](const VerifiedPair& a, const VerifiedPair& b) { return key(a) < key(b); });
+  pairs.erase(std::unique(pairs.begin(), pairs.end(),
+                          [&](const VerifiedPair& a, const VerifiedPair& b) { return key(a) == key(b); }),
+              pairs.end());
+  return pairs;
+}
+
+// The verified pairs of every bucket of every rank's entries, on every rank,
+// each once. `compared` counts the pairs this rank verified (a pair in
+// buckets of two owners is verified by both).
 inline std::vector<VerifiedPair> verified_pairs(kiln::dist::ProcessGroup& group, std::vector<BucketEntry> entries,
                                                 const std::string& work, const BucketRules& rules,
                                                 int64_t& compared) {
@@ -154,15 +165,7 @@ inline std::vector<VerifiedPair> verified_pairs(kiln::dist::ProcessGroup& group,
         }
     }
   }
-  std::sort(found.begin(), found.end(), [](const VerifiedPair& a, const VerifiedPair& b) {
-    return std::tie(a.earlier, a.later, a.exact) < std::tie(b.earlier, b.later, b.exact);
-  });
-  found.erase(std::unique(found.begin(), found.end(),
-                          [](const VerifiedPair& a, const VerifiedPair& b) {
-                            return a.earlier == b.earlier && a.later == b.later && a.exact == b.exact;
-                          }),
-              found.end());
-  return detail::gather(group, found);
+  return distinct(detail::gather(group, distinct(std::move(found))));
 }
 
 // Clusters of the verified pairs: per document in a pair, the least document

@@ -1,0 +1,169 @@
+# curate end to end on a planted corpus whose every count is known by
+# construction: a high-priority unfiltered source ("books", fortune files)
+# with exact and edited copies of its own documents, and a filtered source
+# ("web", JSON lines, one file gzipped) with short documents, symbol-heavy
+# documents and copies of books' documents. Then: a run killed in the filter
+# stage and one killed in the tokenize stage resume to the same files, and
+# (with MPIRUN) 4 ranks write the same files as one.
+#   cmake -DBIN=<examples dir> -DWORK=<scratch dir> [-DMPIRUN="mpirun ..."] -P curate.cmake
+include(${CMAKE_CURRENT_LIST_DIR}/run_program.cmake)
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/books ${WORK}/web ${WORK}/reference)
+
+# Document `id`: `words` pseudo-random words of 7 or 8 letters and digits, drawn from `id`.
+function(document id words out_var)
+  math(EXPR state "${id} * 7919 + 17")
+  set(text "")
+  foreach(w RANGE 1 ${words})
+    math(EXPR state "(${state} * 1103515245 + 12345) % 2147483648")
+    math(EXPR word "(${state} / 65536) % 20000")
+    if(w EQUAL 1)
+      set(text "tok${word}")
+    elseif(w EQUAL 31)
+      string(APPEND text "\ntok${word}")
+    else()
+      string(APPEND text " tok${word}")
+    endif()
+  endforeach()
+  set(${out_var} "${text}" PARENT_SCOPE)
+endfunction()
+
+# books: 120 distinct documents (0..119), then exact copies of 0..9 and
+# copies of 10..19 with the last word changed (Jaccard 55/57 of 5-word
+# shingles: LSH makes them candidates with probability 0.9999);
+# each file ends in "%", after which an empty document.
+foreach(part 0 1)
+  set(text "")
+  math(EXPR first "${part} * 60")
+  math(EXPR last "${first} + 59")
+  foreach(id RANGE ${first} ${last})
+    document(${id} 60 doc)
+    string(APPEND text "${doc}\n%\n")
+  endforeach()
+  if(part EQUAL 1)
+    foreach(id RANGE 0 9)
+      document(${id} 60 doc)
+      string(APPEND text "${doc}\n%\n")
+    endforeach()
+    foreach(id RANGE 10 19)
+      document(${id} 60 doc)
+      string(REGEX REPLACE "[^ \n]+$" "edited" doc "${doc}")
+      string(APPEND text "${doc}\n%\n")
+    endforeach()
+  endif()
+  file(WRITE ${WORK}/books/part${part} "${text}")
+endforeach()
+
+# web: 40 fresh documents, copies of books' 20..24, 6 too short, 4 with a
+# "#" in every fifth word; another 10 fresh ones gzipped.
+set(lines "")
+foreach(id RANGE 1000 1039)
+  document(${id} 60 doc)
+  string(REPLACE "\n" "\\n" doc "${doc}")
+  string(APPEND lines "{\"text\": \"${doc}\", \"url\": \"https://example.org/${id}\"}\n")
+endforeach()
+foreach(id RANGE 20 24)
+  document(${id} 60 doc)
+  string(REPLACE "\n" "\\n" doc "${doc}")
+  string(APPEND lines "{\"text\": \"${doc}\"}\n")
+endforeach()
+foreach(id RANGE 2000 2005)
+  document(${id} 10 doc)
+  string(APPEND lines "{\"text\": \"${doc}\"}\n")
+endforeach()
+foreach(id RANGE 3000 3003)
+  document(${id} 60 doc)
+  string(REPEAT "[^ \n]+[ \n]" 4 words)  # CMake's regular expressions have no {4}
+  string(REGEX REPLACE "(${words})[^ \n]+" "\\1#" doc "${doc}")
+  string(REPLACE "\n" "\\n" doc "${doc}")
+  string(APPEND lines "{\"text\": \"${doc}\"}\n")
+endforeach()
+file(WRITE ${WORK}/web/a.jsonl "${lines}")
+set(lines "")
+foreach(id RANGE 4000 4009)
+  document(${id} 60 doc)
+  string(REPLACE "\n" "\\n" doc "${doc}")
+  string(APPEND lines "{\"text\": \"${doc}\"}\n")
+endforeach()
+file(WRITE ${WORK}/b.jsonl "${lines}")
+file(ARCHIVE_CREATE OUTPUT ${WORK}/web/b.jsonl.gz PATHS ${WORK}/b.jsonl FORMAT raw COMPRESSION GZip)
+
+set(text "")
+foreach(id RANGE 5000 5029)
+  document(${id} 60 doc)
+  string(APPEND text "${doc}\n%\n")
+endforeach()
+file(WRITE ${WORK}/reference/good "${text}")
+
+set(curate ${BIN}/curate --source books=${WORK}/books --source web=${WORK}/web --unfiltered books
+    --weight books=3 --weight web=1 --reference ${WORK}/reference --alpha 1e-6 --vocab 400 --val-fraction 0.1)
+run(${curate} --out ${WORK}/one)
+
+function(expect json_file expected)
+  file(READ ${json_file} json)
+  foreach(pair IN LISTS expected)
+    string(REPLACE "=" ";" pair "${pair}")
+    list(GET pair 0 path)
+    list(GET pair 1 want)
+    string(REPLACE "." ";" keys "${path}")
+    string(JSON got GET "${json}" ${keys})
+    if(NOT got STREQUAL want)
+      message(FATAL_ERROR "${json_file}: ${path} is ${got}, expected ${want}")
+    endif()
+  endforeach()
+endfunction()
+expect(${WORK}/one/report.json
+       "sources.books.documents=142;sources.books.empty=2;sources.books.kept=140;sources.web.documents=65;sources.web.rules.0=6;sources.web.rules.3=4;sources.web.low_quality=0;sources.web.kept=55;dedup.dropped=25;dedup.exact_copies=15;dedup.dropped_per_source.books=20;dedup.dropped_per_source.web=5;dedup.clusters=25")
+expect(${WORK}/one/mixture.json "sources.0.name=books;sources.0.documents=120;sources.0.weight=0.75;sources.1.name=web;sources.1.documents=50;sources.1.weight=0.25")
+# The token files hold what the mixture says (uint16 after llm.c's 1024-byte header).
+file(READ ${WORK}/one/mixture.json mixture)
+foreach(s 0 1)
+  string(JSON name GET "${mixture}" sources ${s} train)
+  string(JSON tokens GET "${mixture}" sources ${s} tokens)
+  file(SIZE ${WORK}/one/${name} bytes)
+  math(EXPR expected "1024 + 2 * ${tokens}")
+  if(NOT bytes EQUAL expected)
+    message(FATAL_ERROR "${name}: ${bytes} bytes for ${tokens} tokens")
+  endif()
+endforeach()
+
+set(outputs mixture.json val.bin train-books.bin train-web.bin report.json)
+function(same_outputs run)
+  foreach(f IN LISTS outputs)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${WORK}/one/${f} ${WORK}/${run}/${f} RESULT_VARIABLE differ)
+    if(differ)
+      message(FATAL_ERROR "${run}/${f} differs from the single run's")
+    endif()
+  endforeach()
+endfunction()
+
+# Killed while filtering: web's files undone (one half written), nothing after.
+file(COPY ${WORK}/one/ DESTINATION ${WORK}/killed_filtering)
+set(k ${WORK}/killed_filtering)
+file(GLOB later ${k}/work/*.tokens.json ${k}/work/*.train ${k}/work/*.val ${k}/work/dedup.json ${k}/work/dropped.bin
+     ${k}/work/2.json ${k}/work/3.json ${k}/work/3.docs ${k}/tokenizer.model ${k}/*.bin ${k}/*.json ${k}/report.md)
+file(REMOVE ${later})
+file(WRITE ${k}/work/3.docs.tmp "half a file")
+run(${curate} --out ${k})
+# Killed while tokenizing: one file's tokens undone, no outputs.
+file(COPY ${WORK}/one/ DESTINATION ${WORK}/killed_tokenizing)
+set(k ${WORK}/killed_tokenizing)
+file(GLOB later ${k}/work/1.tokens.json ${k}/*.bin ${k}/*.json ${k}/report.md)
+file(REMOVE ${later})
+run(${curate} --out ${k})
+same_outputs(killed_filtering)
+same_outputs(killed_tokenizing)
+
+# A resumed run must be the same run.
+execute_process(COMMAND ${curate} --out ${WORK}/one --seed 7 RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "holds a run with other settings")
+  message(FATAL_ERROR "curate resumed a run with other settings (${rc}): ${err}")
+endif()
+
+if(MPIRUN)
+  separate_arguments(mpirun UNIX_COMMAND "${MPIRUN}")
+  run(${mpirun} -np 4 ${curate} --out ${WORK}/four)
+  list(REMOVE_ITEM outputs report.json)  # its count of compared pairs depends on the ranks
+  same_outputs(four)
+  expect(${WORK}/four/report.json "dedup.dropped=25;dedup.exact_copies=15;dedup.clusters=25")
+endif()
