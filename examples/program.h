@@ -36,6 +36,16 @@ inline const CLI::Validator non_negative = in_range(0, DBL_MAX, "a number >= 0")
 // A probability or a share, in [0, 1].
 inline const CLI::Validator fraction = in_range(0, 1, "a number in [0, 1]");
 
+// "NAME=WEIGHT" as a name and a finite weight > 0 (sampling weights of named sources).
+inline std::pair<std::string, double> named_weight(const std::string& spec, const char* option) {
+  const size_t eq = spec.find('=');
+  double w = 0;
+  KILN_CHECK(eq != std::string::npos && eq > 0 && CLI::detail::lexical_cast(spec.substr(eq + 1), w) && w > 0 &&
+                 std::isfinite(w),
+             "{} {}: expected NAME=WEIGHT with a weight > 0", option, spec);
+  return {spec.substr(0, eq), w};
+}
+
 // Parses the command line. A bad one is answered with one line on stderr,
 // "train: --steps: 0 is not a number > 0", and the exit code to return;
 // --help prints and returns 0. nullopt: go on.

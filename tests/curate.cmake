@@ -154,6 +154,31 @@ run(${curate} --out ${k})
 same_outputs(killed_filtering)
 same_outputs(killed_tokenizing)
 
+# Training on the mixture: rows by weight, tokens seen per source, and a run
+# resumed at step 3 reads and learns exactly what the uninterrupted one did.
+set(train ${BIN}/train --data ${WORK}/one --layers 1 --channels 32 --heads 2 --seq 16 --batch 4 --steps 6 --warmup 2
+    --eval-every 3 --eval-batches 1 --sample-every 0 --checkpoint-every 3 --keep 5 --mixture-weight web=0.5)
+run(${train} --out ${WORK}/train/full)
+file(MAKE_DIRECTORY ${WORK}/train/resumed)
+file(COPY ${WORK}/train/full/step-000003 DESTINATION ${WORK}/train/resumed)
+file(WRITE ${WORK}/train/resumed/latest "step-000003\n")
+run(${train} --out ${WORK}/train/resumed --resume)
+foreach(run full resumed)
+  file(STRINGS ${WORK}/train/${run}/metrics.jsonl lines)
+  list(FILTER lines INCLUDE REGEX "\"step\":[456],")
+  list(TRANSFORM lines REPLACE "\"tokens_per_second\":[^,}]*,?" "")
+  set(${run} "${lines}")
+endforeach()
+if(NOT full STREQUAL resumed OR NOT resumed MATCHES "\"tokens_seen\":{\"books\":[0-9]+,\"web\":[0-9]+}")
+  message(FATAL_ERROR "the resumed mixture differs:\nuninterrupted: ${full}\nresumed:       ${resumed}")
+endif()
+# The tokens seen count every row of the 6 steps (24 rows of 16 tokens).
+string(REGEX MATCH "\"step\":6,.*\"tokens_seen\":{\"books\":([0-9]+),\"web\":([0-9]+)}" _ "${full}")
+math(EXPR rows "(${CMAKE_MATCH_1} + ${CMAKE_MATCH_2}) / 16")
+if(NOT rows EQUAL 24)
+  message(FATAL_ERROR "6 steps of 4 rows read ${rows} rows: ${full}")
+endif()
+
 # A resumed run must be the same run.
 execute_process(COMMAND ${curate} --out ${WORK}/one --seed 7 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(rc EQUAL 0 OR NOT err MATCHES "holds a run with other settings")

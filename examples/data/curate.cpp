@@ -99,12 +99,8 @@ std::vector<Source> parse_sources(const Args& a) {
     KILN_FAIL("[curate] {} {}: no --source of that name", option, name);
   };
   for (const std::string& spec : a.weights) {
-    const size_t eq = spec.find('=');
-    KILN_CHECK(eq != std::string::npos, "[curate] --weight {}: expected NAME=WEIGHT", spec);
-    double w = 0;
-    KILN_CHECK(CLI::detail::lexical_cast(spec.substr(eq + 1), w) && w > 0 && std::isfinite(w),
-               "[curate] --weight {}: the weight must be a number > 0", spec);
-    named(spec.substr(0, eq), "--weight").weight = w;
+    const auto [name, weight] = program::named_weight(spec, "[curate] --weight");
+    named(name, "--weight").weight = weight;
   }
   for (const std::string& name : a.unfiltered) named(name, "--unfiltered").filtered = false;
   return sources;

@@ -10,7 +10,10 @@
 //   train --data data/fortunes --out out/fortunes --resume    # continue exactly
 //
 // The data directory holds llm.c-layout token files (train.bin, val.bin) and,
-// when prepare_data made them, tokenizer.model; llm.c's own GPT-2 token files
+// when prepare_data made them, tokenizer.model; or curate's mixture of
+// sources (mixture.json, train-<source>.bin, val.bin), whose rows are drawn by
+// the sources' weights (--mixture-weight NAME=W overrides one) and whose
+// tokens seen per source are reported; llm.c's own GPT-2 token files
 // train as they are (--vocab-size 50257, no samples without a tokenizer).
 // Launched with mpirun, it trains in parallel: data parallel over the ranks
 // by default, or Megatron-style tensor and pipeline parallel:
@@ -69,6 +72,7 @@ struct Args {
   std::string pipeline = "1f1b";
   uint64_t seed = 1337;
   bool resume = false, shuffle = true;
+  std::vector<std::string> mixture_weights;  // NAME=WEIGHT overrides of mixture.json
   int64_t skip_nonfinite = 0;  // steps with a non-finite loss or gradient norm skipped before training stops
 };
 
@@ -82,15 +86,76 @@ std::unique_ptr<kiln::optim::Optimizer> make_optimizer(const Args& a, std::vecto
   KILN_FAIL("[train] unknown optimizer '{}': use adamw, lion or sgd", a.optimizer);
 }
 
-// Cross-entropy of a unigram model (token frequencies of train, add-one
-// smoothed) on val: the loss a model that ignores context would reach.
-double unigram_baseline(const kiln::data::TokenFile& train, const kiln::data::TokenFile& val, int64_t vocab) {
-  std::vector<double> counts(static_cast<size_t>(vocab), 1.0);
-  for (int64_t i = 0; i < train.size(); ++i) counts[train[i]] += 1;
-  double total = static_cast<double>(train.size() + vocab), nll = 0;
-  for (int64_t i = 0; i < val.size(); ++i) nll -= std::log(counts[val[i]] / total);
+// Cross-entropy of a unigram model (token frequencies of the training files,
+// each weighted by its share of the rows, add-one smoothed) on val: the loss a
+// model that ignores context would reach.
+double unigram_baseline(const std::vector<std::pair<std::string, double>>& train, const kiln::data::TokenFile& val,
+                        int64_t vocab) {
+  std::vector<double> p(static_cast<size_t>(vocab));
+  for (const auto& [file, weight] : train) {
+    const kiln::data::TokenFile tokens(file);
+    std::vector<double> counts(static_cast<size_t>(vocab), 1.0);
+    for (int64_t i = 0; i < tokens.size(); ++i) counts[tokens[i]] += 1;
+    const double total = static_cast<double>(tokens.size() + vocab);
+    for (size_t t = 0; t < p.size(); ++t) p[t] += weight * counts[t] / total;
+  }
+  double nll = 0;
+  for (int64_t i = 0; i < val.size(); ++i) nll -= std::log(p[val[i]]);
   return nll / static_cast<double>(val.size());
 }
+
+// The training batches: train.bin in order (shuffled windows), or, when the
+// data directory holds curate's mixture.json, rows drawn from its sources by weight.
+class TrainBatches {
+ public:
+  TrainBatches(const std::string& dir, const std::vector<std::pair<std::string, double>>& weights,
+               const kiln::data::DataLoaderOptions& options) {
+    if (fs::exists(dir + "/mixture.json")) {
+      mixture_.emplace(kiln::data::read_mixture(dir, weights), options);
+    } else {
+      KILN_CHECK(weights.empty(), "[train] --mixture-weight: {} holds no mixture.json (curate writes one)", dir);
+      plain_.emplace(std::vector<std::string>{dir + "/train.bin"}, options);
+    }
+  }
+  std::pair<Tensor, Tensor> next() { return mixture_ ? mixture_->next() : plain_->next(); }
+  kiln::data::LoaderPosition position() const { return mixture_ ? mixture_->position() : plain_->position(); }
+  void seek(const kiln::data::LoaderPosition& p) { mixture_ ? mixture_->seek(p) : plain_->seek(p); }
+  const kiln::data::MixtureLoader* mixture() const { return mixture_ ? &*mixture_ : nullptr; }
+  // The training files and each one's share of the rows.
+  std::vector<std::pair<std::string, double>> files(const std::string& dir) const {
+    if (!mixture_) return {{dir + "/train.bin", 1.0}};
+    std::vector<std::pair<std::string, double>> f;
+    for (const auto& s : mixture_->sources()) f.emplace_back(s.file, s.weight);
+    return f;
+  }
+  // " | tokens seen: NAME N, ..." for a mixture (every rank's), else "".
+  std::string tokens_seen_line() const {
+    if (!mixture_) return "";
+    std::string line = " | tokens seen:";
+    for (size_t s = 0; s < mixture_->sources().size(); ++s)
+      line += fmt::format("{} {} {}", s ? "," : "", mixture_->sources()[s].name, mixture_->tokens_seen()[s]);
+    return line;
+  }
+  // What the data line says of them.
+  std::string describe(int64_t batch, int64_t seq, int64_t tokens_per_step, int64_t steps) const {
+    if (!mixture_) return fmt::format("{} train batches of {} x {} per epoch", plain_->batches_per_epoch(), batch, seq);
+    std::string line = fmt::format("a mixture of batches of {} x {}:", batch, seq);
+    const std::vector<int64_t> windows = mixture_->windows();
+    for (size_t s = 0; s < windows.size(); ++s) {
+      const auto& source = mixture_->sources()[s];
+      line += fmt::format("{} {} {:.1f}% ({:.2f} passes over its {} tokens in {} steps)", s ? "," : "", source.name,
+                          100 * source.weight,
+                          source.weight * static_cast<double>(tokens_per_step * steps) /
+                              static_cast<double>(windows[s] * seq),
+                          windows[s] * seq, steps);
+    }
+    return line;
+  }
+
+ private:
+  std::optional<kiln::data::DataLoader> plain_;
+  std::optional<kiln::data::MixtureLoader> mixture_;
+};
 
 // The model the arguments describe (its vocabulary at least the data's).
 kiln::nn::ModelSpec model_spec(const Args& a, int64_t vocab) {
@@ -262,9 +327,11 @@ int run(const Args& a) {
                                    kiln::optim::LRSchedule::parse(a.lr_schedule)};
   const kiln::dist::PipelineOptions pipeline{kiln::dist::parse_pipeline_schedule(a.pipeline), a.grad_accum};
 
-  kiln::data::DataLoader train({a.data + "/train.bin"}, {.batch_size = a.batch, .seq_len = a.seq, .rank = dp_rank,
-                                                         .world_size = dp, .shuffle = a.shuffle, .seed = a.seed,
-                                                         .device = device, .vocab_size = vocab});
+  std::vector<std::pair<std::string, double>> weights;
+  for (const std::string& spec : a.mixture_weights) weights.push_back(program::named_weight(spec, "[train] --mixture-weight"));
+  TrainBatches train(a.data, weights,
+                     {.batch_size = a.batch, .seq_len = a.seq, .rank = dp_rank, .world_size = dp,
+                      .shuffle = a.shuffle, .seed = a.seed, .device = device, .vocab_size = vocab});
   kiln::data::DataLoader val({a.data + "/val.bin"},
                              {.batch_size = a.batch, .seq_len = a.seq, .device = device, .vocab_size = vocab});
 
@@ -301,16 +368,16 @@ int run(const Args& a) {
                                                a.moe_drop_policy == "position" ? "latest tokens" : "smallest gates")
                                  : std::string("dropless"),
         moe->aux_loss_coeff, moe->z_loss_coeff);
-  say(lead, "data: {} train batches of {} x {} per epoch; {} tokens per step; {} on {}, {} activations\n",
-      train.batches_per_epoch(), a.batch, a.seq, tokens_per_step, a.optimizer, device, a.dtype);
+  say(lead, "data: {}; {} tokens per step; {} on {}, {} activations\n",
+      train.describe(a.batch, a.seq, tokens_per_step, a.steps), tokens_per_step, a.optimizer, device, a.dtype);
   if (ranks > 1)
     say(lead, "parallel over {} ranks: tp {}{} x pp {} x dp {}{}; {} micro-batches per step{}\n", ranks, a.tp,
         a.sequence_parallel && a.tp > 1 ? " (sequence parallel)" : "", a.pp, dp,
         zero ? " (ZeRO-1)" : a.ep > 1 ? fmt::format(" (experts shared out over {})", a.ep) : "",
         a.grad_accum, a.pp > 1 ? fmt::format(" ({} schedule)", a.pipeline) : "");
   {
-    kiln::data::TokenFile tr(a.data + "/train.bin"), va(a.data + "/val.bin");
-    say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(tr, va, spec.vocab_size));
+    kiln::data::TokenFile va(a.data + "/val.bin");
+    say(lead, "unigram baseline on val: {:.4f}\n", unigram_baseline(train.files(a.data), va, spec.vocab_size));
   }
 
   std::ofstream metrics;
@@ -405,6 +472,9 @@ int run(const Args& a) {
     double tok_per_s = static_cast<double>(tokens_per_step) / seconds;
     nlohmann::json m = {{"step", done}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm},
                         {"tokens_per_second", tok_per_s}};
+    if (const auto* mixture = train.mixture())
+      for (size_t s = 0; s < mixture->sources().size(); ++s)
+        m["tokens_seen"][mixture->sources()[s].name] = mixture->tokens_seen()[s];
     std::string moe;
     if (spec.block.mlp.moe) {
       m.update(moe_metrics(model, layout));
@@ -432,7 +502,7 @@ int run(const Args& a) {
       double v = evaluate(model, layout, val, a.eval_batches);
       model.train();
       m["val_loss"] = v;
-      say(lead, "step {:5d}/{} | val loss {:.4f}\n", done, a.steps, v);
+      say(lead, "step {:5d}/{} | val loss {:.4f}{}\n", done, a.steps, v, train.tokens_seen_line());
     }
     log_metrics(m);
     if (a.sample_every > 0 && (done % a.sample_every == 0 || done == a.steps)) sample(done);
@@ -554,6 +624,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", a.seed, "initialization, dropout and data order")->capture_default_str();
   app.add_flag("--resume", a.resume, "continue from the latest checkpoint in --out");
   app.add_flag("!--no-shuffle", a.shuffle, "read training batches in file order");
+  app.add_option("--mixture-weight", a.mixture_weights,
+                 "NAME=WEIGHT: a source's share of the rows, over mixture.json's (curate's data)");
   app.add_option("--skip-nonfinite", a.skip_nonfinite, "skip up to this many steps whose loss or gradient norm is "
                  "NaN or infinite (no update) before stopping; 0: stop at the first")
       ->check(program::non_negative)->capture_default_str();

@@ -10,6 +10,7 @@
 #include "kiln/data/document_stream.h"
 #include "kiln/data/documents.h"
 #include "kiln/data/minhash.h"
+#include "kiln/data/mixture_loader.h"
 #include "kiln/data/quality.h"
 #include "kiln/data/text_filters.h"
 #include "kiln/data/example_loader.h"
