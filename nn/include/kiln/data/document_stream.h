@@ -37,6 +37,7 @@ struct StreamedDocument {
 // naming the file (and line, for JSON) when one is missing or malformed.
 class DocumentStream {
  public:
+  // Checks that every file exists (its size counts toward bytes_total); opens none yet.
   explicit DocumentStream(std::vector<std::string> files, DocumentStreamOptions options = {});
   ~DocumentStream();
   DocumentStream(const DocumentStream&) = delete;

@@ -21,7 +21,7 @@ namespace kiln::data {
 
 // One source of a mixture: a token file and its share of the rows.
 struct MixtureSource {
-  std::string name;
+  std::string name;   // as reports name it
   std::string file;   // llm.c-layout tokens
   double weight = 1;  // relative: weights are divided by their sum
 };

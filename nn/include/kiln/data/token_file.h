@@ -27,6 +27,7 @@ void write_tokens(const std::string& path, const std::vector<uint32_t>& tokens);
 // leaves nothing behind.
 class TokenWriter {
  public:
+  // Starts path.tmp; tokens must be below vocab_size.
   TokenWriter(const std::string& path, int64_t vocab_size);
   // Appends tokens; raises naming the file when one is not below the vocabulary size.
   void append(std::span<const uint32_t> tokens);
