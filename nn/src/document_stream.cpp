@@ -32,12 +32,10 @@ class DocumentStream::Reader {
   static constexpr size_t kBuffer = 256 << 10;
 
   explicit Reader(const std::string& path) : path_(path), buffer_(kBuffer) {
-    file_ = gzopen(path.c_str(), "rb");
     KILN_CHECK(file_ != nullptr, "[data] cannot open {}", path);
-    gzbuffer(file_, kBuffer);
+    gzbuffer(file_.get(), kBuffer);
     fill();
   }
-  ~Reader() { gzclose(file_); }
 
   // What the first buffer holds, to tell a file's kind.
   std::string_view head() const { return {buffer_.data() + begin_, end_ - begin_}; }
@@ -78,14 +76,14 @@ class DocumentStream::Reader {
 
   int64_t line_number() const { return line_; }  // of the line getline returned last
   int64_t line_length() const { return static_cast<int64_t>(length_); }  // its whole length, past `most` too
-  int64_t offset() const { return gzoffset(file_); }  // bytes of the stored file consumed
+  int64_t offset() const { return gzoffset(file_.get()); }  // bytes of the stored file consumed
   const std::string& path() const { return path_; }
 
  private:
   bool fill() {
-    const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
+    const int n = gzread(file_.get(), buffer_.data(), static_cast<unsigned>(buffer_.size()));
     int code = Z_OK;
-    const char* message = gzerror(file_, &code);
+    const char* message = gzerror(file_.get(), &code);
     // A cut gzip file reads to its end, then says so as Z_BUF_ERROR.
     KILN_CHECK(n >= 0 && code == Z_OK, "[data] cannot read {}", message);  // zlib names the file
     begin_ = 0;
@@ -94,7 +92,8 @@ class DocumentStream::Reader {
   }
 
   std::string path_;
-  gzFile file_ = nullptr;
+  // Closed however the reader ends, a constructor that raises included.
+  std::unique_ptr<gzFile_s, int (*)(gzFile)> file_{gzopen(path_.c_str(), "rb"), gzclose};
   std::vector<char> buffer_;
   size_t begin_ = 0, end_ = 0;
   bool partial_ = false;  // a line began in an earlier buffer
