@@ -565,6 +565,7 @@ int main(int argc, char** argv) {
                      {"classifier", a.classifier}, {"classifier_sample_mb", a.classifier_sample_mb}, {"alpha", a.alpha},
                      {"min_words", a.min_words}, {"near_duplicates", a.near_duplicates},
                      {"permutations", a.permutations}, {"tokenizer", a.tokenizer}, {"vocab", a.vocab},
+                     {"tokenizer_sample_mb", a.tokenizer_sample_mb},
                      {"val_fraction", a.val_fraction}, {"text_field", a.text_field}, {"max_document_mb", a.max_document_mb},
                      {"paragraphs", a.paragraphs}, {"seed", a.seed},
                      {"files", inputs.size()}};
