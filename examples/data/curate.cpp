@@ -199,7 +199,7 @@ std::optional<kiln::data::QualityClassifier> classifier(const Args& a, const std
 }
 
 // Stage 1 for one input file.
-FilterCounts filter_file(size_t f, const Input& in, const Source& source, const Args& a,
+void filter_file(size_t f, const Input& in, const Source& source, const Args& a,
                          const std::optional<kiln::data::QualityClassifier>& quality, const kiln::data::MinHasher& hasher,
                          kiln::data::LshBands cut, const std::string& work,
                          const std::function<void(int64_t)>& progress) {
@@ -245,7 +245,6 @@ FilterCounts filter_file(size_t f, const Input& in, const Source& source, const 
   }
   records.publish();
   kiln::write_file_atomic(paths.counts, json(c).dump());
-  return c;
 }
 
 // The documents deduplication drops: (key, exact copy) sorted by key, kept in OUT/work/dropped.bin.
@@ -261,15 +260,12 @@ bool is_dropped(const Dropped& dropped, uint64_t key) {
 json deduplicate(const Args& a, const std::vector<Input>& inputs, const std::vector<Source>& sources,
                  const std::vector<size_t>& mine, kiln::data::LshBands cut, const std::string& work,
                  kiln::dist::ProcessGroup& world) {
-  const size_t width = kBandKeys + static_cast<size_t>(cut.bands);
   std::vector<BucketEntry> entries;
   for (size_t f : mine) {
-    const std::vector<uint64_t> rows = read_key_rows(FileRecords(work, f), width);
-    for (size_t r = 0; r < rows.size(); r += width) {
-      const uint64_t key = doc_key(f, static_cast<int64_t>(rows[r + kIndex])), offset = rows[r + kOffset];
+    const KeyRows rows(work, f, cut.bands);
+    for (size_t r = 0; r < rows.size(); ++r)
       for (size_t b = 0; b <= static_cast<size_t>(cut.bands); ++b)
-        entries.push_back({b, rows[r + kTextHash + b], key, offset});
-    }
+        entries.push_back({b, rows.bucket(r, b), rows.key(r), rows.offset(r)});
   }
   int64_t compared = 0;
   const std::vector<VerifiedPair> pairs =
@@ -309,10 +305,10 @@ json deduplicate(const Args& a, const std::vector<Input>& inputs, const std::vec
       json cluster = {{"documents", size}, {"examples", json::array()}};
       for (size_t m = 0; m < std::min<size_t>(2, size); ++m) {
         const uint64_t doc = clusters[root][m];
-        const std::vector<uint64_t> rows = read_key_rows(FileRecords(work, file_of(doc)), width);
-        for (size_t r = 0; r < rows.size(); r += width)
-          if (doc_key(file_of(doc), static_cast<int64_t>(rows[r + kIndex])) == doc) {
-            std::string text = reader.read(file_of(doc), rows[r + kOffset]);
+        const KeyRows rows(work, file_of(doc), cut.bands);
+        for (size_t r = 0; r < rows.size(); ++r)
+          if (rows.key(r) == doc) {
+            std::string text = reader.read(file_of(doc), rows.offset(r));
             if (text.size() > 200) text.replace(200, text.npos, "...");
             cluster["examples"].push_back(
                 {{"file", inputs[file_of(doc)].path}, {"document", doc & 0xffffffffu}, {"text", text}});
@@ -345,16 +341,15 @@ kiln::data::Tokenizer tokenizer(const Args& a, const std::vector<Input>& inputs,
     if (!a.tokenizer.empty()) {
       kiln::write_file_atomic(model, kiln::read_file(a.tokenizer));
     } else {
-      const size_t width = kBandKeys + static_cast<size_t>(cut.bands);
       const int64_t per_file = std::max<int64_t>(1, (a.tokenizer_sample_mb << 20) / static_cast<int64_t>(inputs.size()));
       std::vector<std::string> sample;
       for (size_t f = 0; f < inputs.size(); ++f) {
-        const std::vector<uint64_t> rows = read_key_rows(FileRecords(work, f), width);
+        const KeyRows rows(work, f, cut.bands);
         DocReader reader(work);
         int64_t taken = 0;
-        for (size_t r = 0; r < rows.size() && taken < per_file; r += width) {
-          if (is_dropped(dropped, doc_key(f, static_cast<int64_t>(rows[r + kIndex])))) continue;
-          sample.push_back(reader.read(f, rows[r + kOffset]));
+        for (size_t r = 0; r < rows.size() && taken < per_file; ++r) {
+          if (is_dropped(dropped, rows.key(r))) continue;
+          sample.push_back(reader.read(f, rows.offset(r)));
           taken += static_cast<int64_t>(sample.back().size());
         }
       }
@@ -370,29 +365,26 @@ kiln::data::Tokenizer tokenizer(const Args& a, const std::vector<Input>& inputs,
 
 // Stage 3 for one file: its kept, undropped documents as token streams
 // (uint32, each document followed by end-of-text) for training and validation.
-json tokenize_file(size_t f, const Args& a, const kiln::data::Tokenizer& tok, const Dropped& dropped,
+void tokenize_file(size_t f, const Args& a, const kiln::data::Tokenizer& tok, const Dropped& dropped,
                    kiln::data::LshBands cut, const std::string& work) {
   const FileRecords paths(work, f);
-  const size_t width = kBandKeys + static_cast<size_t>(cut.bands);
-  const std::vector<uint64_t> rows = read_key_rows(paths, width);
-  kiln::AtomicFileWriter train(fmt::format("{}/{}.train", work, f)), val(fmt::format("{}/{}.val", work, f));
-  json counts = {{"train_documents", 0}, {"val_documents", 0}};
+  const KeyRows rows(work, f, cut.bands);
+  kiln::AtomicFileWriter train(paths.train), val(paths.val);
+  int64_t train_documents = 0, val_documents = 0;
   DocReader reader(work);
-  for (size_t r = 0; r < rows.size(); r += width) {
-    const uint64_t key = doc_key(f, static_cast<int64_t>(rows[r + kIndex]));
-    if (is_dropped(dropped, key)) continue;
-    std::vector<uint32_t> ids = tok.encode(reader.read(f, rows[r + kOffset]));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (is_dropped(dropped, rows.key(r))) continue;
+    std::vector<uint32_t> ids = tok.encode(reader.read(f, rows.offset(r)));
     ids.push_back(tok.eos_id());
-    const bool held_out = kiln::philox::uniform_of(kiln::philox::bits(a.seed, 1, key)) < a.val_fraction;
+    const bool held_out = kiln::philox::uniform_of(kiln::philox::bits(a.seed, 1, rows.key(r))) < a.val_fraction;
     (held_out ? val : train).write(ids.data(), ids.size() * sizeof(uint32_t));
-    counts[held_out ? "val_documents" : "train_documents"] = counts[held_out ? "val_documents" : "train_documents"].get<int64_t>() + 1;
+    ++(held_out ? val_documents : train_documents);
   }
-  counts["train_tokens"] = train.size() / sizeof(uint32_t);
-  counts["val_tokens"] = val.size() / sizeof(uint32_t);
+  const json counts = {{"train_documents", train_documents}, {"val_documents", val_documents},
+                       {"train_tokens", train.size() / sizeof(uint32_t)}, {"val_tokens", val.size() / sizeof(uint32_t)}};
   train.commit();
   val.commit();
-  kiln::write_file_atomic(fmt::format("{}/{}.tokens.json", work, f), counts.dump());
-  return counts;
+  kiln::write_file_atomic(paths.tokens, counts.dump());
 }
 
 // Appends a file of raw uint32 tokens to a token file, a piece at a time.
@@ -456,8 +448,9 @@ void write_outputs(const Args& a, const std::vector<Source>& sources, const std:
     kiln::data::TokenWriter train(a.out + "/" + name, tok.vocab_size());
     for (size_t f = 0; f < inputs.size(); ++f)
       if (inputs[f].source == s) {
-        append_tokens(train, fmt::format("{}/{}.train", work, f));
-        append_tokens(val, fmt::format("{}/{}.val", work, f));
+        const FileRecords paths(work, f);
+        append_tokens(train, paths.train);
+        append_tokens(val, paths.val);
       }
     train.commit();
     const double natural = static_cast<double>(train_tokens[s]) / static_cast<double>(all_tokens);
@@ -615,7 +608,7 @@ int main(int argc, char** argv) {
     Progress tokenizing("tokenize", my_bytes, lead);
     done_bytes = 0;
     for (size_t f : mine) {
-      if (!fs::exists(fmt::format("{}/{}.tokens.json", work, f))) tokenize_file(f, a, tok, dropped, cut, work);
+      if (!fs::exists(FileRecords(work, f).tokens)) tokenize_file(f, a, tok, dropped, cut, work);
       done_bytes += inputs[f].bytes;
       tokenizing.update(done_bytes);
     }
@@ -628,7 +621,7 @@ int main(int argc, char** argv) {
       std::vector<json> tokens(inputs.size());
       for (size_t f = 0; f < inputs.size(); ++f) {
         counts[f] = json::parse(kiln::read_file(FileRecords(work, f).counts)).get<FilterCounts>();
-        tokens[f] = json::parse(kiln::read_file(fmt::format("{}/{}.tokens.json", work, f)));
+        tokens[f] = json::parse(kiln::read_file(FileRecords(work, f).tokens));
       }
       write_outputs(a, sources, inputs, counts, tokens, dedup, tok, work);
       fmt::print("curate: wrote {0}/mixture.json, {0}/val.bin and a train-<source>.bin per source; "

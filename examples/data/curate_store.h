@@ -29,11 +29,15 @@ enum KeyColumn { kIndex, kOffset, kTextHash, kBandKeys };
 
 // The paths of input file F's records.
 struct FileRecords {
-  std::string docs, keys, counts;
+  std::string docs, keys, counts;  // the filter stage's
+  std::string train, val, tokens;  // the tokenize stage's
   FileRecords(const std::string& work, size_t file)
       : docs(fmt::format("{}/{}.docs", work, file)),
         keys(fmt::format("{}/{}.keys", work, file)),
-        counts(fmt::format("{}/{}.json", work, file)) {}
+        counts(fmt::format("{}/{}.json", work, file)),
+        train(fmt::format("{}/{}.train", work, file)),
+        val(fmt::format("{}/{}.val", work, file)),
+        tokens(fmt::format("{}/{}.tokens.json", work, file)) {}
 };
 
 // Appends kept documents and their key rows; publish() makes both visible.
@@ -58,17 +62,31 @@ class FileRecordWriter {
   kiln::AtomicFileWriter docs_, keys_;
 };
 
-// The key rows of one file (rows of `width` uint64).
-inline std::vector<uint64_t> read_key_rows(const FileRecords& paths, size_t width) {
-  const std::string bytes = kiln::read_file(paths.keys);
-  KILN_CHECK(bytes.size() % (width * sizeof(uint64_t)) == 0,
-             "[curate] {} holds {} bytes: not rows of {} keys (written with other --permutations or "
-             "--near-duplicates? start again with a new --out)",
-             paths.keys, bytes.size(), width);
-  std::vector<uint64_t> rows(bytes.size() / sizeof(uint64_t));
-  std::memcpy(rows.data(), bytes.data(), bytes.size());
-  return rows;
-}
+// The rows of one file's F.keys, for `bands` LSH bands: per kept document
+// its key, the offset of its record in F.docs and its bucket keys (bucket 0
+// the text hash, 1.. the bands).
+class KeyRows {
+ public:
+  KeyRows(const std::string& work, size_t file, int bands)
+      : file_(file), width_(kBandKeys + static_cast<size_t>(bands)) {
+    const std::string path = FileRecords(work, file).keys, bytes = kiln::read_file(path);
+    KILN_CHECK(bytes.size() % (width_ * sizeof(uint64_t)) == 0,
+               "[curate] {} holds {} bytes: not rows of {} keys (written with other --permutations or "
+               "--near-duplicates? start again with a new --out)",
+               path, bytes.size(), width_);
+    rows_.resize(bytes.size() / sizeof(uint64_t));
+    std::memcpy(rows_.data(), bytes.data(), bytes.size());
+  }
+
+  size_t size() const { return rows_.size() / width_; }  // kept documents
+  uint64_t key(size_t r) const { return doc_key(file_, static_cast<int64_t>(rows_[r * width_ + kIndex])); }
+  uint64_t offset(size_t r) const { return rows_[r * width_ + kOffset]; }
+  uint64_t bucket(size_t r, size_t b) const { return rows_[r * width_ + kTextHash + b]; }
+
+ private:
+  size_t file_, width_;
+  std::vector<uint64_t> rows_;
+};
 
 // Reads documents of F.docs files by offset, one file open at a time (read
 // in key order, each file opens once).
