@@ -5,18 +5,13 @@
 #include "kiln/base/philox.h"
 #include "kiln/data/shuffle.h"
 #include "kiln/ops.h"
+#include "loader_options.h"
 
 namespace kiln::data {
 
 DataLoader::DataLoader(std::vector<std::string> files, const DataLoaderOptions& o) : options_(o) {
   KILN_CHECK(!files.empty(), "[DataLoader] no token files given");
-  KILN_CHECK(o.batch_size > 0 && o.seq_len > 0, "[DataLoader] batch_size ({}) and seq_len ({}) must be positive",
-             o.batch_size, o.seq_len);
-  int64_t tokens = 0;
-  KILN_CHECK(!__builtin_mul_overflow(o.batch_size, o.seq_len, &tokens) && tokens < INT64_MAX,
-             "[DataLoader] a batch of {} x {} tokens is more than an int64 counts", o.batch_size, o.seq_len);
-  KILN_CHECK(o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size, "[DataLoader] rank {} is not in a world of {}",
-             o.rank, o.world_size);
+  check_loader_options(o, "DataLoader");
   for (const std::string& f : files) {
     shards_.emplace_back(f);
     if (o.vocab_size > 0) shards_.back().check_vocabulary(o.vocab_size);

@@ -9,6 +9,7 @@
 #include "kiln/data/shuffle.h"
 #include "kiln/ops.h"
 #include "kiln/serialize.h"
+#include "loader_options.h"
 
 namespace kiln::data {
 
@@ -42,10 +43,7 @@ std::vector<MixtureSource> read_mixture(const std::string& dir,
 MixtureLoader::MixtureLoader(std::vector<MixtureSource> sources, const DataLoaderOptions& options)
     : sources_(std::move(sources)), options_(options) {
   KILN_CHECK(!sources_.empty(), "[MixtureLoader] no sources given");
-  KILN_CHECK(options.batch_size > 0 && options.seq_len > 0,
-             "[MixtureLoader] batch_size ({}) and seq_len ({}) must be positive", options.batch_size, options.seq_len);
-  KILN_CHECK(options.world_size > 0 && options.rank >= 0 && options.rank < options.world_size,
-             "[MixtureLoader] rank {} is not in a world of {}", options.rank, options.world_size);
+  check_loader_options(options, "MixtureLoader");
   double total = 0;
   for (const MixtureSource& s : sources_) {
     KILN_CHECK(s.weight > 0 && std::isfinite(s.weight), "[MixtureLoader] source {} has weight {}: weights must be > 0",
